@@ -1,0 +1,4 @@
+//! The errorflow collector.
+pub mod model;
+pub mod pipeline;
+pub mod store;

@@ -1,0 +1,80 @@
+//! The ingest pipeline: decode → normalise → fingerprint.
+//!
+//! **Architecture Invariant**: everything in this folder is pure. No IO, no
+//! clock, no randomness: the time of receipt and the project come in through
+//! [`Context`], so the same input always gives the same output, and grouping
+//! can be snapshot-tested. The order of the stages is written once, in
+//! [`process`].
+
+use chrono::{DateTime, Utc};
+use errorflow_sdk::protocol::Event;
+
+use crate::model::NormalizedEvent;
+
+pub mod decode;
+pub mod fingerprint;
+pub mod normalize;
+pub mod parameterize;
+
+pub use decode::{decode_batch, decode_custom, CustomError, DecodeError};
+pub use fingerprint::FINGERPRINT_VERSION;
+
+/// Documented ingest limits. Strings longer than their limit are truncated
+/// (on a character boundary, with `…`), collections are capped; an event whose
+/// JSON is larger than `max_event_bytes` is rejected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Request body as sent (possibly compressed).
+    pub max_body_bytes: usize,
+    /// Request body after decompression.
+    pub max_decompressed_bytes: usize,
+    pub max_events_per_batch: usize,
+    /// One event's JSON.
+    pub max_event_bytes: usize,
+    /// `message`, exception values.
+    pub max_message_chars: usize,
+    /// Short identifiers: service, environment, release, host, error type, tag keys, logger…
+    pub max_name_chars: usize,
+    /// Tag values, paths, URLs, frame fields.
+    pub max_value_chars: usize,
+    pub max_tags: usize,
+    pub max_breadcrumbs: usize,
+    pub max_exceptions: usize,
+    pub max_frames: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 5 * 1024 * 1024,
+            max_decompressed_bytes: 20 * 1024 * 1024,
+            max_events_per_batch: 1000,
+            max_event_bytes: 1024 * 1024,
+            max_message_chars: 8 * 1024,
+            max_name_chars: 200,
+            max_value_chars: 1024,
+            max_tags: 50,
+            max_breadcrumbs: 100,
+            max_exceptions: 10,
+            max_frames: 250,
+        }
+    }
+}
+
+/// What the pipeline knows besides the event itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    pub project_id: i64,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Why one event was refused (the batch's other events are unaffected).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+/// Runs the pipeline stages on one decoded event, in their one fixed order.
+pub fn process(event: Event, ctx: &Context, limits: &Limits) -> Result<NormalizedEvent, Rejected> {
+    let event = normalize::normalize(event, ctx, limits)?;
+    Ok(fingerprint::build(event, ctx))
+}

@@ -1,0 +1,1 @@
+//! Parameterisation of messages (stub).

@@ -1,0 +1,174 @@
+//! Persistence. **Architecture Invariant**: this folder is the only place
+//! that knows SQL. Every statement is parameterised.
+//!
+//! One [`Store`] trait, one implementation per backend (`postgres.rs`,
+//! `sqlite.rs`), migrations per backend under `sql/`; the backend is picked
+//! from the URL scheme by [`connect`]. The conformance suite in
+//! `tests/store_conformance.rs` runs the same checks against both.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::model::{
+    Activity, ApiToken, EventPage, EventQuery, Group, GroupPage, GroupQuery, GroupStats,
+    InsertOutcome, NormalizedEvent, Project, StoredEvent, Transition,
+};
+
+pub mod postgres;
+pub mod sqlite;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database url scheme {0:?} (expected postgres:// or sqlite://)")]
+    UnsupportedUrl(String),
+    #[error("invalid cursor")]
+    InvalidCursor,
+    #[error("a project named {0:?} already exists")]
+    ProjectExists(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which backend a store uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// The collector's storage. Implementations must be safe to share between
+/// tasks and, for Postgres, between several collector processes on one database.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Applies pending migrations from `sql/<backend>/`.
+    async fn migrate(&self) -> Result<()>;
+
+    /// Cheap round trip for `/readyz`.
+    async fn ping(&self) -> Result<()>;
+
+    // ---- projects and credentials ----
+
+    /// Creates a project whose ingest key hashes to `key_hash`.
+    async fn create_project(&self, name: &str, key_hash: &str, key_prefix: &str) -> Result<Project>;
+    async fn list_projects(&self) -> Result<Vec<Project>>;
+    async fn get_project(&self, id: i64) -> Result<Option<Project>>;
+    async fn project_by_key_hash(&self, key_hash: &str) -> Result<Option<Project>>;
+    /// Replaces the project's ingest key; the old key stops working at once. False if no such project.
+    async fn rotate_project_key(&self, id: i64, key_hash: &str, key_prefix: &str) -> Result<bool>;
+
+    async fn create_token(&self, name: &str, token_hash: &str) -> Result<ApiToken>;
+    async fn token_by_hash(&self, token_hash: &str) -> Result<Option<ApiToken>>;
+
+    // ---- ingest ----
+
+    /// Stores a batch of events in **one transaction** (group commit) and
+    /// returns one outcome per input event, in order.
+    ///
+    /// Contract:
+    /// - idempotent by `(project_id, event_id)`: an event already stored, or
+    ///   repeated within the batch, is `Duplicate` and changes no count;
+    /// - events with the same `(project_id, fingerprint)` land in one group,
+    ///   created on first sight even when other processes race to create it;
+    /// - a new event reopens a QUIET group (activity `unquieted`) and regresses a
+    ///   RESOLVED one (activity `regressed`, `regression_count` + 1,
+    ///   `regressed_at`), except a group resolved in the next release seeing
+    ///   an event of the release it was resolved in;
+    /// - the group's count, first/last seen, last release/environment,
+    ///   hourly counts and tag counts are updated;
+    /// - when it returns `Ok`, everything is committed and durable.
+    async fn insert_events(&self, events: &[NormalizedEvent]) -> Result<Vec<InsertOutcome>>;
+
+    // ---- incidents ----
+
+    async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage>;
+    async fn get_group(&self, id: i64) -> Result<Option<Group>>;
+    /// Finds the most recently seen group with the seed's `service:error_type` key.
+    async fn group_by_cluster_key(&self, cluster_key: &str) -> Result<Option<Group>>;
+    /// Hourly counts for the 24 hours and daily counts for the 14 days ending at `now`, top tag values.
+    async fn group_stats(&self, id: i64, now: DateTime<Utc>) -> Result<GroupStats>;
+    /// Applies a state change and records it in the activity history.
+    /// Returns the updated group, or `None` when there is no such group.
+    async fn transition(
+        &self,
+        id: i64,
+        transition: &Transition,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Group>>;
+    /// OPEN groups last seen before `idle_since` become QUIET (activity by `system`). Returns how many.
+    async fn quiet_idle(&self, idle_since: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64>;
+    /// The activity history, oldest first.
+    async fn activity(&self, group_id: i64) -> Result<Vec<Activity>>;
+
+    // ---- events ----
+
+    /// Newest first.
+    async fn list_events(&self, query: &EventQuery) -> Result<EventPage>;
+    /// The newest event with this id in any project.
+    async fn get_event(&self, event_id: Uuid) -> Result<Option<StoredEvent>>;
+}
+
+/// Opens the store named by `url` (`postgres://…`, `postgresql://…` or
+/// `sqlite://…`; a SQLite file is created if missing). Does not migrate.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
+    } else {
+        let scheme = url.split(':').next().unwrap_or_default().to_string();
+        Err(StoreError::UnsupportedUrl(scheme))
+    }
+}
+
+/// Hides the password of a database URL, for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    match url.find("://") {
+        Some(start) => {
+            let rest = &url[start + 3..];
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let authority = &rest[..authority_end];
+            match authority.rfind('@') {
+                Some(at) => {
+                    let userinfo = &authority[..at];
+                    let user = userinfo.split(':').next().unwrap_or_default();
+                    let masked = if userinfo.contains(':') {
+                        format!("{user}:***")
+                    } else {
+                        user.to_string()
+                    };
+                    format!("{}://{}{}", &url[..start], masked, &rest[at..])
+                }
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://u:secret@db:5432/x"),
+            "postgres://u:***@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(redact_url("sqlite://errorflow.db"), "sqlite://errorflow.db");
+    }
+}

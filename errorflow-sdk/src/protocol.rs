@@ -1,0 +1,364 @@
+//! Wire types shared by the SDK and the collector.
+//!
+//! Everything here derives `Serialize`/`Deserialize` and is a contract: the
+//! collector accepts what the SDK sends, and older SDKs must keep working.
+//! Fields are optional unless an event cannot be understood without them, and
+//! unknown fields are ignored so that newer SDKs can add fields.
+//!
+//! This module has no runtime dependencies: build the crate with
+//! `default-features = false` to get only these types.
+//!
+//! ```
+//! use errorflow_sdk::protocol::{Batch, Event, Exception, Level};
+//!
+//! let mut event = Event::new(Level::Error);
+//! event.message = Some("payment for order 42 failed".into());
+//! event.exception.push(Exception::new("PaymentError", "card declined"));
+//! let batch = Batch { events: vec![event] };
+//! let json = serde_json::to_string(&batch).unwrap();
+//! let back: Batch = serde_json::from_str(&json).unwrap();
+//! assert_eq!(back, batch);
+//! ```
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The body of `POST /api/v1/events`: a batch of events from one client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Batch {
+    pub events: Vec<Event>,
+}
+
+/// The collector's answer to a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct BatchResponse {
+    /// Events stored by this request.
+    pub accepted: u64,
+    /// Events whose `event_id` the collector already had (a retried batch).
+    pub duplicates: u64,
+    /// Events refused, by their index in the batch; their neighbours are kept.
+    pub rejected: Vec<Rejection>,
+}
+
+/// One refused event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub index: usize,
+    pub error: String,
+}
+
+/// Severity of an event, as in `tracing` and Sentry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Debug,
+    Info,
+    #[serde(alias = "warn")]
+    Warning,
+    #[default]
+    Error,
+    #[serde(alias = "critical")]
+    Fatal,
+}
+
+impl Level {
+    /// The lowercase name used on the wire and in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warning => "warning",
+            Level::Error => "error",
+            Level::Fatal => "fatal",
+        }
+    }
+
+    /// Parses the wire name (and the common aliases `warn`, `critical`).
+    pub fn parse(s: &str) -> Option<Level> {
+        match s.to_ascii_lowercase().as_str() {
+            "debug" | "trace" => Some(Level::Debug),
+            "info" => Some(Level::Info),
+            "warning" | "warn" => Some(Level::Warning),
+            "error" => Some(Level::Error),
+            "fatal" | "critical" => Some(Level::Fatal),
+            _ => None,
+        }
+    }
+}
+
+/// One error event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique per project; a retried event with the same id is stored once.
+    pub event_id: Uuid,
+    /// When the error happened, in UTC. The collector uses its own clock when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub level: Level,
+    /// `rust`, `python`, `javascript`, … ; guides grouping of stack frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// The formatted message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The message before formatting (`payment for order {} failed`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_template: Option<String>,
+    /// The logger or `tracing` target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logger: Option<String>,
+    /// The service that raised the error (`user-api`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// `prod`, `staging`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// The host name (Sentry's `server_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The route or operation being served (`GET /users/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The exception chain, outermost first; each `source()` follows its parent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exception: Vec<Exception>,
+    /// Stack of the thread that logged the event when there is no exception.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stacktrace: Option<Stacktrace>,
+    /// Searchable key/value pairs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Free-form structured context (span fields, event fields, runtime).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Request>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breadcrumbs: Vec<Breadcrumb>,
+    /// Client-chosen grouping; `{{ default }}` stands for the server's own fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Vec<String>>,
+    /// The SDK that sent the event (`errorflow-sdk/0.1.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdk: Option<String>,
+}
+
+impl Event {
+    /// A new event with a random id and the current time.
+    pub fn new(level: Level) -> Event {
+        Event {
+            event_id: Uuid::new_v4(),
+            timestamp: Some(Utc::now()),
+            level,
+            platform: None,
+            message: None,
+            message_template: None,
+            logger: None,
+            service: None,
+            environment: None,
+            release: None,
+            host: None,
+            transaction: None,
+            trace_id: None,
+            exception: Vec::new(),
+            stacktrace: None,
+            tags: BTreeMap::new(),
+            extra: BTreeMap::new(),
+            request: None,
+            user: None,
+            breadcrumbs: Vec::new(),
+            fingerprint: None,
+            sdk: None,
+        }
+    }
+}
+
+/// One error of an exception chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exception {
+    /// The error's type (`std::io::Error`, `KeyError`, `TypeError`).
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// The error's message.
+    #[serde(default)]
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    /// How it was caught: `panic`, `tracing`, `middleware`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mechanism: Option<String>,
+    /// Whether the application handled it; `false` for panics and uncaught errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stacktrace: Option<Stacktrace>,
+}
+
+impl Exception {
+    pub fn new(ty: impl Into<String>, value: impl Into<String>) -> Exception {
+        Exception {
+            ty: ty.into(),
+            value: value.into(),
+            module: None,
+            mechanism: None,
+            handled: None,
+            stacktrace: None,
+        }
+    }
+}
+
+/// Stack frames, **innermost last** (the frame that raised is the last one), as in Sentry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Stacktrace {
+    pub frames: Vec<Frame>,
+}
+
+/// One stack frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Frame {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abs_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineno: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colno: Option<u32>,
+    /// Whether the frame is the application's own code (not a dependency or the runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_app: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_line: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre_context: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_context: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction_addr: Option<String>,
+}
+
+/// The HTTP request being served when the error happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Request {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The URL or path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The matched route template (`/users/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_string: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+}
+
+/// The user affected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct User {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+}
+
+/// Something that happened before the error (a log line, an HTTP call).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Breadcrumb {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub level: Level,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_event_parses_with_defaults() {
+        let e: Event =
+            serde_json::from_str(r#"{"event_id":"6f1c0b8e-3b1f-4bb1-9a57-0d7e2f7d1c11","message":"x"}"#)
+                .unwrap();
+        assert_eq!(e.level, Level::Error);
+        assert!(e.exception.is_empty());
+        assert_eq!(e.timestamp, None);
+    }
+
+    #[test]
+    fn level_aliases() {
+        let l: Level = serde_json::from_str("\"warn\"").unwrap();
+        assert_eq!(l, Level::Warning);
+        assert_eq!(Level::parse("CRITICAL"), Some(Level::Fatal));
+        assert_eq!(Level::parse("nope"), None);
+    }
+
+    #[test]
+    fn exception_type_is_renamed_on_the_wire() {
+        let json = serde_json::to_value(Exception::new("KeyError", "'a'")).unwrap();
+        assert_eq!(json["type"], "KeyError");
+        assert_eq!(json["value"], "'a'");
+    }
+
+    #[test]
+    fn full_event_round_trips() {
+        let mut e = Event::new(Level::Fatal);
+        e.message = Some("boom".into());
+        e.tags.insert("k".into(), "v".into());
+        e.exception.push(Exception {
+            stacktrace: Some(Stacktrace {
+                frames: vec![Frame {
+                    function: Some("app::main".into()),
+                    lineno: Some(3),
+                    in_app: Some(true),
+                    ..Frame::default()
+                }],
+            }),
+            ..Exception::new("Panic", "boom")
+        });
+        e.request = Some(Request {
+            method: Some("GET".into()),
+            ..Request::default()
+        });
+        e.breadcrumbs.push(Breadcrumb {
+            timestamp: None,
+            category: Some("log".into()),
+            level: Level::Info,
+            message: Some("started".into()),
+            data: BTreeMap::new(),
+        });
+        let s = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&s).unwrap(), e);
+    }
+}
