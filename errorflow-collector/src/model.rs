@@ -206,7 +206,7 @@ pub struct GroupPage {
 }
 
 /// A stored raw event.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct StoredEvent {
     pub id: i64,
     pub project_id: i64,
@@ -224,6 +224,7 @@ pub struct StoredEvent {
     pub release: Option<String>,
     pub host: Option<String>,
     /// The full normalised event as received.
+    #[schema(value_type = Object)]
     pub data: serde_json::Value,
 }
 

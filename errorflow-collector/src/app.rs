@@ -1,0 +1,259 @@
+//! Start-up and the commands of the binary. `main.rs` only parses the
+//! command line and calls in here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use chrono::Utc;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::config::{Cli, Command, Config, ProjectCommand, ServeArgs, TokenCommand};
+use crate::credentials;
+use crate::http::{self, AppState};
+use crate::model::Project;
+use crate::store::{self, redact_url, Backend, Store};
+use crate::telemetry;
+use crate::writer::{Writer, WriterOptions};
+
+/// Runs the command the user asked for.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let default_serve = ServeArgs::default();
+    let serve_args = match &cli.command {
+        None => Some(&default_serve),
+        Some(Command::Serve(args)) => Some(args),
+        _ => None,
+    };
+    let config = Config::resolve(&cli, serve_args)?;
+    telemetry::init_logging(config.log_format, &config.log_level);
+    match &cli.command {
+        None | Some(Command::Serve(_)) => serve(config).await,
+        Some(Command::Migrate) => {
+            open_store(&config.database_url).await?;
+            println!("migrations applied to {}", redact_url(&config.database_url));
+            Ok(())
+        }
+        Some(Command::Project(cmd)) => project_command(&config, cmd).await,
+        Some(Command::Token(TokenCommand::Create { name, json })) => {
+            let store = open_store(&config.database_url).await?;
+            let token = create_token(store.as_ref(), name).await?;
+            if *json {
+                println!("{}", json!({ "token": token }));
+            } else {
+                println!("management token {name:?} (shown once; send as `Authorization: Bearer TOKEN`):\n{token}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Connects and migrates, with messages that say what failed and where.
+pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    let shown = redact_url(url);
+    let store = store::connect(url)
+        .await
+        .with_context(|| format!("cannot open database {shown}"))?;
+    tracing::info!(database = %shown, "applying migrations");
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("cannot migrate database {shown}"))?;
+    Ok(store)
+}
+
+async fn create_token(store: &dyn Store, name: &str) -> anyhow::Result<String> {
+    let token = credentials::new_api_token();
+    store
+        .create_token(name, &credentials::hash_secret(&token))
+        .await?;
+    Ok(token)
+}
+
+async fn create_project(store: &dyn Store, name: &str) -> anyhow::Result<(Project, String)> {
+    let name = http::api::validate_project_name(name).map_err(anyhow::Error::msg)?;
+    let key = credentials::new_ingest_key();
+    let project = store
+        .create_project(name, &credentials::hash_secret(&key), &credentials::prefix(&key))
+        .await?;
+    Ok((project, key))
+}
+
+async fn project_command(config: &Config, cmd: &ProjectCommand) -> anyhow::Result<()> {
+    let store = open_store(&config.database_url).await?;
+    let url = |public: &Option<String>| {
+        public
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", crate::config::DEFAULT_LISTEN))
+    };
+    match cmd {
+        ProjectCommand::Create {
+            name,
+            json,
+            public_url,
+        } => {
+            let (project, key) = create_project(store.as_ref(), name).await?;
+            print_project_key(&project, &key, &url(public_url), *json);
+        }
+        ProjectCommand::List { json } => {
+            let projects = store.list_projects().await?;
+            if *json {
+                println!("{}", serde_json::to_string(&projects)?);
+            } else {
+                println!("{:>4}  {:<30} {:<10} created", "id", "name", "key");
+                for p in projects {
+                    println!(
+                        "{:>4}  {:<30} {:<10} {}",
+                        p.id,
+                        p.name,
+                        format!("{}…", p.key_prefix),
+                        p.created_at.format("%Y-%m-%d %H:%M UTC")
+                    );
+                }
+            }
+        }
+        ProjectCommand::RotateKey {
+            project,
+            json,
+            public_url,
+        } => {
+            let projects = store.list_projects().await?;
+            let Some(found) = projects
+                .into_iter()
+                .find(|p| p.name == *project || p.id.to_string() == *project)
+            else {
+                bail!("no project with id or name {project:?}");
+            };
+            let key = credentials::new_ingest_key();
+            store
+                .rotate_project_key(found.id, &credentials::hash_secret(&key), &credentials::prefix(&key))
+                .await?;
+            print_project_key(&found, &key, &url(public_url), *json);
+        }
+    }
+    Ok(())
+}
+
+fn print_project_key(project: &Project, key: &str, public_url: &str, as_json: bool) {
+    let dsn = credentials::dsn(public_url, key, project.id);
+    if as_json {
+        println!(
+            "{}",
+            json!({"id": project.id, "name": project.name, "key": key, "dsn": dsn})
+        );
+    } else {
+        println!("project:    {} (id {})", project.name, project.id);
+        println!("ingest key: {key}  (shown once; stored hashed)");
+        println!("DSN:        {dsn}");
+    }
+}
+
+/// Runs the server until Ctrl-C or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config.database_url).await?;
+    let first_start = first_start(store.as_ref(), &config.public_url).await?;
+    let state = build_state(store.clone(), &config);
+    let app = http::router(state.clone());
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    tokio::spawn(quiet_job(store.clone(), config.quiet_after));
+    tracing::info!(listen = %local, database = %redact_url(&config.database_url), "errorflow collector started");
+    if let Some(text) = first_start {
+        println!("{text}");
+    }
+    println!("dashboard: {}/", config.public_url);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The state shared by the handlers, with writer tasks sized for the backend.
+pub fn build_state(store: Arc<dyn Store>, config: &Config) -> AppState {
+    let writers = match store.backend() {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 4,
+    };
+    let writer = Writer::start(
+        store.clone(),
+        WriterOptions {
+            writers,
+            ..WriterOptions::default()
+        },
+    );
+    AppState::new(
+        store,
+        writer,
+        config.limits.clone(),
+        &config.public_url,
+        telemetry::metrics_handle(),
+    )
+}
+
+/// On an empty database: creates project `default` and a management token,
+/// and returns the text that shows them once.
+async fn first_start(store: &dyn Store, public_url: &str) -> anyhow::Result<Option<String>> {
+    if !store.list_projects().await?.is_empty() {
+        return Ok(None);
+    }
+    let (project, key) = match create_project(store, "default").await {
+        Ok(created) => created,
+        // Another collector process on the same database won the race.
+        Err(e) if matches!(e.downcast_ref(), Some(store::StoreError::ProjectExists(_))) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let token = create_token(store, "admin").await?;
+    Ok(Some(format!(
+        "first start: created project {:?}\n\
+         DSN (give it to your services; shown once): {}\n\
+         management token for the REST API (shown once): {}",
+        project.name,
+        credentials::dsn(public_url, &key, project.id),
+        token
+    )))
+}
+
+/// Moves idle OPEN incidents to QUIET every minute (or sooner for short quiet periods).
+pub async fn quiet_job(store: Arc<dyn Store>, quiet_after: Duration) {
+    let period = (quiet_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Utc::now();
+        let Ok(quiet_after) = chrono::Duration::from_std(quiet_after) else {
+            return;
+        };
+        match store.quiet_idle(now - quiet_after, now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(incidents = n, "quieted idle incidents"),
+            Err(e) => tracing::warn!(error = %e, "quiet check failed; will retry"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,533 @@
+//! The management REST API under `/api/v1`. Every route needs a management
+//! token (`Authorization: Bearer TOKEN`, see `errorflow-collector token create`).
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{ApiError, AppState, Manager};
+use crate::credentials;
+use crate::model::{
+    Activity, EventPage, EventQuery, Group, GroupPage, GroupQuery, GroupSort, GroupStats,
+    GroupStatus, Project, StoredEvent, Transition,
+};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(super::openapi::document))
+        .route("/groups", get(list_groups))
+        .route("/groups/{id}", get(get_group))
+        .route("/groups/{id}/events", get(group_events))
+        .route("/groups/{id}/activity", get(group_activity))
+        .route("/groups/{id}/resolve", post(resolve))
+        .route("/groups/{id}/quiet", post(quiet))
+        .route("/groups/{id}/reopen", post(reopen))
+        .route("/events", get(list_events))
+        .route("/events/{event_id}", get(get_event))
+        .route("/projects", get(list_projects).post(create_project))
+        .route("/projects/{id}/rotate-key", post(rotate_key))
+}
+
+/// `Path`, `Query` and `Json` whose rejections are JSON [`ApiError`]s.
+pub struct ApiPath<T>(pub T);
+pub struct ApiQuery<T>(pub T);
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        Ok(ApiPath(Path::<T>::from_request_parts(parts, state).await?.0))
+    }
+}
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        Ok(ApiQuery(Query::<T>::from_request_parts(parts, state).await?.0))
+    }
+}
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    /// An empty body means "no options" (the seed's clients POST nothing).
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let empty = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v == "0")
+            || (req.headers().get(axum::http::header::CONTENT_TYPE).is_none()
+                && req.headers().get(axum::http::header::TRANSFER_ENCODING).is_none());
+        if empty {
+            let bytes = axum::body::to_bytes(req.into_body(), 0)
+                .await
+                .map_err(|_| ApiError::unsupported_media("expected content-type: application/json"))?;
+            debug_assert!(bytes.is_empty());
+            return Ok(ApiJson(T::default()));
+        }
+        Ok(ApiJson(Json::<T>::from_request(req, state).await?.0))
+    }
+}
+
+/// Query parameters of the incident list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GroupListParams {
+    /// `open`, `quiet` or `resolved`.
+    pub status: Option<String>,
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub release: Option<String>,
+    /// `low`, `medium`, `high`, `critical` or `unknown`.
+    pub severity: Option<String>,
+    /// Text searched in title, culprit and `service:error_type`.
+    pub q: Option<String>,
+    /// `last_seen` (default), `first_seen`, `count` or `priority`.
+    pub sort: Option<String>,
+    /// 1–200, default 50.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Project id.
+    pub project: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GroupList {
+    pub groups: Vec<Group>,
+    pub next_cursor: Option<String>,
+}
+
+impl From<GroupPage> for GroupList {
+    fn from(p: GroupPage) -> Self {
+        GroupList {
+            groups: p.groups,
+            next_cursor: p.next_cursor,
+        }
+    }
+}
+
+const SEVERITIES: [&str; 5] = ["low", "medium", "high", "critical", "unknown"];
+
+/// List incidents.
+#[utoipa::path(get, path = "/api/v1/groups", tag = "incidents", params(GroupListParams),
+    security(("token" = [])),
+    responses((status = 200, body = GroupList), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody)))]
+pub async fn list_groups(
+    State(state): State<AppState>,
+    _: Manager,
+    ApiQuery(p): ApiQuery<GroupListParams>,
+) -> Result<Json<GroupList>, ApiError> {
+    let status = p
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty() && *s != "all")
+        .map(|s| {
+            GroupStatus::parse(s).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("unknown status {s:?} (expected open, quiet, resolved or all)"),
+                )
+            })
+        })
+        .transpose()?;
+    let sort = match p.sort.as_deref().unwrap_or("last_seen") {
+        "last_seen" => GroupSort::LastSeen,
+        "first_seen" => GroupSort::FirstSeen,
+        "count" => GroupSort::Count,
+        "priority" => GroupSort::Priority,
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("unknown sort {other:?} (expected last_seen, first_seen, count or priority)"),
+            ))
+        }
+    };
+    if let Some(sev) = p.severity.as_deref() {
+        if !SEVERITIES.contains(&sev) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("unknown severity {sev:?} (expected one of {})", SEVERITIES.join(", ")),
+            ));
+        }
+    }
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit {limit} out of range 1..=200"),
+        ));
+    }
+    let query = GroupQuery {
+        project_id: p.project,
+        status,
+        service: p.service.filter(|s| !s.is_empty()),
+        environment: p.environment.filter(|s| !s.is_empty()),
+        release: p.release.filter(|s| !s.is_empty()),
+        severity: p.severity,
+        q: p.q.filter(|s| !s.trim().is_empty()),
+        sort,
+        limit,
+        cursor: p.cursor.filter(|s| !s.is_empty()),
+    };
+    Ok(Json(state.store.list_groups(&query).await?.into()))
+}
+
+/// An incident with its counts over time, top tag values and activity.
+#[derive(Serialize, ToSchema)]
+pub struct GroupDetail {
+    #[serde(flatten)]
+    pub group: Group,
+    #[serde(flatten)]
+    pub stats: GroupStats,
+    pub activity: Vec<Activity>,
+}
+
+async fn load_group(state: &AppState, id: i64) -> Result<Group, ApiError> {
+    state
+        .store
+        .get_group(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no incident with id {id}")))
+}
+
+/// One incident.
+#[utoipa::path(get, path = "/api/v1/groups/{id}", tag = "incidents", security(("token" = [])),
+    params(("id" = i64, Path, description = "incident id")),
+    responses((status = 200, body = GroupDetail), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get_group(
+    State(state): State<AppState>,
+    _: Manager,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<GroupDetail>, ApiError> {
+    let group = load_group(&state, id).await?;
+    let stats = state.store.group_stats(id, Utc::now()).await?;
+    let activity = state.store.activity(id).await?;
+    Ok(Json(GroupDetail {
+        group,
+        stats,
+        activity,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// 1–200, default 50.
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<StoredEvent>,
+    pub next_cursor: Option<String>,
+}
+
+impl From<EventPage> for EventList {
+    fn from(p: EventPage) -> Self {
+        EventList {
+            events: p.events,
+            next_cursor: p.next_cursor,
+        }
+    }
+}
+
+fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(50);
+    if (1..=200).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit {limit} out of range 1..=200"),
+        ))
+    }
+}
+
+/// The events of an incident, newest first.
+#[utoipa::path(get, path = "/api/v1/groups/{id}/events", tag = "incidents", security(("token" = [])),
+    params(("id" = i64, Path, description = "incident id"), PageParams),
+    responses((status = 200, body = EventList), (status = 404, body = super::error::ErrorBody)))]
+pub async fn group_events(
+    State(state): State<AppState>,
+    _: Manager,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(p): ApiQuery<PageParams>,
+) -> Result<Json<EventList>, ApiError> {
+    load_group(&state, id).await?;
+    let query = EventQuery {
+        group_id: Some(id),
+        limit: page_limit(p.limit)?,
+        cursor: p.cursor,
+        ..EventQuery::default()
+    };
+    Ok(Json(state.store.list_events(&query).await?.into()))
+}
+
+/// The activity history of an incident, oldest first.
+#[utoipa::path(get, path = "/api/v1/groups/{id}/activity", tag = "incidents", security(("token" = [])),
+    params(("id" = i64, Path, description = "incident id")),
+    responses((status = 200, body = Vec<Activity>), (status = 404, body = super::error::ErrorBody)))]
+pub async fn group_activity(
+    State(state): State<AppState>,
+    _: Manager,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<Vec<Activity>>, ApiError> {
+    load_group(&state, id).await?;
+    Ok(Json(state.store.activity(id).await?))
+}
+
+/// Body of the state-change endpoints; may be empty.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionBody {
+    /// Why (shown in the activity history).
+    pub reason: Option<String>,
+    /// Resolve only: later events of the release last seen do not reopen it.
+    #[serde(default)]
+    pub in_next_release: bool,
+}
+
+const MAX_REASON_CHARS: usize = 1000;
+
+async fn apply(
+    state: &AppState,
+    actor: &str,
+    id: i64,
+    transition: Transition,
+) -> Result<Json<Group>, ApiError> {
+    state
+        .store
+        .transition(id, &transition, actor, Utc::now())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no incident with id {id}")))
+}
+
+fn reason(body: &TransitionBody) -> Result<Option<String>, ApiError> {
+    match &body.reason {
+        Some(r) if r.chars().count() > MAX_REASON_CHARS => Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("reason longer than {MAX_REASON_CHARS} characters"),
+        )),
+        Some(r) if r.trim().is_empty() => Ok(None),
+        other => Ok(other.clone()),
+    }
+}
+
+/// Resolve an incident. A later event reopens it as a regression.
+#[utoipa::path(post, path = "/api/v1/groups/{id}/resolve", tag = "incidents", security(("token" = [])),
+    params(("id" = i64, Path, description = "incident id")), request_body(content = TransitionBody, description = "optional"),
+    responses((status = 200, body = Group), (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn resolve(
+    State(state): State<AppState>,
+    Manager(actor): Manager,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<TransitionBody>,
+) -> Result<Json<Group>, ApiError> {
+    let transition = Transition::Resolve {
+        reason: reason(&body)?,
+        in_next_release: body.in_next_release,
+    };
+    apply(&state, &actor, id, transition).await
+}
+
+/// Quiet an incident; a new event reopens it.
+#[utoipa::path(post, path = "/api/v1/groups/{id}/quiet", tag = "incidents", security(("token" = [])),
+    params(("id" = i64, Path, description = "incident id")), request_body(content = TransitionBody, description = "optional"),
+    responses((status = 200, body = Group), (status = 404, body = super::error::ErrorBody)))]
+pub async fn quiet(
+    State(state): State<AppState>,
+    Manager(actor): Manager,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<TransitionBody>,
+) -> Result<Json<Group>, ApiError> {
+    let transition = Transition::Quiet {
+        reason: reason(&body)?,
+    };
+    apply(&state, &actor, id, transition).await
+}
+
+/// Reopen an incident.
+#[utoipa::path(post, path = "/api/v1/groups/{id}/reopen", tag = "incidents", security(("token" = [])),
+    params(("id" = i64, Path, description = "incident id")), request_body(content = TransitionBody, description = "optional"),
+    responses((status = 200, body = Group), (status = 404, body = super::error::ErrorBody)))]
+pub async fn reopen(
+    State(state): State<AppState>,
+    Manager(actor): Manager,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<TransitionBody>,
+) -> Result<Json<Group>, ApiError> {
+    let transition = Transition::Reopen {
+        reason: reason(&body)?,
+    };
+    apply(&state, &actor, id, transition).await
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventListParams {
+    pub project: Option<i64>,
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub level: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// The newest raw events across projects.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", security(("token" = [])), params(EventListParams),
+    responses((status = 200, body = EventList), (status = 400, body = super::error::ErrorBody)))]
+pub async fn list_events(
+    State(state): State<AppState>,
+    _: Manager,
+    ApiQuery(p): ApiQuery<EventListParams>,
+) -> Result<Json<EventList>, ApiError> {
+    let query = EventQuery {
+        project_id: p.project,
+        group_id: None,
+        service: p.service.filter(|s| !s.is_empty()),
+        environment: p.environment.filter(|s| !s.is_empty()),
+        level: p.level.filter(|s| !s.is_empty()),
+        limit: page_limit(p.limit)?,
+        cursor: p.cursor.filter(|s| !s.is_empty()),
+    };
+    Ok(Json(state.store.list_events(&query).await?.into()))
+}
+
+/// One event, by its event id (with or without dashes).
+#[utoipa::path(get, path = "/api/v1/events/{event_id}", tag = "events", security(("token" = [])),
+    params(("event_id" = String, Path, description = "UUID, with or without dashes")),
+    responses((status = 200, body = StoredEvent), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get_event(
+    State(state): State<AppState>,
+    _: Manager,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Json<StoredEvent>, ApiError> {
+    // `Uuid::parse_str` takes both the hyphenated and the simple (32 hex) forms.
+    let event_id = Uuid::parse_str(raw.trim()).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_id",
+            format!("invalid event id {raw:?}: expected a UUID, with or without dashes"),
+        )
+    })?;
+    state
+        .store
+        .get_event(event_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no event with id {event_id}")))
+}
+
+/// A project with its DSN (only when the key was just created or rotated).
+#[derive(Serialize, ToSchema)]
+pub struct ProjectWithKey {
+    #[serde(flatten)]
+    pub project: Project,
+    /// The ingest key; shown only in this answer.
+    pub key: String,
+    pub dsn: String,
+}
+
+/// Projects.
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", security(("token" = [])),
+    responses((status = 200, body = Vec<Project>)))]
+pub async fn list_projects(
+    State(state): State<AppState>,
+    _: Manager,
+) -> Result<Json<Vec<Project>>, ApiError> {
+    Ok(Json(state.store.list_projects().await?))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    pub name: String,
+}
+
+/// Create a project; the answer holds its ingest key and DSN, shown only once.
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", security(("token" = [])),
+    request_body = CreateProject,
+    responses((status = 201, body = ProjectWithKey), (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn create_project(
+    State(state): State<AppState>,
+    _: Manager,
+    ApiJson(body): ApiJson<CreateProject>,
+) -> Result<(StatusCode, Json<ProjectWithKey>), ApiError> {
+    let name = validate_project_name(&body.name).map_err(|m| ApiError::unprocessable("invalid_field", m))?;
+    let key = credentials::new_ingest_key();
+    let project = state
+        .store
+        .create_project(name, &credentials::hash_secret(&key), &credentials::prefix(&key))
+        .await?;
+    let dsn = credentials::dsn(&state.public_url, &key, project.id);
+    Ok((StatusCode::CREATED, Json(ProjectWithKey { project, key, dsn })))
+}
+
+/// Checks a project name: 1–100 characters, letters, digits, `-`, `_`, `.`, space.
+pub fn validate_project_name(name: &str) -> Result<&str, String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err("project name must have 1 to 100 characters".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ' ')))
+    {
+        return Err(format!("project name may not contain {c:?}"));
+    }
+    Ok(name)
+}
+
+/// Replace a project's ingest key; the old one stops working.
+#[utoipa::path(post, path = "/api/v1/projects/{id}/rotate-key", tag = "projects", security(("token" = [])),
+    params(("id" = i64, Path, description = "project id")),
+    responses((status = 200, body = ProjectWithKey), (status = 404, body = super::error::ErrorBody)))]
+pub async fn rotate_key(
+    State(state): State<AppState>,
+    _: Manager,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<ProjectWithKey>, ApiError> {
+    let key = credentials::new_ingest_key();
+    let rotated = state
+        .store
+        .rotate_project_key(id, &credentials::hash_secret(&key), &credentials::prefix(&key))
+        .await?;
+    if !rotated {
+        return Err(ApiError::not_found(format!("no project with id {id}")));
+    }
+    state.forget_cached_keys();
+    let project = state
+        .store
+        .get_project(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no project with id {id}")))?;
+    let dsn = credentials::dsn(&state.public_url, &key, id);
+    Ok(Json(ProjectWithKey { project, key, dsn }))
+}

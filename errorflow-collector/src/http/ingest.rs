@@ -1,0 +1,270 @@
+//! Ingest endpoints: `POST /api/v1/events` (the SDK's batch protocol) and
+//! `POST /errors/custom` (the seed's single-event body).
+//!
+//! Order of checks, each answered with its own status: key (401/403) →
+//! content type and encoding (415) → body size (413) → bounded
+//! decompression (400/413) → body decoding (400/422/413) → per-event
+//! pipeline (rejections listed, neighbours kept) → group-committed write.
+
+use std::io::Read;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use errorflow_sdk::protocol::{BatchResponse, Rejection};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{ApiError, AppState, IngestProject};
+use crate::model::{InsertOutcome, NormalizedEvent};
+use crate::pipeline::{self, Context, DecodeError, Limits};
+use crate::telemetry;
+
+/// Answer of `POST /errors/custom`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomResponse {
+    pub event_id: Uuid,
+    /// Null when the event was a duplicate of one already stored.
+    pub group_id: Option<i64>,
+    pub trace_id: String,
+    pub cluster_key: String,
+    pub duplicate: bool,
+}
+
+/// Store a batch of events (the SDK protocol).
+#[utoipa::path(
+    post, path = "/api/v1/events", tag = "ingest",
+    request_body(content = inline(Object), description = "`{\"events\": [Event, ...]}`, optionally gzip-encoded"),
+    params(("X-Errorflow-Key" = Option<String>, Header, description = "ingest key (or `Authorization: Bearer KEY`)")),
+    responses(
+        (status = 200, description = "stored; rejected events are listed by index", body = inline(Object)),
+        (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
+        (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
+        (status = 503, body = super::error::ErrorBody),
+    )
+)]
+pub async fn batch(
+    State(state): State<AppState>,
+    IngestProject(project): IngestProject,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchResponse>, ApiError> {
+    let started = Instant::now();
+    let body = read_body(&headers, body, &state.limits).await?;
+    let limits = state.limits.clone();
+    let ctx = Context {
+        project_id: project.id,
+        received_at: Utc::now(),
+    };
+    // Decompression and decoding of a batch can take milliseconds: keep them
+    // off the async workers.
+    let (events, mut rejected) = tokio::task::spawn_blocking(move || {
+        let json = decompress(&headers, &body, &limits)?;
+        let decoded = pipeline::decode_batch(&json, &limits).map_err(decode_error)?;
+        let mut events = Vec::with_capacity(decoded.len());
+        let mut rejected = Vec::new();
+        for (index, item) in decoded.into_iter().enumerate() {
+            match item.map_err(|e| e.to_string()).and_then(|event| {
+                pipeline::process(event, &ctx, &limits).map_err(|e| e.to_string())
+            }) {
+                Ok(event) => events.push(event),
+                Err(error) => rejected.push(Rejection { index, error }),
+            }
+        }
+        Ok::<_, ApiError>((events, rejected))
+    })
+    .await
+    .map_err(|e| ApiError::internal("ingest task failed", &e))??;
+
+    if !rejected.is_empty() {
+        telemetry::rejected("invalid_event", rejected.len());
+    }
+    if events.is_empty() && !rejected.is_empty() {
+        rejected.sort_by_key(|r| r.index);
+        return Err(ApiError::unprocessable(
+            "invalid_events",
+            format!("all {} events were rejected", rejected.len()),
+        )
+        .with_details(serde_json::json!({ "rejected": rejected })));
+    }
+    let outcomes = state.writer.submit(events).await?;
+    let (accepted, duplicates) = count_outcomes(&outcomes);
+    telemetry::accepted("batch", accepted);
+    telemetry::ingest_latency("batch", started.elapsed());
+    Ok(Json(BatchResponse {
+        accepted: accepted as u64,
+        duplicates: duplicates as u64,
+        rejected,
+    }))
+}
+
+/// Store one event in the seed's format `{service, error_type, message, path?, env?}`.
+#[utoipa::path(
+    post, path = "/errors/custom", tag = "ingest",
+    request_body(content = inline(Object), description = "`{service, error_type, message, path?, env?, trace_id?, timestamp?, release?, level?, tags?, event_id?}`"),
+    params(("X-Errorflow-Key" = Option<String>, Header, description = "ingest key (or `Authorization: Bearer KEY`)")),
+    responses(
+        (status = 201, description = "stored", body = CustomResponse),
+        (status = 200, description = "an event with this event_id was already stored", body = CustomResponse),
+        (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
+        (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
+    )
+)]
+pub async fn custom(
+    State(state): State<AppState>,
+    IngestProject(project): IngestProject,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let body = read_body(&headers, body, &state.limits).await?;
+    let json = decompress(&headers, &body, &state.limits)?;
+    let event = pipeline::decode_custom(&json, Uuid::new_v4()).map_err(decode_error)?;
+    let ctx = Context {
+        project_id: project.id,
+        received_at: Utc::now(),
+    };
+    let event = pipeline::process(event, &ctx, &state.limits).map_err(|e| {
+        telemetry::rejected("invalid_event", 1);
+        ApiError::unprocessable("invalid_event", e.to_string())
+    })?;
+    let answer = |event: &NormalizedEvent, group_id, duplicate| CustomResponse {
+        event_id: event.event_id,
+        group_id,
+        trace_id: event.trace_id.clone(),
+        cluster_key: event.cluster_key.clone(),
+        duplicate,
+    };
+    let outcomes = state.writer.submit(vec![event.clone()]).await?;
+    count_outcomes(&outcomes);
+    telemetry::ingest_latency("custom", started.elapsed());
+    Ok(match outcomes.first() {
+        Some(InsertOutcome::Stored { group_id, .. }) => {
+            telemetry::accepted("custom", 1);
+            (StatusCode::CREATED, Json(answer(&event, Some(*group_id), false))).into_response()
+        }
+        _ => (StatusCode::OK, Json(answer(&event, None, true))).into_response(),
+    })
+}
+
+/// Counts stored and duplicate events and records the incident metrics.
+fn count_outcomes(outcomes: &[InsertOutcome]) -> (usize, usize) {
+    let (mut stored, mut duplicates, mut created, mut regressed) = (0, 0, 0, 0);
+    for outcome in outcomes {
+        match outcome {
+            InsertOutcome::Stored {
+                new_group,
+                regression,
+                ..
+            } => {
+                stored += 1;
+                created += usize::from(*new_group);
+                regressed += usize::from(*regression);
+            }
+            InsertOutcome::Duplicate => duplicates += 1,
+        }
+    }
+    telemetry::duplicates(duplicates);
+    telemetry::groups_created(created);
+    telemetry::regressions(regressed);
+    (stored, duplicates)
+}
+
+/// Checks the content type and reads the body up to `max_body_bytes`.
+async fn read_body(headers: &HeaderMap, body: Body, limits: &Limits) -> Result<Bytes, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        telemetry::rejected("unsupported_media_type", 1);
+        return Err(ApiError::unsupported_media(format!(
+            "expected content-type application/json, got {:?}",
+            content_type
+        )));
+    }
+    let too_large = || {
+        telemetry::rejected("too_large", 1);
+        ApiError::too_large(format!(
+            "request body exceeds {} bytes",
+            limits.max_body_bytes
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limits.max_body_bytes)
+        .await
+        .map_err(|e| {
+            let is_limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if is_limit {
+                too_large()
+            } else {
+                ApiError::bad_request("invalid_body", format!("cannot read request body: {e}"))
+            }
+        })
+}
+
+/// Undoes `Content-Encoding: gzip`, never producing more than
+/// `max_decompressed_bytes`: a compression bomb is refused after inflating
+/// at most that much.
+fn decompress(headers: &HeaderMap, body: &Bytes, limits: &Limits) -> Result<Bytes, ApiError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "" | "identity" => Ok(body.clone()),
+        "gzip" | "x-gzip" => {
+            let max = limits.max_decompressed_bytes;
+            let mut out = Vec::with_capacity((body.len() * 4).min(max));
+            flate2::read::MultiGzDecoder::new(&body[..])
+                .take(max as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| {
+                    telemetry::rejected("invalid_encoding", 1);
+                    ApiError::bad_request("invalid_gzip", format!("invalid gzip body: {e}"))
+                })?;
+            if out.len() > max {
+                telemetry::rejected("too_large", 1);
+                return Err(ApiError::too_large(format!(
+                    "decompressed body exceeds {max} bytes"
+                )));
+            }
+            Ok(out.into())
+        }
+        other => {
+            telemetry::rejected("unsupported_media_type", 1);
+            Err(ApiError::unsupported_media(format!(
+                "unsupported content-encoding {other:?} (use gzip or none)"
+            )))
+        }
+    }
+}
+
+fn decode_error(e: DecodeError) -> ApiError {
+    telemetry::rejected("malformed", 1);
+    let message = e.to_string();
+    match e {
+        DecodeError::TooManyEvents { .. } => ApiError::too_large(message),
+        DecodeError::InvalidUtf8 | DecodeError::Malformed { .. } => {
+            ApiError::bad_request("invalid_json", message)
+        }
+        _ => ApiError::unprocessable("invalid_body", message),
+    }
+}

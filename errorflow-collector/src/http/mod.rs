@@ -1,0 +1,268 @@
+//! HTTP: routes, authentication, ingest endpoints, REST API and operations
+//! endpoints. Handlers are small: extractors in, `Result<_, ApiError>` out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::credentials::hash_secret;
+use crate::model::Project;
+use crate::pipeline::Limits;
+use crate::store::Store;
+use crate::writer::Writer;
+
+pub mod api;
+pub mod error;
+pub mod ingest;
+pub mod openapi;
+
+pub use error::ApiError;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub writer: Writer,
+    pub limits: Arc<Limits>,
+    /// The URL in DSNs and links (`http://127.0.0.1:8000`).
+    pub public_url: Arc<str>,
+    pub metrics: PrometheusHandle,
+    keys: Arc<KeyCache>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        writer: Writer,
+        limits: Limits,
+        public_url: &str,
+        metrics: PrometheusHandle,
+    ) -> AppState {
+        AppState {
+            store,
+            writer,
+            limits: Arc::new(limits),
+            public_url: public_url.trim_end_matches('/').into(),
+            metrics,
+            keys: Arc::new(KeyCache::default()),
+        }
+    }
+
+    /// Forgets cached credentials, e.g. after a key rotation in this process.
+    pub fn forget_cached_keys(&self) {
+        self.keys.clear();
+    }
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/events", post(ingest::batch))
+        .route("/errors/custom", post(ingest::custom))
+        .nest("/api/v1", api::routes())
+        // The seed's management paths, kept for its dashboard and scripts.
+        .route("/groups/{id}/resolve", post(api::resolve))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The panic message is already logged by the panic hook; keep the body generic.
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; see the collector's log",
+    )
+    .into_response()
+}
+
+async fn index(State(state): State<AppState>) -> Html<String> {
+    // A landing page until the dashboard lands: where to look and what to send.
+    Html(format!(
+        "<!doctype html><html lang=en><meta charset=utf-8><title>errorflow</title>\
+         <body style=\"font-family:system-ui;max-width:40em;margin:3em auto\">\
+         <h1>errorflow collector</h1>\
+         <p>Ingest: <code>POST {url}/api/v1/events</code> and <code>POST {url}/errors/custom</code>.</p>\
+         <p>REST API: <a href=\"/api/v1/openapi.json\">OpenAPI document</a> (management token required).</p>\
+         <p><a href=\"/metrics\">Metrics</a> · <a href=\"/healthz\">Health</a></p></body></html>",
+        url = html_escape(&state.public_url)
+    ))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "database unreachable",
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    crate::telemetry::queue_depth(state.writer.queued_events());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Caches key and token look-ups briefly: ingest checks a key per request.
+/// Only successful look-ups are cached, so a new key works at once; a
+/// rotated key stops working in this process at once and in other processes
+/// after at most [`KEY_CACHE_TTL`].
+#[derive(Default)]
+struct KeyCache {
+    projects: RwLock<HashMap<String, (Project, Instant)>>,
+    tokens: RwLock<HashMap<String, (String, Instant)>>,
+}
+
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
+const KEY_CACHE_MAX: usize = 10_000;
+
+impl KeyCache {
+    fn clear(&self) {
+        self.projects.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.tokens.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    fn get<T: Clone>(map: &RwLock<HashMap<String, (T, Instant)>>, hash: &str) -> Option<T> {
+        let map = map.read().unwrap_or_else(|e| e.into_inner());
+        map.get(hash)
+            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+            .map(|(v, _)| v.clone())
+    }
+
+    fn put<T>(map: &RwLock<HashMap<String, (T, Instant)>>, hash: String, value: T) {
+        let mut map = map.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= KEY_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(hash, (value, Instant::now()));
+    }
+}
+
+/// The project whose ingest key the request carries, in
+/// `X-Errorflow-Key: KEY` or `Authorization: Bearer KEY`.
+pub struct IngestProject(pub Project);
+
+impl FromRequestParts<AppState> for IngestProject {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key = header_value(&parts.headers, "x-errorflow-key")
+            .or_else(|| bearer(&parts.headers))
+            .ok_or_else(|| {
+                crate::telemetry::rejected("unauthenticated", 1);
+                ApiError::unauthorized(
+                    "missing ingest key: send `X-Errorflow-Key: KEY` or `Authorization: Bearer KEY`",
+                )
+            })?;
+        let hash = hash_secret(key);
+        if let Some(p) = KeyCache::get(&state.keys.projects, &hash) {
+            return Ok(IngestProject(p));
+        }
+        match state.store.project_by_key_hash(&hash).await? {
+            Some(p) => {
+                KeyCache::put(&state.keys.projects, hash, p.clone());
+                Ok(IngestProject(p))
+            }
+            None => {
+                crate::telemetry::rejected("forbidden", 1);
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "ingest key not recognised",
+                ))
+            }
+        }
+    }
+}
+
+/// A caller holding a management token; the value names them for the activity history.
+pub struct Manager(pub String);
+
+impl FromRequestParts<AppState> for Manager {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers).ok_or_else(|| {
+            ApiError::unauthorized("missing management token: send `Authorization: Bearer TOKEN`")
+        })?;
+        let hash = hash_secret(token);
+        if let Some(actor) = KeyCache::get(&state.keys.tokens, &hash) {
+            return Ok(Manager(actor));
+        }
+        match state.store.token_by_hash(&hash).await? {
+            Some(t) => {
+                let actor = format!("token:{}", t.name);
+                KeyCache::put(&state.keys.tokens, hash, actor.clone());
+                Ok(Manager(actor))
+            }
+            None => Err(ApiError::unauthorized("management token not recognised")),
+        }
+    }
+}
+
+fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = header_value(headers, "authorization")?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}

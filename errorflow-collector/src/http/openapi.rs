@@ -1,0 +1,53 @@
+//! The OpenAPI document, generated from the handlers' annotations so it
+//! cannot drift from the code.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{api, error, ingest};
+use crate::model;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "errorflow collector", description = "Ingest error events, browse and triage incidents."),
+    paths(
+        ingest::batch, ingest::custom,
+        api::list_groups, api::get_group, api::group_events, api::group_activity,
+        api::resolve, api::quiet, api::reopen,
+        api::list_events, api::get_event,
+        api::list_projects, api::create_project, api::rotate_key,
+    ),
+    components(schemas(
+        error::ErrorBody, error::ErrorDetail, ingest::CustomResponse,
+        api::GroupList, api::GroupDetail, api::EventList, api::TransitionBody,
+        api::ProjectWithKey, api::CreateProject,
+        model::Group, model::GroupStatus, model::GroupStats, model::Bucket, model::TagCount,
+        model::Activity, model::Project, model::StoredEvent,
+    )),
+    modifiers(&TokenAuth),
+    tags(
+        (name = "ingest", description = "Send events (ingest key)"),
+        (name = "incidents", description = "Incidents and their lifecycle (management token)"),
+        (name = "events", description = "Raw events (management token)"),
+        (name = "projects", description = "Projects and ingest keys (management token)"),
+    )
+)]
+pub struct ApiDoc;
+
+struct TokenAuth;
+
+impl Modify for TokenAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// `GET /api/v1/openapi.json` (public: it describes, it does not reveal).
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

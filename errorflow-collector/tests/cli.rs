@@ -1,0 +1,168 @@
+//! The binary as a user runs it: subcommands, first start, DSN that works.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_errorflow-collector");
+
+fn run(db: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("DATABASE_URL", db)
+        .env("ERRORFLOW_LOG", "warn")
+        .env_remove("ERRORFLOW_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("cli.db").display())
+}
+
+#[test]
+fn help_explains_the_commands_and_settings() {
+    let (ok, out, _) = run("sqlite::memory:", &["--help"]);
+    assert!(ok);
+    for word in ["serve", "migrate", "project", "token", "DATABASE_URL", "ERRORFLOW_CONFIG"] {
+        assert!(out.contains(word), "--help lacks {word}:\n{out}");
+    }
+    let (ok, out, _) = run("sqlite::memory:", &["serve", "--help"]);
+    assert!(ok);
+    for word in ["--listen", "ERRORFLOW_LISTEN", "--quiet-after", "ERRORFLOW_PUBLIC_URL"] {
+        assert!(out.contains(word), "serve --help lacks {word}:\n{out}");
+    }
+}
+
+#[test]
+fn project_and_token_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(&dir);
+    let (ok, _, err) = run(&db, &["migrate"]);
+    assert!(ok, "{err}");
+
+    let (ok, out, err) = run(&db, &["project", "create", "checkout", "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).expect("exactly one JSON object");
+    let obj = v.as_object().unwrap();
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["dsn", "id", "key", "name"]);
+    let key = v["key"].as_str().unwrap();
+    assert_eq!(
+        v["dsn"],
+        format!("http://{key}@127.0.0.1:8000/{}", v["id"]),
+        "DSN is http://KEY@HOST:PORT/ID"
+    );
+
+    let (ok, _, err) = run(&db, &["project", "create", "checkout"]);
+    assert!(!ok);
+    assert!(err.contains("already exists"), "{err}");
+
+    let (ok, out, _) = run(&db, &["project", "list"]);
+    assert!(ok);
+    assert!(out.contains("checkout"));
+    assert!(!out.contains(key), "keys are never listed");
+
+    let (ok, out, err) = run(&db, &["project", "rotate-key", "checkout", "--json"]);
+    assert!(ok, "{err}");
+    let rotated: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_ne!(rotated["key"], v["key"]);
+
+    let (ok, out, err) = run(&db, &["token", "create", "--name", "ci", "--json"]);
+    assert!(ok, "{err}");
+    let t: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(t["token"].as_str().unwrap().starts_with("eft_"));
+}
+
+#[test]
+fn unsupported_database_urls_are_explained() {
+    let (ok, _, err) = run("mysql://x", &["migrate"]);
+    assert!(!ok);
+    assert!(err.contains("mysql"), "{err}");
+}
+
+/// First start on an empty database prints the DSN, a token and the
+/// dashboard URL, and that DSN's key ingests.
+#[test]
+fn first_start_prints_a_working_dsn() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &db)
+        .env("ERRORFLOW_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut dsn = None;
+    let mut token = None;
+    let mut dashboard = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("DSN").nth(1) {
+            dsn = rest.split_whitespace().last().map(str::to_string);
+        }
+        if line.contains("management token") {
+            token = line.split_whitespace().last().map(str::to_string);
+        }
+        if let Some(url) = line.strip_prefix("dashboard: ") {
+            dashboard = Some(url.to_string());
+            break;
+        }
+    }
+    let dsn = dsn.expect("DSN printed");
+    let token = token.expect("token printed");
+    assert_eq!(dashboard.unwrap(), format!("http://127.0.0.1:{port}/"));
+    let key = dsn
+        .strip_prefix("http://")
+        .and_then(|r| r.split('@').next())
+        .unwrap()
+        .to_string();
+    assert!(dsn.ends_with(&format!("127.0.0.1:{port}/1")), "{dsn}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let r = client
+            .post(format!("{base}/errors/custom"))
+            .header("x-errorflow-key", &key)
+            .json(&serde_json::json!({"service": "s", "error_type": "E", "message": "m"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let groups: Value = client
+            .get(format!("{base}/api/v1/groups"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(groups["groups"][0]["count"], 1);
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The first start created exactly one project.
+    let (ok, out, _) = run(&db, &["project", "list", "--json"]);
+    assert!(ok);
+    let projects: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(projects.as_array().unwrap().len(), 1);
+    assert_eq!(projects[0]["name"], "default");
+}

@@ -1,0 +1,828 @@
+//! The collector through its real HTTP stack (router, extractors, pipeline,
+//! group-commit writer) on both real backends. Every test runs twice, by
+//! name: `sqlite::…` and `postgres::…`.
+
+mod common;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use clap::Parser;
+use errorflow_collector::app::build_state;
+use errorflow_collector::config::{Cli, Config};
+use errorflow_collector::credentials;
+use errorflow_collector::http::{router, AppState};
+use errorflow_collector::store::Store;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+/// An app on a fresh database with one project and one management token.
+struct TestApp {
+    app: Router,
+    state: AppState,
+    key: String,
+    token: String,
+    project_id: i64,
+    _db: common::TestDb,
+}
+
+async fn test_app(db: common::TestDb) -> TestApp {
+    let store: Arc<dyn Store> = db.store.clone();
+    let config = Config::resolve(&Cli::parse_from(["errorflow-collector"]), None).unwrap();
+    let state = build_state(store.clone(), &config);
+    let key = credentials::new_ingest_key();
+    let project = store
+        .create_project("test", &credentials::hash_secret(&key), &credentials::prefix(&key))
+        .await
+        .unwrap();
+    let token = credentials::new_api_token();
+    store
+        .create_token("tester", &credentials::hash_secret(&token))
+        .await
+        .unwrap();
+    TestApp {
+        app: router(state.clone()),
+        state,
+        key,
+        token,
+        project_id: project.id,
+        _db: db,
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+impl TestApp {
+    async fn send(&self, req: Request<Body>) -> Reply {
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn ingest(&self, path: &str, body: impl Into<Body>) -> Request<Body> {
+        Request::post(path)
+            .header("content-type", "application/json")
+            .header("x-errorflow-key", &self.key)
+            .body(body.into())
+            .unwrap()
+    }
+
+    async fn post_events(&self, events: Value) -> Reply {
+        self.send(self.ingest("/api/v1/events", json!({ "events": events }).to_string()))
+            .await
+    }
+
+    async fn post_custom(&self, body: Value) -> Reply {
+        self.send(self.ingest("/errors/custom", body.to_string())).await
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send(
+            Request::get(path)
+                .header("authorization", format!("Bearer {}", self.token))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn post_api(&self, path: &str, body: Value) -> Reply {
+        self.send(
+            Request::post(path)
+                .header("authorization", format!("Bearer {}", self.token))
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Events stored in the database, counted through the API.
+    async fn stored_count(&self) -> usize {
+        let r = self.get("/api/v1/events?limit=200").await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        r.body["events"].as_array().unwrap().len()
+    }
+
+    async fn groups(&self, query: &str) -> Vec<Value> {
+        let r = self.get(&format!("/api/v1/groups?{query}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        r.body["groups"].as_array().unwrap().clone()
+    }
+}
+
+fn event(message: &str) -> Value {
+    json!({
+        "event_id": uuid::Uuid::new_v4(),
+        "level": "error",
+        "service": "checkout",
+        "environment": "prod",
+        "release": "1.0.0",
+        "message": message,
+    })
+}
+
+fn rust_error(ty: &str, value: &str, function: &str, line: u32) -> Value {
+    json!({
+        "event_id": uuid::Uuid::new_v4(),
+        "level": "error",
+        "platform": "rust",
+        "service": "checkout",
+        "exception": [{
+            "type": ty,
+            "value": value,
+            "stacktrace": {"frames": [
+                {"function": "app::main", "in_app": true, "lineno": 10},
+                {"function": function, "in_app": true, "lineno": line},
+            ]}
+        }]
+    })
+}
+
+fn assert_error(r: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(r.status, status, "body: {}", r.body);
+    assert_eq!(r.body["error"]["code"], code, "body: {}", r.body);
+    assert!(
+        r.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error without message: {}",
+        r.body
+    );
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::test_app(super::common::sqlite_db().await).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::test_app(super::common::pg_db().await).await).await;
+                }
+            )*
+        }
+    };
+}
+
+backend_tests!(
+    batch_is_stored_grouped_and_idempotent,
+    one_bad_event_does_not_reject_its_neighbours,
+    gzip_batches_are_accepted,
+    custom_endpoint_takes_the_seed_body,
+    seed_node_middleware_payload_is_grouped_by_stack,
+    grouping_splits_sites_and_templates_that_the_seed_merged,
+    long_cluster_keys_are_stored_not_lost,
+    bad_input_gets_the_right_status_and_stores_nothing,
+    compression_bombs_are_refused_without_inflating,
+    oversized_bodies_are_refused,
+    management_api_requires_a_token,
+    group_detail_has_counts_tags_and_history,
+    lifecycle_resolve_regress_quiet_reopen,
+    list_filters_sorts_and_pages,
+    events_are_found_by_id_with_or_without_dashes,
+    projects_are_created_and_keys_rotated,
+    openapi_and_operations_endpoints,
+);
+
+async fn batch_is_stored_grouped_and_idempotent(t: TestApp) {
+    let events = json!([
+        rust_error("NotFound", "user 42 not found", "app::users::load", 10),
+        rust_error("NotFound", "user 43 not found", "app::users::load", 10),
+        rust_error("NotFound", "user 44 not found", "app::users::load", 11),
+    ]);
+    let r = t.post_events(events.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body, json!({"accepted": 3, "duplicates": 0, "rejected": []}));
+
+    // The SDK retries a batch whose answer it did not see: nothing double-counts.
+    let r = t.post_events(events).await;
+    assert_eq!(r.body, json!({"accepted": 0, "duplicates": 3, "rejected": []}));
+
+    let groups = t.groups("").await;
+    assert_eq!(groups.len(), 1, "one raising site is one incident: {groups:?}");
+    assert_eq!(groups[0]["count"], 3);
+    assert_eq!(groups[0]["status"], "open");
+    assert_eq!(groups[0]["title"], "NotFound: user <int> not found");
+    assert_eq!(groups[0]["cluster_key"], "checkout:NotFound");
+    assert_eq!(t.stored_count().await, 3);
+}
+
+async fn one_bad_event_does_not_reject_its_neighbours(t: TestApp) {
+    let r = t
+        .post_events(json!([
+            event("first"),
+            {"event_id": "not-a-uuid", "message": "x"},
+            event("third"),
+            {"event_id": uuid::Uuid::new_v4(), "level": "error"},
+            {"event_id": uuid::Uuid::new_v4(), "message": 5},
+            "a string",
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["accepted"], 2);
+    let rejected: Vec<u64> = r.body["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rejected, vec![1, 3, 4, 5]);
+    for x in r.body["rejected"].as_array().unwrap() {
+        assert!(!x["error"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(t.stored_count().await, 2);
+
+    // A batch where every event is bad is refused as a whole, saying why.
+    let r = t.post_events(json!([{"event_id": "nope"}])).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_events");
+    assert_eq!(r.body["error"]["rejected"][0]["index"], 0);
+    assert_eq!(t.stored_count().await, 2);
+}
+
+async fn gzip_batches_are_accepted(t: TestApp) {
+    let body = json!({"events": [event("zipped 1"), event("zipped 2")]}).to_string();
+    let req = Request::post("/api/v1/events")
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .header("authorization", format!("Bearer {}", t.key))
+        .body(Body::from(gzip(body.as_bytes())))
+        .unwrap();
+    let r = t.send(req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["accepted"], 2);
+}
+
+async fn custom_endpoint_takes_the_seed_body(t: TestApp) {
+    let r = t
+        .post_custom(json!({
+            "service": "user-api",
+            "error_type": "NullPointer",
+            "message": "Cannot read property 'x' of null at UserController.java:42",
+            "path": "/v1/users/123",
+            "env": "prod",
+            "unknown_extra_key": true
+        }))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let event_id = r.body["event_id"].as_str().unwrap().to_string();
+    let group_id = r.body["group_id"].as_i64().unwrap();
+    assert_eq!(r.body["cluster_key"], "user-api:NullPointer");
+
+    let ev = t.get(&format!("/api/v1/events/{event_id}")).await;
+    assert_eq!(ev.status, StatusCode::OK, "{}", ev.body);
+    assert_eq!(ev.body["group_id"], group_id);
+    assert_eq!(ev.body["service"], "user-api");
+    assert_eq!(ev.body["error_type"], "NullPointer");
+    assert_eq!(ev.body["env"], "prod");
+    assert_eq!(ev.body["path"], "/v1/users/123");
+    assert!(!ev.body["trace_id"].as_str().unwrap().is_empty());
+
+    // Optional fields of the extended body are kept.
+    let r = t
+        .post_custom(json!({
+            "service": "user-api", "error_type": "Timeout", "message": "upstream timed out",
+            "release": "2.0.1", "level": "warning", "tags": {"region": "eu"},
+            "trace_id": "abc123", "timestamp": "2026-01-02T03:04:05Z"
+        }))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["trace_id"], "abc123");
+    let ev = t
+        .get(&format!("/api/v1/events/{}", r.body["event_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(ev.body["release"], "2.0.1");
+    assert_eq!(ev.body["level"], "warning");
+    assert!(ev.body["timestamp"].as_str().unwrap().starts_with("2026-01-02T03:04:05"));
+}
+
+async fn seed_node_middleware_payload_is_grouped_by_stack(t: TestApp) {
+    // Exactly what the seed's Express middleware sends, plus the key header.
+    let stack = |line: u32, prop: &str| {
+        format!(
+            "TypeError: Cannot read properties of undefined (reading '{prop}')\n    at getUser (/app/src/users.js:{line}:15)\n    at Layer.handle [as handle_request] (/app/node_modules/express/lib/router/layer.js:95:5)\n    at next (/app/node_modules/express/lib/router/route.js:149:13)"
+        )
+    };
+    for (line, prop) in [(10, "id"), (12, "name")] {
+        let r = t
+            .post_custom(json!({
+                "service": "user-api",
+                "error_type": "TypeError",
+                "message": stack(line, prop),
+                "path": "/v1/users/7",
+                "env": "local"
+            }))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    let groups = t.groups("").await;
+    assert_eq!(groups.len(), 1, "same function, shifted line: one incident: {groups:?}");
+    assert_eq!(groups[0]["count"], 2);
+    assert!(groups[0]["culprit"].as_str().unwrap().contains("getUser"), "{}", groups[0]);
+}
+
+async fn grouping_splits_sites_and_templates_that_the_seed_merged(t: TestApp) {
+    let r = t
+        .post_events(json!([
+            rust_error("DbError", "connection reset", "app::orders::save", 5),
+            rust_error("DbError", "connection reset", "app::payments::charge", 5),
+            event("payment for order 1 failed"),
+            event("payment for order 2 failed"),
+            event("shipping for order 3 failed"),
+        ]))
+        .await;
+    assert_eq!(r.body["accepted"], 5, "{}", r.body);
+    let groups = t.groups("").await;
+    assert_eq!(groups.len(), 4, "{groups:#?}");
+    // The seed's key stays as a facet shared by the two DbError sites.
+    let db: Vec<_> = groups
+        .iter()
+        .filter(|g| g["cluster_key"] == "checkout:DbError")
+        .collect();
+    assert_eq!(db.len(), 2);
+}
+
+async fn long_cluster_keys_are_stored_not_lost(t: TestApp) {
+    // The seed answered 500 and lost the event when service:error_type exceeded 100 characters.
+    let service = "s".repeat(150);
+    let r = t
+        .post_custom(json!({"service": service, "error_type": "E".repeat(150), "message": "m"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(t.stored_count().await, 1);
+}
+
+async fn bad_input_gets_the_right_status_and_stores_nothing(t: TestApp) {
+    let raw = |path: &str, ct: &str, body: Vec<u8>| {
+        Request::post(path)
+            .header("content-type", ct)
+            .header("x-errorflow-key", &t.key)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let json_ct = "application/json";
+    let cases: Vec<(&str, Request<Body>, StatusCode, &str)> = vec![
+        ("malformed JSON", raw("/api/v1/events", json_ct, b"{\"events\": [".to_vec()), StatusCode::BAD_REQUEST, "invalid_json"),
+        ("invalid UTF-8", raw("/api/v1/events", json_ct, b"{\"events\": [\"\xff\xfe\"]}".to_vec()), StatusCode::BAD_REQUEST, "invalid_json"),
+        ("events not an array", raw("/api/v1/events", json_ct, br#"{"events": 5}"#.to_vec()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        ("missing events", raw("/api/v1/events", json_ct, br#"{"evnts": []}"#.to_vec()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        ("body not an object", raw("/api/v1/events", json_ct, b"[1,2]".to_vec()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        ("deeply nested JSON", raw("/api/v1/events", json_ct, format!("{{\"events\": [{}{}]}}", "[".repeat(5000), "]".repeat(5000)).into_bytes()), StatusCode::BAD_REQUEST, "invalid_json"),
+        ("wrong content type", raw("/api/v1/events", "text/plain", br#"{"events": []}"#.to_vec()), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        ("custom: missing field", raw("/errors/custom", json_ct, br#"{"service": "a", "message": "m"}"#.to_vec()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        ("custom: wrong type", raw("/errors/custom", json_ct, br#"{"service": 1, "error_type": "E", "message": "m"}"#.to_vec()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        ("custom: malformed", raw("/errors/custom", json_ct, b"service=a".to_vec()), StatusCode::BAD_REQUEST, "invalid_json"),
+    ];
+    for (what, req, status, code) in cases {
+        let r = t.send(req).await;
+        assert_eq!(r.status, status, "{what}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], code, "{what}: {}", r.body);
+    }
+
+    let with_key = |key: Option<&str>| {
+        let mut b = Request::post("/api/v1/events").header("content-type", json_ct);
+        if let Some(k) = key {
+            b = b.header("x-errorflow-key", k);
+        }
+        b.body(Body::from(json!({"events": [event("x")]}).to_string()))
+            .unwrap()
+    };
+    assert_error(&t.send(with_key(None)).await, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_error(&t.send(with_key(Some("0123456789abcdef0123456789abcdef"))).await, StatusCode::FORBIDDEN, "forbidden");
+
+    let unsupported = Request::post("/api/v1/events")
+        .header("content-type", json_ct)
+        .header("content-encoding", "compress")
+        .header("x-errorflow-key", &t.key)
+        .body(Body::from("x"))
+        .unwrap();
+    assert_error(&t.send(unsupported).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let bad_gzip = Request::post("/api/v1/events")
+        .header("content-type", json_ct)
+        .header("content-encoding", "gzip")
+        .header("x-errorflow-key", &t.key)
+        .body(Body::from("definitely not gzip"))
+        .unwrap();
+    assert_error(&t.send(bad_gzip).await, StatusCode::BAD_REQUEST, "invalid_gzip");
+
+    // Invalid and unknown ids on the API.
+    assert_error(&t.get("/api/v1/groups/abc").await, StatusCode::BAD_REQUEST, "invalid_id");
+    assert_error(&t.get("/api/v1/groups/999999").await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(&t.get("/api/v1/events/not-a-uuid").await, StatusCode::BAD_REQUEST, "invalid_id");
+    assert_error(&t.get(&format!("/api/v1/events/{}", uuid::Uuid::new_v4())).await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(&t.get("/api/v1/groups?status=bogus").await, StatusCode::BAD_REQUEST, "invalid_query");
+    assert_error(&t.get("/api/v1/groups?limit=0").await, StatusCode::BAD_REQUEST, "invalid_query");
+    assert_error(&t.get("/api/v1/groups?cursor=%%%").await, StatusCode::BAD_REQUEST, "invalid_cursor");
+    assert_error(&t.get("/nowhere").await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(&t.post_api("/api/v1/groups/1/resolve", json!({"reason": 5})).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+
+    assert_eq!(t.stored_count().await, 0, "a refused request stores nothing");
+    assert!(t.groups("").await.is_empty());
+}
+
+async fn compression_bombs_are_refused_without_inflating(t: TestApp) {
+    // 64 MiB of zeros compress to about 64 KiB: past the 20 MiB decompressed limit.
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![b' '; 1024 * 1024];
+    enc.write_all(b"{\"events\": [").unwrap();
+    for _ in 0..64 {
+        enc.write_all(&zeros).unwrap();
+    }
+    enc.write_all(b"]}").unwrap();
+    let bomb = enc.finish().unwrap();
+    assert!(bomb.len() < 1024 * 1024);
+    let req = Request::post("/api/v1/events")
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .header("x-errorflow-key", &t.key)
+        .body(Body::from(bomb))
+        .unwrap();
+    assert_error(&t.send(req).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert_eq!(t.stored_count().await, 0);
+}
+
+async fn oversized_bodies_are_refused(t: TestApp) {
+    let limits = t.state.limits.clone();
+    let big = "x".repeat(limits.max_body_bytes + 1);
+    let r = t.send(t.ingest("/api/v1/events", big)).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+
+    let too_many: Vec<Value> = (0..limits.max_events_per_batch + 1).map(|_| json!({})).collect();
+    let r = t.post_events(Value::Array(too_many)).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+
+    // One event over the per-event limit is rejected alone.
+    let huge = event(&"y".repeat(limits.max_event_bytes + 10));
+    let r = t.post_events(json!([huge, event("fine")])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["accepted"], 1);
+    assert_eq!(r.body["rejected"][0]["index"], 0);
+    assert_eq!(t.stored_count().await, 1);
+}
+
+async fn management_api_requires_a_token(t: TestApp) {
+    for path in ["/api/v1/groups", "/api/v1/events", "/api/v1/projects", "/api/v1/groups/1"] {
+        let r = t.send(Request::get(path).body(Body::empty()).unwrap()).await;
+        assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+        let r = t
+            .send(
+                Request::get(path)
+                    .header("authorization", "Bearer eft_wrong")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    // An ingest key is not a management token.
+    let r = t
+        .send(
+            Request::get("/api/v1/groups")
+                .header("authorization", format!("Bearer {}", t.key))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    let r = t
+        .send(Request::post("/groups/1/resolve").body(Body::empty()).unwrap())
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+async fn group_detail_has_counts_tags_and_history(t: TestApp) {
+    let mut a = event("disk full on /dev/sda1");
+    a["host"] = json!("web-1");
+    let mut b = event("disk full on /dev/sdb1");
+    b["host"] = json!("web-2");
+    let mut c = event("disk full on /dev/sdc1");
+    c["host"] = json!("web-1");
+    t.post_events(json!([a, b, c])).await;
+    let groups = t.groups("").await;
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    let id = groups[0]["id"].as_i64().unwrap();
+    let d = t.get(&format!("/api/v1/groups/{id}")).await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    assert_eq!(d.body["status"], "open");
+    assert_eq!(d.body["count"], 3);
+    assert_eq!(d.body["hourly"].as_array().unwrap().len(), 24);
+    assert_eq!(d.body["daily"].as_array().unwrap().len(), 14);
+    let hourly_total: i64 = d.body["hourly"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(hourly_total, 3);
+    assert_eq!(d.body["top_tags"]["host"][0], json!({"value": "web-1", "count": 2}));
+    assert_eq!(d.body["top_tags"]["environment"][0]["value"], "prod");
+    assert_eq!(d.body["regression_count"], 0);
+    assert_eq!(d.body["activity"][0]["kind"], "created");
+    for field in ["title", "first_seen", "last_seen", "service", "error_type", "severity"] {
+        assert!(!d.body[field].is_null(), "{field} missing: {}", d.body);
+    }
+
+    let evs = t.get(&format!("/api/v1/groups/{id}/events?limit=2")).await;
+    assert_eq!(evs.body["events"].as_array().unwrap().len(), 2);
+    let cursor = evs.body["next_cursor"].as_str().unwrap();
+    let rest = t
+        .get(&format!("/api/v1/groups/{id}/events?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(rest.body["events"].as_array().unwrap().len(), 1);
+}
+
+async fn lifecycle_resolve_regress_quiet_reopen(t: TestApp) {
+    t.post_events(json!([event("cache miss storm")])).await;
+    let id = t.groups("").await[0]["id"].as_i64().unwrap();
+
+    let r = t
+        .post_api(&format!("/api/v1/groups/{id}/resolve"), json!({"reason": "fixed in #12"}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "resolved");
+    assert_eq!(r.body["resolution_reason"], "fixed in #12");
+    assert!(!r.body["resolved_at"].is_null());
+    assert_eq!(t.groups("status=resolved").await.len(), 1);
+    assert!(t.groups("status=open").await.is_empty());
+
+    // A new event of a resolved incident is a regression.
+    t.post_events(json!([event("cache miss storm")])).await;
+    let g = t.get(&format!("/api/v1/groups/{id}")).await.body;
+    assert_eq!(g["status"], "open");
+    assert_eq!(g["regression_count"], 1);
+    assert!(!g["regressed_at"].is_null());
+
+    let r = t.post_api(&format!("/api/v1/groups/{id}/quiet"), json!({})).await;
+    assert_eq!(r.body["status"], "quiet");
+    // The seed's clients POST with no body at all.
+    let r = t
+        .send(
+            Request::post(format!("/api/v1/groups/{id}/reopen"))
+                .header("authorization", format!("Bearer {}", t.token))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "open");
+    // The seed's resolve path works too (with a token now).
+    let r = t
+        .send(
+            Request::post(format!("/groups/{id}/resolve"))
+                .header("authorization", format!("Bearer {}", t.token))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.body["status"], "resolved");
+    assert_eq!(r.body["resolution_reason"], "manual");
+
+    let history = t.get(&format!("/api/v1/groups/{id}/activity")).await.body;
+    let kinds: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["created", "resolved", "regressed", "quieted", "reopened", "resolved"]);
+    let resolved = &history[1];
+    assert_eq!(resolved["actor"], "token:tester");
+    assert_eq!(resolved["from_status"], "open");
+    assert_eq!(resolved["to_status"], "resolved");
+    assert_eq!(resolved["reason"], "fixed in #12");
+
+    // Unknown incidents are 404, not a silent success as in the seed.
+    let r = t.post_api("/api/v1/groups/987654/resolve", json!({})).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+}
+
+async fn list_filters_sorts_and_pages(t: TestApp) {
+    let mut evs = Vec::new();
+    for i in 0..7 {
+        let mut e = rust_error("E", "boom", &format!("app::site{i}::run"), 1);
+        e["service"] = json!(if i % 2 == 0 { "api" } else { "worker" });
+        e["environment"] = json!(if i < 3 { "staging" } else { "prod" });
+        evs.push(e.clone());
+        // Site i gets i+1 events.
+        for _ in 0..i {
+            let mut again = e.clone();
+            again["event_id"] = json!(uuid::Uuid::new_v4());
+            evs.push(again);
+        }
+    }
+    let r = t.post_events(Value::Array(evs)).await;
+    assert_eq!(r.body["accepted"], 28, "{}", r.body);
+
+    assert_eq!(t.groups("service=api").await.len(), 4);
+    assert_eq!(t.groups("environment=staging").await.len(), 3);
+    assert_eq!(t.groups("q=site3").await.len(), 1);
+    let by_count = t.groups("sort=count").await;
+    let counts: Vec<i64> = by_count.iter().map(|g| g["count"].as_i64().unwrap()).collect();
+    assert_eq!(counts, vec![7, 6, 5, 4, 3, 2, 1]);
+
+    // Pages of 3 visit every incident exactly once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/groups?sort=count&limit=3&cursor={c}"),
+            None => "/api/v1/groups?sort=count&limit=3".to_string(),
+        };
+        let page = t.get(&path).await.body;
+        for g in page["groups"].as_array().unwrap() {
+            seen.push(g["id"].as_i64().unwrap());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(seen.len(), 7);
+    assert_eq!(unique.len(), 7);
+}
+
+async fn events_are_found_by_id_with_or_without_dashes(t: TestApp) {
+    let e = event("look me up");
+    let id = e["event_id"].as_str().unwrap().to_string();
+    t.post_events(json!([e])).await;
+    let with = t.get(&format!("/api/v1/events/{id}")).await;
+    assert_eq!(with.status, StatusCode::OK, "{}", with.body);
+    let without = t.get(&format!("/api/v1/events/{}", id.replace('-', ""))).await;
+    assert_eq!(without.status, StatusCode::OK);
+    assert_eq!(with.body, without.body);
+    assert!(with.body["group_id"].as_i64().is_some());
+    assert_eq!(with.body["data"]["message"], "look me up");
+    assert_eq!(with.body["project_id"], t.project_id);
+}
+
+async fn projects_are_created_and_keys_rotated(t: TestApp) {
+    let r = t.post_api("/api/v1/projects", json!({"name": "billing"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let key = r.body["key"].as_str().unwrap().to_string();
+    let id = r.body["id"].as_i64().unwrap();
+    assert_eq!(
+        r.body["dsn"],
+        format!("http://{key}@127.0.0.1:8000/{id}"),
+        "DSN format http://KEY@HOST:PORT/ID"
+    );
+    let r = t.post_api("/api/v1/projects", json!({"name": "billing"})).await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict");
+    let r = t.post_api("/api/v1/projects", json!({"name": "<script>"})).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+
+    let send_with = |key: String| {
+        Request::post("/api/v1/events")
+            .header("content-type", "application/json")
+            .header("x-errorflow-key", key)
+            .body(Body::from(json!({"events": [event("billing broke")]}).to_string()))
+            .unwrap()
+    };
+    assert_eq!(t.send(send_with(key.clone())).await.status, StatusCode::OK);
+
+    let r = t
+        .post_api(&format!("/api/v1/projects/{id}/rotate-key"), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let new_key = r.body["key"].as_str().unwrap().to_string();
+    assert_ne!(new_key, key);
+    assert_error(&t.send(send_with(key)).await, StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(t.send(send_with(new_key)).await.status, StatusCode::OK);
+
+    let list = t.get("/api/v1/projects").await.body;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert!(list.to_string().find(&t.key).is_none(), "keys are never listed");
+}
+
+async fn openapi_and_operations_endpoints(t: TestApp) {
+    let doc = t
+        .send(Request::get("/api/v1/openapi.json").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/v1/events",
+        "/errors/custom",
+        "/api/v1/groups",
+        "/api/v1/groups/{id}",
+        "/api/v1/groups/{id}/events",
+        "/api/v1/groups/{id}/resolve",
+        "/api/v1/groups/{id}/quiet",
+        "/api/v1/groups/{id}/reopen",
+        "/api/v1/events/{event_id}",
+        "/api/v1/projects",
+    ] {
+        assert!(doc.body["paths"][path].is_object(), "openapi lacks {path}");
+    }
+
+    let r = t.send(Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = t.send(Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    t.post_events(json!([event("count me")])).await;
+    let m = t.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(m.status, StatusCode::OK);
+    let text = m.body.as_str().unwrap().to_string();
+    for name in [
+        "errorflow_events_accepted_total",
+        "errorflow_groups_created_total",
+        "errorflow_ingest_duration_seconds",
+        "errorflow_ingest_queue_depth",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}");
+    }
+    assert!(!r.headers.is_empty());
+}
+
+/// 64 concurrent first events of one new fingerprint, each in its own
+/// request, through two collector instances on one database (as two
+/// processes would be): exactly one incident, counting 64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_concurrent_first_events_make_one_incident() {
+    let db = common::pg_db().await;
+    let first = test_app(db).await;
+    // A second instance with its own connection pool and writers.
+    let second_store = errorflow_collector::store::connect(&first._db.url).await.unwrap();
+    let config = Config::resolve(&Cli::parse_from(["errorflow-collector"]), None).unwrap();
+    let second = router(build_state(second_store, &config));
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let app = if i % 2 == 0 { first.app.clone() } else { second.clone() };
+        let req = first.ingest(
+            "/api/v1/events",
+            json!({"events": [rust_error("Race", &format!("first {i}"), "app::race::go", 1)]}).to_string(),
+        );
+        tasks.push(tokio::spawn(async move { app.oneshot(req).await.unwrap().status() }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), StatusCode::OK);
+    }
+    let groups = first.groups("").await;
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0]["count"], 64);
+    assert_eq!(first.stored_count().await, 64);
+}
+
+/// The background job quiets idle incidents; a new event reopens them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_quiet_job_quiets_idle_incidents() {
+    let t = test_app(common::sqlite_db().await).await;
+    t.post_events(json!([event("idle soon")])).await;
+    let job = tokio::spawn(errorflow_collector::app::quiet_job(
+        t.state.store.clone(),
+        std::time::Duration::from_secs(1),
+    ));
+    let mut status = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        status = t.groups("").await[0]["status"].as_str().unwrap().to_string();
+        if status == "quiet" {
+            break;
+        }
+    }
+    job.abort();
+    assert_eq!(status, "quiet");
+    t.post_events(json!([event("idle soon")])).await;
+    let g = &t.groups("").await[0];
+    assert_eq!(g["status"], "open");
+    let history = t
+        .get(&format!("/api/v1/groups/{}/activity", g["id"]))
+        .await
+        .body;
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "unquieted");
+    assert_eq!(history[1]["actor"], "system");
+}
