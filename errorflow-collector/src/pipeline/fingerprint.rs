@@ -142,19 +142,21 @@ pub fn error_type(event: &Event) -> String {
 
 /// The grouping frames of each exception, computed once and shared by the
 /// fingerprint and the culprit.
-struct Grouping<'a> {
+struct Grouping {
     /// Per exception (outermost first): its grouping frames, innermost last.
-    frames: Vec<Vec<GroupingFrame<'a>>>,
+    frames: Vec<Vec<GroupingFrame>>,
 }
 
-struct GroupingFrame<'a> {
-    frame: &'a Frame,
+struct GroupingFrame {
     /// `module::function` without the volatile parts.
     key: String,
+    /// How the culprit shows this frame: the key, or `function (file)`
+    /// for JavaScript, whose files are its modules.
+    display: String,
 }
 
-impl<'a> Grouping<'a> {
-    fn of(event: &'a Event) -> Grouping<'a> {
+impl Grouping {
+    fn of(event: &Event) -> Grouping {
         let platform = event.platform.as_deref().unwrap_or("");
         // When the SDK flagged frames, trust it; otherwise guess from names.
         let flagged = event
@@ -166,7 +168,7 @@ impl<'a> Grouping<'a> {
             .exception
             .iter()
             .map(|e| {
-                let mut selected: Vec<GroupingFrame<'a>> = all_frames(e)
+                let mut selected: Vec<GroupingFrame> = all_frames(e)
                     .iter()
                     .rev()
                     .filter_map(|f| {
@@ -180,7 +182,16 @@ impl<'a> Grouping<'a> {
                         } else {
                             f.in_app != Some(false) && !is_library(&key, f)
                         };
-                        in_app.then_some(GroupingFrame { frame: f, key })
+                        let display = match (platform, f.function.as_deref().map(js_function)) {
+                            (Platform::JavaScript, Some(func)) if !func.is_empty() => {
+                                match js_file(f) {
+                                    Some(file) => format!("{func} ({file})"),
+                                    None => func,
+                                }
+                            }
+                            _ => key.clone(),
+                        };
+                        in_app.then_some(GroupingFrame { key, display })
                     })
                     .take(MAX_GROUPING_FRAMES)
                     .collect();
@@ -200,7 +211,7 @@ fn all_frames(e: &Exception) -> &[Frame] {
     e.stacktrace.as_ref().map_or(&[][..], |s| &s.frames[..])
 }
 
-fn components_of(event: &Event, grouping: &Grouping<'_>) -> Vec<String> {
+fn components_of(event: &Event, grouping: &Grouping) -> Vec<String> {
     match &event.fingerprint {
         Some(client) if !client.is_empty() => {
             let mut out = vec!["client".to_owned()];
@@ -220,7 +231,7 @@ fn components_of(event: &Event, grouping: &Grouping<'_>) -> Vec<String> {
 static DEFAULT_PLACEHOLDER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^\s*\{\{\s*default\s*\}\}\s*$").expect("valid regex"));
 
-fn default_components(event: &Event, grouping: &Grouping<'_>) -> Vec<String> {
+fn default_components(event: &Event, grouping: &Grouping) -> Vec<String> {
     if grouping.has_frames() {
         let mut out = vec!["stack".to_owned()];
         for (exception, frames) in event.exception.iter().zip(&grouping.frames) {
@@ -272,15 +283,12 @@ fn first_line(s: &str) -> &str {
 
 /// Where the error happened: the innermost grouping frame of the outermost
 /// exception that has one; else the transaction; else the logger.
-fn culprit(event: &Event, grouping: &Grouping<'_>) -> Option<String> {
+fn culprit(event: &Event, grouping: &Grouping) -> Option<String> {
     grouping
         .frames
         .iter()
         .find_map(|frames| frames.last())
-        .map(|f| match (&f.frame.filename, f.key.contains("::")) {
-            (Some(file), false) => format!("{} ({file})", f.key),
-            _ => f.key.clone(),
-        })
+        .map(|f| f.display.clone())
         .or_else(|| event.transaction.clone())
         .or_else(|| event.logger.clone())
 }
@@ -487,7 +495,11 @@ static WEBPACK_HASH: LazyLock<Regex> =
 /// directory on; application files by their last two path components
 /// (deploy roots differ); bundle hashes (`main.3f2a1b9c.js`) removed.
 fn js_file(f: &Frame) -> Option<String> {
-    let file = f.filename.as_deref().or(f.abs_path.as_deref())?;
+    let file = f
+        .filename
+        .as_deref()
+        .or(f.abs_path.as_deref())
+        .filter(|file| !is_builtin_file(file))?;
     let file = file.split(['?', '#']).next().unwrap_or(file);
     let file = match file.find("://") {
         Some(i) => {
@@ -516,6 +528,11 @@ fn js_file(f: &Frame) -> Option<String> {
         }
     };
     Some(WEBPACK_HASH.replace(file, "$1").into_owned())
+}
+
+/// V8's stand-ins for "no file": built-ins and `eval`ed code.
+fn is_builtin_file(file: &str) -> bool {
+    matches!(file, "<anonymous>" | "native" | "[native code]")
 }
 
 /// A JavaScript function name without `async `/`new ` and with anonymous
@@ -603,7 +620,12 @@ fn is_library(key: &str, f: &Frame) -> bool {
         || [f.filename.as_deref(), f.abs_path.as_deref()]
             .into_iter()
             .flatten()
-            .any(|p| is_library_path(p) || p.contains("/rustc/") || p.contains("/.cargo/registry/"))
+            .any(|p| {
+                is_library_path(p)
+                    || is_builtin_file(p)
+                    || p.contains("/rustc/")
+                    || p.contains("/.cargo/registry/")
+            })
 }
 
 #[cfg(test)]

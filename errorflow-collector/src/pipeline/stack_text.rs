@@ -99,8 +99,12 @@ fn parse_java(message: String, lines: &[&str]) -> ParsedStack {
         .take_while(|l| !l.trim_start().starts_with("Caused by:"))
         .filter_map(|l| JAVA_FRAME.captures(l))
         .map(|c| {
-            // Java 9+ prefixes the class with its module (`java.base/`).
-            let class = c["class"].rsplit('/').next().unwrap_or_default().to_owned();
+            // Java 9+ prefixes the class with its module (`java.base/`); a
+            // slash after a `$` belongs to a lambda's hidden class name.
+            let class = match c["class"].split_once('/') {
+                Some((module, class)) if !module.contains('$') => class.to_owned(),
+                _ => c["class"].to_owned(),
+            };
             let library = ["java.", "javax.", "jdk.", "sun.", "kotlin."]
                 .iter()
                 .any(|p| class.starts_with(p));
