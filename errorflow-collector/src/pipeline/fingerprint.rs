@@ -162,7 +162,7 @@ impl Grouping {
         let flagged = event
             .exception
             .iter()
-            .flat_map(|e| all_frames(e))
+            .flat_map(all_frames)
             .any(|f| f.in_app == Some(true));
         let frames = event
             .exception

@@ -291,11 +291,7 @@ fn strip_nul(s: String) -> String {
 
 fn strip_nul_json(v: &mut serde_json::Value) {
     match v {
-        serde_json::Value::String(s) => {
-            if s.contains('\0') {
-                *s = s.replace('\0', "");
-            }
-        }
+        serde_json::Value::String(s) if s.contains('\0') => *s = s.replace('\0', ""),
         serde_json::Value::Array(items) => items.iter_mut().for_each(strip_nul_json),
         serde_json::Value::Object(map) => {
             if map.keys().any(|k| k.contains('\0')) {
