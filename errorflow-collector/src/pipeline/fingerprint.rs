@@ -72,6 +72,8 @@ pub fn build(event: Event, ctx: &super::Context) -> NormalizedEvent {
         None => event.message.clone().unwrap_or_default(),
     };
 
+    // The event's own fields win over client tags of the same name, so the
+    // incident's tag breakdown always agrees with the stored columns.
     let mut tags = event.tags.clone();
     tags.insert("environment".to_owned(), environment.clone());
     tags.insert("service".to_owned(), service.clone());
@@ -150,9 +152,9 @@ struct Grouping {
 struct GroupingFrame {
     /// `module::function` without the volatile parts.
     key: String,
-    /// How the culprit shows this frame: the key, or `function (file)`
-    /// for JavaScript, whose files are its modules.
-    display: String,
+    /// How the culprit shows this frame when not as its key: `function
+    /// (file)` for JavaScript, whose files are its modules.
+    display: Option<String>,
 }
 
 impl Grouping {
@@ -172,26 +174,22 @@ impl Grouping {
                     .iter()
                     .rev()
                     .filter_map(|f| {
-                        let platform = frame_platform(f, platform);
-                        let key = frame_key(f, platform)?;
-                        if is_machinery(&key, f) {
+                        if flagged && f.in_app != Some(true) {
                             return None;
                         }
-                        let in_app = if flagged {
-                            f.in_app == Some(true)
-                        } else {
-                            f.in_app != Some(false) && !is_library(&key, f)
+                        let platform = frame_platform(f, platform);
+                        let key = frame_key(f, platform)?;
+                        if is_machinery(&key, f) || (!flagged && is_library(&key, f)) {
+                            return None;
+                        }
+                        if !flagged && f.in_app == Some(false) {
+                            return None;
+                        }
+                        let display = match platform {
+                            Platform::JavaScript => js_display(f),
+                            _ => None,
                         };
-                        let display = match (platform, f.function.as_deref().map(js_function)) {
-                            (Platform::JavaScript, Some(func)) if !func.is_empty() => {
-                                match js_file(f) {
-                                    Some(file) => format!("{func} ({file})"),
-                                    None => func,
-                                }
-                            }
-                            _ => key.clone(),
-                        };
-                        in_app.then_some(GroupingFrame { key, display })
+                        Some(GroupingFrame { key, display })
                     })
                     .take(MAX_GROUPING_FRAMES)
                     .collect();
@@ -288,7 +286,7 @@ fn culprit(event: &Event, grouping: &Grouping) -> Option<String> {
         .frames
         .iter()
         .find_map(|frames| frames.last())
-        .map(|f| f.display.clone())
+        .map(|f| f.display.clone().unwrap_or_else(|| f.key.clone()))
         .or_else(|| event.transaction.clone())
         .or_else(|| event.logger.clone())
 }
@@ -399,8 +397,6 @@ fn frame_key(f: &Frame, platform: Platform) -> Option<String> {
     }
 }
 
-static RUST_HASH: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"::h[0-9a-f]{16}$").expect("valid regex"));
 /// `{{closure}}#2`, `{closure#0}`, `{async_fn_env#1}`, `{{closure}}`.
 static RUST_ANON: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\{\{([a-z_]+)\}\}(?:#\d+)?|\{([a-z_]+)#\d+\}").expect("valid regex")
@@ -409,12 +405,22 @@ static RUST_ANON: LazyLock<Regex> = LazyLock::new(|| {
 /// A Rust symbol without its hash, generic parameters, closure indices and
 /// `<impl …>` / `<T as Trait>` qualification.
 fn rust_symbol(symbol: &str) -> String {
-    let symbol = RUST_HASH.replace(symbol, "");
-    let symbol = RUST_ANON.replace_all(&symbol, |c: &regex::Captures<'_>| {
-        let name = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
-        format!("{{{{{name}}}}}")
-    });
-    let stripped = strip_angle_brackets(&symbol);
+    let symbol = strip_rust_hash(symbol);
+    // The checks before each rewrite skip the work for the common symbol
+    // that has no closures or generics: this runs for every frame.
+    let symbol = if symbol.contains('{') {
+        RUST_ANON.replace_all(symbol, |c: &regex::Captures<'_>| {
+            let name = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
+            format!("{{{{{name}}}}}")
+        })
+    } else {
+        Cow::Borrowed(symbol)
+    };
+    let stripped = if symbol.contains('<') {
+        Cow::Owned(strip_angle_brackets(&symbol))
+    } else {
+        symbol
+    };
     // Dropping generics leaves empty segments (`iter::<T>::next`).
     let mut out = String::with_capacity(stripped.len());
     for segment in stripped.split("::").filter(|s| !s.trim().is_empty()) {
@@ -424,6 +430,19 @@ fn rust_symbol(symbol: &str) -> String {
         out.push_str(segment.trim());
     }
     out
+}
+
+/// The symbol without the legacy mangling's hash suffix (`::h0123456789abcdef`).
+fn strip_rust_hash(symbol: &str) -> &str {
+    const SUFFIX_LEN: usize = "::h0123456789abcdef".len();
+    if symbol.len() > SUFFIX_LEN && symbol.is_char_boundary(symbol.len() - SUFFIX_LEN) {
+        let (head, tail) = symbol.split_at(symbol.len() - SUFFIX_LEN);
+        let hex = &tail[3..];
+        if tail.starts_with("::h") && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return head;
+        }
+    }
+    symbol
 }
 
 /// Replaces `<impl Trait for Type>` with `Type`, `<impl Type>` with `Type`
@@ -530,6 +549,18 @@ fn js_file(f: &Frame) -> Option<String> {
     Some(WEBPACK_HASH.replace(file, "$1").into_owned())
 }
 
+/// `function (file)`, for a JavaScript frame that has a function name.
+fn js_display(f: &Frame) -> Option<String> {
+    let func = js_function(f.function.as_deref()?);
+    if func.is_empty() {
+        return None;
+    }
+    Some(match js_file(f) {
+        Some(file) => format!("{func} ({file})"),
+        None => func,
+    })
+}
+
 /// V8's stand-ins for "no file": built-ins and `eval`ed code.
 fn is_builtin_file(file: &str) -> bool {
     matches!(file, "<anonymous>" | "native" | "[native code]")
@@ -556,6 +587,9 @@ static JAVA_SYNTHETIC: LazyLock<Regex> = LazyLock::new(|| {
 /// A Java class or method without the compiler's numbered names for
 /// lambdas and anonymous classes, which change when unrelated code does.
 fn java_method(name: &str) -> String {
+    if !name.contains('$') {
+        return name.to_owned();
+    }
     JAVA_SYNTHETIC
         .replace_all(name, |c: &regex::Captures<'_>| match c.get(1) {
             Some(m) => format!("lambda${}", m.as_str()),

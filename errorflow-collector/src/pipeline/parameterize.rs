@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::net::Ipv6Addr;
 use std::sync::LazyLock;
 
-use regex::{Captures, Regex};
+use regex_automata::meta;
 
 /// Kinds of variable parts, in the order in which they are tried at one
 /// position of the message. The order matters: a UUID also looks like hex
@@ -50,7 +50,7 @@ const PATTERNS: &[(&str, &str)] = &[
         "ip",
         r"(?-u:\b)[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?::[0-9]{1,5})?(?-u:\b)",
     ),
-    // Candidates only: the closure keeps those `Ipv6Addr` accepts and that
+    // Candidates only: `placeholder_for` keeps those `Ipv6Addr` accepts and that
     // contain a digit, so that Rust paths such as `db::query` stay.
     (
         "ipv6",
@@ -79,12 +79,12 @@ const PATTERNS: &[(&str, &str)] = &[
     ),
 ];
 
-static PARAMETERS: LazyLock<Regex> = LazyLock::new(|| {
-    let alternation: Vec<String> = PATTERNS
-        .iter()
-        .map(|(name, pattern)| format!("(?P<{name}>{pattern})"))
-        .collect();
-    Regex::new(&alternation.join("|")).expect("parameter patterns compile")
+/// All patterns in one multi-pattern regex: one scan finds the leftmost
+/// match of any kind, ties going to the earlier pattern, and the match
+/// says which pattern it is without the cost of capture groups.
+static PARAMETERS: LazyLock<meta::Regex> = LazyLock::new(|| {
+    let patterns: Vec<&str> = PATTERNS.iter().map(|(_, pattern)| *pattern).collect();
+    meta::Regex::new_many(&patterns).expect("parameter patterns compile")
 });
 
 /// A pass may uncover new matches in its own output (a replaced number no
@@ -133,15 +133,15 @@ fn first_two_lines(msg: &str) -> Cow<'_, str> {
 fn pass(text: &str) -> Cow<'_, str> {
     let mut out: Option<String> = None;
     let mut last = 0;
-    for caps in PARAMETERS.captures_iter(text) {
-        let whole = caps.get(0).expect("group 0 always matches");
-        let Some(placeholder) = placeholder_for(&caps) else {
+    for m in PARAMETERS.find_iter(text) {
+        let (kind, _) = PATTERNS[m.pattern().as_usize()];
+        let Some(placeholder) = placeholder_for(kind, &text[m.range()]) else {
             continue;
         };
         let buf = out.get_or_insert_with(|| String::with_capacity(text.len()));
-        buf.push_str(&text[last..whole.start()]);
+        buf.push_str(&text[last..m.start()]);
         buf.push_str(placeholder);
-        last = whole.end();
+        last = m.end();
     }
     match out {
         None => Cow::Borrowed(text),
@@ -153,12 +153,8 @@ fn pass(text: &str) -> Cow<'_, str> {
 }
 
 /// Which placeholder replaces this match, or `None` to keep the text.
-fn placeholder_for(caps: &Captures<'_>) -> Option<&'static str> {
-    let (name, m) = PATTERNS
-        .iter()
-        .find_map(|(name, _)| caps.name(name).map(|m| (*name, m)))?;
-    let s = m.as_str();
-    match name {
+fn placeholder_for(kind: &str, s: &str) -> Option<&'static str> {
+    match kind {
         "url" => Some("<url>"),
         "email" => Some("<email>"),
         "uuid" => Some("<uuid>"),
