@@ -65,6 +65,7 @@ conformance!(
     list_and_get_events,
     large_batch_is_chunked,
     concurrent_first_events_create_one_group,
+    concurrent_overlapping_batches_keep_exact_counts,
     #[ignore = "throughput measurement; run with --release -- --ignored --nocapture"]
     insert_throughput,
 );
@@ -1130,6 +1131,52 @@ async fn concurrent_first_events_create_one_group(db: &TestDb) {
     let all = all_groups(db, GroupQuery::default()).await;
     assert_eq!(all.len(), 1);
     assert_eq!(db.activity(g).await.unwrap().len(), 1);
+}
+
+async fn concurrent_overlapping_batches_keep_exact_counts(db: &TestDb) {
+    let p = project(db, "shop").await;
+    // Sixteen writers, each with a batch touching the same eight new groups
+    // in a different order, plus re-sends of each other's events: lock
+    // ordering must prevent deadlocks and the counts must come out exact.
+    let batches: Vec<Vec<NormalizedEvent>> = (0..16)
+        .map(|w| {
+            (0..40)
+                .map(|i| {
+                    event(
+                        p,
+                        &format!("fp{}", (i * 7 + w * 3) % 8),
+                        at(10, (i % 60) as u32),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let mut handles = Vec::new();
+    for (w, batch) in batches.iter().enumerate() {
+        let mut mixed = batch.clone();
+        mixed.extend(batches[(w + 1) % 16][..10].iter().cloned());
+        let store = Arc::clone(&db.store);
+        handles.push(tokio::spawn(
+            async move { store.insert_events(&mixed).await },
+        ));
+    }
+    let mut stored = 0;
+    for h in handles {
+        let out = h.await.unwrap().expect("no batch may fail");
+        stored += out
+            .iter()
+            .filter(|o| matches!(o, InsertOutcome::Stored { .. }))
+            .count();
+    }
+    assert_eq!(stored, 16 * 40, "each event stored exactly once");
+    let groups = all_groups(db, GroupQuery::default()).await;
+    assert_eq!(groups.len(), 8);
+    assert_eq!(groups.iter().map(|g| g.count).sum::<i64>(), 16 * 40);
+    for g in &groups {
+        let stats = db.group_stats(g.id, at(12, 0)).await.unwrap();
+        assert_eq!(stats.hourly.iter().map(|b| b.count).sum::<i64>(), g.count);
+        assert_eq!(db.activity(g.id).await.unwrap().len(), 1, "created once");
+    }
 }
 
 async fn insert_throughput(db: &TestDb) {
