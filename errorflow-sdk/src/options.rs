@@ -306,7 +306,15 @@ impl fmt::Debug for ClientOptions {
 
 fn default_service() -> Option<String> {
     let exe = std::env::current_exe().ok()?;
-    Some(exe.file_stem()?.to_string_lossy().into_owned())
+    let stem = exe.file_stem()?.to_string_lossy().into_owned();
+    // Cargo names test and bench binaries `name-<16 hex digits>`; the hash
+    // is noise in a service name and would hide the crate from `in_app`.
+    match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(name.to_string())
+        }
+        _ => Some(stem),
+    }
 }
 
 /// The calling crate's `CARGO_PKG_VERSION`, for [`ClientOptions::default_release`].

@@ -125,21 +125,33 @@ pub fn parse_backtrace(text: &str) -> Vec<Frame> {
             ..Frame::default()
         });
     }
-    // Frames come innermost first; drop everything up to the last frame of
-    // the panic machinery so that the first kept frame is the one that panicked.
-    let machinery = frames.iter().rposition(|f| {
-        f.function.as_deref().is_some_and(|name| {
-            name.contains("panicking::")
-                || name.contains("rust_begin_unwind")
-                || name.starts_with("errorflow_sdk::panic")
-                || name.contains("backtrace::Backtrace")
-        })
-    });
-    if let Some(i) = machinery {
+    // Frames come innermost first: the hook, then the panic machinery, then
+    // the code that panicked. Drop the leading run of runtime frames up to
+    // its last panic-machinery frame, so that the first kept frame is the
+    // one that panicked. (Outer `std::panicking::try` frames of a
+    // `catch_unwind` further out must not count, hence the leading run only.)
+    let mut cut = None;
+    for (i, frame) in frames.iter().enumerate() {
+        let name = frame.function.as_deref().unwrap_or_default();
+        if !is_runtime(name) {
+            break;
+        }
+        if name.contains("panicking") || name.contains("rust_begin_unwind") {
+            cut = Some(i);
+        }
+    }
+    if let Some(i) = cut {
         frames.drain(..=i);
     }
     frames.reverse();
     frames
+}
+
+fn is_runtime(function: &str) -> bool {
+    let f = function.trim_start_matches('<');
+    ["std::", "core::", "alloc::", "errorflow_sdk::", "__rustc::", "__rust", "rust_begin_unwind"]
+        .iter()
+        .any(|p| f.starts_with(p))
 }
 
 fn split_location(location: &str) -> (&str, Option<u32>) {
@@ -198,14 +210,15 @@ mod tests {
              at ./src/pay.rs:12:5
    5: <my_app::Svc as tower::Service>::call
              at ./src/main.rs:30:9
-   6: std::rt::lang_start
+   6: std::panicking::try
+   7: std::rt::lang_start
 ";
 
     #[test]
     fn parses_and_orders_innermost_last() {
         let frames = parse_backtrace(SAMPLE);
         let names: Vec<_> = frames.iter().map(|f| f.function.clone().unwrap()).collect();
-        assert_eq!(names, ["std::rt::lang_start", "<my_app::Svc as tower::Service>::call", "my_app::pay::charge"]);
+        assert_eq!(names, ["std::rt::lang_start", "std::panicking::try", "<my_app::Svc as tower::Service>::call", "my_app::pay::charge"]);
         let last = frames.last().unwrap();
         assert_eq!(last.lineno, Some(12));
         assert_eq!(last.filename.as_deref(), Some("pay.rs"));
