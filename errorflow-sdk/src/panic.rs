@@ -27,7 +27,9 @@ pub fn install() {
 }
 
 fn capture_panic(info: &PanicHookInfo<'_>) {
-    let Some(client) = Client::current() else {
+    // The hook is installed once per process, but a later client may have
+    // been configured without it.
+    let Some(client) = Client::current().filter(|c| c.options().panic_hook) else {
         return;
     };
     let message = payload_message(info);
@@ -66,6 +68,16 @@ fn capture_panic(info: &PanicHookInfo<'_>) {
         let _ = client.capture_event_in(event, Some(&crate::scope::ScopeHandle::default()));
         client.flush(PANIC_FLUSH_TIMEOUT);
         return;
+    }
+    {
+        // Middleware that catches panics answers 500; say so in the event.
+        let mut s = scope.lock();
+        if s.catches_panics() {
+            if let Some(mut request) = s.request().cloned() {
+                request.status = Some(500);
+                s.set_request(Some(request));
+            }
+        }
     }
     if let Some(id) = client.capture_event_in(event, Some(&scope)) {
         let catches = {
