@@ -81,14 +81,17 @@ impl Client {
         if self.options.sample_rate < 1.0 && rand::random::<f32>() >= self.options.sample_rate {
             return None;
         }
-        match scope {
+        let is_error = event.level >= Level::Error;
+        let handle = match scope {
             Some(handle) => {
                 handle.lock().apply(&mut event, true);
                 scope::root_handle().lock().apply(&mut event, false);
+                handle.clone()
             }
-            None => {
-                scope::apply_current(&mut event);
-            }
+            None => scope::apply_current(&mut event),
+        };
+        if is_error {
+            handle.lock().count_error();
         }
         self.fill_defaults(&mut event);
         let mut event = match &self.options.before_send {

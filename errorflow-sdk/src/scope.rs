@@ -49,6 +49,9 @@ pub struct Scope {
     /// Set by middleware that catches unwinds: the panic hook then does not
     /// block the (async) thread on a flush, since the process goes on.
     catches_panics: bool,
+    /// How many error or fatal events were captured in this scope; lets
+    /// middleware skip a redundant "responded 500" event.
+    errors_captured: u32,
 }
 
 impl Scope {
@@ -110,6 +113,15 @@ impl Scope {
     /// The id of the panic event captured in this scope, if any.
     pub fn panic_event(&self) -> Option<uuid::Uuid> {
         self.panic_event
+    }
+
+    /// How many error or fatal events were captured in this scope.
+    pub fn errors_captured(&self) -> u32 {
+        self.errors_captured
+    }
+
+    pub(crate) fn count_error(&mut self) {
+        self.errors_captured = self.errors_captured.saturating_add(1);
     }
 
     pub(crate) fn catches_panics(&self) -> bool {

@@ -31,7 +31,9 @@
 //!   reports a fatal event (once: the SDK's panic hook, when installed,
 //!   already captured it with a backtrace).
 //! - It reports responses whose status matches [`ErrorflowLayer::report_status`]
-//!   (5xx by default; 4xx are client mistakes, not incidents).
+//!   (5xx by default; 4xx are client mistakes, not incidents), unless an
+//!   error event was already captured while serving the request (typically
+//!   the handler's own `error!`), which would make a second event noise.
 //!
 //! With the `axum` feature the matched route (`/users/{id}`) is read from
 //! `axum::extract::MatchedPath`; add the layer with `Router::layer` so that
@@ -184,10 +186,16 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let start = Instant::now();
         // Without a bound client there is nothing to report: skip the
-        // context work entirely so that a disabled SDK costs next to nothing.
+        // context work so that a disabled SDK costs next to nothing, but
+        // still turn panics into 500 answers so that behaviour does not
+        // depend on whether a DSN is configured.
         if errorflow_sdk::Client::current().is_none() {
-            return ResponseFuture {
-                kind: Kind::Passthrough { future: self.inner.call(request) },
+            let inner = &mut self.inner;
+            return match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
+                Ok(future) => ResponseFuture {
+                    kind: Kind::Passthrough { future: AssertUnwindSafe(future).catch_unwind() },
+                },
+                Err(_) => ResponseFuture { kind: Kind::PassthroughPanicked },
             };
         }
         let (trace_id, request_id) = trace_ids(request.headers());
@@ -244,7 +252,8 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F> {
-        Passthrough { #[pin] future: F },
+        Passthrough { #[pin] future: CatchUnwind<AssertUnwindSafe<F>> },
+        PassthroughPanicked,
         Running { #[pin] future: Scoped<CatchUnwind<AssertUnwindSafe<F>>>, state: Option<State> },
         Panicked { payload: Option<Box<dyn Any + Send>>, state: Option<State> },
     }
@@ -259,7 +268,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Passthrough { future } => future.poll(cx),
+            KindProj::Passthrough { future } => Poll::Ready(match std::task::ready!(future.poll(cx)) {
+                Ok(output) => output,
+                Err(_) => Ok(internal_error()),
+            }),
+            KindProj::PassthroughPanicked => Poll::Ready(Ok(internal_error())),
             KindProj::Running { future, state } => {
                 let output = std::task::ready!(future.poll(cx));
                 let state = state.take().expect("ResponseFuture polled after completion");
@@ -280,7 +293,10 @@ where
 
 fn finish<B>(state: State, mut response: Response<B>) -> Response<B> {
     let status = response.status();
-    if (state.config.report_status)(status) {
+    // A handler that failed usually logged why with `error!` (already
+    // reported with this request's context); a second "responded 500"
+    // event would only be noise, so it is sent when nothing else was.
+    if (state.config.report_status)(status) && state.handle.lock().errors_captured() == 0 {
         let mut event = Event::new(if status.is_server_error() { Level::Error } else { Level::Warning });
         let transaction = state.handle.lock().snapshot_transaction();
         event.message = Some(format!("{transaction} responded {status}"));
@@ -312,9 +328,14 @@ fn panicked<B: Default>(state: State, payload: Box<dyn Any + Send>) -> Response<
         event.exception.push(exception);
         capture(&state, event, status);
     }
-    let mut response = Response::new(B::default());
-    *response.status_mut() = status;
+    let mut response = internal_error();
     response.headers_mut().insert(X_REQUEST_ID.clone(), state.request_id);
+    response
+}
+
+fn internal_error<B: Default>() -> Response<B> {
+    let mut response = Response::new(B::default());
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     response
 }
 

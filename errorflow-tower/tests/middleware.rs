@@ -181,3 +181,34 @@ async fn status_predicate_is_configurable() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].level, Level::Warning);
 }
+
+#[tokio::test]
+async fn panics_become_500_without_a_client_too() {
+    let _serial = SERIAL.lock().await;
+    let response = app().oneshot(get_req("/panic").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn a_logged_error_is_not_reported_twice() {
+    let _serial = SERIAL.lock().await;
+    let transport = Arc::new(TestTransport::new());
+    let guard = errorflow_sdk::init(ClientOptions::new().transport(transport.clone()).panic_hook(false));
+    let subscriber = tracing_subscriber::registry().with(errorflow_sdk::layer());
+    let _default = tracing::subscriber::set_default(subscriber);
+    let app = Router::new()
+        .route(
+            "/fail",
+            get(|| async {
+                tracing::error!("database unavailable");
+                StatusCode::SERVICE_UNAVAILABLE
+            }),
+        )
+        .layer(ErrorflowLayer::new());
+    let response = app.oneshot(get_req("/fail").body(Body::empty()).unwrap()).await.unwrap();
+    drop(guard);
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let events = transport.take();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].message.as_deref(), Some("database unavailable"));
+}
