@@ -77,7 +77,11 @@ impl Client {
     }
 
     /// Like [`Client::capture_event`], with an explicit scope instead of the current one.
-    pub fn capture_event_in(&self, mut event: Event, scope: Option<&ScopeHandle>) -> Option<uuid::Uuid> {
+    pub fn capture_event_in(
+        &self,
+        mut event: Event,
+        scope: Option<&ScopeHandle>,
+    ) -> Option<uuid::Uuid> {
         if self.options.sample_rate < 1.0 && rand::random::<f32>() >= self.options.sample_rate {
             return None;
         }
@@ -234,7 +238,10 @@ pub fn stats() -> Stats {
 }
 
 /// The exception chain of `error`, outermost first, following `source()`.
-pub fn exception_chain(error: &(dyn std::error::Error + 'static), mechanism: &str) -> Vec<Exception> {
+pub fn exception_chain(
+    error: &(dyn std::error::Error + 'static),
+    mechanism: &str,
+) -> Vec<Exception> {
     let mut chain = Vec::new();
     let mut current = Some(error);
     // A cycle in `source()` would loop forever; real chains are short.

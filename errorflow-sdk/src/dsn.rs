@@ -138,7 +138,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "h:1/2", "http://h:1/2", "http://@h/1", "http://k@h:x/1", "http://k@/1"] {
+        for bad in [
+            "",
+            "h:1/2",
+            "http://h:1/2",
+            "http://@h/1",
+            "http://k@h:x/1",
+            "http://k@/1",
+        ] {
             assert!(bad.parse::<Dsn>().is_err(), "{bad}");
         }
     }

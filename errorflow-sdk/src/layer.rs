@@ -45,7 +45,8 @@ where
 
 /// The default filter on its own, to combine with others.
 pub fn default_filter() -> DefaultFilter {
-    FilterFn::new(default_enabled as fn(&Metadata<'_>) -> bool).with_max_level_hint(LevelFilter::INFO)
+    FilterFn::new(default_enabled as fn(&Metadata<'_>) -> bool)
+        .with_max_level_hint(LevelFilter::INFO)
 }
 
 fn default_enabled(metadata: &Metadata<'_>) -> bool {
@@ -115,7 +116,9 @@ where
         if is_own_target(metadata.target()) {
             return;
         }
-        let Some(client) = Client::current() else { return };
+        let Some(client) = Client::current() else {
+            return;
+        };
         let level = *metadata.level();
         if level == tracing::Level::ERROR {
             let event = build_event(event, &ctx);
@@ -128,10 +131,16 @@ where
                 category: Some(metadata.target().to_string()),
                 level: convert_level(level),
                 message: visitor.message,
-                data: visitor.fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                data: visitor
+                    .fields
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
             };
             let max = client.options().max_breadcrumbs;
-            scope::current_handle().lock().add_breadcrumb(breadcrumb, max);
+            scope::current_handle()
+                .lock()
+                .add_breadcrumb(breadcrumb, max);
         }
     }
 }
@@ -177,7 +186,11 @@ where
             names.join(",")
         }
     };
-    out.fingerprint = Some(vec![metadata.target().to_string(), module.to_string(), template.clone()]);
+    out.fingerprint = Some(vec![
+        metadata.target().to_string(),
+        module.to_string(),
+        template.clone(),
+    ]);
     if visitor.message.is_some() {
         out.message_template = Some(template);
     }
@@ -204,12 +217,17 @@ where
                 }
             }
             let fields: serde_json::Map<String, serde_json::Value> = fields
-                .map(|f| f.0.iter().map(|(k, v)| ((*k).to_string(), v.clone())).collect())
+                .map(|f| {
+                    f.0.iter()
+                        .map(|(k, v)| ((*k).to_string(), v.clone()))
+                        .collect()
+                })
                 .unwrap_or_default();
             spans.push(serde_json::json!({ "name": span.name(), "fields": fields }));
         }
         if !spans.is_empty() {
-            out.extra.insert("spans".into(), serde_json::Value::Array(spans));
+            out.extra
+                .insert("spans".into(), serde_json::Value::Array(spans));
         }
     }
     out
@@ -281,7 +299,8 @@ impl Visit for FieldVisitor {
         if field.name() == "message" {
             self.message = Some(format!("{value:?}"));
         } else {
-            self.fields.insert(field.name(), format!("{value:?}").into());
+            self.fields
+                .insert(field.name(), format!("{value:?}").into());
         }
     }
 }

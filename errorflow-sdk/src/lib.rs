@@ -61,8 +61,8 @@ pub mod transport;
 
 #[cfg(feature = "client")]
 pub use client::{
-    capture_error, capture_event, capture_message, error_type_name, exception_chain, flush, init, stats, Client,
-    ClientGuard, SDK_NAME,
+    capture_error, capture_event, capture_message, error_type_name, exception_chain, flush, init,
+    stats, Client, ClientGuard, SDK_NAME,
 };
 #[cfg(feature = "client")]
 pub use dsn::Dsn;

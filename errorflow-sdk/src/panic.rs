@@ -52,7 +52,13 @@ fn capture_panic(info: &PanicHookInfo<'_>) {
     if let Some(location) = info.location() {
         event.extra.insert(
             "panic.location".into(),
-            format!("{}:{}:{}", location.file(), location.line(), location.column()).into(),
+            format!(
+                "{}:{}:{}",
+                location.file(),
+                location.line(),
+                location.column()
+            )
+            .into(),
         );
     }
     let thread = std::thread::current();
@@ -161,9 +167,17 @@ pub fn parse_backtrace(text: &str) -> Vec<Frame> {
 
 fn is_runtime(function: &str) -> bool {
     let f = function.trim_start_matches('<');
-    ["std::", "core::", "alloc::", "errorflow_sdk::", "__rustc::", "__rust", "rust_begin_unwind"]
-        .iter()
-        .any(|p| f.starts_with(p))
+    [
+        "std::",
+        "core::",
+        "alloc::",
+        "errorflow_sdk::",
+        "__rustc::",
+        "__rust",
+        "rust_begin_unwind",
+    ]
+    .iter()
+    .any(|p| f.starts_with(p))
 }
 
 fn split_location(location: &str) -> (&str, Option<u32>) {
@@ -172,7 +186,9 @@ fn split_location(location: &str) -> (&str, Option<u32>) {
     let col = parts.next();
     let line = parts.next();
     match (parts.next(), line, col) {
-        (Some(path), Some(line), Some(_)) if line.parse::<u32>().is_ok() => (path, line.parse().ok()),
+        (Some(path), Some(line), Some(_)) if line.parse::<u32>().is_ok() => {
+            (path, line.parse().ok())
+        }
         _ => (location, None),
     }
 }
@@ -196,7 +212,14 @@ fn module_of(function: &str) -> Option<String> {
 /// Whether a frame's function belongs to the application: it starts with
 /// one of the `in_app_include` crate prefixes and is not runtime code.
 pub fn is_in_app(function: &str, include: &[String]) -> bool {
-    const NEVER: &[&str] = &["std::", "core::", "alloc::", "tokio::", "errorflow_sdk::", "backtrace::"];
+    const NEVER: &[&str] = &[
+        "std::",
+        "core::",
+        "alloc::",
+        "tokio::",
+        "errorflow_sdk::",
+        "backtrace::",
+    ];
     let f = function.trim_start_matches('<');
     if NEVER.iter().any(|p| f.starts_with(p)) {
         return false;
@@ -230,7 +253,15 @@ mod tests {
     fn parses_and_orders_innermost_last() {
         let frames = parse_backtrace(SAMPLE);
         let names: Vec<_> = frames.iter().map(|f| f.function.clone().unwrap()).collect();
-        assert_eq!(names, ["std::rt::lang_start", "std::panicking::try", "<my_app::Svc as tower::Service>::call", "my_app::pay::charge"]);
+        assert_eq!(
+            names,
+            [
+                "std::rt::lang_start",
+                "std::panicking::try",
+                "<my_app::Svc as tower::Service>::call",
+                "my_app::pay::charge"
+            ]
+        );
         let last = frames.last().unwrap();
         assert_eq!(last.lineno, Some(12));
         assert_eq!(last.filename.as_deref(), Some("pay.rs"));

@@ -323,7 +323,11 @@ mod tests {
                 3,
             );
         }
-        let kept: Vec<_> = scope.breadcrumbs.iter().map(|b| b.message.clone().unwrap()).collect();
+        let kept: Vec<_> = scope
+            .breadcrumbs
+            .iter()
+            .map(|b| b.message.clone().unwrap())
+            .collect();
         assert_eq!(kept, ["2", "3", "4"]);
     }
 

@@ -96,7 +96,18 @@ mod tests {
 
     #[test]
     fn names() {
-        for n in ["password", "DB_PASSWD", "client_secret", "X-Auth-Token", "Cookie", "api_key", "apikey", "session_id", "credentials", "Authorization"] {
+        for n in [
+            "password",
+            "DB_PASSWD",
+            "client_secret",
+            "X-Auth-Token",
+            "Cookie",
+            "api_key",
+            "apikey",
+            "session_id",
+            "credentials",
+            "Authorization",
+        ] {
             assert!(is_sensitive(n), "{n}");
         }
         for n in ["user_id", "order", "path"] {

@@ -60,7 +60,9 @@ fn classify(token: &str) -> Option<&'static str> {
     let t = token.as_bytes();
     let is_uuid = t.len() == 36
         && [8, 13, 18, 23].iter().all(|&p| t[p] == b'-')
-        && t.iter().enumerate().all(|(p, b)| [8, 13, 18, 23].contains(&p) || b.is_ascii_hexdigit());
+        && t.iter()
+            .enumerate()
+            .all(|(p, b)| [8, 13, 18, 23].contains(&p) || b.is_ascii_hexdigit());
     if is_uuid {
         return Some("<uuid>");
     }
@@ -84,21 +86,38 @@ mod tests {
 
     #[test]
     fn numbers_and_ids() {
-        assert_eq!(parameterize("payment for order 1 failed"), "payment for order <int> failed");
-        assert_eq!(parameterize("payment for order 12345 failed"), "payment for order <int> failed");
+        assert_eq!(
+            parameterize("payment for order 1 failed"),
+            "payment for order <int> failed"
+        );
+        assert_eq!(
+            parameterize("payment for order 12345 failed"),
+            "payment for order <int> failed"
+        );
         assert_eq!(parameterize("took 1.5s"), "took <int>s");
         assert_eq!(
             parameterize("user 6f1c0b8e-3b1f-4bb1-9a57-0d7e2f7d1c11 gone"),
             "user <uuid> gone"
         );
-        assert_eq!(parameterize("commit 3f9a2c7d1e missing"), "commit <hex> missing");
-        assert_eq!(parameterize("utf8 ok: été, v2beta, abc"), "utf8 ok: été, v2beta, abc");
+        assert_eq!(
+            parameterize("commit 3f9a2c7d1e missing"),
+            "commit <hex> missing"
+        );
+        assert_eq!(
+            parameterize("utf8 ok: été, v2beta, abc"),
+            "utf8 ok: été, v2beta, abc"
+        );
         assert_eq!(parameterize("ab-cd 10-20"), "ab-cd <int>-<int>");
     }
 
     #[test]
     fn idempotent() {
-        for s in ["order 5 failed", "id 6f1c0b8e-3b1f-4bb1-9a57-0d7e2f7d1c11", "x 0xdeadbeef12", "plain"] {
+        for s in [
+            "order 5 failed",
+            "id 6f1c0b8e-3b1f-4bb1-9a57-0d7e2f7d1c11",
+            "x 0xdeadbeef12",
+            "plain",
+        ] {
             let once = parameterize(s);
             assert_eq!(parameterize(&once), once);
         }

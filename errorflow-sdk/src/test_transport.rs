@@ -29,7 +29,10 @@ impl TestTransport {
 
     /// The events sent so far.
     pub fn events(&self) -> Vec<Event> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Removes and returns the events sent so far.
@@ -40,7 +43,10 @@ impl TestTransport {
 
 impl Transport for TestTransport {
     fn send(&self, event: Event) {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event);
     }
 
     fn stats(&self) -> Stats {

@@ -143,7 +143,13 @@ impl HttpTransport {
                         return;
                     }
                 };
-                runtime.block_on(worker(client, settings, events_rx, control_rx, worker_counters));
+                runtime.block_on(worker(
+                    client,
+                    settings,
+                    events_rx,
+                    control_rx,
+                    worker_counters,
+                ));
             })
             .map_err(Error::SpawnWorker)?;
         Ok(HttpTransport {
@@ -155,7 +161,11 @@ impl HttpTransport {
         })
     }
 
-    fn wait(&self, make: impl FnOnce(std::sync::mpsc::SyncSender<()>) -> Control, timeout: Duration) -> bool {
+    fn wait(
+        &self,
+        make: impl FnOnce(std::sync::mpsc::SyncSender<()>) -> Control,
+        timeout: Duration,
+    ) -> bool {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         if self.control.send(make(tx)).is_err() {
             return true;
@@ -171,7 +181,9 @@ impl Transport for HttpTransport {
                 self.counters.queued.fetch_add(1, Ordering::Relaxed);
             }
             Err(_) => {
-                self.counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .dropped_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
                 if self.debug {
                     eprintln!("[errorflow] queue full, event dropped");
                 }
@@ -205,16 +217,17 @@ async fn worker(
     mut control: mpsc::UnboundedReceiver<Control>,
     counters: Arc<Counters>,
 ) {
-    let mut pending: Vec<Box<Event>> = Vec::new();
+    let mut pending: Vec<Event> = Vec::new();
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
-        let sleep_until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let sleep_until =
+            deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             biased;
             cmd = control.recv() => {
                 // Everything queued before the command is part of what it waits for.
                 while let Ok(event) = events.try_recv() {
-                    pending.push(event);
+                    pending.push(*event);
                 }
                 send_all(&client, &settings, &counters, &mut pending).await;
                 deadline = None;
@@ -229,7 +242,7 @@ async fn worker(
                     send_all(&client, &settings, &counters, &mut pending).await;
                     return;
                 };
-                pending.push(event);
+                pending.push(*event);
                 if pending.len() >= settings.max_batch_events {
                     send_all(&client, &settings, &counters, &mut pending).await;
                     deadline = None;
@@ -247,7 +260,12 @@ async fn worker(
 
 /// Serialises pending events into batches of at most `max_batch_events`
 /// events and `max_batch_bytes` bytes, and sends each.
-async fn send_all(client: &reqwest::Client, settings: &Settings, counters: &Counters, pending: &mut Vec<Box<Event>>) {
+async fn send_all(
+    client: &reqwest::Client,
+    settings: &Settings,
+    counters: &Counters,
+    pending: &mut Vec<Event>,
+) {
     let mut body = Vec::new();
     let mut count = 0usize;
     for event in pending.drain(..) {
@@ -261,11 +279,20 @@ async fn send_all(client: &reqwest::Client, settings: &Settings, counters: &Coun
         };
         // `{"events":[` + `]}` + separators.
         if json.len() + 16 > settings.max_batch_bytes {
-            diag(settings, format_args!("event of {} bytes is over max_batch_bytes, dropped", json.len()));
+            diag(
+                settings,
+                format_args!(
+                    "event of {} bytes is over max_batch_bytes, dropped",
+                    json.len()
+                ),
+            );
             counters.dropped_failed.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        if count > 0 && (count >= settings.max_batch_events || body.len() + json.len() + 16 > settings.max_batch_bytes) {
+        if count > 0
+            && (count >= settings.max_batch_events
+                || body.len() + json.len() + 16 > settings.max_batch_bytes)
+        {
             send_batch(client, settings, counters, std::mem::take(&mut body), count).await;
             count = 0;
         }
@@ -281,7 +308,10 @@ async fn send_all(client: &reqwest::Client, settings: &Settings, counters: &Coun
 #[derive(Debug)]
 enum SendError {
     /// Worth retrying; `retry_after` is the collector's requested wait.
-    Retryable { reason: String, retry_after: Option<Duration> },
+    Retryable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     /// The collector refused the batch (4xx other than 429).
     Refused(u16),
 }
@@ -295,7 +325,13 @@ impl std::fmt::Display for SendError {
     }
 }
 
-async fn send_batch(client: &reqwest::Client, settings: &Settings, counters: &Counters, array: Vec<u8>, count: usize) {
+async fn send_batch(
+    client: &reqwest::Client,
+    settings: &Settings,
+    counters: &Counters,
+    array: Vec<u8>,
+    count: usize,
+) {
     let mut json = Vec::with_capacity(array.len() + 16);
     json.extend_from_slice(b"{\"events\":");
     json.extend_from_slice(&array);
@@ -304,7 +340,9 @@ async fn send_batch(client: &reqwest::Client, settings: &Settings, counters: &Co
         Ok(body) => body,
         Err(err) => {
             diag(settings, format_args!("gzip failed: {err}"));
-            counters.dropped_failed.fetch_add(count as u64, Ordering::Relaxed);
+            counters
+                .dropped_failed
+                .fetch_add(count as u64, Ordering::Relaxed);
             return;
         }
     };
@@ -326,7 +364,10 @@ async fn send_batch(client: &reqwest::Client, settings: &Settings, counters: &Co
                 .body(body)
                 .send()
                 .await
-                .map_err(|err| SendError::Retryable { reason: err.to_string(), retry_after: None })?;
+                .map_err(|err| SendError::Retryable {
+                    reason: err.to_string(),
+                    retry_after: None,
+                })?;
             let status = response.status().as_u16();
             if response.status().is_success() {
                 let body = response.bytes().await.unwrap_or_default();
@@ -338,7 +379,10 @@ async fn send_batch(client: &reqwest::Client, settings: &Settings, counters: &Co
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after);
-                return Err(SendError::Retryable { reason: format!("HTTP {status}"), retry_after });
+                return Err(SendError::Retryable {
+                    reason: format!("HTTP {status}"),
+                    retry_after,
+                });
             }
             Err(SendError::Refused(status))
         }
@@ -352,7 +396,10 @@ async fn send_batch(client: &reqwest::Client, settings: &Settings, counters: &Co
             // bound applies to both, so a huge value ends the retries.
             let delay = delay?;
             let wanted = match err {
-                SendError::Retryable { retry_after: Some(after), .. } => delay.max(*after),
+                SendError::Retryable {
+                    retry_after: Some(after),
+                    ..
+                } => delay.max(*after),
                 _ => delay,
             };
             if started.elapsed() + wanted > max_elapsed {
@@ -363,34 +410,50 @@ async fn send_batch(client: &reqwest::Client, settings: &Settings, counters: &Co
         })
         .notify(|err, delay| {
             counters.retried.fetch_add(1, Ordering::Relaxed);
-            diag(settings, format_args!("delivery failed ({err}), retrying in {delay:?}"));
+            diag(
+                settings,
+                format_args!("delivery failed ({err}), retrying in {delay:?}"),
+            );
         })
         .await;
     match result {
         Ok(Some(response)) => {
             let rejected = response.rejected.len() as u64;
-            counters.sent.fetch_add(count as u64 - rejected.min(count as u64), Ordering::Relaxed);
+            counters
+                .sent
+                .fetch_add(count as u64 - rejected.min(count as u64), Ordering::Relaxed);
             counters.rejected.fetch_add(rejected, Ordering::Relaxed);
             for r in &response.rejected {
-                diag(settings, format_args!("event {} rejected: {}", r.index, r.error));
+                diag(
+                    settings,
+                    format_args!("event {} rejected: {}", r.index, r.error),
+                );
             }
         }
         Ok(None) => {
             counters.sent.fetch_add(count as u64, Ordering::Relaxed);
         }
         Err(SendError::Refused(status)) => {
-            diag(settings, format_args!("collector refused {count} events with HTTP {status}"));
+            diag(
+                settings,
+                format_args!("collector refused {count} events with HTTP {status}"),
+            );
             counters.rejected.fetch_add(count as u64, Ordering::Relaxed);
         }
         Err(err) => {
             diag(settings, format_args!("giving up on {count} events: {err}"));
-            counters.dropped_failed.fetch_add(count as u64, Ordering::Relaxed);
+            counters
+                .dropped_failed
+                .fetch_add(count as u64, Ordering::Relaxed);
         }
     }
 }
 
 fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::fast());
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4),
+        flate2::Compression::fast(),
+    );
     encoder.write_all(data)?;
     encoder.finish()
 }
@@ -399,10 +462,14 @@ fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
 pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)));
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs.min(86_400.0)));
     }
     let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 fn diag(settings: &Settings, args: std::fmt::Arguments<'_>) {
@@ -418,7 +485,10 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

@@ -37,7 +37,12 @@ fn same_callsite_different_arguments_share_a_fingerprint() {
     assert_eq!(events.len(), 3);
     assert_eq!(events[0].fingerprint, events[1].fingerprint);
     assert_ne!(events[0].fingerprint, events[2].fingerprint);
-    assert!(!events[0].fingerprint.as_ref().unwrap().iter().any(|p| p.contains("{{")));
+    assert!(!events[0]
+        .fingerprint
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|p| p.contains("{{")));
 }
 
 #[test]
@@ -51,7 +56,10 @@ fn breadcrumbs_are_attached_and_bounded() {
         tracing::error!("failed");
     });
     let crumbs = &events[0].breadcrumbs;
-    let messages: Vec<_> = crumbs.iter().map(|b| b.message.as_deref().unwrap()).collect();
+    let messages: Vec<_> = crumbs
+        .iter()
+        .map(|b| b.message.as_deref().unwrap())
+        .collect();
     assert_eq!(messages, ["step two", "step three"]);
     assert_eq!(crumbs[0].level, Level::Warning);
     assert_eq!(crumbs[0].data["attempt"], 2);
@@ -100,17 +108,28 @@ fn sensitive_values_are_scrubbed() {
     assert_eq!(e.breadcrumbs[0].data["api_key"], "[Filtered]");
     let request = e.request.as_ref().unwrap();
     assert_eq!(request.headers["Authorization"], "[Filtered]");
-    assert_eq!(request.query_string.as_deref(), Some("page=2&access_token=[Filtered]"));
+    assert_eq!(
+        request.query_string.as_deref(),
+        Some("page=2&access_token=[Filtered]")
+    );
 }
 
 #[test]
 fn concurrent_tasks_keep_their_own_scope() {
     let _serial = serial();
     let memory = Arc::new(Memory::default());
-    let guard = errorflow_sdk::init(ClientOptions::new().transport(memory.clone()).panic_hook(false));
+    let guard = errorflow_sdk::init(
+        ClientOptions::new()
+            .transport(memory.clone())
+            .panic_hook(false),
+    );
     let subscriber = tracing_subscriber::registry().with(errorflow_sdk::layer());
     let dispatch = tracing::Dispatch::new(subscriber);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut handles = Vec::new();
         for tenant in ["a", "b"] {
@@ -124,16 +143,20 @@ fn concurrent_tasks_keep_their_own_scope() {
                     tokio::task::yield_now().await;
                 }
                 // A spawned task does not inherit the scope by accident…
-                let orphan = tokio::spawn(async { scope::current_scope().tags().get("tenant").cloned() });
+                let orphan =
+                    tokio::spawn(async { scope::current_scope().tags().get("tenant").cloned() });
                 assert_eq!(orphan.await.unwrap(), None);
                 // …but does when it is propagated explicitly.
                 let child = tokio::spawn(
-                    async { scope::current_scope().tags().get("tenant").cloned() }.with_scope(scope::current_scope()),
+                    async { scope::current_scope().tags().get("tenant").cloned() }
+                        .with_scope(scope::current_scope()),
                 );
                 assert_eq!(child.await.unwrap().as_deref(), Some(tenant));
             };
             // `with_subscriber` sets the dispatcher on every poll, on whichever worker thread.
-            handles.push(tokio::spawn(fut.with_subscriber(dispatch.clone()).with_scope(scope)));
+            handles.push(tokio::spawn(
+                fut.with_subscriber(dispatch.clone()).with_scope(scope),
+            ));
         }
         for h in handles {
             h.await.unwrap();
@@ -145,7 +168,11 @@ fn concurrent_tasks_keep_their_own_scope() {
     for e in &events {
         assert_eq!(e.tags["tenant"], e.tags["expected"]);
         for crumb in &e.breadcrumbs {
-            assert!(crumb.message.as_deref().unwrap().ends_with(e.tags["tenant"].as_str()));
+            assert!(crumb
+                .message
+                .as_deref()
+                .unwrap()
+                .ends_with(e.tags["tenant"].as_str()));
         }
     }
 }

@@ -52,7 +52,12 @@ fn error_macro_is_delivered_with_fields_and_chain() {
     let subscriber = tracing_subscriber::registry().with(errorflow_sdk::layer());
     tracing::subscriber::with_default(subscriber, || {
         let err = PaymentError { source: Declined };
-        tracing::error!(error = &err as &dyn std::error::Error, order_id = 7, "payment for order {} failed", 7);
+        tracing::error!(
+            error = &err as &dyn std::error::Error,
+            order_id = 7,
+            "payment for order {} failed",
+            7
+        );
     });
     assert!(errorflow_sdk::flush(Duration::from_secs(5)));
     drop(guard);
@@ -60,7 +65,10 @@ fn error_macro_is_delivered_with_fields_and_chain() {
     assert_eq!(events.len(), 1);
     let e = &events[0];
     assert_eq!(e.message.as_deref(), Some("payment for order 7 failed"));
-    assert_eq!(e.message_template.as_deref(), Some("payment for order <int> failed"));
+    assert_eq!(
+        e.message_template.as_deref(),
+        Some("payment for order <int> failed")
+    );
     assert_eq!(e.level, Level::Error);
     assert_eq!(e.logger.as_deref(), Some("delivery"));
     assert_eq!(e.service.as_deref(), Some("checkout"));
@@ -69,8 +77,18 @@ fn error_macro_is_delivered_with_fields_and_chain() {
     assert_eq!(e.tags["order_id"], "7");
     assert_eq!(e.extra["module_path"], "delivery");
     assert!(e.extra["line"].is_u64());
-    let chain: Vec<_> = e.exception.iter().map(|x| (x.ty.as_str(), x.value.as_str())).collect();
-    assert_eq!(chain, [("PaymentError", "payment failed"), ("Declined", "card declined")]);
+    let chain: Vec<_> = e
+        .exception
+        .iter()
+        .map(|x| (x.ty.as_str(), x.value.as_str()))
+        .collect();
+    assert_eq!(
+        chain,
+        [
+            ("PaymentError", "payment failed"),
+            ("Declined", "card declined")
+        ]
+    );
     assert_eq!(
         e.fingerprint.as_deref().unwrap(),
         ["delivery", "delivery", "payment for order <int> failed"]
@@ -191,7 +209,10 @@ fn full_queue_drops_and_counts_without_blocking() {
         errorflow_sdk::capture_message(&format!("flood {i}"), Level::Error);
     }
     let elapsed = start.elapsed();
-    assert!(elapsed < Duration::from_millis(500), "enqueueing took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(500),
+        "enqueueing took {elapsed:?}"
+    );
     let stats = errorflow_sdk::stats();
     assert!(stats.dropped_queue_full >= 980, "{stats:?}");
     assert_eq!(stats.queued + stats.dropped_queue_full, 1000);
@@ -223,21 +244,34 @@ fn no_dsn_is_a_no_op() {
 #[test]
 fn panic_in_child_process_is_delivered_before_exit() {
     if let Ok(dsn) = std::env::var("ERRORFLOW_TEST_CHILD_DSN") {
-        let guard = errorflow_sdk::init(ClientOptions::new().dsn(&dsn).batch_interval(Duration::from_secs(30)));
+        let guard = errorflow_sdk::init(
+            ClientOptions::new()
+                .dsn(&dsn)
+                .batch_interval(Duration::from_secs(30)),
+        );
         std::mem::forget(guard);
         panic!("child exploded with code {}", 42);
     }
     let _serial = serial();
     let fake = FakeCollector::start();
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "panic_in_child_process_is_delivered_before_exit", "--test-threads=1"])
+        .args([
+            "--exact",
+            "panic_in_child_process_is_delivered_before_exit",
+            "--test-threads=1",
+        ])
         .env("ERRORFLOW_TEST_CHILD_DSN", fake.dsn())
         .env("RUST_BACKTRACE", "0")
         .output()
         .unwrap();
     assert!(!output.status.success());
     let events = fake.events();
-    assert_eq!(events.len(), 1, "{}", String::from_utf8_lossy(&output.stdout));
+    assert_eq!(
+        events.len(),
+        1,
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     let e = &events[0];
     assert_eq!(e.level, Level::Fatal);
     assert_eq!(e.message.as_deref(), Some("child exploded with code 42"));
@@ -248,11 +282,17 @@ fn panic_in_child_process_is_delivered_before_exit() {
     let frames = &ex.stacktrace.as_ref().expect("a backtrace").frames;
     let last = frames.last().unwrap();
     assert!(
-        last.function.as_deref().unwrap().contains("panic_in_child_process_is_delivered_before_exit"),
+        last.function
+            .as_deref()
+            .unwrap()
+            .contains("panic_in_child_process_is_delivered_before_exit"),
         "{frames:#?}"
     );
     assert_eq!(last.in_app, Some(true), "{last:?}");
     assert!(frames.iter().any(|f| f.in_app == Some(false)));
     assert_eq!(e.service.as_deref(), Some("delivery"));
-    assert!(e.extra["panic.location"].as_str().unwrap().contains("delivery.rs"));
+    assert!(e.extra["panic.location"]
+        .as_str()
+        .unwrap()
+        .contains("delivery.rs"));
 }

@@ -112,7 +112,10 @@ impl ErrorflowLayer {
         ErrorflowLayer {
             config: Arc::new(Config {
                 report_status: Box::new(|s| s.is_server_error()),
-                headers: DEFAULT_HEADERS.iter().map(|h| HeaderName::from_static(h)).collect(),
+                headers: DEFAULT_HEADERS
+                    .iter()
+                    .map(|h| HeaderName::from_static(h))
+                    .collect(),
                 client_ip_header: None,
             }),
         }
@@ -127,7 +130,10 @@ impl ErrorflowLayer {
     /// ```
     /// let layer = errorflow_tower::ErrorflowLayer::new().report_status(|s| s.as_u16() >= 400);
     /// ```
-    pub fn report_status(mut self, f: impl Fn(StatusCode) -> bool + Send + Sync + 'static) -> ErrorflowLayer {
+    pub fn report_status(
+        mut self,
+        f: impl Fn(StatusCode) -> bool + Send + Sync + 'static,
+    ) -> ErrorflowLayer {
         self.config_mut().report_status = Box::new(f);
         self
     }
@@ -166,7 +172,9 @@ pub struct ErrorflowService<S> {
 
 impl<S: std::fmt::Debug> std::fmt::Debug for ErrorflowService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ErrorflowService").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("ErrorflowService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
     }
 }
 
@@ -193,9 +201,13 @@ where
             let inner = &mut self.inner;
             return match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
                 Ok(future) => ResponseFuture {
-                    kind: Kind::Passthrough { future: AssertUnwindSafe(future).catch_unwind() },
+                    kind: Kind::Passthrough {
+                        future: AssertUnwindSafe(future).catch_unwind(),
+                    },
                 },
-                Err(_) => ResponseFuture { kind: Kind::PassthroughPanicked },
+                Err(_) => ResponseFuture {
+                    kind: Kind::PassthroughPanicked,
+                },
             };
         }
         let (trace_id, request_id) = trace_ids(request.headers());
@@ -228,7 +240,10 @@ where
                 },
             },
             Err(payload) => ResponseFuture {
-                kind: Kind::Panicked { payload: Some(payload), state: Some(state) },
+                kind: Kind::Panicked {
+                    payload: Some(payload),
+                    state: Some(state),
+                },
             },
         }
     }
@@ -268,14 +283,18 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Passthrough { future } => Poll::Ready(match std::task::ready!(future.poll(cx)) {
-                Ok(output) => output,
-                Err(_) => Ok(internal_error()),
-            }),
+            KindProj::Passthrough { future } => {
+                Poll::Ready(match std::task::ready!(future.poll(cx)) {
+                    Ok(output) => output,
+                    Err(_) => Ok(internal_error()),
+                })
+            }
             KindProj::PassthroughPanicked => Poll::Ready(Ok(internal_error())),
             KindProj::Running { future, state } => {
                 let output = std::task::ready!(future.poll(cx));
-                let state = state.take().expect("ResponseFuture polled after completion");
+                let state = state
+                    .take()
+                    .expect("ResponseFuture polled after completion");
                 Poll::Ready(match output {
                     Ok(Ok(response)) => Ok(finish(state, response)),
                     Ok(Err(err)) => Err(err),
@@ -283,7 +302,9 @@ where
                 })
             }
             KindProj::Panicked { payload, state } => {
-                let state = state.take().expect("ResponseFuture polled after completion");
+                let state = state
+                    .take()
+                    .expect("ResponseFuture polled after completion");
                 let payload = payload.take().unwrap_or_else(|| Box::new("panic"));
                 Poll::Ready(Ok(panicked(state, payload)))
             }
@@ -297,15 +318,27 @@ fn finish<B>(state: State, mut response: Response<B>) -> Response<B> {
     // reported with this request's context); a second "responded 500"
     // event would only be noise, so it is sent when nothing else was.
     if (state.config.report_status)(status) && state.handle.lock().errors_captured() == 0 {
-        let mut event = Event::new(if status.is_server_error() { Level::Error } else { Level::Warning });
+        let mut event = Event::new(if status.is_server_error() {
+            Level::Error
+        } else {
+            Level::Warning
+        });
         let transaction = state.handle.lock().snapshot_transaction();
         event.message = Some(format!("{transaction} responded {status}"));
         event.message_template = event.message.clone();
-        event.tags.insert("http.status_code".into(), status.as_u16().to_string());
-        event.fingerprint = Some(vec!["http-status".into(), transaction, status.as_u16().to_string()]);
+        event
+            .tags
+            .insert("http.status_code".into(), status.as_u16().to_string());
+        event.fingerprint = Some(vec![
+            "http-status".into(),
+            transaction,
+            status.as_u16().to_string(),
+        ]);
         capture(&state, event, status);
     }
-    response.headers_mut().insert(X_REQUEST_ID.clone(), state.request_id);
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), state.request_id);
     response
 }
 
@@ -329,7 +362,9 @@ fn panicked<B: Default>(state: State, payload: Box<dyn Any + Send>) -> Response<
         capture(&state, event, status);
     }
     let mut response = internal_error();
-    response.headers_mut().insert(X_REQUEST_ID.clone(), state.request_id);
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), state.request_id);
     response
 }
 
@@ -340,7 +375,9 @@ fn internal_error<B: Default>() -> Response<B> {
 }
 
 fn capture(state: &State, mut event: Event, status: StatusCode) {
-    let Some(client) = errorflow_sdk::Client::current() else { return };
+    let Some(client) = errorflow_sdk::Client::current() else {
+        return;
+    };
     {
         let mut scope = state.handle.lock();
         let mut request = scope.request().cloned().unwrap_or_default();
@@ -471,7 +508,10 @@ mod tests {
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
-        assert_eq!(parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
+        assert_eq!(
+            parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
         assert_eq!(parse_traceparent("garbage"), None);
     }
 

@@ -20,7 +20,10 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn app() -> Router {
     Router::new()
         .route("/ok", get(|| async { "ok" }))
-        .route("/users/{id}", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+        .route(
+            "/users/{id}",
+            get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+        )
         .route("/missing", get(|| async { StatusCode::NOT_FOUND }))
         .route(
             "/log",
@@ -53,7 +56,9 @@ async fn run(request: Request<Body>) -> (axum::response::Response, Vec<Event>) {
 }
 
 fn get_req(uri: &str) -> axum::http::request::Builder {
-    Request::builder().uri(uri).header("user-agent", "test-agent/1.0")
+    Request::builder()
+        .uri(uri)
+        .header("user-agent", "test-agent/1.0")
 }
 
 fn route_if_known(event: &Event) -> Option<&str> {
@@ -71,7 +76,10 @@ async fn server_errors_are_reported_with_request_context() {
         .unwrap();
     let (response, events) = run(request).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_string();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_eq!(events.len(), 1);
     let e = &events[0];
     assert_eq!(e.level, Level::Error);
@@ -108,7 +116,10 @@ async fn success_and_client_errors_are_not_reported() {
 async fn handler_events_carry_the_request_context() {
     let _serial = SERIAL.lock().await;
     let request = get_req("/log")
-        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .header("x-request-id", "req-123")
         .body(Body::empty())
         .unwrap();
@@ -118,7 +129,10 @@ async fn handler_events_carry_the_request_context() {
     assert_eq!(events.len(), 1);
     let e = &events[0];
     assert_eq!(e.message.as_deref(), Some("user 5 could not be loaded"));
-    assert_eq!(e.trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    assert_eq!(
+        e.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
     let r = e.request.as_ref().unwrap();
     assert_eq!(r.method.as_deref(), Some("GET"));
     assert_eq!(r.url.as_deref(), Some("/log"));
@@ -141,7 +155,10 @@ async fn panics_become_500_and_one_fatal_event() {
     assert_eq!(e.exception[0].handled, Some(false));
     assert_eq!(e.message.as_deref(), Some("handler exploded"));
     assert_eq!(e.request.as_ref().unwrap().url.as_deref(), Some("/panic"));
-    assert!(e.exception[0].stacktrace.is_some(), "the panic hook's backtrace");
+    assert!(
+        e.exception[0].stacktrace.is_some(),
+        "the panic hook's backtrace"
+    );
     assert_eq!(e.request.as_ref().unwrap().status, Some(500));
 }
 
@@ -150,13 +167,22 @@ async fn panic_in_call_of_a_plain_tower_service() {
     let _serial = SERIAL.lock().await;
     let transport = Arc::new(TestTransport::new());
     // Without the hook the middleware reports the panic itself.
-    let guard = errorflow_sdk::init(ClientOptions::new().transport(transport.clone()).panic_hook(false));
-    let service = ServiceBuilder::new().layer(ErrorflowLayer::new()).service(tower::service_fn(
+    let guard = errorflow_sdk::init(
+        ClientOptions::new()
+            .transport(transport.clone())
+            .panic_hook(false),
+    );
+    let service = ServiceBuilder::new()
+        .layer(ErrorflowLayer::new())
+        .service(tower::service_fn(
         |_req: Request<Body>| -> std::future::Ready<Result<axum::response::Response, Infallible>> {
             panic!("call exploded")
         },
     ));
-    let response = service.oneshot(get_req("/x").body(Body::empty()).unwrap()).await.unwrap();
+    let response = service
+        .oneshot(get_req("/x").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     drop(guard);
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let events = transport.take();
@@ -170,11 +196,18 @@ async fn panic_in_call_of_a_plain_tower_service() {
 async fn status_predicate_is_configurable() {
     let _serial = SERIAL.lock().await;
     let transport = Arc::new(TestTransport::new());
-    let guard = errorflow_sdk::init(ClientOptions::new().transport(transport.clone()).panic_hook(false));
+    let guard = errorflow_sdk::init(
+        ClientOptions::new()
+            .transport(transport.clone())
+            .panic_hook(false),
+    );
     let app = Router::new()
         .route("/missing", get(|| async { StatusCode::NOT_FOUND }))
         .layer(ErrorflowLayer::new().report_status(|s| s.as_u16() >= 400));
-    let response = app.oneshot(get_req("/missing").body(Body::empty()).unwrap()).await.unwrap();
+    let response = app
+        .oneshot(get_req("/missing").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     drop(guard);
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let events = transport.take();
@@ -185,7 +218,10 @@ async fn status_predicate_is_configurable() {
 #[tokio::test]
 async fn panics_become_500_without_a_client_too() {
     let _serial = SERIAL.lock().await;
-    let response = app().oneshot(get_req("/panic").body(Body::empty()).unwrap()).await.unwrap();
+    let response = app()
+        .oneshot(get_req("/panic").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
 }
 
@@ -193,7 +229,11 @@ async fn panics_become_500_without_a_client_too() {
 async fn a_logged_error_is_not_reported_twice() {
     let _serial = SERIAL.lock().await;
     let transport = Arc::new(TestTransport::new());
-    let guard = errorflow_sdk::init(ClientOptions::new().transport(transport.clone()).panic_hook(false));
+    let guard = errorflow_sdk::init(
+        ClientOptions::new()
+            .transport(transport.clone())
+            .panic_hook(false),
+    );
     let subscriber = tracing_subscriber::registry().with(errorflow_sdk::layer());
     let _default = tracing::subscriber::set_default(subscriber);
     let app = Router::new()
@@ -205,7 +245,10 @@ async fn a_logged_error_is_not_reported_twice() {
             }),
         )
         .layer(ErrorflowLayer::new());
-    let response = app.oneshot(get_req("/fail").body(Body::empty()).unwrap()).await.unwrap();
+    let response = app
+        .oneshot(get_req("/fail").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     drop(guard);
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let events = transport.take();

@@ -57,14 +57,21 @@ impl FakeCollector {
 
     fn serve(listener: std::net::TcpListener) -> FakeCollector {
         listener.set_nonblocking(true).unwrap();
-        let mut fake = FakeCollector::default();
-        fake.addr = Some(listener.local_addr().unwrap());
+        let fake = FakeCollector {
+            addr: Some(listener.local_addr().unwrap()),
+            ..FakeCollector::default()
+        };
         let state = fake.inner.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let app = Router::new().route("/api/v1/events", post(ingest)).with_state(state);
+                let app = Router::new()
+                    .route("/api/v1/events", post(ingest))
+                    .with_state(state);
                 axum::serve(listener, app).await.unwrap();
             });
         });
@@ -100,12 +107,22 @@ impl FakeCollector {
     }
 }
 
-async fn ingest(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn ingest(
+    State(state): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let reply = state.lock().unwrap().plan.pop_front();
     if let Some(Reply::Delay(d)) = reply {
         tokio::time::sleep(d).await;
     }
-    let record = |status: u16| state.lock().unwrap().requests.push((Instant::now(), status));
+    let record = |status: u16| {
+        state
+            .lock()
+            .unwrap()
+            .requests
+            .push((Instant::now(), status))
+    };
     match reply {
         Some(Reply::Status(code)) => {
             record(code);
@@ -113,7 +130,11 @@ async fn ingest(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body
         }
         Some(Reply::TooManyRequests { retry_after }) => {
             record(429);
-            return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", retry_after)]).into_response();
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", retry_after)],
+            )
+                .into_response();
         }
         _ => {}
     }
@@ -123,7 +144,9 @@ async fn ingest(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body
     }
     let json = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out).unwrap();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut out)
+            .unwrap();
         out
     } else {
         body.to_vec()
@@ -147,7 +170,12 @@ async fn ingest(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body
             inner.events.push(event);
         }
     }
-    axum::Json(BatchResponse { accepted, duplicates, rejected: vec![] }).into_response()
+    axum::Json(BatchResponse {
+        accepted,
+        duplicates,
+        rejected: vec![],
+    })
+    .into_response()
 }
 
 /// An in-memory transport for tests that do not need HTTP.

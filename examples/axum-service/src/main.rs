@@ -21,11 +21,16 @@ async fn main() {
         errorflow_sdk::ClientOptions::from_env().default_release(errorflow_sdk::release!()),
     );
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_filter(tracing_subscriber::EnvFilter::new("info")))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_filter(tracing_subscriber::EnvFilter::new("info")),
+        )
         .with(errorflow_sdk::layer())
         .init();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.expect("port 3000 is free");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000")
+        .await
+        .expect("port 3000 is free");
     tracing::info!("listening on http://127.0.0.1:3000");
     axum::serve(listener, app()).await.expect("server runs");
 }
@@ -46,19 +51,19 @@ fn app() -> Router {
 /// event carries the request context because it runs inside the request scope.
 async fn logged_error() -> &'static str {
     let err = ApiError::Payment(PaymentError { order_id: 42 });
-    tracing::error!(error = &err as &dyn std::error::Error, order_id = 42, "payment for order {} failed", 42);
+    tracing::error!(
+        error = &err as &dyn std::error::Error,
+        order_id = 42,
+        "payment for order {} failed",
+        42
+    );
     "logged an error"
 }
 
-async fn panics() -> &'static str {
+async fn panics() -> String {
     let orders: Vec<u32> = Vec::new();
     // An index out of bounds: a bug, reported by the panic hook with a backtrace.
-    let first = orders[0];
-    if first > 0 {
-        "unreachable"
-    } else {
-        "unreachable"
-    }
+    format!("first order: {}", orders[0])
 }
 
 /// Fails with an error whose chain becomes a 500 answer; `ApiError`'s

@@ -15,7 +15,10 @@ fn main() {
         errorflow_sdk::ClientOptions::from_env().default_release(errorflow_sdk::release!()),
     );
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_filter(tracing_subscriber::EnvFilter::new("info")))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_filter(tracing_subscriber::EnvFilter::new("info")),
+        )
         .with(errorflow_sdk::layer())
         .init();
 
