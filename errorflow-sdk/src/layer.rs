@@ -113,7 +113,7 @@ where
         let metadata = event.metadata();
         // The SDK's own diagnostics go to stderr, but a dependency of the
         // transport might log through `tracing`; reporting that would recurse.
-        if is_own_target(metadata.target()) {
+        if is_own_target(metadata.target()) || crate::transport::in_transport_thread() {
             return;
         }
         let Some(client) = Client::current() else {
@@ -243,12 +243,16 @@ fn as_tag(value: &serde_json::Value) -> Option<String> {
 }
 
 fn insert_field(event: &mut Event, name: &'static str, value: serde_json::Value) {
-    match as_tag(&value) {
-        Some(tag) => {
-            event.tags.insert(name.to_string(), tag);
+    // The value is moved, not cloned: this runs for every field of every event.
+    match value {
+        serde_json::Value::String(s) if s.len() <= MAX_TAG_LEN => {
+            event.tags.insert(name.to_string(), s);
         }
-        None => {
-            event.extra.insert(name.to_string(), value);
+        serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {
+            event.tags.insert(name.to_string(), value.to_string());
+        }
+        other => {
+            event.extra.insert(name.to_string(), other);
         }
     }
 }

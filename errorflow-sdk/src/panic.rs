@@ -27,6 +27,11 @@ pub fn install() {
 }
 
 fn capture_panic(info: &PanicHookInfo<'_>) {
+    // A panic on the transport's own thread cannot be delivered by it (and
+    // flushing would wait on the panicking thread itself).
+    if crate::transport::in_transport_thread() {
+        return;
+    }
     // The hook is installed once per process, but a later client may have
     // been configured without it.
     let Some(client) = Client::current().filter(|c| c.options().panic_hook) else {

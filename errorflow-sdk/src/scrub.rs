@@ -25,8 +25,26 @@ const SENSITIVE: &[&str] = &[
 /// match (`api-key` has a dash) but `x_api_key` and `session_id` do; dashes
 /// are normalised to underscores first for that reason.
 pub fn is_sensitive(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase().replace('-', "_");
-    SENSITIVE.iter().any(|s| lower.contains(s))
+    // This runs for every key of every event on the calling thread, so the
+    // name is normalised into a stack buffer instead of a new `String`.
+    let mut buf = [0u8; 128];
+    let bytes = name.as_bytes();
+    if bytes.len() > buf.len() {
+        let lower = name.to_ascii_lowercase().replace('-', "_");
+        return SENSITIVE.iter().any(|s| lower.contains(s));
+    }
+    for (dst, &b) in buf.iter_mut().zip(bytes) {
+        *dst = if b == b'-' {
+            b'_'
+        } else {
+            b.to_ascii_lowercase()
+        };
+    }
+    let normalised = &buf[..bytes.len()];
+    SENSITIVE.iter().any(|needle| {
+        let needle = needle.as_bytes();
+        normalised.len() >= needle.len() && normalised.windows(needle.len()).any(|w| w == needle)
+    })
 }
 
 /// Scrubs a query string (`a=1&token=x` → `a=1&token=[Filtered]`).

@@ -84,6 +84,17 @@ impl Counters {
     }
 }
 
+thread_local! {
+    static IN_TRANSPORT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current thread is the transport's worker. Events raised there
+/// (a dependency logging an error while sending, a panic while serialising)
+/// are not captured: reporting them would feed the transport its own failures.
+pub(crate) fn in_transport_thread() -> bool {
+    IN_TRANSPORT.with(|c| c.get())
+}
+
 enum Control {
     Flush(std::sync::mpsc::SyncSender<()>),
     Shutdown(std::sync::mpsc::SyncSender<()>),
@@ -133,6 +144,7 @@ impl HttpTransport {
         let worker = std::thread::Builder::new()
             .name("errorflow-transport".into())
             .spawn(move || {
+                IN_TRANSPORT.with(|c| c.set(true));
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -210,6 +222,9 @@ impl Transport for HttpTransport {
     }
 }
 
+/// How often a lingering worker checks whether a full batch is waiting.
+const LINGER_TICK: Duration = Duration::from_millis(25);
+
 async fn worker(
     client: reqwest::Client,
     settings: Settings,
@@ -218,43 +233,80 @@ async fn worker(
     counters: Arc<Counters>,
 ) {
     let mut pending: Vec<Event> = Vec::new();
-    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
-        let sleep_until =
-            deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        // Wait for the first event of a batch (or a command).
         tokio::select! {
             biased;
             cmd = control.recv() => {
-                // Everything queued before the command is part of what it waits for.
-                while let Ok(event) = events.try_recv() {
-                    pending.push(*event);
+                if !handle_control(cmd, &client, &settings, &counters, &mut events, &mut pending).await {
+                    return;
                 }
-                send_all(&client, &settings, &counters, &mut pending).await;
-                deadline = None;
-                match cmd {
-                    Some(Control::Flush(ack)) => { let _ = ack.try_send(()); }
-                    Some(Control::Shutdown(ack)) => { let _ = ack.try_send(()); return; }
-                    None => return,
-                }
+                continue;
             }
-            event = events.recv() => {
-                let Some(event) = event else {
+            event = events.recv() => match event {
+                Some(event) => pending.push(*event),
+                None => {
                     send_all(&client, &settings, &counters, &mut pending).await;
                     return;
-                };
-                pending.push(*event);
-                if pending.len() >= settings.max_batch_events {
-                    send_all(&client, &settings, &counters, &mut pending).await;
-                    deadline = None;
-                } else if deadline.is_none() {
-                    deadline = Some(tokio::time::Instant::now() + settings.batch_interval);
+                }
+            },
+        }
+        // Then linger until the batch interval ends or a batch is full,
+        // taking events with `try_recv` on a coarse tick. While the worker
+        // is not parked in `recv`, `try_send` on the application's threads
+        // wakes nobody, so capturing stays a few atomic operations even at
+        // high event rates (a wake-up per event is a syscall).
+        let deadline = tokio::time::Instant::now() + settings.batch_interval;
+        loop {
+            while pending.len() < settings.max_batch_events {
+                match events.try_recv() {
+                    Ok(event) => pending.push(*event),
+                    Err(_) => break,
                 }
             }
-            () = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
-                send_all(&client, &settings, &counters, &mut pending).await;
-                deadline = None;
+            let now = tokio::time::Instant::now();
+            if pending.len() >= settings.max_batch_events || now >= deadline {
+                break;
+            }
+            tokio::select! {
+                biased;
+                cmd = control.recv() => {
+                    if !handle_control(cmd, &client, &settings, &counters, &mut events, &mut pending).await {
+                        return;
+                    }
+                    break;
+                }
+                () = tokio::time::sleep_until(deadline.min(now + LINGER_TICK)) => {}
             }
         }
+        send_all(&client, &settings, &counters, &mut pending).await;
+    }
+}
+
+/// Runs a flush or shutdown command; `false` when the worker must stop.
+async fn handle_control(
+    cmd: Option<Control>,
+    client: &reqwest::Client,
+    settings: &Settings,
+    counters: &Counters,
+    events: &mut mpsc::Receiver<Box<Event>>,
+    pending: &mut Vec<Event>,
+) -> bool {
+    // Everything queued before the command is part of what it waits for.
+    while let Ok(event) = events.try_recv() {
+        pending.push(*event);
+    }
+    send_all(client, settings, counters, pending).await;
+    match cmd {
+        Some(Control::Flush(ack)) => {
+            let _ = ack.try_send(());
+            true
+        }
+        Some(Control::Shutdown(ack)) => {
+            let _ = ack.try_send(());
+            false
+        }
+        None => false,
     }
 }
 

@@ -17,8 +17,12 @@ use tower::{Service, ServiceBuilder};
 
 type Req = Request<()>;
 
-fn bare() -> impl Service<Req, Response = Response<String>, Error = Infallible, Future = Ready<Result<Response<String>, Infallible>>> + Clone
-{
+fn bare() -> impl Service<
+    Req,
+    Response = Response<String>,
+    Error = Infallible,
+    Future = Ready<Result<Response<String>, Infallible>>,
+> + Clone {
     tower::service_fn(|_req: Req| ready(Ok::<_, Infallible>(Response::new(String::from("ok")))))
 }
 
@@ -83,8 +87,14 @@ fn ok_response(c: &mut Criterion) {
     let bare_ns = ns_per_call(200_000, || call(&mut bare_svc));
 
     let ours = {
-        let _guard = errorflow_sdk::init(errorflow_sdk::ClientOptions::new().transport(Arc::new(Sink)).panic_hook(false));
-        let mut svc = ServiceBuilder::new().layer(errorflow_tower::ErrorflowLayer::new()).service(bare());
+        let _guard = errorflow_sdk::init(
+            errorflow_sdk::ClientOptions::new()
+                .transport(Arc::new(Sink))
+                .panic_hook(false),
+        );
+        let mut svc = ServiceBuilder::new()
+            .layer(errorflow_tower::ErrorflowLayer::new())
+            .service(bare());
         group.bench_function("errorflow", |b| b.iter(|| call(&mut svc)));
         ns_per_call(200_000, || call(&mut svc))
     };

@@ -54,8 +54,8 @@ use errorflow_sdk::scrub::scrub_query;
 use futures_util::future::{CatchUnwind, FutureExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
-use tower_layer::Layer;
-use tower_service::Service;
+use tower::Layer;
+use tower::Service;
 
 /// Headers copied into the request context unless configured otherwise.
 /// Credentials (`authorization`, `cookie`, …) are never copied, whatever the list says.
@@ -138,9 +138,13 @@ impl ErrorflowLayer {
         self
     }
 
-    /// The headers copied into the request context.
+    /// The headers copied into the request context. Credentials are
+    /// removed from the list here, once, rather than on every request.
     pub fn headers<I: IntoIterator<Item = HeaderName>>(mut self, headers: I) -> ErrorflowLayer {
-        self.config_mut().headers = headers.into_iter().collect();
+        self.config_mut().headers = headers
+            .into_iter()
+            .filter(|h| !errorflow_sdk::scrub::is_sensitive(h.as_str()))
+            .collect();
         self
     }
 
@@ -451,9 +455,6 @@ fn request_context<B>(request: &Request<B>, config: &Config) -> RequestContext {
     let headers = request.headers();
     let mut copied = BTreeMap::new();
     for name in &config.headers {
-        if errorflow_sdk::scrub::is_sensitive(name.as_str()) {
-            continue;
-        }
         if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
             copied.insert(name.as_str().to_string(), value.to_string());
         }

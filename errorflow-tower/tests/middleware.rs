@@ -255,3 +255,32 @@ async fn a_logged_error_is_not_reported_twice() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].message.as_deref(), Some("database unavailable"));
 }
+
+#[tokio::test]
+async fn credentials_are_never_copied_even_when_listed() {
+    let _serial = SERIAL.lock().await;
+    let transport = Arc::new(TestTransport::new());
+    let guard = errorflow_sdk::init(
+        ClientOptions::new()
+            .transport(transport.clone())
+            .panic_hook(false),
+    );
+    let layer = ErrorflowLayer::new().headers([
+        axum::http::header::AUTHORIZATION,
+        axum::http::header::USER_AGENT,
+    ]);
+    let app = Router::new()
+        .route("/boom", get(|| async { StatusCode::BAD_GATEWAY }))
+        .layer(layer);
+    let request = get_req("/boom")
+        .header("authorization", "Bearer secret")
+        .body(Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    drop(guard);
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let events = transport.take();
+    let headers = &events[0].request.as_ref().unwrap().headers;
+    assert_eq!(headers.len(), 1);
+    assert_eq!(headers["user-agent"], "test-agent/1.0");
+}
