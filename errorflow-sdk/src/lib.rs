@@ -1,1 +1,78 @@
+//! The errorflow SDK: report `tracing::error!`, panics and errors to an
+//! errorflow collector.
+//!
+//! # Quickstart
+//!
+//! ```no_run
+//! use tracing_subscriber::prelude::*;
+//!
+//! // Reads ERRORFLOW_DSN (`http://KEY@HOST:PORT/PROJECT_ID`), ERRORFLOW_SERVICE,
+//! // ERRORFLOW_ENVIRONMENT and ERRORFLOW_RELEASE. Without a DSN nothing is sent.
+//! let _guard = errorflow_sdk::init(errorflow_sdk::ClientOptions::from_env());
+//! tracing_subscriber::registry().with(errorflow_sdk::layer()).init();
+//!
+//! let err = std::io::Error::new(std::io::ErrorKind::Other, "card declined");
+//! tracing::info!("charging card"); // a breadcrumb
+//! tracing::error!(error = &err as &dyn std::error::Error, order_id = 42, "payment for order {} failed", 42);
+//! // Panics are reported by the hook that `init` installed; the guard
+//! // flushes queued events when `main` returns.
+//! ```
+//!
+//! # Crate map
+//!
+//! - [`protocol`]: the wire types, the only module built with
+//!   `default-features = false` (the collector's view of the SDK).
+//! - [`ClientOptions`], [`init`], [`ClientGuard`]: configuration and lifecycle.
+//! - [`layer()`]: the `tracing` layer.
+//! - [`scope`]: context (tags, user, request, breadcrumbs) and how it follows async tasks.
+//! - [`transport`]: the bounded queue and batching HTTP worker.
+//! - [`panic`]: the panic hook.
+//!
+//! **Architecture Invariant:** capturing never blocks, panics or recurses.
+//! The calling thread only builds the event and `try_send`s it; events
+//! whose target starts with `errorflow_sdk` are ignored by the layer; the
+//! SDK's own diagnostics go to stderr when [`ClientOptions::debug`] is on.
+
 pub mod protocol;
+
+#[cfg(feature = "client")]
+mod client;
+#[cfg(feature = "client")]
+mod dsn;
+#[cfg(feature = "client")]
+mod error;
+#[cfg(feature = "client")]
+pub mod layer;
+#[cfg(feature = "client")]
+mod options;
+#[cfg(feature = "client")]
+pub mod panic;
+#[cfg(feature = "client")]
+pub mod scope;
+#[cfg(feature = "client")]
+pub mod scrub;
+#[cfg(feature = "client")]
+pub mod template;
+#[cfg(feature = "test")]
+#[path = "test_transport.rs"]
+pub mod test;
+#[cfg(feature = "client")]
+pub mod transport;
+
+#[cfg(feature = "client")]
+pub use client::{
+    capture_error, capture_event, capture_message, error_type_name, exception_chain, flush, init,
+    stats, Client, ClientGuard, SDK_NAME,
+};
+#[cfg(feature = "client")]
+pub use dsn::Dsn;
+#[cfg(feature = "client")]
+pub use error::Error;
+#[cfg(feature = "client")]
+pub use layer::{layer, ErrorflowLayer};
+#[cfg(feature = "client")]
+pub use options::{BeforeSend, ClientOptions, RetryPolicy};
+#[cfg(feature = "client")]
+pub use scope::{configure_scope, Scope};
+#[cfg(feature = "client")]
+pub use transport::{Stats, Transport};

@@ -1,0 +1,205 @@
+//! Cost of the tracing layer on the calling thread.
+//!
+//! Run with `cargo bench -p errorflow-sdk --bench layer`. Besides criterion's
+//! report, each comparison prints a ratio measured with a plain timing loop
+//! (best of several runs) so that the numbers can be read at a glance.
+
+use std::hint::black_box;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use errorflow_sdk::protocol::Event;
+use errorflow_sdk::Transport;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::prelude::*;
+
+/// Hands events to a draining thread through a bounded queue with
+/// `try_send`, like the HTTP transport, but the thread throws them away.
+/// Like the HTTP worker it drains on a tick rather than parking in `recv`,
+/// so that senders do not pay for a wake-up per event.
+struct DrainingSink(SyncSender<Event>);
+
+impl DrainingSink {
+    fn new() -> DrainingSink {
+        let (tx, rx) = sync_channel::<Event>(65_536);
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(5));
+            loop {
+                match rx.try_recv() {
+                    Ok(event) => drop(black_box(event)),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+        });
+        DrainingSink(tx)
+    }
+}
+
+impl Transport for DrainingSink {
+    fn send(&self, event: Event) {
+        let _ = self.0.try_send(event);
+    }
+}
+
+struct NoopSentryTransport;
+
+impl sentry::Transport for NoopSentryTransport {
+    fn send_envelope(&self, envelope: sentry::Envelope) {
+        drop(black_box(envelope));
+    }
+}
+
+fn sentry_init() -> sentry::ClientInitGuard {
+    sentry::init(sentry::ClientOptions {
+        dsn: Some("https://public@example.invalid/1".parse().unwrap()),
+        transport: Some(Arc::new(|_: &sentry::ClientOptions| {
+            Arc::new(NoopSentryTransport) as Arc<dyn sentry::Transport>
+        })),
+        ..Default::default()
+    })
+}
+
+/// Drops events on the calling thread, like the no-op sentry transport.
+struct DropSink;
+
+impl Transport for DropSink {
+    fn send(&self, event: Event) {
+        drop(black_box(event));
+    }
+}
+
+fn errorflow_init() -> errorflow_sdk::ClientGuard {
+    errorflow_init_with(Arc::new(DrainingSink::new()))
+}
+
+fn errorflow_init_with(transport: Arc<dyn Transport>) -> errorflow_sdk::ClientGuard {
+    errorflow_sdk::init(
+        errorflow_sdk::ClientOptions::new()
+            .transport(transport)
+            .panic_hook(false),
+    )
+}
+
+/// Nanoseconds per call: the best of 5 runs of `n` calls.
+fn ns_per_call(n: u32, mut f: impl FnMut()) -> f64 {
+    for _ in 0..n / 10 {
+        f();
+    }
+    (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            start.elapsed().as_nanos() as f64 / n as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn log_error() {
+    tracing::error!(
+        order_id = 42u64,
+        user = "bob",
+        "payment for order {} failed",
+        42
+    );
+}
+
+fn log_info() {
+    tracing::info!(step = 3u64, "charging card");
+}
+
+fn log_debug() {
+    tracing::debug!(step = 3u64, "cache miss");
+}
+
+/// The application's own subscriber: fmt to a sink at INFO.
+fn app_fmt<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::sink)
+        .with_filter(LevelFilter::INFO)
+}
+
+fn error_event(c: &mut Criterion) {
+    let mut group = c.benchmark_group("error_event");
+    let ours = {
+        let _guard = errorflow_init();
+        let subscriber = tracing_subscriber::registry().with(errorflow_sdk::layer());
+        tracing::subscriber::with_default(subscriber, || {
+            group.bench_function("errorflow", |b| b.iter(log_error));
+            ns_per_call(50_000, log_error)
+        })
+    };
+    // Same as sentry's no-op transport: the event is freed on the calling
+    // thread, which isolates the cost of building it from the cost of
+    // handing it to another thread (cross-thread frees are dear in glibc).
+    let ours_same_thread = {
+        let _guard = errorflow_init_with(Arc::new(DropSink));
+        let subscriber = tracing_subscriber::registry().with(errorflow_sdk::layer());
+        tracing::subscriber::with_default(subscriber, || {
+            group.bench_function("errorflow-same-thread-sink", |b| b.iter(log_error));
+            ns_per_call(50_000, log_error)
+        })
+    };
+    let theirs = {
+        let _guard = sentry_init();
+        let subscriber = tracing_subscriber::registry().with(sentry_tracing::layer());
+        tracing::subscriber::with_default(subscriber, || {
+            group.bench_function("sentry-tracing", |b| b.iter(log_error));
+            ns_per_call(50_000, log_error)
+        })
+    };
+    group.finish();
+    println!(
+        "RATIO error! errorflow/sentry-tracing = {:.2} ({ours:.0} ns vs {theirs:.0} ns; target <= 0.5)",
+        ours / theirs
+    );
+    println!(
+        "RATIO error! errorflow(same-thread no-op sink)/sentry-tracing = {:.2} ({ours_same_thread:.0} ns vs {theirs:.0} ns)",
+        ours_same_thread / theirs
+    );
+}
+
+fn added_cost(c: &mut Criterion) {
+    let _guard = errorflow_init();
+    for (name, f) in [
+        ("info_breadcrumb", log_info as fn()),
+        ("debug_filtered", log_debug as fn()),
+    ] {
+        let mut group = c.benchmark_group(name);
+        let without = tracing::subscriber::with_default(
+            tracing_subscriber::registry().with(app_fmt()),
+            || {
+                group.bench_function("without_layer", |b| b.iter(f));
+                ns_per_call(200_000, f)
+            },
+        );
+        let subscriber = tracing_subscriber::registry()
+            .with(app_fmt())
+            .with(errorflow_sdk::layer());
+        let with = tracing::subscriber::with_default(subscriber, || {
+            group.bench_function("with_layer", |b| b.iter(f));
+            ns_per_call(200_000, f)
+        });
+        group.finish();
+        println!(
+            "RATIO {name} with/without errorflow layer = {:.2} ({with:.1} ns vs {without:.1} ns; target <= 1.1)",
+            with / without
+        );
+        // Keep the breadcrumb ring from being the thing measured next.
+        errorflow_sdk::configure_scope(|s| *s = errorflow_sdk::Scope::new());
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500)).sample_size(30);
+    targets = error_event, added_cost
+}
+criterion_main!(benches);

@@ -1,0 +1,294 @@
+//! The client: prepares events on the calling thread and hands them to a transport.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::protocol::{Event, Exception, Level};
+use crate::scope::ScopeHandle;
+use crate::transport::{HttpTransport, Stats, Transport};
+use crate::{scope, scrub, ClientOptions};
+
+/// The SDK's identity, sent with every event.
+pub const SDK_NAME: &str = concat!("errorflow-sdk/", env!("CARGO_PKG_VERSION"));
+
+/// A configured client. Obtain the bound one with [`Client::current`].
+pub struct Client {
+    options: ClientOptions,
+    transport: Arc<dyn Transport>,
+    host: Option<String>,
+}
+
+static CURRENT: RwLock<Option<Arc<Client>>> = RwLock::new(None);
+/// Mirrors `CURRENT.is_some()` so that the tracing layer's hot path can skip
+/// all work with one atomic load when no client is bound.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+impl Client {
+    /// Builds a client; `None` when the options have neither a DSN nor a
+    /// custom transport (the SDK is then a no-op).
+    pub fn new(options: ClientOptions) -> Option<Client> {
+        let transport: Arc<dyn Transport> = match (&options.transport, &options.dsn) {
+            (Some(transport), _) => transport.clone(),
+            (None, Some(dsn)) => match HttpTransport::new(dsn, &options) {
+                Ok(t) => Arc::new(t),
+                Err(err) => {
+                    eprintln!("[errorflow] {err}; events will not be sent");
+                    return None;
+                }
+            },
+            (None, None) => return None,
+        };
+        Some(Client {
+            host: hostname(),
+            options,
+            transport,
+        })
+    }
+
+    /// The client bound by [`init`], if any.
+    pub fn current() -> Option<Arc<Client>> {
+        if !ACTIVE.load(Ordering::Relaxed) {
+            return None;
+        }
+        CURRENT.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The options the client was built with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// Delivery counters.
+    pub fn stats(&self) -> Stats {
+        self.transport.stats()
+    }
+
+    /// Waits up to `timeout` for queued events to be sent.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.transport.flush(timeout)
+    }
+
+    /// Fills in the client's defaults and the current scope, samples, runs
+    /// `before_send`, scrubs and queues the event. Returns the event id when
+    /// the event was queued.
+    pub fn capture_event(&self, event: Event) -> Option<uuid::Uuid> {
+        self.capture_event_in(event, None)
+    }
+
+    /// Like [`Client::capture_event`], with an explicit scope instead of the current one.
+    pub fn capture_event_in(
+        &self,
+        mut event: Event,
+        scope: Option<&ScopeHandle>,
+    ) -> Option<uuid::Uuid> {
+        if self.options.sample_rate < 1.0 && rand::random::<f32>() >= self.options.sample_rate {
+            return None;
+        }
+        let is_error = event.level >= Level::Error;
+        let handle = match scope {
+            Some(handle) => {
+                handle.lock().apply(&mut event, true);
+                scope::root_handle().lock().apply(&mut event, false);
+                handle.clone()
+            }
+            None => scope::apply_current(&mut event),
+        };
+        if is_error {
+            handle.lock().count_error();
+        }
+        self.fill_defaults(&mut event);
+        let mut event = match &self.options.before_send {
+            Some(hook) => hook(event)?,
+            None => event,
+        };
+        if self.options.scrub {
+            scrub::scrub_event(&mut event);
+        }
+        let id = event.event_id;
+        self.transport.send(event);
+        Some(id)
+    }
+
+    fn fill_defaults(&self, event: &mut Event) {
+        let o = &self.options;
+        if event.service.is_none() {
+            event.service.clone_from(&o.service);
+        }
+        if event.environment.is_none() {
+            event.environment.clone_from(&o.environment);
+        }
+        if event.release.is_none() {
+            event.release.clone_from(&o.release);
+        }
+        if event.host.is_none() {
+            event.host.clone_from(&self.host);
+        }
+        if event.platform.is_none() {
+            event.platform = Some("rust".into());
+        }
+        if event.sdk.is_none() {
+            event.sdk = Some(SDK_NAME.into());
+        }
+    }
+
+    pub(crate) fn is_in_app(&self, function: &str) -> bool {
+        crate::panic::is_in_app(function, &self.options.in_app_include)
+    }
+}
+
+fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// Flushes on drop (up to the `shutdown_timeout`, 2 s by default) and unbinds the client.
+///
+/// Keep it alive for the life of the program: `let _guard = init(…);`
+/// (not `let _ = …`, which drops it at once).
+#[must_use = "dropping the guard flushes and disables the client; bind it with `let _guard = …`"]
+pub struct ClientGuard {
+    client: Option<Arc<Client>>,
+}
+
+impl ClientGuard {
+    /// Whether events will be sent (a DSN or a transport was configured).
+    pub fn is_enabled(&self) -> bool {
+        self.client.is_some()
+    }
+
+    /// The client this guard owns.
+    pub fn client(&self) -> Option<&Arc<Client>> {
+        self.client.as_ref()
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        {
+            let mut current = CURRENT.write().unwrap_or_else(|e| e.into_inner());
+            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &client)) {
+                *current = None;
+                ACTIVE.store(false, Ordering::Relaxed);
+            }
+        }
+        if !client.transport.shutdown(client.options.shutdown_timeout) && client.options.debug {
+            eprintln!("[errorflow] shutdown timed out; some events may be lost");
+        }
+    }
+}
+
+/// Builds a client from `options`, binds it for the whole process, installs
+/// the panic hook and returns the guard that flushes on drop.
+///
+/// Without a DSN (and without a custom transport) the SDK is a no-op and the
+/// application runs as usual.
+pub fn init(options: ClientOptions) -> ClientGuard {
+    let panic_hook = options.panic_hook;
+    let client = Client::new(options).map(Arc::new);
+    {
+        let mut current = CURRENT.write().unwrap_or_else(|e| e.into_inner());
+        current.clone_from(&client);
+        ACTIVE.store(client.is_some(), Ordering::Relaxed);
+    }
+    if client.is_some() && panic_hook {
+        crate::panic::install();
+    }
+    ClientGuard { client }
+}
+
+/// Sends an error and its `source()` chain; returns the event id when queued.
+pub fn capture_error(error: &(dyn std::error::Error + 'static)) -> Option<uuid::Uuid> {
+    let client = Client::current()?;
+    let mut event = Event::new(Level::Error);
+    event.exception = exception_chain(error, "capture_error");
+    event.message = Some(error.to_string());
+    client.capture_event(event)
+}
+
+/// Sends a plain message.
+pub fn capture_message(message: &str, level: Level) -> Option<uuid::Uuid> {
+    let client = Client::current()?;
+    let mut event = Event::new(level);
+    event.message = Some(message.to_string());
+    event.message_template = Some(crate::template::parameterize(message));
+    client.capture_event(event)
+}
+
+/// Sends a prepared event through the bound client.
+pub fn capture_event(event: Event) -> Option<uuid::Uuid> {
+    Client::current()?.capture_event(event)
+}
+
+/// Waits up to `timeout` for queued events; `true` when none are left (or no client is bound).
+pub fn flush(timeout: Duration) -> bool {
+    Client::current().is_none_or(|c| c.flush(timeout))
+}
+
+/// Delivery counters of the bound client (zeros when none is bound).
+pub fn stats() -> Stats {
+    Client::current().map(|c| c.stats()).unwrap_or_default()
+}
+
+/// The exception chain of `error`, outermost first, following `source()`.
+pub fn exception_chain(
+    error: &(dyn std::error::Error + 'static),
+    mechanism: &str,
+) -> Vec<Exception> {
+    let mut chain = Vec::new();
+    let mut current = Some(error);
+    // A cycle in `source()` would loop forever; real chains are short.
+    while let Some(err) = current {
+        if chain.len() >= 32 {
+            break;
+        }
+        let mut exception = Exception::new(error_type_name(err), err.to_string());
+        if chain.is_empty() {
+            exception.mechanism = Some(mechanism.to_string());
+            exception.handled = Some(true);
+        }
+        chain.push(exception);
+        current = err.source();
+    }
+    chain
+}
+
+/// The best type name available for a `dyn Error`.
+///
+/// Rust has no runtime type names for trait objects, so well-known std
+/// types are recognised by downcasting and the rest are named after the
+/// leading identifier of their `Debug` output (`NotFound { path: … }` →
+/// `NotFound`), which for derived `Debug` is the type or variant name.
+pub fn error_type_name(error: &(dyn std::error::Error + 'static)) -> String {
+    macro_rules! known {
+        ($($ty:ty),*) => {
+            $(if error.is::<$ty>() { return stringify!($ty).replace(' ', ""); })*
+        };
+    }
+    known!(
+        std::io::Error,
+        std::num::ParseIntError,
+        std::num::ParseFloatError,
+        std::str::Utf8Error,
+        std::string::FromUtf8Error,
+        std::fmt::Error,
+        serde_json::Error
+    );
+    let debug = format!("{error:?}");
+    let name: String = debug
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+        .collect();
+    if name.is_empty() || name.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+        "Error".to_string()
+    } else {
+        name.trim_end_matches(':').to_string()
+    }
+}

@@ -1,0 +1,343 @@
+//! Context attached to events: tags, user, request, breadcrumbs.
+//!
+//! # Which scope is current
+//!
+//! 1. Inside a future wrapped with [`ScopeFutureExt::with_scope`] (or
+//!    [`bind_scope`]), that future's scope. It is a tokio task-local, so it
+//!    follows the future across worker threads and never leaks to other
+//!    tasks that happen to run on the same thread.
+//! 2. Inside [`with_thread_scope`] (synchronous code), that scope.
+//! 3. Otherwise the process-wide root scope.
+//!
+//! Events get the root scope's data overlaid with the current scope's.
+//!
+//! **Propagation is explicit.** A task started with `tokio::spawn` or a
+//! thread started with `std::thread::spawn` does *not* inherit the scope of
+//! the code that spawned it: sentry-rust's thread-local hubs made spawned
+//! work inherit (or miss) context by accident. To carry it over, wrap the
+//! spawned future:
+//!
+//! ```
+//! use errorflow_sdk::scope::{self, ScopeFutureExt};
+//!
+//! # async fn demo() {
+//! let handle = tokio::spawn(async { /* … */ }.with_scope(scope::current_scope()));
+//! # handle.await.unwrap();
+//! # }
+//! ```
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use crate::protocol::{Breadcrumb, Event, Request, User};
+
+/// Context merged into every event captured while the scope is current.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    tags: BTreeMap<String, String>,
+    extra: BTreeMap<String, serde_json::Value>,
+    user: Option<User>,
+    request: Option<Request>,
+    transaction: Option<String>,
+    trace_id: Option<String>,
+    breadcrumbs: VecDeque<Breadcrumb>,
+    /// The id of a panic event captured inside this scope; a middleware that
+    /// catches the unwind uses it to avoid reporting the same panic twice.
+    panic_event: Option<uuid::Uuid>,
+    /// Set by middleware that catches unwinds: the panic hook then does not
+    /// block the (async) thread on a flush, since the process goes on.
+    catches_panics: bool,
+    /// How many error or fatal events were captured in this scope; lets
+    /// middleware skip a redundant "responded 500" event.
+    errors_captured: u32,
+}
+
+impl Scope {
+    /// An empty scope.
+    pub fn new() -> Scope {
+        Scope::default()
+    }
+
+    /// Sets a searchable tag.
+    pub fn set_tag(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.tags.insert(key.into(), value.into());
+    }
+
+    /// Removes a tag.
+    pub fn remove_tag(&mut self, key: &str) {
+        self.tags.remove(key);
+    }
+
+    /// Sets free-form context.
+    pub fn set_extra(&mut self, key: impl Into<String>, value: serde_json::Value) {
+        self.extra.insert(key.into(), value);
+    }
+
+    /// Sets (or clears) the affected user.
+    pub fn set_user(&mut self, user: Option<User>) {
+        self.user = user;
+    }
+
+    /// Sets (or clears) the HTTP request being served.
+    pub fn set_request(&mut self, request: Option<Request>) {
+        self.request = request;
+    }
+
+    /// The request being served, if any.
+    pub fn request(&self) -> Option<&Request> {
+        self.request.as_ref()
+    }
+
+    /// Sets the route or operation (`GET /users/{id}`).
+    pub fn set_transaction(&mut self, transaction: Option<String>) {
+        self.transaction = transaction;
+    }
+
+    /// Sets the trace id that links events of one request.
+    pub fn set_trace_id(&mut self, trace_id: Option<String>) {
+        self.trace_id = trace_id;
+    }
+
+    /// The scope's tags.
+    pub fn tags(&self) -> &BTreeMap<String, String> {
+        &self.tags
+    }
+
+    /// Marks the scope as served by code that catches panics (see `errorflow-tower`).
+    pub fn set_catches_panics(&mut self, catches: bool) {
+        self.catches_panics = catches;
+    }
+
+    /// The id of the panic event captured in this scope, if any.
+    pub fn panic_event(&self) -> Option<uuid::Uuid> {
+        self.panic_event
+    }
+
+    /// How many error or fatal events were captured in this scope.
+    pub fn errors_captured(&self) -> u32 {
+        self.errors_captured
+    }
+
+    pub(crate) fn count_error(&mut self) {
+        self.errors_captured = self.errors_captured.saturating_add(1);
+    }
+
+    pub(crate) fn catches_panics(&self) -> bool {
+        self.catches_panics
+    }
+
+    pub(crate) fn set_panic_event(&mut self, id: uuid::Uuid) {
+        self.panic_event = Some(id);
+    }
+
+    /// Adds a breadcrumb, forgetting the oldest beyond `max`.
+    pub fn add_breadcrumb(&mut self, breadcrumb: Breadcrumb, max: usize) {
+        if max == 0 {
+            return;
+        }
+        while self.breadcrumbs.len() >= max {
+            self.breadcrumbs.pop_front();
+        }
+        self.breadcrumbs.push_back(breadcrumb);
+    }
+
+    /// Merges the scope into an event; values already on the event win,
+    /// since they are more specific than the scope's.
+    pub(crate) fn apply(&self, event: &mut Event, breadcrumbs: bool) {
+        for (k, v) in &self.tags {
+            event.tags.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        for (k, v) in &self.extra {
+            event.extra.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        if event.user.is_none() {
+            event.user.clone_from(&self.user);
+        }
+        if event.request.is_none() {
+            event.request.clone_from(&self.request);
+        }
+        if event.transaction.is_none() {
+            event.transaction.clone_from(&self.transaction);
+        }
+        if event.trace_id.is_none() {
+            event.trace_id.clone_from(&self.trace_id);
+        }
+        if breadcrumbs && event.breadcrumbs.is_empty() {
+            event.breadcrumbs = self.breadcrumbs.iter().cloned().collect();
+        }
+    }
+}
+
+/// A shared, mutable scope: what futures and threads are bound to.
+#[derive(Debug, Clone, Default)]
+pub struct ScopeHandle(Arc<Mutex<Scope>>);
+
+impl ScopeHandle {
+    /// Wraps a scope.
+    pub fn new(scope: Scope) -> ScopeHandle {
+        ScopeHandle(Arc::new(Mutex::new(scope)))
+    }
+
+    /// Locks the scope. A poisoned lock is recovered: scope data stays
+    /// usable even if a panic happened while it was held.
+    pub fn lock(&self) -> MutexGuard<'_, Scope> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the scope's current data.
+    pub fn snapshot(&self) -> Scope {
+        self.lock().clone()
+    }
+
+    /// Whether the lock is held right now (by any thread).
+    pub(crate) fn is_locked(&self) -> bool {
+        matches!(self.0.try_lock(), Err(std::sync::TryLockError::WouldBlock))
+    }
+
+    pub(crate) fn ptr_eq(&self, other: &ScopeHandle) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl From<Scope> for ScopeHandle {
+    fn from(scope: Scope) -> ScopeHandle {
+        ScopeHandle::new(scope)
+    }
+}
+
+tokio::task_local! {
+    static TASK_SCOPE: ScopeHandle;
+}
+
+thread_local! {
+    static THREAD_SCOPE: RefCell<Option<ScopeHandle>> = const { RefCell::new(None) };
+}
+
+fn root() -> &'static ScopeHandle {
+    static ROOT: OnceLock<ScopeHandle> = OnceLock::new();
+    ROOT.get_or_init(ScopeHandle::default)
+}
+
+/// The scope that events captured here would use (see the module docs).
+pub fn current_handle() -> ScopeHandle {
+    if let Ok(handle) = TASK_SCOPE.try_with(ScopeHandle::clone) {
+        return handle;
+    }
+    if let Some(handle) = THREAD_SCOPE.with(|s| s.borrow().clone()) {
+        return handle;
+    }
+    root().clone()
+}
+
+/// The process-wide root scope.
+pub fn root_handle() -> ScopeHandle {
+    root().clone()
+}
+
+/// A copy of the current scope's data, to hand to spawned work.
+pub fn current_scope() -> Scope {
+    current_handle().snapshot()
+}
+
+/// Changes the current scope (see the module docs for which one that is).
+///
+/// ```
+/// errorflow_sdk::configure_scope(|scope| {
+///     scope.set_tag("tenant", "acme");
+/// });
+/// ```
+pub fn configure_scope<R>(f: impl FnOnce(&mut Scope) -> R) -> R {
+    let handle = current_handle();
+    let mut scope = handle.lock();
+    f(&mut scope)
+}
+
+/// Runs `f` with `scope` as the current scope of this thread (synchronous code).
+pub fn with_thread_scope<R>(scope: impl Into<ScopeHandle>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<ScopeHandle>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            THREAD_SCOPE.with(|s| *s.borrow_mut() = previous);
+        }
+    }
+    let previous = THREAD_SCOPE.with(|s| s.borrow_mut().replace(scope.into()));
+    let _restore = Restore(previous);
+    f()
+}
+
+/// Runs the synchronous `f` with `handle` as the current task scope; used by
+/// middleware so that the synchronous part of `Service::call` sees the
+/// request's scope too.
+pub fn sync_scope<R>(handle: ScopeHandle, f: impl FnOnce() -> R) -> R {
+    TASK_SCOPE.sync_scope(handle, f)
+}
+
+/// A future running inside a scope.
+pub type Scoped<F> = tokio::task::futures::TaskLocalFuture<ScopeHandle, F>;
+
+/// Runs `fut` with `scope` as its scope.
+pub fn bind_scope<F: Future>(scope: impl Into<ScopeHandle>, fut: F) -> Scoped<F> {
+    TASK_SCOPE.scope(scope.into(), fut)
+}
+
+/// `.with_scope(scope)` on any future.
+pub trait ScopeFutureExt: Future + Sized {
+    /// Runs the future with `scope` as its scope, wherever it is polled.
+    fn with_scope(self, scope: impl Into<ScopeHandle>) -> Scoped<Self> {
+        bind_scope(scope, self)
+    }
+}
+
+impl<F: Future> ScopeFutureExt for F {}
+
+/// Applies the root scope and the current scope (when different) to an event.
+pub(crate) fn apply_current(event: &mut Event) -> ScopeHandle {
+    let current = current_handle();
+    current.lock().apply(event, true);
+    let root = root();
+    if !current.ptr_eq(root) {
+        root.lock().apply(event, false);
+    }
+    current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breadcrumb_ring_is_bounded() {
+        let mut scope = Scope::new();
+        for i in 0..5 {
+            scope.add_breadcrumb(
+                Breadcrumb {
+                    timestamp: None,
+                    category: None,
+                    level: crate::protocol::Level::Info,
+                    message: Some(i.to_string()),
+                    data: BTreeMap::new(),
+                },
+                3,
+            );
+        }
+        let kept: Vec<_> = scope
+            .breadcrumbs
+            .iter()
+            .map(|b| b.message.clone().unwrap())
+            .collect();
+        assert_eq!(kept, ["2", "3", "4"]);
+    }
+
+    #[test]
+    fn thread_scope_is_restored() {
+        let mut s = Scope::new();
+        s.set_tag("a", "1");
+        with_thread_scope(s, || {
+            assert_eq!(current_scope().tags()["a"], "1");
+        });
+        assert!(!current_handle().lock().tags().contains_key("a"));
+    }
+}

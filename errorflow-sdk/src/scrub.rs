@@ -1,0 +1,140 @@
+//! Replacing sensitive values with `[Filtered]` before events leave the process.
+
+use crate::protocol::Event;
+
+/// What sensitive values are replaced with.
+pub const FILTERED: &str = "[Filtered]";
+
+const SENSITIVE: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "authorization",
+    "auth",
+    "cookie",
+    "api_key",
+    "apikey",
+    "session",
+    "credential",
+];
+
+/// Whether a field, tag, header or query parameter name suggests a secret.
+///
+/// The match is a case-insensitive substring match, so `X-Api-Key` does not
+/// match (`api-key` has a dash) but `x_api_key` and `session_id` do; dashes
+/// are normalised to underscores first for that reason.
+pub fn is_sensitive(name: &str) -> bool {
+    // This runs for every key of every event on the calling thread, so the
+    // name is normalised into a stack buffer instead of a new `String`.
+    let mut buf = [0u8; 128];
+    let bytes = name.as_bytes();
+    if bytes.len() > buf.len() {
+        let lower = name.to_ascii_lowercase().replace('-', "_");
+        return SENSITIVE.iter().any(|s| lower.contains(s));
+    }
+    for (dst, &b) in buf.iter_mut().zip(bytes) {
+        *dst = if b == b'-' {
+            b'_'
+        } else {
+            b.to_ascii_lowercase()
+        };
+    }
+    let normalised = &buf[..bytes.len()];
+    SENSITIVE.iter().any(|needle| {
+        let needle = needle.as_bytes();
+        normalised.len() >= needle.len() && normalised.windows(needle.len()).any(|w| w == needle)
+    })
+}
+
+/// Scrubs a query string (`a=1&token=x` → `a=1&token=[Filtered]`).
+pub fn scrub_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if is_sensitive(k) => format!("{k}={FILTERED}"),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn scrub_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if is_sensitive(k) {
+                    *v = serde_json::Value::String(FILTERED.into());
+                } else {
+                    scrub_json(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(scrub_json),
+        _ => {}
+    }
+}
+
+/// Scrubs tags, extra (recursively), breadcrumb data, request headers and query.
+pub fn scrub_event(event: &mut Event) {
+    for (k, v) in event.tags.iter_mut() {
+        if is_sensitive(k) {
+            *v = FILTERED.into();
+        }
+    }
+    for (k, v) in event.extra.iter_mut() {
+        if is_sensitive(k) {
+            *v = serde_json::Value::String(FILTERED.into());
+        } else {
+            scrub_json(v);
+        }
+    }
+    for crumb in &mut event.breadcrumbs {
+        for (k, v) in crumb.data.iter_mut() {
+            if is_sensitive(k) {
+                *v = serde_json::Value::String(FILTERED.into());
+            }
+        }
+    }
+    if let Some(request) = &mut event.request {
+        for (k, v) in request.headers.iter_mut() {
+            if is_sensitive(k) {
+                *v = FILTERED.into();
+            }
+        }
+        if let Some(q) = &request.query_string {
+            request.query_string = Some(scrub_query(q));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for n in [
+            "password",
+            "DB_PASSWD",
+            "client_secret",
+            "X-Auth-Token",
+            "Cookie",
+            "api_key",
+            "apikey",
+            "session_id",
+            "credentials",
+            "Authorization",
+        ] {
+            assert!(is_sensitive(n), "{n}");
+        }
+        for n in ["user_id", "order", "path"] {
+            assert!(!is_sensitive(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn query() {
+        assert_eq!(scrub_query("a=1&token=xyz&b"), "a=1&token=[Filtered]&b");
+    }
+}

@@ -1,0 +1,206 @@
+//! Event content: breadcrumbs, span fields, scopes, scrubbing, fingerprints.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{serial, Memory};
+use errorflow_sdk::protocol::Level;
+use errorflow_sdk::scope::{self, ScopeFutureExt};
+use errorflow_sdk::{ClientOptions, Scope};
+use tracing::instrument::WithSubscriber;
+use tracing_subscriber::prelude::*;
+
+fn with_memory(max_breadcrumbs: usize, f: impl FnOnce()) -> Vec<errorflow_sdk::protocol::Event> {
+    let memory = Arc::new(Memory::default());
+    let guard = errorflow_sdk::init(
+        ClientOptions::new()
+            .transport(memory.clone())
+            .max_breadcrumbs(max_breadcrumbs)
+            .panic_hook(false),
+    );
+    let subscriber = tracing_subscriber::registry().with(errorflow_sdk::layer());
+    tracing::subscriber::with_default(subscriber, || scope::with_thread_scope(Scope::new(), f));
+    drop(guard);
+    memory.events()
+}
+
+#[test]
+fn same_callsite_different_arguments_share_a_fingerprint() {
+    let _serial = serial();
+    let events = with_memory(10, || {
+        for id in [1, 2] {
+            tracing::error!("payment for order {} failed", id);
+        }
+        tracing::error!("refund for order {} failed", 3);
+    });
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0].fingerprint, events[1].fingerprint);
+    assert_ne!(events[0].fingerprint, events[2].fingerprint);
+    assert!(!events[0]
+        .fingerprint
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|p| p.contains("{{")));
+}
+
+#[test]
+fn breadcrumbs_are_attached_and_bounded() {
+    let _serial = serial();
+    let events = with_memory(2, || {
+        tracing::info!("step one");
+        tracing::warn!(attempt = 2, "step two");
+        tracing::info!("step three");
+        tracing::debug!("not a breadcrumb");
+        tracing::error!("failed");
+    });
+    let crumbs = &events[0].breadcrumbs;
+    let messages: Vec<_> = crumbs
+        .iter()
+        .map(|b| b.message.as_deref().unwrap())
+        .collect();
+    assert_eq!(messages, ["step two", "step three"]);
+    assert_eq!(crumbs[0].level, Level::Warning);
+    assert_eq!(crumbs[0].data["attempt"], 2);
+    assert_eq!(crumbs[0].category.as_deref(), Some("context"));
+}
+
+#[test]
+fn span_fields_are_attached() {
+    let _serial = serial();
+    let events = with_memory(10, || {
+        let outer = tracing::info_span!("checkout", cart_id = 7, user = "bob");
+        let _o = outer.enter();
+        let inner = tracing::info_span!("charge", provider = "stripe");
+        let _i = inner.enter();
+        tracing::error!(user = "alice", "charge failed");
+    });
+    let e = &events[0];
+    assert_eq!(e.tags["cart_id"], "7");
+    assert_eq!(e.tags["provider"], "stripe");
+    // The event's own field wins over the span's.
+    assert_eq!(e.tags["user"], "alice");
+    let spans = e.extra["spans"].as_array().unwrap();
+    assert_eq!(spans[0]["name"], "checkout");
+    assert_eq!(spans[1]["fields"]["provider"], "stripe");
+}
+
+#[test]
+fn sensitive_values_are_scrubbed() {
+    let _serial = serial();
+    let events = with_memory(10, || {
+        errorflow_sdk::configure_scope(|s| {
+            s.set_tag("session_id", "abc");
+            s.set_request(Some(errorflow_sdk::protocol::Request {
+                query_string: Some("page=2&access_token=xyz".into()),
+                headers: [("Authorization".to_string(), "Bearer xyz".to_string())].into(),
+                ..Default::default()
+            }));
+        });
+        tracing::info!(api_key = "k", "calling");
+        tracing::error!(password = "hunter2", user = "bob", "login failed");
+    });
+    let e = &events[0];
+    assert_eq!(e.tags["password"], "[Filtered]");
+    assert_eq!(e.tags["session_id"], "[Filtered]");
+    assert_eq!(e.tags["user"], "bob");
+    assert_eq!(e.breadcrumbs[0].data["api_key"], "[Filtered]");
+    let request = e.request.as_ref().unwrap();
+    assert_eq!(request.headers["Authorization"], "[Filtered]");
+    assert_eq!(
+        request.query_string.as_deref(),
+        Some("page=2&access_token=[Filtered]")
+    );
+}
+
+#[test]
+fn concurrent_tasks_keep_their_own_scope() {
+    let _serial = serial();
+    let memory = Arc::new(Memory::default());
+    let guard = errorflow_sdk::init(
+        ClientOptions::new()
+            .transport(memory.clone())
+            .panic_hook(false),
+    );
+    let subscriber = tracing_subscriber::registry().with(errorflow_sdk::layer());
+    let dispatch = tracing::Dispatch::new(subscriber);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut handles = Vec::new();
+        for tenant in ["a", "b"] {
+            let mut scope = Scope::new();
+            scope.set_tag("tenant", tenant);
+            let fut = async move {
+                for i in 0..20 {
+                    tracing::info!(i, "working for {}", tenant);
+                    tokio::task::yield_now().await;
+                    tracing::error!(expected = tenant, "failure {}", i);
+                    tokio::task::yield_now().await;
+                }
+                // A spawned task does not inherit the scope by accident…
+                let orphan =
+                    tokio::spawn(async { scope::current_scope().tags().get("tenant").cloned() });
+                assert_eq!(orphan.await.unwrap(), None);
+                // …but does when it is propagated explicitly.
+                let child = tokio::spawn(
+                    async { scope::current_scope().tags().get("tenant").cloned() }
+                        .with_scope(scope::current_scope()),
+                );
+                assert_eq!(child.await.unwrap().as_deref(), Some(tenant));
+            };
+            // `with_subscriber` sets the dispatcher on every poll, on whichever worker thread.
+            handles.push(tokio::spawn(
+                fut.with_subscriber(dispatch.clone()).with_scope(scope),
+            ));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+    });
+    drop(guard);
+    let events = memory.events();
+    assert_eq!(events.len(), 40);
+    for e in &events {
+        assert_eq!(e.tags["tenant"], e.tags["expected"]);
+        for crumb in &e.breadcrumbs {
+            assert!(crumb
+                .message
+                .as_deref()
+                .unwrap()
+                .ends_with(e.tags["tenant"].as_str()));
+        }
+    }
+}
+
+#[test]
+fn own_target_and_before_send() {
+    let _serial = serial();
+    let memory = Arc::new(Memory::default());
+    let guard = errorflow_sdk::init(
+        ClientOptions::new()
+            .transport(memory.clone())
+            .panic_hook(false)
+            .before_send(|mut e| {
+                if e.message.as_deref() == Some("drop me") {
+                    return None;
+                }
+                e.tags.insert("seen".into(), "yes".into());
+                Some(e)
+            }),
+    );
+    let subscriber = tracing_subscriber::registry().with(errorflow_sdk::layer());
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::error!(target: "errorflow_sdk::transport", "internal");
+        tracing::error!("drop me");
+        tracing::error!("keep me");
+    });
+    drop(guard);
+    let events = memory.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].tags["seen"], "yes");
+}

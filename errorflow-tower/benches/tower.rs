@@ -1,0 +1,133 @@
+//! Cost of the middleware on a 200 response.
+//!
+//! Run with `cargo bench -p errorflow-tower --bench tower`. Each comparison
+//! also prints a ratio from a plain timing loop (best of several runs).
+
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{Request, Response};
+use tower::{Service, ServiceBuilder};
+
+type Req = Request<()>;
+
+fn bare() -> impl Service<
+    Req,
+    Response = Response<String>,
+    Error = Infallible,
+    Future = Ready<Result<Response<String>, Infallible>>,
+> + Clone {
+    tower::service_fn(|_req: Req| ready(Ok::<_, Infallible>(Response::new(String::from("ok")))))
+}
+
+fn request() -> Req {
+    Request::builder()
+        .uri("/users/42?page=2")
+        .header("user-agent", "bench/1.0")
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(())
+        .unwrap()
+}
+
+/// Calls the service once and polls its (always ready) future to completion.
+fn call<S>(service: &mut S)
+where
+    S: Service<Req, Response = Response<String>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    let future = pin!(service.call(request()));
+    match future.poll(&mut cx) {
+        Poll::Ready(response) => {
+            black_box(response.unwrap());
+        }
+        Poll::Pending => unreachable!("the bench service is always ready"),
+    }
+}
+
+fn ns_per_call(n: u32, mut f: impl FnMut()) -> f64 {
+    for _ in 0..n / 10 {
+        f();
+    }
+    (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            start.elapsed().as_nanos() as f64 / n as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+struct Sink;
+impl errorflow_sdk::Transport for Sink {
+    fn send(&self, event: errorflow_sdk::protocol::Event) {
+        drop(black_box(event));
+    }
+}
+
+struct NoopSentryTransport;
+impl sentry::Transport for NoopSentryTransport {
+    fn send_envelope(&self, envelope: sentry::Envelope) {
+        drop(black_box(envelope));
+    }
+}
+
+fn ok_response(c: &mut Criterion) {
+    let mut group = c.benchmark_group("tower_200");
+    let mut bare_svc = bare();
+    group.bench_function("bare", |b| b.iter(|| call(&mut bare_svc)));
+    let bare_ns = ns_per_call(200_000, || call(&mut bare_svc));
+
+    let ours = {
+        let _guard = errorflow_sdk::init(
+            errorflow_sdk::ClientOptions::new()
+                .transport(Arc::new(Sink))
+                .panic_hook(false),
+        );
+        let mut svc = ServiceBuilder::new()
+            .layer(errorflow_tower::ErrorflowLayer::new())
+            .service(bare());
+        group.bench_function("errorflow", |b| b.iter(|| call(&mut svc)));
+        ns_per_call(200_000, || call(&mut svc))
+    };
+
+    let theirs = {
+        let _guard = sentry::init(sentry::ClientOptions {
+            dsn: Some("https://public@example.invalid/1".parse().unwrap()),
+            transport: Some(Arc::new(|_: &sentry::ClientOptions| {
+                Arc::new(NoopSentryTransport) as Arc<dyn sentry::Transport>
+            })),
+            ..Default::default()
+        });
+        let mut svc = ServiceBuilder::new()
+            .layer(sentry_tower::NewSentryLayer::<Req>::new_from_top())
+            .layer(sentry_tower::SentryHttpLayer::new())
+            .service(bare());
+        group.bench_function("sentry-tower", |b| b.iter(|| call(&mut svc)));
+        ns_per_call(200_000, || call(&mut svc))
+    };
+    group.finish();
+    println!(
+        "RATIO tower 200 errorflow/bare = {:.2} ({ours:.0} ns vs {bare_ns:.0} ns; target <= 1.1)",
+        ours / bare_ns
+    );
+    println!(
+        "RATIO tower 200 errorflow/sentry-tower = {:.2} ({ours:.0} ns vs {theirs:.0} ns; target <= 1.0)",
+        ours / theirs
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500)).sample_size(30);
+    targets = ok_response
+}
+criterion_main!(benches);
