@@ -16,6 +16,7 @@ use crate::model::{
     Activity, ApiToken, EventPage, EventQuery, Group, GroupPage, GroupQuery, GroupStats,
     InsertOutcome, NormalizedEvent, Project, StoredEvent, Transition,
 };
+use crate::triage::result::{NewTriage, TriageRecord};
 
 pub mod postgres;
 pub mod sqlite;
@@ -118,6 +119,52 @@ pub trait Store: Send + Sync + 'static {
     async fn list_events(&self, query: &EventQuery) -> Result<EventPage>;
     /// The newest event with this id in any project.
     async fn get_event(&self, event_id: Uuid) -> Result<Option<StoredEvent>>;
+
+    // ---- triage ----
+
+    /// Stores a triage result in the incident's history and copies it onto
+    /// the incident (severity, priority, ai_summary, ai_next_steps as a JSON
+    /// array, triaged_at, triage_trend). `None` when there is no such incident.
+    async fn save_triage(&self, triage: &NewTriage) -> Result<Option<TriageRecord>> {
+        let _ = triage;
+        Err(StoreError::Corrupt("triage storage not implemented".into()))
+    }
+    /// The incident's triage results, newest first.
+    async fn triage_history(&self, group_id: i64, limit: u32) -> Result<Vec<TriageRecord>> {
+        let _ = (group_id, limit);
+        Err(StoreError::Corrupt("triage storage not implemented".into()))
+    }
+    /// OPEN incidents never triaged, or triaged before `triaged_before` and
+    /// seen since their last triage; least recently triaged first.
+    async fn stale_triage(&self, triaged_before: DateTime<Utc>, limit: u32) -> Result<Vec<i64>> {
+        let _ = (triaged_before, limit);
+        Err(StoreError::Corrupt("triage storage not implemented".into()))
+    }
+    /// "Needs attention": OPEN incidents with priority ≥ `min_priority`, or
+    /// regressed since `since`, or triaged as spiking since `since`; highest
+    /// priority first.
+    async fn attention_groups(
+        &self,
+        project_id: Option<i64>,
+        min_priority: i32,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Group>> {
+        let _ = (project_id, min_priority, since, limit);
+        Err(StoreError::Corrupt("triage storage not implemented".into()))
+    }
+    /// Records a Kestra execution started for an incident.
+    async fn record_kestra_execution(
+        &self,
+        flow_id: &str,
+        group_id: Option<i64>,
+        execution_id: &str,
+        state: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let _ = (flow_id, group_id, execution_id, state, at);
+        Err(StoreError::Corrupt("triage storage not implemented".into()))
+    }
 }
 
 /// Opens the store named by `url` (`postgres://…`, `postgresql://…` or
