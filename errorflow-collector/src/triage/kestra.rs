@@ -259,3 +259,73 @@ pub fn error_event(event: &crate::model::StoredEvent, cluster_key: &str) -> Valu
         "cluster_key": cluster_key,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::triage::testing::{serve, Reply};
+
+    fn client(base: &str) -> KestraClient {
+        let mut o = KestraOptions::new(base);
+        o.username = Some("user".into());
+        o.password = Some(Secret::new("pass"));
+        o.min_backoff = Duration::from_millis(10);
+        o.max_retries = 3;
+        KestraClient::new(o).unwrap()
+    }
+
+    fn created(id: &str) -> Reply {
+        Reply::json(200, json!({"id": id, "namespace": "main", "flowId": "error-intake",
+                                "state": {"current": "CREATED", "histories": []}}))
+    }
+
+    #[tokio::test]
+    async fn error_intake_is_a_multipart_json_part_with_basic_auth() {
+        let server = serve(vec![created("4Xa1")]).await;
+        let run = FlowRun {
+            flow_id: ERROR_INTAKE.into(),
+            group_id: Some(3),
+            inputs: vec![Input::Json("error_event".into(), json!({"service": "api", "error_type": "Timeout"}))],
+        };
+        let exec = client(&server.base).trigger(&run).await.unwrap();
+        assert_eq!(exec.id, "4Xa1");
+        assert_eq!(exec.state.unwrap().current.as_deref(), Some("CREATED"));
+        let req = &server.requests()[0];
+        assert_eq!(req.path, "/api/v1/main/executions/main/error-intake");
+        // base64("user:pass")
+        assert_eq!(req.header("authorization"), Some("Basic dXNlcjpwYXNz"));
+        assert!(req.header("content-type").unwrap().starts_with("multipart/form-data; boundary="));
+        let body = String::from_utf8_lossy(&req.body);
+        assert!(body.contains("name=\"error_event\""), "{body}");
+        assert!(body.contains("Content-Type: application/json") || body.contains("content-type: application/json"), "{body}");
+        assert!(body.contains(r#"{"error_type":"Timeout","service":"api"}"#), "{body}");
+    }
+
+    #[tokio::test]
+    async fn summary_agent_gets_a_text_part_and_failures_are_retried() {
+        let server = serve(vec![Reply::json(503, json!({})), created("exec-2")]).await;
+        let run = FlowRun {
+            flow_id: GROUP_SUMMARY_AGENT.into(),
+            group_id: Some(3),
+            inputs: vec![Input::Text("cluster_key".into(), "payment-api:Timeout".into())],
+        };
+        let exec = client(&server.base).trigger(&run).await.unwrap();
+        assert_eq!(exec.id, "exec-2");
+        let reqs = server.requests();
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[1].path, "/api/v1/main/executions/main/group-summary-agent");
+        let body = String::from_utf8_lossy(&reqs[1].body);
+        assert!(body.contains("name=\"cluster_key\"\r\n\r\npayment-api:Timeout"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_not_retried() {
+        let server = serve(vec![Reply::json(404, json!({"message": "flow not found"}))]).await;
+        let run = FlowRun { flow_id: "nope".into(), group_id: None, inputs: vec![] };
+        let err = client(&server.base).trigger(&run).await.unwrap_err();
+        assert!(matches!(err, TriageError::Status { status: 404, .. }), "{err}");
+        assert_eq!(server.requests().len(), 1);
+    }
+}

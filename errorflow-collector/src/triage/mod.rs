@@ -34,6 +34,8 @@ pub mod digest;
 pub mod kestra;
 pub mod llm;
 pub mod result;
+#[cfg(test)]
+mod testing;
 
 use builtin::BuiltinAnalyst;
 use digest::{Digest, Trend};
@@ -190,6 +192,41 @@ impl Reason {
     }
 }
 
+/// What an analysis produced and who produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    pub result: TriageResult,
+    /// `builtin` when the fallback answered.
+    pub analyst: &'static str,
+    pub model: String,
+    /// Why the configured analyst's answer was not used.
+    pub fallback_reason: Option<String>,
+}
+
+/// Runs `analyst`, falling back to the built-in analyst on any failure or
+/// invalid output (recorded in `fallback_reason`).
+pub async fn analyse_with_fallback(analyst: &dyn Analyst, digest: &Digest) -> Analysis {
+    match analyst.analyse(digest).await {
+        Ok(result) => Analysis {
+            result,
+            analyst: analyst.name(),
+            model: analyst.model().to_string(),
+            fallback_reason: None,
+        },
+        Err(e) => {
+            tracing::warn!(analyst = analyst.name(), group = digest.group_id, error = %e,
+                "analyst failed; using the built-in analyst");
+            crate::telemetry::triage_fallback(analyst.name());
+            Analysis {
+                result: BuiltinAnalyst.triage(digest),
+                analyst: "builtin",
+                model: builtin::MODEL.to_string(),
+                fallback_reason: Some(e.to_string()),
+            }
+        }
+    }
+}
+
 /// The triage service: builds digests, runs the analyst with fallback, stores results.
 pub struct Triage {
     store: Arc<dyn Store>,
@@ -256,17 +293,8 @@ impl Triage {
     /// Runs the configured analyst, falling back to the built-in one on any
     /// failure or invalid output. Returns the result, the analyst and model
     /// that produced it, and why the fallback was used.
-    pub async fn analyse(&self, digest: &Digest) -> (TriageResult, &'static str, String, Option<String>) {
-        match self.analyst.analyse(digest).await {
-            Ok(r) => (r, self.analyst.name(), self.analyst.model().to_string(), None),
-            Err(e) => {
-                tracing::warn!(analyst = self.analyst.name(), group = digest.group_id, error = %e,
-                    "analyst failed; using the built-in analyst");
-                crate::telemetry::triage_fallback(self.analyst.name());
-                let r = BuiltinAnalyst.triage(digest);
-                (r, "builtin", builtin::MODEL.to_string(), Some(e.to_string()))
-            }
-        }
+    pub async fn analyse(&self, digest: &Digest) -> Analysis {
+        analyse_with_fallback(self.analyst.as_ref(), digest).await
     }
 
     /// Triages one incident now and stores the result; `None` if there is no such incident.
@@ -275,7 +303,12 @@ impl Triage {
         let Some(digest) = self.digest(group_id, now).await? else {
             return Ok(None);
         };
-        let (result, analyst, model, fallback_reason) = self.analyse(&digest).await;
+        let Analysis {
+            result,
+            analyst,
+            model,
+            fallback_reason,
+        } = self.analyse(&digest).await;
         crate::telemetry::triaged(analyst, reason.as_str());
         let record = self
             .store
