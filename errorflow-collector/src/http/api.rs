@@ -31,6 +31,11 @@ pub fn routes() -> Router<AppState> {
         .route("/events/{event_id}", get(get_event))
         .route("/projects", get(list_projects).post(create_project))
         .route("/projects/{id}/rotate-key", post(rotate_key))
+        .route("/groups/{id}/summarize", post(super::triage::summarize))
+        .route("/groups/{id}/digest", get(super::triage::digest))
+        .route("/groups/{id}/triage", get(super::triage::history).put(super::triage::put_triage))
+        .route("/triage/stale", get(super::triage::stale))
+        .route("/maintenance/quiet", post(super::triage::quiet))
 }
 
 /// `Path`, `Query` and `Json` whose rejections are JSON [`ApiError`]s.
@@ -115,7 +120,14 @@ pub struct GroupListParams {
     pub cursor: Option<String>,
     /// Project id.
     pub project: Option<i64>,
+    /// `attention`: OPEN incidents with priority ≥ 70, or regressed or
+    /// spiking in the last 24 h, highest priority first (one page; other
+    /// filters and `sort` do not apply).
+    pub view: Option<String>,
 }
+
+/// Priority from which an open incident needs attention.
+pub const ATTENTION_PRIORITY: i32 = 70;
 
 #[derive(Serialize, ToSchema)]
 pub struct GroupList {
@@ -143,6 +155,33 @@ pub async fn list_groups(
     _: Manager,
     ApiQuery(p): ApiQuery<GroupListParams>,
 ) -> Result<Json<GroupList>, ApiError> {
+    match p.view.as_deref() {
+        None | Some("" | "all") => {}
+        Some("attention") => {
+            let limit = p.limit.unwrap_or(50);
+            if !(1..=200).contains(&limit) {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("limit {limit} out of range 1..=200"),
+                ));
+            }
+            let since = Utc::now() - chrono::Duration::hours(24);
+            let groups = state
+                .store
+                .attention_groups(p.project, ATTENTION_PRIORITY, since, limit)
+                .await?;
+            return Ok(Json(GroupList {
+                groups,
+                next_cursor: None,
+            }));
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("unknown view {other:?} (expected all or attention)"),
+            ))
+        }
+    }
     let status = p
         .status
         .as_deref()
