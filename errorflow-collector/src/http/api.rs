@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/groups/{id}/digest", get(super::triage::digest))
         .route("/groups/{id}/triage", get(super::triage::history).put(super::triage::put_triage))
         .route("/triage/stale", get(super::triage::stale))
+        .route("/triage/digest", get(super::triage::digest_lookup))
         .route("/maintenance/quiet", post(super::triage::quiet))
 }
 

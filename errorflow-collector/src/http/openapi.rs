@@ -17,7 +17,7 @@ use crate::model;
         api::resolve, api::quiet, api::reopen,
         api::list_events, api::get_event,
         api::list_projects, api::create_project, api::rotate_key,
-        triage::summarize, triage::summarize_cluster, triage::digest, triage::put_triage,
+        triage::summarize, triage::summarize_cluster, triage::digest, triage::digest_lookup, triage::put_triage,
         triage::history, triage::stale, triage::quiet,
     ),
     components(schemas(

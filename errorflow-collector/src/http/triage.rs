@@ -90,6 +90,47 @@ pub async fn digest(
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+pub struct DigestLookup {
+    /// Incident id; wins over `cluster_key`.
+    pub id: Option<String>,
+    /// The seed's `service:error_type`: the most recently seen incident with this key.
+    pub cluster_key: Option<String>,
+}
+
+/// The digest of an incident named by id or by `service:error_type` (what
+/// the Kestra agent flow reads; its inputs may carry either).
+#[utoipa::path(get, path = "/api/v1/triage/digest", tag = "triage", security(("token" = [])),
+    params(DigestLookup),
+    responses((status = 200, body = Digest), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn digest_lookup(
+    State(state): State<AppState>,
+    manager: Manager,
+    ApiQuery(p): ApiQuery<DigestLookup>,
+) -> Result<Json<Digest>, ApiError> {
+    // Kestra renders a missing optional input as an empty string.
+    let id = p.id.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let key = p.cluster_key.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let id = match (id, key) {
+        (Some(id), _) => id.parse::<i64>().map_err(|_| {
+            ApiError::bad_request("invalid_query", format!("invalid incident id {id:?}"))
+        })?,
+        (None, Some(key)) => {
+            state
+                .store
+                .group_by_cluster_key(key)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("no incident with cluster key {key:?}")))?
+                .id
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request("invalid_query", "give `id` or `cluster_key`"))
+        }
+    };
+    digest(State(state), manager, ApiPath(id)).await
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExternalParams {
     /// The model that produced the result (e.g. `gemini-2.5-flash`). Default `external`.
     pub model: Option<String>,
