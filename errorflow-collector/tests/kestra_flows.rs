@@ -64,23 +64,25 @@ fn collector_path(uri: &str) -> Option<(String, Vec<String>)> {
 
 fn openapi_operation(doc: &Value, path: &str, method: &str) -> Option<Value> {
     let paths = doc["paths"].as_object().unwrap();
-    paths.iter().find_map(|(p, item)| {
-        let mut norm = String::new();
-        let mut in_param = false;
-        for c in p.chars() {
-            match c {
-                '{' => {
-                    in_param = true;
-                    norm.push_str("{}");
+    paths
+        .iter()
+        .find_map(|(p, item)| {
+            let mut norm = String::new();
+            let mut in_param = false;
+            for c in p.chars() {
+                match c {
+                    '{' => {
+                        in_param = true;
+                        norm.push_str("{}");
+                    }
+                    '}' => in_param = false,
+                    _ if in_param => {}
+                    _ => norm.push(c),
                 }
-                '}' => in_param = false,
-                _ if in_param => {}
-                _ => norm.push(c),
             }
-        }
-        (norm == path).then(|| item[method.to_ascii_lowercase()].clone())
-    })
-    .filter(|op| !op.is_null())
+            (norm == path).then(|| item[method.to_ascii_lowercase()].clone())
+        })
+        .filter(|op| !op.is_null())
 }
 
 #[test]
@@ -89,7 +91,10 @@ fn flows_parse_and_keep_the_seed_ids() {
         let f = flow(id);
         assert_eq!(f["id"], id);
         assert_eq!(f["namespace"], "main");
-        assert!(f["tasks"].as_array().is_some_and(|t| !t.is_empty()), "{id} has tasks");
+        assert!(
+            f["tasks"].as_array().is_some_and(|t| !t.is_empty()),
+            "{id} has tasks"
+        );
     }
     let intake = flow("error-intake");
     assert_eq!(intake["inputs"][0]["id"], "error_event");
@@ -102,7 +107,10 @@ fn flows_parse_and_keep_the_seed_ids() {
         .map(|i| (i["id"].as_str().unwrap(), i["type"].as_str().unwrap()))
         .collect();
     assert!(inputs.contains(&("cluster_key", "STRING")), "{inputs:?}");
-    for (id, cron) in [("group-ai-batch", "*/10 * * * *"), ("group-quiet-check", "*/5 * * * *")] {
+    for (id, cron) in [
+        ("group-ai-batch", "*/10 * * * *"),
+        ("group-quiet-check", "*/5 * * * *"),
+    ] {
         assert_eq!(flow(id)["triggers"][0]["cron"], cron);
     }
 }
@@ -115,13 +123,24 @@ fn the_agent_answers_in_the_collectors_schema_without_sql() {
     assert_eq!(found.len(), 1);
     let schema = &found[0]["configuration"]["responseFormat"]["jsonSchema"];
     let required = |v: &Value| -> BTreeSet<String> {
-        v["required"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+        v["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
     };
     assert_eq!(required(schema), required(&json_schema()));
-    assert_eq!(found[0]["provider"]["apiKey"], "{{ secret('GEMINI_API_KEY') }}");
+    assert_eq!(
+        found[0]["provider"]["apiKey"],
+        "{{ secret('GEMINI_API_KEY') }}"
+    );
     // The digest is fenced as data.
     let prompt = found[0]["prompt"].as_str().unwrap();
-    assert!(prompt.contains("BEGIN ERRORFLOW_INCIDENT_DATA") && prompt.contains("END ERRORFLOW_INCIDENT_DATA"));
+    assert!(
+        prompt.contains("BEGIN ERRORFLOW_INCIDENT_DATA")
+            && prompt.contains("END ERRORFLOW_INCIDENT_DATA")
+    );
     for id in FLOWS {
         let text = serde_json::to_string(&flow(id)).unwrap().to_lowercase();
         for forbidden in ["jdbc", "plugin.jdbc", "select ", "update error_groups"] {
@@ -136,7 +155,11 @@ fn every_collector_url_the_flows_call_is_in_the_openapi_document() {
     let mut calls = 0;
     for id in FLOWS {
         let mut requests = Vec::new();
-        tasks_of(&flow(id), "io.kestra.plugin.core.http.Request", &mut requests);
+        tasks_of(
+            &flow(id),
+            "io.kestra.plugin.core.http.Request",
+            &mut requests,
+        );
         for r in requests {
             let uri = r["uri"].as_str().unwrap();
             let (path, params) = collector_path(uri)
@@ -146,10 +169,17 @@ fn every_collector_url_the_flows_call_is_in_the_openapi_document() {
                 .unwrap_or_else(|| panic!("{id}: {method} {path} is not in the OpenAPI document"));
             let documented: BTreeSet<String> = op["parameters"]
                 .as_array()
-                .map(|ps| ps.iter().map(|p| p["name"].as_str().unwrap().to_string()).collect())
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| p["name"].as_str().unwrap().to_string())
+                        .collect()
+                })
                 .unwrap_or_default();
             for p in params {
-                assert!(documented.contains(&p), "{id}: {method} {path}: query parameter {p} undocumented ({documented:?})");
+                assert!(
+                    documented.contains(&p),
+                    "{id}: {method} {path}: query parameter {p} undocumented ({documented:?})"
+                );
             }
             assert_eq!(
                 r["headers"]["Authorization"], "Bearer {{ secret('ERRORFLOW_TOKEN') }}",

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::{ApiError, AppState, Manager};
 use crate::credentials;
+use crate::triage::result::TriageRecord;
 use crate::model::{
     Activity, EventPage, EventQuery, Group, GroupPage, GroupQuery, GroupSort, GroupStats,
     GroupStatus, Project, StoredEvent, Transition,
@@ -246,6 +247,8 @@ pub struct GroupDetail {
     #[serde(flatten)]
     pub stats: GroupStats,
     pub activity: Vec<Activity>,
+    /// The latest triage result with its analyst, model, prompt version and time.
+    pub triage: Option<TriageRecord>,
 }
 
 async fn load_group(state: &AppState, id: i64) -> Result<Group, ApiError> {
@@ -268,10 +271,12 @@ pub async fn get_group(
     let group = load_group(&state, id).await?;
     let stats = state.store.group_stats(id, Utc::now()).await?;
     let activity = state.store.activity(id).await?;
+    let triage = state.store.triage_history(id, 1).await?.into_iter().next();
     Ok(Json(GroupDetail {
         group,
         stats,
         activity,
+        triage,
     }))
 }
 

@@ -67,7 +67,9 @@ pub async fn summarize_cluster(
         .store
         .group_by_cluster_key(&cluster_key)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no incident with cluster key {cluster_key:?}")))?;
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no incident with cluster key {cluster_key:?}"))
+        })?;
     summarize(State(state), manager, ApiPath(group.id)).await
 }
 
@@ -109,7 +111,11 @@ pub async fn digest_lookup(
 ) -> Result<Json<Digest>, ApiError> {
     // Kestra renders a missing optional input as an empty string.
     let id = p.id.as_deref().map(str::trim).filter(|s| !s.is_empty());
-    let key = p.cluster_key.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let key = p
+        .cluster_key
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
     let id = match (id, key) {
         (Some(id), _) => id.parse::<i64>().map_err(|_| {
             ApiError::bad_request("invalid_query", format!("invalid incident id {id:?}"))
@@ -119,11 +125,16 @@ pub async fn digest_lookup(
                 .store
                 .group_by_cluster_key(key)
                 .await?
-                .ok_or_else(|| ApiError::not_found(format!("no incident with cluster key {key:?}")))?
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("no incident with cluster key {key:?}"))
+                })?
                 .id
         }
         (None, None) => {
-            return Err(ApiError::bad_request("invalid_query", "give `id` or `cluster_key`"))
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "give `id` or `cluster_key`",
+            ))
         }
     };
     digest(State(state), manager, ApiPath(id)).await
@@ -157,7 +168,12 @@ pub async fn put_triage(
     };
     state
         .triage
-        .record_external(id, result, &label(p.analyst, "kestra"), &label(p.model, "external"))
+        .record_external(
+            id,
+            result,
+            &label(p.analyst, "kestra"),
+            &label(p.model, "external"),
+        )
         .await?
         .map(Json)
         .ok_or_else(|| no_incident(id))
@@ -182,9 +198,16 @@ pub async fn history(
 ) -> Result<Json<Vec<TriageRecord>>, ApiError> {
     let limit = p.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", format!("limit {limit} out of range 1..=100")));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit {limit} out of range 1..=100"),
+        ));
     }
-    state.store.get_group(id).await?.ok_or_else(|| no_incident(id))?;
+    state
+        .store
+        .get_group(id)
+        .await?
+        .ok_or_else(|| no_incident(id))?;
     Ok(Json(state.store.triage_history(id, limit).await?))
 }
 
@@ -219,7 +242,10 @@ pub async fn stale(
 ) -> Result<Json<StaleList>, ApiError> {
     let limit = p.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", format!("limit {limit} out of range 1..=200")));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit {limit} out of range 1..=200"),
+        ));
     }
     let mut groups = Vec::new();
     for id in state.triage.stale(limit).await? {
@@ -243,7 +269,10 @@ pub struct QuietOutcome {
 /// the collector's own quiet job does; for Kestra's `group-quiet-check`).
 #[utoipa::path(post, path = "/api/v1/maintenance/quiet", tag = "triage", security(("token" = [])),
     responses((status = 200, body = QuietOutcome)))]
-pub async fn quiet(State(state): State<AppState>, _: Manager) -> Result<(StatusCode, Json<QuietOutcome>), ApiError> {
+pub async fn quiet(
+    State(state): State<AppState>,
+    _: Manager,
+) -> Result<(StatusCode, Json<QuietOutcome>), ApiError> {
     let now = Utc::now();
     let idle = chrono::Duration::from_std(state.quiet_after)
         .map_err(|e| ApiError::internal("invalid quiet period", &e))?;

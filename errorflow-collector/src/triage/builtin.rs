@@ -128,7 +128,12 @@ pub const RULES: &[Rule] = &[
 
 /// The rule matching the digest, if any.
 pub fn classify(d: &Digest) -> Option<&'static Rule> {
-    let mut hay = format!("{} {} {}", d.error_type, d.title, d.culprit.as_deref().unwrap_or(""));
+    let mut hay = format!(
+        "{} {} {}",
+        d.error_type,
+        d.title,
+        d.culprit.as_deref().unwrap_or("")
+    );
     for e in &d.exceptions {
         hay.push(' ');
         hay.push_str(&e.ty);
@@ -176,7 +181,9 @@ pub fn score(d: &Digest, rule: Option<&Rule>) -> i32 {
     s += environment_weight(d.environment.as_deref());
     s += rule.map_or(8, |r| r.weight);
     // Rate: logarithmic, so 1000/h is not 100× 10/h.
-    s += ((1.0 + d.counts.last_hour as f64).ln() * 3.0).round().min(12.0) as i32;
+    s += ((1.0 + d.counts.last_hour as f64).ln() * 3.0)
+        .round()
+        .min(12.0) as i32;
     s += match d.trend {
         Trend::Spiking => 12,
         Trend::New => 6,
@@ -230,7 +237,10 @@ impl BuiltinAnalyst {
             summary.push_str(" It regressed after being resolved.");
         }
         if d.affected.user_count > 0 {
-            summary.push_str(&format!(" {} users affected in recent events.", d.affected.user_count));
+            summary.push_str(&format!(
+                " {} users affected in recent events.",
+                d.affected.user_count
+            ));
         }
         let mut next_steps: Vec<String> = Vec::new();
         if let Some(frame) = d
@@ -250,11 +260,13 @@ impl BuiltinAnalyst {
             ));
         }
         if d.regressed_recently {
-            next_steps.push("Compare the release that regressed with the one it was resolved in.".into());
+            next_steps
+                .push("Compare the release that regressed with the one it was resolved in.".into());
         }
         match rule {
             Some(r) => next_steps.extend(r.steps.iter().map(|s| s.to_string())),
-            None => next_steps.push("Read the latest event's exception and breadcrumbs to reproduce it.".into()),
+            None => next_steps
+                .push("Read the latest event's exception and breadcrumbs to reproduce it.".into()),
         }
         if let Some(release) = d.affected.releases.first() {
             if d.trend == Trend::New || d.trend == Trend::Spiking {
@@ -326,36 +338,161 @@ mod tests {
         g.regression_count = i64::from(c.regressed_hours_ago.is_some());
         let events: Vec<StoredEvent> = (0..c.users.max(1))
             .map(|i| {
-                let user = if i < c.users { json!({"id": format!("u{i}")}) } else { json!(null) };
-                event(i as i64, c.message, json!({
-                    "event_id": uuid::Uuid::from_u128(i as u128),
-                    "exception": [{"type": c.error_type, "value": c.message}],
-                    "user": user,
-                }))
+                let user = if i < c.users {
+                    json!({"id": format!("u{i}")})
+                } else {
+                    json!(null)
+                };
+                event(
+                    i as i64,
+                    c.message,
+                    json!({
+                        "event_id": uuid::Uuid::from_u128(i as u128),
+                        "exception": [{"type": c.error_type, "value": c.message}],
+                        "user": user,
+                    }),
+                )
             })
             .collect();
         digest::build(&g, &c.stats, &events, &[], now())
     }
 
-    fn case(label: &'static str, error_type: &'static str, message: &'static str, env: &'static str, stats: GroupStats) -> Case {
-        Case { label, service: "api", error_type, message, level: "error", env, stats, first_seen_hours_ago: 72, regressed_hours_ago: None, users: 0 }
+    fn case(
+        label: &'static str,
+        error_type: &'static str,
+        message: &'static str,
+        env: &'static str,
+        stats: GroupStats,
+    ) -> Case {
+        Case {
+            label,
+            service: "api",
+            error_type,
+            message,
+            level: "error",
+            env,
+            stats,
+            first_seen_hours_ago: 72,
+            regressed_hours_ago: None,
+            users: 0,
+        }
     }
 
     /// A labelled set of incidents, most urgent first.
     fn fixtures() -> Vec<Case> {
         vec![
-            Case { level: "fatal", users: 12, ..case("prod OOM crash-looping, spiking", "MemoryError", "out of memory allocating 1073741824 bytes", "prod", stats(2, &[3, 4, 60], &[("path", &[("/a", 1), ("/b", 1), ("/c", 1)])])) },
-            Case { regressed_hours_ago: Some(2), users: 3, ..case("prod connection refused, regressed and spiking", "ConnectError", "connection refused (os error 111)", "production", stats(1, &[1, 2, 6], &[])) },
-            Case { users: 8, ..case("prod database outage, spiking", "DatabaseError", "too many connections for role app", "prod", stats(1, &[2, 5, 40], &[])) },
-            Case { first_seen_hours_ago: 3, users: 4, ..case("prod panic unwrap on None, new", "panic", "called `Option::unwrap()` on a `None` value", "prod", stats(0, &[3, 5, 6], &[])) },
-            Case { users: 2, ..case("prod upstream timeouts, steady", "Timeout", "upstream request timed out after 30s", "prod", stats(5, &[5, 6, 5], &[])) },
-            case("prod null access, steady", "TypeError", "Cannot read properties of undefined (reading 'id')", "prod", stats(3, &[3, 3, 3], &[])),
-            case("staging database error, steady", "DatabaseError", "deadlock detected", "staging", stats(2, &[2, 2, 2], &[])),
-            case("prod auth failures, steady", "AuthError", "invalid token: signature mismatch", "prod", stats(1, &[1, 1, 1], &[])),
-            case("prod KeyError, fading", "KeyError", "'user_id'", "prod", stats(4, &[0, 0, 1], &[])),
-            case("staging validation error, steady", "ValidationError", "email is invalid", "staging", stats(2, &[2, 2, 2], &[])),
-            Case { level: "warning", ..case("prod fading warning", "SlowQuery", "query took 2s", "prod", stats(5, &[0, 0, 0], &[])) },
-            Case { level: "warning", ..case("dev parse warning, fading", "ParseError", "invalid digit found in string", "dev", stats(1, &[0, 0, 0], &[])) },
+            Case {
+                level: "fatal",
+                users: 12,
+                ..case(
+                    "prod OOM crash-looping, spiking",
+                    "MemoryError",
+                    "out of memory allocating 1073741824 bytes",
+                    "prod",
+                    stats(
+                        2,
+                        &[3, 4, 60],
+                        &[("path", &[("/a", 1), ("/b", 1), ("/c", 1)])],
+                    ),
+                )
+            },
+            Case {
+                regressed_hours_ago: Some(2),
+                users: 3,
+                ..case(
+                    "prod connection refused, regressed and spiking",
+                    "ConnectError",
+                    "connection refused (os error 111)",
+                    "production",
+                    stats(1, &[1, 2, 6], &[]),
+                )
+            },
+            Case {
+                users: 8,
+                ..case(
+                    "prod database outage, spiking",
+                    "DatabaseError",
+                    "too many connections for role app",
+                    "prod",
+                    stats(1, &[2, 5, 40], &[]),
+                )
+            },
+            Case {
+                first_seen_hours_ago: 3,
+                users: 4,
+                ..case(
+                    "prod panic unwrap on None, new",
+                    "panic",
+                    "called `Option::unwrap()` on a `None` value",
+                    "prod",
+                    stats(0, &[3, 5, 6], &[]),
+                )
+            },
+            Case {
+                users: 2,
+                ..case(
+                    "prod upstream timeouts, steady",
+                    "Timeout",
+                    "upstream request timed out after 30s",
+                    "prod",
+                    stats(5, &[5, 6, 5], &[]),
+                )
+            },
+            case(
+                "prod null access, steady",
+                "TypeError",
+                "Cannot read properties of undefined (reading 'id')",
+                "prod",
+                stats(3, &[3, 3, 3], &[]),
+            ),
+            case(
+                "staging database error, steady",
+                "DatabaseError",
+                "deadlock detected",
+                "staging",
+                stats(2, &[2, 2, 2], &[]),
+            ),
+            case(
+                "prod auth failures, steady",
+                "AuthError",
+                "invalid token: signature mismatch",
+                "prod",
+                stats(1, &[1, 1, 1], &[]),
+            ),
+            case(
+                "prod KeyError, fading",
+                "KeyError",
+                "'user_id'",
+                "prod",
+                stats(4, &[0, 0, 1], &[]),
+            ),
+            case(
+                "staging validation error, steady",
+                "ValidationError",
+                "email is invalid",
+                "staging",
+                stats(2, &[2, 2, 2], &[]),
+            ),
+            Case {
+                level: "warning",
+                ..case(
+                    "prod fading warning",
+                    "SlowQuery",
+                    "query took 2s",
+                    "prod",
+                    stats(5, &[0, 0, 0], &[]),
+                )
+            },
+            Case {
+                level: "warning",
+                ..case(
+                    "dev parse warning, fading",
+                    "ParseError",
+                    "invalid digit found in string",
+                    "dev",
+                    stats(1, &[0, 0, 0], &[]),
+                )
+            },
         ]
     }
 
@@ -389,8 +526,14 @@ mod tests {
         assert!(p("prod connection refused, regressed and spiking") > p("prod fading warning"));
         assert!(p("staging database error, steady") > p("staging validation error, steady"));
         assert!(p("prod upstream timeouts, steady") > p("prod KeyError, fading"));
-        assert_eq!(r["prod OOM crash-looping, spiking"].severity, Severity::Critical);
-        assert_eq!(r["prod database outage, spiking"].severity, Severity::Critical);
+        assert_eq!(
+            r["prod OOM crash-looping, spiking"].severity,
+            Severity::Critical
+        );
+        assert_eq!(
+            r["prod database outage, spiking"].severity,
+            Severity::Critical
+        );
         assert_eq!(r["dev parse warning, fading"].severity, Severity::Low);
         assert!(r["staging validation error, steady"].severity <= Severity::Medium);
     }
@@ -398,8 +541,16 @@ mod tests {
     #[test]
     fn rules_classify_common_errors() {
         let cases = [
-            ("panic", "called `Option::unwrap()` on a `None` value", "panic"),
-            ("panic", "index out of bounds: the len is 3 but the index is 7", "panic"),
+            (
+                "panic",
+                "called `Option::unwrap()` on a `None` value",
+                "panic",
+            ),
+            (
+                "panic",
+                "index out of bounds: the len is 3 but the index is 7",
+                "panic",
+            ),
             ("Timeout", "deadline exceeded", "timeout"),
             ("ConnectError", "Connection refused", "connection_refused"),
             ("AuthError", "401 Unauthorized", "auth"),
@@ -414,7 +565,13 @@ mod tests {
             assert_eq!(got, Some(want), "{ty}: {msg}");
         }
         // Without a panic mechanism, the unwrap rule names the cause precisely.
-        let c = case("x", "Error", "called `Option::unwrap()` on a `None` value", "prod", stats(1, &[], &[]));
+        let c = case(
+            "x",
+            "Error",
+            "called `Option::unwrap()` on a `None` value",
+            "prod",
+            stats(1, &[], &[]),
+        );
         assert_eq!(classify(&digest_for(&c)).map(|r| r.id), Some("unwrap_none"));
     }
 

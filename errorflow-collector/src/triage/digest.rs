@@ -253,15 +253,21 @@ pub fn build(
         exceptions: latest.map(exceptions).unwrap_or_default(),
         messages: messages(events),
         breadcrumbs: latest.map(breadcrumbs).unwrap_or_default(),
-        request: latest.and_then(|e| e.request.as_ref()).map(|r| DigestRequest {
-            method: r.method.clone(),
-            route: r
-                .route
-                .clone()
-                .or_else(|| r.url.as_deref().map(|u| u.split('?').next().unwrap_or(u).to_string()))
-                .map(|s| bound(&s, TEXT)),
-            status: r.status,
-        }),
+        request: latest
+            .and_then(|e| e.request.as_ref())
+            .map(|r| DigestRequest {
+                method: r.method.clone(),
+                route: r
+                    .route
+                    .clone()
+                    .or_else(|| {
+                        r.url
+                            .as_deref()
+                            .map(|u| u.split('?').next().unwrap_or(u).to_string())
+                    })
+                    .map(|s| bound(&s, TEXT)),
+                status: r.status,
+            }),
         activity: activity
             .iter()
             .rev()
@@ -308,14 +314,14 @@ pub fn trend(group: &Group, stats: &GroupStats, counts: &Counts, now: DateTime<U
     if now - group.first_seen < Duration::hours(24) {
         return Trend::New;
     }
-    if counts.last_hour >= 5 && counts.last_hour as f64 >= 3.0 * counts.hourly_baseline.max(1.0)
-    {
+    if counts.last_hour >= 5 && counts.last_hour as f64 >= 3.0 * counts.hourly_baseline.max(1.0) {
         return Trend::Spiking;
     }
     let recent: Vec<i64> = stats.hourly.iter().rev().take(3).map(|b| b.count).collect();
     let recent_sum: i64 = recent.iter().sum();
     let recent_mean = recent_sum as f64 / recent.len().max(1) as f64;
-    if recent_sum == 0 || (counts.hourly_baseline > 0.0 && recent_mean < 0.5 * counts.hourly_baseline)
+    if recent_sum == 0
+        || (counts.hourly_baseline > 0.0 && recent_mean < 0.5 * counts.hourly_baseline)
     {
         return Trend::Fading;
     }
@@ -403,7 +409,11 @@ fn messages(events: &[StoredEvent]) -> Vec<MessageCount> {
         .map(|(message, count)| MessageCount { message, count })
         .collect();
     // Most frequent first; ties by text, so the order is deterministic.
-    v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.message.cmp(&b.message)));
+    v.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.message.cmp(&b.message))
+    });
     v.truncate(MAX_MESSAGES);
     v
 }
@@ -574,22 +584,46 @@ pub(crate) mod tests {
     fn digest_has_chain_frames_context_and_bounded_breadcrumbs() {
         let events = vec![
             event(3, "connection refused to 10.0.0.1:5432", rich_event()),
-            event(2, "connection refused to 10.0.0.2:5432", json!({"event_id": "00000000-0000-0000-0000-000000000002", "user": {"id": "u2"}})),
+            event(
+                2,
+                "connection refused to 10.0.0.2:5432",
+                json!({"event_id": "00000000-0000-0000-0000-000000000002", "user": {"id": "u2"}}),
+            ),
             event(1, "pool timed out after 30s", json!({})),
         ];
-        let d = build(&group(), &stats(1, &[1, 1, 2], &[("environment", &[("prod", 90), ("staging", 10)])]), &events, &[], now());
+        let d = build(
+            &group(),
+            &stats(
+                1,
+                &[1, 1, 2],
+                &[("environment", &[("prod", 90), ("staging", 10)])],
+            ),
+            &events,
+            &[],
+            now(),
+        );
         assert_eq!(d.exceptions.len(), 1);
         let frames = &d.exceptions[0].frames;
         assert_eq!(frames.len(), 2, "only in-app frames");
         assert_eq!(frames[0].function.as_deref(), Some("checkout::db::pool"));
         assert_eq!(frames[0].context.len(), 3);
         assert_eq!(d.breadcrumbs.len(), MAX_BREADCRUMBS);
-        assert_eq!(d.breadcrumbs.last().unwrap().message.as_deref(), Some("GET /item/29"));
-        assert_eq!(d.request.as_ref().unwrap().route.as_deref(), Some("https://shop/pay"));
+        assert_eq!(
+            d.breadcrumbs.last().unwrap().message.as_deref(),
+            Some("GET /item/29")
+        );
+        assert_eq!(
+            d.request.as_ref().unwrap().route.as_deref(),
+            Some("https://shop/pay")
+        );
         // The two addresses differ only in numbers: one parameterised message.
         assert_eq!(d.messages.len(), 2);
         assert_eq!(d.messages[0].count, 2);
-        assert!(!d.messages[0].message.contains("10.0.0"), "{:?}", d.messages);
+        assert!(
+            !d.messages[0].message.contains("10.0.0"),
+            "{:?}",
+            d.messages
+        );
         assert_eq!(d.affected.user_count, 2);
         assert_eq!(d.affected.environments[0].value, "prod");
         assert_eq!(d.environment.as_deref(), Some("prod"));
@@ -601,7 +635,9 @@ pub(crate) mod tests {
     #[test]
     fn digest_is_deterministic_and_bounded() {
         let huge = "x".repeat(100_000);
-        let events: Vec<StoredEvent> = (0..100).map(|i| event(i, &format!("{huge} {i}"), json!({}))).collect();
+        let events: Vec<StoredEvent> = (0..100)
+            .map(|i| event(i, &format!("{huge} {i}"), json!({})))
+            .collect();
         let s = stats(0, &[], &[]);
         let a = build(&group(), &s, &events, &[], now());
         let b = build(&group(), &s, &events, &[], now());
@@ -620,6 +656,9 @@ pub(crate) mod tests {
         assert_eq!(t(stats(10, &[2, 1, 2], &[])), Trend::Fading);
         let mut young = group();
         young.first_seen = now() - Duration::hours(2);
-        assert_eq!(build(&young, &stats(0, &[50], &[]), &[], &[], now()).trend, Trend::New);
+        assert_eq!(
+            build(&young, &stats(0, &[50], &[]), &[], &[], now()).trend,
+            Trend::New
+        );
     }
 }

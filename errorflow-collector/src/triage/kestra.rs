@@ -102,7 +102,9 @@ pub struct KestraClient {
 
 impl fmt::Debug for KestraClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KestraClient").field("options", &self.options).finish()
+        f.debug_struct("KestraClient")
+            .field("options", &self.options)
+            .finish()
     }
 }
 
@@ -140,7 +142,10 @@ impl KestraClient {
                 Input::Text(name, text) => form.text(name.clone(), text.clone()),
             };
         }
-        let mut req = self.http.post(self.execution_url(&run.flow_id)).multipart(form);
+        let mut req = self
+            .http
+            .post(self.execution_url(&run.flow_id))
+            .multipart(form);
         if let Some(user) = &self.options.username {
             req = req.basic_auth(user, self.options.password.as_ref().map(Secret::expose));
         }
@@ -277,8 +282,11 @@ mod tests {
     }
 
     fn created(id: &str) -> Reply {
-        Reply::json(200, json!({"id": id, "namespace": "main", "flowId": "error-intake",
-                                "state": {"current": "CREATED", "histories": []}}))
+        Reply::json(
+            200,
+            json!({"id": id, "namespace": "main", "flowId": "error-intake",
+                                "state": {"current": "CREATED", "histories": []}}),
+        )
     }
 
     #[tokio::test]
@@ -287,7 +295,10 @@ mod tests {
         let run = FlowRun {
             flow_id: ERROR_INTAKE.into(),
             group_id: Some(3),
-            inputs: vec![Input::Json("error_event".into(), json!({"service": "api", "error_type": "Timeout"}))],
+            inputs: vec![Input::Json(
+                "error_event".into(),
+                json!({"service": "api", "error_type": "Timeout"}),
+            )],
         };
         let exec = client(&server.base).trigger(&run).await.unwrap();
         assert_eq!(exec.id, "4Xa1");
@@ -296,11 +307,21 @@ mod tests {
         assert_eq!(req.path, "/api/v1/main/executions/main/error-intake");
         // base64("user:pass")
         assert_eq!(req.header("authorization"), Some("Basic dXNlcjpwYXNz"));
-        assert!(req.header("content-type").unwrap().starts_with("multipart/form-data; boundary="));
+        assert!(req
+            .header("content-type")
+            .unwrap()
+            .starts_with("multipart/form-data; boundary="));
         let body = String::from_utf8_lossy(&req.body);
         assert!(body.contains("name=\"error_event\""), "{body}");
-        assert!(body.contains("Content-Type: application/json") || body.contains("content-type: application/json"), "{body}");
-        assert!(body.contains(r#"{"error_type":"Timeout","service":"api"}"#), "{body}");
+        assert!(
+            body.contains("Content-Type: application/json")
+                || body.contains("content-type: application/json"),
+            "{body}"
+        );
+        assert!(
+            body.contains(r#"{"error_type":"Timeout","service":"api"}"#),
+            "{body}"
+        );
     }
 
     #[tokio::test]
@@ -309,23 +330,39 @@ mod tests {
         let run = FlowRun {
             flow_id: GROUP_SUMMARY_AGENT.into(),
             group_id: Some(3),
-            inputs: vec![Input::Text("cluster_key".into(), "payment-api:Timeout".into())],
+            inputs: vec![Input::Text(
+                "cluster_key".into(),
+                "payment-api:Timeout".into(),
+            )],
         };
         let exec = client(&server.base).trigger(&run).await.unwrap();
         assert_eq!(exec.id, "exec-2");
         let reqs = server.requests();
         assert_eq!(reqs.len(), 2);
-        assert_eq!(reqs[1].path, "/api/v1/main/executions/main/group-summary-agent");
+        assert_eq!(
+            reqs[1].path,
+            "/api/v1/main/executions/main/group-summary-agent"
+        );
         let body = String::from_utf8_lossy(&reqs[1].body);
-        assert!(body.contains("name=\"cluster_key\"\r\n\r\npayment-api:Timeout"), "{body}");
+        assert!(
+            body.contains("name=\"cluster_key\"\r\n\r\npayment-api:Timeout"),
+            "{body}"
+        );
     }
 
     #[tokio::test]
     async fn client_errors_are_not_retried() {
         let server = serve(vec![Reply::json(404, json!({"message": "flow not found"}))]).await;
-        let run = FlowRun { flow_id: "nope".into(), group_id: None, inputs: vec![] };
+        let run = FlowRun {
+            flow_id: "nope".into(),
+            group_id: None,
+            inputs: vec![],
+        };
         let err = client(&server.base).trigger(&run).await.unwrap_err();
-        assert!(matches!(err, TriageError::Status { status: 404, .. }), "{err}");
+        assert!(
+            matches!(err, TriageError::Status { status: 404, .. }),
+            "{err}"
+        );
         assert_eq!(server.requests().len(), 1);
     }
 }

@@ -151,7 +151,11 @@ impl TriageOptions {
     pub fn analyst(&self) -> Result<Arc<dyn Analyst>, TriageError> {
         let (protocol, default_base, default_model) = match self.provider {
             Provider::Builtin => return Ok(Arc::new(BuiltinAnalyst)),
-            Provider::Openai => (llm::Protocol::OpenAi, "https://api.openai.com/v1", "gpt-4o-mini"),
+            Provider::Openai => (
+                llm::Protocol::OpenAi,
+                "https://api.openai.com/v1",
+                "gpt-4o-mini",
+            ),
             Provider::Gemini => (
                 llm::Protocol::Gemini,
                 "https://generativelanguage.googleapis.com",
@@ -273,7 +277,11 @@ impl Triage {
     }
 
     /// The digest of an incident, or `None` if there is no such incident.
-    pub async fn digest(&self, group_id: i64, now: DateTime<Utc>) -> Result<Option<Digest>, TriageError> {
+    pub async fn digest(
+        &self,
+        group_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Digest>, TriageError> {
         let Some(group) = self.store.get_group(group_id).await? else {
             return Ok(None);
         };
@@ -287,7 +295,13 @@ impl Triage {
             })
             .await?;
         let activity = self.store.activity(group_id).await?;
-        Ok(Some(digest::build(&group, &stats, &events.events, &activity, now)))
+        Ok(Some(digest::build(
+            &group,
+            &stats,
+            &events.events,
+            &activity,
+            now,
+        )))
     }
 
     /// Runs the configured analyst, falling back to the built-in one on any
@@ -298,7 +312,11 @@ impl Triage {
     }
 
     /// Triages one incident now and stores the result; `None` if there is no such incident.
-    pub async fn run(&self, group_id: i64, reason: Reason) -> Result<Option<TriageRecord>, TriageError> {
+    pub async fn run(
+        &self,
+        group_id: i64,
+        reason: Reason,
+    ) -> Result<Option<TriageRecord>, TriageError> {
         let now = Utc::now();
         let Some(digest) = self.digest(group_id, now).await? else {
             return Ok(None);
@@ -339,7 +357,10 @@ impl Triage {
         let now = Utc::now();
         // The trend is recomputed so the "needs attention" view sees spikes
         // whichever analyst answered.
-        let trend = self.digest(group_id, now).await?.map(|d| d.trend.as_str().to_string());
+        let trend = self
+            .digest(group_id, now)
+            .await?
+            .map(|d| d.trend.as_str().to_string());
         Ok(self
             .store
             .save_triage(&NewTriage {
@@ -402,7 +423,8 @@ impl Triage {
     /// that have had events since (or were never triaged).
     pub async fn stale(&self, limit: u32) -> Result<Vec<i64>, TriageError> {
         let before = Utc::now()
-            - chrono::Duration::from_std(self.options.stale_after).unwrap_or(chrono::Duration::hours(1));
+            - chrono::Duration::from_std(self.options.stale_after)
+                .unwrap_or(chrono::Duration::hours(1));
         Ok(self.store.stale_triage(before, limit).await?)
     }
 
@@ -419,7 +441,11 @@ impl Triage {
             .await?;
         let now = Utc::now();
         let mut out = Vec::new();
-        for g in page.groups.iter().filter(|g| now - g.last_seen < chrono::Duration::hours(1)) {
+        for g in page
+            .groups
+            .iter()
+            .filter(|g| now - g.last_seen < chrono::Duration::hours(1))
+        {
             let stats = self.store.group_stats(g.id, now).await?;
             if digest::build(g, &stats, &[], &[], now).trend == Trend::Spiking {
                 out.push(g.id);
@@ -553,8 +579,16 @@ mod tests {
             new_group,
             regression,
         };
-        t.offer(&[stored(1, true, false), stored(2, false, true), stored(3, false, false), InsertOutcome::Duplicate]);
+        t.offer(&[
+            stored(1, true, false),
+            stored(2, false, true),
+            stored(3, false, false),
+            InsertOutcome::Duplicate,
+        ]);
         assert_eq!(rx.recv().await, Some((1, Reason::New)));
-        assert!(rx.try_recv().is_err(), "second trigger was dropped, not queued");
+        assert!(
+            rx.try_recv().is_err(),
+            "second trigger was dropped, not queued"
+        );
     }
 }

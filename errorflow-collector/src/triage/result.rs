@@ -119,9 +119,8 @@ impl TriageResult {
             .or_else(|| trimmed.strip_prefix("```"))
             .and_then(|s| s.strip_suffix("```"))
             .unwrap_or(trimmed);
-        let result: TriageResult = serde_json::from_str(body.trim()).map_err(|e| {
-            TriageError::InvalidOutput(format!("not a triage result object: {e}"))
-        })?;
+        let result: TriageResult = serde_json::from_str(body.trim())
+            .map_err(|e| TriageError::InvalidOutput(format!("not a triage result object: {e}")))?;
         result.validate()
     }
 }
@@ -221,7 +220,10 @@ mod tests {
     #[test]
     fn parses_plain_and_fenced_output() {
         let text = sample().to_string();
-        assert_eq!(TriageResult::parse_model_output(&text).unwrap().priority, 80);
+        assert_eq!(
+            TriageResult::parse_model_output(&text).unwrap().priority,
+            80
+        );
         let fenced = format!("```json\n{text}\n```");
         assert_eq!(
             TriageResult::parse_model_output(&fenced).unwrap().severity,

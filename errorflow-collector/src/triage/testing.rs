@@ -88,7 +88,8 @@ pub async fn serve(script: Vec<Reply>) -> Server {
             };
             let reply = script[n.min(script.len() - 1)].clone();
             tokio::time::sleep(reply.delay).await;
-            let mut res: Response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
+            let mut res: Response =
+                (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
             for (k, v) in reply.headers {
                 res.headers_mut().insert(k, v.parse().unwrap());
             }
