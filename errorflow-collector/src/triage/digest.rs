@@ -401,7 +401,7 @@ fn messages(events: &[StoredEvent]) -> Vec<MessageCount> {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for e in events {
         *counts
-            .entry(bound(&parameterize(&e.message), LONG_TEXT))
+            .entry(bound(&crate::pipeline::parameterize(&e.message), LONG_TEXT))
             .or_default() += 1;
     }
     let mut v: Vec<MessageCount> = counts
@@ -429,36 +429,6 @@ fn breadcrumbs(event: &Event) -> Vec<DigestBreadcrumb> {
             message: b.message.as_deref().map(|s| bound(s, TEXT)),
         })
         .collect()
-}
-
-/// Replaces the variable parts of a message (numbers, hex ids, UUIDs,
-/// quoted values) with placeholders, so equal messages count together.
-fn parameterize(msg: &str) -> String {
-    use std::sync::OnceLock;
-    static RE: OnceLock<regex::Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| {
-        regex::Regex::new(
-            r#"(?x)
-            (?P<uuid>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)
-          | (?P<hex>\b0x[0-9a-fA-F]+\b|\b[0-9a-fA-F]{12,}\b)
-          | (?P<int>\b\d+(?:\.\d+)?\b)
-          | (?P<quoted>'[^']*'|"[^"]*")
-        "#,
-        )
-        .expect("static regex compiles")
-    });
-    re.replace_all(msg, |c: &regex::Captures<'_>| {
-        if c.name("uuid").is_some() {
-            "<uuid>"
-        } else if c.name("hex").is_some() {
-            "<hex>"
-        } else if c.name("int").is_some() {
-            "<int>"
-        } else {
-            "<str>"
-        }
-    })
-    .into_owned()
 }
 
 #[cfg(test)]

@@ -208,6 +208,24 @@ pub struct NewTriage {
     pub created_at: DateTime<Utc>,
 }
 
+impl NewTriage {
+    /// The stored record, once the store gave it an id.
+    pub fn record(&self, id: i64) -> TriageRecord {
+        TriageRecord {
+            id,
+            group_id: self.group_id,
+            result: self.result.clone(),
+            analyst: self.analyst.clone(),
+            model: self.model.clone(),
+            prompt_version: self.prompt_version.clone(),
+            fallback_reason: self.fallback_reason.clone(),
+            trigger: self.trigger.clone(),
+            trend: self.trend.clone(),
+            created_at: self.created_at,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
