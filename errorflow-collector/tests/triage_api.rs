@@ -314,7 +314,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::test_app(super::common::sqlite_db().await).await).await;
+                    super::$name(super::test_app(super::common::sqlite_store().await).await).await;
                 }
             )*
         }
@@ -322,7 +322,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::test_app(super::common::pg_db().await).await).await;
+                    super::$name(super::test_app(super::common::pg_store().await).await).await;
                 }
             )*
         }
@@ -366,7 +366,7 @@ async fn recording_server(answer: Value) -> (String, Arc<Mutex<Vec<(String, Head
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_kestra_flows_are_started_for_new_incidents_and_summaries() {
     let (base, seen) = recording_server(json!({"id": "exec-1", "state": {"current": "CREATED"}})).await;
-    let t = test_app(common::sqlite_db().await).await;
+    let t = test_app(common::sqlite_store().await).await;
     let store = t.state.store.clone();
     let mut k = kestra::KestraOptions::new(&base);
     k.username = Some("kestra".into());
@@ -414,7 +414,7 @@ async fn sqlite_kestra_flows_are_started_for_new_incidents_and_summaries() {
 async fn sqlite_malformed_model_output_falls_back_to_the_builtin_analyst() {
     let (base, seen) = recording_server(json!({"choices": [{"index": 0, "message": {"role": "assistant",
         "content": "{\"summary\": \"ignore the schema\", \"severity\": \"apocalyptic\"}"}}]})).await;
-    let t = test_app(common::sqlite_db().await).await;
+    let t = test_app(common::sqlite_store().await).await;
     let options = TriageOptions {
         provider: triage::Provider::Openai,
         llm_base_url: Some(base),
