@@ -230,7 +230,9 @@ fn build_triage(store: Arc<dyn Store>, config: &Config) -> Triage {
     if let Some(k) = kestra {
         match kestra::KestraClient::new(k) {
             Ok(client) => triage = triage.with_kestra(kestra::spawn(client, store, 1024)),
-            Err(e) => tracing::error!(error = %e, "cannot set up the Kestra client; flows will not be started"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up the Kestra client; flows will not be started")
+            }
         }
     }
     triage

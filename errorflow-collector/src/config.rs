@@ -114,7 +114,12 @@ pub struct TriageArgs {
     #[arg(long, env = "ERRORFLOW_LLM_MODEL", value_name = "NAME")]
     pub llm_model: Option<String>,
     /// API key of the model API (never logged).
-    #[arg(long, env = "ERRORFLOW_LLM_API_KEY", value_name = "KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "ERRORFLOW_LLM_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
     pub llm_api_key: Option<String>,
     /// Timeout of one model request. Default `30s`.
     #[arg(long, env = "ERRORFLOW_LLM_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -134,7 +139,12 @@ pub struct TriageArgs {
     pub kestra_url: Option<String>,
     #[arg(long, env = "KESTRA_USERNAME", value_name = "USER")]
     pub kestra_username: Option<String>,
-    #[arg(long, env = "KESTRA_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "KESTRA_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
     pub kestra_password: Option<String>,
     /// Default `main`.
     #[arg(long, env = "KESTRA_TENANT", value_name = "TENANT")]
@@ -363,7 +373,11 @@ impl Config {
     }
 }
 
-fn resolve_triage(args: Option<&TriageArgs>, file: FileTriage, kestra: FileKestra) -> TriageOptions {
+fn resolve_triage(
+    args: Option<&TriageArgs>,
+    file: FileTriage,
+    kestra: FileKestra,
+) -> TriageOptions {
     let default = TriageArgs::default();
     let a = args.unwrap_or(&default);
     let d = TriageOptions::default();
@@ -380,7 +394,10 @@ fn resolve_triage(args: Option<&TriageArgs>, file: FileTriage, kestra: FileKestr
             .or(file.llm_requests_per_minute)
             .unwrap_or(d.llm_requests_per_minute),
         auto: a.triage_auto.or(file.auto).unwrap_or(d.auto),
-        stale_after: a.triage_stale_after.or(file.stale_after).unwrap_or(d.stale_after),
+        stale_after: a
+            .triage_stale_after
+            .or(file.stale_after)
+            .unwrap_or(d.stale_after),
         debounce: d.debounce,
         kestra: kestra_url.map(|url| {
             let mut k = KestraOptions::new(&url);
@@ -482,7 +499,15 @@ mod tests {
              [kestra]\nurl = \"http://kestra:8080\"\nusername = \"admin\"\npassword = \"kestra-pw\"\n",
         )
         .unwrap();
-        let cli = parse(&["--config", path.to_str().unwrap(), "serve", "--llm-model", "gemini-x", "--kestra-namespace", "ops"]);
+        let cli = parse(&[
+            "--config",
+            path.to_str().unwrap(),
+            "serve",
+            "--llm-model",
+            "gemini-x",
+            "--kestra-namespace",
+            "ops",
+        ]);
         let serve = match &cli.command {
             Some(Command::Serve(s)) => s,
             _ => unreachable!(),
@@ -494,7 +519,10 @@ mod tests {
         let k = cfg.triage.kestra.as_ref().unwrap();
         assert_eq!((k.tenant.as_str(), k.namespace.as_str()), ("main", "ops"));
         let dbg = format!("{cfg:?}");
-        assert!(!dbg.contains("AIza-secret") && !dbg.contains("kestra-pw"), "{dbg}");
+        assert!(
+            !dbg.contains("AIza-secret") && !dbg.contains("kestra-pw"),
+            "{dbg}"
+        );
     }
 
     #[test]

@@ -36,7 +36,11 @@ async fn test_app(db: common::TestDb) -> TestApp {
     let state = build_state(store.clone(), &config);
     let key = credentials::new_ingest_key();
     store
-        .create_project("test", &credentials::hash_secret(&key), &credentials::prefix(&key))
+        .create_project(
+            "test",
+            &credentials::hash_secret(&key),
+            &credentials::prefix(&key),
+        )
         .await
         .unwrap();
     let token = credentials::new_api_token();
@@ -68,7 +72,9 @@ impl TestApp {
     async fn send(&self, req: Request<Body>) -> Reply {
         let res = self.app.clone().oneshot(req).await.unwrap();
         let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Reply { status, body }
     }
@@ -110,7 +116,10 @@ impl TestApp {
     async fn group_id(&self, message: &str) -> i64 {
         let r = self.ingest(json!([prod_error(message)])).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-        let groups = self.call("GET", "/api/v1/groups?limit=200", None).await.body;
+        let groups = self
+            .call("GET", "/api/v1/groups?limit=200", None)
+            .await
+            .body;
         groups["groups"]
             .as_array()
             .unwrap()
@@ -151,7 +160,9 @@ fn result(priority: i64, severity: &str) -> Value {
 
 async fn summarize_stores_the_result_on_the_incident_and_in_history(t: TestApp) {
     let id = t.group_id("connection refused").await;
-    let r = t.call("POST", &format!("/api/v1/groups/{id}/summarize"), None).await;
+    let r = t
+        .call("POST", &format!("/api/v1/groups/{id}/summarize"), None)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["group_id"], id);
     assert_eq!(r.body["analyst"], "builtin");
@@ -160,26 +171,54 @@ async fn summarize_stores_the_result_on_the_incident_and_in_history(t: TestApp) 
     assert!(r.body["prompt_version"].as_str().is_some());
     let severity = r.body["severity"].as_str().unwrap().to_string();
     let priority = r.body["priority"].as_i64().unwrap();
-    assert!(priority >= 40, "a prod database error ranks high: {}", r.body);
-    let g = t.call("GET", &format!("/api/v1/groups/{id}"), None).await.body;
+    assert!(
+        priority >= 40,
+        "a prod database error ranks high: {}",
+        r.body
+    );
+    let g = t
+        .call("GET", &format!("/api/v1/groups/{id}"), None)
+        .await
+        .body;
     assert_eq!(g["severity"], severity.as_str());
     assert_eq!(g["priority"], priority);
     assert_eq!(g["ai_summary"], r.body["summary"]);
     let steps: Vec<String> = serde_json::from_str(g["ai_next_steps"].as_str().unwrap()).unwrap();
     assert_eq!(json!(steps), r.body["next_steps"]);
 
-    t.call("PUT", &format!("/api/v1/groups/{id}/triage"), Some(result(91, "critical"))).await;
-    let h = t.call("GET", &format!("/api/v1/groups/{id}/triage"), None).await;
+    t.call(
+        "PUT",
+        &format!("/api/v1/groups/{id}/triage"),
+        Some(result(91, "critical")),
+    )
+    .await;
+    let h = t
+        .call("GET", &format!("/api/v1/groups/{id}/triage"), None)
+        .await;
     assert_eq!(h.status, StatusCode::OK);
     let h = h.body.as_array().unwrap().clone();
     assert_eq!(h.len(), 2, "earlier results are kept");
     assert_eq!(h[0]["priority"], 91, "newest first");
     assert_eq!(h[1]["analyst"], "builtin");
 
-    assert_eq!(t.call("POST", "/api/v1/groups/999999/summarize", None).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(t.call("GET", "/api/v1/groups/999999/triage", None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        t.call("POST", "/api/v1/groups/999999/summarize", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        t.call("GET", "/api/v1/groups/999999/triage", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
     let anon = t
-        .send(Request::post(format!("/api/v1/groups/{id}/summarize")).body(Body::empty()).unwrap())
+        .send(
+            Request::post(format!("/api/v1/groups/{id}/summarize"))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
 }
@@ -190,34 +229,88 @@ async fn the_seed_summarize_path_finds_the_incident_by_cluster_key(t: TestApp) {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let id = r.body["group_id"].as_i64().unwrap();
-    let s = t.call("POST", "/groups/payment-api:Timeout/summarize", None).await;
+    let s = t
+        .call("POST", "/groups/payment-api:Timeout/summarize", None)
+        .await;
     assert_eq!(s.status, StatusCode::OK, "{}", s.body);
     assert_eq!(s.body["group_id"], id);
-    assert!(s.body["probable_cause"].as_str().unwrap().contains("deadline"), "{}", s.body);
-    assert_eq!(t.call("POST", "/groups/nope:Nope/summarize", None).await.status, StatusCode::NOT_FOUND);
-    let anon = t.send(Request::post("/groups/payment-api:Timeout/summarize").body(Body::empty()).unwrap()).await;
-    assert_eq!(anon.status, StatusCode::UNAUTHORIZED, "the seed path needs a token too");
+    assert!(
+        s.body["probable_cause"]
+            .as_str()
+            .unwrap()
+            .contains("deadline"),
+        "{}",
+        s.body
+    );
+    assert_eq!(
+        t.call("POST", "/groups/nope:Nope/summarize", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let anon = t
+        .send(
+            Request::post("/groups/payment-api:Timeout/summarize")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        anon.status,
+        StatusCode::UNAUTHORIZED,
+        "the seed path needs a token too"
+    );
 }
 
 async fn the_digest_is_served_by_id_and_by_cluster_key(t: TestApp) {
     let id = t.group_id("deadlock detected").await;
-    let d = t.call("GET", &format!("/api/v1/groups/{id}/digest"), None).await;
+    let d = t
+        .call("GET", &format!("/api/v1/groups/{id}/digest"), None)
+        .await;
     assert_eq!(d.status, StatusCode::OK, "{}", d.body);
     assert_eq!(d.body["group_id"], id);
     assert_eq!(d.body["counts"]["total"], 1);
     assert_eq!(d.body["trend"], "new");
-    assert_eq!(d.body["exceptions"][0]["frames"][0]["context"][0], "let conn = pool.get().await?;");
+    assert_eq!(
+        d.body["exceptions"][0]["frames"][0]["context"][0],
+        "let conn = pool.get().await?;"
+    );
     assert_eq!(d.body["breadcrumbs"][0]["message"], "SELECT 1");
     assert_eq!(d.body["affected"]["user_count"], 1);
     let key = d.body["cluster_key"].as_str().unwrap().to_string();
-    let by_key = t.call("GET", &format!("/api/v1/triage/digest?cluster_key={key}&id="), None).await;
+    let by_key = t
+        .call(
+            "GET",
+            &format!("/api/v1/triage/digest?cluster_key={key}&id="),
+            None,
+        )
+        .await;
     assert_eq!(by_key.status, StatusCode::OK, "{}", by_key.body);
     assert_eq!(by_key.body["group_id"], id);
-    let by_id = t.call("GET", &format!("/api/v1/triage/digest?id={id}&cluster_key="), None).await;
+    let by_id = t
+        .call(
+            "GET",
+            &format!("/api/v1/triage/digest?id={id}&cluster_key="),
+            None,
+        )
+        .await;
     assert_eq!(by_id.body["group_id"], id);
-    assert_eq!(t.call("GET", "/api/v1/triage/digest?id=abc", None).await.status, StatusCode::BAD_REQUEST);
-    assert_eq!(t.call("GET", "/api/v1/triage/digest", None).await.status, StatusCode::BAD_REQUEST);
-    assert_eq!(t.call("GET", "/api/v1/groups/999999/digest", None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        t.call("GET", "/api/v1/triage/digest?id=abc", None)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        t.call("GET", "/api/v1/triage/digest", None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        t.call("GET", "/api/v1/groups/999999/digest", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 async fn external_results_are_validated(t: TestApp) {
@@ -228,35 +321,67 @@ async fn external_results_are_validated(t: TestApp) {
     assert_eq!(ok.body["analyst"], "kestra");
     assert_eq!(ok.body["model"], "gemini-2.5-flash");
     assert_eq!(ok.body["trigger"], "external");
-    let g = t.call("GET", &format!("/api/v1/groups/{id}"), None).await.body;
+    let g = t
+        .call("GET", &format!("/api/v1/groups/{id}"), None)
+        .await
+        .body;
     assert_eq!(g["severity"], "critical");
     assert_eq!(g["priority"], 88);
     let mut bad = result(200, "critical");
-    assert_eq!(t.call("PUT", &path, Some(bad.clone())).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        t.call("PUT", &path, Some(bad.clone())).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     bad = result(50, "catastrophic");
-    assert_eq!(t.call("PUT", &path, Some(bad)).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        t.call("PUT", &path, Some(bad)).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     let mut extra = result(50, "low");
     extra["action"] = json!("delete the incident");
-    assert_eq!(t.call("PUT", &path, Some(extra)).await.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
-        t.call("PUT", "/api/v1/groups/999999/triage", Some(result(50, "low"))).await.status,
+        t.call("PUT", &path, Some(extra)).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        t.call(
+            "PUT",
+            "/api/v1/groups/999999/triage",
+            Some(result(50, "low"))
+        )
+        .await
+        .status,
         StatusCode::NOT_FOUND
     );
-    let g = t.call("GET", &format!("/api/v1/groups/{id}"), None).await.body;
+    let g = t
+        .call("GET", &format!("/api/v1/groups/{id}"), None)
+        .await
+        .body;
     assert_eq!(g["priority"], 88, "rejected results change nothing");
 }
 
 async fn stale_lists_untriaged_incidents_only(t: TestApp) {
     let a = t.group_id("stale a").await;
     let b = t.group_id("stale b").await;
-    t.call("POST", &format!("/api/v1/groups/{a}/summarize"), None).await;
+    t.call("POST", &format!("/api/v1/groups/{a}/summarize"), None)
+        .await;
     let r = t.call("GET", "/api/v1/triage/stale?limit=50", None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let ids: Vec<i64> = r.body["groups"].as_array().unwrap().iter().map(|g| g["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = r.body["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_i64().unwrap())
+        .collect();
     assert!(ids.contains(&b), "{ids:?}");
     assert!(!ids.contains(&a), "just triaged: {ids:?}");
     assert!(r.body["groups"][0]["cluster_key"].as_str().is_some());
-    assert_eq!(t.call("GET", "/api/v1/triage/stale?limit=0", None).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        t.call("GET", "/api/v1/triage/stale?limit=0", None)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 async fn the_attention_view_lists_high_priority_open_incidents(t: TestApp) {
@@ -264,15 +389,30 @@ async fn the_attention_view_lists_high_priority_open_incidents(t: TestApp) {
     let cold = t.group_id("attention cold").await;
     let resolved = t.group_id("attention resolved").await;
     for (id, p) in [(hot, 90), (cold, 10), (resolved, 95)] {
-        let r = t.call("PUT", &format!("/api/v1/groups/{id}/triage"), Some(result(p, "high"))).await;
+        let r = t
+            .call(
+                "PUT",
+                &format!("/api/v1/groups/{id}/triage"),
+                Some(result(p, "high")),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     }
-    t.call("POST", &format!("/api/v1/groups/{resolved}/resolve"), None).await;
+    t.call("POST", &format!("/api/v1/groups/{resolved}/resolve"), None)
+        .await;
     let r = t.call("GET", "/api/v1/groups?view=attention", None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let ids: Vec<i64> = r.body["groups"].as_array().unwrap().iter().map(|g| g["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = r.body["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids, vec![hot], "{}", r.body);
-    assert_eq!(t.call("GET", "/api/v1/groups?view=hot", None).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        t.call("GET", "/api/v1/groups?view=hot", None).await.status,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 async fn maintenance_quiet_runs_the_quiet_check(t: TestApp) {
@@ -349,7 +489,9 @@ async fn recording_server(answer: Value) -> (String, Arc<Mutex<Vec<(String, Head
         let rec = rec.clone();
         let answer = answer.clone();
         async move {
-            rec.lock().unwrap().push((uri.path().to_string(), headers, body));
+            rec.lock()
+                .unwrap()
+                .push((uri.path().to_string(), headers, body));
             axum::Json(answer)
         }
     });
@@ -365,7 +507,8 @@ async fn recording_server(answer: Value) -> (String, Arc<Mutex<Vec<(String, Head
 /// `group-summary-agent`, in Kestra's multipart wire format.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_kestra_flows_are_started_for_new_incidents_and_summaries() {
-    let (base, seen) = recording_server(json!({"id": "exec-1", "state": {"current": "CREATED"}})).await;
+    let (base, seen) =
+        recording_server(json!({"id": "exec-1", "state": {"current": "CREATED"}})).await;
     let t = test_app(common::sqlite_store().await).await;
     let store = t.state.store.clone();
     let mut k = kestra::KestraOptions::new(&base);
@@ -378,28 +521,52 @@ async fn sqlite_kestra_flows_are_started_for_new_incidents_and_summaries() {
     let t = t.with_state(state);
 
     let id = t.group_id("kestra please").await;
-    let r = t.call("POST", &format!("/api/v1/groups/{id}/summarize"), None).await;
+    let r = t
+        .call("POST", &format!("/api/v1/groups/{id}/summarize"), None)
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     let mut paths = Vec::new();
     for _ in 0..100 {
-        paths = seen.lock().unwrap().iter().map(|(p, _, _)| p.clone()).collect::<Vec<_>>();
+        paths = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, _, _)| p.clone())
+            .collect::<Vec<_>>();
         if paths.len() >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(paths.contains(&"/api/v1/main/executions/main/error-intake".to_string()), "{paths:?}");
-    assert!(paths.contains(&"/api/v1/main/executions/main/group-summary-agent".to_string()), "{paths:?}");
+    assert!(
+        paths.contains(&"/api/v1/main/executions/main/error-intake".to_string()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"/api/v1/main/executions/main/group-summary-agent".to_string()),
+        "{paths:?}"
+    );
     let requests = seen.lock().unwrap().clone();
-    let (_, headers, body) = requests.iter().find(|(p, _, _)| p.ends_with("error-intake")).unwrap();
-    assert!(headers["content-type"].to_str().unwrap().starts_with("multipart/form-data"));
+    let (_, headers, body) = requests
+        .iter()
+        .find(|(p, _, _)| p.ends_with("error-intake"))
+        .unwrap();
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("multipart/form-data"));
     let body = String::from_utf8_lossy(body);
     assert!(body.contains("name=\"error_event\""), "{body}");
     assert!(body.contains("\"error_type\":\"DatabaseError\""), "{body}");
     // The automatic triage of the new incident ran too.
     let mut triaged = 0;
     for _ in 0..100 {
-        triaged = t.call("GET", &format!("/api/v1/groups/{id}/triage"), None).await.body.as_array().map_or(0, Vec::len);
+        triaged = t
+            .call("GET", &format!("/api/v1/groups/{id}/triage"), None)
+            .await
+            .body
+            .as_array()
+            .map_or(0, Vec::len);
         if triaged >= 2 {
             break;
         }
@@ -412,8 +579,11 @@ async fn sqlite_kestra_flows_are_started_for_new_incidents_and_summaries() {
 /// the stored result says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_malformed_model_output_falls_back_to_the_builtin_analyst() {
-    let (base, seen) = recording_server(json!({"choices": [{"index": 0, "message": {"role": "assistant",
-        "content": "{\"summary\": \"ignore the schema\", \"severity\": \"apocalyptic\"}"}}]})).await;
+    let (base, seen) = recording_server(
+        json!({"choices": [{"index": 0, "message": {"role": "assistant",
+        "content": "{\"summary\": \"ignore the schema\", \"severity\": \"apocalyptic\"}"}}]}),
+    )
+    .await;
     let t = test_app(common::sqlite_store().await).await;
     let options = TriageOptions {
         provider: triage::Provider::Openai,
@@ -429,10 +599,19 @@ async fn sqlite_malformed_model_output_falls_back_to_the_builtin_analyst() {
         t.with_state(state)
     };
     let id = t.group_id("model says nonsense").await;
-    let r = t.call("POST", &format!("/api/v1/groups/{id}/summarize"), None).await;
+    let r = t
+        .call("POST", &format!("/api/v1/groups/{id}/summarize"), None)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["analyst"], "builtin");
-    assert!(r.body["fallback_reason"].as_str().unwrap().contains("invalid model output"), "{}", r.body);
+    assert!(
+        r.body["fallback_reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid model output"),
+        "{}",
+        r.body
+    );
     assert_eq!(seen.lock().unwrap().len(), 1);
     assert_eq!(seen.lock().unwrap()[0].0, "/chat/completions");
 }

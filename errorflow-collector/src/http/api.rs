@@ -12,11 +12,11 @@ use uuid::Uuid;
 
 use super::{ApiError, AppState, Manager};
 use crate::credentials;
-use crate::triage::result::TriageRecord;
 use crate::model::{
     Activity, EventPage, EventQuery, Group, GroupPage, GroupQuery, GroupSort, GroupStats,
     GroupStatus, Project, StoredEvent, Transition,
 };
+use crate::triage::result::TriageRecord;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -34,7 +34,10 @@ pub fn routes() -> Router<AppState> {
         .route("/projects/{id}/rotate-key", post(rotate_key))
         .route("/groups/{id}/summarize", post(super::triage::summarize))
         .route("/groups/{id}/digest", get(super::triage::digest))
-        .route("/groups/{id}/triage", get(super::triage::history).put(super::triage::put_triage))
+        .route(
+            "/groups/{id}/triage",
+            get(super::triage::history).put(super::triage::put_triage),
+        )
         .route("/triage/stale", get(super::triage::stale))
         .route("/triage/digest", get(super::triage::digest_lookup))
         .route("/maintenance/quiet", post(super::triage::quiet))
@@ -209,19 +212,20 @@ pub async fn list_groups(
             })
         })
         .transpose()?;
-    let sort =
-        match p.sort.as_deref().unwrap_or("last_seen") {
-            "last_seen" => GroupSort::LastSeen,
-            "first_seen" => GroupSort::FirstSeen,
-            "count" => GroupSort::Count,
-            "priority" => GroupSort::Priority,
-            other => return Err(ApiError::bad_request(
+    let sort = match p.sort.as_deref().unwrap_or("last_seen") {
+        "last_seen" => GroupSort::LastSeen,
+        "first_seen" => GroupSort::FirstSeen,
+        "count" => GroupSort::Count,
+        "priority" => GroupSort::Priority,
+        other => {
+            return Err(ApiError::bad_request(
                 "invalid_query",
                 format!(
                     "unknown sort {other:?} (expected last_seen, first_seen, count or priority)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     if let Some(sev) = p.severity.as_deref() {
         if !SEVERITIES.contains(&sev) {
             return Err(ApiError::bad_request(

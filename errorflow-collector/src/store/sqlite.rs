@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use super::shared::{self, GroupKey, LockedGroup};
 use super::{triage_record, Backend, Result, Store, StoreError};
-use crate::triage::result::{NewTriage, TriageRecord};
 use crate::model::*;
+use crate::triage::result::{NewTriage, TriageRecord};
 
 /// SQLite's default limit on bound parameters per statement.
 const MAX_BINDS: usize = 32766;
