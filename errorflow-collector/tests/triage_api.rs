@@ -17,7 +17,9 @@ use errorflow_collector::app::build_state;
 use errorflow_collector::config::{Cli, Config};
 use errorflow_collector::credentials;
 use errorflow_collector::http::{router, AppState};
+use errorflow_collector::model::{InsertOutcome, Transition};
 use errorflow_collector::store::Store;
+use errorflow_collector::triage::result::{NewTriage, Severity, TriageResult};
 use errorflow_collector::triage::{self, kestra, Reason, Triage, TriageOptions, Triggers};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -448,6 +450,138 @@ async fn ingest_offers_triggers_without_waiting(t: TestApp) {
     assert!(id > 0);
 }
 
+fn new_triage(group_id: i64, priority: i32, at: chrono::DateTime<chrono::Utc>) -> NewTriage {
+    NewTriage {
+        group_id,
+        result: TriageResult {
+            summary: "s".into(),
+            severity: Severity::Low,
+            priority,
+            probable_cause: "c".into(),
+            next_steps: vec!["n".into()],
+            confidence: 0.5,
+        },
+        analyst: "builtin".into(),
+        model: "builtin-rules".into(),
+        prompt_version: "triage-v1".into(),
+        fallback_reason: None,
+        trigger: "manual".into(),
+        trend: Some("steady".into()),
+        created_at: at,
+    }
+}
+
+/// The storage semantics behind the batch and the attention view, at fixed times.
+async fn stale_and_attention_follow_events_and_regressions(t: TestApp) {
+    use common::{at, event};
+    let store = t.state.store.clone();
+    let project = store.list_projects().await.unwrap()[0].id;
+    let outcomes = store
+        .insert_events(&[
+            event(project, "a", at(10, 0)),
+            event(project, "b", at(10, 0)),
+        ])
+        .await
+        .unwrap();
+    let ids: Vec<i64> = outcomes
+        .iter()
+        .map(|o| match o {
+            InsertOutcome::Stored { group_id, .. } => *group_id,
+            InsertOutcome::Duplicate => unreachable!(),
+        })
+        .collect();
+    let (a, b) = (ids[0], ids[1]);
+    assert_eq!(
+        store.stale_triage(at(9, 0), 10).await.unwrap(),
+        vec![a, b],
+        "never triaged"
+    );
+    for id in [a, b] {
+        let saved = store
+            .save_triage(&new_triage(id, 10, at(11, 0)))
+            .await
+            .unwrap();
+        assert_eq!(saved.unwrap().group_id, id);
+    }
+    assert!(store
+        .save_triage(&new_triage(999_999, 10, at(11, 0)))
+        .await
+        .unwrap()
+        .is_none());
+    // Only `a` sees an event after its triage.
+    store
+        .insert_events(&[event(project, "a", at(12, 0))])
+        .await
+        .unwrap();
+    assert_eq!(store.stale_triage(at(13, 0), 10).await.unwrap(), vec![a]);
+    assert!(
+        store.stale_triage(at(10, 30), 10).await.unwrap().is_empty(),
+        "triaged recently"
+    );
+
+    // A regression puts a low-priority incident on the attention list.
+    assert!(store
+        .attention_groups(None, 70, at(0, 0), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    store
+        .transition(
+            b,
+            &Transition::Resolve {
+                reason: None,
+                in_next_release: false,
+            },
+            "test",
+            at(12, 30),
+        )
+        .await
+        .unwrap();
+    let out = store
+        .insert_events(&[event(project, "b", at(13, 0))])
+        .await
+        .unwrap();
+    assert!(matches!(
+        out[0],
+        InsertOutcome::Stored {
+            regression: true,
+            ..
+        }
+    ));
+    let attention: Vec<i64> = store
+        .attention_groups(Some(project), 70, at(0, 0), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|g| g.id)
+        .collect();
+    assert_eq!(attention, vec![b]);
+    assert!(store
+        .attention_groups(Some(project + 1), 70, at(0, 0), 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    store
+        .record_kestra_execution(
+            "error-intake",
+            Some(a),
+            "exec-1",
+            Some("CREATED"),
+            at(13, 0),
+        )
+        .await
+        .unwrap();
+    store
+        .record_kestra_execution("group-ai-batch", None, "exec-2", None, at(13, 0))
+        .await
+        .unwrap();
+    let history = store.triage_history(a, 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].created_at, at(11, 0));
+    assert_eq!(history[0].result.next_steps, vec!["n".to_string()]);
+}
+
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -478,6 +612,7 @@ backend_tests!(
     the_attention_view_lists_high_priority_open_incidents,
     maintenance_quiet_runs_the_quiet_check,
     ingest_offers_triggers_without_waiting,
+    stale_and_attention_follow_events_and_regressions,
 );
 
 /// A local server recording requests and answering like Kestra (or an
