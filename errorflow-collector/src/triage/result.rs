@@ -139,16 +139,19 @@ pub fn bound(s: &str, max_chars: usize) -> String {
 
 /// JSON Schema of [`TriageResult`], as sent to OpenAI-compatible endpoints
 /// (`response_format.json_schema.schema`) and used by the Kestra flow.
+/// Ranges are stated in descriptions rather than `minimum`/`maximum`, which
+/// some strict structured-output implementations refuse; [`TriageResult::validate`]
+/// enforces them.
 pub fn json_schema() -> Value {
     json!({
         "type": "object",
         "properties": {
             "summary": {"type": "string", "description": "What is happening, in one or two sentences."},
             "severity": {"type": "string", "enum": ["low", "medium", "high", "critical"]},
-            "priority": {"type": "integer", "minimum": 0, "maximum": 100, "description": "0-100, higher needs attention sooner."},
+            "priority": {"type": "integer", "description": "0-100, higher needs attention sooner."},
             "probable_cause": {"type": "string"},
-            "next_steps": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_STEPS},
-            "confidence": {"type": "number", "minimum": 0, "maximum": 1}
+            "next_steps": {"type": "array", "items": {"type": "string"}, "description": "At most 8 short steps."},
+            "confidence": {"type": "number", "description": "0-1."}
         },
         "required": ["summary", "severity", "priority", "probable_cause", "next_steps", "confidence"],
         "additionalProperties": false
