@@ -708,6 +708,24 @@ async fn sqlite_kestra_flows_are_started_for_new_incidents_and_summaries() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(triaged, 2, "the automatic and the manual triage");
+    // The execution ids Kestra answered are recorded.
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&t._db.url).await.unwrap();
+    let mut recorded = 0i64;
+    for _ in 0..100 {
+        recorded = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM kestra_executions WHERE execution_id = 'exec-1' AND group_id = ?",
+        )
+        .bind(id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if recorded >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(recorded, 2, "error-intake and group-summary-agent");
 }
 
 /// An LLM answering outside the schema: the built-in analyst answers and
