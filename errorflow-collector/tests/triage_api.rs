@@ -582,6 +582,36 @@ async fn stale_and_attention_follow_events_and_regressions(t: TestApp) {
     assert_eq!(history[0].result.next_steps, vec!["n".to_string()]);
 }
 
+/// The periodic batch finds incidents whose last hour is far above their own baseline.
+async fn spiking_incidents_are_found_for_the_batch(t: TestApp) {
+    use chrono::{Duration as ChronoDuration, Utc};
+    let store = t.state.store.clone();
+    let project = store.list_projects().await.unwrap()[0].id;
+    let now = Utc::now();
+    let mut events = vec![common::event(
+        project,
+        "old-then-hot",
+        now - ChronoDuration::hours(30),
+    )];
+    events.extend((0..12).map(|_| common::event(project, "old-then-hot", now)));
+    events.push(common::event(
+        project,
+        "old-and-calm",
+        now - ChronoDuration::hours(30),
+    ));
+    events.push(common::event(project, "old-and-calm", now));
+    events.push(common::event(project, "brand-new", now));
+    let outcomes = store.insert_events(&events).await.unwrap();
+    let hot = match outcomes[0] {
+        InsertOutcome::Stored { group_id, .. } => group_id,
+        InsertOutcome::Duplicate => unreachable!(),
+    };
+    let spiking = t.state.triage.spiking(50).await.unwrap();
+    assert_eq!(spiking, vec![hot]);
+    // The batch's list of stale incidents holds every untriaged open one.
+    assert_eq!(t.state.triage.stale(50).await.unwrap().len(), 3);
+}
+
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -613,6 +643,7 @@ backend_tests!(
     maintenance_quiet_runs_the_quiet_check,
     ingest_offers_triggers_without_waiting,
     stale_and_attention_follow_events_and_regressions,
+    spiking_incidents_are_found_for_the_batch,
 );
 
 /// A local server recording requests and answering like Kestra (or an
