@@ -799,3 +799,53 @@ async fn sqlite_malformed_model_output_falls_back_to_the_builtin_analyst() {
     assert_eq!(seen.lock().unwrap().len(), 1);
     assert_eq!(seen.lock().unwrap()[0].0, "/chat/completions");
 }
+
+/// Automatic triggers are debounced per incident; a regression is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_automatic_triage_is_debounced_except_for_regressions() {
+    let t = test_app(common::sqlite_store().await).await;
+    let id = t.group_id("debounce me").await;
+    let triggers = triage::spawn(t.state.triage.clone(), 16, None);
+    let stored = |new_group, regression| errorflow_collector::model::InsertOutcome::Stored {
+        group_id: id,
+        new_group,
+        regression,
+    };
+    let history_len = || async {
+        t.call("GET", &format!("/api/v1/groups/{id}/triage"), None)
+            .await
+            .body
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    triggers.offer(&[stored(true, false)]);
+    triggers.offer(&[stored(true, false)]);
+    let mut n = 0;
+    for _ in 0..40 {
+        n = history_len().await;
+        if n >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        history_len().await,
+        1,
+        "the second trigger was debounced ({n})"
+    );
+    triggers.offer(&[stored(false, true)]);
+    for _ in 0..40 {
+        if history_len().await == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let h = t
+        .call("GET", &format!("/api/v1/groups/{id}/triage"), None)
+        .await
+        .body;
+    assert_eq!(h.as_array().unwrap().len(), 2);
+    assert_eq!(h[0]["trigger"], "regression");
+    assert_eq!(h[1]["trigger"], "new");
+}
