@@ -210,6 +210,13 @@ pub fn severity_for(priority: i32) -> Severity {
     }
 }
 
+fn events(n: i64) -> String {
+    match n {
+        1 => "1 event".to_string(),
+        n => format!("{n} events"),
+    }
+}
+
 /// The offline analyst.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BuiltinAnalyst;
@@ -221,26 +228,32 @@ impl BuiltinAnalyst {
         let severity = severity_for(priority);
         let env = d.environment.as_deref().unwrap_or("an unknown environment");
         let rate = match d.trend {
-            Trend::New => format!("new in the last 24 h ({} events)", d.counts.last_24h),
+            Trend::New => format!("new in the last 24 h ({})", events(d.counts.last_24h)),
             Trend::Spiking => format!(
-                "spiking: {} events this hour, {:.1}× its hourly baseline",
-                d.counts.last_hour, d.counts.ratio_to_baseline
+                "spiking: {} this hour, {:.1}× its hourly baseline",
+                events(d.counts.last_hour),
+                d.counts.ratio_to_baseline
             ),
             Trend::Steady => format!("steady at about {:.1} events/h", d.counts.hourly_baseline),
-            Trend::Fading => format!("fading ({} events in 24 h)", d.counts.last_24h),
+            Trend::Fading => format!("fading ({} in 24 h)", events(d.counts.last_24h)),
         };
         let mut summary = format!(
-            "{} in {} ({}): {} events in total, {}.",
-            d.title, d.service, env, d.counts.total, rate
+            "{} in {} ({}): {} in total, {}.",
+            d.title,
+            d.service,
+            env,
+            events(d.counts.total),
+            rate
         );
         if d.regressed_recently {
             summary.push_str(" It regressed after being resolved.");
         }
         if d.affected.user_count > 0 {
-            summary.push_str(&format!(
-                " {} users affected in recent events.",
-                d.affected.user_count
-            ));
+            let users = match d.affected.user_count {
+                1 => "1 user".to_string(),
+                n => format!("{n} users"),
+            };
+            summary.push_str(&format!(" {users} affected in recent events."));
         }
         let mut next_steps: Vec<String> = Vec::new();
         if let Some(frame) = d
