@@ -216,12 +216,16 @@ pub fn build(
             count: group.count,
         }];
     }
-    let users: BTreeSet<String> = parsed
+    // Users named by the sampled events, and by a `user` tag when clients set one.
+    let mut users: BTreeSet<String> = parsed
         .iter()
         .filter_map(|e| e.user.as_ref())
         .filter_map(|u| u.id.clone().or_else(|| u.username.clone()))
         .map(|u| bound(&u, 100))
         .collect();
+    if let Some(tagged) = stats.top_tags.get("user") {
+        users.extend(tagged.iter().map(|t| bound(&t.value, 100)));
+    }
     affected.user_count = users.len();
     affected.users = users.into_iter().take(MAX_TAG_VALUES).collect();
 
