@@ -15,6 +15,8 @@ use crate::http::{self, AppState};
 use crate::model::Project;
 use crate::store::{self, redact_url, Backend, Store};
 use crate::telemetry;
+use crate::triage::builtin::BuiltinAnalyst;
+use crate::triage::{self, kestra, Triage};
 use crate::writer::{Writer, WriterOptions};
 
 /// Runs the command the user asked for.
@@ -161,6 +163,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config.database_url).await?;
     let first_start = first_start(store.as_ref(), &config.public_url).await?;
     let state = build_state(store.clone(), &config);
+    // Without Kestra, the collector's own scheduler runs the periodic triage
+    // batch; with it, Kestra's `group-ai-batch` flow does.
+    let batch_every = config
+        .triage
+        .kestra
+        .is_none()
+        .then_some(Duration::from_secs(5 * 60));
+    let triggers = triage::spawn(state.triage.clone(), 1024, batch_every);
+    let state = state.with_triggers(triggers);
+    tracing::info!(analyst = ?config.triage.provider, kestra = config.triage.kestra.is_some(), auto = config.triage.auto, "triage ready");
     let app = http::router(state.clone());
     let listener = TcpListener::bind(config.listen)
         .await
@@ -192,6 +204,7 @@ pub fn build_state(store: Arc<dyn Store>, config: &Config) -> AppState {
             ..WriterOptions::default()
         },
     );
+    let triage = build_triage(store.clone(), config);
     AppState::new(
         store,
         writer,
@@ -199,6 +212,30 @@ pub fn build_state(store: Arc<dyn Store>, config: &Config) -> AppState {
         &config.public_url,
         telemetry::metrics_handle(),
     )
+    .with_triage(Arc::new(triage))
+    .with_quiet_after(config.quiet_after)
+}
+
+/// The triage service named by the configuration. A model client that
+/// cannot be built falls back to the built-in analyst (and says so) rather
+/// than stopping ingest from starting.
+fn build_triage(store: Arc<dyn Store>, config: &Config) -> Triage {
+    let options = config.triage.clone();
+    let analyst = options.analyst().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot set up the configured analyst; using the built-in one");
+        Arc::new(BuiltinAnalyst)
+    });
+    let kestra = options.kestra.clone();
+    let mut triage = Triage::new(store.clone(), analyst, options);
+    if let Some(k) = kestra {
+        match kestra::KestraClient::new(k) {
+            Ok(client) => triage = triage.with_kestra(kestra::spawn(client, store, 1024)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up the Kestra client; flows will not be started")
+            }
+        }
+    }
+    triage
 }
 
 /// On an empty database: creates project `default` and a management token,

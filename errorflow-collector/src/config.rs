@@ -15,6 +15,8 @@ use serde::Deserialize;
 
 use crate::pipeline::Limits;
 use crate::store::redact_url;
+use crate::triage::kestra::KestraOptions;
+use crate::triage::{Provider, Secret, TriageOptions};
 
 const ABOUT: &str = "errorflow collector: receives error events, groups them into incidents, \
 stores them in Postgres or SQLite and serves the REST API and dashboard.";
@@ -34,7 +36,7 @@ Examples:
 #[command(name = "errorflow-collector", version, about = ABOUT, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Optional TOML configuration file (keys: listen, database_url, public_url,
-    /// quiet_after, log_format, log_level and a [limits] table).
+    /// quiet_after, log_format, log_level and [limits], [triage], [kestra] tables).
     #[arg(long, global = true, env = "ERRORFLOW_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -61,6 +63,8 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+// Parsed once at start-up: the size of `Serve` (its triage flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the collector (the default).
@@ -89,6 +93,65 @@ pub struct ServeArgs {
     /// An OPEN incident with no event for this long becomes QUIET. Default `30m`.
     #[arg(long, env = "ERRORFLOW_QUIET_AFTER", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub quiet_after: Option<Duration>,
+
+    #[command(flatten)]
+    pub triage: TriageArgs,
+}
+
+/// AI triage and Kestra settings.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "AI triage")]
+pub struct TriageArgs {
+    /// Analyst: `builtin` (offline rules, the default), `openai` (any
+    /// OpenAI-compatible chat-completions endpoint) or `gemini`.
+    #[arg(long, env = "ERRORFLOW_LLM_PROVIDER", value_enum)]
+    pub llm_provider: Option<Provider>,
+    /// Base URL of the model API (default `https://api.openai.com/v1` or
+    /// `https://generativelanguage.googleapis.com`).
+    #[arg(long, env = "ERRORFLOW_LLM_BASE_URL", value_name = "URL")]
+    pub llm_base_url: Option<String>,
+    /// Model name (default `gpt-4o-mini` or `gemini-2.5-flash`).
+    #[arg(long, env = "ERRORFLOW_LLM_MODEL", value_name = "NAME")]
+    pub llm_model: Option<String>,
+    /// API key of the model API (never logged).
+    #[arg(
+        long,
+        env = "ERRORFLOW_LLM_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub llm_api_key: Option<String>,
+    /// Timeout of one model request. Default `30s`.
+    #[arg(long, env = "ERRORFLOW_LLM_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub llm_timeout: Option<Duration>,
+    /// Model requests per minute, retries included. Default 30.
+    #[arg(long, env = "ERRORFLOW_LLM_REQUESTS_PER_MINUTE", value_name = "N")]
+    pub llm_requests_per_minute: Option<u32>,
+    /// Triage new incidents, regressions, spikes and stale incidents automatically. Default `true`.
+    #[arg(long, env = "ERRORFLOW_TRIAGE_AUTO", value_name = "BOOL")]
+    pub triage_auto: Option<bool>,
+    /// An open incident's triage is stale after this long when it has new events. Default `1h`.
+    #[arg(long, env = "ERRORFLOW_TRIAGE_STALE_AFTER", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub triage_stale_after: Option<Duration>,
+    /// Kestra's URL; when set, the collector starts the `error-intake` and
+    /// `group-summary-agent` flows and leaves the periodic jobs to Kestra.
+    #[arg(long, env = "KESTRA_URL", value_name = "URL")]
+    pub kestra_url: Option<String>,
+    #[arg(long, env = "KESTRA_USERNAME", value_name = "USER")]
+    pub kestra_username: Option<String>,
+    #[arg(
+        long,
+        env = "KESTRA_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub kestra_password: Option<String>,
+    /// Default `main`.
+    #[arg(long, env = "KESTRA_TENANT", value_name = "TENANT")]
+    pub kestra_tenant: Option<String>,
+    /// Default `main`.
+    #[arg(long, env = "KESTRA_NAMESPACE", value_name = "NAMESPACE")]
+    pub kestra_namespace: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +215,37 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     #[serde(default)]
     pub limits: FileLimits,
+    #[serde(default)]
+    pub triage: FileTriage,
+    #[serde(default)]
+    pub kestra: FileKestra,
+}
+
+/// The `[triage]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTriage {
+    pub provider: Option<Provider>,
+    pub llm_base_url: Option<String>,
+    pub llm_model: Option<String>,
+    pub llm_api_key: Option<String>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub llm_timeout: Option<Duration>,
+    pub llm_requests_per_minute: Option<u32>,
+    pub auto: Option<bool>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub stale_after: Option<Duration>,
+}
+
+/// The `[kestra]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKestra {
+    pub url: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub tenant: Option<String>,
+    pub namespace: Option<String>,
 }
 
 /// Overrides of [`Limits`] in the file; unset keys keep the defaults.
@@ -186,6 +280,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub limits: Limits,
+    /// AI triage and Kestra; secrets inside are redacted by `Debug`.
+    pub triage: TriageOptions,
 }
 
 impl fmt::Debug for Config {
@@ -199,6 +295,7 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field("limits", &self.limits)
+            .field("triage", &self.triage)
             .finish()
     }
 }
@@ -271,7 +368,49 @@ impl Config {
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".to_string()),
             limits,
+            triage: resolve_triage(serve.map(|s| &s.triage), file.triage, file.kestra),
         })
+    }
+}
+
+fn resolve_triage(
+    args: Option<&TriageArgs>,
+    file: FileTriage,
+    kestra: FileKestra,
+) -> TriageOptions {
+    let default = TriageArgs::default();
+    let a = args.unwrap_or(&default);
+    let d = TriageOptions::default();
+    let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+    let kestra_url = nonempty(a.kestra_url.clone().or(kestra.url));
+    TriageOptions {
+        provider: a.llm_provider.or(file.provider).unwrap_or_default(),
+        llm_base_url: nonempty(a.llm_base_url.clone().or(file.llm_base_url)),
+        llm_model: nonempty(a.llm_model.clone().or(file.llm_model)),
+        llm_api_key: nonempty(a.llm_api_key.clone().or(file.llm_api_key)).map(Secret::new),
+        llm_timeout: a.llm_timeout.or(file.llm_timeout).unwrap_or(d.llm_timeout),
+        llm_requests_per_minute: a
+            .llm_requests_per_minute
+            .or(file.llm_requests_per_minute)
+            .unwrap_or(d.llm_requests_per_minute),
+        auto: a.triage_auto.or(file.auto).unwrap_or(d.auto),
+        stale_after: a
+            .triage_stale_after
+            .or(file.stale_after)
+            .unwrap_or(d.stale_after),
+        debounce: d.debounce,
+        kestra: kestra_url.map(|url| {
+            let mut k = KestraOptions::new(&url);
+            k.username = nonempty(a.kestra_username.clone().or(kestra.username));
+            k.password = nonempty(a.kestra_password.clone().or(kestra.password)).map(Secret::new);
+            if let Some(t) = nonempty(a.kestra_tenant.clone().or(kestra.tenant)) {
+                k.tenant = t;
+            }
+            if let Some(n) = nonempty(a.kestra_namespace.clone().or(kestra.namespace)) {
+                k.namespace = n;
+            }
+            k
+        }),
     }
 }
 
@@ -348,6 +487,49 @@ mod tests {
         let cfg = Config::resolve(&cli, None).unwrap();
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("hunter2"), "{dbg}");
+    }
+
+    #[test]
+    fn triage_settings_come_from_file_and_flags_and_hide_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[triage]\nprovider = \"gemini\"\nllm_api_key = \"AIza-secret\"\nstale_after = \"2h\"\n\
+             [kestra]\nurl = \"http://kestra:8080\"\nusername = \"admin\"\npassword = \"kestra-pw\"\n",
+        )
+        .unwrap();
+        let cli = parse(&[
+            "--config",
+            path.to_str().unwrap(),
+            "serve",
+            "--llm-model",
+            "gemini-x",
+            "--kestra-namespace",
+            "ops",
+        ]);
+        let serve = match &cli.command {
+            Some(Command::Serve(s)) => s,
+            _ => unreachable!(),
+        };
+        let cfg = Config::resolve(&cli, Some(serve)).unwrap();
+        assert_eq!(cfg.triage.provider, Provider::Gemini);
+        assert_eq!(cfg.triage.llm_model.as_deref(), Some("gemini-x"));
+        assert_eq!(cfg.triage.stale_after, Duration::from_secs(7200));
+        let k = cfg.triage.kestra.as_ref().unwrap();
+        assert_eq!((k.tenant.as_str(), k.namespace.as_str()), ("main", "ops"));
+        let dbg = format!("{cfg:?}");
+        assert!(
+            !dbg.contains("AIza-secret") && !dbg.contains("kestra-pw"),
+            "{dbg}"
+        );
+    }
+
+    #[test]
+    fn triage_defaults_to_the_builtin_analyst_without_kestra() {
+        let cfg = Config::resolve(&parse(&[]), None).unwrap();
+        assert_eq!(cfg.triage.provider, Provider::Builtin);
+        assert!(cfg.triage.kestra.is_none());
     }
 
     #[test]

@@ -21,4 +21,5 @@ pub mod model;
 pub mod pipeline;
 pub mod store;
 pub mod telemetry;
+pub mod triage;
 pub mod writer;

@@ -100,6 +100,21 @@ pub fn batch_written(events: usize, elapsed: Duration) {
     histogram!("errorflow_write_duration_seconds").record(elapsed.as_secs_f64());
 }
 
+/// A triage result stored, by analyst and trigger.
+pub fn triaged(analyst: &'static str, trigger: &'static str) {
+    counter!("errorflow_triage_total", "analyst" => analyst, "trigger" => trigger).increment(1);
+}
+
+/// The configured analyst failed and the built-in one answered.
+pub fn triage_fallback(analyst: &'static str) {
+    counter!("errorflow_triage_fallback_total", "analyst" => analyst).increment(1);
+}
+
+/// An automatic triage trigger dropped because the channel was full.
+pub fn triage_trigger_dropped() {
+    counter!("errorflow_triage_triggers_dropped_total").increment(1);
+}
+
 /// Structured logs to stderr.
 pub fn init_logging(format: LogFormat, filter: &str) {
     use tracing_subscriber::EnvFilter;

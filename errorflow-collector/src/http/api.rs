@@ -16,6 +16,7 @@ use crate::model::{
     Activity, EventPage, EventQuery, Group, GroupPage, GroupQuery, GroupSort, GroupStats,
     GroupStatus, Project, StoredEvent, Transition,
 };
+use crate::triage::result::TriageRecord;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -31,6 +32,15 @@ pub fn routes() -> Router<AppState> {
         .route("/events/{event_id}", get(get_event))
         .route("/projects", get(list_projects).post(create_project))
         .route("/projects/{id}/rotate-key", post(rotate_key))
+        .route("/groups/{id}/summarize", post(super::triage::summarize))
+        .route("/groups/{id}/digest", get(super::triage::digest))
+        .route(
+            "/groups/{id}/triage",
+            get(super::triage::history).put(super::triage::put_triage),
+        )
+        .route("/triage/stale", get(super::triage::stale))
+        .route("/triage/digest", get(super::triage::digest_lookup))
+        .route("/maintenance/quiet", post(super::triage::quiet))
 }
 
 /// `Path`, `Query` and `Json` whose rejections are JSON [`ApiError`]s.
@@ -127,7 +137,14 @@ pub struct GroupListParams {
     pub cursor: Option<String>,
     /// Project id.
     pub project: Option<i64>,
+    /// `attention`: OPEN incidents with priority ≥ 70, or regressed or
+    /// spiking in the last 24 h, highest priority first (one page; other
+    /// filters and `sort` do not apply).
+    pub view: Option<String>,
 }
+
+/// Priority from which an open incident needs attention.
+pub const ATTENTION_PRIORITY: i32 = 70;
 
 #[derive(Serialize, ToSchema)]
 pub struct GroupList {
@@ -155,6 +172,33 @@ pub async fn list_groups(
     _: Manager,
     ApiQuery(p): ApiQuery<GroupListParams>,
 ) -> Result<Json<GroupList>, ApiError> {
+    match p.view.as_deref() {
+        None | Some("" | "all") => {}
+        Some("attention") => {
+            let limit = p.limit.unwrap_or(50);
+            if !(1..=200).contains(&limit) {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("limit {limit} out of range 1..=200"),
+                ));
+            }
+            let since = Utc::now() - chrono::Duration::hours(24);
+            let groups = state
+                .store
+                .attention_groups(p.project, ATTENTION_PRIORITY, since, limit)
+                .await?;
+            return Ok(Json(GroupList {
+                groups,
+                next_cursor: None,
+            }));
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("unknown view {other:?} (expected all or attention)"),
+            ))
+        }
+    }
     let status = p
         .status
         .as_deref()
@@ -168,19 +212,20 @@ pub async fn list_groups(
             })
         })
         .transpose()?;
-    let sort =
-        match p.sort.as_deref().unwrap_or("last_seen") {
-            "last_seen" => GroupSort::LastSeen,
-            "first_seen" => GroupSort::FirstSeen,
-            "count" => GroupSort::Count,
-            "priority" => GroupSort::Priority,
-            other => return Err(ApiError::bad_request(
+    let sort = match p.sort.as_deref().unwrap_or("last_seen") {
+        "last_seen" => GroupSort::LastSeen,
+        "first_seen" => GroupSort::FirstSeen,
+        "count" => GroupSort::Count,
+        "priority" => GroupSort::Priority,
+        other => {
+            return Err(ApiError::bad_request(
                 "invalid_query",
                 format!(
                     "unknown sort {other:?} (expected last_seen, first_seen, count or priority)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     if let Some(sev) = p.severity.as_deref() {
         if !SEVERITIES.contains(&sev) {
             return Err(ApiError::bad_request(
@@ -222,6 +267,8 @@ pub struct GroupDetail {
     #[serde(flatten)]
     pub stats: GroupStats,
     pub activity: Vec<Activity>,
+    /// The latest triage result with its analyst, model, prompt version and time.
+    pub triage: Option<TriageRecord>,
 }
 
 async fn load_group(state: &AppState, id: i64) -> Result<Group, ApiError> {
@@ -244,10 +291,12 @@ pub async fn get_group(
     let group = load_group(&state, id).await?;
     let stats = state.store.group_stats(id, Utc::now()).await?;
     let activity = state.store.activity(id).await?;
+    let triage = state.store.triage_history(id, 1).await?.into_iter().next();
     Ok(Json(GroupDetail {
         group,
         stats,
         activity,
+        triage,
     }))
 }
 

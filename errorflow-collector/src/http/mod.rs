@@ -19,12 +19,14 @@ use crate::credentials::hash_secret;
 use crate::model::Project;
 use crate::pipeline::Limits;
 use crate::store::Store;
+use crate::triage::{Triage, Triggers};
 use crate::writer::Writer;
 
 pub mod api;
 pub mod error;
 pub mod ingest;
 pub mod openapi;
+pub mod triage;
 
 pub use error::ApiError;
 
@@ -37,6 +39,12 @@ pub struct AppState {
     /// The URL in DSNs and links (`http://127.0.0.1:8000`).
     pub public_url: Arc<str>,
     pub metrics: PrometheusHandle,
+    /// AI triage (built-in analyst unless configured otherwise).
+    pub triage: Arc<Triage>,
+    /// Automatic triage triggers; `None` when no triage worker runs.
+    pub triggers: Option<Triggers>,
+    /// How long an OPEN incident may be idle before `POST /api/v1/maintenance/quiet` quiets it.
+    pub quiet_after: Duration,
     keys: Arc<KeyCache>,
 }
 
@@ -49,12 +57,39 @@ impl AppState {
         metrics: PrometheusHandle,
     ) -> AppState {
         AppState {
+            triage: Arc::new(Triage::builtin(store.clone())),
             store,
             writer,
             limits: Arc::new(limits),
             public_url: public_url.trim_end_matches('/').into(),
             metrics,
+            triggers: None,
+            quiet_after: Duration::from_secs(30 * 60),
             keys: Arc::new(KeyCache::default()),
+        }
+    }
+
+    /// Uses this triage service instead of the built-in default.
+    pub fn with_triage(mut self, triage: Arc<Triage>) -> AppState {
+        self.triage = triage;
+        self
+    }
+
+    /// Sends automatic triage triggers from ingest to this channel.
+    pub fn with_triggers(mut self, triggers: Triggers) -> AppState {
+        self.triggers = Some(triggers);
+        self
+    }
+
+    pub fn with_quiet_after(mut self, quiet_after: Duration) -> AppState {
+        self.quiet_after = quiet_after;
+        self
+    }
+
+    /// Offers the writer's outcomes to the triage worker. Never blocks.
+    pub fn offer_triggers(&self, outcomes: &[crate::model::InsertOutcome]) {
+        if let Some(t) = &self.triggers {
+            t.offer(outcomes);
         }
     }
 
@@ -76,6 +111,9 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api::routes())
         // The seed's management paths, kept for its dashboard and scripts.
         .route("/groups/{id}/resolve", post(api::resolve))
+        // The path segment is a `service:error_type` key; the name `{id}` is shared
+        // with the route above because the router wants one name per position.
+        .route("/groups/{id}/summarize", post(triage::summarize_cluster))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(panic_response))

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, error, ingest};
+use super::{api, error, ingest, triage};
 use crate::model;
 
 #[derive(OpenApi)]
@@ -17,6 +17,8 @@ use crate::model;
         api::resolve, api::quiet, api::reopen,
         api::list_events, api::get_event,
         api::list_projects, api::create_project, api::rotate_key,
+        triage::summarize, triage::summarize_cluster, triage::digest, triage::digest_lookup, triage::put_triage,
+        triage::history, triage::stale, triage::quiet,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, ingest::CustomResponse,
@@ -24,6 +26,12 @@ use crate::model;
         api::ProjectWithKey, api::CreateProject,
         model::Group, model::GroupStatus, model::GroupStats, model::Bucket, model::TagCount,
         model::Activity, model::Project, model::StoredEvent,
+        triage::StaleList, triage::StaleIncident, triage::QuietOutcome,
+        crate::triage::result::TriageResult, crate::triage::result::TriageRecord, crate::triage::result::Severity,
+        crate::triage::digest::Digest, crate::triage::digest::Trend, crate::triage::digest::Counts,
+        crate::triage::digest::Affected, crate::triage::digest::DigestException, crate::triage::digest::DigestFrame,
+        crate::triage::digest::MessageCount, crate::triage::digest::DigestBreadcrumb,
+        crate::triage::digest::DigestRequest, crate::triage::digest::DigestActivity,
     )),
     modifiers(&TokenAuth),
     tags(
@@ -31,6 +39,7 @@ use crate::model;
         (name = "incidents", description = "Incidents and their lifecycle (management token)"),
         (name = "events", description = "Raw events (management token)"),
         (name = "projects", description = "Projects and ingest keys (management token)"),
+        (name = "triage", description = "AI triage, digests and maintenance jobs (management token)"),
     )
 )]
 pub struct ApiDoc;

@@ -16,6 +16,7 @@ use crate::model::{
     Activity, ApiToken, EventPage, EventQuery, Group, GroupPage, GroupQuery, GroupStats,
     InsertOutcome, NormalizedEvent, Project, StoredEvent, Transition,
 };
+use crate::triage::result::{NewTriage, Severity, TriageRecord, TriageResult};
 
 pub mod postgres;
 mod shared;
@@ -120,6 +121,38 @@ pub trait Store: Send + Sync + 'static {
     async fn list_events(&self, query: &EventQuery) -> Result<EventPage>;
     /// The newest event with this id in any project.
     async fn get_event(&self, event_id: Uuid) -> Result<Option<StoredEvent>>;
+
+    // ---- triage ----
+
+    /// Stores a triage result in the incident's history and copies it onto
+    /// the incident (severity, priority, ai_summary, ai_next_steps as a JSON
+    /// array, triaged_at, triage_trend), in one transaction. `None` when
+    /// there is no such incident.
+    async fn save_triage(&self, triage: &NewTriage) -> Result<Option<TriageRecord>>;
+    /// The incident's triage results, newest first.
+    async fn triage_history(&self, group_id: i64, limit: u32) -> Result<Vec<TriageRecord>>;
+    /// OPEN incidents never triaged, or triaged before `triaged_before` and
+    /// seen since their last triage; never or least recently triaged first.
+    async fn stale_triage(&self, triaged_before: DateTime<Utc>, limit: u32) -> Result<Vec<i64>>;
+    /// "Needs attention": OPEN incidents with priority ≥ `min_priority`, or
+    /// regressed since `since`, or triaged as spiking since `since`; highest
+    /// priority first.
+    async fn attention_groups(
+        &self,
+        project_id: Option<i64>,
+        min_priority: i32,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Group>>;
+    /// Records a Kestra execution the collector started.
+    async fn record_kestra_execution(
+        &self,
+        flow_id: &str,
+        group_id: Option<i64>,
+        execution_id: &str,
+        state: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
 }
 
 /// Opens the store named by `url` (`postgres://…`, `postgresql://…` or
@@ -133,6 +166,47 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
         let scheme = url.split(':').next().unwrap_or_default().to_string();
         Err(StoreError::UnsupportedUrl(scheme))
     }
+}
+
+/// Builds a stored triage record from its columns (both backends).
+/// `labels` are analyst, model, prompt version and trigger.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn triage_record(
+    id: i64,
+    group_id: i64,
+    summary: String,
+    severity: String,
+    priority: i32,
+    probable_cause: String,
+    next_steps: Vec<String>,
+    confidence: f64,
+    labels: [String; 4],
+    fallback_reason: Option<String>,
+    trend: Option<String>,
+    created_at: DateTime<Utc>,
+) -> Result<TriageRecord> {
+    let severity = Severity::parse(&severity)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown severity {severity:?}")))?;
+    let [analyst, model, prompt_version, trigger] = labels;
+    Ok(TriageRecord {
+        id,
+        group_id,
+        result: TriageResult {
+            summary,
+            severity,
+            priority,
+            probable_cause,
+            next_steps,
+            confidence,
+        },
+        analyst,
+        model,
+        prompt_version,
+        fallback_reason,
+        trigger,
+        trend,
+        created_at,
+    })
 }
 
 /// Hides the password of a database URL, for logs and `Debug`.

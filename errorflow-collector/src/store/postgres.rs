@@ -13,8 +13,9 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::shared::{self, GroupKey, LockedGroup};
-use super::{Backend, Result, Store, StoreError};
+use super::{triage_record, Backend, Result, Store, StoreError};
 use crate::model::*;
+use crate::triage::result::{NewTriage, TriageRecord};
 
 /// Postgres's limit on bound parameters per statement.
 const MAX_BINDS: usize = 65535;
@@ -821,5 +822,146 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(event_from_row).transpose()
+    }
+
+    async fn save_triage(&self, t: &NewTriage) -> Result<Option<TriageRecord>> {
+        let r = &t.result;
+        let steps = serde_json::to_string(&r.next_steps)
+            .map_err(|e| StoreError::Corrupt(format!("next steps: {e}")))?;
+        let mut tx = self.pool.begin().await?;
+        let updated: Option<i64> = sqlx::query_scalar(
+            "UPDATE error_groups SET severity = $1, priority = $2, ai_summary = $3, \
+             ai_next_steps = $4, triaged_at = $5, triage_trend = $6 WHERE id = $7 RETURNING id",
+        )
+        .bind(r.severity.as_str())
+        .bind(r.priority)
+        .bind(&r.summary)
+        .bind(&steps)
+        .bind(t.created_at)
+        .bind(&t.trend)
+        .bind(t.group_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if updated.is_none() {
+            return Ok(None);
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO triage_results (group_id, summary, severity, priority, probable_cause, \
+             next_steps, confidence, analyst, model, prompt_version, fallback_reason, triggered_by, \
+             trend, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             RETURNING id",
+        )
+        .bind(t.group_id)
+        .bind(&r.summary)
+        .bind(r.severity.as_str())
+        .bind(r.priority)
+        .bind(&r.probable_cause)
+        .bind(Json(&r.next_steps))
+        .bind(r.confidence)
+        .bind(&t.analyst)
+        .bind(&t.model)
+        .bind(&t.prompt_version)
+        .bind(&t.fallback_reason)
+        .bind(&t.trigger)
+        .bind(&t.trend)
+        .bind(t.created_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(t.record(id)))
+    }
+
+    async fn triage_history(&self, group_id: i64, limit: u32) -> Result<Vec<TriageRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, group_id, summary, severity, priority, probable_cause, next_steps, \
+             confidence, analyst, model, prompt_version, fallback_reason, triggered_by, trend, \
+             created_at FROM triage_results WHERE group_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(group_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let Json(next_steps): Json<Vec<String>> = row.try_get("next_steps")?;
+                triage_record(
+                    row.try_get("id")?,
+                    row.try_get("group_id")?,
+                    row.try_get("summary")?,
+                    row.try_get("severity")?,
+                    row.try_get("priority")?,
+                    row.try_get("probable_cause")?,
+                    next_steps,
+                    row.try_get("confidence")?,
+                    [
+                        row.try_get("analyst")?,
+                        row.try_get("model")?,
+                        row.try_get("prompt_version")?,
+                        row.try_get("triggered_by")?,
+                    ],
+                    row.try_get("fallback_reason")?,
+                    row.try_get("trend")?,
+                    row.try_get("created_at")?,
+                )
+            })
+            .collect()
+    }
+
+    async fn stale_triage(&self, triaged_before: DateTime<Utc>, limit: u32) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM error_groups WHERE status = 'OPEN' \
+             AND (triaged_at IS NULL OR (triaged_at < $1 AND last_seen > triaged_at)) \
+             ORDER BY triaged_at ASC NULLS FIRST, id LIMIT $2",
+        )
+        .bind(triaged_before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn attention_groups(
+        &self,
+        project_id: Option<i64>,
+        min_priority: i32,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Group>> {
+        let sql = format!(
+            "SELECT {GROUP_COLUMNS} FROM error_groups WHERE status = 'OPEN' \
+             AND ($1::BIGINT IS NULL OR project_id = $1) \
+             AND (COALESCE(priority, -1) >= $2 OR regressed_at >= $3 \
+                  OR (triage_trend = 'spiking' AND triaged_at >= $3)) \
+             ORDER BY COALESCE(priority, -1) DESC, last_seen DESC, id DESC LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(project_id)
+            .bind(min_priority)
+            .bind(since)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(group_from_row).collect()
+    }
+
+    async fn record_kestra_execution(
+        &self,
+        flow_id: &str,
+        group_id: Option<i64>,
+        execution_id: &str,
+        state: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO kestra_executions (flow_id, group_id, execution_id, state, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(flow_id)
+        .bind(group_id)
+        .bind(execution_id)
+        .bind(state)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

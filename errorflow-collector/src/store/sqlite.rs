@@ -18,8 +18,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use super::shared::{self, GroupKey, LockedGroup};
-use super::{Backend, Result, Store, StoreError};
+use super::{triage_record, Backend, Result, Store, StoreError};
 use crate::model::*;
+use crate::triage::result::{NewTriage, TriageRecord};
 
 /// SQLite's default limit on bound parameters per statement.
 const MAX_BINDS: usize = 32766;
@@ -816,5 +817,150 @@ impl Store for SqliteStore {
             .fetch_optional(&self.readers)
             .await?;
         row.as_ref().map(event_from_row).transpose()
+    }
+
+    async fn save_triage(&self, t: &NewTriage) -> Result<Option<TriageRecord>> {
+        let r = &t.result;
+        let steps = serde_json::to_string(&r.next_steps)
+            .map_err(|e| StoreError::Corrupt(format!("next steps: {e}")))?;
+        let mut tx = self.begin_write().await?;
+        let updated: Option<i64> = sqlx::query_scalar(
+            "UPDATE error_groups SET severity = ?, priority = ?, ai_summary = ?, \
+             ai_next_steps = ?, triaged_at = ?, triage_trend = ? WHERE id = ? RETURNING id",
+        )
+        .bind(r.severity.as_str())
+        .bind(r.priority)
+        .bind(&r.summary)
+        .bind(&steps)
+        .bind(fmt_ts(t.created_at))
+        .bind(&t.trend)
+        .bind(t.group_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if updated.is_none() {
+            return Ok(None);
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO triage_results (group_id, summary, severity, priority, probable_cause, \
+             next_steps, confidence, analyst, model, prompt_version, fallback_reason, triggered_by, \
+             trend, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(t.group_id)
+        .bind(&r.summary)
+        .bind(r.severity.as_str())
+        .bind(r.priority)
+        .bind(&r.probable_cause)
+        .bind(&steps)
+        .bind(r.confidence)
+        .bind(&t.analyst)
+        .bind(&t.model)
+        .bind(&t.prompt_version)
+        .bind(&t.fallback_reason)
+        .bind(&t.trigger)
+        .bind(&t.trend)
+        .bind(fmt_ts(t.created_at))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(t.record(id)))
+    }
+
+    async fn triage_history(&self, group_id: i64, limit: u32) -> Result<Vec<TriageRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, group_id, summary, severity, priority, probable_cause, next_steps, \
+             confidence, analyst, model, prompt_version, fallback_reason, triggered_by, trend, \
+             created_at FROM triage_results WHERE group_id = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(group_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let steps: String = row.try_get("next_steps")?;
+                let next_steps: Vec<String> = serde_json::from_str(&steps)
+                    .map_err(|e| StoreError::Corrupt(format!("next steps: {e}")))?;
+                triage_record(
+                    row.try_get("id")?,
+                    row.try_get("group_id")?,
+                    row.try_get("summary")?,
+                    row.try_get("severity")?,
+                    row.try_get("priority")?,
+                    row.try_get("probable_cause")?,
+                    next_steps,
+                    row.try_get("confidence")?,
+                    [
+                        row.try_get("analyst")?,
+                        row.try_get("model")?,
+                        row.try_get("prompt_version")?,
+                        row.try_get("triggered_by")?,
+                    ],
+                    row.try_get("fallback_reason")?,
+                    row.try_get("trend")?,
+                    parse_ts(row.try_get("created_at")?)?,
+                )
+            })
+            .collect()
+    }
+
+    async fn stale_triage(&self, triaged_before: DateTime<Utc>, limit: u32) -> Result<Vec<i64>> {
+        // NULLs sort first in SQLite's ascending order: never-triaged incidents lead.
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM error_groups WHERE status = 'OPEN' \
+             AND (triaged_at IS NULL OR (triaged_at < ? AND last_seen > triaged_at)) \
+             ORDER BY triaged_at ASC, id LIMIT ?",
+        )
+        .bind(fmt_ts(triaged_before))
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?)
+    }
+
+    async fn attention_groups(
+        &self,
+        project_id: Option<i64>,
+        min_priority: i32,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Group>> {
+        let sql = format!(
+            "SELECT {GROUP_COLUMNS} FROM error_groups WHERE status = 'OPEN' \
+             AND (?1 IS NULL OR project_id = ?1) \
+             AND (COALESCE(priority, -1) >= ?2 OR regressed_at >= ?3 \
+                  OR (triage_trend = 'spiking' AND triaged_at >= ?3)) \
+             ORDER BY COALESCE(priority, -1) DESC, last_seen DESC, id DESC LIMIT ?4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(project_id)
+            .bind(min_priority)
+            .bind(fmt_ts(since))
+            .bind(i64::from(limit))
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(group_from_row).collect()
+    }
+
+    async fn record_kestra_execution(
+        &self,
+        flow_id: &str,
+        group_id: Option<i64>,
+        execution_id: &str,
+        state: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO kestra_executions (flow_id, group_id, execution_id, state, created_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(flow_id)
+        .bind(group_id)
+        .bind(execution_id)
+        .bind(state)
+        .bind(fmt_ts(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

@@ -1,0 +1,211 @@
+//! The Kestra flows in `infra/kestra/` are valid YAML with the seed's ids,
+//! and every collector URL they call (method, path and query parameters) is
+//! in the OpenAPI document, so a renamed endpoint cannot silently break them.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use errorflow_collector::http::openapi::ApiDoc;
+use errorflow_collector::triage::result::json_schema;
+use serde_json::Value;
+use utoipa::OpenApi;
+
+const FLOWS: [&str; 4] = [
+    "error-intake",
+    "group-summary-agent",
+    "group-ai-batch",
+    "group-quiet-check",
+];
+
+fn flow(id: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../infra/kestra")
+        .join(format!("{id}.yml"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::to_value(yaml).unwrap()
+}
+
+/// Every task of a type, nested ones included.
+fn tasks_of(v: &Value, ty: &str, out: &mut Vec<Value>) {
+    match v {
+        Value::Object(m) => {
+            if m.get("type").and_then(Value::as_str) == Some(ty) {
+                out.push(v.clone());
+            }
+            m.values().for_each(|c| tasks_of(c, ty, out));
+        }
+        Value::Array(a) => a.iter().for_each(|c| tasks_of(c, ty, out)),
+        _ => {}
+    }
+}
+
+/// `{{ envs.errorflow_url }}/api/v1/groups/{{ x }}/triage?a=1` → (`/api/v1/groups/{}/triage`, [`a`]).
+fn collector_path(uri: &str) -> Option<(String, Vec<String>)> {
+    let rest = uri.strip_prefix("{{ envs.errorflow_url }}")?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut normalised = String::new();
+    let mut s = path;
+    while let Some(start) = s.find("{{") {
+        normalised.push_str(&s[..start]);
+        normalised.push_str("{}");
+        let end = s[start..].find("}}").expect("closed template") + start + 2;
+        s = &s[end..];
+    }
+    normalised.push_str(s);
+    let params = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split('=').next().unwrap().to_string())
+        .collect();
+    Some((normalised, params))
+}
+
+fn openapi_operation(doc: &Value, path: &str, method: &str) -> Option<Value> {
+    let paths = doc["paths"].as_object().unwrap();
+    paths
+        .iter()
+        .find_map(|(p, item)| {
+            let mut norm = String::new();
+            let mut in_param = false;
+            for c in p.chars() {
+                match c {
+                    '{' => {
+                        in_param = true;
+                        norm.push_str("{}");
+                    }
+                    '}' => in_param = false,
+                    _ if in_param => {}
+                    _ => norm.push(c),
+                }
+            }
+            (norm == path).then(|| item[method.to_ascii_lowercase()].clone())
+        })
+        .filter(|op| !op.is_null())
+}
+
+#[test]
+fn flows_parse_and_keep_the_seed_ids() {
+    for id in FLOWS {
+        let f = flow(id);
+        assert_eq!(f["id"], id);
+        assert_eq!(f["namespace"], "main");
+        assert!(
+            f["tasks"].as_array().is_some_and(|t| !t.is_empty()),
+            "{id} has tasks"
+        );
+    }
+    let intake = flow("error-intake");
+    assert_eq!(intake["inputs"][0]["id"], "error_event");
+    assert_eq!(intake["inputs"][0]["type"], "JSON");
+    let agent = flow("group-summary-agent");
+    let inputs: Vec<(&str, &str)> = agent["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["id"].as_str().unwrap(), i["type"].as_str().unwrap()))
+        .collect();
+    assert!(inputs.contains(&("cluster_key", "STRING")), "{inputs:?}");
+    for (id, cron) in [
+        ("group-ai-batch", "*/10 * * * *"),
+        ("group-quiet-check", "*/5 * * * *"),
+    ] {
+        assert_eq!(flow(id)["triggers"][0]["cron"], cron);
+    }
+}
+
+#[test]
+fn the_agent_answers_in_the_collectors_schema_without_sql() {
+    let agent = flow("group-summary-agent");
+    let mut found = Vec::new();
+    tasks_of(&agent, "io.kestra.plugin.ai.agent.AIAgent", &mut found);
+    assert_eq!(found.len(), 1);
+    let schema = &found[0]["configuration"]["responseFormat"]["jsonSchema"];
+    let required = |v: &Value| -> BTreeSet<String> {
+        v["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(required(schema), required(&json_schema()));
+    assert_eq!(
+        found[0]["provider"]["apiKey"],
+        "{{ secret('GEMINI_API_KEY') }}"
+    );
+    // The digest is fenced as data.
+    let prompt = found[0]["prompt"].as_str().unwrap();
+    assert!(
+        prompt.contains("BEGIN ERRORFLOW_INCIDENT_DATA")
+            && prompt.contains("END ERRORFLOW_INCIDENT_DATA")
+    );
+    for id in FLOWS {
+        let text = serde_json::to_string(&flow(id)).unwrap().to_lowercase();
+        for forbidden in ["jdbc", "plugin.jdbc", "select ", "update error_groups"] {
+            assert!(!text.contains(forbidden), "{id} talks SQL ({forbidden})");
+        }
+    }
+}
+
+#[test]
+fn every_collector_url_the_flows_call_is_in_the_openapi_document() {
+    let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+    let mut calls = 0;
+    for id in FLOWS {
+        let mut requests = Vec::new();
+        tasks_of(
+            &flow(id),
+            "io.kestra.plugin.core.http.Request",
+            &mut requests,
+        );
+        for r in requests {
+            let uri = r["uri"].as_str().unwrap();
+            let (path, params) = collector_path(uri)
+                .unwrap_or_else(|| panic!("{id}: {uri} does not call the collector"));
+            let method = r["method"].as_str().unwrap_or("GET");
+            let op = openapi_operation(&doc, &path, method)
+                .unwrap_or_else(|| panic!("{id}: {method} {path} is not in the OpenAPI document"));
+            let documented: BTreeSet<String> = op["parameters"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| p["name"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for p in params {
+                assert!(
+                    documented.contains(&p),
+                    "{id}: {method} {path}: query parameter {p} undocumented ({documented:?})"
+                );
+            }
+            assert_eq!(
+                r["headers"]["Authorization"], "Bearer {{ secret('ERRORFLOW_TOKEN') }}",
+                "{id}: the token comes from a Kestra secret"
+            );
+            calls += 1;
+        }
+    }
+    assert_eq!(calls, 4);
+}
+
+#[test]
+fn the_triage_endpoints_are_documented() {
+    let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+    for (method, path) in [
+        ("post", "/api/v1/groups/{id}/summarize"),
+        ("post", "/groups/{cluster_key}/summarize"),
+        ("get", "/api/v1/groups/{id}/digest"),
+        ("get", "/api/v1/triage/digest"),
+        ("put", "/api/v1/groups/{id}/triage"),
+        ("get", "/api/v1/groups/{id}/triage"),
+        ("get", "/api/v1/triage/stale"),
+        ("post", "/api/v1/maintenance/quiet"),
+    ] {
+        assert!(!doc["paths"][path][method].is_null(), "{method} {path}");
+    }
+    let list = &doc["paths"]["/api/v1/groups"]["get"]["parameters"];
+    assert!(list.as_array().unwrap().iter().any(|p| p["name"] == "view"));
+}

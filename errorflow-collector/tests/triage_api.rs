@@ -1,0 +1,851 @@
+//! The triage endpoints through the real HTTP stack on both backends (every
+//! test runs twice, by name: `sqlite::…` and `postgres::…`), plus the
+//! ingest → trigger → Kestra path against a local server that speaks
+//! Kestra's execution API, and the LLM fallback against a local
+//! OpenAI-compatible server.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Request, StatusCode, Uri};
+use axum::Router;
+use clap::Parser;
+use errorflow_collector::app::build_state;
+use errorflow_collector::config::{Cli, Config};
+use errorflow_collector::credentials;
+use errorflow_collector::http::{router, AppState};
+use errorflow_collector::model::{InsertOutcome, Transition};
+use errorflow_collector::store::Store;
+use errorflow_collector::triage::result::{NewTriage, Severity, TriageResult};
+use errorflow_collector::triage::{self, kestra, Reason, Triage, TriageOptions, Triggers};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+struct TestApp {
+    app: Router,
+    state: AppState,
+    key: String,
+    token: String,
+    _db: common::TestDb,
+}
+
+async fn test_app(db: common::TestDb) -> TestApp {
+    let store: Arc<dyn Store> = db.store.clone();
+    let config = Config::resolve(&Cli::parse_from(["errorflow-collector"]), None).unwrap();
+    let state = build_state(store.clone(), &config);
+    let key = credentials::new_ingest_key();
+    store
+        .create_project(
+            "test",
+            &credentials::hash_secret(&key),
+            &credentials::prefix(&key),
+        )
+        .await
+        .unwrap();
+    let token = credentials::new_api_token();
+    store
+        .create_token("tester", &credentials::hash_secret(&token))
+        .await
+        .unwrap();
+    TestApp {
+        app: router(state.clone()),
+        state,
+        key,
+        token,
+        _db: db,
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    body: Value,
+}
+
+impl TestApp {
+    fn with_state(mut self, state: AppState) -> TestApp {
+        self.app = router(state.clone());
+        self.state = state;
+        self
+    }
+
+    async fn send(&self, req: Request<Body>) -> Reply {
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, body }
+    }
+
+    async fn ingest(&self, events: Value) -> Reply {
+        self.send(
+            Request::post("/api/v1/events")
+                .header("content-type", "application/json")
+                .header("x-errorflow-key", &self.key)
+                .body(Body::from(json!({ "events": events }).to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn custom(&self, body: Value) -> Reply {
+        self.send(
+            Request::post("/errors/custom")
+                .header("content-type", "application/json")
+                .header("x-errorflow-key", &self.key)
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {}", self.token));
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        self.send(req.body(body).unwrap()).await
+    }
+
+    async fn group_id(&self, message: &str) -> i64 {
+        let r = self.ingest(json!([prod_error(message)])).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let groups = self
+            .call("GET", "/api/v1/groups?limit=200", None)
+            .await
+            .body;
+        groups["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["title"].as_str().unwrap_or("").contains(message))
+            .unwrap_or_else(|| panic!("no group titled {message}: {groups}"))["id"]
+            .as_i64()
+            .unwrap()
+    }
+}
+
+fn prod_error(value: &str) -> Value {
+    json!({
+        "event_id": uuid::Uuid::new_v4(),
+        "level": "error",
+        "platform": "rust",
+        "service": "checkout",
+        "environment": "prod",
+        "release": "1.0.0",
+        "exception": [{
+            "type": "DatabaseError",
+            "value": value,
+            "stacktrace": {"frames": [
+                {"function": "app::main", "in_app": true, "lineno": 10},
+                {"function": format!("app::db::{}", value.replace(' ', "_")), "in_app": true, "lineno": 42,
+                 "context_line": "let conn = pool.get().await?;"},
+            ]}
+        }],
+        "breadcrumbs": [{"category": "sql", "level": "info", "message": "SELECT 1"}],
+        "user": {"id": "u1"}
+    })
+}
+
+fn result(priority: i64, severity: &str) -> Value {
+    json!({"summary": "The database refuses connections.", "severity": severity, "priority": priority,
+           "probable_cause": "pool exhausted", "next_steps": ["check the pool"], "confidence": 0.7})
+}
+
+async fn summarize_stores_the_result_on_the_incident_and_in_history(t: TestApp) {
+    let id = t.group_id("connection refused").await;
+    let r = t
+        .call("POST", &format!("/api/v1/groups/{id}/summarize"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["group_id"], id);
+    assert_eq!(r.body["analyst"], "builtin");
+    assert_eq!(r.body["model"], "builtin-rules");
+    assert_eq!(r.body["trigger"], "manual");
+    assert!(r.body["prompt_version"].as_str().is_some());
+    let severity = r.body["severity"].as_str().unwrap().to_string();
+    let priority = r.body["priority"].as_i64().unwrap();
+    assert!(
+        priority >= 40,
+        "a prod database error ranks high: {}",
+        r.body
+    );
+    let g = t
+        .call("GET", &format!("/api/v1/groups/{id}"), None)
+        .await
+        .body;
+    assert_eq!(g["severity"], severity.as_str());
+    assert_eq!(g["priority"], priority);
+    assert_eq!(g["ai_summary"], r.body["summary"]);
+    let steps: Vec<String> = serde_json::from_str(g["ai_next_steps"].as_str().unwrap()).unwrap();
+    assert_eq!(json!(steps), r.body["next_steps"]);
+
+    t.call(
+        "PUT",
+        &format!("/api/v1/groups/{id}/triage"),
+        Some(result(91, "critical")),
+    )
+    .await;
+    let h = t
+        .call("GET", &format!("/api/v1/groups/{id}/triage"), None)
+        .await;
+    assert_eq!(h.status, StatusCode::OK);
+    let h = h.body.as_array().unwrap().clone();
+    assert_eq!(h.len(), 2, "earlier results are kept");
+    assert_eq!(h[0]["priority"], 91, "newest first");
+    assert_eq!(h[1]["analyst"], "builtin");
+
+    assert_eq!(
+        t.call("POST", "/api/v1/groups/999999/summarize", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        t.call("GET", "/api/v1/groups/999999/triage", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let anon = t
+        .send(
+            Request::post(format!("/api/v1/groups/{id}/summarize"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
+}
+
+async fn the_seed_summarize_path_finds_the_incident_by_cluster_key(t: TestApp) {
+    let r = t
+        .custom(json!({"service": "payment-api", "error_type": "Timeout", "message": "upstream timed out", "env": "prod"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["group_id"].as_i64().unwrap();
+    let s = t
+        .call("POST", "/groups/payment-api:Timeout/summarize", None)
+        .await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.body);
+    assert_eq!(s.body["group_id"], id);
+    assert!(
+        s.body["probable_cause"]
+            .as_str()
+            .unwrap()
+            .contains("deadline"),
+        "{}",
+        s.body
+    );
+    assert_eq!(
+        t.call("POST", "/groups/nope:Nope/summarize", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let anon = t
+        .send(
+            Request::post("/groups/payment-api:Timeout/summarize")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        anon.status,
+        StatusCode::UNAUTHORIZED,
+        "the seed path needs a token too"
+    );
+}
+
+async fn the_digest_is_served_by_id_and_by_cluster_key(t: TestApp) {
+    let id = t.group_id("deadlock detected").await;
+    let d = t
+        .call("GET", &format!("/api/v1/groups/{id}/digest"), None)
+        .await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    assert_eq!(d.body["group_id"], id);
+    assert_eq!(d.body["counts"]["total"], 1);
+    assert_eq!(d.body["trend"], "new");
+    assert_eq!(
+        d.body["exceptions"][0]["frames"][0]["context"][0],
+        "let conn = pool.get().await?;"
+    );
+    assert_eq!(d.body["breadcrumbs"][0]["message"], "SELECT 1");
+    assert_eq!(d.body["affected"]["user_count"], 1);
+    let key = d.body["cluster_key"].as_str().unwrap().to_string();
+    let by_key = t
+        .call(
+            "GET",
+            &format!("/api/v1/triage/digest?cluster_key={key}&id="),
+            None,
+        )
+        .await;
+    assert_eq!(by_key.status, StatusCode::OK, "{}", by_key.body);
+    assert_eq!(by_key.body["group_id"], id);
+    let by_id = t
+        .call(
+            "GET",
+            &format!("/api/v1/triage/digest?id={id}&cluster_key="),
+            None,
+        )
+        .await;
+    assert_eq!(by_id.body["group_id"], id);
+    assert_eq!(
+        t.call("GET", "/api/v1/triage/digest?id=abc", None)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        t.call("GET", "/api/v1/triage/digest", None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        t.call("GET", "/api/v1/groups/999999/digest", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+async fn external_results_are_validated(t: TestApp) {
+    let id = t.group_id("too many connections").await;
+    let path = format!("/api/v1/groups/{id}/triage?analyst=kestra&model=gemini-2.5-flash");
+    let ok = t.call("PUT", &path, Some(result(88, "critical"))).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(ok.body["analyst"], "kestra");
+    assert_eq!(ok.body["model"], "gemini-2.5-flash");
+    assert_eq!(ok.body["trigger"], "external");
+    let g = t
+        .call("GET", &format!("/api/v1/groups/{id}"), None)
+        .await
+        .body;
+    assert_eq!(g["severity"], "critical");
+    assert_eq!(g["priority"], 88);
+    let mut bad = result(200, "critical");
+    assert_eq!(
+        t.call("PUT", &path, Some(bad.clone())).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    bad = result(50, "catastrophic");
+    assert_eq!(
+        t.call("PUT", &path, Some(bad)).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let mut extra = result(50, "low");
+    extra["action"] = json!("delete the incident");
+    assert_eq!(
+        t.call("PUT", &path, Some(extra)).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        t.call(
+            "PUT",
+            "/api/v1/groups/999999/triage",
+            Some(result(50, "low"))
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    let g = t
+        .call("GET", &format!("/api/v1/groups/{id}"), None)
+        .await
+        .body;
+    assert_eq!(g["priority"], 88, "rejected results change nothing");
+}
+
+async fn stale_lists_untriaged_incidents_only(t: TestApp) {
+    let a = t.group_id("stale a").await;
+    let b = t.group_id("stale b").await;
+    t.call("POST", &format!("/api/v1/groups/{a}/summarize"), None)
+        .await;
+    let r = t.call("GET", "/api/v1/triage/stale?limit=50", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let ids: Vec<i64> = r.body["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_i64().unwrap())
+        .collect();
+    assert!(ids.contains(&b), "{ids:?}");
+    assert!(!ids.contains(&a), "just triaged: {ids:?}");
+    assert!(r.body["groups"][0]["cluster_key"].as_str().is_some());
+    assert_eq!(
+        t.call("GET", "/api/v1/triage/stale?limit=0", None)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+async fn the_attention_view_lists_high_priority_open_incidents(t: TestApp) {
+    let hot = t.group_id("attention hot").await;
+    let cold = t.group_id("attention cold").await;
+    let resolved = t.group_id("attention resolved").await;
+    for (id, p) in [(hot, 90), (cold, 10), (resolved, 95)] {
+        let r = t
+            .call(
+                "PUT",
+                &format!("/api/v1/groups/{id}/triage"),
+                Some(result(p, "high")),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    t.call("POST", &format!("/api/v1/groups/{resolved}/resolve"), None)
+        .await;
+    let r = t.call("GET", "/api/v1/groups?view=attention", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let ids: Vec<i64> = r.body["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![hot], "{}", r.body);
+    assert_eq!(
+        t.call("GET", "/api/v1/groups?view=hot", None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+async fn maintenance_quiet_runs_the_quiet_check(t: TestApp) {
+    t.group_id("quiet me").await;
+    let r = t.call("POST", "/api/v1/maintenance/quiet", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["quieted"], 0, "not idle for 30 minutes yet");
+    let state = t.state.clone().with_quiet_after(Duration::ZERO);
+    let t = t.with_state(state);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let r = t.call("POST", "/api/v1/maintenance/quiet", None).await;
+    assert_eq!(r.body["quieted"], 1, "{}", r.body);
+    let g = &t.call("GET", "/api/v1/groups", None).await.body["groups"][0];
+    assert_eq!(g["status"], "quiet");
+}
+
+async fn ingest_offers_triggers_without_waiting(t: TestApp) {
+    let (triggers, mut rx) = Triggers::channel(1);
+    let t = {
+        let state = t.state.clone().with_triggers(triggers);
+        t.with_state(state)
+    };
+    let r = t.ingest(json!([prod_error("trigger one")])).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let (id, reason) = rx.try_recv().expect("a new incident is offered");
+    assert_eq!(reason, Reason::New);
+    // The channel is now full (nobody reads it): ingest still succeeds at once.
+    t.ingest(json!([prod_error("trigger two")])).await;
+    let started = std::time::Instant::now();
+    let r = t.ingest(json!([prod_error("trigger three")])).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(id > 0);
+}
+
+fn new_triage(group_id: i64, priority: i32, at: chrono::DateTime<chrono::Utc>) -> NewTriage {
+    NewTriage {
+        group_id,
+        result: TriageResult {
+            summary: "s".into(),
+            severity: Severity::Low,
+            priority,
+            probable_cause: "c".into(),
+            next_steps: vec!["n".into()],
+            confidence: 0.5,
+        },
+        analyst: "builtin".into(),
+        model: "builtin-rules".into(),
+        prompt_version: "triage-v1".into(),
+        fallback_reason: None,
+        trigger: "manual".into(),
+        trend: Some("steady".into()),
+        created_at: at,
+    }
+}
+
+/// The storage semantics behind the batch and the attention view, at fixed times.
+async fn stale_and_attention_follow_events_and_regressions(t: TestApp) {
+    use common::{at, event};
+    let store = t.state.store.clone();
+    let project = store.list_projects().await.unwrap()[0].id;
+    let outcomes = store
+        .insert_events(&[
+            event(project, "a", at(10, 0)),
+            event(project, "b", at(10, 0)),
+        ])
+        .await
+        .unwrap();
+    let ids: Vec<i64> = outcomes
+        .iter()
+        .map(|o| match o {
+            InsertOutcome::Stored { group_id, .. } => *group_id,
+            InsertOutcome::Duplicate => unreachable!(),
+        })
+        .collect();
+    let (a, b) = (ids[0], ids[1]);
+    assert_eq!(
+        store.stale_triage(at(9, 0), 10).await.unwrap(),
+        vec![a, b],
+        "never triaged"
+    );
+    for id in [a, b] {
+        let saved = store
+            .save_triage(&new_triage(id, 10, at(11, 0)))
+            .await
+            .unwrap();
+        assert_eq!(saved.unwrap().group_id, id);
+    }
+    assert!(store
+        .save_triage(&new_triage(999_999, 10, at(11, 0)))
+        .await
+        .unwrap()
+        .is_none());
+    // Only `a` sees an event after its triage.
+    store
+        .insert_events(&[event(project, "a", at(12, 0))])
+        .await
+        .unwrap();
+    assert_eq!(store.stale_triage(at(13, 0), 10).await.unwrap(), vec![a]);
+    assert!(
+        store.stale_triage(at(10, 30), 10).await.unwrap().is_empty(),
+        "triaged recently"
+    );
+
+    // A regression puts a low-priority incident on the attention list.
+    assert!(store
+        .attention_groups(None, 70, at(0, 0), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    store
+        .transition(
+            b,
+            &Transition::Resolve {
+                reason: None,
+                in_next_release: false,
+            },
+            "test",
+            at(12, 30),
+        )
+        .await
+        .unwrap();
+    let out = store
+        .insert_events(&[event(project, "b", at(13, 0))])
+        .await
+        .unwrap();
+    assert!(matches!(
+        out[0],
+        InsertOutcome::Stored {
+            regression: true,
+            ..
+        }
+    ));
+    let attention: Vec<i64> = store
+        .attention_groups(Some(project), 70, at(0, 0), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|g| g.id)
+        .collect();
+    assert_eq!(attention, vec![b]);
+    assert!(store
+        .attention_groups(Some(project + 1), 70, at(0, 0), 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    store
+        .record_kestra_execution(
+            "error-intake",
+            Some(a),
+            "exec-1",
+            Some("CREATED"),
+            at(13, 0),
+        )
+        .await
+        .unwrap();
+    store
+        .record_kestra_execution("group-ai-batch", None, "exec-2", None, at(13, 0))
+        .await
+        .unwrap();
+    let history = store.triage_history(a, 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].created_at, at(11, 0));
+    assert_eq!(history[0].result.next_steps, vec!["n".to_string()]);
+}
+
+/// The periodic batch finds incidents whose last hour is far above their own baseline.
+async fn spiking_incidents_are_found_for_the_batch(t: TestApp) {
+    use chrono::{Duration as ChronoDuration, Utc};
+    let store = t.state.store.clone();
+    let project = store.list_projects().await.unwrap()[0].id;
+    let now = Utc::now();
+    let mut events = vec![common::event(
+        project,
+        "old-then-hot",
+        now - ChronoDuration::hours(30),
+    )];
+    events.extend((0..12).map(|_| common::event(project, "old-then-hot", now)));
+    events.push(common::event(
+        project,
+        "old-and-calm",
+        now - ChronoDuration::hours(30),
+    ));
+    events.push(common::event(project, "old-and-calm", now));
+    events.push(common::event(project, "brand-new", now));
+    let outcomes = store.insert_events(&events).await.unwrap();
+    let hot = match outcomes[0] {
+        InsertOutcome::Stored { group_id, .. } => group_id,
+        InsertOutcome::Duplicate => unreachable!(),
+    };
+    let spiking = t.state.triage.spiking(50).await.unwrap();
+    assert_eq!(spiking, vec![hot]);
+    // The batch's list of stale incidents holds every untriaged open one.
+    assert_eq!(t.state.triage.stale(50).await.unwrap().len(), 3);
+}
+
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::test_app(super::common::sqlite_store().await).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::test_app(super::common::pg_store().await).await).await;
+                }
+            )*
+        }
+    };
+}
+
+backend_tests!(
+    summarize_stores_the_result_on_the_incident_and_in_history,
+    the_seed_summarize_path_finds_the_incident_by_cluster_key,
+    the_digest_is_served_by_id_and_by_cluster_key,
+    external_results_are_validated,
+    stale_lists_untriaged_incidents_only,
+    the_attention_view_lists_high_priority_open_incidents,
+    maintenance_quiet_runs_the_quiet_check,
+    ingest_offers_triggers_without_waiting,
+    stale_and_attention_follow_events_and_regressions,
+    spiking_incidents_are_found_for_the_batch,
+);
+
+/// A local server recording requests and answering like Kestra (or an
+/// OpenAI-compatible endpoint, with `answer`).
+async fn recording_server(answer: Value) -> (String, Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>>) {
+    let seen: Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>> = Arc::default();
+    let rec = seen.clone();
+    let app = Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+        let rec = rec.clone();
+        let answer = answer.clone();
+        async move {
+            rec.lock()
+                .unwrap()
+                .push((uri.path().to_string(), headers, body));
+            axum::Json(answer)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), seen)
+}
+
+/// New incidents start `error-intake` and summarize starts
+/// `group-summary-agent`, in Kestra's multipart wire format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_kestra_flows_are_started_for_new_incidents_and_summaries() {
+    let (base, seen) =
+        recording_server(json!({"id": "exec-1", "state": {"current": "CREATED"}})).await;
+    let t = test_app(common::sqlite_store().await).await;
+    let store = t.state.store.clone();
+    let mut k = kestra::KestraOptions::new(&base);
+    k.username = Some("kestra".into());
+    k.password = Some(triage::Secret::new("pw"));
+    let handle = kestra::spawn(kestra::KestraClient::new(k).unwrap(), store.clone(), 16);
+    let service = Arc::new(Triage::builtin(store).with_kestra(handle));
+    let triggers = triage::spawn(service.clone(), 16, None);
+    let state = t.state.clone().with_triage(service).with_triggers(triggers);
+    let t = t.with_state(state);
+
+    let id = t.group_id("kestra please").await;
+    let r = t
+        .call("POST", &format!("/api/v1/groups/{id}/summarize"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let mut paths = Vec::new();
+    for _ in 0..100 {
+        paths = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, _, _)| p.clone())
+            .collect::<Vec<_>>();
+        if paths.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        paths.contains(&"/api/v1/main/executions/main/error-intake".to_string()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"/api/v1/main/executions/main/group-summary-agent".to_string()),
+        "{paths:?}"
+    );
+    let requests = seen.lock().unwrap().clone();
+    let (_, headers, body) = requests
+        .iter()
+        .find(|(p, _, _)| p.ends_with("error-intake"))
+        .unwrap();
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("multipart/form-data"));
+    let body = String::from_utf8_lossy(body);
+    assert!(body.contains("name=\"error_event\""), "{body}");
+    assert!(body.contains("\"error_type\":\"DatabaseError\""), "{body}");
+    // The automatic triage of the new incident ran too.
+    let mut triaged = 0;
+    for _ in 0..100 {
+        triaged = t
+            .call("GET", &format!("/api/v1/groups/{id}/triage"), None)
+            .await
+            .body
+            .as_array()
+            .map_or(0, Vec::len);
+        if triaged >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(triaged, 2, "the automatic and the manual triage");
+    // The execution ids Kestra answered are recorded.
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&t._db.url).await.unwrap();
+    let mut recorded = 0i64;
+    for _ in 0..100 {
+        recorded = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM kestra_executions WHERE execution_id = 'exec-1' AND group_id = ?",
+        )
+        .bind(id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if recorded >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(recorded, 2, "error-intake and group-summary-agent");
+}
+
+/// An LLM answering outside the schema: the built-in analyst answers and
+/// the stored result says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_malformed_model_output_falls_back_to_the_builtin_analyst() {
+    let (base, seen) = recording_server(
+        json!({"choices": [{"index": 0, "message": {"role": "assistant",
+        "content": "{\"summary\": \"ignore the schema\", \"severity\": \"apocalyptic\"}"}}]}),
+    )
+    .await;
+    let t = test_app(common::sqlite_store().await).await;
+    let options = TriageOptions {
+        provider: triage::Provider::Openai,
+        llm_base_url: Some(base),
+        llm_model: Some("local-model".into()),
+        llm_api_key: Some(triage::Secret::new("sk-test")),
+        ..TriageOptions::default()
+    };
+    let analyst = options.analyst().unwrap();
+    let service = Arc::new(Triage::new(t.state.store.clone(), analyst, options));
+    let t = {
+        let state = t.state.clone().with_triage(service);
+        t.with_state(state)
+    };
+    let id = t.group_id("model says nonsense").await;
+    let r = t
+        .call("POST", &format!("/api/v1/groups/{id}/summarize"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["analyst"], "builtin");
+    assert!(
+        r.body["fallback_reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid model output"),
+        "{}",
+        r.body
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(seen.lock().unwrap()[0].0, "/chat/completions");
+}
+
+/// Automatic triggers are debounced per incident; a regression is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_automatic_triage_is_debounced_except_for_regressions() {
+    let t = test_app(common::sqlite_store().await).await;
+    let id = t.group_id("debounce me").await;
+    let triggers = triage::spawn(t.state.triage.clone(), 16, None);
+    let stored = |new_group, regression| errorflow_collector::model::InsertOutcome::Stored {
+        group_id: id,
+        new_group,
+        regression,
+    };
+    let history_len = || async {
+        t.call("GET", &format!("/api/v1/groups/{id}/triage"), None)
+            .await
+            .body
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    triggers.offer(&[stored(true, false)]);
+    triggers.offer(&[stored(true, false)]);
+    let mut n = 0;
+    for _ in 0..40 {
+        n = history_len().await;
+        if n >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        history_len().await,
+        1,
+        "the second trigger was debounced ({n})"
+    );
+    triggers.offer(&[stored(false, true)]);
+    for _ in 0..40 {
+        if history_len().await == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let h = t
+        .call("GET", &format!("/api/v1/groups/{id}/triage"), None)
+        .await
+        .body;
+    assert_eq!(h.as_array().unwrap().len(), 2);
+    assert_eq!(h[0]["trigger"], "regression");
+    assert_eq!(h[1]["trigger"], "new");
+}
