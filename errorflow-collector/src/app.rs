@@ -191,6 +191,7 @@ pub fn build_state(store: Arc<dyn Store>, config: &Config) -> AppState {
         &config.public_url,
         telemetry::metrics_handle(),
     )
+    .with_key_rate(config.key_rate)
 }
 
 /// On an empty database: creates project `default` and a management token,

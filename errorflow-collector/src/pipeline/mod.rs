@@ -15,6 +15,7 @@ pub mod decode;
 pub mod fingerprint;
 pub mod normalize;
 pub mod parameterize;
+pub mod sentry;
 
 pub use decode::{decode_batch, decode_custom, CustomError, DecodeError};
 pub use fingerprint::FINGERPRINT_VERSION;
