@@ -50,9 +50,19 @@ fn main() {
 
 struct Scenario {
     name: &'static str,
+    /// `{id}` is replaced by the project id.
     path: &'static str,
     events_per_request: usize,
     concurrency: usize,
+    body: BodyKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Batch,
+    Custom,
+    /// A Sentry envelope with one ~4 KB event, gzip-encoded, `X-Sentry-Auth`.
+    SentryEnvelope,
 }
 
 const BATCH: Scenario = Scenario {
@@ -60,12 +70,21 @@ const BATCH: Scenario = Scenario {
     path: "/api/v1/events",
     events_per_request: 100,
     concurrency: 16,
+    body: BodyKind::Batch,
 };
 const CUSTOM: Scenario = Scenario {
     name: "POST /errors/custom (1 event/request)",
     path: "/errors/custom",
     events_per_request: 1,
     concurrency: 64,
+    body: BodyKind::Custom,
+};
+const SENTRY: Scenario = Scenario {
+    name: "POST /api/{id}/envelope/ (Sentry SDK, 1 event of ~4 KB, gzip)",
+    path: "/api/{id}/envelope/",
+    events_per_request: 1,
+    concurrency: 64,
+    body: BodyKind::SentryEnvelope,
 };
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -79,7 +98,10 @@ struct Measured {
 
 async fn run(duration: Duration) {
     let date = chrono::Utc::now().format("%Y-%m-%d");
-    println!("errorflow load benchmark, {date}, {}s per scenario, load generator on the same machine", duration.as_secs());
+    println!(
+        "errorflow load benchmark, {date}, {}s per scenario, load generator on the same machine",
+        duration.as_secs()
+    );
     let bin = collector_binary();
 
     // Baseline: a no-op axum handler answering the same requests.
@@ -91,12 +113,15 @@ async fn run(duration: Duration) {
         .expect("start no-op server");
     wait_port(noop_port).await;
     let noop_base = format!("http://127.0.0.1:{noop_port}");
-    let noop_batch = drive(&noop_base, "none", &BATCH, duration, noop.id()).await;
-    let noop_custom = drive(&noop_base, "none", &CUSTOM, duration, noop.id()).await;
+    let noop_batch = drive(&noop_base, ("none", 1), &BATCH, duration, noop.id()).await;
+    let noop_custom = drive(&noop_base, ("none", 1), &CUSTOM, duration, noop.id()).await;
+    let noop_sentry = drive(&noop_base, ("none", 1), &SENTRY, duration, noop.id()).await;
     let _ = noop.kill();
+    let _ = noop.wait();
     println!(
-        "baseline no-op axum: {:.0} req/s with 100-event bodies, {:.0} req/s with 1-event bodies",
-        noop_batch.requests_per_s, noop_custom.requests_per_s
+        "baseline no-op axum: {:.0} req/s with 100-event bodies, {:.0} req/s with 1-event bodies, \
+         {:.0} req/s with gzip Sentry envelopes",
+        noop_batch.requests_per_s, noop_custom.requests_per_s, noop_sentry.requests_per_s
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -104,9 +129,9 @@ async fn run(duration: Duration) {
     let pg_admin = std::env::var("ERRORFLOW_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let pg_db = format!("errorflow_bench_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(&pg_admin)
-        .await
-        .expect("Postgres is needed for the Postgres half of the benchmark (ERRORFLOW_TEST_PG_URL)");
+    let mut admin = sqlx::PgConnection::connect(&pg_admin).await.expect(
+        "Postgres is needed for the Postgres half of the benchmark (ERRORFLOW_TEST_PG_URL)",
+    );
     sqlx::query(&format!("CREATE DATABASE {pg_db}"))
         .execute(&mut admin)
         .await
@@ -116,15 +141,22 @@ async fn run(duration: Duration) {
     println!();
     println!("| backend | scenario | req/s | events/s accepted | events/s stored | stored/accepted | vs no-op (req/s) | server CPU ms/event | peak RSS MiB | errors |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (backend, url) in [("sqlite", sqlite_url.as_str()), ("postgres", pg_url.as_str())] {
-        for (scenario, baseline) in [(&BATCH, noop_batch), (&CUSTOM, noop_custom)] {
+    for (backend, url) in [
+        ("sqlite", sqlite_url.as_str()),
+        ("postgres", pg_url.as_str()),
+    ] {
+        for (scenario, baseline) in [
+            (&BATCH, noop_batch),
+            (&CUSTOM, noop_custom),
+            (&SENTRY, noop_sentry),
+        ] {
             let port = free_port();
-            let mut child = start_collector(&bin, url, port);
+            let mut child = start_collector(&bin, url, port, dir.path());
             wait_port(port).await;
-            let key = create_key(&bin, url);
+            let (key, project_id) = create_key(&bin, url);
             let base = format!("http://127.0.0.1:{port}");
             let before = stored_events(url).await;
-            let m = drive(&base, &key, scenario, duration, child.id()).await;
+            let m = drive(&base, (&key, project_id), scenario, duration, child.id()).await;
             let after = stored_events(url).await;
             let _ = child.kill();
             let _ = child.wait();
@@ -146,9 +178,11 @@ async fn run(duration: Duration) {
             std::io::stdout().flush().ok();
         }
     }
-    drop(sqlx::query(&format!("DROP DATABASE {pg_db} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await);
+    drop(
+        sqlx::query(&format!("DROP DATABASE {pg_db} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await,
+    );
 }
 
 fn replace_db(url: &str, db: &str) -> String {
@@ -158,7 +192,8 @@ fn replace_db(url: &str, db: &str) -> String {
 
 /// (events stored, sum of incident counts).
 async fn stored_events(url: &str) -> (i64, i64) {
-    let q = "SELECT (SELECT COUNT(*) FROM errors), (SELECT COALESCE(SUM(count), 0) FROM error_groups)";
+    let q =
+        "SELECT (SELECT COUNT(*) FROM errors), (SELECT COALESCE(SUM(count), 0) FROM error_groups)";
     if url.starts_with("postgres") {
         let mut c = sqlx::PgConnection::connect(url).await.unwrap();
         let (a, b): (i64, i64) = sqlx::query_as(&q.replace("SUM(count)", "SUM(count)::BIGINT"))
@@ -185,9 +220,15 @@ fn collector_binary() -> std::path::PathBuf {
     bin
 }
 
-fn start_collector(bin: &std::path::Path, url: &str, port: u16) -> Child {
+fn start_collector(bin: &std::path::Path, url: &str, port: u16, dir: &std::path::Path) -> Child {
+    // The Sentry endpoints' per-key rate limit (1000/s by default) would
+    // measure the limiter, not the collector: turn it off.
+    let config = dir.join("bench.toml");
+    std::fs::write(&config, "[limits]\nkey_events_per_second = 0\n").unwrap();
     Command::new(bin)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--config")
+        .arg(&config)
         .env("DATABASE_URL", url)
         .env("ERRORFLOW_LOG", "warn")
         .stdout(Stdio::null())
@@ -195,7 +236,8 @@ fn start_collector(bin: &std::path::Path, url: &str, port: u16) -> Child {
         .expect("start collector")
 }
 
-fn create_key(bin: &std::path::Path, url: &str) -> String {
+/// A new project's (ingest key, id).
+fn create_key(bin: &std::path::Path, url: &str) -> (String, i64) {
     let name = format!("bench{}", rand_suffix());
     let out = Command::new(bin)
         .args(["project", "create", &name, "--json"])
@@ -203,9 +245,16 @@ fn create_key(bin: &std::path::Path, url: &str) -> String {
         .env("ERRORFLOW_LOG", "warn")
         .output()
         .expect("project create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["key"].as_str().unwrap().to_string()
+    (
+        v["key"].as_str().unwrap().to_string(),
+        v["id"].as_i64().unwrap(),
+    )
 }
 
 fn rand_suffix() -> u64 {
@@ -217,12 +266,19 @@ fn rand_suffix() -> u64 {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn wait_port(port: u16) {
     for _ in 0..300 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -256,6 +312,60 @@ fn event_json(site: usize, n: u64) -> serde_json::Value {
     })
 }
 
+/// A Sentry envelope as the Python SDK sends it: one event of about 4 KB
+/// (chained exception, frames with context lines, breadcrumbs, contexts),
+/// gzip-compressed.
+fn sentry_envelope(site: usize, n: u64) -> Vec<u8> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let frame = |function: String, lineno: u32| {
+        serde_json::json!({
+            "filename": "shop/billing.py", "abs_path": "/srv/shop/billing.py",
+            "function": function, "module": "shop.billing", "lineno": lineno, "in_app": true,
+            "pre_context": ["", "def charge(order):", "    card = order.card", "    amount = order.total()", "    try:"],
+            "context_line": "        gateway.charge(card, amount)",
+            "post_context": ["    except GatewayError as e:", "        raise PaymentError(order.id) from e", "", "", "def refund(order):"],
+        })
+    };
+    let event = serde_json::json!({
+        "event_id": id,
+        "timestamp": 1_795_805_563.25 + n as f64 / 1000.0,
+        "platform": "python",
+        "level": "error",
+        "logger": "shop.billing",
+        "server_name": "web-1",
+        "release": format!("svc-{}@1.4.2", site % 5),
+        "environment": "prod",
+        "exception": {"values": [
+            {"type": "GatewayError", "value": format!("card 4242 declined after {}ms", n % 900),
+             "module": "shop.gateway", "mechanism": {"type": "chained", "handled": true},
+             "stacktrace": {"frames": [frame("charge".into(), 40), frame("call_gateway".into(), 88)]}},
+            {"type": format!("PaymentError{site}"), "value": format!("order {n} could not be charged"),
+             "module": "shop.billing", "mechanism": {"type": "generic", "handled": true},
+             "stacktrace": {"frames": [frame("checkout".into(), 12), frame(format!("charge_{site}"), 42)]}},
+        ]},
+        "tags": {"region": "eu-west-1", "customer_tier": "pro"},
+        "user": {"id": format!("u-{}", n % 1000), "ip_address": "10.0.0.1"},
+        "request": {"method": "POST", "url": format!("https://shop.example.com/orders/{n}/checkout"),
+                    "headers": {"User-Agent": "Mozilla/5.0", "Accept": "application/json"}},
+        "breadcrumbs": {"values": [
+            {"timestamp": 1_795_805_562.0, "category": "query", "message": "SELECT * FROM orders WHERE id = %s", "level": "info"},
+            {"timestamp": 1_795_805_563.0, "category": "httplib", "type": "http", "data": {"url": "https://gateway/charge", "method": "POST", "status_code": 402}},
+        ]},
+        "contexts": {"runtime": {"name": "CPython", "version": "3.12.3"}, "os": {"name": "Linux"},
+                     "trace": {"trace_id": id, "span_id": "9ac4e2a0c2b14f6e"}},
+        "sdk": {"name": "sentry.python", "version": "2.46.0"},
+    })
+    .to_string();
+    let envelope = format!(
+        "{{\"event_id\":\"{id}\",\"sent_at\":\"2026-11-27T18:52:10.647356Z\"}}\n\
+         {{\"type\":\"event\",\"content_type\":\"application/json\",\"length\":{}}}\n{event}\n",
+        event.len()
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(envelope.as_bytes()).unwrap();
+    gz.finish().unwrap()
+}
+
 fn custom_json(site: usize, n: u64) -> serde_json::Value {
     serde_json::json!({
         "service": format!("svc-{}", site % 5),
@@ -266,12 +376,18 @@ fn custom_json(site: usize, n: u64) -> serde_json::Value {
     })
 }
 
-async fn drive(base: &str, key: &str, s: &Scenario, duration: Duration, pid: u32) -> Measured {
+async fn drive(
+    base: &str,
+    (key, project_id): (&str, i64),
+    s: &Scenario,
+    duration: Duration,
+    pid: u32,
+) -> Measured {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(s.concurrency)
         .build()
         .unwrap();
-    let url = format!("{base}{}", s.path);
+    let url = format!("{base}{}", s.path.replace("{id}", &project_id.to_string()));
     let requests = Arc::new(AtomicU64::new(0));
     let events = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -281,28 +397,46 @@ async fn drive(base: &str, key: &str, s: &Scenario, duration: Duration, pid: u32
     let mut tasks = Vec::new();
     for worker in 0..s.concurrency {
         let (client, url, key) = (client.clone(), url.clone(), key.to_string());
-        let (requests, events, errors, stop) =
-            (requests.clone(), events.clone(), errors.clone(), stop.clone());
+        let (requests, events, errors, stop) = (
+            requests.clone(),
+            events.clone(),
+            errors.clone(),
+            stop.clone(),
+        );
         let per = s.events_per_request;
+        let kind = s.body;
         tasks.push(tokio::spawn(async move {
             let mut n = worker as u64 * 1_000_000;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                let body = if per == 1 {
-                    custom_json((n % 50) as usize, n).to_string()
-                } else {
-                    let evs: Vec<_> = (0..per as u64)
-                        .map(|i| event_json(((n + i) % 50) as usize, n * 1000 + i))
-                        .collect();
-                    serde_json::json!({ "events": evs }).to_string()
+                let site = (n % 50) as usize;
+                let request = match kind {
+                    BodyKind::Custom => client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("x-errorflow-key", &key)
+                        .body(custom_json(site, n).to_string()),
+                    BodyKind::Batch => {
+                        let evs: Vec<_> = (0..per as u64)
+                            .map(|i| event_json(((n + i) % 50) as usize, n * 1000 + i))
+                            .collect();
+                        client
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .header("x-errorflow-key", &key)
+                            .body(serde_json::json!({ "events": evs }).to_string())
+                    }
+                    BodyKind::SentryEnvelope => client
+                        .post(&url)
+                        .header("content-type", "application/x-sentry-envelope")
+                        .header("content-encoding", "gzip")
+                        .header(
+                            "x-sentry-auth",
+                            format!("Sentry sentry_key={key}, sentry_version=7, sentry_client=sentry.python/2.46.0"),
+                        )
+                        .body(sentry_envelope(site, n)),
                 };
-                let res = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-errorflow-key", &key)
-                    .body(body)
-                    .send()
-                    .await;
+                let res = request.send().await;
                 match res {
                     Ok(r) if r.status().is_success() => {
                         let _ = r.bytes().await;
@@ -332,7 +466,11 @@ async fn drive(base: &str, key: &str, s: &Scenario, duration: Duration, pid: u32
         requests_per_s: requests.load(Ordering::Relaxed) as f64 / elapsed,
         events_per_s: ev as f64 / elapsed,
         errors: errors.load(Ordering::Relaxed),
-        cpu_ms_per_event: if ev > 0 { cpu * 1000.0 / ev as f64 } else { f64::NAN },
+        cpu_ms_per_event: if ev > 0 {
+            cpu * 1000.0 / ev as f64
+        } else {
+            f64::NAN
+        },
         peak_rss_mib: peak_rss,
     }
 }
@@ -345,8 +483,14 @@ fn process_cpu_seconds(pid: u32) -> f64 {
     // Fields after the parenthesised command name; utime and stime are 14th and 15th overall.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
     ticks / 100.0 // CLK_TCK is 100 on Linux x86_64
 }
 
@@ -373,7 +517,9 @@ fn noop_server(port: u16) {
         let app = axum::Router::new().fallback(|_body: axum::body::Bytes| async {
             axum::Json(serde_json::json!({"accepted": 0, "duplicates": 0, "rejected": []}))
         });
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         axum::serve(listener, app).await.unwrap();
     });
 }
