@@ -74,7 +74,11 @@ async fn create_project(store: &dyn Store, name: &str) -> anyhow::Result<(Projec
     let name = http::api::validate_project_name(name).map_err(anyhow::Error::msg)?;
     let key = credentials::new_ingest_key();
     let project = store
-        .create_project(name, &credentials::hash_secret(&key), &credentials::prefix(&key))
+        .create_project(
+            name,
+            &credentials::hash_secret(&key),
+            &credentials::prefix(&key),
+        )
         .await?;
     Ok((project, key))
 }
@@ -126,7 +130,11 @@ async fn project_command(config: &Config, cmd: &ProjectCommand) -> anyhow::Resul
             };
             let key = credentials::new_ingest_key();
             store
-                .rotate_project_key(found.id, &credentials::hash_secret(&key), &credentials::prefix(&key))
+                .rotate_project_key(
+                    found.id,
+                    &credentials::hash_secret(&key),
+                    &credentials::prefix(&key),
+                )
                 .await?;
             print_project_key(&found, &key, &url(public_url), *json);
         }
@@ -244,8 +252,7 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         {
             s.recv().await;
         }

@@ -41,7 +41,13 @@ pub struct Cli {
 
     /// Database: `sqlite://PATH` (created if missing) or `postgres://USER@HOST/DB`.
     /// Default `sqlite://errorflow.db`.
-    #[arg(long, global = true, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
 
     /// Log format: `pretty` for people, `json` for log pipelines. Default `pretty`.
@@ -232,7 +238,11 @@ impl Config {
         let listen = serve
             .and_then(|s| s.listen)
             .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default listen address parses"));
+            .unwrap_or_else(|| {
+                DEFAULT_LISTEN
+                    .parse()
+                    .expect("default listen address parses")
+            });
         let public_url = serve
             .and_then(|s| s.public_url.clone())
             .or(file.public_url)

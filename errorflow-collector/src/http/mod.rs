@@ -181,8 +181,14 @@ const KEY_CACHE_MAX: usize = 10_000;
 
 impl KeyCache {
     fn clear(&self) {
-        self.projects.write().unwrap_or_else(|e| e.into_inner()).clear();
-        self.tokens.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.projects
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     fn get<T: Clone>(map: &RwLock<HashMap<String, (T, Instant)>>, hash: &str) -> Option<T> {

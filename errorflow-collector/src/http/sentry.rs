@@ -54,11 +54,14 @@ pub fn routes() -> Router<AppState> {
         ])
         .expose_headers([X_SENTRY_RATE_LIMITS, header::RETRY_AFTER])
         .max_age(Duration::from_secs(3600));
+    // The OPTIONS routes exist so that preflights reach the CORS layer
+    // (which answers them) instead of the router's 405.
+    let preflight = || async { StatusCode::NO_CONTENT };
     Router::new()
-        .route("/api/{project_id}/envelope/", post(envelope))
-        .route("/api/{project_id}/envelope", post(envelope))
-        .route("/api/{project_id}/store/", post(store))
-        .route("/api/{project_id}/store", post(store))
+        .route("/api/{project_id}/envelope/", post(envelope).options(preflight))
+        .route("/api/{project_id}/envelope", post(envelope).options(preflight))
+        .route("/api/{project_id}/store/", post(store).options(preflight))
+        .route("/api/{project_id}/store", post(store).options(preflight))
         .layer(cors)
 }
 

@@ -18,6 +18,7 @@ use crate::model::{
 };
 
 pub mod postgres;
+mod shared;
 pub mod sqlite;
 
 /// Errors of the storage layer.
@@ -61,7 +62,8 @@ pub trait Store: Send + Sync + 'static {
     // ---- projects and credentials ----
 
     /// Creates a project whose ingest key hashes to `key_hash`.
-    async fn create_project(&self, name: &str, key_hash: &str, key_prefix: &str) -> Result<Project>;
+    async fn create_project(&self, name: &str, key_hash: &str, key_prefix: &str)
+        -> Result<Project>;
     async fn list_projects(&self) -> Result<Vec<Project>>;
     async fn get_project(&self, id: i64) -> Result<Option<Project>>;
     async fn project_by_key_hash(&self, key_hash: &str) -> Result<Option<Project>>;
