@@ -196,6 +196,7 @@ fn python_sentry_sdk_reports_to_errorflow() {
     // `raise PaymentError from KeyError`: outermost first; orders 17 and 18 are one incident.
     let chained = find(&events, "chained", |e| e["error_type"] == "PaymentError");
     assert_eq!(chained["data"]["exception"][0]["type"], "PaymentError");
+    assert_eq!(group_of(&groups, chained)["culprit"], "__main__::checkout");
     assert_eq!(chained["data"]["exception"][1]["type"], "KeyError");
     assert_eq!(group_of(&groups, chained)["count"], 2);
 
@@ -271,6 +272,13 @@ fn node_sentry_sdk_reports_to_errorflow() {
     let caused = find(&events, "error with cause", |e| {
         e["error_type"] == "PaymentError"
     });
+    assert!(
+        group_of(&groups, caused)["culprit"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("loadOrder")),
+        "{}",
+        group_of(&groups, caused)
+    );
     assert_eq!(caused["data"]["exception"][1]["type"], "SyntaxError");
     assert_eq!(
         group_of(&groups, caused)["count"],
@@ -289,14 +297,9 @@ fn rust_sentry_crate_reports_to_errorflow() {
         .status()
         .unwrap();
     assert!(status.success(), "cannot build examples/sentry-rust-client");
-    // target/debug/deps/this-test → target/debug/sentry-rust-client
+    // target/debug/deps/this-test → target/debug/rust-shop
     let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("sentry-rust-client");
+    let bin = exe.parent().unwrap().parent().unwrap().join("rust-shop");
     assert!(bin.exists(), "{} not built", bin.display());
 
     let c = start_collector();
@@ -322,11 +325,10 @@ fn rust_sentry_crate_reports_to_errorflow() {
         anyhow["data"]["exception"][1]["value"],
         "no stock left for sku A-100"
     );
-    assert_eq!(
-        group_of(&groups, anyhow)["count"],
-        2,
-        "orders 1 and 2 are one incident"
-    );
+    let anyhow_group = group_of(&groups, anyhow);
+    assert_eq!(anyhow_group["count"], 2, "orders 1 and 2 are one incident");
+    // The stack groups it (the context's message would too, by luck).
+    assert_eq!(anyhow_group["culprit"], "rust_shop::place_order");
 
     let traced = find(&events, "tracing::error!", |e| {
         e["message"]
@@ -345,6 +347,7 @@ fn rust_sentry_crate_reports_to_errorflow() {
     let frames = panic["data"]["exception"][0]["stacktrace"]["frames"]
         .as_array()
         .unwrap();
+    assert_eq!(group_of(&groups, panic)["culprit"], "rust_shop::parse_quantity");
     let functions: Vec<&str> = frames
         .iter()
         .filter_map(|f| f["function"].as_str())

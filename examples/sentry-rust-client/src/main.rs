@@ -5,6 +5,8 @@
 //! Run with:
 //!   SENTRY_DSN=http://KEY@127.0.0.1:8000/1 cargo run -p sentry-rust-client
 //!
+//! (The binary is `rust-shop`: its symbols must not start with `sentry_`.)
+//!
 //! The DSN is exactly the one `errorflow-collector project create` prints.
 
 use anyhow::Context as _;
