@@ -43,7 +43,11 @@ async fn test_app(db: common::TestDb) -> TestApp {
     for name in ["shop", "other"] {
         let key = credentials::new_ingest_key();
         let project = store
-            .create_project(name, &credentials::hash_secret(&key), &credentials::prefix(&key))
+            .create_project(
+                name,
+                &credentials::hash_secret(&key),
+                &credentials::prefix(&key),
+            )
             .await
             .unwrap();
         keys.push((key, project.id));
@@ -78,7 +82,9 @@ impl TestApp {
         let res = self.app.clone().oneshot(req).await.unwrap();
         let status = res.status();
         let headers = res.headers().clone();
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
         let body = if bytes.is_empty() {
             Value::Null
         } else {
@@ -286,8 +292,13 @@ async fn key_in_header_query_or_dsn(t: TestApp) {
 
     let dsn = credentials::dsn("http://127.0.0.1:8000", &t.key, t.project_id);
     let payload = sentry_event("x").to_string();
-    let tunnelled = format!("{}\n{{\"type\":\"event\"}}\n{payload}\n", json!({ "dsn": dsn }));
-    let r = t.send(Request::post(&path).body(Body::from(tunnelled)).unwrap()).await;
+    let tunnelled = format!(
+        "{}\n{{\"type\":\"event\"}}\n{payload}\n",
+        json!({ "dsn": dsn })
+    );
+    let r = t
+        .send(Request::post(&path).body(Body::from(tunnelled)).unwrap())
+        .await;
     assert_eq!(r.status, StatusCode::OK, "dsn: {}", r.body);
     assert_eq!(t.events().await.len(), 3);
 
@@ -297,7 +308,10 @@ async fn key_in_header_query_or_dsn(t: TestApp) {
     let r = t
         .send(
             Request::post(&path)
-                .header("x-sentry-auth", "Sentry sentry_key=00000000000000000000000000000000")
+                .header(
+                    "x-sentry-auth",
+                    "Sentry sentry_key=00000000000000000000000000000000",
+                )
                 .body(body())
                 .unwrap(),
         )
@@ -306,7 +320,10 @@ async fn key_in_header_query_or_dsn(t: TestApp) {
     let r = t
         .send(
             Request::post(&path)
-                .header("x-sentry-auth", format!("Sentry sentry_key={}", t.other_key))
+                .header(
+                    "x-sentry-auth",
+                    format!("Sentry sentry_key={}", t.other_key),
+                )
                 .body(body())
                 .unwrap(),
         )
@@ -341,15 +358,27 @@ async fn every_encoding_is_accepted(t: TestApp) {
     }
     assert_eq!(t.events().await.len(), 5);
     let r = t.send(t.envelope(b"x".to_vec(), Some("compress"))).await;
-    assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    assert_error(
+        &r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
 }
 
 async fn malformed_envelopes_are_refused_and_store_nothing(t: TestApp) {
     let good = sentry_event("fine").to_string();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty body", vec![], "invalid_envelope"),
-        ("bad header JSON", b"{nope\n{\"type\":\"event\"}\n{}\n".to_vec(), "invalid_envelope"),
-        ("bad item header", format!("{{}}\nnope\n{good}\n").into_bytes(), "invalid_envelope"),
+        (
+            "bad header JSON",
+            b"{nope\n{\"type\":\"event\"}\n{}\n".to_vec(),
+            "invalid_envelope",
+        ),
+        (
+            "bad item header",
+            format!("{{}}\nnope\n{good}\n").into_bytes(),
+            "invalid_envelope",
+        ),
         (
             "item header without type",
             format!("{{}}\n{{\"length\":{}}}\n{good}\n", good.len()).into_bytes(),
@@ -357,12 +386,20 @@ async fn malformed_envelopes_are_refused_and_store_nothing(t: TestApp) {
         ),
         (
             "length too long: truncated",
-            format!("{{}}\n{{\"type\":\"event\",\"length\":{}}}\n{good}", good.len() + 50).into_bytes(),
+            format!(
+                "{{}}\n{{\"type\":\"event\",\"length\":{}}}\n{good}",
+                good.len() + 50
+            )
+            .into_bytes(),
             "invalid_envelope",
         ),
         (
             "length too short",
-            format!("{{}}\n{{\"type\":\"event\",\"length\":{}}}\n{good}\n", good.len() - 3).into_bytes(),
+            format!(
+                "{{}}\n{{\"type\":\"event\",\"length\":{}}}\n{good}\n",
+                good.len() - 3
+            )
+            .into_bytes(),
             "invalid_envelope",
         ),
         (
@@ -370,8 +407,16 @@ async fn malformed_envelopes_are_refused_and_store_nothing(t: TestApp) {
             format!("{{}}\n{{\"type\":\"event\",\"length\":-1}}\n{good}\n").into_bytes(),
             "invalid_envelope",
         ),
-        ("invalid item JSON", b"{}\n{\"type\":\"event\"}\n{\"a\":\n".to_vec(), "invalid_json"),
-        ("event not an object", b"{}\n{\"type\":\"event\"}\n[1,2]\n".to_vec(), "invalid_json"),
+        (
+            "invalid item JSON",
+            b"{}\n{\"type\":\"event\"}\n{\"a\":\n".to_vec(),
+            "invalid_json",
+        ),
+        (
+            "event not an object",
+            b"{}\n{\"type\":\"event\"}\n[1,2]\n".to_vec(),
+            "invalid_json",
+        ),
         (
             "invalid event id",
             b"{}\n{\"type\":\"event\"}\n{\"event_id\":\"xyz\"}\n".to_vec(),
@@ -380,19 +425,37 @@ async fn malformed_envelopes_are_refused_and_store_nothing(t: TestApp) {
         (
             // The second event is bad: the first must not be stored either.
             "good event then a bad one",
-            format!("{{}}\n{{\"type\":\"event\"}}\n{good}\n{{\"type\":\"event\"}}\n{{oops\n").into_bytes(),
+            format!("{{}}\n{{\"type\":\"event\"}}\n{good}\n{{\"type\":\"event\"}}\n{{oops\n")
+                .into_bytes(),
             "invalid_json",
         ),
     ];
     for (what, body, code) in cases {
         let r = t.post_envelope(body).await;
         assert_error(&r, StatusCode::BAD_REQUEST, code);
-        assert!(r.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}");
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
     }
-    let r = t.send(t.envelope(b"\x1f\x8b garbage".to_vec(), Some("gzip"))).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "corrupt gzip: {}", r.body);
+    let r = t
+        .send(t.envelope(b"\x1f\x8b garbage".to_vec(), Some("gzip")))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "corrupt gzip: {}",
+        r.body
+    );
     let r = t.send(t.envelope(b"garbage".to_vec(), Some("zstd"))).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "corrupt zstd: {}", r.body);
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "corrupt zstd: {}",
+        r.body
+    );
     assert!(t.events().await.is_empty(), "nothing stored");
 }
 
@@ -496,20 +559,29 @@ async fn store_endpoint_takes_a_bare_event(t: TestApp) {
 async fn captured_sdk_envelopes_are_stored(t: TestApp) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sentry");
     let mut sent = 0;
-    let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     names.sort();
     for path in names {
         if path.extension().is_none_or(|e| e != "envelope") {
             continue;
         }
         let body = std::fs::read(&path).unwrap();
-        let r = t.send(t.envelope(encode("gzip", &body), Some("gzip"))).await;
+        let r = t
+            .send(t.envelope(encode("gzip", &body), Some("gzip")))
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{}: {}", path.display(), r.body);
         sent += 1;
     }
     assert!(sent >= 12);
     let events = t.events().await;
-    assert_eq!(events.len(), 11, "every fixture but the session holds one event");
+    assert_eq!(
+        events.len(),
+        11,
+        "every fixture but the session holds one event"
+    );
     let mut services: Vec<_> = events
         .iter()
         .filter(|e| e["error_type"] == "PaymentError")
@@ -523,7 +595,9 @@ async fn rate_limit_answers_429_with_sentry_headers(t: TestApp) {
     // The test app allows a burst of 20 and then 1 event/s.
     let mut limited = None;
     for i in 0..40 {
-        let r = t.post_envelope(envelope(&sentry_event(&format!("n{i}")), true)).await;
+        let r = t
+            .post_envelope(envelope(&sentry_event(&format!("n{i}")), true))
+            .await;
         if r.status == StatusCode::TOO_MANY_REQUESTS {
             limited = Some((i, r));
             break;
@@ -535,12 +609,18 @@ async fn rate_limit_answers_429_with_sentry_headers(t: TestApp) {
     assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry >= 1);
-    assert_eq!(r.headers["x-sentry-rate-limits"], format!("{retry}::key").as_str());
+    assert_eq!(
+        r.headers["x-sentry-rate-limits"],
+        format!("{retry}::key").as_str()
+    );
     // Another key has its own bucket.
     let r = t
         .send(
             Request::post(format!("/api/{}/envelope/", t.other_project_id))
-                .header("x-sentry-auth", format!("Sentry sentry_key={}", t.other_key))
+                .header(
+                    "x-sentry-auth",
+                    format!("Sentry sentry_key={}", t.other_key),
+                )
                 .body(Body::from(envelope(&sentry_event("other"), true)))
                 .unwrap(),
         )
@@ -564,11 +644,17 @@ async fn cors_preflight_and_headers(t: TestApp) {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["access-control-allow-origin"], "*");
-    let allowed = r.headers["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    let allowed = r.headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
     for h in ["x-sentry-auth", "content-type", "content-encoding"] {
         assert!(allowed.contains(h), "{allowed}");
     }
-    assert!(r.headers["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    assert!(r.headers["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
 
     let mut req = t.envelope(envelope(&sentry_event("browser"), true), None);
     req.headers_mut()

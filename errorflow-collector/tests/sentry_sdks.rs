@@ -347,7 +347,10 @@ fn rust_sentry_crate_reports_to_errorflow() {
     let frames = panic["data"]["exception"][0]["stacktrace"]["frames"]
         .as_array()
         .unwrap();
-    assert_eq!(group_of(&groups, panic)["culprit"], "rust_shop::parse_quantity");
+    assert_eq!(
+        group_of(&groups, panic)["culprit"],
+        "rust_shop::parse_quantity"
+    );
     let functions: Vec<&str> = frames
         .iter()
         .filter_map(|f| f["function"].as_str())

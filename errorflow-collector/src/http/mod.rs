@@ -60,7 +60,9 @@ impl AppState {
             public_url: public_url.trim_end_matches('/').into(),
             metrics,
             keys: Arc::new(KeyCache::default()),
-            key_rate: Arc::new(rate_limit::KeyRateLimiter::new(rate_limit::KeyRate::default())),
+            key_rate: Arc::new(rate_limit::KeyRateLimiter::new(
+                rate_limit::KeyRate::default(),
+            )),
         }
     }
 

@@ -58,8 +58,14 @@ pub fn routes() -> Router<AppState> {
     // (which answers them) instead of the router's 405.
     let preflight = || async { StatusCode::NO_CONTENT };
     Router::new()
-        .route("/api/{project_id}/envelope/", post(envelope).options(preflight))
-        .route("/api/{project_id}/envelope", post(envelope).options(preflight))
+        .route(
+            "/api/{project_id}/envelope/",
+            post(envelope).options(preflight),
+        )
+        .route(
+            "/api/{project_id}/envelope",
+            post(envelope).options(preflight),
+        )
         .route("/api/{project_id}/store/", post(store).options(preflight))
         .route("/api/{project_id}/store", post(store).options(preflight))
         .layer(cors)
