@@ -15,7 +15,8 @@
 //!              {\"message\":\"hello\",\"level\":\"warning\"}\n";
 //! let envelope = parse_envelope(body, 1 << 20).unwrap();
 //! assert_eq!(envelope.items[0].ty, "event");
-//! let ctx = SentryContext { fallback_event_id: uuid::Uuid::nil() };
+//! // An event without an id of its own takes the envelope header's.
+//! let ctx = SentryContext { fallback_event_id: envelope.header.event_id().unwrap() };
 //! let event = map_event(envelope.items[0].payload, &ctx).unwrap();
 //! assert_eq!(event.message.as_deref(), Some("hello"));
 //! assert_eq!(event.event_id.simple().to_string(), "9ec79c33ec9942ab8353589fcb2e04dc");
