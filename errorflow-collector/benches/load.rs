@@ -50,9 +50,19 @@ fn main() {
 
 struct Scenario {
     name: &'static str,
+    /// `{id}` is replaced by the project id.
     path: &'static str,
     events_per_request: usize,
     concurrency: usize,
+    body: BodyKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Batch,
+    Custom,
+    /// A Sentry envelope with one ~4 KB event, gzip-encoded, `X-Sentry-Auth`.
+    SentryEnvelope,
 }
 
 const BATCH: Scenario = Scenario {
@@ -60,12 +70,21 @@ const BATCH: Scenario = Scenario {
     path: "/api/v1/events",
     events_per_request: 100,
     concurrency: 16,
+    body: BodyKind::Batch,
 };
 const CUSTOM: Scenario = Scenario {
     name: "POST /errors/custom (1 event/request)",
     path: "/errors/custom",
     events_per_request: 1,
     concurrency: 64,
+    body: BodyKind::Custom,
+};
+const SENTRY: Scenario = Scenario {
+    name: "POST /api/{id}/envelope/ (Sentry SDK, 1 event of ~4 KB, gzip)",
+    path: "/api/{id}/envelope/",
+    events_per_request: 1,
+    concurrency: 64,
+    body: BodyKind::SentryEnvelope,
 };
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -94,12 +113,15 @@ async fn run(duration: Duration) {
         .expect("start no-op server");
     wait_port(noop_port).await;
     let noop_base = format!("http://127.0.0.1:{noop_port}");
-    let noop_batch = drive(&noop_base, "none", &BATCH, duration, noop.id()).await;
-    let noop_custom = drive(&noop_base, "none", &CUSTOM, duration, noop.id()).await;
+    let noop_batch = drive(&noop_base, ("none", 1), &BATCH, duration, noop.id()).await;
+    let noop_custom = drive(&noop_base, ("none", 1), &CUSTOM, duration, noop.id()).await;
+    let noop_sentry = drive(&noop_base, ("none", 1), &SENTRY, duration, noop.id()).await;
     let _ = noop.kill();
+    let _ = noop.wait();
     println!(
-        "baseline no-op axum: {:.0} req/s with 100-event bodies, {:.0} req/s with 1-event bodies",
-        noop_batch.requests_per_s, noop_custom.requests_per_s
+        "baseline no-op axum: {:.0} req/s with 100-event bodies, {:.0} req/s with 1-event bodies, \
+         {:.0} req/s with gzip Sentry envelopes",
+        noop_batch.requests_per_s, noop_custom.requests_per_s, noop_sentry.requests_per_s
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -123,14 +145,18 @@ async fn run(duration: Duration) {
         ("sqlite", sqlite_url.as_str()),
         ("postgres", pg_url.as_str()),
     ] {
-        for (scenario, baseline) in [(&BATCH, noop_batch), (&CUSTOM, noop_custom)] {
+        for (scenario, baseline) in [
+            (&BATCH, noop_batch),
+            (&CUSTOM, noop_custom),
+            (&SENTRY, noop_sentry),
+        ] {
             let port = free_port();
-            let mut child = start_collector(&bin, url, port);
+            let mut child = start_collector(&bin, url, port, dir.path());
             wait_port(port).await;
-            let key = create_key(&bin, url);
+            let (key, project_id) = create_key(&bin, url);
             let base = format!("http://127.0.0.1:{port}");
             let before = stored_events(url).await;
-            let m = drive(&base, &key, scenario, duration, child.id()).await;
+            let m = drive(&base, (&key, project_id), scenario, duration, child.id()).await;
             let after = stored_events(url).await;
             let _ = child.kill();
             let _ = child.wait();
@@ -194,9 +220,15 @@ fn collector_binary() -> std::path::PathBuf {
     bin
 }
 
-fn start_collector(bin: &std::path::Path, url: &str, port: u16) -> Child {
+fn start_collector(bin: &std::path::Path, url: &str, port: u16, dir: &std::path::Path) -> Child {
+    // The Sentry endpoints' per-key rate limit (1000/s by default) would
+    // measure the limiter, not the collector: turn it off.
+    let config = dir.join("bench.toml");
+    std::fs::write(&config, "[limits]\nkey_events_per_second = 0\n").unwrap();
     Command::new(bin)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--config")
+        .arg(&config)
         .env("DATABASE_URL", url)
         .env("ERRORFLOW_LOG", "warn")
         .stdout(Stdio::null())
@@ -204,7 +236,8 @@ fn start_collector(bin: &std::path::Path, url: &str, port: u16) -> Child {
         .expect("start collector")
 }
 
-fn create_key(bin: &std::path::Path, url: &str) -> String {
+/// A new project's (ingest key, id).
+fn create_key(bin: &std::path::Path, url: &str) -> (String, i64) {
     let name = format!("bench{}", rand_suffix());
     let out = Command::new(bin)
         .args(["project", "create", &name, "--json"])
@@ -218,7 +251,10 @@ fn create_key(bin: &std::path::Path, url: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["key"].as_str().unwrap().to_string()
+    (
+        v["key"].as_str().unwrap().to_string(),
+        v["id"].as_i64().unwrap(),
+    )
 }
 
 fn rand_suffix() -> u64 {
@@ -276,6 +312,85 @@ fn event_json(site: usize, n: u64) -> serde_json::Value {
     })
 }
 
+/// The static part of each site's Sentry event (everything but the fields
+/// that vary per request), gzip-compressed once: (gzip member, raw length).
+/// Compressing 4 KB per request would make the load generator, not the
+/// collector, the bottleneck on a small machine.
+fn sentry_tails() -> Arc<Vec<(Vec<u8>, usize)>> {
+    let frame = |function: String, lineno: u32| {
+        serde_json::json!({
+            "filename": "shop/billing.py", "abs_path": "/srv/shop/billing.py",
+            "function": function, "module": "shop.billing", "lineno": lineno, "in_app": true,
+            "pre_context": ["", "def charge(order):", "    card = order.card", "    amount = order.total()", "    try:"],
+            "context_line": "        gateway.charge(card, amount)",
+            "post_context": ["    except GatewayError as e:", "        raise PaymentError(order.id) from e", "", "", "def refund(order):"],
+        })
+    };
+    let tails = (0..50)
+        .map(|site| {
+            let rest = serde_json::json!({
+                "platform": "python",
+                "level": "error",
+                "logger": "shop.billing",
+                "server_name": "web-1",
+                "release": format!("svc-{}@1.4.2", site % 5),
+                "environment": "prod",
+                "exception": {"values": [
+                    {"type": "GatewayError", "value": "card 4242 declined after 212ms",
+                     "module": "shop.gateway", "mechanism": {"type": "chained", "handled": true},
+                     "stacktrace": {"frames": [frame("charge".into(), 40), frame("call_gateway".into(), 88)]}},
+                    {"type": format!("PaymentError{site}"), "value": "order could not be charged",
+                     "module": "shop.billing", "mechanism": {"type": "generic", "handled": true},
+                     "stacktrace": {"frames": [frame("checkout".into(), 12), frame(format!("charge_{site}"), 42)]}},
+                ]},
+                "tags": {"region": "eu-west-1", "customer_tier": "pro"},
+                "breadcrumbs": {"values": [
+                    {"timestamp": 1_795_805_562.0, "category": "query", "message": "SELECT * FROM orders WHERE id = %s", "level": "info"},
+                    {"timestamp": 1_795_805_563.0, "category": "httplib", "type": "http", "data": {"url": "https://gateway/charge", "method": "POST", "status_code": 402}},
+                ]},
+                "contexts": {"runtime": {"name": "CPython", "version": "3.12.3"}, "os": {"name": "Linux"}},
+                "sdk": {"name": "sentry.python", "version": "2.46.0"},
+            })
+            .to_string();
+            // `"platform": …}` — the object without its opening brace.
+            let tail = &rest[1..];
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(tail.as_bytes()).unwrap();
+            gz.write_all(b"\n").unwrap();
+            (gz.finish().unwrap(), tail.len())
+        })
+        .collect();
+    Arc::new(tails)
+}
+
+/// A Sentry envelope as the Python SDK sends it: one event of about 4 KB
+/// (chained exception, frames with context lines, breadcrumbs, contexts),
+/// gzip-encoded. The body is two gzip members (valid gzip, as RFC 1952
+/// allows): the per-request head (ids, time, user, URL) compressed now, then
+/// the site's precompressed static tail.
+fn sentry_envelope(tails: &[(Vec<u8>, usize)], site: usize, n: u64) -> Vec<u8> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let event_head = format!(
+        "{{\"event_id\":\"{id}\",\"timestamp\":{ts},\"user\":{{\"id\":\"u-{user}\",\"ip_address\":\"10.0.0.1\"}},\
+         \"request\":{{\"method\":\"POST\",\"url\":\"https://shop.example.com/orders/{n}/checkout\",\
+         \"headers\":{{\"User-Agent\":\"Mozilla/5.0\",\"Accept\":\"application/json\"}}}},\
+         \"extra\":{{\"order\":{n},\"trace\":\"{id}\"}},",
+        ts = 1_795_805_563.25 + (n % 100_000) as f64 / 1000.0,
+        user = n % 1000,
+    );
+    let (tail, tail_len) = &tails[site % tails.len()];
+    let head = format!(
+        "{{\"event_id\":\"{id}\",\"sent_at\":\"2026-11-27T18:52:10.647356Z\"}}\n\
+         {{\"type\":\"event\",\"content_type\":\"application/json\",\"length\":{}}}\n{event_head}",
+        event_head.len() + tail_len
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(head.as_bytes()).unwrap();
+    let mut body = gz.finish().unwrap();
+    body.extend_from_slice(tail);
+    body
+}
+
 fn custom_json(site: usize, n: u64) -> serde_json::Value {
     serde_json::json!({
         "service": format!("svc-{}", site % 5),
@@ -286,17 +401,24 @@ fn custom_json(site: usize, n: u64) -> serde_json::Value {
     })
 }
 
-async fn drive(base: &str, key: &str, s: &Scenario, duration: Duration, pid: u32) -> Measured {
+async fn drive(
+    base: &str,
+    (key, project_id): (&str, i64),
+    s: &Scenario,
+    duration: Duration,
+    pid: u32,
+) -> Measured {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(s.concurrency)
         .build()
         .unwrap();
-    let url = format!("{base}{}", s.path);
+    let url = format!("{base}{}", s.path.replace("{id}", &project_id.to_string()));
     let requests = Arc::new(AtomicU64::new(0));
     let events = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let cpu_before = process_cpu_seconds(pid);
+    let tails = sentry_tails();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..s.concurrency {
@@ -308,25 +430,40 @@ async fn drive(base: &str, key: &str, s: &Scenario, duration: Duration, pid: u32
             stop.clone(),
         );
         let per = s.events_per_request;
+        let kind = s.body;
+        let tails = tails.clone();
         tasks.push(tokio::spawn(async move {
             let mut n = worker as u64 * 1_000_000;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                let body = if per == 1 {
-                    custom_json((n % 50) as usize, n).to_string()
-                } else {
-                    let evs: Vec<_> = (0..per as u64)
-                        .map(|i| event_json(((n + i) % 50) as usize, n * 1000 + i))
-                        .collect();
-                    serde_json::json!({ "events": evs }).to_string()
+                let site = (n % 50) as usize;
+                let request = match kind {
+                    BodyKind::Custom => client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("x-errorflow-key", &key)
+                        .body(custom_json(site, n).to_string()),
+                    BodyKind::Batch => {
+                        let evs: Vec<_> = (0..per as u64)
+                            .map(|i| event_json(((n + i) % 50) as usize, n * 1000 + i))
+                            .collect();
+                        client
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .header("x-errorflow-key", &key)
+                            .body(serde_json::json!({ "events": evs }).to_string())
+                    }
+                    BodyKind::SentryEnvelope => client
+                        .post(&url)
+                        .header("content-type", "application/x-sentry-envelope")
+                        .header("content-encoding", "gzip")
+                        .header(
+                            "x-sentry-auth",
+                            format!("Sentry sentry_key={key}, sentry_version=7, sentry_client=sentry.python/2.46.0"),
+                        )
+                        .body(sentry_envelope(&tails, site, n)),
                 };
-                let res = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-errorflow-key", &key)
-                    .body(body)
-                    .send()
-                    .await;
+                let res = request.send().await;
                 match res {
                     Ok(r) if r.status().is_success() => {
                         let _ = r.bytes().await;

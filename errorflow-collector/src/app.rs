@@ -212,6 +212,7 @@ pub fn build_state(store: Arc<dyn Store>, config: &Config) -> AppState {
         &config.public_url,
         telemetry::metrics_handle(),
     )
+    .with_key_rate(config.key_rate)
     .with_triage(Arc::new(triage))
     .with_quiet_after(config.quiet_after)
 }

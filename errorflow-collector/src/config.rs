@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::http::rate_limit::KeyRate;
 use crate::pipeline::Limits;
 use crate::store::redact_url;
 use crate::triage::kestra::KestraOptions;
@@ -256,6 +257,10 @@ pub struct FileLimits {
     pub max_decompressed_bytes: Option<usize>,
     pub max_events_per_batch: Option<usize>,
     pub max_event_bytes: Option<usize>,
+    /// Sentry ingest: sustained events per second per project key (0: no limit).
+    pub key_events_per_second: Option<u32>,
+    /// Sentry ingest: events a key may send at once above the sustained rate.
+    pub key_events_burst: Option<u32>,
 }
 
 mod humantime_serde_opt {
@@ -282,6 +287,8 @@ pub struct Config {
     pub limits: Limits,
     /// AI triage and Kestra; secrets inside are redacted by `Debug`.
     pub triage: TriageOptions,
+    /// Per-key rate limit of the Sentry endpoints.
+    pub key_rate: KeyRate,
 }
 
 impl fmt::Debug for Config {
@@ -296,6 +303,7 @@ impl fmt::Debug for Config {
             .field("log_level", &self.log_level)
             .field("limits", &self.limits)
             .field("triage", &self.triage)
+            .field("key_rate", &self.key_rate)
             .finish()
     }
 }
@@ -349,6 +357,13 @@ impl Config {
         if let Some(v) = file.limits.max_event_bytes {
             limits.max_event_bytes = v;
         }
+        let mut key_rate = KeyRate::default();
+        if let Some(v) = file.limits.key_events_per_second {
+            key_rate.per_second = v;
+        }
+        if let Some(v) = file.limits.key_events_burst {
+            key_rate.burst = v;
+        }
         Ok(Config {
             listen,
             database_url: cli
@@ -369,6 +384,7 @@ impl Config {
                 .unwrap_or_else(|| "info".to_string()),
             limits,
             triage: resolve_triage(serve.map(|s| &s.triage), file.triage, file.kestra),
+            key_rate,
         })
     }
 }

@@ -3,10 +3,9 @@
 //!
 //! Order of checks, each answered with its own status: key (401/403) →
 //! content type and encoding (415) → body size (413) → bounded
-//! decompression (400/413) → body decoding (400/422/413) → per-event
+//! decompression in [`super::body`] (400/413) → body decoding (400/422/413) → per-event
 //! pipeline (rejections listed, neighbours kept) → group-committed write.
 
-use std::io::Read;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -20,7 +19,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{ApiError, AppState, IngestProject};
+use super::{body, ApiError, AppState, IngestProject};
 use crate::model::{InsertOutcome, NormalizedEvent};
 use crate::pipeline::{self, Context, DecodeError, Limits};
 use crate::telemetry;
@@ -161,7 +160,7 @@ pub async fn custom(
 }
 
 /// Counts stored and duplicate events and records the incident metrics.
-fn count_outcomes(outcomes: &[InsertOutcome]) -> (usize, usize) {
+pub(crate) fn count_outcomes(outcomes: &[InsertOutcome]) -> (usize, usize) {
     let (mut stored, mut duplicates, mut created, mut regressed) = (0, 0, 0, 0);
     for outcome in outcomes {
         match outcome {
@@ -197,70 +196,12 @@ async fn read_body(headers: &HeaderMap, body: Body, limits: &Limits) -> Result<B
             content_type
         )));
     }
-    let too_large = || {
-        telemetry::rejected("too_large", 1);
-        ApiError::too_large(format!(
-            "request body exceeds {} bytes",
-            limits.max_body_bytes
-        ))
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
-        return Err(too_large());
-    }
-    axum::body::to_bytes(body, limits.max_body_bytes)
-        .await
-        .map_err(|e| {
-            let is_limit = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if is_limit {
-                too_large()
-            } else {
-                ApiError::bad_request("invalid_body", format!("cannot read request body: {e}"))
-            }
-        })
+    body::read_limited(headers, body, limits.max_body_bytes).await
 }
 
-/// Undoes `Content-Encoding: gzip`, never producing more than
-/// `max_decompressed_bytes`: a compression bomb is refused after inflating
-/// at most that much.
+/// Undoes the content encoding within `max_decompressed_bytes` (see [`body::decompress`]).
 fn decompress(headers: &HeaderMap, body: &Bytes, limits: &Limits) -> Result<Bytes, ApiError> {
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("identity")
-        .trim()
-        .to_ascii_lowercase();
-    match encoding.as_str() {
-        "" | "identity" => Ok(body.clone()),
-        "gzip" | "x-gzip" => {
-            let max = limits.max_decompressed_bytes;
-            let mut out = Vec::with_capacity((body.len() * 4).min(max));
-            flate2::read::MultiGzDecoder::new(&body[..])
-                .take(max as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| {
-                    telemetry::rejected("invalid_encoding", 1);
-                    ApiError::bad_request("invalid_gzip", format!("invalid gzip body: {e}"))
-                })?;
-            if out.len() > max {
-                telemetry::rejected("too_large", 1);
-                return Err(ApiError::too_large(format!(
-                    "decompressed body exceeds {max} bytes"
-                )));
-            }
-            Ok(out.into())
-        }
-        other => {
-            telemetry::rejected("unsupported_media_type", 1);
-            Err(ApiError::unsupported_media(format!(
-                "unsupported content-encoding {other:?} (use gzip or none)"
-            )))
-        }
-    }
+    body::decompress(headers, body, limits.max_decompressed_bytes)
 }
 
 fn decode_error(e: DecodeError) -> ApiError {

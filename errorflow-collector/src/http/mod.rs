@@ -23,10 +23,13 @@ use crate::triage::{Triage, Triggers};
 use crate::writer::Writer;
 
 pub mod api;
+pub mod body;
 pub mod error;
 pub mod ingest;
 pub mod openapi;
 pub mod triage;
+pub mod rate_limit;
+pub mod sentry;
 
 pub use error::ApiError;
 
@@ -46,6 +49,8 @@ pub struct AppState {
     /// How long an OPEN incident may be idle before `POST /api/v1/maintenance/quiet` quiets it.
     pub quiet_after: Duration,
     keys: Arc<KeyCache>,
+    /// Per-key token buckets of the Sentry endpoints.
+    pub key_rate: Arc<rate_limit::KeyRateLimiter>,
 }
 
 impl AppState {
@@ -66,6 +71,9 @@ impl AppState {
             triggers: None,
             quiet_after: Duration::from_secs(30 * 60),
             keys: Arc::new(KeyCache::default()),
+            key_rate: Arc::new(rate_limit::KeyRateLimiter::new(
+                rate_limit::KeyRate::default(),
+            )),
         }
     }
 
@@ -93,6 +101,12 @@ impl AppState {
         }
     }
 
+    /// Replaces the default per-key rate limit of the Sentry endpoints.
+    pub fn with_key_rate(mut self, rate: rate_limit::KeyRate) -> AppState {
+        self.key_rate = Arc::new(rate_limit::KeyRateLimiter::new(rate));
+        self
+    }
+
     /// Forgets cached credentials, e.g. after a key rotation in this process.
     pub fn forget_cached_keys(&self) {
         self.keys.clear();
@@ -108,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/events", post(ingest::batch))
         .route("/errors/custom", post(ingest::custom))
+        .merge(sentry::routes())
         .nest("/api/v1", api::routes())
         // The seed's management paths, kept for its dashboard and scripts.
         .route("/groups/{id}/resolve", post(api::resolve))
@@ -248,23 +263,29 @@ impl FromRequestParts<AppState> for IngestProject {
                     "missing ingest key: send `X-Errorflow-Key: KEY` or `Authorization: Bearer KEY`",
                 )
             })?;
-        let hash = hash_secret(key);
-        if let Some(p) = KeyCache::get(&state.keys.projects, &hash) {
-            return Ok(IngestProject(p));
+        project_for_key(state, key).await.map(IngestProject)
+    }
+}
+
+/// The project whose ingest key this is (cached, see [`KeyCache`]); 403 when
+/// no project has it. Shared by every ingest endpoint, ours and Sentry's.
+pub(crate) async fn project_for_key(state: &AppState, key: &str) -> Result<Project, ApiError> {
+    let hash = hash_secret(key);
+    if let Some(p) = KeyCache::get(&state.keys.projects, &hash) {
+        return Ok(p);
+    }
+    match state.store.project_by_key_hash(&hash).await? {
+        Some(p) => {
+            KeyCache::put(&state.keys.projects, hash, p.clone());
+            Ok(p)
         }
-        match state.store.project_by_key_hash(&hash).await? {
-            Some(p) => {
-                KeyCache::put(&state.keys.projects, hash, p.clone());
-                Ok(IngestProject(p))
-            }
-            None => {
-                crate::telemetry::rejected("forbidden", 1);
-                Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    "ingest key not recognised",
-                ))
-            }
+        None => {
+            crate::telemetry::rejected("forbidden", 1);
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "ingest key not recognised",
+            ))
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod decode;
 pub mod fingerprint;
 pub mod normalize;
 pub mod parameterize;
+pub mod sentry;
 pub mod stack_text;
 
 pub use decode::{decode_batch, decode_custom, CustomError, DecodeError};

@@ -1,0 +1,318 @@
+//! Sentry's ingest endpoints, so that the official Sentry SDKs report to
+//! errorflow with the DSN the CLI prints (`http://KEY@HOST:PORT/ID`):
+//! `POST /api/{project_id}/envelope/` and `POST /api/{project_id}/store/`
+//! (with or without the trailing slash), with CORS for browser SDKs.
+//!
+//! Order of checks: key from `X-Sentry-Auth`, `Authorization: Sentry …` or
+//! `?sentry_key=` (401/403, and 403 when the key belongs to another project)
+//! → body size as sent (413) → bounded decompression (400/413/415) →
+//! envelope framing and event JSON (400; 413 for an event item over
+//! `max_event_bytes`) → the key in the envelope header's `dsn` when no other
+//! was sent → per-key rate limit (429 with `Retry-After` and
+//! `X-Sentry-Rate-Limits`) → pipeline (422) → group-committed write. Every
+//! event of an envelope passes every check before any is written, so a bad
+//! item never leaves half an envelope stored.
+//!
+//! The answer is Sentry's: `200 {"id": "<event id, 32 hex>"}` (`{}` for an
+//! envelope without event). Items other than `event` are accepted and skipped.
+
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::Utc;
+use serde_json::json;
+use tower_http::cors::{Any, CorsLayer};
+use uuid::Uuid;
+
+use super::{body, project_for_key, ApiError, AppState};
+use crate::model::{NormalizedEvent, Project};
+use crate::pipeline::sentry::{self as mapping, SentryContext, SentryError};
+use crate::pipeline::{self, Context, Limits};
+use crate::telemetry;
+
+const X_SENTRY_AUTH: HeaderName = HeaderName::from_static("x-sentry-auth");
+const X_SENTRY_RATE_LIMITS: HeaderName = HeaderName::from_static("x-sentry-rate-limits");
+
+/// Bodies smaller than this are decoded on the async worker: a thread hop
+/// costs more than decoding a few kilobytes.
+const INLINE_DECODE_BYTES: usize = 32 * 1024;
+
+/// The Sentry routes, with CORS (any origin, POST, Sentry's headers) on them only.
+pub fn routes() -> Router<AppState> {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::POST])
+        .allow_headers([
+            X_SENTRY_AUTH,
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+        ])
+        .expose_headers([X_SENTRY_RATE_LIMITS, header::RETRY_AFTER])
+        .max_age(Duration::from_secs(3600));
+    // The OPTIONS routes exist so that preflights reach the CORS layer
+    // (which answers them) instead of the router's 405.
+    let preflight = || async { StatusCode::NO_CONTENT };
+    Router::new()
+        .route(
+            "/api/{project_id}/envelope/",
+            post(envelope).options(preflight),
+        )
+        .route(
+            "/api/{project_id}/envelope",
+            post(envelope).options(preflight),
+        )
+        .route("/api/{project_id}/store/", post(store).options(preflight))
+        .route("/api/{project_id}/store", post(store).options(preflight))
+        .layer(cors)
+}
+
+/// Store the events of a Sentry envelope.
+pub async fn envelope(
+    State(state): State<AppState>,
+    Path(project_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    ingest(state, project_id, query, headers, body, Kind::Envelope)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Store one event in Sentry's legacy format (the event JSON as the body).
+pub async fn store(
+    State(state): State<AppState>,
+    Path(project_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    ingest(state, project_id, query, headers, body, Kind::Store)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Envelope,
+    Store,
+}
+
+/// What decoding a body produced: the processed events and, for an
+/// envelope, the key of its header's DSN.
+struct Decoded {
+    events: Vec<NormalizedEvent>,
+    dsn_key: Option<String>,
+    header_event_id: Option<Uuid>,
+}
+
+async fn ingest(
+    state: AppState,
+    project_id: String,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+    kind: Kind,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let project_id: i64 = project_id.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_id",
+            format!("invalid project id {project_id:?}: expected a number"),
+        )
+    })?;
+    // A key sent beside the body is checked before the body is read.
+    let mut project = match request_key(&headers, query.as_deref()) {
+        Some(key) => Some(authenticate(&state, &key, project_id).await?),
+        None if kind == Kind::Store => return Err(missing_key()),
+        None => None,
+    };
+    let body = body::read_limited(&headers, body, state.limits.max_body_bytes).await?;
+    let ctx = Context {
+        project_id,
+        received_at: Utc::now(),
+    };
+    let decoded = if body.len() < INLINE_DECODE_BYTES {
+        decode(&headers, &body, &ctx, &state.limits, kind)?
+    } else {
+        let limits = state.limits.clone();
+        tokio::task::spawn_blocking(move || decode(&headers, &body, &ctx, &limits, kind))
+            .await
+            .map_err(|e| ApiError::internal("ingest task failed", &e))??
+    };
+    let project = match project.take() {
+        Some(p) => p,
+        None => match decoded.dsn_key.as_deref() {
+            Some(key) => authenticate(&state, key, project_id).await?,
+            None => return Err(missing_key()),
+        },
+    };
+    let events = decoded.events;
+    let count = u32::try_from(events.len()).unwrap_or(u32::MAX);
+    if let Err(secs) = state.key_rate.check(project.id, count) {
+        telemetry::rejected("rate_limited", events.len());
+        return Ok(rate_limited(secs));
+    }
+    let id = events
+        .first()
+        .map(|e| e.event_id)
+        .or(decoded.header_event_id);
+    if !events.is_empty() {
+        let n = events.len();
+        let outcomes = state.writer.submit(events).await?;
+        super::ingest::count_outcomes(&outcomes);
+        telemetry::accepted("sentry", n);
+    }
+    telemetry::ingest_latency("sentry", started.elapsed());
+    Ok(Json(match id {
+        Some(id) => json!({ "id": id.simple().to_string() }),
+        None => json!({}),
+    })
+    .into_response())
+}
+
+/// The key of `X-Sentry-Auth`, `Authorization: Sentry …` or `?sentry_key=`.
+fn request_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    let header = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    header(X_SENTRY_AUTH)
+        .and_then(mapping::auth_header_key)
+        .or_else(|| {
+            header(header::AUTHORIZATION)
+                .filter(|v| {
+                    v.trim_start()
+                        .get(..7)
+                        .is_some_and(|s| s.eq_ignore_ascii_case("sentry "))
+                })
+                .and_then(mapping::auth_header_key)
+        })
+        .or_else(|| query.and_then(mapping::query_key))
+        .map(str::to_owned)
+}
+
+fn missing_key() -> ApiError {
+    telemetry::rejected("unauthenticated", 1);
+    ApiError::unauthorized(
+        "missing sentry key: send `X-Sentry-Auth: Sentry sentry_key=KEY, sentry_version=7`, \
+         `?sentry_key=KEY`, or the DSN in the envelope header",
+    )
+}
+
+/// The key's project, which must be the one in the URL.
+async fn authenticate(state: &AppState, key: &str, project_id: i64) -> Result<Project, ApiError> {
+    let project = project_for_key(state, key).await?;
+    if project.id != project_id {
+        telemetry::rejected("forbidden", 1);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this key belongs to project {}, not {project_id}",
+                project.id
+            ),
+        ));
+    }
+    Ok(project)
+}
+
+fn rate_limited(secs: u64) -> Response {
+    let mut err = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many events for this key; retry in {secs} s"),
+    );
+    err.retry_after = Some(secs);
+    let mut response = err.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("{secs}::key")) {
+        response.headers_mut().insert(X_SENTRY_RATE_LIMITS, v);
+    }
+    response
+}
+
+/// Decompresses and decodes the body and runs every event through the
+/// pipeline; any failure refuses the whole request.
+fn decode(
+    headers: &HeaderMap,
+    body: &Bytes,
+    ctx: &Context,
+    limits: &Limits,
+    kind: Kind,
+) -> Result<Decoded, ApiError> {
+    let data = body::decompress(headers, body, limits.max_decompressed_bytes)?;
+    let mut out = Decoded {
+        events: Vec::new(),
+        dsn_key: None,
+        header_event_id: None,
+    };
+    match kind {
+        Kind::Store => {
+            if data.len() > limits.max_event_bytes {
+                return Err(sentry_error(SentryError::EventTooLarge {
+                    index: 0,
+                    length: data.len(),
+                    max: limits.max_event_bytes,
+                }));
+            }
+            let sctx = SentryContext {
+                fallback_event_id: Uuid::new_v4(),
+            };
+            let event = mapping::map_event(&data, &sctx).map_err(sentry_error)?;
+            out.events.push(process(event, ctx, limits)?);
+        }
+        Kind::Envelope => {
+            let envelope =
+                mapping::parse_envelope(&data, limits.max_event_bytes).map_err(sentry_error)?;
+            out.header_event_id = envelope.header.event_id();
+            out.dsn_key = envelope
+                .header
+                .dsn
+                .as_deref()
+                .and_then(mapping::dsn_key)
+                .map(|(key, _)| key.to_owned());
+            for (n, item) in envelope.items.iter().filter(|i| i.is_event()).enumerate() {
+                if n >= limits.max_events_per_batch {
+                    return Err(ApiError::too_large(format!(
+                        "more than {} events in one envelope",
+                        limits.max_events_per_batch
+                    )));
+                }
+                let fallback_event_id = match (n, out.header_event_id) {
+                    (0, Some(id)) => id,
+                    _ => Uuid::new_v4(),
+                };
+                let event = mapping::map_event(item.payload, &SentryContext { fallback_event_id })
+                    .map_err(sentry_error)?;
+                out.events.push(process(event, ctx, limits)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn process(
+    event: errorflow_sdk::protocol::Event,
+    ctx: &Context,
+    limits: &Limits,
+) -> Result<NormalizedEvent, ApiError> {
+    pipeline::process(event, ctx, limits).map_err(|e| {
+        telemetry::rejected("invalid_event", 1);
+        ApiError::unprocessable("invalid_event", e.to_string())
+    })
+}
+
+fn sentry_error(e: SentryError) -> ApiError {
+    telemetry::rejected("malformed", 1);
+    let message = e.to_string();
+    match e {
+        SentryError::EventTooLarge { .. } => ApiError::too_large(message),
+        SentryError::InvalidJson(_) | SentryError::NotAnObject => {
+            ApiError::bad_request("invalid_json", message)
+        }
+        SentryError::InvalidEventId(_) => ApiError::bad_request("invalid_event_id", message),
+        _ => ApiError::bad_request("invalid_envelope", message),
+    }
+}

@@ -1,0 +1,387 @@
+//! The official Sentry SDKs against the real collector binary: Python
+//! (`sentry-sdk`), Node (`@sentry/node`) and Rust (the `sentry` crate, in
+//! `examples/sentry-rust-client`), each configured with nothing but the DSN
+//! that `project create` prints. Fields and grouping are checked through the
+//! REST API.
+//!
+//! Nothing is skipped: without python3's `sentry_sdk` or the npm packages in
+//! `tests/sentry_clients/node_modules`, these tests fail and say that
+//! `.ci/run` installs them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_errorflow-collector");
+
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sentry_clients")
+}
+
+/// A collector on a free port with a fresh SQLite database, one project and a token.
+struct Collector {
+    child: Child,
+    base: String,
+    dsn: String,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli(db: &str, args: &[&str]) -> Value {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("DATABASE_URL", db)
+        .env("ERRORFLOW_LOG", "warn")
+        .env_remove("ERRORFLOW_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn start_collector() -> Collector {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("e2e.db").display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let project = cli(
+        &db,
+        &["project", "create", "shop", "--json", "--public-url", &base],
+    );
+    let token = cli(&db, &["token", "create", "--name", "e2e", "--json"]);
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &db)
+        .env("ERRORFLOW_LOG", "warn")
+        .env_remove("ERRORFLOW_CONFIG")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "collector did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Collector {
+        child,
+        base,
+        dsn: project["dsn"].as_str().unwrap().to_owned(),
+        token: token["token"].as_str().unwrap().to_owned(),
+        _dir: dir,
+    }
+}
+
+impl Collector {
+    fn get(&self, path: &str) -> Value {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let r = reqwest::Client::new()
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "GET {path}: {}", r.status());
+            r.json().await.unwrap()
+        })
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.get("/api/v1/events?limit=200")["events"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn groups(&self) -> Vec<Value> {
+        self.get("/api/v1/groups?limit=200")["groups"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// Runs a client program with `SENTRY_DSN`, failing with its output.
+fn run_client(mut cmd: Command, dsn: &str) {
+    let out = cmd
+        .env("SENTRY_DSN", dsn)
+        .current_dir(clients_dir())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn find<'a>(events: &'a [Value], what: &str, pred: impl Fn(&Value) -> bool) -> &'a Value {
+    events.iter().find(|e| pred(e)).unwrap_or_else(|| {
+        let summary: Vec<_> = events
+            .iter()
+            .map(|e| format!("{} {}", e["error_type"], e["message"]))
+            .collect();
+        panic!("no event for {what}; stored: {summary:#?}")
+    })
+}
+
+fn group_of<'a>(groups: &'a [Value], event: &Value) -> &'a Value {
+    groups
+        .iter()
+        .find(|g| g["id"] == event["group_id"])
+        .expect("the event's incident is listed")
+}
+
+#[test]
+fn python_sentry_sdk_reports_to_errorflow() {
+    let probe = Command::new("python3")
+        .args(["-c", "import sentry_sdk; print(sentry_sdk.VERSION)"])
+        .output();
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "python3 with sentry-sdk is required for this test; `.ci/run` installs it \
+         (pip install sentry-sdk==2.46.0)"
+    );
+    let c = start_collector();
+    let mut cmd = Command::new("python3");
+    cmd.arg("python_client.py");
+    run_client(cmd, &c.dsn);
+
+    let events = c.events();
+    assert_eq!(events.len(), 6, "{events:#?}");
+    let groups = c.groups();
+    for e in &events {
+        assert_eq!(e["service"], "py-shop");
+        assert_eq!(e["env"], "e2e");
+        assert_eq!(e["release"], "py-shop@1.2.3");
+        assert_eq!(e["host"], "py-host");
+        assert_eq!(e["data"]["platform"], "python");
+    }
+
+    let zero = find(&events, "ZeroDivisionError", |e| {
+        e["error_type"] == "ZeroDivisionError"
+    });
+    let frames = &zero["data"]["exception"][0]["stacktrace"]["frames"];
+    let last = frames.as_array().unwrap().last().unwrap();
+    assert_eq!(last["function"], "divide");
+    assert_eq!(last["in_app"], true);
+    assert_eq!(zero["data"]["user"]["id"], "u-42");
+
+    // `raise PaymentError from KeyError`: outermost first; orders 17 and 18 are one incident.
+    let chained = find(&events, "chained", |e| e["error_type"] == "PaymentError");
+    assert_eq!(chained["data"]["exception"][0]["type"], "PaymentError");
+    assert_eq!(group_of(&groups, chained)["culprit"], "__main__::checkout");
+    assert_eq!(chained["data"]["exception"][1]["type"], "KeyError");
+    assert_eq!(group_of(&groups, chained)["count"], 2);
+
+    let logged = find(&events, "logging.error", |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("inventory for sku A-100"))
+    });
+    assert_eq!(
+        logged["data"]["message_template"],
+        "inventory for sku %s is negative"
+    );
+    assert_eq!(logged["data"]["logger"], "shop.checkout");
+
+    let exc_info = find(&events, "logging.error(exc_info)", |e| {
+        e["data"]["exception"][0]["mechanism"] == "logging"
+    });
+    assert_eq!(exc_info["error_type"], "KeyError");
+
+    let message = find(&events, "capture_message", |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nightly export"))
+    });
+    assert_eq!(message["level"], "warning");
+}
+
+#[test]
+fn node_sentry_sdk_reports_to_errorflow() {
+    assert!(
+        clients_dir().join("node_modules/@sentry/node").is_dir(),
+        "@sentry/node is required for this test; `.ci/run` installs it \
+         (npm ci in errorflow-collector/tests/sentry_clients)"
+    );
+    let c = start_collector();
+    let mut cmd = Command::new("node");
+    cmd.arg("node_client.js");
+    run_client(cmd, &c.dsn);
+
+    let events = c.events();
+    assert_eq!(events.len(), 4, "{events:#?}");
+    let groups = c.groups();
+    for e in &events {
+        assert_eq!(e["service"], "node-shop");
+        assert_eq!(e["env"], "e2e");
+        assert_eq!(e["data"]["platform"], "javascript");
+    }
+    let thrown = find(&events, "thrown error", |e| {
+        e["data"]["exception"][0]["value"]
+            .as_str()
+            .is_some_and(|v| v.contains("reading 'checkout'"))
+    });
+    assert_eq!(thrown["error_type"], "TypeError");
+    assert_eq!(thrown["data"]["exception"][0]["handled"], true);
+
+    let rejected = find(&events, "rejected promise", |e| {
+        e["data"]["exception"][0]["value"]
+            .as_str()
+            .is_some_and(|v| v.contains("price of A-100"))
+    });
+    assert_eq!(rejected["data"]["exception"][0]["handled"], false);
+    let frames = rejected["data"]["exception"][0]["stacktrace"]["frames"]
+        .as_array()
+        .unwrap();
+    assert_eq!(frames.last().unwrap()["function"], "fetchPrice");
+    assert!(frames
+        .iter()
+        .filter(|f| f["filename"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("node:")))
+        .all(|f| f["in_app"] == false));
+
+    let caused = find(&events, "error with cause", |e| {
+        e["error_type"] == "PaymentError"
+    });
+    assert!(
+        group_of(&groups, caused)["culprit"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("loadOrder")),
+        "{}",
+        group_of(&groups, caused)
+    );
+    assert_eq!(caused["data"]["exception"][1]["type"], "SyntaxError");
+    assert_eq!(
+        group_of(&groups, caused)["count"],
+        2,
+        "orders 7 and 8 are one incident"
+    );
+}
+
+#[test]
+fn rust_sentry_crate_reports_to_errorflow() {
+    // The example is a workspace member; build it with the cargo running this test.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(["build", "--quiet", "-p", "sentry-rust-client"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "cannot build examples/sentry-rust-client");
+    // target/debug/deps/this-test → target/debug/rust-shop
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("rust-shop");
+    assert!(bin.exists(), "{} not built", bin.display());
+
+    let c = start_collector();
+    run_client(Command::new(&bin), &c.dsn);
+
+    let events = c.events();
+    assert_eq!(events.len(), 4, "{events:#?}");
+    let groups = c.groups();
+    for e in &events {
+        assert_eq!(e["service"], "rust-shop");
+        assert_eq!(e["env"], "e2e");
+        assert_eq!(e["host"], "rust-host");
+        assert_eq!(e["data"]["platform"], "rust");
+    }
+
+    // anyhow: the context is the outermost error, the typed error its source.
+    let anyhow = find(&events, "anyhow error", |e| {
+        e["data"]["exception"][0]["value"]
+            .as_str()
+            .is_some_and(|v| v.contains("cannot place order"))
+    });
+    assert_eq!(
+        anyhow["data"]["exception"][1]["value"],
+        "no stock left for sku A-100"
+    );
+    let anyhow_group = group_of(&groups, anyhow);
+    assert_eq!(anyhow_group["count"], 2, "orders 1 and 2 are one incident");
+    // The stack groups it (the context's message would too, by luck).
+    assert_eq!(anyhow_group["culprit"], "rust_shop::place_order");
+
+    let traced = find(&events, "tracing::error!", |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("inventory sync failed"))
+    });
+    assert_eq!(traced["level"], "error");
+
+    let panic = find(&events, "panic", |e| {
+        e["data"]["exception"][0]["mechanism"] == "panic"
+    });
+    assert_eq!(panic["data"]["exception"][0]["handled"], false);
+    assert!(panic["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("quantity must be a number")));
+    let frames = panic["data"]["exception"][0]["stacktrace"]["frames"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        group_of(&groups, panic)["culprit"],
+        "rust_shop::parse_quantity"
+    );
+    let functions: Vec<&str> = frames
+        .iter()
+        .filter_map(|f| f["function"].as_str())
+        .collect();
+    assert!(
+        functions.iter().any(|f| f.ends_with("parse_quantity")),
+        "{functions:?}"
+    );
+    for f in frames {
+        let name = f["function"].as_str().unwrap_or("");
+        assert!(
+            !name.contains("::h")
+                || !name
+                    .rsplit("::h")
+                    .next()
+                    .unwrap()
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit()),
+            "hash left in {name}"
+        );
+        if [
+            "std::",
+            "core::",
+            "sentry_core::",
+            "sentry_panic::",
+            "sentry_backtrace::",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+        {
+            assert_eq!(f["in_app"], false, "{name}");
+        }
+    }
+}
