@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -22,6 +22,7 @@ use crate::store::Store;
 use crate::writer::Writer;
 
 pub mod api;
+pub mod dashboard;
 pub mod error;
 pub mod ingest;
 pub mod openapi;
@@ -37,6 +38,8 @@ pub struct AppState {
     /// The URL in DSNs and links (`http://127.0.0.1:8000`).
     pub public_url: Arc<str>,
     pub metrics: PrometheusHandle,
+    /// Sign-in throttling and cookie settings of the dashboard.
+    pub dashboard: Arc<dashboard::DashState>,
     keys: Arc<KeyCache>,
 }
 
@@ -54,6 +57,7 @@ impl AppState {
             limits: Arc::new(limits),
             public_url: public_url.trim_end_matches('/').into(),
             metrics,
+            dashboard: Arc::new(dashboard::DashState::new(public_url)),
             keys: Arc::new(KeyCache::default()),
         }
     }
@@ -67,7 +71,7 @@ impl AppState {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(index))
+        .merge(dashboard::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -103,26 +107,6 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
         "internal error; see the collector's log",
     )
     .into_response()
-}
-
-async fn index(State(state): State<AppState>) -> Html<String> {
-    // A landing page until the dashboard lands: where to look and what to send.
-    Html(format!(
-        "<!doctype html><html lang=en><meta charset=utf-8><title>errorflow</title>\
-         <body style=\"font-family:system-ui;max-width:40em;margin:3em auto\">\
-         <h1>errorflow collector</h1>\
-         <p>Ingest: <code>POST {url}/api/v1/events</code> and <code>POST {url}/errors/custom</code>.</p>\
-         <p>REST API: <a href=\"/api/v1/openapi.json\">OpenAPI document</a> (management token required).</p>\
-         <p><a href=\"/metrics\">Metrics</a> · <a href=\"/healthz\">Health</a></p></body></html>",
-        url = html_escape(&state.public_url)
-    ))
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -168,8 +152,14 @@ const KEY_CACHE_MAX: usize = 10_000;
 
 impl KeyCache {
     fn clear(&self) {
-        self.projects.write().unwrap_or_else(|e| e.into_inner()).clear();
-        self.tokens.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.projects
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     fn get<T: Clone>(map: &RwLock<HashMap<String, (T, Instant)>>, hash: &str) -> Option<T> {
