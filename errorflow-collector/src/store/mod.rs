@@ -134,8 +134,15 @@ pub trait Store: Send + Sync + 'static {
         group_ids: &[i64],
         now: DateTime<Utc>,
     ) -> Result<std::collections::HashMap<i64, Vec<i64>>>;
-    /// The event ids just older and just newer than the stored event `id` in its incident.
-    async fn event_neighbors(&self, group_id: i64, id: i64) -> Result<EventNeighbors>;
+    /// The event ids just older and just newer than the stored event `id`
+    /// (received at `received_at`) in its incident, in the order of
+    /// [`Store::list_events`] (newest received first).
+    async fn event_neighbors(
+        &self,
+        group_id: i64,
+        received_at: DateTime<Utc>,
+        id: i64,
+    ) -> Result<EventNeighbors>;
 
     /// Creates a dashboard user; `None` when the name is taken.
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<Option<User>>;

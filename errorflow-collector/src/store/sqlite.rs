@@ -40,7 +40,7 @@ impl Store for SqliteStore {
     async fn get_event(&self, _event_id: Uuid) -> Result<Option<StoredEvent>> { unimplemented!() }
     async fn count_groups(&self, _query: &GroupQuery) -> Result<GroupCounts> { unimplemented!() }
     async fn hourly_counts(&self, _ids: &[i64], _now: DateTime<Utc>) -> Result<std::collections::HashMap<i64, Vec<i64>>> { unimplemented!() }
-    async fn event_neighbors(&self, _group_id: i64, _id: i64) -> Result<EventNeighbors> { unimplemented!() }
+    async fn event_neighbors(&self, _group_id: i64, _timestamp: DateTime<Utc>, _id: i64) -> Result<EventNeighbors> { unimplemented!() }
     async fn create_user(&self, _name: &str, _password_hash: &str) -> Result<Option<User>> { unimplemented!() }
     async fn user_by_name(&self, _name: &str) -> Result<Option<User>> { unimplemented!() }
     async fn set_user_password(&self, _name: &str, _password_hash: &str) -> Result<bool> { unimplemented!() }

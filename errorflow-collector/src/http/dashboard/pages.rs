@@ -480,7 +480,7 @@ pub async fn detail(
     let href = |eid: Uuid| format!("/incidents/{id}?event={}", eid.simple());
     let (newer_href, older_href) = match &current {
         Some(e) => {
-            let n = state.store.event_neighbors(id, e.id).await?;
+            let n = state.store.event_neighbors(id, e.received_at, e.id).await?;
             (n.newer.map(href), n.older.map(href))
         }
         None => (None, None),
