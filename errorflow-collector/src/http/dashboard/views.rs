@@ -90,14 +90,14 @@ pub fn sparkline(counts: &[i64]) -> String {
 
 /// A bar chart of buckets with a tooltip per bar and first/last labels.
 pub fn bar_chart(buckets: &[Bucket], label_format: &str, caption: &str) -> String {
-    let (width, height, top, bottom) = (600.0_f64, 140.0_f64, 8.0_f64, 20.0_f64);
+    let (width, height, top, bottom) = (720.0_f64, 150.0_f64, 16.0_f64, 20.0_f64);
     let n = buckets.len().max(1) as f64;
     let slot = width / n;
     let bar = (slot * 0.8).max(1.0);
     let max = buckets.iter().map(|b| b.count).max().unwrap_or(0).max(1) as f64;
     let plot = height - top - bottom;
     let mut svg = format!(
-        "<svg class=\"chart\" viewBox=\"0 0 {width} {height}\" preserveAspectRatio=\"none\" role=\"img\" aria-label=\"{caption}\">"
+        "<svg class=\"chart\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"{caption}\">"
     );
     let _ = write!(
         svg,
@@ -113,10 +113,11 @@ pub fn bar_chart(buckets: &[Bucket], label_format: &str, caption: &str) -> Strin
         let x = i as f64 * slot + (slot - bar) / 2.0;
         let _ = write!(
             svg,
-            "<g><title>{}: {} events</title><rect class=\"hit\" x=\"{:.1}\" y=\"{top}\" width=\"{slot:.1}\" height=\"{plot}\"/>\
+            "<g><title>{}: {} event{}</title><rect class=\"hit\" x=\"{:.1}\" y=\"{top}\" width=\"{slot:.1}\" height=\"{plot}\"/>\
              <rect class=\"bar\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{bar:.1}\" height=\"{bh:.1}\"/></g>",
             b.start.format(label_format),
             b.count,
+            if b.count == 1 { "" } else { "s" },
             i as f64 * slot,
             height - bottom - bh,
         );
@@ -132,8 +133,8 @@ pub fn bar_chart(buckets: &[Bucket], label_format: &str, caption: &str) -> Strin
     }
     let _ = write!(
         svg,
-        "<text x=\"{width}\" y=\"{}\" text-anchor=\"end\" class=\"max\">max {}</text></svg>",
-        top + 10.0,
+        "<text x=\"0\" y=\"{}\" class=\"max\">max {}</text></svg>",
+        top + 4.0,
         max as i64
     );
     svg
