@@ -79,7 +79,10 @@ struct Measured {
 
 async fn run(duration: Duration) {
     let date = chrono::Utc::now().format("%Y-%m-%d");
-    println!("errorflow load benchmark, {date}, {}s per scenario, load generator on the same machine", duration.as_secs());
+    println!(
+        "errorflow load benchmark, {date}, {}s per scenario, load generator on the same machine",
+        duration.as_secs()
+    );
     let bin = collector_binary();
 
     // Baseline: a no-op axum handler answering the same requests.
@@ -104,9 +107,9 @@ async fn run(duration: Duration) {
     let pg_admin = std::env::var("ERRORFLOW_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let pg_db = format!("errorflow_bench_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(&pg_admin)
-        .await
-        .expect("Postgres is needed for the Postgres half of the benchmark (ERRORFLOW_TEST_PG_URL)");
+    let mut admin = sqlx::PgConnection::connect(&pg_admin).await.expect(
+        "Postgres is needed for the Postgres half of the benchmark (ERRORFLOW_TEST_PG_URL)",
+    );
     sqlx::query(&format!("CREATE DATABASE {pg_db}"))
         .execute(&mut admin)
         .await
@@ -116,7 +119,10 @@ async fn run(duration: Duration) {
     println!();
     println!("| backend | scenario | req/s | events/s accepted | events/s stored | stored/accepted | vs no-op (req/s) | server CPU ms/event | peak RSS MiB | errors |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (backend, url) in [("sqlite", sqlite_url.as_str()), ("postgres", pg_url.as_str())] {
+    for (backend, url) in [
+        ("sqlite", sqlite_url.as_str()),
+        ("postgres", pg_url.as_str()),
+    ] {
         for (scenario, baseline) in [(&BATCH, noop_batch), (&CUSTOM, noop_custom)] {
             let port = free_port();
             let mut child = start_collector(&bin, url, port);
@@ -146,9 +152,11 @@ async fn run(duration: Duration) {
             std::io::stdout().flush().ok();
         }
     }
-    drop(sqlx::query(&format!("DROP DATABASE {pg_db} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await);
+    drop(
+        sqlx::query(&format!("DROP DATABASE {pg_db} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await,
+    );
 }
 
 fn replace_db(url: &str, db: &str) -> String {
@@ -158,7 +166,8 @@ fn replace_db(url: &str, db: &str) -> String {
 
 /// (events stored, sum of incident counts).
 async fn stored_events(url: &str) -> (i64, i64) {
-    let q = "SELECT (SELECT COUNT(*) FROM errors), (SELECT COALESCE(SUM(count), 0) FROM error_groups)";
+    let q =
+        "SELECT (SELECT COUNT(*) FROM errors), (SELECT COALESCE(SUM(count), 0) FROM error_groups)";
     if url.starts_with("postgres") {
         let mut c = sqlx::PgConnection::connect(url).await.unwrap();
         let (a, b): (i64, i64) = sqlx::query_as(&q.replace("SUM(count)", "SUM(count)::BIGINT"))
@@ -203,7 +212,11 @@ fn create_key(bin: &std::path::Path, url: &str) -> String {
         .env("ERRORFLOW_LOG", "warn")
         .output()
         .expect("project create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["key"].as_str().unwrap().to_string()
 }
@@ -217,12 +230,19 @@ fn rand_suffix() -> u64 {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn wait_port(port: u16) {
     for _ in 0..300 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -281,8 +301,12 @@ async fn drive(base: &str, key: &str, s: &Scenario, duration: Duration, pid: u32
     let mut tasks = Vec::new();
     for worker in 0..s.concurrency {
         let (client, url, key) = (client.clone(), url.clone(), key.to_string());
-        let (requests, events, errors, stop) =
-            (requests.clone(), events.clone(), errors.clone(), stop.clone());
+        let (requests, events, errors, stop) = (
+            requests.clone(),
+            events.clone(),
+            errors.clone(),
+            stop.clone(),
+        );
         let per = s.events_per_request;
         tasks.push(tokio::spawn(async move {
             let mut n = worker as u64 * 1_000_000;
@@ -332,7 +356,11 @@ async fn drive(base: &str, key: &str, s: &Scenario, duration: Duration, pid: u32
         requests_per_s: requests.load(Ordering::Relaxed) as f64 / elapsed,
         events_per_s: ev as f64 / elapsed,
         errors: errors.load(Ordering::Relaxed),
-        cpu_ms_per_event: if ev > 0 { cpu * 1000.0 / ev as f64 } else { f64::NAN },
+        cpu_ms_per_event: if ev > 0 {
+            cpu * 1000.0 / ev as f64
+        } else {
+            f64::NAN
+        },
         peak_rss_mib: peak_rss,
     }
 }
@@ -345,8 +373,14 @@ fn process_cpu_seconds(pid: u32) -> f64 {
     // Fields after the parenthesised command name; utime and stime are 14th and 15th overall.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
     ticks / 100.0 // CLK_TCK is 100 on Linux x86_64
 }
 
@@ -373,7 +407,9 @@ fn noop_server(port: u16) {
         let app = axum::Router::new().fallback(|_body: axum::body::Bytes| async {
             axum::Json(serde_json::json!({"accepted": 0, "duplicates": 0, "rejected": []}))
         });
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         axum::serve(listener, app).await.unwrap();
     });
 }

@@ -43,10 +43,7 @@ fn describe() {
         "errorflow_events_duplicate_total",
         "Events ignored because their event_id was already stored."
     );
-    metrics::describe_counter!(
-        "errorflow_groups_created_total",
-        "Incidents created."
-    );
+    metrics::describe_counter!("errorflow_groups_created_total", "Incidents created.");
     metrics::describe_counter!(
         "errorflow_regressions_total",
         "Resolved incidents reopened by a new event."

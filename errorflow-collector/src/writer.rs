@@ -150,7 +150,9 @@ async fn run(
         };
         let total: usize = jobs.iter().map(|j| j.events.len()).sum();
         write_jobs(store.as_ref(), jobs).await;
-        let depth = queued.fetch_sub(total, Ordering::Relaxed).saturating_sub(total);
+        let depth = queued
+            .fetch_sub(total, Ordering::Relaxed)
+            .saturating_sub(total);
         telemetry::queue_depth(depth);
     }
 }

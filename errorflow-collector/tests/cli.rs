@@ -30,12 +30,24 @@ fn sqlite_url(dir: &tempfile::TempDir) -> String {
 fn help_explains_the_commands_and_settings() {
     let (ok, out, _) = run("sqlite::memory:", &["--help"]);
     assert!(ok);
-    for word in ["serve", "migrate", "project", "token", "DATABASE_URL", "ERRORFLOW_CONFIG"] {
+    for word in [
+        "serve",
+        "migrate",
+        "project",
+        "token",
+        "DATABASE_URL",
+        "ERRORFLOW_CONFIG",
+    ] {
         assert!(out.contains(word), "--help lacks {word}:\n{out}");
     }
     let (ok, out, _) = run("sqlite::memory:", &["serve", "--help"]);
     assert!(ok);
-    for word in ["--listen", "ERRORFLOW_LISTEN", "--quiet-after", "ERRORFLOW_PUBLIC_URL"] {
+    for word in [
+        "--listen",
+        "ERRORFLOW_LISTEN",
+        "--quiet-after",
+        "ERRORFLOW_PUBLIC_URL",
+    ] {
         assert!(out.contains(word), "serve --help lacks {word}:\n{out}");
     }
 }

@@ -35,7 +35,11 @@ async fn test_app(db: common::TestDb) -> TestApp {
     let state = build_state(store.clone(), &config);
     let key = credentials::new_ingest_key();
     let project = store
-        .create_project("test", &credentials::hash_secret(&key), &credentials::prefix(&key))
+        .create_project(
+            "test",
+            &credentials::hash_secret(&key),
+            &credentials::prefix(&key),
+        )
         .await
         .unwrap();
     let token = credentials::new_api_token();
@@ -64,7 +68,9 @@ impl TestApp {
         let res = self.app.clone().oneshot(req).await.unwrap();
         let status = res.status();
         let headers = res.headers().clone();
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
         let body = if bytes.is_empty() {
             Value::Null
         } else {
@@ -92,7 +98,8 @@ impl TestApp {
     }
 
     async fn post_custom(&self, body: Value) -> Reply {
-        self.send(self.ingest("/errors/custom", body.to_string())).await
+        self.send(self.ingest("/errors/custom", body.to_string()))
+            .await
     }
 
     async fn get(&self, path: &str) -> Reply {
@@ -162,7 +169,9 @@ fn assert_error(r: &Reply, status: StatusCode, code: &str) {
     assert_eq!(r.status, status, "body: {}", r.body);
     assert_eq!(r.body["error"]["code"], code, "body: {}", r.body);
     assert!(
-        r.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "error without message: {}",
         r.body
     );
@@ -180,7 +189,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::test_app(super::common::sqlite_db().await).await).await;
+                    super::$name(super::test_app(super::common::sqlite_store().await).await).await;
                 }
             )*
         }
@@ -188,7 +197,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::test_app(super::common::pg_db().await).await).await;
+                    super::$name(super::test_app(super::common::pg_store().await).await).await;
                 }
             )*
         }
@@ -223,14 +232,24 @@ async fn batch_is_stored_grouped_and_idempotent(t: TestApp) {
     ]);
     let r = t.post_events(events.clone()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert_eq!(r.body, json!({"accepted": 3, "duplicates": 0, "rejected": []}));
+    assert_eq!(
+        r.body,
+        json!({"accepted": 3, "duplicates": 0, "rejected": []})
+    );
 
     // The SDK retries a batch whose answer it did not see: nothing double-counts.
     let r = t.post_events(events).await;
-    assert_eq!(r.body, json!({"accepted": 0, "duplicates": 3, "rejected": []}));
+    assert_eq!(
+        r.body,
+        json!({"accepted": 0, "duplicates": 3, "rejected": []})
+    );
 
     let groups = t.groups("").await;
-    assert_eq!(groups.len(), 1, "one raising site is one incident: {groups:?}");
+    assert_eq!(
+        groups.len(),
+        1,
+        "one raising site is one incident: {groups:?}"
+    );
     assert_eq!(groups[0]["count"], 3);
     assert_eq!(groups[0]["status"], "open");
     assert_eq!(groups[0]["title"], "NotFound: user <int> not found");
@@ -319,11 +338,17 @@ async fn custom_endpoint_takes_the_seed_body(t: TestApp) {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["trace_id"], "abc123");
     let ev = t
-        .get(&format!("/api/v1/events/{}", r.body["event_id"].as_str().unwrap()))
+        .get(&format!(
+            "/api/v1/events/{}",
+            r.body["event_id"].as_str().unwrap()
+        ))
         .await;
     assert_eq!(ev.body["release"], "2.0.1");
     assert_eq!(ev.body["level"], "warning");
-    assert!(ev.body["timestamp"].as_str().unwrap().starts_with("2026-01-02T03:04:05"));
+    assert!(ev.body["timestamp"]
+        .as_str()
+        .unwrap()
+        .starts_with("2026-01-02T03:04:05"));
 }
 
 async fn seed_node_middleware_payload_is_grouped_by_stack(t: TestApp) {
@@ -346,9 +371,17 @@ async fn seed_node_middleware_payload_is_grouped_by_stack(t: TestApp) {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     }
     let groups = t.groups("").await;
-    assert_eq!(groups.len(), 1, "same function, shifted line: one incident: {groups:?}");
+    assert_eq!(
+        groups.len(),
+        1,
+        "same function, shifted line: one incident: {groups:?}"
+    );
     assert_eq!(groups[0]["count"], 2);
-    assert!(groups[0]["culprit"].as_str().unwrap().contains("getUser"), "{}", groups[0]);
+    assert!(
+        groups[0]["culprit"].as_str().unwrap().contains("getUser"),
+        "{}",
+        groups[0]
+    );
 }
 
 async fn grouping_splits_sites_and_templates_that_the_seed_merged(t: TestApp) {
@@ -392,16 +425,86 @@ async fn bad_input_gets_the_right_status_and_stores_nothing(t: TestApp) {
     };
     let json_ct = "application/json";
     let cases: Vec<(&str, Request<Body>, StatusCode, &str)> = vec![
-        ("malformed JSON", raw("/api/v1/events", json_ct, b"{\"events\": [".to_vec()), StatusCode::BAD_REQUEST, "invalid_json"),
-        ("invalid UTF-8", raw("/api/v1/events", json_ct, b"{\"events\": [\"\xff\xfe\"]}".to_vec()), StatusCode::BAD_REQUEST, "invalid_json"),
-        ("events not an array", raw("/api/v1/events", json_ct, br#"{"events": 5}"#.to_vec()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
-        ("missing events", raw("/api/v1/events", json_ct, br#"{"evnts": []}"#.to_vec()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
-        ("body not an object", raw("/api/v1/events", json_ct, b"[1,2]".to_vec()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
-        ("deeply nested JSON", raw("/api/v1/events", json_ct, format!("{{\"events\": [{}{}]}}", "[".repeat(5000), "]".repeat(5000)).into_bytes()), StatusCode::BAD_REQUEST, "invalid_json"),
-        ("wrong content type", raw("/api/v1/events", "text/plain", br#"{"events": []}"#.to_vec()), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-        ("custom: missing field", raw("/errors/custom", json_ct, br#"{"service": "a", "message": "m"}"#.to_vec()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
-        ("custom: wrong type", raw("/errors/custom", json_ct, br#"{"service": 1, "error_type": "E", "message": "m"}"#.to_vec()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
-        ("custom: malformed", raw("/errors/custom", json_ct, b"service=a".to_vec()), StatusCode::BAD_REQUEST, "invalid_json"),
+        (
+            "malformed JSON",
+            raw("/api/v1/events", json_ct, b"{\"events\": [".to_vec()),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "invalid UTF-8",
+            raw(
+                "/api/v1/events",
+                json_ct,
+                b"{\"events\": [\"\xff\xfe\"]}".to_vec(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "events not an array",
+            raw("/api/v1/events", json_ct, br#"{"events": 5}"#.to_vec()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "missing events",
+            raw("/api/v1/events", json_ct, br#"{"evnts": []}"#.to_vec()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "body not an object",
+            raw("/api/v1/events", json_ct, b"[1,2]".to_vec()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "deeply nested JSON",
+            raw(
+                "/api/v1/events",
+                json_ct,
+                format!("{{\"events\": [{}{}]}}", "[".repeat(5000), "]".repeat(5000)).into_bytes(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "wrong content type",
+            raw(
+                "/api/v1/events",
+                "text/plain",
+                br#"{"events": []}"#.to_vec(),
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "custom: missing field",
+            raw(
+                "/errors/custom",
+                json_ct,
+                br#"{"service": "a", "message": "m"}"#.to_vec(),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "custom: wrong type",
+            raw(
+                "/errors/custom",
+                json_ct,
+                br#"{"service": 1, "error_type": "E", "message": "m"}"#.to_vec(),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "custom: malformed",
+            raw("/errors/custom", json_ct, b"service=a".to_vec()),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
     ];
     for (what, req, status, code) in cases {
         let r = t.send(req).await;
@@ -417,8 +520,17 @@ async fn bad_input_gets_the_right_status_and_stores_nothing(t: TestApp) {
         b.body(Body::from(json!({"events": [event("x")]}).to_string()))
             .unwrap()
     };
-    assert_error(&t.send(with_key(None)).await, StatusCode::UNAUTHORIZED, "unauthorized");
-    assert_error(&t.send(with_key(Some("0123456789abcdef0123456789abcdef"))).await, StatusCode::FORBIDDEN, "forbidden");
+    assert_error(
+        &t.send(with_key(None)).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    assert_error(
+        &t.send(with_key(Some("0123456789abcdef0123456789abcdef")))
+            .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
 
     let unsupported = Request::post("/api/v1/events")
         .header("content-type", json_ct)
@@ -426,27 +538,73 @@ async fn bad_input_gets_the_right_status_and_stores_nothing(t: TestApp) {
         .header("x-errorflow-key", &t.key)
         .body(Body::from("x"))
         .unwrap();
-    assert_error(&t.send(unsupported).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    assert_error(
+        &t.send(unsupported).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
     let bad_gzip = Request::post("/api/v1/events")
         .header("content-type", json_ct)
         .header("content-encoding", "gzip")
         .header("x-errorflow-key", &t.key)
         .body(Body::from("definitely not gzip"))
         .unwrap();
-    assert_error(&t.send(bad_gzip).await, StatusCode::BAD_REQUEST, "invalid_gzip");
+    assert_error(
+        &t.send(bad_gzip).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_gzip",
+    );
 
     // Invalid and unknown ids on the API.
-    assert_error(&t.get("/api/v1/groups/abc").await, StatusCode::BAD_REQUEST, "invalid_id");
-    assert_error(&t.get("/api/v1/groups/999999").await, StatusCode::NOT_FOUND, "not_found");
-    assert_error(&t.get("/api/v1/events/not-a-uuid").await, StatusCode::BAD_REQUEST, "invalid_id");
-    assert_error(&t.get(&format!("/api/v1/events/{}", uuid::Uuid::new_v4())).await, StatusCode::NOT_FOUND, "not_found");
-    assert_error(&t.get("/api/v1/groups?status=bogus").await, StatusCode::BAD_REQUEST, "invalid_query");
-    assert_error(&t.get("/api/v1/groups?limit=0").await, StatusCode::BAD_REQUEST, "invalid_query");
-    assert_error(&t.get("/api/v1/groups?cursor=%%%").await, StatusCode::BAD_REQUEST, "invalid_cursor");
+    assert_error(
+        &t.get("/api/v1/groups/abc").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_id",
+    );
+    assert_error(
+        &t.get("/api/v1/groups/999999").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &t.get("/api/v1/events/not-a-uuid").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_id",
+    );
+    assert_error(
+        &t.get(&format!("/api/v1/events/{}", uuid::Uuid::new_v4()))
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &t.get("/api/v1/groups?status=bogus").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    );
+    assert_error(
+        &t.get("/api/v1/groups?limit=0").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    );
+    assert_error(
+        &t.get("/api/v1/groups?cursor=%%%").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_cursor",
+    );
     assert_error(&t.get("/nowhere").await, StatusCode::NOT_FOUND, "not_found");
-    assert_error(&t.post_api("/api/v1/groups/1/resolve", json!({"reason": 5})).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    assert_error(
+        &t.post_api("/api/v1/groups/1/resolve", json!({"reason": 5}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    );
 
-    assert_eq!(t.stored_count().await, 0, "a refused request stores nothing");
+    assert_eq!(
+        t.stored_count().await,
+        0,
+        "a refused request stores nothing"
+    );
     assert!(t.groups("").await.is_empty());
 }
 
@@ -467,7 +625,11 @@ async fn compression_bombs_are_refused_without_inflating(t: TestApp) {
         .header("x-errorflow-key", &t.key)
         .body(Body::from(bomb))
         .unwrap();
-    assert_error(&t.send(req).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert_error(
+        &t.send(req).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
     assert_eq!(t.stored_count().await, 0);
 }
 
@@ -477,7 +639,9 @@ async fn oversized_bodies_are_refused(t: TestApp) {
     let r = t.send(t.ingest("/api/v1/events", big)).await;
     assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
 
-    let too_many: Vec<Value> = (0..limits.max_events_per_batch + 1).map(|_| json!({})).collect();
+    let too_many: Vec<Value> = (0..limits.max_events_per_batch + 1)
+        .map(|_| json!({}))
+        .collect();
     let r = t.post_events(Value::Array(too_many)).await;
     assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
 
@@ -491,8 +655,15 @@ async fn oversized_bodies_are_refused(t: TestApp) {
 }
 
 async fn management_api_requires_a_token(t: TestApp) {
-    for path in ["/api/v1/groups", "/api/v1/events", "/api/v1/projects", "/api/v1/groups/1"] {
-        let r = t.send(Request::get(path).body(Body::empty()).unwrap()).await;
+    for path in [
+        "/api/v1/groups",
+        "/api/v1/events",
+        "/api/v1/projects",
+        "/api/v1/groups/1",
+    ] {
+        let r = t
+            .send(Request::get(path).body(Body::empty()).unwrap())
+            .await;
         assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
         let r = t
             .send(
@@ -515,7 +686,11 @@ async fn management_api_requires_a_token(t: TestApp) {
         .await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
     let r = t
-        .send(Request::post("/groups/1/resolve").body(Body::empty()).unwrap())
+        .send(
+            Request::post("/groups/1/resolve")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
 }
@@ -544,11 +719,21 @@ async fn group_detail_has_counts_tags_and_history(t: TestApp) {
         .map(|b| b["count"].as_i64().unwrap())
         .sum();
     assert_eq!(hourly_total, 3);
-    assert_eq!(d.body["top_tags"]["host"][0], json!({"value": "web-1", "count": 2}));
+    assert_eq!(
+        d.body["top_tags"]["host"][0],
+        json!({"value": "web-1", "count": 2})
+    );
     assert_eq!(d.body["top_tags"]["environment"][0]["value"], "prod");
     assert_eq!(d.body["regression_count"], 0);
     assert_eq!(d.body["activity"][0]["kind"], "created");
-    for field in ["title", "first_seen", "last_seen", "service", "error_type", "severity"] {
+    for field in [
+        "title",
+        "first_seen",
+        "last_seen",
+        "service",
+        "error_type",
+        "severity",
+    ] {
         assert!(!d.body[field].is_null(), "{field} missing: {}", d.body);
     }
 
@@ -556,7 +741,9 @@ async fn group_detail_has_counts_tags_and_history(t: TestApp) {
     assert_eq!(evs.body["events"].as_array().unwrap().len(), 2);
     let cursor = evs.body["next_cursor"].as_str().unwrap();
     let rest = t
-        .get(&format!("/api/v1/groups/{id}/events?limit=2&cursor={cursor}"))
+        .get(&format!(
+            "/api/v1/groups/{id}/events?limit=2&cursor={cursor}"
+        ))
         .await;
     assert_eq!(rest.body["events"].as_array().unwrap().len(), 1);
 }
@@ -566,7 +753,10 @@ async fn lifecycle_resolve_regress_quiet_reopen(t: TestApp) {
     let id = t.groups("").await[0]["id"].as_i64().unwrap();
 
     let r = t
-        .post_api(&format!("/api/v1/groups/{id}/resolve"), json!({"reason": "fixed in #12"}))
+        .post_api(
+            &format!("/api/v1/groups/{id}/resolve"),
+            json!({"reason": "fixed in #12"}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["status"], "resolved");
@@ -582,7 +772,9 @@ async fn lifecycle_resolve_regress_quiet_reopen(t: TestApp) {
     assert_eq!(g["regression_count"], 1);
     assert!(!g["regressed_at"].is_null());
 
-    let r = t.post_api(&format!("/api/v1/groups/{id}/quiet"), json!({})).await;
+    let r = t
+        .post_api(&format!("/api/v1/groups/{id}/quiet"), json!({}))
+        .await;
     assert_eq!(r.body["status"], "quiet");
     // The seed's clients POST with no body at all.
     let r = t
@@ -614,7 +806,17 @@ async fn lifecycle_resolve_regress_quiet_reopen(t: TestApp) {
         .iter()
         .map(|a| a["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["created", "resolved", "regressed", "quieted", "reopened", "resolved"]);
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "resolved",
+            "regressed",
+            "quieted",
+            "reopened",
+            "resolved"
+        ]
+    );
     let resolved = &history[1];
     assert_eq!(resolved["actor"], "token:tester");
     assert_eq!(resolved["from_status"], "open");
@@ -647,7 +849,10 @@ async fn list_filters_sorts_and_pages(t: TestApp) {
     assert_eq!(t.groups("environment=staging").await.len(), 3);
     assert_eq!(t.groups("q=site3").await.len(), 1);
     let by_count = t.groups("sort=count").await;
-    let counts: Vec<i64> = by_count.iter().map(|g| g["count"].as_i64().unwrap()).collect();
+    let counts: Vec<i64> = by_count
+        .iter()
+        .map(|g| g["count"].as_i64().unwrap())
+        .collect();
     assert_eq!(counts, vec![7, 6, 5, 4, 3, 2, 1]);
 
     // Pages of 3 visit every incident exactly once.
@@ -680,7 +885,9 @@ async fn events_are_found_by_id_with_or_without_dashes(t: TestApp) {
     t.post_events(json!([e])).await;
     let with = t.get(&format!("/api/v1/events/{id}")).await;
     assert_eq!(with.status, StatusCode::OK, "{}", with.body);
-    let without = t.get(&format!("/api/v1/events/{}", id.replace('-', ""))).await;
+    let without = t
+        .get(&format!("/api/v1/events/{}", id.replace('-', "")))
+        .await;
     assert_eq!(without.status, StatusCode::OK);
     assert_eq!(with.body, without.body);
     assert!(with.body["group_id"].as_i64().is_some());
@@ -689,7 +896,9 @@ async fn events_are_found_by_id_with_or_without_dashes(t: TestApp) {
 }
 
 async fn projects_are_created_and_keys_rotated(t: TestApp) {
-    let r = t.post_api("/api/v1/projects", json!({"name": "billing"})).await;
+    let r = t
+        .post_api("/api/v1/projects", json!({"name": "billing"}))
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let key = r.body["key"].as_str().unwrap().to_string();
     let id = r.body["id"].as_i64().unwrap();
@@ -698,16 +907,22 @@ async fn projects_are_created_and_keys_rotated(t: TestApp) {
         format!("http://{key}@127.0.0.1:8000/{id}"),
         "DSN format http://KEY@HOST:PORT/ID"
     );
-    let r = t.post_api("/api/v1/projects", json!({"name": "billing"})).await;
+    let r = t
+        .post_api("/api/v1/projects", json!({"name": "billing"}))
+        .await;
     assert_error(&r, StatusCode::CONFLICT, "conflict");
-    let r = t.post_api("/api/v1/projects", json!({"name": "<script>"})).await;
+    let r = t
+        .post_api("/api/v1/projects", json!({"name": "<script>"}))
+        .await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
 
     let send_with = |key: String| {
         Request::post("/api/v1/events")
             .header("content-type", "application/json")
             .header("x-errorflow-key", key)
-            .body(Body::from(json!({"events": [event("billing broke")]}).to_string()))
+            .body(Body::from(
+                json!({"events": [event("billing broke")]}).to_string(),
+            ))
             .unwrap()
     };
     assert_eq!(t.send(send_with(key.clone())).await.status, StatusCode::OK);
@@ -718,17 +933,28 @@ async fn projects_are_created_and_keys_rotated(t: TestApp) {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let new_key = r.body["key"].as_str().unwrap().to_string();
     assert_ne!(new_key, key);
-    assert_error(&t.send(send_with(key)).await, StatusCode::FORBIDDEN, "forbidden");
+    assert_error(
+        &t.send(send_with(key)).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
     assert_eq!(t.send(send_with(new_key)).await.status, StatusCode::OK);
 
     let list = t.get("/api/v1/projects").await.body;
     assert_eq!(list.as_array().unwrap().len(), 2);
-    assert!(list.to_string().find(&t.key).is_none(), "keys are never listed");
+    assert!(
+        list.to_string().find(&t.key).is_none(),
+        "keys are never listed"
+    );
 }
 
 async fn openapi_and_operations_endpoints(t: TestApp) {
     let doc = t
-        .send(Request::get("/api/v1/openapi.json").body(Body::empty()).unwrap())
+        .send(
+            Request::get("/api/v1/openapi.json")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!(doc.status, StatusCode::OK);
     assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
@@ -747,13 +973,19 @@ async fn openapi_and_operations_endpoints(t: TestApp) {
         assert!(doc.body["paths"][path].is_object(), "openapi lacks {path}");
     }
 
-    let r = t.send(Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    let r = t
+        .send(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = t.send(Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    let r = t
+        .send(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await;
     assert_eq!(r.status, StatusCode::OK);
 
     t.post_events(json!([event("count me")])).await;
-    let m = t.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let m = t
+        .send(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await;
     assert_eq!(m.status, StatusCode::OK);
     let text = m.body.as_str().unwrap().to_string();
     for name in [
@@ -772,20 +1004,29 @@ async fn openapi_and_operations_endpoints(t: TestApp) {
 /// processes would be): exactly one incident, counting 64.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_concurrent_first_events_make_one_incident() {
-    let db = common::pg_db().await;
+    let db = common::pg_store().await;
     let first = test_app(db).await;
     // A second instance with its own connection pool and writers.
-    let second_store = errorflow_collector::store::connect(&first._db.url).await.unwrap();
+    let second_store = errorflow_collector::store::connect(&first._db.url)
+        .await
+        .unwrap();
     let config = Config::resolve(&Cli::parse_from(["errorflow-collector"]), None).unwrap();
     let second = router(build_state(second_store, &config));
     let mut tasks = Vec::new();
     for i in 0..64 {
-        let app = if i % 2 == 0 { first.app.clone() } else { second.clone() };
+        let app = if i % 2 == 0 {
+            first.app.clone()
+        } else {
+            second.clone()
+        };
         let req = first.ingest(
             "/api/v1/events",
-            json!({"events": [rust_error("Race", &format!("first {i}"), "app::race::go", 1)]}).to_string(),
+            json!({"events": [rust_error("Race", &format!("first {i}"), "app::race::go", 1)]})
+                .to_string(),
         );
-        tasks.push(tokio::spawn(async move { app.oneshot(req).await.unwrap().status() }));
+        tasks.push(tokio::spawn(async move {
+            app.oneshot(req).await.unwrap().status()
+        }));
     }
     for task in tasks {
         assert_eq!(task.await.unwrap(), StatusCode::OK);
@@ -799,7 +1040,7 @@ async fn postgres_concurrent_first_events_make_one_incident() {
 /// The background job quiets idle incidents; a new event reopens them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_quiet_job_quiets_idle_incidents() {
-    let t = test_app(common::sqlite_db().await).await;
+    let t = test_app(common::sqlite_store().await).await;
     t.post_events(json!([event("idle soon")])).await;
     let job = tokio::spawn(errorflow_collector::app::quiet_job(
         t.state.store.clone(),
@@ -808,7 +1049,10 @@ async fn sqlite_quiet_job_quiets_idle_incidents() {
     let mut status = String::new();
     for _ in 0..50 {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        status = t.groups("").await[0]["status"].as_str().unwrap().to_string();
+        status = t.groups("").await[0]["status"]
+            .as_str()
+            .unwrap()
+            .to_string();
         if status == "quiet" {
             break;
         }

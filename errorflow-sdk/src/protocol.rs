@@ -51,7 +51,9 @@ pub struct Rejection {
 }
 
 /// Severity of an event, as in `tracing` and Sentry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Debug,
@@ -308,9 +310,10 @@ mod tests {
 
     #[test]
     fn minimal_event_parses_with_defaults() {
-        let e: Event =
-            serde_json::from_str(r#"{"event_id":"6f1c0b8e-3b1f-4bb1-9a57-0d7e2f7d1c11","message":"x"}"#)
-                .unwrap();
+        let e: Event = serde_json::from_str(
+            r#"{"event_id":"6f1c0b8e-3b1f-4bb1-9a57-0d7e2f7d1c11","message":"x"}"#,
+        )
+        .unwrap();
         assert_eq!(e.level, Level::Error);
         assert!(e.exception.is_empty());
         assert_eq!(e.timestamp, None);

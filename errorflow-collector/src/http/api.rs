@@ -49,7 +49,9 @@ where
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, ApiError> {
-        Ok(ApiPath(Path::<T>::from_request_parts(parts, state).await?.0))
+        Ok(ApiPath(
+            Path::<T>::from_request_parts(parts, state).await?.0,
+        ))
     }
 }
 
@@ -64,7 +66,9 @@ where
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, ApiError> {
-        Ok(ApiQuery(Query::<T>::from_request_parts(parts, state).await?.0))
+        Ok(ApiQuery(
+            Query::<T>::from_request_parts(parts, state).await?.0,
+        ))
     }
 }
 
@@ -81,12 +85,20 @@ where
             .headers()
             .get(axum::http::header::CONTENT_LENGTH)
             .is_some_and(|v| v == "0")
-            || (req.headers().get(axum::http::header::CONTENT_TYPE).is_none()
-                && req.headers().get(axum::http::header::TRANSFER_ENCODING).is_none());
+            || (req
+                .headers()
+                .get(axum::http::header::CONTENT_TYPE)
+                .is_none()
+                && req
+                    .headers()
+                    .get(axum::http::header::TRANSFER_ENCODING)
+                    .is_none());
         if empty {
             let bytes = axum::body::to_bytes(req.into_body(), 0)
                 .await
-                .map_err(|_| ApiError::unsupported_media("expected content-type: application/json"))?;
+                .map_err(|_| {
+                    ApiError::unsupported_media("expected content-type: application/json")
+                })?;
             debug_assert!(bytes.is_empty());
             return Ok(ApiJson(T::default()));
         }
@@ -156,23 +168,27 @@ pub async fn list_groups(
             })
         })
         .transpose()?;
-    let sort = match p.sort.as_deref().unwrap_or("last_seen") {
-        "last_seen" => GroupSort::LastSeen,
-        "first_seen" => GroupSort::FirstSeen,
-        "count" => GroupSort::Count,
-        "priority" => GroupSort::Priority,
-        other => {
-            return Err(ApiError::bad_request(
+    let sort =
+        match p.sort.as_deref().unwrap_or("last_seen") {
+            "last_seen" => GroupSort::LastSeen,
+            "first_seen" => GroupSort::FirstSeen,
+            "count" => GroupSort::Count,
+            "priority" => GroupSort::Priority,
+            other => return Err(ApiError::bad_request(
                 "invalid_query",
-                format!("unknown sort {other:?} (expected last_seen, first_seen, count or priority)"),
-            ))
-        }
-    };
+                format!(
+                    "unknown sort {other:?} (expected last_seen, first_seen, count or priority)"
+                ),
+            )),
+        };
     if let Some(sev) = p.severity.as_deref() {
         if !SEVERITIES.contains(&sev) {
             return Err(ApiError::bad_request(
                 "invalid_query",
-                format!("unknown severity {sev:?} (expected one of {})", SEVERITIES.join(", ")),
+                format!(
+                    "unknown severity {sev:?} (expected one of {})",
+                    SEVERITIES.join(", ")
+                ),
             ));
         }
     }
@@ -480,14 +496,22 @@ pub async fn create_project(
     _: Manager,
     ApiJson(body): ApiJson<CreateProject>,
 ) -> Result<(StatusCode, Json<ProjectWithKey>), ApiError> {
-    let name = validate_project_name(&body.name).map_err(|m| ApiError::unprocessable("invalid_field", m))?;
+    let name = validate_project_name(&body.name)
+        .map_err(|m| ApiError::unprocessable("invalid_field", m))?;
     let key = credentials::new_ingest_key();
     let project = state
         .store
-        .create_project(name, &credentials::hash_secret(&key), &credentials::prefix(&key))
+        .create_project(
+            name,
+            &credentials::hash_secret(&key),
+            &credentials::prefix(&key),
+        )
         .await?;
     let dsn = credentials::dsn(&state.public_url, &key, project.id);
-    Ok((StatusCode::CREATED, Json(ProjectWithKey { project, key, dsn })))
+    Ok((
+        StatusCode::CREATED,
+        Json(ProjectWithKey { project, key, dsn }),
+    ))
 }
 
 /// Checks a project name: 1–100 characters, letters, digits, `-`, `_`, `.`, space.
@@ -517,7 +541,11 @@ pub async fn rotate_key(
     let key = credentials::new_ingest_key();
     let rotated = state
         .store
-        .rotate_project_key(id, &credentials::hash_secret(&key), &credentials::prefix(&key))
+        .rotate_project_key(
+            id,
+            &credentials::hash_secret(&key),
+            &credentials::prefix(&key),
+        )
         .await?;
     if !rotated {
         return Err(ApiError::not_found(format!("no project with id {id}")));

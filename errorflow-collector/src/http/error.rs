@@ -147,9 +147,10 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => {
                 ApiError::unsupported_media("expected content-type: application/json")
             }
-            JsonRejection::JsonSyntaxError(e) => {
-                ApiError::bad_request("invalid_json", format!("malformed JSON: {}", source_text(&e)))
-            }
+            JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
+                "invalid_json",
+                format!("malformed JSON: {}", source_text(&e)),
+            ),
             JsonRejection::JsonDataError(e) => ApiError::unprocessable(
                 "invalid_field",
                 format!("wrong or missing field: {}", source_text(&e)),
@@ -172,7 +173,10 @@ fn source_text(e: &dyn std::error::Error) -> String {
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> ApiError {
-        ApiError::bad_request("invalid_id", format!("invalid path parameter: {}", r.body_text()))
+        ApiError::bad_request(
+            "invalid_id",
+            format!("invalid path parameter: {}", r.body_text()),
+        )
     }
 }
 

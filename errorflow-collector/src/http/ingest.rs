@@ -148,7 +148,11 @@ pub async fn custom(
     Ok(match outcomes.first() {
         Some(InsertOutcome::Stored { group_id, .. }) => {
             telemetry::accepted("custom", 1);
-            (StatusCode::CREATED, Json(answer(&event, Some(*group_id), false))).into_response()
+            (
+                StatusCode::CREATED,
+                Json(answer(&event, Some(*group_id), false)),
+            )
+                .into_response()
         }
         _ => (StatusCode::OK, Json(answer(&event, None, true))).into_response(),
     })
@@ -262,9 +266,9 @@ fn decode_error(e: DecodeError) -> ApiError {
     let message = e.to_string();
     match e {
         DecodeError::TooManyEvents { .. } => ApiError::too_large(message),
-        DecodeError::InvalidUtf8 | DecodeError::Malformed { .. } => {
-            ApiError::bad_request("invalid_json", message)
-        }
-        _ => ApiError::unprocessable("invalid_body", message),
+        DecodeError::InvalidUtf8 { .. }
+        | DecodeError::Malformed { .. }
+        | DecodeError::TooDeep { .. } => ApiError::bad_request("invalid_json", message),
+        DecodeError::WrongShape { .. } => ApiError::unprocessable("invalid_body", message),
     }
 }

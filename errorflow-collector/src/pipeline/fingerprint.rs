@@ -1,6 +1,994 @@
-use errorflow_sdk::protocol::Event;
+//! Fingerprinting: which incident an event belongs to, plus the derived
+//! fields (title, culprit, error type, …) of a [`NormalizedEvent`].
+//!
+//! Grouping tries, in this order:
+//!
+//! 1. the client's fingerprint, where `{{ default }}` stands for the
+//!    server's own components;
+//! 2. the exception chain's in-app frames: each exception's type and its
+//!    innermost in-app frames as `module::function`, without line numbers,
+//!    addresses, hashes or generic parameters, so that a deploy which only
+//!    moves code does not split incidents;
+//! 3. the exception type (or the level of a plain message), the
+//!    parameterised message and the service.
+//!
+//! The components are hashed with SHA-256. Any change to what goes into the
+//! components must bump [`FINGERPRINT_VERSION`]: the version is stored with
+//! each group so that a new algorithm does not silently split incidents.
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use errorflow_sdk::protocol::{Event, Exception, Frame, Level};
+use regex::Regex;
+use sha2::{Digest, Sha256};
+
+use super::parameterize::parameterize;
+use super::stack_text::is_library_path;
 use crate::model::NormalizedEvent;
+
+/// Version of the grouping algorithm below.
 pub const FINGERPRINT_VERSION: i32 = 1;
-pub fn build(_event: Event, _ctx: &super::Context) -> NormalizedEvent {
-    unimplemented!()
+
+/// In-app frames per exception that take part in grouping. Deeper frames
+/// (the framework's dispatch, `main`) add nothing but sensitivity to
+/// refactors far from the error.
+pub const MAX_GROUPING_FRAMES: usize = 10;
+
+/// Characters of a title.
+pub const MAX_TITLE_CHARS: usize = 200;
+
+/// Hex characters of a fingerprint (128 bits of the SHA-256 digest).
+const FINGERPRINT_HEX_CHARS: usize = 32;
+
+/// Builds the stored form of a normalised event: fingerprint, title,
+/// culprit and the other derived fields.
+pub fn build(event: Event, ctx: &super::Context) -> NormalizedEvent {
+    let grouping = Grouping::of(&event);
+    let fingerprint = hash(&components_of(&event, &grouping));
+    let error_type = error_type(&event);
+    let service = event
+        .service
+        .clone()
+        .unwrap_or_else(|| super::normalize::DEFAULT_SERVICE.to_owned());
+    let environment = event
+        .environment
+        .clone()
+        .unwrap_or_else(|| super::normalize::DEFAULT_ENVIRONMENT.to_owned());
+    let path = event
+        .request
+        .as_ref()
+        .and_then(|r| r.url.as_deref())
+        .map(url_path)
+        .unwrap_or_default()
+        .to_owned();
+    let trace_id = event
+        .trace_id
+        .clone()
+        .unwrap_or_else(|| event.event_id.simple().to_string());
+    let message = match event.exception.first() {
+        Some(e) if e.value.is_empty() => e.ty.clone(),
+        Some(e) => format!("{}: {}", e.ty, e.value),
+        None => event.message.clone().unwrap_or_default(),
+    };
+
+    let mut tags = event.tags.clone();
+    tags.insert("environment".to_owned(), environment.clone());
+    tags.insert("service".to_owned(), service.clone());
+    tags.insert("level".to_owned(), event.level.as_str().to_owned());
+    if let Some(release) = &event.release {
+        tags.insert("release".to_owned(), release.clone());
+    }
+    if let Some(host) = &event.host {
+        tags.insert("host".to_owned(), host.clone());
+    }
+    if !path.is_empty() {
+        tags.insert("path".to_owned(), path.clone());
+    }
+
+    NormalizedEvent {
+        project_id: ctx.project_id,
+        event_id: event.event_id,
+        timestamp: event.timestamp.unwrap_or(ctx.received_at),
+        received_at: ctx.received_at,
+        level: event.level,
+        cluster_key: format!("{service}:{error_type}"),
+        title: title(&event),
+        culprit: culprit(&event, &grouping),
+        fingerprint,
+        fingerprint_version: FINGERPRINT_VERSION,
+        service,
+        error_type,
+        message,
+        environment,
+        path,
+        trace_id,
+        release: event.release.clone(),
+        host: event.host.clone(),
+        tags,
+        event,
+    }
+}
+
+/// The grouping components of `event`, before hashing. Public for
+/// debugging and snapshot tests: two events group together exactly when
+/// their components are equal.
+pub fn components(event: &Event) -> Vec<String> {
+    components_of(event, &Grouping::of(event))
+}
+
+/// Hashes components into a fingerprint. Each component is prefixed with
+/// its length so that `["ab", "c"]` and `["a", "bc"]` differ.
+pub fn hash(components: &[String]) -> String {
+    let mut hasher = Sha256::new();
+    for c in components {
+        hasher.update((c.len() as u64).to_le_bytes());
+        hasher.update(c.as_bytes());
+    }
+    let mut hex = hex::encode(hasher.finalize());
+    hex.truncate(FINGERPRINT_HEX_CHARS);
+    hex
+}
+
+/// The error type of an event: the outermost exception's type; for plain
+/// messages, `Error` at level error or fatal, `Message` below.
+pub fn error_type(event: &Event) -> String {
+    match event.exception.first() {
+        Some(e) => e.ty.clone(),
+        None if event.level >= Level::Error => "Error".to_owned(),
+        None => "Message".to_owned(),
+    }
+}
+
+/// The grouping frames of each exception, computed once and shared by the
+/// fingerprint and the culprit.
+struct Grouping {
+    /// Per exception (outermost first): its grouping frames, innermost last.
+    frames: Vec<Vec<GroupingFrame>>,
+}
+
+struct GroupingFrame {
+    /// `module::function` without the volatile parts.
+    key: String,
+    /// How the culprit shows this frame: the key, or `function (file)`
+    /// for JavaScript, whose files are its modules.
+    display: String,
+}
+
+impl Grouping {
+    fn of(event: &Event) -> Grouping {
+        let platform = event.platform.as_deref().unwrap_or("");
+        // When the SDK flagged frames, trust it; otherwise guess from names.
+        let flagged = event
+            .exception
+            .iter()
+            .flat_map(all_frames)
+            .any(|f| f.in_app == Some(true));
+        let frames = event
+            .exception
+            .iter()
+            .map(|e| {
+                let mut selected: Vec<GroupingFrame> = all_frames(e)
+                    .iter()
+                    .rev()
+                    .filter_map(|f| {
+                        let platform = frame_platform(f, platform);
+                        let key = frame_key(f, platform)?;
+                        if is_machinery(&key, f) {
+                            return None;
+                        }
+                        let in_app = if flagged {
+                            f.in_app == Some(true)
+                        } else {
+                            f.in_app != Some(false) && !is_library(&key, f)
+                        };
+                        let display = match (platform, f.function.as_deref().map(js_function)) {
+                            (Platform::JavaScript, Some(func)) if !func.is_empty() => {
+                                match js_file(f) {
+                                    Some(file) => format!("{func} ({file})"),
+                                    None => func,
+                                }
+                            }
+                            _ => key.clone(),
+                        };
+                        in_app.then_some(GroupingFrame { key, display })
+                    })
+                    .take(MAX_GROUPING_FRAMES)
+                    .collect();
+                selected.reverse();
+                selected
+            })
+            .collect();
+        Grouping { frames }
+    }
+
+    fn has_frames(&self) -> bool {
+        self.frames.iter().any(|f| !f.is_empty())
+    }
+}
+
+fn all_frames(e: &Exception) -> &[Frame] {
+    e.stacktrace.as_ref().map_or(&[][..], |s| &s.frames[..])
+}
+
+fn components_of(event: &Event, grouping: &Grouping) -> Vec<String> {
+    match &event.fingerprint {
+        Some(client) if !client.is_empty() => {
+            let mut out = vec!["client".to_owned()];
+            for c in client {
+                if DEFAULT_PLACEHOLDER.is_match(c) {
+                    out.extend(default_components(event, grouping));
+                } else {
+                    out.push(c.clone());
+                }
+            }
+            out
+        }
+        _ => default_components(event, grouping),
+    }
+}
+
+static DEFAULT_PLACEHOLDER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\s*\{\{\s*default\s*\}\}\s*$").expect("valid regex"));
+
+fn default_components(event: &Event, grouping: &Grouping) -> Vec<String> {
+    if grouping.has_frames() {
+        let mut out = vec!["stack".to_owned()];
+        for (exception, frames) in event.exception.iter().zip(&grouping.frames) {
+            out.push(format!("type:{}", exception.ty));
+            out.extend(frames.iter().map(|f| format!("frame:{}", f.key)));
+        }
+        return out;
+    }
+    let (kind, text) = match event.exception.first() {
+        Some(e) if !e.value.is_empty() => (e.ty.clone(), e.value.as_str()),
+        Some(e) => (e.ty.clone(), event.message.as_deref().unwrap_or("")),
+        None => (
+            event.level.as_str().to_owned(),
+            event
+                .message_template
+                .as_deref()
+                .or(event.message.as_deref())
+                .unwrap_or(""),
+        ),
+    };
+    vec![
+        "message".to_owned(),
+        kind,
+        parameterize(text),
+        format!("service:{}", event.service.as_deref().unwrap_or("")),
+    ]
+}
+
+/// `Type: parameterised first line of the value`, or the parameterised
+/// first line of a plain message.
+fn title(event: &Event) -> String {
+    let title = match event.exception.first() {
+        Some(e) => {
+            let first = first_line(&e.value);
+            if first.is_empty() {
+                e.ty.clone()
+            } else {
+                format!("{}: {}", e.ty, parameterize(first))
+            }
+        }
+        None => parameterize(first_line(event.message.as_deref().unwrap_or(""))),
+    };
+    super::normalize::truncate(title, MAX_TITLE_CHARS)
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("").trim_end()
+}
+
+/// Where the error happened: the innermost grouping frame of the outermost
+/// exception that has one; else the transaction; else the logger.
+fn culprit(event: &Event, grouping: &Grouping) -> Option<String> {
+    grouping
+        .frames
+        .iter()
+        .find_map(|frames| frames.last())
+        .map(|f| f.display.clone())
+        .or_else(|| event.transaction.clone())
+        .or_else(|| event.logger.clone())
+}
+
+/// The path part of a URL or path: no scheme, host, query or fragment.
+fn url_path(url: &str) -> &str {
+    let rest = match url.find("://") {
+        Some(i) => {
+            let after = &url[i + 3..];
+            after.find('/').map_or("", |j| &after[j..])
+        }
+        None => url,
+    };
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Platform {
+    Rust,
+    Python,
+    JavaScript,
+    Java,
+    Other,
+}
+
+/// The frame's language: from its file extension when it has one (events
+/// from mixed stacks exist), else from the event's platform.
+fn frame_platform(f: &Frame, event_platform: &str) -> Platform {
+    let file = f
+        .filename
+        .as_deref()
+        .or(f.abs_path.as_deref())
+        .unwrap_or("");
+    let file = file.split(['?', '#']).next().unwrap_or("");
+    let ext = file.rsplit_once('.').map_or("", |(_, ext)| ext);
+    match ext {
+        "rs" => return Platform::Rust,
+        "py" => return Platform::Python,
+        "js" | "mjs" | "cjs" | "jsx" | "ts" | "tsx" | "mts" | "cts" => return Platform::JavaScript,
+        "java" | "kt" | "scala" => return Platform::Java,
+        _ => {}
+    }
+    match event_platform {
+        "rust" => Platform::Rust,
+        "python" => Platform::Python,
+        "javascript" | "node" | "typescript" => Platform::JavaScript,
+        "java" | "kotlin" => Platform::Java,
+        _ if f.function.as_deref().is_some_and(|s| s.contains("::")) => Platform::Rust,
+        _ => Platform::Other,
+    }
+}
+
+/// The frame's grouping key, or `None` when it has nothing stable to say.
+fn frame_key(f: &Frame, platform: Platform) -> Option<String> {
+    let function = f.function.as_deref().filter(|s| !s.is_empty());
+    let module = f.module.as_deref().filter(|s| !s.is_empty());
+    match platform {
+        Platform::Rust => {
+            let path = match (module, function) {
+                (Some(m), Some(func)) if !func.contains("::") => format!("{m}::{func}"),
+                (_, Some(func)) => func.to_owned(),
+                (Some(m), None) => m.to_owned(),
+                (None, None) => return None,
+            };
+            Some(rust_symbol(&path))
+        }
+        Platform::JavaScript => {
+            let location = module
+                .map(Cow::Borrowed)
+                .or_else(|| js_file(f).map(Cow::Owned));
+            let function = function.map(js_function).filter(|s| !s.is_empty());
+            match (location, function) {
+                (Some(l), Some(func)) => Some(format!("{l}::{func}")),
+                (Some(l), None) => Some(l.into_owned()),
+                (None, Some(func)) => Some(func),
+                (None, None) => None,
+            }
+        }
+        Platform::Java => {
+            let function = function.map(java_method);
+            match (module.map(java_method), function) {
+                (Some(m), Some(func)) => Some(format!("{m}::{func}")),
+                (Some(m), None) => Some(m),
+                (None, Some(func)) => Some(func),
+                (None, None) => None,
+            }
+        }
+        Platform::Python | Platform::Other => {
+            // Without a module, the file's stem stands in: directories
+            // differ between deploys, the file name does not.
+            let module = module.map(str::to_owned).or_else(|| {
+                let file = f.filename.as_deref().or(f.abs_path.as_deref())?;
+                let base = file.rsplit(['/', '\\']).next().unwrap_or(file);
+                Some(
+                    base.rsplit_once('.')
+                        .map_or(base, |(stem, _)| stem)
+                        .to_owned(),
+                )
+            });
+            match (module, function) {
+                (Some(m), Some(func)) => Some(format!("{m}::{func}")),
+                (Some(m), None) => Some(m),
+                (None, Some(func)) => Some(func.to_owned()),
+                (None, None) => None,
+            }
+        }
+    }
+}
+
+static RUST_HASH: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"::h[0-9a-f]{16}$").expect("valid regex"));
+/// `{{closure}}#2`, `{closure#0}`, `{async_fn_env#1}`, `{{closure}}`.
+static RUST_ANON: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\{\{([a-z_]+)\}\}(?:#\d+)?|\{([a-z_]+)#\d+\}").expect("valid regex")
+});
+
+/// A Rust symbol without its hash, generic parameters, closure indices and
+/// `<impl …>` / `<T as Trait>` qualification.
+fn rust_symbol(symbol: &str) -> String {
+    let symbol = RUST_HASH.replace(symbol, "");
+    let symbol = RUST_ANON.replace_all(&symbol, |c: &regex::Captures<'_>| {
+        let name = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
+        format!("{{{{{name}}}}}")
+    });
+    let stripped = strip_angle_brackets(&symbol);
+    // Dropping generics leaves empty segments (`iter::<T>::next`).
+    let mut out = String::with_capacity(stripped.len());
+    for segment in stripped.split("::").filter(|s| !s.trim().is_empty()) {
+        if !out.is_empty() {
+            out.push_str("::");
+        }
+        out.push_str(segment.trim());
+    }
+    out
+}
+
+/// Replaces `<impl Trait for Type>` with `Type`, `<impl Type>` with `Type`
+/// and `<Type as Trait>` with `Type`, and drops generic arguments
+/// (`Vec<T>` → `Vec`).
+fn strip_angle_brackets(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(open) = rest.find('<') {
+        out.push_str(&rest[..open]);
+        let Some(close) = matching_close(rest, open) else {
+            // Unbalanced: keep the text rather than guess.
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let inner = &rest[open + 1..close];
+        // A bracket opening the symbol (`<app::Users>::find`) or holding an
+        // impl or a qualified path names the self type; any other bracket
+        // (`Vec<T>`, the turbofish in `f::<u8>`) holds generic arguments.
+        let starts_path = out.is_empty() || inner.starts_with("impl ") || inner.contains(" as ");
+        if starts_path {
+            let self_type = if let Some(impl_of) = inner.strip_prefix("impl ") {
+                impl_of.rsplit_once(" for ").map_or(impl_of, |(_, ty)| ty)
+            } else {
+                inner.split_once(" as ").map_or(inner, |(ty, _)| ty)
+            };
+            let self_type = self_type
+                .trim()
+                .trim_start_matches('&')
+                .trim_start_matches("mut ")
+                .trim_start_matches("dyn ");
+            // A qualified self type (`<impl app::users::Users>` after
+            // `app::users::`) already names its module: do not repeat it.
+            if self_type.contains("::") {
+                out.clear();
+            }
+            out.push_str(&strip_angle_brackets(self_type));
+        }
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn matching_close(s: &str, open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, b) in s.bytes().enumerate().skip(open) {
+        match b {
+            b'<' => depth += 1,
+            // `->` in `fn() -> T` is not a closing bracket.
+            b'>' if i > 0 && s.as_bytes()[i - 1] == b'-' => {}
+            b'>' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+static WEBPACK_HASH: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[.\-][0-9a-f]{8,}(\.[a-z]+)$").expect("valid regex"));
+
+/// The file of a JavaScript frame as it identifies code across deploys:
+/// no scheme, host, query or hash; dependencies from their package
+/// directory on; application files by their last two path components
+/// (deploy roots differ); bundle hashes (`main.3f2a1b9c.js`) removed.
+fn js_file(f: &Frame) -> Option<String> {
+    let file = f
+        .filename
+        .as_deref()
+        .or(f.abs_path.as_deref())
+        .filter(|file| !is_builtin_file(file))?;
+    let file = file.split(['?', '#']).next().unwrap_or(file);
+    let file = match file.find("://") {
+        Some(i) => {
+            let after = &file[i + 3..];
+            // `webpack:///./src/a.js` has an empty host; URLs have one.
+            if file.starts_with("webpack") {
+                after
+            } else {
+                after.find('/').map_or(after, |j| &after[j..])
+            }
+        }
+        None => file,
+    };
+    let file = match file.rfind("node_modules/") {
+        Some(i) => &file[i + "node_modules/".len()..],
+        None => {
+            let mut parts = file.rsplitn(3, '/');
+            let last = parts.next().unwrap_or("");
+            match parts.next() {
+                Some(dir) if !dir.is_empty() && dir != "." => {
+                    let start = file.len() - last.len() - dir.len() - 1;
+                    &file[start..]
+                }
+                _ => last,
+            }
+        }
+    };
+    Some(WEBPACK_HASH.replace(file, "$1").into_owned())
+}
+
+/// V8's stand-ins for "no file": built-ins and `eval`ed code.
+fn is_builtin_file(file: &str) -> bool {
+    matches!(file, "<anonymous>" | "native" | "[native code]")
+}
+
+/// A JavaScript function name without `async `/`new ` and with anonymous
+/// names (which V8 spells in several ways) removed.
+fn js_function(name: &str) -> String {
+    let name = name.trim();
+    let name = name.strip_prefix("async ").unwrap_or(name);
+    let name = name.strip_prefix("new ").unwrap_or(name);
+    // `Layer.handle [as handle_request]`: the alias depends on the caller.
+    let name = name.split(" [as ").next().unwrap_or(name);
+    match name {
+        "<anonymous>" | "Object.<anonymous>" | "anonymous" | "?" | "eval" => String::new(),
+        _ => name.trim_end_matches(".<anonymous>").to_owned(),
+    }
+}
+
+static JAVA_SYNTHETIC: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\$\$Lambda\$[^.]*|lambda\$(\w+?)\$\d+|\$\d+").expect("valid regex")
+});
+
+/// A Java class or method without the compiler's numbered names for
+/// lambdas and anonymous classes, which change when unrelated code does.
+fn java_method(name: &str) -> String {
+    JAVA_SYNTHETIC
+        .replace_all(name, |c: &regex::Captures<'_>| match c.get(1) {
+            Some(m) => format!("lambda${}", m.as_str()),
+            None if c[0].starts_with("$$Lambda") => "$$Lambda".to_owned(),
+            None => "$".to_owned(),
+        })
+        .into_owned()
+}
+
+/// Frames of the panic, backtrace and reporting machinery: they are
+/// present in every event and say nothing about where the error is.
+fn is_machinery(key: &str, f: &Frame) -> bool {
+    const PREFIXES: &[&str] = &[
+        "std::panicking",
+        "core::panicking",
+        "std::panic",
+        "core::panic",
+        "rust_begin_unwind",
+        "__rust_",
+        "backtrace::",
+        "std::backtrace",
+        "std::sys::backtrace",
+        "std::sys_common::backtrace",
+        "std::rt::lang_start",
+        "std::rt::",
+        "errorflow_sdk::",
+        "errorflow_tower::",
+        "sentry::",
+        "sentry_",
+        "anyhow::",
+        "eyre::",
+        "tokio::runtime::",
+        "__libc_start",
+        "_start",
+    ];
+    PREFIXES.iter().any(|p| key.starts_with(p))
+        || f.function.as_deref() == Some("__webpack_require__")
+}
+
+/// Frames of well-known libraries and runtimes, used when the SDK did not
+/// flag any frame as in-app.
+fn is_library(key: &str, f: &Frame) -> bool {
+    const PREFIXES: &[&str] = &[
+        "std::",
+        "core::",
+        "alloc::",
+        "tokio::",
+        "futures::",
+        "futures_util::",
+        "futures_core::",
+        "hyper::",
+        "tower::",
+        "axum::",
+        "tracing::",
+        "java.",
+        "javax.",
+        "jdk.",
+        "sun.",
+        "kotlin.",
+    ];
+    PREFIXES.iter().any(|p| key.starts_with(p))
+        || [f.filename.as_deref(), f.abs_path.as_deref()]
+            .into_iter()
+            .flatten()
+            .any(|p| {
+                is_library_path(p)
+                    || is_builtin_file(p)
+                    || p.contains("/rustc/")
+                    || p.contains("/.cargo/registry/")
+            })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use errorflow_sdk::protocol::{Request, Stacktrace};
+    use uuid::Uuid;
+
+    fn ctx() -> super::super::Context {
+        super::super::Context {
+            project_id: 7,
+            received_at: Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap(),
+        }
+    }
+
+    fn frame(function: &str, file: &str, line: u32) -> Frame {
+        Frame {
+            function: Some(function.to_owned()),
+            filename: Some(file.to_owned()),
+            lineno: Some(line),
+            ..Frame::default()
+        }
+    }
+
+    fn rust_event(frames: Vec<Frame>, value: &str) -> Event {
+        let mut e = Event::new(Level::Error);
+        e.event_id = Uuid::nil();
+        e.platform = Some("rust".into());
+        e.service = Some("api".into());
+        e.exception.push(Exception {
+            stacktrace: Some(Stacktrace { frames }),
+            ..Exception::new("NotFound", value)
+        });
+        e
+    }
+
+    #[test]
+    fn rust_symbols_lose_volatile_parts() {
+        let cases = [
+            (
+                "app::handlers::get_user::h0123456789abcdef",
+                "app::handlers::get_user",
+            ),
+            ("app::run::{{closure}}#2", "app::run::{{closure}}"),
+            ("app::run::{closure#0}", "app::run::{{closure}}"),
+            ("app::run::{async_fn_env#0}", "app::run::{{async_fn_env}}"),
+            ("<app::Users as app::Repo>::find", "app::Users::find"),
+            ("app::Cache<K,V>::get", "app::Cache::get"),
+            (
+                "<impl core::fmt::Display for app::Error>::fmt",
+                "app::Error::fmt",
+            ),
+            (
+                "app::users::<impl app::users::Users>::load",
+                "app::users::Users::load",
+            ),
+            (
+                "core::iter::adapters::map::Map<I,F>::next",
+                "core::iter::adapters::map::Map::next",
+            ),
+            ("<&T as core::fmt::Debug>::fmt", "T::fmt"),
+            ("app::f::<u8>", "app::f"),
+            ("app::apply<fn() -> u8>", "app::apply"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(rust_symbol(input), expected, "input: {input}");
+        }
+    }
+
+    #[test]
+    fn js_files_and_functions() {
+        let f = |file: &str| js_file(&frame("x", file, 1)).unwrap();
+        assert_eq!(
+            f("/app/node_modules/express/lib/router/layer.js"),
+            "express/lib/router/layer.js"
+        );
+        assert_eq!(f("/srv/releases/41/src/users.js"), "src/users.js");
+        assert_eq!(
+            f("https://cdn.example.com/static/js/main.3f2a1b9c.js?v=2#x"),
+            "js/main.js"
+        );
+        assert_eq!(f("webpack:///./src/app.tsx"), "src/app.tsx");
+        assert_eq!(f("index.js"), "index.js");
+        assert_eq!(js_function("async Object.<anonymous>"), "");
+        assert_eq!(
+            js_function("Layer.handle [as handle_request]"),
+            "Layer.handle"
+        );
+        assert_eq!(js_function("new UserService"), "UserService");
+    }
+
+    #[test]
+    fn java_names() {
+        assert_eq!(java_method("lambda$findAll$3"), "lambda$findAll");
+        assert_eq!(
+            java_method("com.acme.Api$$Lambda$123/0x0000000800c0b840"),
+            "com.acme.Api$$Lambda"
+        );
+        assert_eq!(java_method("com.acme.Api$2"), "com.acme.Api$");
+    }
+
+    #[test]
+    fn url_paths() {
+        assert_eq!(url_path("https://x.io/users/42?a=1#f"), "/users/42");
+        assert_eq!(url_path("https://x.io"), "");
+        assert_eq!(url_path("/users/42?x"), "/users/42");
+    }
+
+    #[test]
+    fn same_site_different_values_group_together() {
+        let frames = || {
+            vec![
+                frame("app::main", "src/main.rs", 3),
+                frame("app::get_user", "src/users.rs", 10),
+            ]
+        };
+        let a = build(rust_event(frames(), "user 42 not found"), &ctx());
+        let b = build(rust_event(frames(), "user 7 not found"), &ctx());
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_eq!(a.title, "NotFound: user <int> not found");
+        assert_eq!(a.culprit.as_deref(), Some("app::get_user"));
+    }
+
+    #[test]
+    fn deploys_that_move_lines_do_not_split() {
+        let a = rust_event(
+            vec![frame(
+                "app::get_user::h0123456789abcdef",
+                "src/users.rs",
+                10,
+            )],
+            "x",
+        );
+        let mut moved = frame("app::get_user::hfedcba9876543210", "src/users.rs", 99);
+        moved.colno = Some(7);
+        moved.instruction_addr = Some("0x1234".into());
+        let b = rust_event(vec![moved], "x");
+        assert_eq!(build(a, &ctx()).fingerprint, build(b, &ctx()).fingerprint);
+    }
+
+    #[test]
+    fn different_sites_split() {
+        let a = rust_event(vec![frame("app::get_user", "src/users.rs", 10)], "x");
+        let b = rust_event(vec![frame("app::get_order", "src/orders.rs", 10)], "x");
+        assert_ne!(build(a, &ctx()).fingerprint, build(b, &ctx()).fingerprint);
+    }
+
+    #[test]
+    fn messages_group_by_template() {
+        let msg = |m: &str| {
+            let mut e = Event::new(Level::Error);
+            e.exception.push(Exception::new("DbError", m));
+            e.service = Some("api".into());
+            e
+        };
+        let a = build(msg("user 42 not found"), &ctx());
+        let b = build(msg("user 43 not found"), &ctx());
+        let c = build(msg("order 42 not found"), &ctx());
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_ne!(a.fingerprint, c.fingerprint);
+    }
+
+    #[test]
+    fn plain_messages_prefer_the_template() {
+        let mut e = Event::new(Level::Warning);
+        e.message = Some("payment 42 failed".into());
+        e.message_template = Some("payment {} failed".into());
+        assert_eq!(
+            components(&e),
+            ["message", "warning", "payment {} failed", "service:"]
+        );
+        assert_eq!(error_type(&e), "Message");
+        e.level = Level::Fatal;
+        assert_eq!(error_type(&e), "Error");
+    }
+
+    #[test]
+    fn client_fingerprint_expands_default() {
+        let mut e = rust_event(vec![frame("app::get_user", "src/users.rs", 10)], "x");
+        e.fingerprint = Some(vec!["tenant-a".into(), "{{ default }}".into()]);
+        assert_eq!(
+            components(&e),
+            [
+                "client",
+                "tenant-a",
+                "stack",
+                "type:NotFound",
+                "frame:app::get_user"
+            ]
+        );
+        e.fingerprint = Some(vec!["only".into()]);
+        assert_eq!(components(&e), ["client", "only"]);
+    }
+
+    #[test]
+    fn machinery_and_library_frames_are_skipped() {
+        let e = rust_event(
+            vec![
+                frame("std::rt::lang_start", "/rustc/abc/library/std/src/rt.rs", 1),
+                frame("app::main", "src/main.rs", 3),
+                frame(
+                    "tokio::runtime::park",
+                    "/home/u/.cargo/registry/src/tokio/park.rs",
+                    1,
+                ),
+                frame("app::get_user", "src/users.rs", 10),
+                frame(
+                    "core::result::Result<T,E>::unwrap",
+                    "/rustc/abc/core/result.rs",
+                    1,
+                ),
+                frame(
+                    "std::panicking::begin_panic",
+                    "/rustc/abc/std/panicking.rs",
+                    1,
+                ),
+                frame("errorflow_sdk::capture", "src/lib.rs", 1),
+            ],
+            "x",
+        );
+        assert_eq!(
+            components(&e),
+            [
+                "stack",
+                "type:NotFound",
+                "frame:app::main",
+                "frame:app::get_user"
+            ]
+        );
+    }
+
+    #[test]
+    fn in_app_flags_are_trusted_when_present() {
+        let mut lib = frame("app::util::helper", "src/util.rs", 1);
+        lib.in_app = Some(false);
+        let mut own = frame("app::get_user", "src/users.rs", 1);
+        own.in_app = Some(true);
+        let e = rust_event(vec![own, lib, frame("app::other", "src/o.rs", 1)], "x");
+        assert_eq!(
+            components(&e),
+            ["stack", "type:NotFound", "frame:app::get_user"]
+        );
+    }
+
+    #[test]
+    fn derived_fields() {
+        let mut e = rust_event(
+            vec![frame("app::get_user", "src/users.rs", 10)],
+            "user 42\nmore",
+        );
+        e.request = Some(Request {
+            url: Some("https://api.example.com/users/42?x=1".into()),
+            ..Request::default()
+        });
+        e.environment = Some("staging".into());
+        e.release = Some("1.0".into());
+        let n = build(e, &ctx());
+        assert_eq!(n.error_type, "NotFound");
+        assert_eq!(n.cluster_key, "api:NotFound");
+        assert_eq!(n.path, "/users/42");
+        assert_eq!(n.trace_id, "00000000000000000000000000000000");
+        assert_eq!(n.message, "NotFound: user 42\nmore");
+        assert_eq!(n.fingerprint.len(), 32);
+        assert_eq!(n.fingerprint_version, FINGERPRINT_VERSION);
+        assert_eq!(n.project_id, 7);
+        let tags: Vec<_> = n.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(
+            tags,
+            [
+                "environment=staging",
+                "level=error",
+                "path=/users/42",
+                "release=1.0",
+                "service=api"
+            ]
+        );
+    }
+
+    #[test]
+    fn titles_are_bounded() {
+        let e = rust_event(vec![], &"word ".repeat(100));
+        let title = build(e, &ctx()).title;
+        assert_eq!(title.chars().count(), MAX_TITLE_CHARS);
+        assert!(title.ends_with('…'));
+    }
+
+    #[test]
+    fn hash_separates_components() {
+        assert_ne!(
+            hash(&["ab".into(), "c".into()]),
+            hash(&["a".into(), "bc".into()])
+        );
+    }
+
+    mod irrelevant_fields {
+        use super::*;
+        use crate::pipeline::{process, Limits};
+        use errorflow_sdk::protocol::{Breadcrumb, User};
+        use proptest::prelude::*;
+
+        /// The three kinds of grouping: by frames, by exception message, by
+        /// plain message.
+        fn base(kind: u8) -> Event {
+            let mut e = match kind {
+                0 => rust_event(
+                    vec![
+                        frame("app::main", "src/main.rs", 3),
+                        frame("app::get_user", "src/users.rs", 10),
+                    ],
+                    "user 42 not found",
+                ),
+                1 => rust_event(vec![], "user 42 not found"),
+                _ => {
+                    let mut e = Event::new(Level::Warning);
+                    e.message = Some("cache miss for key 42".into());
+                    e.service = Some("api".into());
+                    e
+                }
+            };
+            e.timestamp = None;
+            e
+        }
+
+        prop_compose! {
+            fn noisy()(
+                kind in 0u8..3,
+                event_id in any::<u128>(),
+                ts_offset in -1_000_000i64..1_000_000,
+                tags in proptest::collection::btree_map("[a-z]{1,8}", "\\PC{0,12}", 0..6),
+                crumbs in proptest::collection::vec("\\PC{0,20}", 0..5),
+                user in proptest::option::of(("\\PC{0,10}", "[a-z]{1,8}@[a-z]{1,8}\\.com")),
+                headers in proptest::collection::btree_map("[A-Za-z-]{1,12}", "\\PC{0,20}", 0..5),
+                host in proptest::option::of("[a-z0-9-]{1,20}"),
+                release in proptest::option::of("[0-9.]{1,10}"),
+            ) -> (u8, Event) {
+                {
+                    let mut e = base(kind);
+                    e.event_id = Uuid::from_u128(event_id);
+                    e.timestamp = Some(ctx().received_at + chrono::Duration::seconds(ts_offset));
+                    e.tags = tags.clone();
+                    e.breadcrumbs = crumbs.iter().map(|m| Breadcrumb {
+                        timestamp: None, category: Some("log".into()), level: Level::Info,
+                        message: Some(m.clone()), data: Default::default(),
+                    }).collect();
+                    e.user = user.clone().map(|(id, email)| User { id: Some(id), email: Some(email), ..User::default() });
+                    e.request = Some(Request { headers: headers.clone(), ..Request::default() });
+                    e.host = host.clone();
+                    e.release = release.clone();
+                    (kind, e)
+                }
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn do_not_change_the_fingerprint((kind, noisy) in noisy()) {
+                let limits = Limits::default();
+                let plain = process(base(kind), &ctx(), &limits).unwrap();
+                let noisy = process(noisy, &ctx(), &limits).unwrap();
+                prop_assert_eq!(&plain.fingerprint, &noisy.fingerprint);
+                prop_assert_eq!(&plain.title, &noisy.title);
+            }
+        }
+    }
 }

@@ -5,6 +5,26 @@
 //! [`Context`], so the same input always gives the same output, and grouping
 //! can be snapshot-tested. The order of the stages is written once, in
 //! [`process`].
+//!
+//! Decoding happens before [`process`] because a body holds many events:
+//! [`decode_batch`] splits it and reports each bad event by its index, and
+//! [`decode_custom`] reads the legacy seed endpoint's body. Neither invents
+//! ids: the caller passes a generated id to [`decode_custom`] for reports
+//! that come without one.
+//!
+//! ```
+//! use chrono::{TimeZone, Utc};
+//! use errorflow_collector::pipeline::{decode_batch, process, Context, Limits};
+//!
+//! let body = br#"{"events": [{"event_id": "6f1c0b8e-3b1f-4bb1-9a57-0d7e2f7d1c11",
+//!     "service": "user-api", "exception": [{"type": "NotFound", "value": "user 42 not found"}]}]}"#;
+//! let limits = Limits::default();
+//! let ctx = Context { project_id: 1, received_at: Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap() };
+//! let event = decode_batch(body, &limits).unwrap().remove(0).unwrap();
+//! let normalized = process(event, &ctx, &limits).unwrap();
+//! assert_eq!(normalized.title, "NotFound: user <int> not found");
+//! assert_eq!(normalized.cluster_key, "user-api:NotFound");
+//! ```
 
 use chrono::{DateTime, Utc};
 use errorflow_sdk::protocol::Event;
@@ -15,9 +35,11 @@ pub mod decode;
 pub mod fingerprint;
 pub mod normalize;
 pub mod parameterize;
+pub mod stack_text;
 
 pub use decode::{decode_batch, decode_custom, CustomError, DecodeError};
 pub use fingerprint::FINGERPRINT_VERSION;
+pub use parameterize::parameterize;
 
 /// Documented ingest limits. Strings longer than their limit are truncated
 /// (on a character boundary, with `…`), collections are capped; an event whose

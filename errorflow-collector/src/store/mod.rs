@@ -19,6 +19,7 @@ use crate::model::{
 };
 
 pub mod postgres;
+mod shared;
 pub mod sqlite;
 
 /// Errors of the storage layer.

@@ -1,51 +1,1009 @@
-//! postgres backend (stub; filled in by the storage work).
+//! Postgres backend: a connection pool shared by tasks, safe for several
+//! collector processes on one database. Incident rows are the unit of
+//! locking: every writer locks the groups it touches, in one global order.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::{Backend, Result, Store};
+use super::shared::{self, GroupKey, LockedGroup};
+use super::{Backend, Result, Store, StoreError};
 use crate::model::*;
 
+/// Postgres's limit on bound parameters per statement.
+const MAX_BINDS: usize = 65535;
+
+/// Columns bound per row of the `errors` insert.
+const EVENT_COLUMNS: usize = 21;
+
+/// How often a batch is retried after Postgres broke a deadlock by aborting it.
+const DEADLOCK_RETRIES: usize = 5;
+
+const GROUP_COLUMNS: &str = "id, project_id, cluster_key, fingerprint, fingerprint_version, \
+    service, error_type, title, culprit, level, status, count, first_seen, last_seen, severity, \
+    priority, summary, ai_summary, ai_next_steps, resolution_reason, resolved_at, \
+    resolved_in_release, regression_count, regressed_at, last_release, last_environment";
+
+fn group_from_row(row: &PgRow) -> Result<Group> {
+    Ok(Group {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        cluster_key: row.try_get("cluster_key")?,
+        fingerprint: row.try_get("fingerprint")?,
+        fingerprint_version: row.try_get("fingerprint_version")?,
+        service: row.try_get("service")?,
+        error_type: row.try_get("error_type")?,
+        title: row.try_get("title")?,
+        culprit: row.try_get("culprit")?,
+        level: row.try_get("level")?,
+        status: GroupStatus::from_db(row.try_get::<&str, _>("status")?),
+        count: row.try_get("count")?,
+        first_seen: row.try_get("first_seen")?,
+        last_seen: row.try_get("last_seen")?,
+        severity: row.try_get("severity")?,
+        priority: row.try_get("priority")?,
+        summary: row.try_get("summary")?,
+        ai_summary: row.try_get("ai_summary")?,
+        ai_next_steps: row.try_get("ai_next_steps")?,
+        resolution_reason: row.try_get("resolution_reason")?,
+        resolved_at: row.try_get("resolved_at")?,
+        resolved_in_release: row.try_get("resolved_in_release")?,
+        regression_count: row.try_get("regression_count")?,
+        regressed_at: row.try_get("regressed_at")?,
+        last_release: row.try_get("last_release")?,
+        last_environment: row.try_get("last_environment")?,
+    })
+}
+
+const EVENT_COLUMNS_SQL: &str = "id, project_id, group_id, event_id, timestamp, received_at, \
+    level, service, error_type, message, env, path, trace_id, release, host, data";
+
+fn event_from_row(row: &PgRow) -> Result<StoredEvent> {
+    let data: Json<serde_json::Value> = row.try_get("data")?;
+    Ok(StoredEvent {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        group_id: row.try_get("group_id")?,
+        event_id: row.try_get("event_id")?,
+        timestamp: row.try_get("timestamp")?,
+        received_at: row.try_get("received_at")?,
+        level: row.try_get("level")?,
+        service: row.try_get("service")?,
+        error_type: row.try_get("error_type")?,
+        message: row.try_get("message")?,
+        env: row.try_get("env")?,
+        path: row.try_get("path")?,
+        trace_id: row.try_get("trace_id")?,
+        release: row.try_get("release")?,
+        host: row.try_get("host")?,
+        data: data.0,
+    })
+}
+
+fn project_from_row(row: &PgRow) -> Result<Project> {
+    Ok(Project {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        key_prefix: row.try_get("key_prefix")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn activity_from_row(row: &PgRow) -> Result<Activity> {
+    let from: Option<&str> = row.try_get("from_status")?;
+    let to: Option<&str> = row.try_get("to_status")?;
+    Ok(Activity {
+        id: row.try_get("id")?,
+        group_id: row.try_get("group_id")?,
+        kind: row.try_get("kind")?,
+        actor: row.try_get("actor")?,
+        from_status: from.map(GroupStatus::from_db),
+        to_status: to.map(GroupStatus::from_db),
+        reason: row.try_get("reason")?,
+        at: row.try_get("at")?,
+    })
+}
+
+/// Whether `e` violated the named unique constraint.
+fn violates(e: &sqlx::Error, constraint: &str) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation() && db.constraint() == Some(constraint))
+}
+
+/// Whether Postgres aborted the transaction to break a deadlock or a
+/// serialisation conflict; the whole transaction can then simply be retried.
+fn is_retryable(e: &StoreError) -> bool {
+    match e {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40P01") | Some("40001"))
+        }
+        _ => false,
+    }
+}
+
 pub struct PgStore {
-    pub pool: sqlx::PgPool,
+    pub pool: PgPool,
 }
 
 impl PgStore {
     pub async fn connect(url: &str) -> Result<Self> {
-        Ok(PgStore { pool: sqlx::PgPool::connect(url).await? })
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(PgStore { pool })
+    }
+
+    async fn fetch_group(
+        conn: &mut sqlx::PgConnection,
+        id: i64,
+        for_update: bool,
+    ) -> Result<Option<Group>> {
+        let lock = if for_update { " FOR UPDATE" } else { "" };
+        let sql = format!("SELECT {GROUP_COLUMNS} FROM error_groups WHERE id = $1{lock}");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+        row.as_ref().map(group_from_row).transpose()
+    }
+
+    /// Creates missing groups and locks all groups of the batch, in the
+    /// sorted order of the plan so that concurrent batches cannot deadlock.
+    async fn lock_groups(
+        tx: &mut sqlx::PgConnection,
+        events: &[NormalizedEvent],
+        plan: &shared::BatchPlan,
+    ) -> Result<HashMap<GroupKey, LockedGroup>> {
+        let mut created: HashSet<GroupKey> = HashSet::new();
+        let mut locked: HashMap<GroupKey, LockedGroup> = HashMap::new();
+        // A group can vanish between our INSERT and SELECT when the
+        // transaction that created it deleted it again (all its events were
+        // duplicates). Trying again then creates it ourselves.
+        for _ in 0..3 {
+            let missing: Vec<&(GroupKey, usize)> = plan
+                .groups
+                .iter()
+                .filter(|(k, _)| !locked.contains_key(k))
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            for chunk in missing.chunks(MAX_BINDS / 11) {
+                let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+                    "INSERT INTO error_groups (project_id, fingerprint, fingerprint_version, \
+                     cluster_key, service, error_type, title, culprit, level, first_seen, last_seen) ",
+                );
+                qb.push_values(chunk, |mut b, (_, i)| {
+                    let ev = &events[*i];
+                    b.push_bind(ev.project_id)
+                        .push_bind(&ev.fingerprint)
+                        .push_bind(ev.fingerprint_version)
+                        .push_bind(&ev.cluster_key)
+                        .push_bind(&ev.service)
+                        .push_bind(&ev.error_type)
+                        .push_bind(&ev.title)
+                        .push_bind(&ev.culprit)
+                        .push_bind(ev.level.as_str())
+                        .push_bind(ev.timestamp)
+                        .push_bind(ev.timestamp);
+                });
+                // DO NOTHING waits for a concurrent uncommitted insert of the
+                // same key and then skips it, so racing processes never fail here.
+                qb.push(
+                    " ON CONFLICT (project_id, fingerprint) DO NOTHING RETURNING project_id, fingerprint",
+                );
+                for row in qb.build().fetch_all(&mut *tx).await? {
+                    created.insert((row.try_get("project_id")?, row.try_get("fingerprint")?));
+                }
+            }
+            let project_ids: Vec<i64> = missing.iter().map(|((p, _), _)| *p).collect();
+            let fingerprints: Vec<&str> = missing.iter().map(|((_, f), _)| f.as_str()).collect();
+            let rows = sqlx::query(
+                "SELECT id, project_id, fingerprint, status, resolved_in_release FROM error_groups \
+                 WHERE (project_id, fingerprint) IN (SELECT * FROM UNNEST($1::bigint[], $2::text[])) \
+                 ORDER BY project_id, fingerprint FOR UPDATE",
+            )
+            .bind(&project_ids)
+            .bind(&fingerprints)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                let key: GroupKey = (row.try_get("project_id")?, row.try_get("fingerprint")?);
+                let group = LockedGroup {
+                    id: row.try_get("id")?,
+                    status: GroupStatus::from_db(row.try_get::<&str, _>("status")?),
+                    resolved_in_release: row.try_get("resolved_in_release")?,
+                    created: created.contains(&key),
+                };
+                locked.insert(key, group);
+            }
+        }
+        if locked.len() != plan.groups.len() {
+            return Err(StoreError::Corrupt(
+                "groups kept vanishing while the batch was being stored".to_string(),
+            ));
+        }
+        Ok(locked)
+    }
+
+    async fn insert_batch(&self, events: &[NormalizedEvent]) -> Result<Vec<InsertOutcome>> {
+        let plan = shared::plan_batch(events);
+        let mut tx = self.pool.begin().await?;
+
+        // (1) Create and lock every group of the batch.
+        let locked = Self::lock_groups(&mut tx, events, &plan).await?;
+
+        // (2) Insert the events; those that come back are new. Sorting by
+        // event id keeps concurrent re-sends of one batch from deadlocking.
+        let mut candidates = plan.candidates.clone();
+        candidates.sort_by_key(|&i| (events[i].project_id, events[i].event_id));
+        let mut inserted: HashSet<(i64, Uuid)> = HashSet::with_capacity(candidates.len());
+        for chunk in candidates.chunks(MAX_BINDS / EVENT_COLUMNS) {
+            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+                "INSERT INTO errors (project_id, group_id, event_id, service, error_type, message, \
+                 timestamp, received_at, env, path, trace_id, level, release, host, fingerprint, \
+                 exception, tags, request, user_data, breadcrumbs, data) ",
+            );
+            qb.push_values(chunk, |mut b, i| {
+                let ev = &events[*i];
+                // lock_groups guarantees every key is present.
+                let group_id = locked
+                    .get(&(ev.project_id, ev.fingerprint.clone()))
+                    .map_or(0, |g| g.id);
+                b.push_bind(ev.project_id)
+                    .push_bind(group_id)
+                    .push_bind(ev.event_id)
+                    .push_bind(&ev.service)
+                    .push_bind(&ev.error_type)
+                    .push_bind(&ev.message)
+                    .push_bind(ev.timestamp)
+                    .push_bind(ev.received_at)
+                    .push_bind(&ev.environment)
+                    .push_bind(&ev.path)
+                    .push_bind(&ev.trace_id)
+                    .push_bind(ev.level.as_str())
+                    .push_bind(&ev.release)
+                    .push_bind(&ev.host)
+                    .push_bind(&ev.fingerprint)
+                    .push_bind(Json(&ev.event.exception))
+                    .push_bind(Json(&ev.tags))
+                    .push_bind(ev.event.request.as_ref().map(Json))
+                    .push_bind(ev.event.user.as_ref().map(Json))
+                    .push_bind(Json(&ev.event.breadcrumbs))
+                    .push_bind(Json(&ev.event));
+            });
+            qb.push(
+                " ON CONFLICT (project_id, event_id) DO NOTHING RETURNING project_id, event_id",
+            );
+            for row in qb.build().fetch_all(&mut *tx).await? {
+                inserted.insert((row.try_get("project_id")?, row.try_get("event_id")?));
+            }
+        }
+
+        // (3) Update the groups from what was really new, in one statement.
+        let result = shared::finish_batch(events, &plan, &locked, &inserted)?;
+        if !result.updates.is_empty() {
+            let u = &result.updates;
+            let ids: Vec<i64> = u.iter().map(|u| u.id).collect();
+            let added: Vec<i64> = u.iter().map(|u| u.added).collect();
+            let first: Vec<DateTime<Utc>> = u.iter().map(|u| u.first_seen).collect();
+            let last: Vec<DateTime<Utc>> = u.iter().map(|u| u.last_seen).collect();
+            let release: Vec<Option<&str>> = u.iter().map(|u| u.last_release.as_deref()).collect();
+            let env: Vec<&str> = u.iter().map(|u| u.last_environment.as_str()).collect();
+            let status: Vec<&str> = u.iter().map(|u| u.status.as_db()).collect();
+            let regressed: Vec<Option<DateTime<Utc>>> = u.iter().map(|u| u.regressed_at).collect();
+            // A group created by this transaction still has count 0 and
+            // placeholder times, which are replaced rather than merged.
+            sqlx::query(
+                "UPDATE error_groups g SET \
+                   first_seen = CASE WHEN g.count = 0 THEN u.first_seen ELSE LEAST(g.first_seen, u.first_seen) END, \
+                   last_release = CASE WHEN g.count = 0 OR u.last_seen >= g.last_seen THEN u.last_release ELSE g.last_release END, \
+                   last_environment = CASE WHEN g.count = 0 OR u.last_seen >= g.last_seen THEN u.last_environment ELSE g.last_environment END, \
+                   last_seen = CASE WHEN g.count = 0 THEN u.last_seen ELSE GREATEST(g.last_seen, u.last_seen) END, \
+                   count = g.count + u.added, \
+                   status = u.status, \
+                   regression_count = g.regression_count + CASE WHEN u.regressed_at IS NULL THEN 0 ELSE 1 END, \
+                   regressed_at = COALESCE(u.regressed_at, g.regressed_at) \
+                 FROM UNNEST($1::bigint[], $2::bigint[], $3::timestamptz[], $4::timestamptz[], \
+                             $5::text[], $6::text[], $7::text[], $8::timestamptz[]) \
+                   AS u(id, added, first_seen, last_seen, last_release, last_environment, status, regressed_at) \
+                 WHERE g.id = u.id",
+            )
+            .bind(&ids)
+            .bind(&added)
+            .bind(&first)
+            .bind(&last)
+            .bind(&release)
+            .bind(&env)
+            .bind(&status)
+            .bind(&regressed)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !result.empty_created.is_empty() {
+            sqlx::query("DELETE FROM error_groups WHERE id = ANY($1)")
+                .bind(&result.empty_created)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for chunk in result.activities.chunks(MAX_BINDS / 7) {
+            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+                "INSERT INTO group_activity (group_id, kind, actor, from_status, to_status, reason, at) ",
+            );
+            qb.push_values(chunk, |mut b, a| {
+                b.push_bind(a.group_id)
+                    .push_bind(a.kind)
+                    .push_bind("system")
+                    .push_bind(a.from_status.map(GroupStatus::as_db))
+                    .push_bind(a.to_status.as_db())
+                    .push_bind(&a.reason)
+                    .push_bind(a.at);
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+
+        // (4) Counters for the statistics and tag breakdown. The rows belong
+        // to groups this transaction has locked, so no other writer touches them.
+        for chunk in result.hourly.chunks(MAX_BINDS / 3) {
+            let mut qb: QueryBuilder<Postgres> =
+                QueryBuilder::new("INSERT INTO group_hourly_counts (group_id, hour, count) ");
+            qb.push_values(chunk, |mut b, ((group_id, hour), n)| {
+                b.push_bind(*group_id).push_bind(*hour).push_bind(*n);
+            });
+            qb.push(
+                " ON CONFLICT (group_id, hour) DO UPDATE SET count = group_hourly_counts.count + excluded.count",
+            );
+            qb.build().execute(&mut *tx).await?;
+        }
+        for chunk in result.tags.chunks(MAX_BINDS / 5) {
+            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+                "INSERT INTO group_tag_counts (group_id, key, value, count, last_seen) ",
+            );
+            qb.push_values(chunk, |mut b, ((group_id, key, value), (n, last))| {
+                b.push_bind(*group_id)
+                    .push_bind(key)
+                    .push_bind(value)
+                    .push_bind(*n)
+                    .push_bind(*last);
+            });
+            qb.push(
+                " ON CONFLICT (group_id, key, value) DO UPDATE SET \
+                 count = group_tag_counts.count + excluded.count, \
+                 last_seen = GREATEST(group_tag_counts.last_seen, excluded.last_seen)",
+            );
+            qb.build().execute(&mut *tx).await?;
+        }
+
+        tx.commit().await?;
+        Ok(result.outcomes)
     }
 }
 
 #[async_trait]
 impl Store for PgStore {
-    fn backend(&self) -> Backend { unimplemented!() }
-    async fn migrate(&self) -> Result<()> { unimplemented!() }
-    async fn ping(&self) -> Result<()> { unimplemented!() }
-    async fn create_project(&self, _name: &str, _key_hash: &str, _key_prefix: &str) -> Result<Project> { unimplemented!() }
-    async fn list_projects(&self) -> Result<Vec<Project>> { unimplemented!() }
-    async fn get_project(&self, _id: i64) -> Result<Option<Project>> { unimplemented!() }
-    async fn project_by_key_hash(&self, _key_hash: &str) -> Result<Option<Project>> { unimplemented!() }
-    async fn rotate_project_key(&self, _id: i64, _key_hash: &str, _key_prefix: &str) -> Result<bool> { unimplemented!() }
-    async fn create_token(&self, _name: &str, _token_hash: &str) -> Result<ApiToken> { unimplemented!() }
-    async fn token_by_hash(&self, _token_hash: &str) -> Result<Option<ApiToken>> { unimplemented!() }
-    async fn insert_events(&self, _events: &[NormalizedEvent]) -> Result<Vec<InsertOutcome>> { unimplemented!() }
-    async fn list_groups(&self, _query: &GroupQuery) -> Result<GroupPage> { unimplemented!() }
-    async fn get_group(&self, _id: i64) -> Result<Option<Group>> { unimplemented!() }
-    async fn group_by_cluster_key(&self, _cluster_key: &str) -> Result<Option<Group>> { unimplemented!() }
-    async fn group_stats(&self, _id: i64, _now: DateTime<Utc>) -> Result<GroupStats> { unimplemented!() }
-    async fn transition(&self, _id: i64, _transition: &Transition, _actor: &str, _now: DateTime<Utc>) -> Result<Option<Group>> { unimplemented!() }
-    async fn quiet_idle(&self, _idle_since: DateTime<Utc>, _now: DateTime<Utc>) -> Result<u64> { unimplemented!() }
-    async fn activity(&self, _group_id: i64) -> Result<Vec<Activity>> { unimplemented!() }
-    async fn list_events(&self, _query: &EventQuery) -> Result<EventPage> { unimplemented!() }
-    async fn get_event(&self, _event_id: Uuid) -> Result<Option<StoredEvent>> { unimplemented!() }
-    async fn count_groups(&self, _query: &GroupQuery) -> Result<GroupCounts> { unimplemented!() }
-    async fn hourly_counts(&self, _ids: &[i64], _now: DateTime<Utc>) -> Result<std::collections::HashMap<i64, Vec<i64>>> { unimplemented!() }
-    async fn event_neighbors(&self, _group_id: i64, _timestamp: DateTime<Utc>, _id: i64) -> Result<EventNeighbors> { unimplemented!() }
-    async fn create_user(&self, _name: &str, _password_hash: &str) -> Result<Option<User>> { unimplemented!() }
-    async fn user_by_name(&self, _name: &str) -> Result<Option<User>> { unimplemented!() }
-    async fn set_user_password(&self, _name: &str, _password_hash: &str) -> Result<bool> { unimplemented!() }
-    async fn count_users(&self) -> Result<i64> { unimplemented!() }
-    async fn create_session(&self, _token_hash: &str, _user_id: i64, _now: DateTime<Utc>, _expires_at: DateTime<Utc>) -> Result<()> { unimplemented!() }
-    async fn session_by_hash(&self, _token_hash: &str, _now: DateTime<Utc>) -> Result<Option<Session>> { unimplemented!() }
-    async fn delete_session(&self, _token_hash: &str) -> Result<()> { unimplemented!() }
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        // sqlx takes an advisory lock, so collectors starting together
+        // apply each migration once.
+        sqlx::migrate!("../sql/postgres").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_project(
+        &self,
+        name: &str,
+        key_hash: &str,
+        key_prefix: &str,
+    ) -> Result<Project> {
+        let row = sqlx::query(
+            "INSERT INTO projects (name, key_hash, key_prefix) VALUES ($1, $2, $3) \
+             RETURNING id, name, key_prefix, created_at",
+        )
+        .bind(name)
+        .bind(key_hash)
+        .bind(key_prefix)
+        .fetch_one(&self.pool)
+        .await;
+        match row {
+            Ok(row) => project_from_row(&row),
+            Err(e) if violates(&e, "projects_name_key") => {
+                Err(StoreError::ProjectExists(name.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list_projects(&self) -> Result<Vec<Project>> {
+        let rows = sqlx::query("SELECT id, name, key_prefix, created_at FROM projects ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(project_from_row).collect()
+    }
+
+    async fn get_project(&self, id: i64) -> Result<Option<Project>> {
+        let row =
+            sqlx::query("SELECT id, name, key_prefix, created_at FROM projects WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(project_from_row).transpose()
+    }
+
+    async fn project_by_key_hash(&self, key_hash: &str) -> Result<Option<Project>> {
+        let row = sqlx::query(
+            "SELECT id, name, key_prefix, created_at FROM projects WHERE key_hash = $1",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(project_from_row).transpose()
+    }
+
+    async fn rotate_project_key(&self, id: i64, key_hash: &str, key_prefix: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE projects SET key_hash = $1, key_prefix = $2 WHERE id = $3")
+            .bind(key_hash)
+            .bind(key_prefix)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_token(&self, name: &str, token_hash: &str) -> Result<ApiToken> {
+        let row = sqlx::query(
+            "INSERT INTO api_tokens (name, token_hash) VALUES ($1, $2) RETURNING id, name",
+        )
+        .bind(name)
+        .bind(token_hash)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ApiToken {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+        })
+    }
+
+    async fn token_by_hash(&self, token_hash: &str) -> Result<Option<ApiToken>> {
+        let row = sqlx::query("SELECT id, name FROM api_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(ApiToken {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn insert_events(&self, events: &[NormalizedEvent]) -> Result<Vec<InsertOutcome>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut attempt = 0;
+        loop {
+            match self.insert_batch(events).await {
+                Err(e) if is_retryable(&e) && attempt < DEADLOCK_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(attempt, error = %e, "retrying event batch");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage> {
+        let limit = shared::clamp_limit(query.limit);
+        let cursor = query
+            .cursor
+            .as_deref()
+            .map(shared::decode_cursor)
+            .transpose()?;
+        let (expr, is_time) = match query.sort {
+            GroupSort::LastSeen => ("last_seen", true),
+            GroupSort::FirstSeen => ("first_seen", true),
+            GroupSort::Count => ("count", false),
+            GroupSort::Priority => ("COALESCE(priority, -1)", false),
+        };
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+            "SELECT {GROUP_COLUMNS} FROM error_groups g WHERE TRUE"
+        ));
+        push_group_filters(&mut qb, query, true);
+        if let Some((value, id)) = cursor {
+            qb.push(format!(" AND ({expr}, id) < ("));
+            if is_time {
+                qb.push_bind(shared::from_micros(value)?);
+            } else if query.sort == GroupSort::Priority {
+                let value = i32::try_from(value).map_err(|_| StoreError::InvalidCursor)?;
+                qb.push_bind(value);
+            } else {
+                qb.push_bind(value);
+            }
+            qb.push(", ").push_bind(id).push(")");
+        }
+        qb.push(format!(" ORDER BY {expr} DESC, id DESC LIMIT "))
+            .push_bind(limit + 1);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        let mut groups = rows
+            .iter()
+            .map(group_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let next_cursor = if groups.len() as i64 > limit {
+            groups.truncate(limit as usize);
+            groups.last().map(|g| {
+                let value = match query.sort {
+                    GroupSort::LastSeen => shared::micros(g.last_seen),
+                    GroupSort::FirstSeen => shared::micros(g.first_seen),
+                    GroupSort::Count => g.count,
+                    GroupSort::Priority => i64::from(g.priority.unwrap_or(-1)),
+                };
+                shared::encode_cursor(value, g.id)
+            })
+        } else {
+            None
+        };
+        Ok(GroupPage {
+            groups,
+            next_cursor,
+        })
+    }
+
+    async fn get_group(&self, id: i64) -> Result<Option<Group>> {
+        let mut conn = self.pool.acquire().await?;
+        Self::fetch_group(&mut conn, id, false).await
+    }
+
+    async fn group_by_cluster_key(&self, cluster_key: &str) -> Result<Option<Group>> {
+        let sql = format!(
+            "SELECT {GROUP_COLUMNS} FROM error_groups WHERE cluster_key = $1 \
+             ORDER BY last_seen DESC, id DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(cluster_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(group_from_row).transpose()
+    }
+
+    async fn group_stats(&self, id: i64, now: DateTime<Utc>) -> Result<GroupStats> {
+        let rows = sqlx::query(
+            "SELECT hour, count FROM group_hourly_counts \
+             WHERE group_id = $1 AND hour >= $2 AND hour <= $3",
+        )
+        .bind(id)
+        .bind(shared::stats_window_start(now))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let hours = rows
+            .iter()
+            .map(|r| Ok((r.try_get("hour")?, r.try_get("count")?)))
+            .collect::<Result<Vec<_>>>()?;
+        let (hourly, daily) = shared::fill_buckets(&hours, now);
+        let rows = sqlx::query(
+            "SELECT key, value, count FROM ( \
+               SELECT key, value, count, \
+                 row_number() OVER (PARTITION BY key ORDER BY count DESC, value) AS rn \
+               FROM group_tag_counts WHERE group_id = $1) t \
+             WHERE rn <= 10 ORDER BY key, count DESC, value",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let tags = rows
+            .iter()
+            .map(|r| Ok((r.try_get("key")?, r.try_get("value")?, r.try_get("count")?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GroupStats {
+            hourly,
+            daily,
+            top_tags: shared::collect_top_tags(tags),
+        })
+    }
+
+    async fn transition(
+        &self,
+        id: i64,
+        transition: &Transition,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Group>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(group) = Self::fetch_group(&mut tx, id, true).await? else {
+            return Ok(None);
+        };
+        let (to, kind, reason) = match transition {
+            Transition::Resolve { reason, .. } => (
+                GroupStatus::Resolved,
+                "resolved",
+                Some(reason.clone().unwrap_or_else(|| "manual".to_string())),
+            ),
+            Transition::Quiet { reason } => (GroupStatus::Quiet, "quieted", reason.clone()),
+            Transition::Reopen { reason } => (GroupStatus::Open, "reopened", reason.clone()),
+        };
+        if group.status == to {
+            return Ok(Some(group));
+        }
+        if let Transition::Resolve {
+            in_next_release, ..
+        } = transition
+        {
+            let release = if *in_next_release {
+                group.last_release.clone()
+            } else {
+                None
+            };
+            sqlx::query(
+                "UPDATE error_groups SET status = 'RESOLVED', resolution_reason = $1, \
+                 resolved_at = $2, resolved_in_release = $3 WHERE id = $4",
+            )
+            .bind(&reason)
+            .bind(now)
+            .bind(release)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            // Leaving RESOLVED forgets how and when it was resolved.
+            sqlx::query(
+                "UPDATE error_groups SET status = $1, resolution_reason = NULL, resolved_at = NULL, \
+                 resolved_in_release = NULL WHERE id = $2",
+            )
+            .bind(to.as_db())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO group_activity (group_id, kind, actor, from_status, to_status, reason, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(kind)
+        .bind(actor)
+        .bind(group.status.as_db())
+        .bind(to.as_db())
+        .bind(&reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let group = Self::fetch_group(&mut tx, id, false).await?;
+        tx.commit().await?;
+        Ok(group)
+    }
+
+    async fn quiet_idle(&self, idle_since: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        // Lock in the same order as ingest does, and skip groups that a batch
+        // holds right now: they are receiving events, so they are not idle.
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "WITH idle AS ( \
+               SELECT id FROM error_groups WHERE status = 'OPEN' AND last_seen < $1 \
+               ORDER BY project_id, fingerprint FOR UPDATE SKIP LOCKED) \
+             UPDATE error_groups g SET status = 'QUIET' FROM idle WHERE g.id = idle.id RETURNING g.id",
+        )
+        .bind(idle_since)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !ids.is_empty() {
+            sqlx::query(
+                "INSERT INTO group_activity (group_id, kind, actor, from_status, to_status, reason, at) \
+                 SELECT id, 'quieted', 'system', 'OPEN', 'QUIET', 'no events for the quiet period', $2 \
+                 FROM UNNEST($1::bigint[]) AS id",
+            )
+            .bind(&ids)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+
+    async fn activity(&self, group_id: i64) -> Result<Vec<Activity>> {
+        let rows = sqlx::query(
+            "SELECT id, group_id, kind, actor, from_status, to_status, reason, at \
+             FROM group_activity WHERE group_id = $1 ORDER BY id",
+        )
+        .bind(group_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(activity_from_row).collect()
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<EventPage> {
+        let limit = shared::clamp_limit(query.limit);
+        let cursor = query
+            .cursor
+            .as_deref()
+            .map(shared::decode_cursor)
+            .transpose()?;
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new(format!("SELECT {EVENT_COLUMNS_SQL} FROM errors WHERE TRUE"));
+        if let Some(project_id) = query.project_id {
+            qb.push(" AND project_id = ").push_bind(project_id);
+        }
+        if let Some(group_id) = query.group_id {
+            qb.push(" AND group_id = ").push_bind(group_id);
+        }
+        if let Some(service) = &query.service {
+            qb.push(" AND service = ").push_bind(service.clone());
+        }
+        if let Some(env) = &query.environment {
+            qb.push(" AND env = ").push_bind(env.clone());
+        }
+        if let Some(level) = &query.level {
+            qb.push(" AND level = ").push_bind(level.clone());
+        }
+        if let Some((value, id)) = cursor {
+            qb.push(" AND (received_at, id) < (")
+                .push_bind(shared::from_micros(value)?)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        qb.push(" ORDER BY received_at DESC, id DESC LIMIT ")
+            .push_bind(limit + 1);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        let mut events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let next_cursor = if events.len() as i64 > limit {
+            events.truncate(limit as usize);
+            events
+                .last()
+                .map(|e| shared::encode_cursor(shared::micros(e.received_at), e.id))
+        } else {
+            None
+        };
+        Ok(EventPage {
+            events,
+            next_cursor,
+        })
+    }
+
+    async fn get_event(&self, event_id: Uuid) -> Result<Option<StoredEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS_SQL} FROM errors WHERE event_id = $1 \
+             ORDER BY received_at DESC, id DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    // ---- dashboard ----
+
+    async fn count_groups(&self, query: &GroupQuery) -> Result<GroupCounts> {
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new("SELECT status, count(*) AS n FROM error_groups g WHERE TRUE");
+        push_group_filters(&mut qb, query, false);
+        qb.push(" GROUP BY status");
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        let mut counts = GroupCounts::default();
+        for row in &rows {
+            let status: String = row.try_get("status")?;
+            let n: i64 = row.try_get("n")?;
+            match GroupStatus::from_db(&status) {
+                GroupStatus::Open => counts.open += n,
+                GroupStatus::Quiet => counts.quiet += n,
+                GroupStatus::Resolved => counts.resolved += n,
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn hourly_counts(
+        &self,
+        group_ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<i64, Vec<i64>>> {
+        let first_hour = shared::truncate_to_hour(now) - chrono::Duration::hours(23);
+        let rows = sqlx::query(
+            "SELECT group_id, hour, count FROM group_hourly_counts \
+             WHERE group_id = ANY($1) AND hour >= $2 AND hour <= $3",
+        )
+        .bind(group_ids)
+        .bind(first_hour)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: HashMap<i64, Vec<i64>> = HashMap::new();
+        for row in &rows {
+            let hour: DateTime<Utc> = row.try_get("hour")?;
+            let index = (hour - first_hour).num_hours();
+            if (0..24).contains(&index) {
+                out.entry(row.try_get("group_id")?)
+                    .or_insert_with(|| vec![0; 24])[index as usize] += row.try_get::<i64, _>("count")?;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn event_neighbors(
+        &self,
+        group_id: i64,
+        received_at: DateTime<Utc>,
+        id: i64,
+    ) -> Result<EventNeighbors> {
+        let older: Option<Uuid> = sqlx::query_scalar(
+            "SELECT event_id FROM errors WHERE group_id = $1 AND (received_at, id) < ($2, $3) \
+             ORDER BY received_at DESC, id DESC LIMIT 1",
+        )
+        .bind(group_id)
+        .bind(received_at)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let newer: Option<Uuid> = sqlx::query_scalar(
+            "SELECT event_id FROM errors WHERE group_id = $1 AND (received_at, id) > ($2, $3) \
+             ORDER BY received_at, id LIMIT 1",
+        )
+        .bind(group_id)
+        .bind(received_at)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(EventNeighbors { older, newer })
+    }
+
+    async fn create_user(&self, name: &str, password_hash: &str) -> Result<Option<User>> {
+        let row = sqlx::query(
+            "INSERT INTO users (name, password_hash) VALUES ($1, $2) \
+             ON CONFLICT (name) DO NOTHING RETURNING id, name, password_hash",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT id, name, password_hash FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let id: Option<i64> =
+            sqlx::query_scalar("UPDATE users SET password_hash = $2 WHERE name = $1 RETURNING id")
+                .bind(name)
+                .bind(password_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(id) = id {
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(id.is_some())
+    }
+
+    async fn count_users(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_by_hash(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<Session>> {
+        let row = sqlx::query(
+            "SELECT s.user_id, u.name, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = $1 AND s.expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Session {
+                user_id: r.try_get("user_id")?,
+                user_name: r.try_get("name")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
+
+/// The incident list's filters, shared by `list_groups` and `count_groups`
+/// (which counts per status, so leaves the status out).
+fn push_group_filters(qb: &mut QueryBuilder<'_, Postgres>, query: &GroupQuery, with_status: bool) {
+    if let Some(project_id) = query.project_id {
+        qb.push(" AND project_id = ").push_bind(project_id);
+    }
+    if let Some(status) = query.status.filter(|_| with_status) {
+        qb.push(" AND status = ").push_bind(status.as_db());
+    }
+    if let Some(service) = &query.service {
+        qb.push(" AND service = ").push_bind(service.clone());
+    }
+    if let Some(severity) = &query.severity {
+        qb.push(" AND severity = ").push_bind(severity.clone());
+    }
+    for (key, value) in [
+        ("environment", &query.environment),
+        ("release", &query.release),
+    ] {
+        if let Some(value) = value {
+            qb.push(
+                " AND EXISTS (SELECT 1 FROM group_tag_counts t WHERE t.group_id = g.id AND t.key = ",
+            )
+            .push_bind(key)
+            .push(" AND t.value = ")
+            .push_bind(value.clone())
+            .push(")");
+        }
+    }
+    if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
+        let pattern = shared::like_pattern(q);
+        qb.push(" AND (lower(title) LIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\' OR lower(COALESCE(culprit, '')) LIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\' OR lower(cluster_key) LIKE ")
+            .push_bind(pattern)
+            .push(" ESCAPE '\\')");
+    }
+}
+
+fn user_from_row(row: &PgRow) -> Result<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        password_hash: row.try_get("password_hash")?,
+    })
+}
+

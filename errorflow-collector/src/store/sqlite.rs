@@ -1,51 +1,1021 @@
-//! sqlite backend (stub; filled in by the storage work).
+//! SQLite backend: one file, WAL mode, one writer connection and a small
+//! pool of readers so that dashboard queries never wait behind ingest.
+//!
+//! Timestamps are stored as TEXT in the fixed format of [`fmt_ts`], whose
+//! text order is time order, so comparisons and `MIN`/`MAX` work on the text.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::types::Json;
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use super::{Backend, Result, Store};
+use super::shared::{self, GroupKey, LockedGroup};
+use super::{Backend, Result, Store, StoreError};
 use crate::model::*;
 
+/// SQLite's default limit on bound parameters per statement.
+const MAX_BINDS: usize = 32766;
+
+/// Columns bound per row of the `errors` insert.
+const EVENT_COLUMNS: usize = 21;
+
+const TS_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
+/// Formats a timestamp with fixed microsecond precision so that stored text
+/// sorts in time order.
+fn fmt_ts(t: DateTime<Utc>) -> String {
+    t.format(TS_FORMAT).to_string()
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
+    NaiveDateTime::parse_from_str(s, TS_FORMAT)
+        .map(|n| n.and_utc())
+        .or_else(|_| DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)))
+        .map_err(|e| StoreError::Corrupt(format!("bad timestamp {s:?}: {e}")))
+}
+
+fn parse_opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
+    s.as_deref().map(parse_ts).transpose()
+}
+
+const GROUP_COLUMNS: &str = "id, project_id, cluster_key, fingerprint, fingerprint_version, \
+    service, error_type, title, culprit, level, status, count, first_seen, last_seen, severity, \
+    priority, summary, ai_summary, ai_next_steps, resolution_reason, resolved_at, \
+    resolved_in_release, regression_count, regressed_at, last_release, last_environment";
+
+fn group_from_row(row: &SqliteRow) -> Result<Group> {
+    Ok(Group {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        cluster_key: row.try_get("cluster_key")?,
+        fingerprint: row.try_get("fingerprint")?,
+        fingerprint_version: row.try_get("fingerprint_version")?,
+        service: row.try_get("service")?,
+        error_type: row.try_get("error_type")?,
+        title: row.try_get("title")?,
+        culprit: row.try_get("culprit")?,
+        level: row.try_get("level")?,
+        status: GroupStatus::from_db(row.try_get::<&str, _>("status")?),
+        count: row.try_get("count")?,
+        first_seen: parse_ts(row.try_get("first_seen")?)?,
+        last_seen: parse_ts(row.try_get("last_seen")?)?,
+        severity: row.try_get("severity")?,
+        priority: row.try_get("priority")?,
+        summary: row.try_get("summary")?,
+        ai_summary: row.try_get("ai_summary")?,
+        ai_next_steps: row.try_get("ai_next_steps")?,
+        resolution_reason: row.try_get("resolution_reason")?,
+        resolved_at: parse_opt_ts(row.try_get("resolved_at")?)?,
+        resolved_in_release: row.try_get("resolved_in_release")?,
+        regression_count: row.try_get("regression_count")?,
+        regressed_at: parse_opt_ts(row.try_get("regressed_at")?)?,
+        last_release: row.try_get("last_release")?,
+        last_environment: row.try_get("last_environment")?,
+    })
+}
+
+const EVENT_COLUMNS_SQL: &str = "id, project_id, group_id, event_id, timestamp, received_at, \
+    level, service, error_type, message, env, path, trace_id, release, host, data";
+
+fn event_from_row(row: &SqliteRow) -> Result<StoredEvent> {
+    let event_id: &str = row.try_get("event_id")?;
+    let data: Json<serde_json::Value> = row.try_get("data")?;
+    Ok(StoredEvent {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        group_id: row.try_get("group_id")?,
+        event_id: Uuid::parse_str(event_id)
+            .map_err(|e| StoreError::Corrupt(format!("bad event id {event_id:?}: {e}")))?,
+        timestamp: parse_ts(row.try_get("timestamp")?)?,
+        received_at: parse_ts(row.try_get("received_at")?)?,
+        level: row.try_get("level")?,
+        service: row.try_get("service")?,
+        error_type: row.try_get("error_type")?,
+        message: row.try_get("message")?,
+        env: row.try_get("env")?,
+        path: row.try_get("path")?,
+        trace_id: row.try_get("trace_id")?,
+        release: row.try_get("release")?,
+        host: row.try_get("host")?,
+        data: data.0,
+    })
+}
+
+fn project_from_row(row: &SqliteRow) -> Result<Project> {
+    Ok(Project {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        key_prefix: row.try_get("key_prefix")?,
+        created_at: parse_ts(row.try_get("created_at")?)?,
+    })
+}
+
+fn activity_from_row(row: &SqliteRow) -> Result<Activity> {
+    let from: Option<&str> = row.try_get("from_status")?;
+    let to: Option<&str> = row.try_get("to_status")?;
+    Ok(Activity {
+        id: row.try_get("id")?,
+        group_id: row.try_get("group_id")?,
+        kind: row.try_get("kind")?,
+        actor: row.try_get("actor")?,
+        from_status: from.map(GroupStatus::from_db),
+        to_status: to.map(GroupStatus::from_db),
+        reason: row.try_get("reason")?,
+        at: parse_ts(row.try_get("at")?)?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
 pub struct SqliteStore {
-    pub pool: sqlx::SqlitePool,
+    /// The only connection that writes. SQLite allows one writer at a time
+    /// anyway; queueing writers in the pool is cheaper than SQLITE_BUSY retries.
+    pub pool: SqlitePool,
+    /// Readers; in WAL mode they see the last commit without blocking the writer.
+    pub readers: SqlitePool,
 }
 
 impl SqliteStore {
     pub async fn connect(url: &str) -> Result<Self> {
-        Ok(SqliteStore { pool: sqlx::SqlitePool::connect(url).await? })
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an event acknowledged to a client must survive a power cut.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        // An in-memory database exists once per connection, so it cannot be
+        // shared with a separate reader pool.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let readers = if in_memory {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options.read_only(true))
+                .await?
+        };
+        Ok(SqliteStore { pool, readers })
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
+        // IMMEDIATE takes the write lock up front: a deferred transaction that
+        // reads first and writes later can fail with SQLITE_BUSY when another
+        // process wrote in between, and busy_timeout cannot help with that.
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn fetch_group(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        id: i64,
+    ) -> Result<Option<Group>> {
+        let sql = format!("SELECT {GROUP_COLUMNS} FROM error_groups WHERE id = ?");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+        row.as_ref().map(group_from_row).transpose()
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
-    fn backend(&self) -> Backend { unimplemented!() }
-    async fn migrate(&self) -> Result<()> { unimplemented!() }
-    async fn ping(&self) -> Result<()> { unimplemented!() }
-    async fn create_project(&self, _name: &str, _key_hash: &str, _key_prefix: &str) -> Result<Project> { unimplemented!() }
-    async fn list_projects(&self) -> Result<Vec<Project>> { unimplemented!() }
-    async fn get_project(&self, _id: i64) -> Result<Option<Project>> { unimplemented!() }
-    async fn project_by_key_hash(&self, _key_hash: &str) -> Result<Option<Project>> { unimplemented!() }
-    async fn rotate_project_key(&self, _id: i64, _key_hash: &str, _key_prefix: &str) -> Result<bool> { unimplemented!() }
-    async fn create_token(&self, _name: &str, _token_hash: &str) -> Result<ApiToken> { unimplemented!() }
-    async fn token_by_hash(&self, _token_hash: &str) -> Result<Option<ApiToken>> { unimplemented!() }
-    async fn insert_events(&self, _events: &[NormalizedEvent]) -> Result<Vec<InsertOutcome>> { unimplemented!() }
-    async fn list_groups(&self, _query: &GroupQuery) -> Result<GroupPage> { unimplemented!() }
-    async fn get_group(&self, _id: i64) -> Result<Option<Group>> { unimplemented!() }
-    async fn group_by_cluster_key(&self, _cluster_key: &str) -> Result<Option<Group>> { unimplemented!() }
-    async fn group_stats(&self, _id: i64, _now: DateTime<Utc>) -> Result<GroupStats> { unimplemented!() }
-    async fn transition(&self, _id: i64, _transition: &Transition, _actor: &str, _now: DateTime<Utc>) -> Result<Option<Group>> { unimplemented!() }
-    async fn quiet_idle(&self, _idle_since: DateTime<Utc>, _now: DateTime<Utc>) -> Result<u64> { unimplemented!() }
-    async fn activity(&self, _group_id: i64) -> Result<Vec<Activity>> { unimplemented!() }
-    async fn list_events(&self, _query: &EventQuery) -> Result<EventPage> { unimplemented!() }
-    async fn get_event(&self, _event_id: Uuid) -> Result<Option<StoredEvent>> { unimplemented!() }
-    async fn count_groups(&self, _query: &GroupQuery) -> Result<GroupCounts> { unimplemented!() }
-    async fn hourly_counts(&self, _ids: &[i64], _now: DateTime<Utc>) -> Result<std::collections::HashMap<i64, Vec<i64>>> { unimplemented!() }
-    async fn event_neighbors(&self, _group_id: i64, _timestamp: DateTime<Utc>, _id: i64) -> Result<EventNeighbors> { unimplemented!() }
-    async fn create_user(&self, _name: &str, _password_hash: &str) -> Result<Option<User>> { unimplemented!() }
-    async fn user_by_name(&self, _name: &str) -> Result<Option<User>> { unimplemented!() }
-    async fn set_user_password(&self, _name: &str, _password_hash: &str) -> Result<bool> { unimplemented!() }
-    async fn count_users(&self) -> Result<i64> { unimplemented!() }
-    async fn create_session(&self, _token_hash: &str, _user_id: i64, _now: DateTime<Utc>, _expires_at: DateTime<Utc>) -> Result<()> { unimplemented!() }
-    async fn session_by_hash(&self, _token_hash: &str, _now: DateTime<Utc>) -> Result<Option<Session>> { unimplemented!() }
-    async fn delete_session(&self, _token_hash: &str) -> Result<()> { unimplemented!() }
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("../sql/sqlite").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        Ok(())
+    }
+
+    async fn create_project(
+        &self,
+        name: &str,
+        key_hash: &str,
+        key_prefix: &str,
+    ) -> Result<Project> {
+        let row = sqlx::query(
+            "INSERT INTO projects (name, key_hash, key_prefix, created_at) VALUES (?, ?, ?, ?) \
+             RETURNING id, name, key_prefix, created_at",
+        )
+        .bind(name)
+        .bind(key_hash)
+        .bind(key_prefix)
+        .bind(fmt_ts(Utc::now()))
+        .fetch_one(&self.pool)
+        .await;
+        match row {
+            Ok(row) => project_from_row(&row),
+            Err(e) if is_unique_violation(&e) && e.to_string().contains("projects.name") => {
+                Err(StoreError::ProjectExists(name.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list_projects(&self) -> Result<Vec<Project>> {
+        let rows = sqlx::query("SELECT id, name, key_prefix, created_at FROM projects ORDER BY id")
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(project_from_row).collect()
+    }
+
+    async fn get_project(&self, id: i64) -> Result<Option<Project>> {
+        let row = sqlx::query("SELECT id, name, key_prefix, created_at FROM projects WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(project_from_row).transpose()
+    }
+
+    async fn project_by_key_hash(&self, key_hash: &str) -> Result<Option<Project>> {
+        let row =
+            sqlx::query("SELECT id, name, key_prefix, created_at FROM projects WHERE key_hash = ?")
+                .bind(key_hash)
+                .fetch_optional(&self.readers)
+                .await?;
+        row.as_ref().map(project_from_row).transpose()
+    }
+
+    async fn rotate_project_key(&self, id: i64, key_hash: &str, key_prefix: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE projects SET key_hash = ?, key_prefix = ? WHERE id = ?")
+            .bind(key_hash)
+            .bind(key_prefix)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_token(&self, name: &str, token_hash: &str) -> Result<ApiToken> {
+        let row = sqlx::query(
+            "INSERT INTO api_tokens (name, token_hash, created_at) VALUES (?, ?, ?) RETURNING id, name",
+        )
+        .bind(name)
+        .bind(token_hash)
+        .bind(fmt_ts(Utc::now()))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ApiToken {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+        })
+    }
+
+    async fn token_by_hash(&self, token_hash: &str) -> Result<Option<ApiToken>> {
+        let row = sqlx::query("SELECT id, name FROM api_tokens WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.map(|row| {
+            Ok(ApiToken {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn insert_events(&self, events: &[NormalizedEvent]) -> Result<Vec<InsertOutcome>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let plan = shared::plan_batch(events);
+        let mut tx = self.begin_write().await?;
+
+        // (1) Make sure every group exists. The write lock is held for the
+        // whole transaction, so nobody can create or change them meanwhile.
+        let mut created: HashSet<GroupKey> = HashSet::new();
+        for chunk in plan.groups.chunks(MAX_BINDS / 11) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO error_groups (project_id, fingerprint, fingerprint_version, \
+                 cluster_key, service, error_type, title, culprit, level, first_seen, last_seen) ",
+            );
+            qb.push_values(chunk, |mut b, ((_, _), i)| {
+                let ev = &events[*i];
+                let ts = fmt_ts(ev.timestamp);
+                b.push_bind(ev.project_id)
+                    .push_bind(&ev.fingerprint)
+                    .push_bind(ev.fingerprint_version)
+                    .push_bind(&ev.cluster_key)
+                    .push_bind(&ev.service)
+                    .push_bind(&ev.error_type)
+                    .push_bind(&ev.title)
+                    .push_bind(&ev.culprit)
+                    .push_bind(ev.level.as_str())
+                    .push_bind(ts.clone())
+                    .push_bind(ts);
+            });
+            qb.push(
+                " ON CONFLICT (project_id, fingerprint) DO NOTHING RETURNING project_id, fingerprint",
+            );
+            for row in qb.build().fetch_all(&mut *tx).await? {
+                created.insert((row.try_get("project_id")?, row.try_get("fingerprint")?));
+            }
+        }
+        let mut locked: HashMap<GroupKey, LockedGroup> = HashMap::new();
+        for chunk in plan.groups.chunks(MAX_BINDS / 2) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT id, project_id, fingerprint, status, resolved_in_release FROM error_groups \
+                 WHERE (project_id, fingerprint) IN (VALUES ",
+            );
+            let mut sep = qb.separated(", ");
+            for ((project_id, fingerprint), _) in chunk {
+                sep.push("(")
+                    .push_bind_unseparated(*project_id)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(fingerprint)
+                    .push_unseparated(")");
+            }
+            qb.push(")");
+            for row in qb.build().fetch_all(&mut *tx).await? {
+                let key: GroupKey = (row.try_get("project_id")?, row.try_get("fingerprint")?);
+                let group = LockedGroup {
+                    id: row.try_get("id")?,
+                    status: GroupStatus::from_db(row.try_get::<&str, _>("status")?),
+                    resolved_in_release: row.try_get("resolved_in_release")?,
+                    created: created.contains(&key),
+                };
+                locked.insert(key, group);
+            }
+        }
+
+        // (2) Insert the events; those that come back are new.
+        let mut inserted: HashSet<(i64, Uuid)> = HashSet::with_capacity(plan.candidates.len());
+        for chunk in plan.candidates.chunks(MAX_BINDS / EVENT_COLUMNS) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO errors (project_id, group_id, event_id, service, error_type, message, \
+                 timestamp, received_at, env, path, trace_id, level, release, host, fingerprint, \
+                 exception, tags, request, user_data, breadcrumbs, data) ",
+            );
+            let mut missing = None;
+            qb.push_values(chunk, |mut b, i| {
+                let ev = &events[*i];
+                let group_id = match locked.get(&(ev.project_id, ev.fingerprint.clone())) {
+                    Some(g) => g.id,
+                    None => {
+                        missing = Some(ev.fingerprint.clone());
+                        0
+                    }
+                };
+                b.push_bind(ev.project_id)
+                    .push_bind(group_id)
+                    .push_bind(ev.event_id.to_string())
+                    .push_bind(&ev.service)
+                    .push_bind(&ev.error_type)
+                    .push_bind(&ev.message)
+                    .push_bind(fmt_ts(ev.timestamp))
+                    .push_bind(fmt_ts(ev.received_at))
+                    .push_bind(&ev.environment)
+                    .push_bind(&ev.path)
+                    .push_bind(&ev.trace_id)
+                    .push_bind(ev.level.as_str())
+                    .push_bind(&ev.release)
+                    .push_bind(&ev.host)
+                    .push_bind(&ev.fingerprint)
+                    .push_bind(Json(&ev.event.exception))
+                    .push_bind(Json(&ev.tags))
+                    .push_bind(ev.event.request.as_ref().map(Json))
+                    .push_bind(ev.event.user.as_ref().map(Json))
+                    .push_bind(Json(&ev.event.breadcrumbs))
+                    .push_bind(Json(&ev.event));
+            });
+            if let Some(fp) = missing {
+                return Err(StoreError::Corrupt(format!(
+                    "group for fingerprint {fp} vanished"
+                )));
+            }
+            qb.push(
+                " ON CONFLICT (project_id, event_id) DO NOTHING RETURNING project_id, event_id",
+            );
+            for row in qb.build().fetch_all(&mut *tx).await? {
+                let event_id: &str = row.try_get("event_id")?;
+                let event_id = Uuid::parse_str(event_id)
+                    .map_err(|e| StoreError::Corrupt(format!("bad event id: {e}")))?;
+                inserted.insert((row.try_get("project_id")?, event_id));
+            }
+        }
+
+        // (3) Update the groups from what was really new.
+        let result = shared::finish_batch(events, &plan, &locked, &inserted)?;
+        for u in &result.updates {
+            let first = fmt_ts(u.first_seen);
+            let last = fmt_ts(u.last_seen);
+            // A group created by this transaction still has count 0 and
+            // placeholder times, which are replaced rather than merged.
+            sqlx::query(
+                "UPDATE error_groups SET \
+                   first_seen = CASE WHEN count = 0 THEN ?1 ELSE MIN(first_seen, ?1) END, \
+                   last_release = CASE WHEN count = 0 OR ?2 >= last_seen THEN ?3 ELSE last_release END, \
+                   last_environment = CASE WHEN count = 0 OR ?2 >= last_seen THEN ?4 ELSE last_environment END, \
+                   last_seen = CASE WHEN count = 0 THEN ?2 ELSE MAX(last_seen, ?2) END, \
+                   count = count + ?5, \
+                   status = ?6, \
+                   regression_count = regression_count + CASE WHEN ?7 IS NULL THEN 0 ELSE 1 END, \
+                   regressed_at = COALESCE(?7, regressed_at) \
+                 WHERE id = ?8",
+            )
+            .bind(first)
+            .bind(last)
+            .bind(&u.last_release)
+            .bind(&u.last_environment)
+            .bind(u.added)
+            .bind(u.status.as_db())
+            .bind(u.regressed_at.map(fmt_ts))
+            .bind(u.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for id in &result.empty_created {
+            sqlx::query("DELETE FROM error_groups WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for chunk in result.activities.chunks(MAX_BINDS / 7) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO group_activity (group_id, kind, actor, from_status, to_status, reason, at) ",
+            );
+            qb.push_values(chunk, |mut b, a| {
+                b.push_bind(a.group_id)
+                    .push_bind(a.kind)
+                    .push_bind("system")
+                    .push_bind(a.from_status.map(GroupStatus::as_db))
+                    .push_bind(a.to_status.as_db())
+                    .push_bind(&a.reason)
+                    .push_bind(fmt_ts(a.at));
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+
+        // (4) Counters for the statistics and tag breakdown.
+        for chunk in result.hourly.chunks(MAX_BINDS / 3) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO group_hourly_counts (group_id, hour, count) ");
+            qb.push_values(chunk, |mut b, ((group_id, hour), n)| {
+                b.push_bind(*group_id)
+                    .push_bind(fmt_ts(*hour))
+                    .push_bind(*n);
+            });
+            qb.push(
+                " ON CONFLICT (group_id, hour) DO UPDATE SET count = group_hourly_counts.count + excluded.count",
+            );
+            qb.build().execute(&mut *tx).await?;
+        }
+        for chunk in result.tags.chunks(MAX_BINDS / 5) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO group_tag_counts (group_id, key, value, count, last_seen) ",
+            );
+            qb.push_values(chunk, |mut b, ((group_id, key, value), (n, last))| {
+                b.push_bind(*group_id)
+                    .push_bind(key)
+                    .push_bind(value)
+                    .push_bind(*n)
+                    .push_bind(fmt_ts(*last));
+            });
+            qb.push(
+                " ON CONFLICT (group_id, key, value) DO UPDATE SET \
+                 count = group_tag_counts.count + excluded.count, \
+                 last_seen = MAX(group_tag_counts.last_seen, excluded.last_seen)",
+            );
+            qb.build().execute(&mut *tx).await?;
+        }
+
+        tx.commit().await?;
+        Ok(result.outcomes)
+    }
+
+    async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage> {
+        let limit = shared::clamp_limit(query.limit);
+        let cursor = query
+            .cursor
+            .as_deref()
+            .map(shared::decode_cursor)
+            .transpose()?;
+        // The sort expression, and how a cursor value binds against it.
+        let (expr, is_time) = match query.sort {
+            GroupSort::LastSeen => ("last_seen", true),
+            GroupSort::FirstSeen => ("first_seen", true),
+            GroupSort::Count => ("count", false),
+            GroupSort::Priority => ("COALESCE(priority, -1)", false),
+        };
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT {GROUP_COLUMNS}, {expr} AS sort_value FROM error_groups g WHERE 1 = 1"
+        ));
+        push_group_filters(&mut qb, query, true);
+        if let Some((value, id)) = cursor {
+            qb.push(format!(" AND ({expr}, id) < ("));
+            if is_time {
+                qb.push_bind(fmt_ts(shared::from_micros(value)?));
+            } else {
+                qb.push_bind(value);
+            }
+            qb.push(", ").push_bind(id).push(")");
+        }
+        qb.push(format!(" ORDER BY {expr} DESC, id DESC LIMIT "))
+            .push_bind(limit + 1);
+        let rows = qb.build().fetch_all(&self.readers).await?;
+        let mut groups = rows
+            .iter()
+            .map(group_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let next_cursor = if groups.len() as i64 > limit {
+            groups.truncate(limit as usize);
+            groups.last().map(|g| {
+                let value = match query.sort {
+                    GroupSort::LastSeen => shared::micros(g.last_seen),
+                    GroupSort::FirstSeen => shared::micros(g.first_seen),
+                    GroupSort::Count => g.count,
+                    GroupSort::Priority => i64::from(g.priority.unwrap_or(-1)),
+                };
+                shared::encode_cursor(value, g.id)
+            })
+        } else {
+            None
+        };
+        Ok(GroupPage {
+            groups,
+            next_cursor,
+        })
+    }
+
+    async fn get_group(&self, id: i64) -> Result<Option<Group>> {
+        let mut conn = self.readers.acquire().await?;
+        self.fetch_group(&mut conn, id).await
+    }
+
+    async fn group_by_cluster_key(&self, cluster_key: &str) -> Result<Option<Group>> {
+        let sql = format!(
+            "SELECT {GROUP_COLUMNS} FROM error_groups WHERE cluster_key = ? \
+             ORDER BY last_seen DESC, id DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(cluster_key)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(group_from_row).transpose()
+    }
+
+    async fn group_stats(&self, id: i64, now: DateTime<Utc>) -> Result<GroupStats> {
+        let rows = sqlx::query(
+            "SELECT hour, count FROM group_hourly_counts WHERE group_id = ? AND hour >= ? AND hour <= ?",
+        )
+        .bind(id)
+        .bind(fmt_ts(shared::stats_window_start(now)))
+        .bind(fmt_ts(now))
+        .fetch_all(&self.readers)
+        .await?;
+        let hours = rows
+            .iter()
+            .map(|r| Ok((parse_ts(r.try_get("hour")?)?, r.try_get("count")?)))
+            .collect::<Result<Vec<_>>>()?;
+        let (hourly, daily) = shared::fill_buckets(&hours, now);
+        let rows = sqlx::query(
+            "SELECT key, value, count FROM ( \
+               SELECT key, value, count, \
+                 row_number() OVER (PARTITION BY key ORDER BY count DESC, value) AS rn \
+               FROM group_tag_counts WHERE group_id = ?) \
+             WHERE rn <= 10 ORDER BY key, count DESC, value",
+        )
+        .bind(id)
+        .fetch_all(&self.readers)
+        .await?;
+        let tags = rows
+            .iter()
+            .map(|r| Ok((r.try_get("key")?, r.try_get("value")?, r.try_get("count")?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GroupStats {
+            hourly,
+            daily,
+            top_tags: shared::collect_top_tags(tags),
+        })
+    }
+
+    async fn transition(
+        &self,
+        id: i64,
+        transition: &Transition,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Group>> {
+        let mut tx = self.begin_write().await?;
+        let Some(group) = self.fetch_group(&mut tx, id).await? else {
+            return Ok(None);
+        };
+        let (to, kind, reason) = match transition {
+            Transition::Resolve { reason, .. } => (
+                GroupStatus::Resolved,
+                "resolved",
+                Some(reason.clone().unwrap_or_else(|| "manual".to_string())),
+            ),
+            Transition::Quiet { reason } => (GroupStatus::Quiet, "quieted", reason.clone()),
+            Transition::Reopen { reason } => (GroupStatus::Open, "reopened", reason.clone()),
+        };
+        if group.status == to {
+            return Ok(Some(group));
+        }
+        if let Transition::Resolve {
+            in_next_release, ..
+        } = transition
+        {
+            let release = if *in_next_release {
+                group.last_release.clone()
+            } else {
+                None
+            };
+            sqlx::query(
+                "UPDATE error_groups SET status = 'RESOLVED', resolution_reason = ?, \
+                 resolved_at = ?, resolved_in_release = ? WHERE id = ?",
+            )
+            .bind(&reason)
+            .bind(fmt_ts(now))
+            .bind(release)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            // Leaving RESOLVED forgets how and when it was resolved.
+            sqlx::query(
+                "UPDATE error_groups SET status = ?, resolution_reason = NULL, resolved_at = NULL, \
+                 resolved_in_release = NULL WHERE id = ?",
+            )
+            .bind(to.as_db())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO group_activity (group_id, kind, actor, from_status, to_status, reason, at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(kind)
+        .bind(actor)
+        .bind(group.status.as_db())
+        .bind(to.as_db())
+        .bind(&reason)
+        .bind(fmt_ts(now))
+        .execute(&mut *tx)
+        .await?;
+        let group = self.fetch_group(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(group)
+    }
+
+    async fn quiet_idle(&self, idle_since: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE error_groups SET status = 'QUIET' WHERE status = 'OPEN' AND last_seen < ? RETURNING id",
+        )
+        .bind(fmt_ts(idle_since))
+        .fetch_all(&mut *tx)
+        .await?;
+        for chunk in ids.chunks(MAX_BINDS / 2) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO group_activity (group_id, kind, actor, from_status, to_status, reason, at) ",
+            );
+            qb.push_values(chunk, |mut b, id| {
+                b.push_bind(*id)
+                    .push_bind("quieted")
+                    .push_bind("system")
+                    .push_bind("OPEN")
+                    .push_bind("QUIET")
+                    .push_bind("no events for the quiet period")
+                    .push_bind(fmt_ts(now));
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+
+    async fn activity(&self, group_id: i64) -> Result<Vec<Activity>> {
+        let rows = sqlx::query(
+            "SELECT id, group_id, kind, actor, from_status, to_status, reason, at \
+             FROM group_activity WHERE group_id = ? ORDER BY id",
+        )
+        .bind(group_id)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(activity_from_row).collect()
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<EventPage> {
+        let limit = shared::clamp_limit(query.limit);
+        let cursor = query
+            .cursor
+            .as_deref()
+            .map(shared::decode_cursor)
+            .transpose()?;
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT {EVENT_COLUMNS_SQL} FROM errors WHERE 1 = 1"
+        ));
+        if let Some(project_id) = query.project_id {
+            qb.push(" AND project_id = ").push_bind(project_id);
+        }
+        if let Some(group_id) = query.group_id {
+            qb.push(" AND group_id = ").push_bind(group_id);
+        }
+        if let Some(service) = &query.service {
+            qb.push(" AND service = ").push_bind(service.clone());
+        }
+        if let Some(env) = &query.environment {
+            qb.push(" AND env = ").push_bind(env.clone());
+        }
+        if let Some(level) = &query.level {
+            qb.push(" AND level = ").push_bind(level.clone());
+        }
+        if let Some((value, id)) = cursor {
+            qb.push(" AND (received_at, id) < (")
+                .push_bind(fmt_ts(shared::from_micros(value)?))
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        qb.push(" ORDER BY received_at DESC, id DESC LIMIT ")
+            .push_bind(limit + 1);
+        let rows = qb.build().fetch_all(&self.readers).await?;
+        let mut events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let next_cursor = if events.len() as i64 > limit {
+            events.truncate(limit as usize);
+            events
+                .last()
+                .map(|e| shared::encode_cursor(shared::micros(e.received_at), e.id))
+        } else {
+            None
+        };
+        Ok(EventPage {
+            events,
+            next_cursor,
+        })
+    }
+
+    async fn get_event(&self, event_id: Uuid) -> Result<Option<StoredEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS_SQL} FROM errors WHERE event_id = ? \
+             ORDER BY received_at DESC, id DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(event_id.to_string())
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    // ---- dashboard ----
+
+    async fn count_groups(&self, query: &GroupQuery) -> Result<GroupCounts> {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT status, count(*) AS n FROM error_groups g WHERE 1 = 1");
+        push_group_filters(&mut qb, query, false);
+        qb.push(" GROUP BY status");
+        let rows = qb.build().fetch_all(&self.readers).await?;
+        let mut counts = GroupCounts::default();
+        for row in &rows {
+            let status: String = row.try_get("status")?;
+            let n: i64 = row.try_get("n")?;
+            match GroupStatus::from_db(&status) {
+                GroupStatus::Open => counts.open += n,
+                GroupStatus::Quiet => counts.quiet += n,
+                GroupStatus::Resolved => counts.resolved += n,
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn hourly_counts(
+        &self,
+        group_ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<i64, Vec<i64>>> {
+        let mut out: HashMap<i64, Vec<i64>> = HashMap::new();
+        if group_ids.is_empty() {
+            return Ok(out);
+        }
+        let first_hour = shared::truncate_to_hour(now) - chrono::Duration::hours(23);
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT group_id, hour, count FROM group_hourly_counts WHERE hour >= ");
+        qb.push_bind(fmt_ts(first_hour))
+            .push(" AND hour <= ")
+            .push_bind(fmt_ts(now))
+            .push(" AND group_id IN (");
+        let mut ids = qb.separated(", ");
+        for id in group_ids {
+            ids.push_bind(*id);
+        }
+        qb.push(")");
+        let rows = qb.build().fetch_all(&self.readers).await?;
+        for row in &rows {
+            let hour = parse_ts(row.try_get("hour")?)?;
+            let index = (hour - first_hour).num_hours();
+            if (0..24).contains(&index) {
+                out.entry(row.try_get("group_id")?)
+                    .or_insert_with(|| vec![0; 24])[index as usize] += row.try_get::<i64, _>("count")?;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn event_neighbors(
+        &self,
+        group_id: i64,
+        received_at: DateTime<Utc>,
+        id: i64,
+    ) -> Result<EventNeighbors> {
+        let at = fmt_ts(received_at);
+        let older: Option<String> = sqlx::query_scalar(
+            "SELECT event_id FROM errors WHERE group_id = ? AND (received_at, id) < (?, ?) \
+             ORDER BY received_at DESC, id DESC LIMIT 1",
+        )
+        .bind(group_id)
+        .bind(&at)
+        .bind(id)
+        .fetch_optional(&self.readers)
+        .await?;
+        let newer: Option<String> = sqlx::query_scalar(
+            "SELECT event_id FROM errors WHERE group_id = ? AND (received_at, id) > (?, ?) \
+             ORDER BY received_at, id LIMIT 1",
+        )
+        .bind(group_id)
+        .bind(&at)
+        .bind(id)
+        .fetch_optional(&self.readers)
+        .await?;
+        let parse = |s: Option<String>| {
+            s.map(|s| Uuid::parse_str(&s).map_err(|e| StoreError::Corrupt(format!("bad event id {s:?}: {e}"))))
+                .transpose()
+        };
+        Ok(EventNeighbors {
+            older: parse(older)?,
+            newer: parse(newer)?,
+        })
+    }
+
+    async fn create_user(&self, name: &str, password_hash: &str) -> Result<Option<User>> {
+        let row = sqlx::query(
+            "INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO NOTHING RETURNING id, name, password_hash",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .bind(fmt_ts(Utc::now()))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT id, name, password_hash FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let id: Option<i64> =
+            sqlx::query_scalar("UPDATE users SET password_hash = ? WHERE name = ? RETURNING id")
+                .bind(password_hash)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(id) = id {
+            sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(id.is_some())
+    }
+
+    async fn count_users(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM users")
+            .fetch_one(&self.readers)
+            .await?)
+    }
+
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+            .bind(fmt_ts(now))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(fmt_ts(now))
+        .bind(fmt_ts(expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session_by_hash(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<Session>> {
+        let row = sqlx::query(
+            "SELECT s.user_id, u.name, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = ? AND s.expires_at > ?",
+        )
+        .bind(token_hash)
+        .bind(fmt_ts(now))
+        .fetch_optional(&self.readers)
+        .await?;
+        row.map(|r| {
+            Ok(Session {
+                user_id: r.try_get("user_id")?,
+                user_name: r.try_get("name")?,
+                expires_at: parse_ts(r.try_get("expires_at")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
+
+/// The incident list's filters, shared by `list_groups` and `count_groups`
+/// (which counts per status, so leaves the status out).
+fn push_group_filters(qb: &mut QueryBuilder<'_, Sqlite>, query: &GroupQuery, with_status: bool) {
+    if let Some(project_id) = query.project_id {
+        qb.push(" AND project_id = ").push_bind(project_id);
+    }
+    if let Some(status) = query.status.filter(|_| with_status) {
+        qb.push(" AND status = ").push_bind(status.as_db());
+    }
+    if let Some(service) = &query.service {
+        qb.push(" AND service = ").push_bind(service.clone());
+    }
+    if let Some(severity) = &query.severity {
+        qb.push(" AND severity = ").push_bind(severity.clone());
+    }
+    for (key, value) in [
+        ("environment", &query.environment),
+        ("release", &query.release),
+    ] {
+        if let Some(value) = value {
+            qb.push(
+                " AND EXISTS (SELECT 1 FROM group_tag_counts t WHERE t.group_id = g.id AND t.key = ",
+            )
+            .push_bind(key)
+            .push(" AND t.value = ")
+            .push_bind(value.clone())
+            .push(")");
+        }
+    }
+    if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
+        let pattern = shared::like_pattern(q);
+        qb.push(" AND (lower(title) LIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\' OR lower(COALESCE(culprit, '')) LIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\' OR lower(cluster_key) LIKE ")
+            .push_bind(pattern)
+            .push(" ESCAPE '\\')");
+    }
+}
+
+fn user_from_row(row: &SqliteRow) -> Result<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        password_hash: row.try_get("password_hash")?,
+    })
+}
+

@@ -1,0 +1,383 @@
+//! Backend-independent parts of the store: planning a batch insert,
+//! opaque cursors and zero-filled statistics buckets. Both backends run the
+//! same logic here so that they cannot drift apart; only the SQL differs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Duration, DurationRound, NaiveDate, TimeZone, Utc};
+use uuid::Uuid;
+
+use super::{Result, StoreError};
+use crate::model::{Bucket, GroupStatus, InsertOutcome, NormalizedEvent, TagCount};
+
+/// Default and maximum page sizes of the list endpoints.
+pub(crate) const DEFAULT_LIMIT: u32 = 50;
+pub(crate) const MAX_LIMIT: u32 = 200;
+
+/// Turns a requested page size into one the store will serve: zero means
+/// "not given", anything above the maximum is capped.
+pub(crate) fn clamp_limit(limit: u32) -> i64 {
+    let limit = if limit == 0 { DEFAULT_LIMIT } else { limit };
+    i64::from(limit.clamp(1, MAX_LIMIT))
+}
+
+/// Encodes a keyset position. Every sort key we page on is an integer
+/// (microseconds, counts, priorities), so the cursor is `value|id` in hex:
+/// opaque to clients, trivially validated here.
+pub(crate) fn encode_cursor(value: i64, id: i64) -> String {
+    hex::encode(format!("{value}|{id}"))
+}
+
+pub(crate) fn decode_cursor(cursor: &str) -> Result<(i64, i64)> {
+    let bytes = hex::decode(cursor).map_err(|_| StoreError::InvalidCursor)?;
+    let text = String::from_utf8(bytes).map_err(|_| StoreError::InvalidCursor)?;
+    let (value, id) = text.split_once('|').ok_or(StoreError::InvalidCursor)?;
+    let value = value.parse().map_err(|_| StoreError::InvalidCursor)?;
+    let id = id.parse().map_err(|_| StoreError::InvalidCursor)?;
+    Ok((value, id))
+}
+
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn from_micros(us: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us).ok_or(StoreError::InvalidCursor)
+}
+
+/// Escapes `%`, `_` and `\` so that a user's search text is matched
+/// literally by `LIKE … ESCAPE '\'`, and wraps it for a substring match.
+pub(crate) fn like_pattern(q: &str) -> String {
+    let mut out = String::with_capacity(q.len() + 2);
+    out.push('%');
+    for c in q.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+pub(crate) fn truncate_to_hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(Duration::hours(1)).unwrap_or(t)
+}
+
+/// The first hour of the 14-day statistics window ending at `now`.
+pub(crate) fn stats_window_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    let today = now.date_naive();
+    let first_day = today - Duration::days(13);
+    let hourly_start = truncate_to_hour(now) - Duration::hours(23);
+    day_start(first_day).min(hourly_start)
+}
+
+fn day_start(day: NaiveDate) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight exists"))
+}
+
+/// Turns stored hourly counts into the 24 hourly and 14 daily zero-filled
+/// buckets of [`crate::model::GroupStats`], oldest first.
+pub(crate) fn fill_buckets(
+    rows: &[(DateTime<Utc>, i64)],
+    now: DateTime<Utc>,
+) -> (Vec<Bucket>, Vec<Bucket>) {
+    let this_hour = truncate_to_hour(now);
+    let hourly = (0..24)
+        .rev()
+        .map(|back| {
+            let start = this_hour - Duration::hours(back);
+            let count = rows
+                .iter()
+                .filter(|(h, _)| *h == start)
+                .map(|(_, c)| c)
+                .sum();
+            Bucket { start, count }
+        })
+        .collect();
+    let today = now.date_naive();
+    let daily = (0..14)
+        .rev()
+        .map(|back| {
+            let day = today - Duration::days(back);
+            let count = rows
+                .iter()
+                .filter(|(h, _)| h.date_naive() == day && *h <= now)
+                .map(|(_, c)| c)
+                .sum();
+            Bucket {
+                start: day_start(day),
+                count,
+            }
+        })
+        .collect();
+    (hourly, daily)
+}
+
+/// Groups `(key, value, count)` rows, already limited and ordered by the query, by key.
+pub(crate) fn collect_top_tags(
+    rows: Vec<(String, String, i64)>,
+) -> BTreeMap<String, Vec<TagCount>> {
+    let mut out: BTreeMap<String, Vec<TagCount>> = BTreeMap::new();
+    for (key, value, count) in rows {
+        out.entry(key).or_default().push(TagCount { value, count });
+    }
+    out
+}
+
+/// The tags counted for an event's incident. The store adds `environment`
+/// and `release` from the event's own fields when the pipeline did not put
+/// them in the tags, because the incident list filters on exactly these two.
+pub(crate) fn event_tags(ev: &NormalizedEvent) -> Vec<(&str, &str)> {
+    let mut tags: Vec<(&str, &str)> = ev
+        .tags
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if !ev.tags.contains_key("environment") {
+        tags.push(("environment", ev.environment.as_str()));
+    }
+    if let Some(release) = ev.release.as_deref() {
+        if !ev.tags.contains_key("release") {
+            tags.push(("release", release));
+        }
+    }
+    tags
+}
+
+/// The identity of an incident.
+pub(crate) type GroupKey = (i64, String);
+
+/// `(group_id, key, value)` of a tag counter.
+pub(crate) type TagKey = (i64, String, String);
+
+/// The first step of a batch insert: which events are candidates (the first
+/// occurrence of each `(project_id, event_id)` in the batch) and which
+/// incidents they belong to, sorted so that every transaction locks groups
+/// in the same order and concurrent batches cannot deadlock.
+pub(crate) struct BatchPlan {
+    /// Indices into the input of the events to try to insert.
+    pub candidates: Vec<usize>,
+    /// Distinct group keys, sorted, each with the index of its first event.
+    pub groups: Vec<(GroupKey, usize)>,
+}
+
+pub(crate) fn plan_batch(events: &[NormalizedEvent]) -> BatchPlan {
+    let mut seen: HashSet<(i64, Uuid)> = HashSet::with_capacity(events.len());
+    let mut candidates = Vec::with_capacity(events.len());
+    let mut groups: BTreeMap<GroupKey, usize> = BTreeMap::new();
+    for (i, ev) in events.iter().enumerate() {
+        if seen.insert((ev.project_id, ev.event_id)) {
+            candidates.push(i);
+            groups
+                .entry((ev.project_id, ev.fingerprint.clone()))
+                .or_insert(i);
+        }
+    }
+    BatchPlan {
+        candidates,
+        groups: groups.into_iter().collect(),
+    }
+}
+
+/// What the database said about a group once it is locked by the transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct LockedGroup {
+    pub id: i64,
+    pub status: GroupStatus,
+    pub resolved_in_release: Option<String>,
+    /// Whether this transaction inserted it.
+    pub created: bool,
+}
+
+/// An activity row to write.
+#[derive(Debug, Clone)]
+pub(crate) struct NewActivity {
+    pub group_id: i64,
+    pub kind: &'static str,
+    pub from_status: Option<GroupStatus>,
+    pub to_status: GroupStatus,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The change to apply to one group after its new events are known.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupUpdate {
+    pub id: i64,
+    pub added: i64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    /// Release and environment of the newest new event.
+    pub last_release: Option<String>,
+    pub last_environment: String,
+    pub status: GroupStatus,
+    /// Set when the batch regressed a RESOLVED group: when it happened.
+    pub regressed_at: Option<DateTime<Utc>>,
+}
+
+/// Everything the second half of a batch insert writes, computed from the
+/// events, the locked groups and the set of events that were really new.
+pub(crate) struct BatchResult {
+    pub outcomes: Vec<InsertOutcome>,
+    pub updates: Vec<GroupUpdate>,
+    /// Groups created by this transaction that got no new event (all their
+    /// events were already stored elsewhere); they must be deleted again.
+    pub empty_created: Vec<i64>,
+    pub activities: Vec<NewActivity>,
+    /// `(group_id, hour) -> count`, sorted.
+    pub hourly: Vec<((i64, DateTime<Utc>), i64)>,
+    /// `(group_id, key, value) -> (count, last_seen)`, sorted.
+    pub tags: Vec<(TagKey, (i64, DateTime<Utc>))>,
+}
+
+pub(crate) fn finish_batch(
+    events: &[NormalizedEvent],
+    plan: &BatchPlan,
+    locked: &HashMap<GroupKey, LockedGroup>,
+    inserted: &HashSet<(i64, Uuid)>,
+) -> Result<BatchResult> {
+    let mut outcomes = vec![InsertOutcome::Duplicate; events.len()];
+    let mut updates: BTreeMap<i64, GroupUpdate> = BTreeMap::new();
+    let mut activities = Vec::new();
+    let mut hourly: BTreeMap<(i64, DateTime<Utc>), i64> = BTreeMap::new();
+    let mut tags: BTreeMap<TagKey, (i64, DateTime<Utc>)> = BTreeMap::new();
+
+    for &i in &plan.candidates {
+        let ev = &events[i];
+        if !inserted.contains(&(ev.project_id, ev.event_id)) {
+            continue;
+        }
+        let key = (ev.project_id, ev.fingerprint.clone());
+        let group = locked
+            .get(&key)
+            .ok_or_else(|| StoreError::Corrupt(format!("group {key:?} was not locked")))?;
+        let mut new_group = false;
+        let mut regression = false;
+        let update = updates.entry(group.id).or_insert_with(|| {
+            // The first new event of the group in input order decides whether
+            // it is the one that created the incident.
+            if group.created {
+                new_group = true;
+                activities.push(NewActivity {
+                    group_id: group.id,
+                    kind: "created",
+                    from_status: None,
+                    to_status: GroupStatus::Open,
+                    reason: None,
+                    at: ev.received_at,
+                });
+            }
+            GroupUpdate {
+                id: group.id,
+                added: 0,
+                first_seen: ev.timestamp,
+                last_seen: ev.timestamp,
+                last_release: ev.release.clone(),
+                last_environment: ev.environment.clone(),
+                status: group.status,
+                regressed_at: None,
+            }
+        });
+        update.added += 1;
+        update.first_seen = update.first_seen.min(ev.timestamp);
+        if ev.timestamp >= update.last_seen {
+            update.last_seen = ev.timestamp;
+            update.last_release = ev.release.clone();
+            update.last_environment = ev.environment.clone();
+        }
+        match update.status {
+            GroupStatus::Quiet => {
+                update.status = GroupStatus::Open;
+                activities.push(NewActivity {
+                    group_id: group.id,
+                    kind: "unquieted",
+                    from_status: Some(GroupStatus::Quiet),
+                    to_status: GroupStatus::Open,
+                    reason: Some("new event".to_string()),
+                    at: ev.received_at,
+                });
+            }
+            GroupStatus::Resolved => {
+                // A group resolved "in the next release" expects more events
+                // from the release it was resolved in; only others regress it.
+                let expected =
+                    group.resolved_in_release.is_some() && group.resolved_in_release == ev.release;
+                if !expected {
+                    update.status = GroupStatus::Open;
+                    update.regressed_at = Some(ev.received_at);
+                    regression = true;
+                    let reason = match &ev.release {
+                        Some(r) => format!("new event in release {r}"),
+                        None => "new event".to_string(),
+                    };
+                    activities.push(NewActivity {
+                        group_id: group.id,
+                        kind: "regressed",
+                        from_status: Some(GroupStatus::Resolved),
+                        to_status: GroupStatus::Open,
+                        reason: Some(reason),
+                        at: ev.received_at,
+                    });
+                }
+            }
+            GroupStatus::Open => {}
+        }
+        outcomes[i] = InsertOutcome::Stored {
+            group_id: group.id,
+            new_group,
+            regression,
+        };
+        *hourly
+            .entry((group.id, truncate_to_hour(ev.timestamp)))
+            .or_default() += 1;
+        for (k, v) in event_tags(ev) {
+            let entry = tags
+                .entry((group.id, k.to_string(), v.to_string()))
+                .or_insert((0, ev.timestamp));
+            entry.0 += 1;
+            entry.1 = entry.1.max(ev.timestamp);
+        }
+    }
+
+    let empty_created = locked
+        .values()
+        .filter(|g| g.created && !updates.contains_key(&g.id))
+        .map(|g| g.id)
+        .collect();
+
+    Ok(BatchResult {
+        outcomes,
+        updates: updates.into_values().collect(),
+        empty_created,
+        activities,
+        hourly: hourly.into_iter().collect(),
+        tags: tags.into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let c = encode_cursor(-5, 42);
+        assert_eq!(decode_cursor(&c).unwrap(), (-5, 42));
+        assert!(decode_cursor("zz").is_err());
+        assert!(decode_cursor(&hex::encode("1-2")).is_err());
+        assert!(decode_cursor(&hex::encode("a|2")).is_err());
+    }
+
+    #[test]
+    fn like_pattern_escapes_wildcards() {
+        assert_eq!(like_pattern("50%_a\\B"), "%50\\%\\_a\\\\b%");
+    }
+
+    #[test]
+    fn limits_are_clamped() {
+        assert_eq!(clamp_limit(0), 50);
+        assert_eq!(clamp_limit(1), 1);
+        assert_eq!(clamp_limit(1000), 200);
+    }
+}

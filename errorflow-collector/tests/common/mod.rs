@@ -1,0 +1,206 @@
+//! Helpers shared by integration tests: throwaway databases for both
+//! backends and a builder for [`NormalizedEvent`] values that does not
+//! depend on the pipeline.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use errorflow_collector::model::NormalizedEvent;
+use errorflow_collector::store::{self, Store};
+use errorflow_sdk::protocol::{Event, Exception, Level};
+use sqlx::Connection;
+use uuid::Uuid;
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A migrated store on a database that exists only for one test. Dropping
+/// it drops the database (Postgres) or deletes the directory (SQLite).
+pub struct TestDb {
+    pub store: Arc<dyn Store>,
+    /// The URL of the test database itself, for tests that poke at it directly.
+    pub url: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Postgres { admin_url: String, name: String },
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+}
+
+impl Deref for TestDb {
+    type Target = Arc<dyn Store>;
+    fn deref(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
+
+impl TestDb {
+    /// Runs one parameterised statement against the test database, for
+    /// setting columns that only other components (triage) write.
+    pub async fn set_triage(&self, group_id: i64, priority: Option<i32>, severity: &str) {
+        match &self.cleanup {
+            Cleanup::Postgres { .. } => {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::query("UPDATE error_groups SET priority = $1, severity = $2 WHERE id = $3")
+                    .bind(priority)
+                    .bind(severity)
+                    .bind(group_id)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            Cleanup::Sqlite(_) => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::query("PRAGMA busy_timeout = 10000")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                sqlx::query("UPDATE error_groups SET priority = ?, severity = ? WHERE id = ?")
+                    .bind(priority)
+                    .bind(severity)
+                    .bind(group_id)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Cleanup::Postgres { admin_url, name } = &self.cleanup {
+            // Drop runs inside the test's runtime, which cannot be blocked
+            // on; a short-lived thread with its own runtime does the work.
+            let admin_url = admin_url.clone();
+            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            let done = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                        if let Err(e) = sqlx::query(&sql).execute(&mut conn).await {
+                            eprintln!("could not drop test database: {e}");
+                        }
+                    }
+                });
+            });
+            let _ = done.join();
+        }
+    }
+}
+
+/// A fresh, migrated Postgres database. Fails loudly when Postgres is not
+/// reachable: a conformance suite that silently skips a backend proves nothing.
+pub async fn pg_store() -> TestDb {
+    let admin_url =
+        std::env::var("ERRORFLOW_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_string());
+    let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
+        Ok(conn) => conn,
+        Err(e) => panic!(
+            "cannot reach Postgres at {} ({e}); start one, e.g. \
+             `docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:15`, \
+             or point ERRORFLOW_TEST_PG_URL at a server where this user may CREATE DATABASE",
+            store::redact_url(&admin_url)
+        ),
+    };
+    // The name is generated here, never taken from input, and identifiers
+    // cannot be bound as parameters, hence the format!.
+    let name = format!("errorflow_test_{}", Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let url = match admin_url.rfind('/') {
+        Some(slash) if slash > "postgres://".len() => format!("{}/{name}", &admin_url[..slash]),
+        _ => format!("{admin_url}/{name}"),
+    };
+    let db = TestDb {
+        store: store::connect(&url)
+            .await
+            .expect("connect to test database"),
+        url,
+        cleanup: Cleanup::Postgres { admin_url, name },
+    };
+    db.store.migrate().await.expect("migrate postgres");
+    db
+}
+
+/// A fresh, migrated SQLite database in a temporary directory.
+pub async fn sqlite_store() -> TestDb {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("errorflow.db").display());
+    let db = TestDb {
+        store: store::connect(&url).await.expect("open sqlite"),
+        url,
+        cleanup: Cleanup::Sqlite(dir),
+    };
+    db.store.migrate().await.expect("migrate sqlite");
+    db
+}
+
+/// A point in time with whole seconds, which both backends store exactly.
+pub fn at(h: u32, m: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 14, h, m, 0).unwrap()
+}
+
+/// Builds a [`NormalizedEvent`] the way the pipeline would, without the
+/// pipeline: `fingerprint` decides the group, everything else is plausible.
+pub fn event(project_id: i64, fingerprint: &str, timestamp: DateTime<Utc>) -> NormalizedEvent {
+    let service = "user-api".to_string();
+    let error_type = format!("NotFound{fingerprint}");
+    let event_id = Uuid::new_v4();
+    let mut raw = Event::new(Level::Error);
+    raw.event_id = event_id;
+    raw.timestamp = Some(timestamp);
+    raw.service = Some(service.clone());
+    raw.environment = Some("prod".to_string());
+    raw.message = Some(format!("{error_type}: user 42 not found"));
+    raw.exception = vec![Exception::new(error_type.clone(), "user 42 not found")];
+    let mut tags = BTreeMap::new();
+    tags.insert("environment".to_string(), "prod".to_string());
+    tags.insert("service".to_string(), service.clone());
+    NormalizedEvent {
+        project_id,
+        event_id,
+        timestamp,
+        received_at: timestamp,
+        level: Level::Error,
+        service: service.clone(),
+        error_type: error_type.clone(),
+        message: format!("{error_type}: user 42 not found"),
+        environment: "prod".to_string(),
+        path: "/users/42".to_string(),
+        trace_id: event_id.simple().to_string(),
+        release: None,
+        host: Some("web-1".to_string()),
+        title: format!("{error_type}: user <int> not found"),
+        culprit: Some("users::handlers::get".to_string()),
+        fingerprint: fingerprint.to_string(),
+        fingerprint_version: 1,
+        cluster_key: format!("{service}:{error_type}"),
+        tags,
+        event: raw,
+    }
+}
+
+/// Sets the event's environment everywhere it appears.
+pub fn with_env(mut ev: NormalizedEvent, env: &str) -> NormalizedEvent {
+    ev.environment = env.to_string();
+    ev.tags.insert("environment".to_string(), env.to_string());
+    ev.event.environment = Some(env.to_string());
+    ev
+}
+
+/// Sets the event's release everywhere it appears.
+pub fn with_release(mut ev: NormalizedEvent, release: &str) -> NormalizedEvent {
+    ev.release = Some(release.to_string());
+    ev.tags.insert("release".to_string(), release.to_string());
+    ev.event.release = Some(release.to_string());
+    ev
+}

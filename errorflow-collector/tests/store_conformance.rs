@@ -1,0 +1,1159 @@
+//! One conformance suite for every [`Store`] backend. Each check is written
+//! once, generic over `Arc<dyn Store>`, and instantiated per backend by name
+//! (`postgres::insert_is_idempotent`, `sqlite::insert_is_idempotent`) so that
+//! CI output shows which backend failed and a backend cannot be skipped silently.
+//!
+//! Postgres tests need a server: `ERRORFLOW_TEST_PG_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each test creates and drops its own database.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{Duration, Utc};
+use errorflow_collector::model::*;
+use errorflow_collector::store::{Store, StoreError};
+
+use common::{at, event, with_env, with_release, TestDb};
+
+/// Instantiates every listed check once per backend, in modules named after the backend.
+macro_rules! conformance {
+    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                $(#[$attr])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = crate::common::pg_store().await;
+                    super::$name(&db).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                $(#[$attr])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = crate::common::sqlite_store().await;
+                    super::$name(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    migrations_are_idempotent,
+    projects_create_list_lookup_rotate,
+    duplicate_project_name_is_rejected,
+    tokens_round_trip,
+    events_are_grouped_by_fingerprint,
+    insert_is_idempotent,
+    outcomes_follow_input_order,
+    new_event_unquiets_quiet_group,
+    new_event_regresses_resolved_group,
+    resolved_in_next_release_ignores_that_release,
+    transitions_are_recorded_and_idempotent,
+    list_groups_filters,
+    list_groups_sorts,
+    list_groups_pagination_visits_each_group_once,
+    invalid_cursor_is_rejected,
+    group_stats_buckets_and_top_tags,
+    quiet_idle_quiets_only_idle_open_groups,
+    list_and_get_events,
+    large_batch_is_chunked,
+    concurrent_first_events_create_one_group,
+    #[ignore = "throughput measurement; run with --release -- --ignored --nocapture"]
+    insert_throughput,
+);
+
+async fn project(store: &Arc<dyn Store>, name: &str) -> i64 {
+    store
+        .create_project(name, &format!("hash-{name}"), "efk_1234")
+        .await
+        .unwrap()
+        .id
+}
+
+fn group_id(outcome: InsertOutcome) -> i64 {
+    match outcome {
+        InsertOutcome::Stored { group_id, .. } => group_id,
+        InsertOutcome::Duplicate => panic!("expected a stored event"),
+    }
+}
+
+async fn all_groups(store: &Arc<dyn Store>, query: GroupQuery) -> Vec<Group> {
+    store.list_groups(&query).await.unwrap().groups
+}
+
+async fn migrations_are_idempotent(db: &TestDb) {
+    db.migrate().await.unwrap();
+    db.migrate().await.unwrap();
+    db.ping().await.unwrap();
+}
+
+async fn projects_create_list_lookup_rotate(db: &TestDb) {
+    let a = db.create_project("shop", "h1", "efk_aaaa").await.unwrap();
+    let b = db.create_project("blog", "h2", "efk_bbbb").await.unwrap();
+    assert_eq!(a.name, "shop");
+    assert_eq!(a.key_prefix, "efk_aaaa");
+    let all = db.list_projects().await.unwrap();
+    assert_eq!(
+        all.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![a.id, b.id]
+    );
+    assert_eq!(db.get_project(a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(db.get_project(9999).await.unwrap(), None);
+    assert_eq!(
+        db.project_by_key_hash("h2").await.unwrap().unwrap().id,
+        b.id
+    );
+    assert_eq!(db.project_by_key_hash("nope").await.unwrap(), None);
+
+    assert!(db
+        .rotate_project_key(a.id, "h1-new", "efk_cccc")
+        .await
+        .unwrap());
+    assert_eq!(
+        db.project_by_key_hash("h1").await.unwrap(),
+        None,
+        "old key must stop working"
+    );
+    let rotated = db.project_by_key_hash("h1-new").await.unwrap().unwrap();
+    assert_eq!(rotated.id, a.id);
+    assert_eq!(rotated.key_prefix, "efk_cccc");
+    assert!(!db.rotate_project_key(9999, "x", "y").await.unwrap());
+}
+
+async fn duplicate_project_name_is_rejected(db: &TestDb) {
+    db.create_project("shop", "h1", "p").await.unwrap();
+    match db.create_project("shop", "h2", "p").await {
+        Err(StoreError::ProjectExists(name)) => assert_eq!(name, "shop"),
+        other => panic!("expected ProjectExists, got {other:?}"),
+    }
+}
+
+async fn tokens_round_trip(db: &TestDb) {
+    let t = db.create_token("ci", "tok-hash").await.unwrap();
+    assert_eq!(t.name, "ci");
+    assert_eq!(db.token_by_hash("tok-hash").await.unwrap(), Some(t));
+    assert_eq!(db.token_by_hash("other").await.unwrap(), None);
+}
+
+async fn events_are_grouped_by_fingerprint(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let batch = vec![
+        event(p, "a", at(10, 5)),
+        event(p, "b", at(10, 6)),
+        with_release(event(p, "a", at(10, 30)), "1.2.0"),
+        event(p, "a", at(10, 1)),
+    ];
+    let out = db.insert_events(&batch).await.unwrap();
+    let ga = group_id(out[0]);
+    let gb = group_id(out[1]);
+    assert_ne!(ga, gb);
+    assert_eq!(group_id(out[2]), ga);
+    assert_eq!(group_id(out[3]), ga);
+
+    let a = db.get_group(ga).await.unwrap().unwrap();
+    assert_eq!(a.count, 3);
+    assert_eq!(a.first_seen, at(10, 1));
+    assert_eq!(a.last_seen, at(10, 30));
+    assert_eq!(a.status, GroupStatus::Open);
+    assert_eq!(a.fingerprint, "a");
+    assert_eq!(a.project_id, p);
+    assert_eq!(a.cluster_key, "user-api:NotFounda");
+    assert_eq!(a.severity, "unknown");
+    assert_eq!(a.last_release.as_deref(), Some("1.2.0"));
+    assert_eq!(a.last_environment.as_deref(), Some("prod"));
+    assert_eq!(a.regression_count, 0);
+    assert_eq!(db.get_group(gb).await.unwrap().unwrap().count, 1);
+
+    // A later batch extends the same group.
+    let out = db.insert_events(&[event(p, "a", at(11, 0))]).await.unwrap();
+    assert_eq!(
+        out[0],
+        InsertOutcome::Stored {
+            group_id: ga,
+            new_group: false,
+            regression: false
+        }
+    );
+    let a = db.get_group(ga).await.unwrap().unwrap();
+    assert_eq!(
+        (a.count, a.first_seen, a.last_seen),
+        (4, at(10, 1), at(11, 0))
+    );
+    // The newest event had no release; the last release follows it.
+    assert_eq!(a.last_release, None);
+
+    // The same fingerprint in another project is another incident.
+    let other = project(db, "blog").await;
+    let out = db
+        .insert_events(&[event(other, "a", at(11, 0))])
+        .await
+        .unwrap();
+    assert_ne!(group_id(out[0]), ga);
+
+    let by_key = db
+        .group_by_cluster_key("user-api:NotFounda")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        by_key.id,
+        group_id(out[0]),
+        "the most recently seen group wins"
+    );
+    assert!(db.group_by_cluster_key("nope").await.unwrap().is_none());
+
+    let activity = db.activity(ga).await.unwrap();
+    assert_eq!(activity.len(), 1);
+    assert_eq!(activity[0].kind, "created");
+    assert_eq!(activity[0].actor, "system");
+    assert_eq!(activity[0].to_status, Some(GroupStatus::Open));
+}
+
+async fn insert_is_idempotent(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let e1 = event(p, "a", at(10, 0));
+    let e2 = event(p, "a", at(10, 1));
+    let out = db
+        .insert_events(&[e1.clone(), e1.clone(), e2.clone()])
+        .await
+        .unwrap();
+    assert!(matches!(
+        out[0],
+        InsertOutcome::Stored {
+            new_group: true,
+            ..
+        }
+    ));
+    assert_eq!(
+        out[1],
+        InsertOutcome::Duplicate,
+        "repeated within the batch"
+    );
+    assert!(matches!(
+        out[2],
+        InsertOutcome::Stored {
+            new_group: false,
+            ..
+        }
+    ));
+    let g = group_id(out[0]);
+
+    let again = db.insert_events(&[e2.clone(), e1.clone()]).await.unwrap();
+    assert_eq!(
+        again,
+        vec![InsertOutcome::Duplicate, InsertOutcome::Duplicate]
+    );
+    let group = db.get_group(g).await.unwrap().unwrap();
+    assert_eq!(group.count, 2);
+    let stats = db.group_stats(g, at(12, 0)).await.unwrap();
+    assert_eq!(stats.hourly.iter().map(|b| b.count).sum::<i64>(), 2);
+    assert_eq!(stats.top_tags["environment"][0].count, 2);
+    assert_eq!(db.activity(g).await.unwrap().len(), 1);
+
+    // The same event id in another project is another event.
+    let q = project(db, "blog").await;
+    let mut copy = e1.clone();
+    copy.project_id = q;
+    let out = db.insert_events(&[copy]).await.unwrap();
+    assert!(matches!(
+        out[0],
+        InsertOutcome::Stored {
+            new_group: true,
+            ..
+        }
+    ));
+
+    // A batch of nothing but duplicates of a new fingerprint leaves no empty group behind.
+    let mut moved = e1.clone();
+    moved.fingerprint = "elsewhere".to_string();
+    assert_eq!(
+        db.insert_events(&[moved]).await.unwrap(),
+        vec![InsertOutcome::Duplicate]
+    );
+    let groups = all_groups(
+        db,
+        GroupQuery {
+            project_id: Some(p),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(groups.len(), 1);
+}
+
+async fn outcomes_follow_input_order(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let old = event(p, "z", at(9, 0));
+    db.insert_events(std::slice::from_ref(&old)).await.unwrap();
+    let batch = vec![
+        event(p, "m", at(10, 0)),
+        old.clone(),
+        event(p, "a", at(10, 0)),
+        event(p, "m", at(10, 1)),
+        event(p, "z", at(10, 2)),
+    ];
+    let out = db.insert_events(&batch).await.unwrap();
+    assert_eq!(out.len(), 5);
+    let gm = group_id(out[0]);
+    let ga = group_id(out[2]);
+    let gz = group_id(out[4]);
+    assert_eq!(
+        out,
+        vec![
+            InsertOutcome::Stored {
+                group_id: gm,
+                new_group: true,
+                regression: false
+            },
+            InsertOutcome::Duplicate,
+            InsertOutcome::Stored {
+                group_id: ga,
+                new_group: true,
+                regression: false
+            },
+            InsertOutcome::Stored {
+                group_id: gm,
+                new_group: false,
+                regression: false
+            },
+            InsertOutcome::Stored {
+                group_id: gz,
+                new_group: false,
+                regression: false
+            },
+        ]
+    );
+    assert_eq!(db.insert_events(&[]).await.unwrap(), vec![]);
+}
+
+async fn new_event_unquiets_quiet_group(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let g = group_id(db.insert_events(&[event(p, "a", at(10, 0))]).await.unwrap()[0]);
+    let quiet = db
+        .transition(
+            g,
+            &Transition::Quiet { reason: None },
+            "user:ann",
+            at(11, 0),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(quiet.status, GroupStatus::Quiet);
+    let out = db.insert_events(&[event(p, "a", at(12, 0))]).await.unwrap();
+    assert_eq!(
+        out[0],
+        InsertOutcome::Stored {
+            group_id: g,
+            new_group: false,
+            regression: false
+        }
+    );
+    let group = db.get_group(g).await.unwrap().unwrap();
+    assert_eq!(group.status, GroupStatus::Open);
+    assert_eq!(group.regression_count, 0);
+    let kinds: Vec<_> = db
+        .activity(g)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.kind, a.actor, a.from_status, a.to_status))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (
+                "created".into(),
+                "system".into(),
+                None,
+                Some(GroupStatus::Open)
+            ),
+            (
+                "quieted".into(),
+                "user:ann".into(),
+                Some(GroupStatus::Open),
+                Some(GroupStatus::Quiet)
+            ),
+            (
+                "unquieted".into(),
+                "system".into(),
+                Some(GroupStatus::Quiet),
+                Some(GroupStatus::Open)
+            ),
+        ]
+    );
+}
+
+async fn new_event_regresses_resolved_group(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let g = group_id(db.insert_events(&[event(p, "a", at(10, 0))]).await.unwrap()[0]);
+    let resolve = Transition::Resolve {
+        reason: None,
+        in_next_release: false,
+    };
+    let resolved = db
+        .transition(g, &resolve, "user:ann", at(11, 0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resolved.status, GroupStatus::Resolved);
+    assert_eq!(resolved.resolution_reason.as_deref(), Some("manual"));
+    assert_eq!(resolved.resolved_at, Some(at(11, 0)));
+
+    let mut late = event(p, "a", at(12, 0));
+    late.received_at = at(12, 1);
+    let out = db
+        .insert_events(&[late, event(p, "a", at(12, 2))])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            InsertOutcome::Stored {
+                group_id: g,
+                new_group: false,
+                regression: true
+            },
+            InsertOutcome::Stored {
+                group_id: g,
+                new_group: false,
+                regression: false
+            },
+        ]
+    );
+    let group = db.get_group(g).await.unwrap().unwrap();
+    assert_eq!(group.status, GroupStatus::Open);
+    assert_eq!(group.regression_count, 1);
+    assert_eq!(group.regressed_at, Some(at(12, 1)));
+    assert_eq!(group.count, 3);
+    let last = db.activity(g).await.unwrap().pop().unwrap();
+    assert_eq!(last.kind, "regressed");
+    assert_eq!(last.from_status, Some(GroupStatus::Resolved));
+    assert_eq!(last.to_status, Some(GroupStatus::Open));
+    assert_eq!(last.at, at(12, 1));
+
+    // A second resolve and regression counts again.
+    db.transition(g, &resolve, "user:ann", at(13, 0))
+        .await
+        .unwrap();
+    db.insert_events(&[event(p, "a", at(14, 0))]).await.unwrap();
+    let group = db.get_group(g).await.unwrap().unwrap();
+    assert_eq!(group.regression_count, 2);
+}
+
+async fn resolved_in_next_release_ignores_that_release(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let first = with_release(event(p, "a", at(10, 0)), "1.0.0");
+    let g = group_id(db.insert_events(&[first]).await.unwrap()[0]);
+    let resolve = Transition::Resolve {
+        reason: Some("fixed in 1.0.1".to_string()),
+        in_next_release: true,
+    };
+    let resolved = db
+        .transition(g, &resolve, "user:ann", at(11, 0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resolved.resolved_in_release.as_deref(), Some("1.0.0"));
+    assert_eq!(
+        resolved.resolution_reason.as_deref(),
+        Some("fixed in 1.0.1")
+    );
+
+    // Stragglers of the release it was resolved in count but do not regress.
+    let out = db
+        .insert_events(&[with_release(event(p, "a", at(12, 0)), "1.0.0")])
+        .await
+        .unwrap();
+    assert!(matches!(
+        out[0],
+        InsertOutcome::Stored {
+            regression: false,
+            ..
+        }
+    ));
+    let group = db.get_group(g).await.unwrap().unwrap();
+    assert_eq!(group.status, GroupStatus::Resolved);
+    assert_eq!(group.count, 2);
+
+    // Another release does.
+    let out = db
+        .insert_events(&[with_release(event(p, "a", at(13, 0)), "1.0.1")])
+        .await
+        .unwrap();
+    assert!(matches!(
+        out[0],
+        InsertOutcome::Stored {
+            regression: true,
+            ..
+        }
+    ));
+    let group = db.get_group(g).await.unwrap().unwrap();
+    assert_eq!(group.status, GroupStatus::Open);
+    assert_eq!(group.regression_count, 1);
+    assert_eq!(group.last_release.as_deref(), Some("1.0.1"));
+}
+
+async fn transitions_are_recorded_and_idempotent(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let g = group_id(db.insert_events(&[event(p, "a", at(10, 0))]).await.unwrap()[0]);
+    let resolve = Transition::Resolve {
+        reason: None,
+        in_next_release: false,
+    };
+    db.transition(g, &resolve, "user:ann", at(11, 0))
+        .await
+        .unwrap();
+    // Resolving again changes nothing and records nothing.
+    let again = db
+        .transition(g, &resolve, "user:bob", at(11, 30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.resolved_at, Some(at(11, 0)));
+    let reopened = db
+        .transition(
+            g,
+            &Transition::Reopen {
+                reason: Some("still broken".to_string()),
+            },
+            "token:ci",
+            at(12, 0),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reopened.status, GroupStatus::Open);
+    assert_eq!(reopened.resolved_at, None);
+    assert_eq!(reopened.resolution_reason, None);
+    db.transition(g, &Transition::Quiet { reason: None }, "system", at(13, 0))
+        .await
+        .unwrap();
+    db.transition(g, &Transition::Quiet { reason: None }, "system", at(13, 5))
+        .await
+        .unwrap();
+
+    let activity = db.activity(g).await.unwrap();
+    let summary: Vec<_> = activity
+        .iter()
+        .map(|a| (a.kind.as_str(), a.actor.as_str(), a.reason.as_deref(), a.at))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("created", "system", None, at(10, 0)),
+            ("resolved", "user:ann", Some("manual"), at(11, 0)),
+            ("reopened", "token:ci", Some("still broken"), at(12, 0)),
+            ("quieted", "system", None, at(13, 0)),
+        ]
+    );
+    assert!(activity.windows(2).all(|w| w[0].id < w[1].id));
+    assert!(db
+        .transition(9999, &resolve, "user:ann", at(14, 0))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn list_groups_filters(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let q = project(db, "blog").await;
+    let mut checkout = event(p, "a", at(10, 0));
+    checkout.service = "checkout".to_string();
+    checkout.title = "Timeout: upstream 100%_done".to_string();
+    checkout.culprit = Some("payments::charge".to_string());
+    let out = db
+        .insert_events(&[
+            checkout,
+            with_env(event(p, "b", at(10, 1)), "staging"),
+            with_release(event(p, "c", at(10, 2)), "2.0.0"),
+            event(q, "d", at(10, 3)),
+        ])
+        .await
+        .unwrap();
+    let [ga, gb, gc, gd] = [0, 1, 2, 3].map(|i| group_id(out[i]));
+    db.transition(gb, &Transition::Quiet { reason: None }, "system", at(11, 0))
+        .await
+        .unwrap();
+    db.set_triage(gc, Some(80), "high").await;
+
+    let ids = |groups: Vec<Group>| groups.into_iter().map(|g| g.id).collect::<Vec<_>>();
+    let base = GroupQuery::default;
+    assert_eq!(ids(all_groups(db, base()).await), vec![gd, gc, gb, ga]);
+    assert_eq!(
+        ids(all_groups(
+            db,
+            GroupQuery {
+                project_id: Some(q),
+                ..base()
+            }
+        )
+        .await),
+        vec![gd]
+    );
+    assert_eq!(
+        ids(all_groups(
+            db,
+            GroupQuery {
+                status: Some(GroupStatus::Quiet),
+                ..base()
+            }
+        )
+        .await),
+        vec![gb]
+    );
+    assert_eq!(
+        ids(all_groups(
+            db,
+            GroupQuery {
+                service: Some("checkout".into()),
+                ..base()
+            }
+        )
+        .await),
+        vec![ga]
+    );
+    assert_eq!(
+        ids(all_groups(
+            db,
+            GroupQuery {
+                environment: Some("staging".into()),
+                ..base()
+            }
+        )
+        .await),
+        vec![gb]
+    );
+    assert_eq!(
+        ids(all_groups(
+            db,
+            GroupQuery {
+                release: Some("2.0.0".into()),
+                ..base()
+            }
+        )
+        .await),
+        vec![gc]
+    );
+    assert_eq!(
+        ids(all_groups(
+            db,
+            GroupQuery {
+                severity: Some("high".into()),
+                ..base()
+            }
+        )
+        .await),
+        vec![gc]
+    );
+    // q is a case-insensitive substring of title, culprit or cluster key, with wildcards taken literally.
+    for (text, expected) in [
+        ("UPSTREAM", vec![ga]),
+        ("100%_", vec![ga]),
+        ("0%", vec![ga]),
+        ("%", vec![ga]),
+        ("_", vec![ga]),
+        ("Payments::", vec![ga]),
+        ("notfoundd", vec![gd]),
+        ("nothing like this", vec![]),
+    ] {
+        assert_eq!(
+            ids(all_groups(
+                db,
+                GroupQuery {
+                    q: Some(text.into()),
+                    ..base()
+                }
+            )
+            .await),
+            expected,
+            "q = {text:?}"
+        );
+    }
+    // Filters combine.
+    assert_eq!(
+        ids(all_groups(
+            db,
+            GroupQuery {
+                project_id: Some(p),
+                status: Some(GroupStatus::Open),
+                environment: Some("prod".into()),
+                ..base()
+            }
+        )
+        .await),
+        vec![gc, ga]
+    );
+}
+
+async fn list_groups_sorts(db: &TestDb) {
+    let p = project(db, "shop").await;
+    // a: first seen earliest, seen most often; b: seen last; c: first seen last.
+    let out = db
+        .insert_events(&[
+            event(p, "a", at(8, 0)),
+            event(p, "a", at(9, 0)),
+            event(p, "a", at(9, 30)),
+            event(p, "b", at(9, 0)),
+            event(p, "b", at(12, 0)),
+            event(p, "c", at(11, 0)),
+        ])
+        .await
+        .unwrap();
+    let (ga, gb, gc) = (group_id(out[0]), group_id(out[3]), group_id(out[5]));
+    db.set_triage(ga, Some(10), "low").await;
+    db.set_triage(gc, Some(90), "high").await;
+    let sorted = |sort| async move {
+        all_groups(
+            db,
+            GroupQuery {
+                sort,
+                ..Default::default()
+            },
+        )
+        .await
+        .into_iter()
+        .map(|g| g.id)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(sorted(GroupSort::LastSeen).await, vec![gb, gc, ga]);
+    assert_eq!(sorted(GroupSort::FirstSeen).await, vec![gc, gb, ga]);
+    assert_eq!(sorted(GroupSort::Count).await, vec![ga, gb, gc]);
+    assert_eq!(
+        sorted(GroupSort::Priority).await,
+        vec![gc, ga, gb],
+        "untriaged last"
+    );
+}
+
+async fn list_groups_pagination_visits_each_group_once(db: &TestDb) {
+    let p = project(db, "shop").await;
+    // Many ties on every sort key make keyset pagination earn its keep.
+    let mut batch = Vec::new();
+    for i in 0..23 {
+        for _ in 0..(i % 3 + 1) {
+            batch.push(event(p, &format!("g{i}"), at(10 + (i % 4), 0)));
+        }
+    }
+    let out = db.insert_events(&batch).await.unwrap();
+    let all: HashSet<i64> = out.iter().map(|o| group_id(*o)).collect();
+    assert_eq!(all.len(), 23);
+    for (n, id) in all.iter().enumerate() {
+        if n % 2 == 0 {
+            db.set_triage(*id, Some((n % 5) as i32 * 10), "low").await;
+        }
+    }
+    for sort in [
+        GroupSort::LastSeen,
+        GroupSort::FirstSeen,
+        GroupSort::Count,
+        GroupSort::Priority,
+    ] {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = db
+                .list_groups(&GroupQuery {
+                    sort,
+                    limit: 4,
+                    cursor: cursor.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(page.groups.len() <= 4);
+            seen.extend(page.groups.iter().map(|g| g.id));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let unique: HashSet<i64> = seen.iter().copied().collect();
+        assert_eq!(seen.len(), 23, "{sort:?}: every group exactly once");
+        assert_eq!(unique, all, "{sort:?}");
+        let one_page = all_groups(
+            db,
+            GroupQuery {
+                sort,
+                limit: 200,
+                ..Default::default()
+            },
+        )
+        .await
+        .into_iter()
+        .map(|g| g.id)
+        .collect::<Vec<_>>();
+        assert_eq!(
+            seen, one_page,
+            "{sort:?}: pages concatenate to the full order"
+        );
+    }
+    // Limits are clamped rather than refused.
+    let page = db
+        .list_groups(&GroupQuery {
+            limit: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.groups.len(), 23);
+    assert!(page.next_cursor.is_none());
+}
+
+async fn invalid_cursor_is_rejected(db: &TestDb) {
+    for cursor in ["garbage", "", "7c", "31327c"] {
+        let err = db
+            .list_groups(&GroupQuery {
+                cursor: Some(cursor.to_string()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidCursor),
+            "{cursor:?}: {err:?}"
+        );
+        let err = db
+            .list_events(&EventQuery {
+                cursor: Some(cursor.to_string()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidCursor),
+            "{cursor:?}: {err:?}"
+        );
+    }
+}
+
+async fn group_stats_buckets_and_top_tags(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let now = at(15, 20);
+    let mut batch = vec![
+        event(p, "a", at(15, 1)),
+        event(p, "a", at(15, 2)),
+        event(p, "a", at(13, 59)),
+        // Yesterday, outside the hourly window but inside the daily one.
+        event(p, "a", at(3, 0) - Duration::days(1)),
+        // Too old for either window.
+        event(p, "a", at(3, 0) - Duration::days(20)),
+    ];
+    for i in 0..12 {
+        let mut e = event(p, "a", at(1, 0));
+        e.tags.insert("host".into(), format!("web-{:02}", i % 12));
+        batch.push(e);
+    }
+    batch[0].tags.insert("host".into(), "web-00".into());
+    let g = group_id(db.insert_events(&batch).await.unwrap()[0]);
+    let stats = db.group_stats(g, now).await.unwrap();
+
+    assert_eq!(stats.hourly.len(), 24);
+    assert_eq!(stats.hourly[23].start, at(15, 0));
+    assert_eq!(stats.hourly[0].start, at(15, 0) - Duration::hours(23));
+    assert!(stats.hourly.windows(2).all(|w| w[0].start < w[1].start));
+    assert_eq!(stats.hourly[23].count, 2);
+    assert_eq!(stats.hourly[21].count, 1);
+    assert_eq!(stats.hourly[9].start, at(1, 0));
+    assert_eq!(stats.hourly[9].count, 12, "01:00 today");
+    assert_eq!(stats.hourly.iter().map(|b| b.count).sum::<i64>(), 15);
+
+    assert_eq!(stats.daily.len(), 14);
+    assert_eq!(stats.daily[13].start, at(0, 0));
+    assert_eq!(stats.daily[0].start, at(0, 0) - Duration::days(13));
+    assert_eq!(stats.daily[13].count, 15);
+    assert_eq!(stats.daily[12].count, 1);
+    assert_eq!(stats.daily.iter().map(|b| b.count).sum::<i64>(), 16);
+
+    let hosts = &stats.top_tags["host"];
+    assert_eq!(hosts.len(), 10, "at most ten values per key");
+    assert_eq!(hosts[0].value, "web-00");
+    assert_eq!(hosts[0].count, 2);
+    assert!(hosts.windows(2).all(|w| w[0].count >= w[1].count));
+    assert_eq!(stats.top_tags["environment"][0].count, 17);
+
+    let empty = db.group_stats(9999, now).await.unwrap();
+    assert_eq!(empty.hourly.len(), 24);
+    assert!(empty.daily.iter().all(|b| b.count == 0));
+    assert!(empty.top_tags.is_empty());
+}
+
+async fn quiet_idle_quiets_only_idle_open_groups(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let out = db
+        .insert_events(&[
+            event(p, "idle", at(9, 0)),
+            event(p, "busy", at(11, 0)),
+            event(p, "resolved", at(9, 0)),
+        ])
+        .await
+        .unwrap();
+    let (idle, busy, resolved) = (group_id(out[0]), group_id(out[1]), group_id(out[2]));
+    db.transition(
+        resolved,
+        &Transition::Resolve {
+            reason: None,
+            in_next_release: false,
+        },
+        "user:ann",
+        at(9, 30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(db.quiet_idle(at(10, 30), at(11, 0)).await.unwrap(), 1);
+    assert_eq!(
+        db.quiet_idle(at(10, 30), at(11, 0)).await.unwrap(),
+        0,
+        "already quiet"
+    );
+    assert_eq!(
+        db.get_group(idle).await.unwrap().unwrap().status,
+        GroupStatus::Quiet
+    );
+    assert_eq!(
+        db.get_group(busy).await.unwrap().unwrap().status,
+        GroupStatus::Open
+    );
+    assert_eq!(
+        db.get_group(resolved).await.unwrap().unwrap().status,
+        GroupStatus::Resolved
+    );
+    let last = db.activity(idle).await.unwrap().pop().unwrap();
+    assert_eq!(last.kind, "quieted");
+    assert_eq!(last.actor, "system");
+    assert_eq!(
+        last.reason.as_deref(),
+        Some("no events for the quiet period")
+    );
+    assert_eq!(last.at, at(11, 0));
+}
+
+async fn list_and_get_events(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let q = project(db, "blog").await;
+    let mut batch = Vec::new();
+    for i in 0..7u32 {
+        let mut e = event(p, if i % 2 == 0 { "a" } else { "b" }, at(10, i));
+        e.received_at = at(12, i / 2); // ties on received_at
+        if i == 3 {
+            e = with_env(e, "staging");
+            e.level = errorflow_sdk::protocol::Level::Warning;
+            e.service = "checkout".into();
+        }
+        batch.push(e);
+    }
+    batch.push(event(q, "a", at(10, 0)));
+    let out = db.insert_events(&batch).await.unwrap();
+
+    let page = db.list_events(&EventQuery::default()).await.unwrap();
+    assert_eq!(page.events.len(), 8);
+    assert!(page
+        .events
+        .windows(2)
+        .all(|w| (w[0].received_at, w[0].id) > (w[1].received_at, w[1].id)));
+
+    // Paging with ties visits every event once, newest first.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = db
+            .list_events(&EventQuery {
+                project_id: Some(p),
+                limit: 3,
+                cursor,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        seen.extend(page.events.iter().map(|e| e.event_id));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 7);
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 7);
+
+    let count =
+        |query: EventQuery| async move { db.list_events(&query).await.unwrap().events.len() };
+    let ga = group_id(out[0]);
+    assert_eq!(
+        count(EventQuery {
+            group_id: Some(ga),
+            ..Default::default()
+        })
+        .await,
+        4
+    );
+    assert_eq!(
+        count(EventQuery {
+            service: Some("checkout".into()),
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        count(EventQuery {
+            environment: Some("staging".into()),
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        count(EventQuery {
+            level: Some("warning".into()),
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        count(EventQuery {
+            project_id: Some(q),
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+
+    let stored = db.get_event(batch[3].event_id).await.unwrap().unwrap();
+    assert_eq!(stored.project_id, p);
+    assert_eq!(stored.group_id, group_id(out[3]));
+    assert_eq!(stored.timestamp, at(10, 3));
+    assert_eq!(stored.received_at, at(12, 1));
+    assert_eq!(stored.env, "staging");
+    assert_eq!(stored.level, "warning");
+    assert_eq!(stored.service, "checkout");
+    assert_eq!(stored.message, batch[3].message);
+    assert_eq!(stored.path, "/users/42");
+    assert_eq!(stored.trace_id, batch[3].trace_id);
+    assert_eq!(stored.host.as_deref(), Some("web-1"));
+    assert_eq!(stored.data, serde_json::to_value(&batch[3].event).unwrap());
+    assert!(db.get_event(uuid::Uuid::new_v4()).await.unwrap().is_none());
+
+    // The newest copy wins when two projects share an event id.
+    let mut copy = batch[0].clone();
+    copy.project_id = q;
+    copy.received_at = at(20, 0);
+    db.insert_events(&[copy]).await.unwrap();
+    let newest = db.get_event(batch[0].event_id).await.unwrap().unwrap();
+    assert_eq!(newest.project_id, q);
+}
+
+async fn large_batch_is_chunked(db: &TestDb) {
+    let p = project(db, "shop").await;
+    // More rows than fit in one statement's bind parameters on either backend,
+    // and more groups than fit in one group insert on SQLite.
+    let batch: Vec<_> = (0..4000)
+        .map(|i| event(p, &format!("fp{}", i % 3100), at(10, (i % 60) as u32)))
+        .collect();
+    let out = db.insert_events(&batch).await.unwrap();
+    assert!(out
+        .iter()
+        .all(|o| matches!(o, InsertOutcome::Stored { .. })));
+    let total: i64 = {
+        let mut total = 0;
+        let mut cursor = None;
+        loop {
+            let page = db
+                .list_groups(&GroupQuery {
+                    limit: 200,
+                    cursor,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            total += page.groups.iter().map(|g| g.count).sum::<i64>();
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break total;
+            }
+        }
+    };
+    assert_eq!(total, 4000);
+    let again = db.insert_events(&batch).await.unwrap();
+    assert!(again.iter().all(|o| *o == InsertOutcome::Duplicate));
+}
+
+async fn concurrent_first_events_create_one_group(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let events: Vec<_> = (0..64).map(|i| event(p, "racy", at(10, i % 60))).collect();
+    let send_all = |events: Vec<NormalizedEvent>| {
+        let handles: Vec<_> = events
+            .into_iter()
+            .map(|e| {
+                let store = Arc::clone(&db.store);
+                tokio::spawn(async move { store.insert_events(&[e]).await })
+            })
+            .collect();
+        async move {
+            let mut outcomes = Vec::new();
+            for h in handles {
+                outcomes.push(h.await.unwrap().expect("no insert may fail")[0]);
+            }
+            outcomes
+        }
+    };
+
+    let outcomes = send_all(events.clone()).await;
+    let groups: HashSet<i64> = outcomes.iter().map(|o| group_id(*o)).collect();
+    assert_eq!(groups.len(), 1, "exactly one group");
+    let g = *groups.iter().next().unwrap();
+    let created = outcomes
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                InsertOutcome::Stored {
+                    new_group: true,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(created, 1, "exactly one event created the group");
+    assert_eq!(db.get_group(g).await.unwrap().unwrap().count, 64);
+
+    let outcomes = send_all(events).await;
+    assert!(outcomes.iter().all(|o| *o == InsertOutcome::Duplicate));
+    let group = db.get_group(g).await.unwrap().unwrap();
+    assert_eq!(group.count, 64);
+    let all = all_groups(db, GroupQuery::default()).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(db.activity(g).await.unwrap().len(), 1);
+}
+
+async fn insert_throughput(db: &TestDb) {
+    const TOTAL: usize = 100_000;
+    const BATCH: usize = 500;
+    let p = project(db, "bench").await;
+    let now = Utc::now();
+    let events: Vec<_> = (0..TOTAL)
+        .map(|i| {
+            event(
+                p,
+                &format!("fp{}", i % 50),
+                now - Duration::seconds((i % 3600) as i64),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    for batch in events.chunks(BATCH) {
+        db.insert_events(batch).await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{:?}: {TOTAL} events in batches of {BATCH}: {secs:.2}s, {:.0} events/s",
+        db.backend(),
+        TOTAL as f64 / secs
+    );
+}
