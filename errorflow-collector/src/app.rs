@@ -327,7 +327,7 @@ pub async fn first_user(
         return Ok(None);
     }
     Ok(Some(if generated {
-        format!("dashboard: created user \"admin\" with password (shown once): {password}")
+        format!("dashboard sign-in: created user \"admin\" with password (shown once): {password}")
     } else {
         "dashboard: created user \"admin\" with the password in ERRORFLOW_ADMIN_PASSWORD"
             .to_string()
