@@ -57,7 +57,12 @@ async fn run() {
 
     let mut admin = sqlx::PgConnection::connect(&admin_url)
         .await
-        .unwrap_or_else(|e| panic!("cannot reach Postgres at {}: {e}", store::redact_url(&admin_url)));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot reach Postgres at {}: {e}",
+                store::redact_url(&admin_url)
+            )
+        });
     let name = format!("errorflow_bench_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE \"{name}\""))
         .execute(&mut admin)
@@ -95,7 +100,9 @@ async fn seed(url: &str, project_id: i64, groups: i64, events: i64) -> anyhow::R
     .bind(groups)
     .execute(&mut conn)
     .await?;
-    let (min_id,): (i64,) = sqlx::query_as("SELECT min(id) FROM error_groups").fetch_one(&mut conn).await?;
+    let (min_id,): (i64,) = sqlx::query_as("SELECT min(id) FROM error_groups")
+        .fetch_one(&mut conn)
+        .await?;
     // Events in chunks, skewed: a tenth of the incidents get most events.
     let chunk = 100_000i64;
     let mut done = 0i64;
@@ -127,7 +134,10 @@ async fn seed(url: &str, project_id: i64, groups: i64, events: i64) -> anyhow::R
         .execute(&mut conn)
         .await?;
         done += n;
-        eprintln!("  seeded {done}/{events} events ({:.0?})", started.elapsed());
+        eprintln!(
+            "  seeded {done}/{events} events ({:.0?})",
+            started.elapsed()
+        );
     }
     sqlx::query(
         "UPDATE error_groups g SET count = c.n, last_seen = c.last, first_seen = LEAST(g.first_seen, c.first)
@@ -151,9 +161,10 @@ async fn seed(url: &str, project_id: i64, groups: i64, events: i64) -> anyhow::R
     .execute(&mut conn)
     .await?;
     sqlx::query("ANALYZE").execute(&mut conn).await?;
-    let (busiest,): (i64,) = sqlx::query_as("SELECT id FROM error_groups ORDER BY count DESC LIMIT 1")
-        .fetch_one(&mut conn)
-        .await?;
+    let (busiest,): (i64,) =
+        sqlx::query_as("SELECT id FROM error_groups ORDER BY count DESC LIMIT 1")
+            .fetch_one(&mut conn)
+            .await?;
     eprintln!("  seeding done in {:.1?}", started.elapsed());
     Ok(busiest)
 }
@@ -164,7 +175,13 @@ struct Timing {
     p95: Duration,
 }
 
-async fn time(app: &axum::Router, cookie: &str, label: &'static str, uri: &str, iterations: usize) -> Timing {
+async fn time(
+    app: &axum::Router,
+    cookie: &str,
+    label: &'static str,
+    uri: &str,
+    iterations: usize,
+) -> Timing {
     let once = || async {
         let req = Request::get(uri)
             .header(header::COOKIE, cookie)
@@ -173,9 +190,16 @@ async fn time(app: &axum::Router, cookie: &str, label: &'static str, uri: &str, 
         let started = Instant::now();
         let res = app.clone().oneshot(req).await.unwrap();
         let status = res.status();
-        let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
         let took = started.elapsed();
-        assert_eq!(status, StatusCode::OK, "{uri}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{uri}: {}",
+            String::from_utf8_lossy(&body)
+        );
         took
     };
     for _ in 0..3 {
@@ -198,7 +222,11 @@ async fn bench(url: &str, groups: i64, events: i64, iterations: usize) -> anyhow
     store.migrate().await?;
     let key = credentials::new_ingest_key();
     let project = store
-        .create_project("bench", &credentials::hash_secret(&key), &credentials::prefix(&key))
+        .create_project(
+            "bench",
+            &credentials::hash_secret(&key),
+            &credentials::prefix(&key),
+        )
         .await?;
     let user = store
         .create_user("admin", &auth::hash_password("bench-password")?)
@@ -207,7 +235,12 @@ async fn bench(url: &str, groups: i64, events: i64, iterations: usize) -> anyhow
     let token = auth::random_token();
     let now = chrono::Utc::now();
     store
-        .create_session(&auth::session_hash(&token), user.id, now, now + auth::SESSION_TTL)
+        .create_session(
+            &auth::session_hash(&token),
+            user.id,
+            now,
+            now + auth::SESSION_TTL,
+        )
         .await?;
     eprintln!("seeding {groups} incidents and {events} events…");
     let busiest = seed(url, project.id, groups, events).await?;
@@ -218,8 +251,14 @@ async fn bench(url: &str, groups: i64, events: i64, iterations: usize) -> anyhow
     let pages: [(&'static str, String); 7] = [
         ("baseline GET /healthz", "/healthz".to_string()),
         ("list: open, last seen", "/".to_string()),
-        ("list: all, most events", "/?status=all&sort=count".to_string()),
-        ("list: priority, severity high", "/?status=all&sort=priority&severity=high".to_string()),
+        (
+            "list: all, most events",
+            "/?status=all&sort=count".to_string(),
+        ),
+        (
+            "list: priority, severity high",
+            "/?status=all&sort=priority&severity=high".to_string(),
+        ),
         ("list: search", "/?status=all&q=order%204242".to_string()),
         ("detail: busiest incident", format!("/incidents/{busiest}")),
         ("events page", "/events".to_string()),
@@ -230,7 +269,10 @@ async fn bench(url: &str, groups: i64, events: i64, iterations: usize) -> anyhow
     }
     let baseline = results[0].median.max(Duration::from_micros(1));
     println!("\ndashboard server time, {groups} incidents, {events} events, {iterations} requests each (Postgres):");
-    println!("{:<32} {:>10} {:>10} {:>12}", "page", "median", "p95", "× baseline");
+    println!(
+        "{:<32} {:>10} {:>10} {:>12}",
+        "page", "median", "p95", "× baseline"
+    );
     let mut over = Vec::new();
     for r in &results {
         println!(
@@ -247,7 +289,11 @@ async fn bench(url: &str, groups: i64, events: i64, iterations: usize) -> anyhow
     if over.is_empty() {
         println!("all pages within {} ms (median)", TARGET.as_millis());
     } else {
-        println!("OVER the {} ms target: {}", TARGET.as_millis(), over.join(", "));
+        println!(
+            "OVER the {} ms target: {}",
+            TARGET.as_millis(),
+            over.join(", ")
+        );
     }
     Ok(())
 }

@@ -60,7 +60,10 @@ impl Page {
 
 fn field(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker).unwrap_or_else(|| panic!("no field {name}")) + marker.len();
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no field {name}"))
+        + marker.len();
     html[start..start + html[start..].find('"').unwrap()].to_string()
 }
 
@@ -70,7 +73,11 @@ async fn dash(db: common::TestDb) -> Dash {
     let state = build_state(store.clone(), &config);
     let key = credentials::new_ingest_key();
     let project = store
-        .create_project("shop", &credentials::hash_secret(&key), &credentials::prefix(&key))
+        .create_project(
+            "shop",
+            &credentials::hash_secret(&key),
+            &credentials::prefix(&key),
+        )
         .await
         .unwrap();
     let hash = auth::hash_password(PASSWORD).unwrap();
@@ -91,7 +98,9 @@ impl Dash {
         let res = self.app.clone().oneshot(req).await.unwrap();
         let status = res.status();
         let headers = res.headers().clone();
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
         Page {
             status,
             headers,
@@ -111,7 +120,8 @@ impl Dash {
         let body: String = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(pairs)
             .finish();
-        let mut req = Request::post(uri).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        let mut req =
+            Request::post(uri).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         if let Some(c) = &self.session {
             req = req.header(header::COOKIE, c);
         }
@@ -126,13 +136,22 @@ impl Dash {
     }
 
     async fn try_sign_in(&self, user: &str, password: &str) -> Page {
-        let form = self.send(Request::get("/login").body(Body::empty()).unwrap()).await;
+        let form = self
+            .send(Request::get("/login").body(Body::empty()).unwrap())
+            .await;
         assert_eq!(form.status, StatusCode::OK);
-        let cookie = form.cookie(auth::LOGIN_CSRF_COOKIE).expect("login csrf cookie");
+        let cookie = form
+            .cookie(auth::LOGIN_CSRF_COOKIE)
+            .expect("login csrf cookie");
         let cookie = cookie.split(';').next().unwrap().to_string();
         let token = field(&form.body, "csrf");
         let body: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs([("csrf", token.as_str()), ("username", user), ("password", password), ("next", "/")])
+            .extend_pairs([
+                ("csrf", token.as_str()),
+                ("username", user),
+                ("password", password),
+                ("next", "/"),
+            ])
             .finish();
         self.send(
             Request::post("/login")
@@ -148,7 +167,10 @@ impl Dash {
         let res = self.try_sign_in("admin", PASSWORD).await;
         assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
         let cookie = res.cookie(auth::SESSION_COOKIE).expect("session cookie");
-        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+            "{cookie}"
+        );
         self.session = Some(cookie.split(';').next().unwrap().to_string());
         let page = self.get("/").await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
@@ -175,7 +197,13 @@ impl Dash {
     }
 
     async fn status_of(&self, id: i64) -> GroupStatus {
-        self.state.store.get_group(id).await.unwrap().unwrap().status
+        self.state
+            .store
+            .get_group(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
     }
 }
 
@@ -217,12 +245,26 @@ both_backends!(
 
 async fn pages_need_a_session(db: common::TestDb) {
     let d = dash(db).await;
-    for uri in ["/", "/incidents/1", "/events?service=x", "/projects", "/projects/1", "/poll"] {
+    for uri in [
+        "/",
+        "/incidents/1",
+        "/events?service=x",
+        "/projects",
+        "/projects/1",
+        "/poll",
+    ] {
         let res = d.get(uri).await;
         assert_eq!(res.status, StatusCode::SEE_OTHER, "{uri}");
-        assert!(res.location().starts_with("/login"), "{uri} → {}", res.location());
+        assert!(
+            res.location().starts_with("/login"),
+            "{uri} → {}",
+            res.location()
+        );
     }
-    assert_eq!(d.get("/events?service=x").await.location(), "/login?next=%2Fevents%3Fservice%3Dx");
+    assert_eq!(
+        d.get("/events?service=x").await.location(),
+        "/login?next=%2Fevents%3Fservice%3Dx"
+    );
     // A session cookie that is not a session is no session.
     let mut forged = d;
     forged.session = Some(format!("{}=deadbeef", auth::SESSION_COOKIE));
@@ -239,7 +281,10 @@ async fn sign_in_sets_a_safe_cookie_and_sign_out_ends_it(db: common::TestDb) {
     let out = d.post("/logout", &[]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     assert_eq!(out.location(), "/login");
-    assert!(out.cookie(auth::SESSION_COOKIE).unwrap().contains("Max-Age=0"));
+    assert!(out
+        .cookie(auth::SESSION_COOKIE)
+        .unwrap()
+        .contains("Max-Age=0"));
     // The old cookie no longer opens anything: the session is gone server-side.
     assert_eq!(d.get("/").await.status, StatusCode::SEE_OTHER);
 }
@@ -266,7 +311,10 @@ async fn wrong_passwords_are_refused_and_throttled(db: common::TestDb) {
 async fn sign_in_form_needs_its_csrf_token(db: common::TestDb) {
     let d = dash(db).await;
     let res = d
-        .post_form("/login", &[("username", "admin"), ("password", PASSWORD), ("csrf", "x")])
+        .post_form(
+            "/login",
+            &[("username", "admin"), ("password", PASSWORD), ("csrf", "x")],
+        )
         .await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
     assert!(res.cookie(auth::SESSION_COOKIE).is_none());
@@ -277,17 +325,31 @@ async fn pages_carry_security_headers_and_assets_are_embedded(db: common::TestDb
     d.sign_in().await;
     for uri in ["/", "/login", "/events", "/projects"] {
         let res = d.get(uri).await;
-        let csp = res.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
-        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{uri}: {csp}");
+        let csp = res.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{uri}: {csp}"
+        );
         assert_eq!(res.headers[header::X_FRAME_OPTIONS], "DENY");
         assert!(res.headers.contains_key(header::REFERRER_POLICY));
-        assert!(!res.body.contains("<script>") && !res.body.contains("style="), "{uri}: inline script or style");
+        assert!(
+            !res.body.contains("<script>") && !res.body.contains("style="),
+            "{uri}: inline script or style"
+        );
     }
     let css = d.get("/assets/app.css").await;
     assert_eq!(css.status, StatusCode::OK);
-    assert!(css.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/css"));
+    assert!(css.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
     let js = d.get("/assets/app.js").await;
-    assert!(js.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/javascript"));
+    assert!(js.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
     assert!(js.body.contains("/poll") || js.body.contains("dataset.poll"));
     assert_eq!(d.get("/assets/favicon.svg").await.status, StatusCode::OK);
 }
@@ -295,18 +357,35 @@ async fn pages_carry_security_headers_and_assets_are_embedded(db: common::TestDb
 async fn list_shows_incidents_counts_filters_and_escapes(db: common::TestDb) {
     let mut d = dash(db).await;
     d.sign_in().await;
-    let a = d.ingest("user-api", "NullPointer", "<script>alert(1)</script>").await;
-    d.ingest("user-api", "NullPointer", "<script>alert(1)</script>").await;
-    let b = d.ingest("payment-api", "Timeout", "upstream timed out after 30s").await;
+    let a = d
+        .ingest("user-api", "NullPointer", "<script>alert(1)</script>")
+        .await;
+    d.ingest("user-api", "NullPointer", "<script>alert(1)</script>")
+        .await;
+    let b = d
+        .ingest("payment-api", "Timeout", "upstream timed out after 30s")
+        .await;
     d.state
         .store
-        .transition(b, &errorflow_collector::model::Transition::Quiet { reason: None }, "test", chrono::Utc::now())
+        .transition(
+            b,
+            &errorflow_collector::model::Transition::Quiet { reason: None },
+            "test",
+            chrono::Utc::now(),
+        )
         .await
         .unwrap();
     let page = d.get("/").await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains(&format!("href=\"/incidents/{a}\"")), "{}", page.body);
-    assert!(!page.body.contains(&format!("href=\"/incidents/{b}\"")), "quiet incident not in the open tab");
+    assert!(
+        page.body.contains(&format!("href=\"/incidents/{a}\"")),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains(&format!("href=\"/incidents/{b}\"")),
+        "quiet incident not in the open tab"
+    );
     assert!(!page.body.contains("<script>alert(1)"), "unescaped message");
     assert!(page.body.contains("user-api:NullPointer"));
     assert!(page.body.contains("<svg class=\"spark\""));
@@ -323,15 +402,30 @@ async fn list_shows_incidents_counts_filters_and_escapes(db: common::TestDb) {
     let quiet = d.get("/?status=quiet").await.body;
     assert!(quiet.contains(&format!("/incidents/{b}\"")));
     let search = d.get("/?status=all&q=payment").await.body;
-    assert!(search.contains(&format!("/incidents/{b}\"")) && !search.contains(&format!("/incidents/{a}\"")));
+    assert!(
+        search.contains(&format!("/incidents/{b}\""))
+            && !search.contains(&format!("/incidents/{a}\""))
+    );
     let by_service = d.get("/?status=all&service=user-api").await.body;
-    assert!(by_service.contains(&format!("/incidents/{a}\"")) && !by_service.contains(&format!("/incidents/{b}\"")));
-    let other_project = d.get(&format!("/?status=all&project={}", d.project_id + 100)).await.body;
+    assert!(
+        by_service.contains(&format!("/incidents/{a}\""))
+            && !by_service.contains(&format!("/incidents/{b}\""))
+    );
+    let other_project = d
+        .get(&format!("/?status=all&project={}", d.project_id + 100))
+        .await
+        .body;
     assert!(other_project.contains("No incidents match"));
     for sort in ["first_seen", "last_seen", "priority", "bogus"] {
-        assert_eq!(d.get(&format!("/?status=all&sort={sort}")).await.status, StatusCode::OK);
+        assert_eq!(
+            d.get(&format!("/?status=all&sort={sort}")).await.status,
+            StatusCode::OK
+        );
     }
-    assert_eq!(d.get("/?cursor=not-a-cursor").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        d.get("/?cursor=not-a-cursor").await.status,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 async fn poll_reports_counts_for_live_updates(db: common::TestDb) {
@@ -351,11 +445,22 @@ async fn poll_reports_counts_for_live_updates(db: common::TestDb) {
 async fn detail_shows_the_event_and_actions_change_status(db: common::TestDb) {
     let mut d = dash(db).await;
     d.sign_in().await;
-    let id = d.ingest("user-api", "NullPointer", "order 1 failed <b>one</b>").await;
-    assert_eq!(d.ingest("user-api", "NullPointer", "order 2 failed <b>one</b>").await, id, "one incident");
+    let id = d
+        .ingest("user-api", "NullPointer", "order 1 failed <b>one</b>")
+        .await;
+    assert_eq!(
+        d.ingest("user-api", "NullPointer", "order 2 failed <b>one</b>")
+            .await,
+        id,
+        "one incident"
+    );
     let page = d.get(&format!("/incidents/{id}")).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    assert!(page.body.contains("order 2 failed &#60;b&#62;one") || page.body.contains("order 2 failed &lt;b&gt;one"), "newest event shown, escaped");
+    assert!(
+        page.body.contains("order 2 failed &#60;b&#62;one")
+            || page.body.contains("order 2 failed &lt;b&gt;one"),
+        "newest event shown, escaped"
+    );
     assert!(page.body.contains("Older →"));
     assert!(page.body.contains("Raw JSON"));
     assert!(page.body.contains("class=\"chart\""));
@@ -363,12 +468,26 @@ async fn detail_shows_the_event_and_actions_change_status(db: common::TestDb) {
     // Navigate to the older event.
     let older = page.body.split("rel=\"next\"").next().unwrap();
     let href_start = older.rfind("href=\"").unwrap() + 6;
-    let href = older[href_start..].split('"').next().unwrap().replace("&#38;", "&").replace("&amp;", "&");
+    let href = older[href_start..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
     let older_page = d.get(&href).await;
-    assert!(older_page.body.contains("order 1 failed &#60;b&#62;one") || older_page.body.contains("order 1 failed &lt;b&gt;one"), "{href}");
+    assert!(
+        older_page.body.contains("order 1 failed &#60;b&#62;one")
+            || older_page.body.contains("order 1 failed &lt;b&gt;one"),
+        "{href}"
+    );
     assert!(older_page.body.contains("← Newer</a>"));
 
-    let res = d.post(&format!("/incidents/{id}/resolve"), &[("reason", "fixed in 1.2 <i>"), ("in_next_release", "1")]).await;
+    let res = d
+        .post(
+            &format!("/incidents/{id}/resolve"),
+            &[("reason", "fixed in 1.2 <i>"), ("in_next_release", "1")],
+        )
+        .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
     assert_eq!(res.location(), format!("/incidents/{id}?notice=resolved"));
     assert_eq!(d.status_of(id).await, GroupStatus::Resolved);
@@ -380,9 +499,15 @@ async fn detail_shows_the_event_and_actions_change_status(db: common::TestDb) {
     assert_eq!(d.status_of(id).await, GroupStatus::Open);
     d.post(&format!("/incidents/{id}/quiet"), &[]).await;
     assert_eq!(d.status_of(id).await, GroupStatus::Quiet);
-    assert_eq!(d.get("/incidents/999999").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        d.get("/incidents/999999").await.status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(d.get("/incidents/abc").await.status, StatusCode::NOT_FOUND);
-    assert_eq!(d.post("/incidents/999999/resolve", &[]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        d.post("/incidents/999999/resolve", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 async fn forged_posts_are_refused(db: common::TestDb) {
@@ -395,12 +520,29 @@ async fn forged_posts_are_refused(db: common::TestDb) {
     assert_eq!(res.status, StatusCode::FORBIDDEN);
     assert!(res.body.contains("Forbidden"));
     // A wrong token.
-    assert_eq!(d.post_form(&uri, &[("csrf", "0000")]).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        d.post_form(&uri, &[("csrf", "0000")]).await.status,
+        StatusCode::FORBIDDEN
+    );
     // Another session's token.
     let other = auth::csrf_token(&auth::random_token());
-    assert_eq!(d.post_form(&uri, &[("csrf", &other)]).await.status, StatusCode::FORBIDDEN);
-    for path in ["/incidents/bulk", "/logout", &format!("/projects/{}/rotate-key", d.project_id), &format!("/projects/{}/test-event", d.project_id)] {
-        assert_eq!(d.post_form(path, &[("action", "resolve"), ("ids", &id.to_string())]).await.status, StatusCode::FORBIDDEN, "{path}");
+    assert_eq!(
+        d.post_form(&uri, &[("csrf", &other)]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    for path in [
+        "/incidents/bulk",
+        "/logout",
+        &format!("/projects/{}/rotate-key", d.project_id),
+        &format!("/projects/{}/test-event", d.project_id),
+    ] {
+        assert_eq!(
+            d.post_form(path, &[("action", "resolve"), ("ids", &id.to_string())])
+                .await
+                .status,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
     }
     // No session at all (a cross-site form carrying a token): sign in first.
     let csrf = d.csrf.clone();
@@ -418,22 +560,48 @@ async fn bulk_resolve_and_quiet(db: common::TestDb) {
     let b = d.ingest("b", "E2", "two").await;
     let c = d.ingest("c", "E3", "three").await;
     let (a_s, b_s, c_s) = (a.to_string(), b.to_string(), c.to_string());
-    let res = d.post("/incidents/bulk", &[("action", "resolve"), ("ids", &a_s), ("ids", &b_s), ("return", "/?status=open")]).await;
+    let res = d
+        .post(
+            "/incidents/bulk",
+            &[
+                ("action", "resolve"),
+                ("ids", &a_s),
+                ("ids", &b_s),
+                ("return", "/?status=open"),
+            ],
+        )
+        .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
     assert_eq!(res.location(), "/?status=open&notice=bulk");
     assert_eq!(d.status_of(a).await, GroupStatus::Resolved);
     assert_eq!(d.status_of(b).await, GroupStatus::Resolved);
     assert_eq!(d.status_of(c).await, GroupStatus::Open);
-    let res = d.post("/incidents/bulk", &[("action", "quiet"), ("ids", &c_s), ("return", "https://evil.example/")]).await;
+    let res = d
+        .post(
+            "/incidents/bulk",
+            &[
+                ("action", "quiet"),
+                ("ids", &c_s),
+                ("return", "https://evil.example/"),
+            ],
+        )
+        .await;
     assert_eq!(res.location(), "/?notice=bulk", "never redirects off-site");
     assert_eq!(d.status_of(c).await, GroupStatus::Quiet);
-    assert_eq!(d.post("/incidents/bulk", &[("action", "delete")]).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        d.post("/incidents/bulk", &[("action", "delete")])
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 async fn events_page_lists_and_filters(db: common::TestDb) {
     let mut d = dash(db).await;
     d.sign_in().await;
-    let a = d.ingest("user-api", "NullPointer", "<img src=x onerror=alert(1)>").await;
+    let a = d
+        .ingest("user-api", "NullPointer", "<img src=x onerror=alert(1)>")
+        .await;
     d.ingest("payment-api", "Timeout", "slow upstream").await;
     let page = d.get("/events").await;
     assert_eq!(page.status, StatusCode::OK);
@@ -453,7 +621,10 @@ async fn project_page_rotates_the_key_and_sends_a_test_error(db: common::TestDb)
     assert!(list.contains("shop") && list.contains(&credentials::prefix(&d.key)));
     let pid = d.project_id;
     let page = d.get(&format!("/projects/{pid}")).await.body;
-    assert!(page.contains(&format!("{}…", credentials::prefix(&d.key))), "key prefix in the DSN");
+    assert!(
+        page.contains(&format!("{}…", credentials::prefix(&d.key))),
+        "key prefix in the DSN"
+    );
     assert!(!page.contains(&d.key), "the full key is never shown again");
     assert!(page.contains("errorflow_sdk::init(errorflow_sdk::ClientOptions::from_env())"));
     assert!(page.contains("sentry_sdk.init(dsn="));
@@ -462,20 +633,37 @@ async fn project_page_rotates_the_key_and_sends_a_test_error(db: common::TestDb)
 
     let res = d.post(&format!("/projects/{pid}/rotate-key"), &[]).await;
     assert_eq!(res.status, StatusCode::OK);
-    assert!(res.headers[header::CACHE_CONTROL].to_str().unwrap().contains("no-store"));
-    let new_dsn = field(&res.body.replace("class=\"copy\" data-copy=", "name=\"dsn\" value="), "dsn");
-    let new_key = new_dsn.split("//").nth(1).unwrap().split('@').next().unwrap().to_string();
+    assert!(res.headers[header::CACHE_CONTROL]
+        .to_str()
+        .unwrap()
+        .contains("no-store"));
+    let new_dsn = field(
+        &res.body
+            .replace("class=\"copy\" data-copy=", "name=\"dsn\" value="),
+        "dsn",
+    );
+    let new_key = new_dsn
+        .split("//")
+        .nth(1)
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap()
+        .to_string();
     assert_eq!(new_key.len(), 32, "{new_dsn}");
     assert!(res.body.contains("shown only once"));
     // The old key stops working, the new one works.
     let old = std::mem::replace(&mut d.key, new_key);
-    d.ingest("user-api", "NullPointer", "with the new key").await;
+    d.ingest("user-api", "NullPointer", "with the new key")
+        .await;
     let refused = d
         .send(
             Request::post("/errors/custom")
                 .header(header::CONTENT_TYPE, "application/json")
                 .header("x-errorflow-key", old)
-                .body(Body::from(json!({"service": "s", "error_type": "E", "message": "m"}).to_string()))
+                .body(Body::from(
+                    json!({"service": "s", "error_type": "E", "message": "m"}).to_string(),
+                ))
                 .unwrap(),
         )
         .await;
@@ -483,12 +671,19 @@ async fn project_page_rotates_the_key_and_sends_a_test_error(db: common::TestDb)
 
     let res = d.post(&format!("/projects/{pid}/test-event"), &[]).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
-    assert!(res.location().starts_with("/incidents/"), "{}", res.location());
+    assert!(
+        res.location().starts_with("/incidents/"),
+        "{}",
+        res.location()
+    );
     let page = d.get(res.location()).await.body;
     assert!(page.contains("Test error sent"));
     assert!(page.contains("charge_card"), "stack frames shown");
     assert!(page.contains("frame in-app"), "in-app frames highlighted");
-    assert!(page.contains("return Err(PaymentError::Declined"), "source context shown");
+    assert!(
+        page.contains("return Err(PaymentError::Declined"),
+        "source context shown"
+    );
     assert!(page.contains("SELECT order 1042"), "breadcrumbs shown");
     assert!(page.contains("/orders/1042/pay"), "request shown");
     assert!(page.contains("ada"), "user shown");
@@ -499,12 +694,25 @@ async fn project_page_rotates_the_key_and_sends_a_test_error(db: common::TestDb)
 async fn first_start_creates_the_admin_once() {
     use errorflow_collector::app::first_user;
     let db = common::sqlite_store().await;
-    let text = first_user(db.store.as_ref(), Some(PASSWORD)).await.unwrap().unwrap();
-    assert!(text.contains("ERRORFLOW_ADMIN_PASSWORD") && !text.contains(PASSWORD), "{text}");
+    let text = first_user(db.store.as_ref(), Some(PASSWORD))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        text.contains("ERRORFLOW_ADMIN_PASSWORD") && !text.contains(PASSWORD),
+        "{text}"
+    );
     let admin = db.store.user_by_name("admin").await.unwrap().unwrap();
     assert!(auth::verify_password(PASSWORD, &admin.password_hash));
-    assert!(admin.password_hash.starts_with("$argon2id$"), "stored hashed");
-    assert_eq!(first_user(db.store.as_ref(), None).await.unwrap(), None, "only once");
+    assert!(
+        admin.password_hash.starts_with("$argon2id$"),
+        "stored hashed"
+    );
+    assert_eq!(
+        first_user(db.store.as_ref(), None).await.unwrap(),
+        None,
+        "only once"
+    );
 
     let db = common::sqlite_store().await;
     let text = first_user(db.store.as_ref(), None).await.unwrap().unwrap();
@@ -512,7 +720,11 @@ async fn first_start_creates_the_admin_once() {
     assert_eq!(generated.len(), 20, "{text}");
     let admin = db.store.user_by_name("admin").await.unwrap().unwrap();
     assert!(auth::verify_password(generated, &admin.password_hash));
-    assert!(first_user(common::sqlite_store().await.store.as_ref(), Some("short")).await.is_err());
+    assert!(
+        first_user(common::sqlite_store().await.store.as_ref(), Some("short"))
+            .await
+            .is_err()
+    );
 }
 
 /// `user create` and `user set-password`, as a person runs them.
@@ -546,12 +758,24 @@ fn user_commands() {
             String::from_utf8(out.stderr).unwrap(),
         )
     };
-    let (ok, out, err) = run(&["user", "create", "alice", "--password-stdin"], Some("a long passphrase\n"));
+    let (ok, out, err) = run(
+        &["user", "create", "alice", "--password-stdin"],
+        Some("a long passphrase\n"),
+    );
     assert!(ok, "{err}");
-    assert!(out.contains("alice") && !out.contains("a long passphrase"), "{out}");
-    let (ok, _, err) = run(&["user", "create", "alice", "--password-stdin"], Some("another passphrase\n"));
+    assert!(
+        out.contains("alice") && !out.contains("a long passphrase"),
+        "{out}"
+    );
+    let (ok, _, err) = run(
+        &["user", "create", "alice", "--password-stdin"],
+        Some("another passphrase\n"),
+    );
     assert!(!ok && err.contains("already exists"), "{err}");
-    let (ok, _, err) = run(&["user", "create", "bob", "--password-stdin"], Some("short\n"));
+    let (ok, _, err) = run(
+        &["user", "create", "bob", "--password-stdin"],
+        Some("short\n"),
+    );
     assert!(!ok && err.contains("too short"), "{err}");
     let (ok, out, err) = run(&["user", "create", "carol"], None);
     assert!(ok, "{err}");
@@ -559,6 +783,9 @@ fn user_commands() {
     let (ok, out, err) = run(&["user", "set-password", "alice"], None);
     assert!(ok, "{err}");
     assert!(out.contains("password (shown once): "), "{out}");
-    let (ok, _, err) = run(&["user", "set-password", "nobody", "--password-stdin"], Some("a long passphrase\n"));
+    let (ok, _, err) = run(
+        &["user", "set-password", "nobody", "--password-stdin"],
+        Some("a long passphrase\n"),
+    );
     assert!(!ok && err.contains("no dashboard user"), "{err}");
 }

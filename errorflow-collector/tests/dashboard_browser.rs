@@ -128,7 +128,12 @@ async fn shot(c: &Client, name: &str) {
 }
 
 async fn text_of(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
@@ -146,7 +151,11 @@ async fn dashboard_in_a_real_browser() {
     let store = db.store.clone();
     let key = credentials::new_ingest_key();
     let project = store
-        .create_project("shop", &credentials::hash_secret(&key), &credentials::prefix(&key))
+        .create_project(
+            "shop",
+            &credentials::hash_secret(&key),
+            &credentials::prefix(&key),
+        )
         .await
         .unwrap();
     store
@@ -179,7 +188,9 @@ async fn dashboard_in_a_real_browser() {
                 .await
                 .unwrap();
             assert_eq!(res.status(), 201);
-            res.json::<serde_json::Value>().await.unwrap()["group_id"].as_i64().unwrap()
+            res.json::<serde_json::Value>().await.unwrap()["group_id"]
+                .as_i64()
+                .unwrap()
         }
     };
     let xss_group = ingest("user-api", "NullPointer", XSS).await;
@@ -190,19 +201,43 @@ async fn dashboard_in_a_real_browser() {
     c.goto(&format!("{base}/")).await.unwrap();
     assert!(c.current_url().await.unwrap().path().starts_with("/login"));
     shot(&c, "login.png").await;
-    c.find(Locator::Id("username")).await.unwrap().send_keys("admin").await.unwrap();
-    c.find(Locator::Id("password")).await.unwrap().send_keys(PASSWORD).await.unwrap();
-    c.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys("admin")
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_for(&c, "ul.incidents").await;
     assert_eq!(c.current_url().await.unwrap().path(), "/");
 
     // The incident is listed; its message shows as text, nothing ran.
     let link = wait_for(&c, &format!("a[href='/incidents/{xss_group}']")).await;
     let title = link.text().await.unwrap();
-    assert!(title.contains("<script>"), "the title is shown as text: {title}");
-    assert!(c.get_alert_text().await.is_err(), "no alert: the script did not run");
+    assert!(
+        title.contains("<script>"),
+        "the title is shown as text: {title}"
+    );
+    assert!(
+        c.get_alert_text().await.is_err(),
+        "no alert: the script did not run"
+    );
     let ran: serde_json::Value = c
-        .execute("return document.querySelectorAll('main script').length", vec![])
+        .execute(
+            "return document.querySelectorAll('main script').length",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(ran, json!(0), "no script element was injected");
@@ -226,11 +261,24 @@ async fn dashboard_in_a_real_browser() {
         .unwrap();
     wait_for(&c, "#event-message").await;
     let message = text_of(&c, "#event-message").await;
-    assert!(message.ends_with(XSS), "the message is shown as text: {message}");
+    assert!(
+        message.ends_with(XSS),
+        "the message is shown as text: {message}"
+    );
     assert!(c.get_alert_text().await.is_err());
     shot(&c, "incident.png").await;
-    c.find(Locator::Id("reason")).await.unwrap().send_keys("fixed in 1.4.3").await.unwrap();
-    c.find(Locator::Id("resolve")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("reason"))
+        .await
+        .unwrap()
+        .send_keys("fixed in 1.4.3")
+        .await
+        .unwrap();
+    c.find(Locator::Id("resolve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_for(&c, "p.notice").await;
     assert_eq!(text_of(&c, "p.notice").await, "Incident resolved.");
     c.refresh().await.unwrap();
@@ -239,16 +287,31 @@ async fn dashboard_in_a_real_browser() {
     assert!(c.find(Locator::Id("reopen")).await.is_ok());
 
     // Send a test error from the project page; it opens as an incident.
-    c.goto(&format!("{base}/projects/{}", project.id)).await.unwrap();
+    c.goto(&format!("{base}/projects/{}", project.id))
+        .await
+        .unwrap();
     shot(&c, "project.png").await;
-    c.find(Locator::Id("send-test")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("send-test"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_for(&c, "#event-message").await;
-    assert!(text_of(&c, "#event-message").await.contains("payment for order 1042 failed"));
-    assert!(c.find(Locator::Css(".frame.in-app")).await.is_ok(), "in-app frames highlighted");
+    assert!(text_of(&c, "#event-message")
+        .await
+        .contains("payment for order 1042 failed"));
+    assert!(
+        c.find(Locator::Css(".frame.in-app")).await.is_ok(),
+        "in-app frames highlighted"
+    );
     c.goto(&format!("{base}/?status=all")).await.unwrap();
     wait_for(&c, "ul.incidents").await;
     let body = text_of(&c, "ul.incidents").await;
-    assert!(body.contains("PaymentError"), "the test error is listed: {body}");
+    assert!(
+        body.contains("PaymentError"),
+        "the test error is listed: {body}"
+    );
 
     // Usable at 375 px: nothing wider than the screen.
     c.set_window_size(375, 800).await.unwrap();
@@ -274,7 +337,9 @@ async fn dashboard_in_a_real_browser() {
         panic!("horizontal overflow at 375 px: {overflow} px; too wide: {wide}");
     }
     shot(&c, "incidents-375.png").await;
-    c.goto(&format!("{base}/incidents/{xss_group}")).await.unwrap();
+    c.goto(&format!("{base}/incidents/{xss_group}"))
+        .await
+        .unwrap();
     wait_for(&c, "#event-message").await;
     shot(&c, "incident-375.png").await;
 

@@ -830,7 +830,8 @@ impl Store for PgStore {
             let index = (hour - first_hour).num_hours();
             if (0..24).contains(&index) {
                 out.entry(row.try_get("group_id")?)
-                    .or_insert_with(|| vec![0; 24])[index as usize] += row.try_get::<i64, _>("count")?;
+                    .or_insert_with(|| vec![0; 24])[index as usize] +=
+                    row.try_get::<i64, _>("count")?;
             }
         }
         Ok(out)
@@ -930,7 +931,11 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn session_by_hash(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<Session>> {
+    async fn session_by_hash(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Session>> {
         let row = sqlx::query(
             "SELECT s.user_id, u.name, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.token_hash = $1 AND s.expires_at > $2",
@@ -1006,4 +1011,3 @@ fn user_from_row(row: &PgRow) -> Result<User> {
         password_hash: row.try_get("password_hash")?,
     })
 }
-

@@ -814,8 +814,9 @@ impl Store for SqliteStore {
             return Ok(out);
         }
         let first_hour = shared::truncate_to_hour(now) - chrono::Duration::hours(23);
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT group_id, hour, count FROM group_hourly_counts WHERE hour >= ");
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT group_id, hour, count FROM group_hourly_counts WHERE hour >= ",
+        );
         qb.push_bind(fmt_ts(first_hour))
             .push(" AND hour <= ")
             .push_bind(fmt_ts(now))
@@ -831,7 +832,8 @@ impl Store for SqliteStore {
             let index = (hour - first_hour).num_hours();
             if (0..24).contains(&index) {
                 out.entry(row.try_get("group_id")?)
-                    .or_insert_with(|| vec![0; 24])[index as usize] += row.try_get::<i64, _>("count")?;
+                    .or_insert_with(|| vec![0; 24])[index as usize] +=
+                    row.try_get::<i64, _>("count")?;
             }
         }
         Ok(out)
@@ -863,8 +865,11 @@ impl Store for SqliteStore {
         .fetch_optional(&self.readers)
         .await?;
         let parse = |s: Option<String>| {
-            s.map(|s| Uuid::parse_str(&s).map_err(|e| StoreError::Corrupt(format!("bad event id {s:?}: {e}"))))
-                .transpose()
+            s.map(|s| {
+                Uuid::parse_str(&s)
+                    .map_err(|e| StoreError::Corrupt(format!("bad event id {s:?}: {e}")))
+            })
+            .transpose()
         };
         Ok(EventNeighbors {
             older: parse(older)?,
@@ -942,7 +947,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn session_by_hash(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<Session>> {
+    async fn session_by_hash(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Session>> {
         let row = sqlx::query(
             "SELECT s.user_id, u.name, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.token_hash = ? AND s.expires_at > ?",
@@ -1018,4 +1027,3 @@ fn user_from_row(row: &SqliteRow) -> Result<User> {
         password_hash: row.try_get("password_hash")?,
     })
 }
-
