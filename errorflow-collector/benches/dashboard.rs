@@ -120,15 +120,14 @@ async fn seed(url: &str, project_id: i64, groups: i64, events: i64) -> anyhow::R
                      'exception', jsonb_build_array(jsonb_build_object('type', 'Err', 'value', 'order failed',
                          'stacktrace', jsonb_build_object('frames', jsonb_build_array(
                              jsonb_build_object('function', 'shop::handlers::pay', 'filename', 'src/handlers.rs', 'lineno', 42, 'in_app', true))))))
-             FROM generate_series($3::bigint, $4::bigint) AS e,
-                  LATERAL (SELECT CASE WHEN e % 2 = 0 THEN (e / 2) % ($5 / 10) ELSE e % $5 END + 1 AS k) AS k0,
-                  LATERAL (SELECT k0.k AS k, $6 + k0.k - 1 AS gid) AS g,
+             FROM generate_series($2::bigint, $3::bigint) AS e,
+                  LATERAL (SELECT CASE WHEN e % 2 = 0 THEN (e / 2) % ($4 / 10) ELSE e % $4 END + 1 AS k) AS k0,
+                  LATERAL (SELECT k0.k AS k, $5 + k0.k - 1 AS gid) AS g,
                   LATERAL (SELECT now() - (e % 1209600) * interval '1 second' AS ts) AS t",
         )
         .bind(project_id)
         .bind(done + 1)
         .bind(done + n)
-        .bind(groups)
         .bind(groups.max(10))
         .bind(min_id)
         .execute(&mut conn)
@@ -161,6 +160,8 @@ async fn seed(url: &str, project_id: i64, groups: i64, events: i64) -> anyhow::R
     .execute(&mut conn)
     .await?;
     sqlx::query("ANALYZE").execute(&mut conn).await?;
+    let (stored,): (i64,) = sqlx::query_as("SELECT count(*) FROM errors").fetch_one(&mut conn).await?;
+    anyhow::ensure!(stored == events, "seeded {stored} events instead of {events}");
     let (busiest,): (i64,) =
         sqlx::query_as("SELECT id FROM error_groups ORDER BY count DESC LIMIT 1")
             .fetch_one(&mut conn)

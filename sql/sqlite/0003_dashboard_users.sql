@@ -18,3 +18,8 @@ CREATE TABLE sessions (
 
 CREATE INDEX sessions_user ON sessions (user_id);
 CREATE INDEX sessions_expires ON sessions (expires_at);
+
+-- The dashboard's events page lists the newest events of all projects
+-- (`list_events` without a project orders by received_at, id); without this
+-- index it sorts the whole table.
+CREATE INDEX errors_received ON errors (received_at DESC, id DESC);
