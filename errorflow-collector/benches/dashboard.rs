@@ -160,8 +160,13 @@ async fn seed(url: &str, project_id: i64, groups: i64, events: i64) -> anyhow::R
     .execute(&mut conn)
     .await?;
     sqlx::query("ANALYZE").execute(&mut conn).await?;
-    let (stored,): (i64,) = sqlx::query_as("SELECT count(*) FROM errors").fetch_one(&mut conn).await?;
-    anyhow::ensure!(stored == events, "seeded {stored} events instead of {events}");
+    let (stored,): (i64,) = sqlx::query_as("SELECT count(*) FROM errors")
+        .fetch_one(&mut conn)
+        .await?;
+    anyhow::ensure!(
+        stored == events,
+        "seeded {stored} events instead of {events}"
+    );
     let (busiest,): (i64,) =
         sqlx::query_as("SELECT id FROM error_groups ORDER BY count DESC LIMIT 1")
             .fetch_one(&mut conn)
