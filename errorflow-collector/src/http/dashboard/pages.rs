@@ -469,11 +469,13 @@ pub async fn detail(
     let current: Option<StoredEvent> = match wanted {
         Some(eid) => match recent.events.iter().find(|e| e.event_id == eid) {
             Some(e) => Some(e.clone()),
+            // An id of another incident (or none stored) shows the newest event instead.
             None => state
                 .store
                 .get_event(eid)
                 .await?
-                .filter(|e| e.group_id == id),
+                .filter(|e| e.group_id == id)
+                .or_else(|| recent.events.first().cloned()),
         },
         None => recent.events.first().cloned(),
     };
