@@ -9,8 +9,9 @@ use chrono::Utc;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::config::{Cli, Command, Config, ProjectCommand, ServeArgs, TokenCommand};
+use crate::config::{Cli, Command, Config, ProjectCommand, ServeArgs, TokenCommand, UserCommand};
 use crate::credentials;
+use crate::http::dashboard::auth;
 use crate::http::{self, AppState};
 use crate::model::Project;
 use crate::store::{self, redact_url, Backend, Store};
@@ -37,6 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Project(cmd)) => project_command(&config, cmd).await,
+        Some(Command::User(cmd)) => user_command(&config, cmd).await,
         Some(Command::Token(TokenCommand::Create { name, json })) => {
             let store = open_store(&config.database_url).await?;
             let token = create_token(store.as_ref(), name).await?;
@@ -158,10 +160,75 @@ fn print_project_key(project: &Project, key: &str, public_url: &str, as_json: bo
     }
 }
 
+/// The password for a user command: the first line of standard input, or a
+/// generated one (then printed once).
+fn password_for(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        let password = line.trim_end_matches(['\r', '\n']).to_string();
+        auth::validate_password(&password).map_err(anyhow::Error::msg)?;
+        Ok((password, false))
+    } else {
+        Ok((auth::generate_password(), true))
+    }
+}
+
+async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> {
+    let store = open_store(&config.database_url).await?;
+    match cmd {
+        UserCommand::Create {
+            name,
+            password_stdin,
+        } => {
+            let name = auth::validate_user_name(name).map_err(anyhow::Error::msg)?;
+            let (password, generated) = password_for(*password_stdin)?;
+            let hash = tokio::task::spawn_blocking(move || {
+                auth::hash_password(&password).map(|h| (h, password))
+            })
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+            if store.create_user(name, &hash.0).await?.is_none() {
+                bail!("a user named {name:?} already exists (use `user set-password {name}`)");
+            }
+            println!("created dashboard user {name:?}");
+            if generated {
+                println!("password (shown once): {}", hash.1);
+            }
+        }
+        UserCommand::SetPassword {
+            name,
+            password_stdin,
+        } => {
+            let (password, generated) = password_for(*password_stdin)?;
+            let hash = tokio::task::spawn_blocking(move || {
+                auth::hash_password(&password).map(|h| (h, password))
+            })
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+            if !store.set_user_password(name, &hash.0).await? {
+                bail!("no dashboard user named {name:?}");
+            }
+            println!("password of {name:?} changed; their sessions have ended");
+            if generated {
+                println!("password (shown once): {}", hash.1);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config.database_url).await?;
     let first_start = first_start(store.as_ref(), &config.public_url).await?;
+    let admin = first_user(
+        store.as_ref(),
+        std::env::var("ERRORFLOW_ADMIN_PASSWORD").ok().as_deref(),
+    )
+    .await?;
     let state = build_state(store.clone(), &config);
     // Without Kestra, the collector's own scheduler runs the periodic triage
     // batch; with it, Kestra's `group-ai-batch` flow does.
@@ -183,10 +250,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(text) = first_start {
         println!("{text}");
     }
+    if let Some(text) = admin {
+        println!("{text}");
+    }
     println!("dashboard: {}/", config.public_url);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // Connection info gives the dashboard the client address for sign-in throttling.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -262,6 +336,40 @@ async fn first_start(store: &dyn Store, public_url: &str) -> anyhow::Result<Opti
         credentials::dsn(public_url, &key, project.id),
         token
     )))
+}
+
+/// When there is no dashboard user: creates `admin` with `password` (from
+/// `ERRORFLOW_ADMIN_PASSWORD`) or a generated one, and returns the text
+/// that tells it (the generated password, shown once).
+pub async fn first_user(
+    store: &dyn Store,
+    password: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    if store.count_users().await? > 0 {
+        return Ok(None);
+    }
+    let given = password.map(str::to_string).filter(|p| !p.is_empty());
+    if let Some(p) = &given {
+        auth::validate_password(p).map_err(|e| anyhow::anyhow!("ERRORFLOW_ADMIN_PASSWORD: {e}"))?;
+    }
+    let generated = given.is_none();
+    let password = given.unwrap_or_else(auth::generate_password);
+    let hash = {
+        let password = password.clone();
+        tokio::task::spawn_blocking(move || auth::hash_password(&password))
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot hash the admin password: {e}"))?
+    };
+    // Another collector process on the same database may have won the race.
+    if store.create_user("admin", &hash).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(if generated {
+        format!("dashboard sign-in: created user \"admin\" with password (shown once): {password}")
+    } else {
+        "dashboard: created user \"admin\" with the password in ERRORFLOW_ADMIN_PASSWORD"
+            .to_string()
+    }))
 }
 
 /// Moves idle OPEN incidents to QUIET every minute (or sooner for short quiet periods).

@@ -25,13 +25,15 @@ stores them in Postgres or SQLite and serves the REST API and dashboard.";
 const AFTER_HELP: &str = "\
 With no subcommand, `serve` runs. On a first start with an empty database the collector \
 creates project `default` and a management token, and prints the DSN to give your \
-services and the dashboard URL.
+services and the dashboard URL. When there is no dashboard user yet it creates `admin` \
+with the password in ERRORFLOW_ADMIN_PASSWORD, or a generated one printed once.
 
 Examples:
   errorflow-collector                                  # SQLite file ./errorflow.db on 127.0.0.1:8000
   DATABASE_URL=postgres://postgres@127.0.0.1/errorflow errorflow-collector serve
   errorflow-collector project create checkout --json   # a new project and its DSN
-  errorflow-collector token create --name ci           # a token for the REST API";
+  errorflow-collector token create --name ci           # a token for the REST API
+  errorflow-collector user create alice --password-stdin < pw.txt";
 
 #[derive(Debug, Parser)]
 #[command(name = "errorflow-collector", version, about = ABOUT, after_help = AFTER_HELP)]
@@ -78,6 +80,9 @@ pub enum Command {
     /// Manage tokens for the REST API.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage dashboard users.
+    #[command(subcommand)]
+    User(UserCommand),
 }
 
 #[derive(Debug, Default, Args)]
@@ -192,6 +197,26 @@ pub enum TokenCommand {
         /// Print `{"token": …}`.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a dashboard user. Without --password-stdin a password is
+    /// generated and printed once.
+    Create {
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's password and end their sessions. Without
+    /// --password-stdin a password is generated and printed once.
+    SetPassword {
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
     },
 }
 
@@ -552,7 +577,14 @@ mod tests {
     fn help_explains_every_subcommand() {
         use clap::CommandFactory;
         let help = Cli::command().render_long_help().to_string();
-        for word in ["serve", "migrate", "project", "token", "DATABASE_URL"] {
+        for word in [
+            "serve",
+            "migrate",
+            "project",
+            "token",
+            "user",
+            "DATABASE_URL",
+        ] {
             assert!(help.contains(word), "--help lacks {word}: {help}");
         }
     }

@@ -299,3 +299,41 @@ pub struct Activity {
     pub reason: Option<String>,
     pub at: DateTime<Utc>,
 }
+
+/// A person who signs in to the dashboard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    /// PHC string of an argon2 hash; never the password.
+    pub password_hash: String,
+}
+
+/// A dashboard session, found by the hash of its cookie value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub user_id: i64,
+    pub user_name: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Number of incidents per status matching a [`GroupQuery`]'s filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct GroupCounts {
+    pub open: i64,
+    pub quiet: i64,
+    pub resolved: i64,
+}
+
+impl GroupCounts {
+    pub fn all(&self) -> i64 {
+        self.open + self.quiet + self.resolved
+    }
+}
+
+/// The events just older and just newer than one event of an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventNeighbors {
+    pub older: Option<Uuid>,
+    pub newer: Option<Uuid>,
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -24,6 +24,7 @@ use crate::writer::Writer;
 
 pub mod api;
 pub mod body;
+pub mod dashboard;
 pub mod error;
 pub mod ingest;
 pub mod openapi;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub triggers: Option<Triggers>,
     /// How long an OPEN incident may be idle before `POST /api/v1/maintenance/quiet` quiets it.
     pub quiet_after: Duration,
+    /// Sign-in throttling and cookie settings of the dashboard.
+    pub dashboard: Arc<dashboard::DashState>,
     keys: Arc<KeyCache>,
     /// Per-key token buckets of the Sentry endpoints.
     pub key_rate: Arc<rate_limit::KeyRateLimiter>,
@@ -70,6 +73,7 @@ impl AppState {
             metrics,
             triggers: None,
             quiet_after: Duration::from_secs(30 * 60),
+            dashboard: Arc::new(dashboard::DashState::new(public_url)),
             keys: Arc::new(KeyCache::default()),
             key_rate: Arc::new(rate_limit::KeyRateLimiter::new(
                 rate_limit::KeyRate::default(),
@@ -116,7 +120,7 @@ impl AppState {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(index))
+        .merge(dashboard::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -156,26 +160,6 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
         "internal error; see the collector's log",
     )
     .into_response()
-}
-
-async fn index(State(state): State<AppState>) -> Html<String> {
-    // A landing page until the dashboard lands: where to look and what to send.
-    Html(format!(
-        "<!doctype html><html lang=en><meta charset=utf-8><title>errorflow</title>\
-         <body style=\"font-family:system-ui;max-width:40em;margin:3em auto\">\
-         <h1>errorflow collector</h1>\
-         <p>Ingest: <code>POST {url}/api/v1/events</code> and <code>POST {url}/errors/custom</code>.</p>\
-         <p>REST API: <a href=\"/api/v1/openapi.json\">OpenAPI document</a> (management token required).</p>\
-         <p><a href=\"/metrics\">Metrics</a> · <a href=\"/healthz\">Health</a></p></body></html>",
-        url = html_escape(&state.public_url)
-    ))
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -13,8 +13,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::model::{
-    Activity, ApiToken, EventPage, EventQuery, Group, GroupPage, GroupQuery, GroupStats,
-    InsertOutcome, NormalizedEvent, Project, StoredEvent, Transition,
+    Activity, ApiToken, EventNeighbors, EventPage, EventQuery, Group, GroupCounts, GroupPage,
+    GroupQuery, GroupStats, InsertOutcome, NormalizedEvent, Project, Session, StoredEvent,
+    Transition, User,
 };
 use crate::triage::result::{NewTriage, Severity, TriageRecord, TriageResult};
 
@@ -153,6 +154,50 @@ pub trait Store: Send + Sync + 'static {
         state: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<()>;
+    // ---- dashboard ----
+
+    /// Incidents per status matching the query's filters (its status, sort,
+    /// limit and cursor are ignored): the list's tabs.
+    async fn count_groups(&self, query: &GroupQuery) -> Result<GroupCounts>;
+    /// Hourly event counts of many incidents in one round trip: for each id,
+    /// 24 buckets oldest first, ending with the hour of `now`. Ids without
+    /// events in the window are absent.
+    async fn hourly_counts(
+        &self,
+        group_ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<std::collections::HashMap<i64, Vec<i64>>>;
+    /// The event ids just older and just newer than the stored event `id`
+    /// (received at `received_at`) in its incident, in the order of
+    /// [`Store::list_events`] (newest received first).
+    async fn event_neighbors(
+        &self,
+        group_id: i64,
+        received_at: DateTime<Utc>,
+        id: i64,
+    ) -> Result<EventNeighbors>;
+
+    /// Creates a dashboard user; `None` when the name is taken.
+    async fn create_user(&self, name: &str, password_hash: &str) -> Result<Option<User>>;
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>>;
+    /// Replaces a user's password hash and ends their sessions. False if no such user.
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<bool>;
+    async fn count_users(&self) -> Result<i64>;
+    /// Stores a session under the hash of its cookie value (and drops expired ones).
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// The unexpired session with this token hash.
+    async fn session_by_hash(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Session>>;
+    async fn delete_session(&self, token_hash: &str) -> Result<()>;
 }
 
 /// Opens the store named by `url` (`postgres://…`, `postgresql://…` or

@@ -522,42 +522,7 @@ impl Store for PgStore {
         let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
             "SELECT {GROUP_COLUMNS} FROM error_groups g WHERE TRUE"
         ));
-        if let Some(project_id) = query.project_id {
-            qb.push(" AND project_id = ").push_bind(project_id);
-        }
-        if let Some(status) = query.status {
-            qb.push(" AND status = ").push_bind(status.as_db());
-        }
-        if let Some(service) = &query.service {
-            qb.push(" AND service = ").push_bind(service.clone());
-        }
-        if let Some(severity) = &query.severity {
-            qb.push(" AND severity = ").push_bind(severity.clone());
-        }
-        for (key, value) in [
-            ("environment", &query.environment),
-            ("release", &query.release),
-        ] {
-            if let Some(value) = value {
-                qb.push(
-                    " AND EXISTS (SELECT 1 FROM group_tag_counts t WHERE t.group_id = g.id AND t.key = ",
-                )
-                .push_bind(key)
-                .push(" AND t.value = ")
-                .push_bind(value.clone())
-                .push(")");
-            }
-        }
-        if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
-            let pattern = shared::like_pattern(q);
-            qb.push(" AND (lower(title) LIKE ")
-                .push_bind(pattern.clone())
-                .push(" ESCAPE '\\' OR lower(COALESCE(culprit, '')) LIKE ")
-                .push_bind(pattern.clone())
-                .push(" ESCAPE '\\' OR lower(cluster_key) LIKE ")
-                .push_bind(pattern)
-                .push(" ESCAPE '\\')");
-        }
+        push_group_filters(&mut qb, query, true);
         if let Some((value, id)) = cursor {
             qb.push(format!(" AND ({expr}, id) < ("));
             if is_time {
@@ -964,4 +929,227 @@ impl Store for PgStore {
         .await?;
         Ok(())
     }
+
+    // ---- dashboard ----
+
+    async fn count_groups(&self, query: &GroupQuery) -> Result<GroupCounts> {
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new("SELECT status, count(*) AS n FROM error_groups g WHERE TRUE");
+        push_group_filters(&mut qb, query, false);
+        qb.push(" GROUP BY status");
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        let mut counts = GroupCounts::default();
+        for row in &rows {
+            let status: String = row.try_get("status")?;
+            let n: i64 = row.try_get("n")?;
+            match GroupStatus::from_db(&status) {
+                GroupStatus::Open => counts.open += n,
+                GroupStatus::Quiet => counts.quiet += n,
+                GroupStatus::Resolved => counts.resolved += n,
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn hourly_counts(
+        &self,
+        group_ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<i64, Vec<i64>>> {
+        let first_hour = shared::truncate_to_hour(now) - chrono::Duration::hours(23);
+        let rows = sqlx::query(
+            "SELECT group_id, hour, count FROM group_hourly_counts \
+             WHERE group_id = ANY($1) AND hour >= $2 AND hour <= $3",
+        )
+        .bind(group_ids)
+        .bind(first_hour)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: HashMap<i64, Vec<i64>> = HashMap::new();
+        for row in &rows {
+            let hour: DateTime<Utc> = row.try_get("hour")?;
+            let index = (hour - first_hour).num_hours();
+            if (0..24).contains(&index) {
+                out.entry(row.try_get("group_id")?)
+                    .or_insert_with(|| vec![0; 24])[index as usize] +=
+                    row.try_get::<i64, _>("count")?;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn event_neighbors(
+        &self,
+        group_id: i64,
+        received_at: DateTime<Utc>,
+        id: i64,
+    ) -> Result<EventNeighbors> {
+        let older: Option<Uuid> = sqlx::query_scalar(
+            "SELECT event_id FROM errors WHERE group_id = $1 AND (received_at, id) < ($2, $3) \
+             ORDER BY received_at DESC, id DESC LIMIT 1",
+        )
+        .bind(group_id)
+        .bind(received_at)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let newer: Option<Uuid> = sqlx::query_scalar(
+            "SELECT event_id FROM errors WHERE group_id = $1 AND (received_at, id) > ($2, $3) \
+             ORDER BY received_at, id LIMIT 1",
+        )
+        .bind(group_id)
+        .bind(received_at)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(EventNeighbors { older, newer })
+    }
+
+    async fn create_user(&self, name: &str, password_hash: &str) -> Result<Option<User>> {
+        let row = sqlx::query(
+            "INSERT INTO users (name, password_hash) VALUES ($1, $2) \
+             ON CONFLICT (name) DO NOTHING RETURNING id, name, password_hash",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT id, name, password_hash FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let id: Option<i64> =
+            sqlx::query_scalar("UPDATE users SET password_hash = $2 WHERE name = $1 RETURNING id")
+                .bind(name)
+                .bind(password_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(id) = id {
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(id.is_some())
+    }
+
+    async fn count_users(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_by_hash(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Session>> {
+        let row = sqlx::query(
+            "SELECT s.user_id, u.name, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = $1 AND s.expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Session {
+                user_id: r.try_get("user_id")?,
+                user_name: r.try_get("name")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The incident list's filters, shared by `list_groups` and `count_groups`
+/// (which counts per status, so leaves the status out).
+fn push_group_filters(qb: &mut QueryBuilder<'_, Postgres>, query: &GroupQuery, with_status: bool) {
+    if let Some(project_id) = query.project_id {
+        qb.push(" AND project_id = ").push_bind(project_id);
+    }
+    if let Some(status) = query.status.filter(|_| with_status) {
+        qb.push(" AND status = ").push_bind(status.as_db());
+    }
+    if let Some(service) = &query.service {
+        qb.push(" AND service = ").push_bind(service.clone());
+    }
+    if let Some(severity) = &query.severity {
+        qb.push(" AND severity = ").push_bind(severity.clone());
+    }
+    for (key, value) in [
+        ("environment", &query.environment),
+        ("release", &query.release),
+    ] {
+        if let Some(value) = value {
+            qb.push(
+                " AND EXISTS (SELECT 1 FROM group_tag_counts t WHERE t.group_id = g.id AND t.key = ",
+            )
+            .push_bind(key)
+            .push(" AND t.value = ")
+            .push_bind(value.clone())
+            .push(")");
+        }
+    }
+    if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
+        let pattern = shared::like_pattern(q);
+        qb.push(" AND (lower(title) LIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\' OR lower(COALESCE(culprit, '')) LIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\' OR lower(cluster_key) LIKE ")
+            .push_bind(pattern)
+            .push(" ESCAPE '\\')");
+    }
+}
+
+fn user_from_row(row: &PgRow) -> Result<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        password_hash: row.try_get("password_hash")?,
+    })
 }

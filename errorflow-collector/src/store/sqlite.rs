@@ -521,42 +521,7 @@ impl Store for SqliteStore {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
             "SELECT {GROUP_COLUMNS}, {expr} AS sort_value FROM error_groups g WHERE 1 = 1"
         ));
-        if let Some(project_id) = query.project_id {
-            qb.push(" AND project_id = ").push_bind(project_id);
-        }
-        if let Some(status) = query.status {
-            qb.push(" AND status = ").push_bind(status.as_db());
-        }
-        if let Some(service) = &query.service {
-            qb.push(" AND service = ").push_bind(service.clone());
-        }
-        if let Some(severity) = &query.severity {
-            qb.push(" AND severity = ").push_bind(severity.clone());
-        }
-        for (key, value) in [
-            ("environment", &query.environment),
-            ("release", &query.release),
-        ] {
-            if let Some(value) = value {
-                qb.push(
-                    " AND EXISTS (SELECT 1 FROM group_tag_counts t WHERE t.group_id = g.id AND t.key = ",
-                )
-                .push_bind(key)
-                .push(" AND t.value = ")
-                .push_bind(value.clone())
-                .push(")");
-            }
-        }
-        if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
-            let pattern = shared::like_pattern(q);
-            qb.push(" AND (lower(title) LIKE ")
-                .push_bind(pattern.clone())
-                .push(" ESCAPE '\\' OR lower(COALESCE(culprit, '')) LIKE ")
-                .push_bind(pattern.clone())
-                .push(" ESCAPE '\\' OR lower(cluster_key) LIKE ")
-                .push_bind(pattern)
-                .push(" ESCAPE '\\')");
-        }
+        push_group_filters(&mut qb, query, true);
         if let Some((value, id)) = cursor {
             qb.push(format!(" AND ({expr}, id) < ("));
             if is_time {
@@ -963,4 +928,248 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+
+    // ---- dashboard ----
+
+    async fn count_groups(&self, query: &GroupQuery) -> Result<GroupCounts> {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT status, count(*) AS n FROM error_groups g WHERE 1 = 1");
+        push_group_filters(&mut qb, query, false);
+        qb.push(" GROUP BY status");
+        let rows = qb.build().fetch_all(&self.readers).await?;
+        let mut counts = GroupCounts::default();
+        for row in &rows {
+            let status: String = row.try_get("status")?;
+            let n: i64 = row.try_get("n")?;
+            match GroupStatus::from_db(&status) {
+                GroupStatus::Open => counts.open += n,
+                GroupStatus::Quiet => counts.quiet += n,
+                GroupStatus::Resolved => counts.resolved += n,
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn hourly_counts(
+        &self,
+        group_ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<i64, Vec<i64>>> {
+        let mut out: HashMap<i64, Vec<i64>> = HashMap::new();
+        if group_ids.is_empty() {
+            return Ok(out);
+        }
+        let first_hour = shared::truncate_to_hour(now) - chrono::Duration::hours(23);
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT group_id, hour, count FROM group_hourly_counts WHERE hour >= ",
+        );
+        qb.push_bind(fmt_ts(first_hour))
+            .push(" AND hour <= ")
+            .push_bind(fmt_ts(now))
+            .push(" AND group_id IN (");
+        let mut ids = qb.separated(", ");
+        for id in group_ids {
+            ids.push_bind(*id);
+        }
+        qb.push(")");
+        let rows = qb.build().fetch_all(&self.readers).await?;
+        for row in &rows {
+            let hour = parse_ts(row.try_get("hour")?)?;
+            let index = (hour - first_hour).num_hours();
+            if (0..24).contains(&index) {
+                out.entry(row.try_get("group_id")?)
+                    .or_insert_with(|| vec![0; 24])[index as usize] +=
+                    row.try_get::<i64, _>("count")?;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn event_neighbors(
+        &self,
+        group_id: i64,
+        received_at: DateTime<Utc>,
+        id: i64,
+    ) -> Result<EventNeighbors> {
+        let at = fmt_ts(received_at);
+        let older: Option<String> = sqlx::query_scalar(
+            "SELECT event_id FROM errors WHERE group_id = ? AND (received_at, id) < (?, ?) \
+             ORDER BY received_at DESC, id DESC LIMIT 1",
+        )
+        .bind(group_id)
+        .bind(&at)
+        .bind(id)
+        .fetch_optional(&self.readers)
+        .await?;
+        let newer: Option<String> = sqlx::query_scalar(
+            "SELECT event_id FROM errors WHERE group_id = ? AND (received_at, id) > (?, ?) \
+             ORDER BY received_at, id LIMIT 1",
+        )
+        .bind(group_id)
+        .bind(&at)
+        .bind(id)
+        .fetch_optional(&self.readers)
+        .await?;
+        let parse = |s: Option<String>| {
+            s.map(|s| {
+                Uuid::parse_str(&s)
+                    .map_err(|e| StoreError::Corrupt(format!("bad event id {s:?}: {e}")))
+            })
+            .transpose()
+        };
+        Ok(EventNeighbors {
+            older: parse(older)?,
+            newer: parse(newer)?,
+        })
+    }
+
+    async fn create_user(&self, name: &str, password_hash: &str) -> Result<Option<User>> {
+        let row = sqlx::query(
+            "INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO NOTHING RETURNING id, name, password_hash",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .bind(fmt_ts(Utc::now()))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT id, name, password_hash FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let id: Option<i64> =
+            sqlx::query_scalar("UPDATE users SET password_hash = ? WHERE name = ? RETURNING id")
+                .bind(password_hash)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(id) = id {
+            sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(id.is_some())
+    }
+
+    async fn count_users(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM users")
+            .fetch_one(&self.readers)
+            .await?)
+    }
+
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+            .bind(fmt_ts(now))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(fmt_ts(now))
+        .bind(fmt_ts(expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session_by_hash(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Session>> {
+        let row = sqlx::query(
+            "SELECT s.user_id, u.name, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = ? AND s.expires_at > ?",
+        )
+        .bind(token_hash)
+        .bind(fmt_ts(now))
+        .fetch_optional(&self.readers)
+        .await?;
+        row.map(|r| {
+            Ok(Session {
+                user_id: r.try_get("user_id")?,
+                user_name: r.try_get("name")?,
+                expires_at: parse_ts(r.try_get("expires_at")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The incident list's filters, shared by `list_groups` and `count_groups`
+/// (which counts per status, so leaves the status out).
+fn push_group_filters(qb: &mut QueryBuilder<'_, Sqlite>, query: &GroupQuery, with_status: bool) {
+    if let Some(project_id) = query.project_id {
+        qb.push(" AND project_id = ").push_bind(project_id);
+    }
+    if let Some(status) = query.status.filter(|_| with_status) {
+        qb.push(" AND status = ").push_bind(status.as_db());
+    }
+    if let Some(service) = &query.service {
+        qb.push(" AND service = ").push_bind(service.clone());
+    }
+    if let Some(severity) = &query.severity {
+        qb.push(" AND severity = ").push_bind(severity.clone());
+    }
+    for (key, value) in [
+        ("environment", &query.environment),
+        ("release", &query.release),
+    ] {
+        if let Some(value) = value {
+            qb.push(
+                " AND EXISTS (SELECT 1 FROM group_tag_counts t WHERE t.group_id = g.id AND t.key = ",
+            )
+            .push_bind(key)
+            .push(" AND t.value = ")
+            .push_bind(value.clone())
+            .push(")");
+        }
+    }
+    if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
+        let pattern = shared::like_pattern(q);
+        qb.push(" AND (lower(title) LIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\' OR lower(COALESCE(culprit, '')) LIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\' OR lower(cluster_key) LIKE ")
+            .push_bind(pattern)
+            .push(" ESCAPE '\\')");
+    }
+}
+
+fn user_from_row(row: &SqliteRow) -> Result<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        password_hash: row.try_get("password_hash")?,
+    })
 }

@@ -1,0 +1,1573 @@
+//! Dashboard handlers: each loads what its page needs from the store (in
+//! parallel where it can), turns it into a view with `views`, and renders
+//! a template.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use errorflow_sdk::protocol::{self, Event};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::auth;
+use super::views::{self, Rel};
+use super::{render, CsrfForm, CurrentUser, DashError, Layout, PlainForm};
+use crate::credentials;
+use crate::http::AppState;
+use crate::model::{
+    EventQuery, GroupCounts, GroupQuery, GroupSort, GroupStatus, InsertOutcome, Project,
+    StoredEvent, Transition,
+};
+use crate::pipeline::{self, Context};
+
+type Page = Result<Response, DashError>;
+
+/// An option of a `<select>`.
+pub struct Opt {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+fn opts(items: &[(&str, &str)], current: &str) -> Vec<Opt> {
+    items
+        .iter()
+        .map(|(v, l)| Opt {
+            value: v.to_string(),
+            label: l.to_string(),
+            selected: *v == current,
+        })
+        .collect()
+}
+
+fn project_opts(projects: &[Project], current: Option<i64>) -> Vec<Opt> {
+    projects
+        .iter()
+        .map(|p| Opt {
+            value: p.id.to_string(),
+            label: p.name.clone(),
+            selected: Some(p.id) == current,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- list
+
+/// Query parameters of the incident list (also of `/poll`). Unknown values
+/// fall back to defaults instead of failing: this is a page for people.
+#[derive(Debug, Default, Deserialize, Clone)]
+pub struct ListParams {
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub project: String,
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub environment: String,
+    #[serde(default)]
+    pub release: String,
+    #[serde(default)]
+    pub severity: String,
+    #[serde(default)]
+    pub q: String,
+    #[serde(default)]
+    pub sort: String,
+    #[serde(default)]
+    pub cursor: String,
+    #[serde(default)]
+    pub notice: String,
+}
+
+const SEVERITIES: [(&str, &str); 5] = [
+    ("critical", "Critical"),
+    ("high", "High"),
+    ("medium", "Medium"),
+    ("low", "Low"),
+    ("unknown", "Unknown"),
+];
+const SORTS: [(&str, &str); 4] = [
+    ("last_seen", "Last seen"),
+    ("first_seen", "First seen"),
+    ("count", "Most events"),
+    ("priority", "Priority"),
+];
+/// Incidents per page.
+pub const PAGE_SIZE: u32 = 50;
+
+impl ListParams {
+    fn status(&self) -> Option<GroupStatus> {
+        match self.status.as_str() {
+            "all" => None,
+            "" => Some(GroupStatus::Open),
+            s => GroupStatus::parse(s).or(Some(GroupStatus::Open)),
+        }
+    }
+
+    fn status_key(&self) -> &'static str {
+        match self.status() {
+            None => "all",
+            Some(s) => views::status_label(s),
+        }
+    }
+
+    fn project_id(&self) -> Option<i64> {
+        self.project.parse().ok()
+    }
+
+    fn query(&self) -> GroupQuery {
+        let text = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+        GroupQuery {
+            project_id: self.project_id(),
+            status: self.status(),
+            service: text(&self.service),
+            environment: text(&self.environment),
+            release: text(&self.release),
+            severity: text(&self.severity).filter(|s| SEVERITIES.iter().any(|(v, _)| v == s)),
+            q: text(&self.q),
+            sort: match self.sort.as_str() {
+                "first_seen" => GroupSort::FirstSeen,
+                "count" => GroupSort::Count,
+                "priority" => GroupSort::Priority,
+                _ => GroupSort::LastSeen,
+            },
+            limit: PAGE_SIZE,
+            cursor: text(&self.cursor),
+        }
+    }
+
+    /// The list's URL with these filters, another status and cursor.
+    fn href(&self, status: &str, cursor: &str) -> String {
+        let path = format!(
+            "/{}",
+            views::query_string(&[
+                ("status", status),
+                ("project", &self.project),
+                ("service", &self.service),
+                ("environment", &self.environment),
+                ("release", &self.release),
+                ("severity", &self.severity),
+                ("q", &self.q),
+                ("sort", &self.sort),
+                ("cursor", cursor),
+            ])
+        );
+        path
+    }
+}
+
+pub struct Tab {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub count: i64,
+    pub href: String,
+    pub active: bool,
+}
+
+pub struct Row {
+    pub id: i64,
+    pub title: String,
+    pub culprit: Option<String>,
+    pub cluster_key: String,
+    pub status: &'static str,
+    pub severity: String,
+    pub severity_class: &'static str,
+    pub regressed: bool,
+    pub count: i64,
+    pub first_seen: Rel,
+    pub last_seen: Rel,
+    pub spark: String,
+    pub ai_line: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/list.html")]
+pub struct ListPage {
+    pub l: Layout,
+    pub f: ListParams,
+    pub tabs: Vec<Tab>,
+    pub counts: GroupCounts,
+    pub projects: Vec<Opt>,
+    pub severities: Vec<Opt>,
+    pub sorts: Vec<Opt>,
+    pub rows: Vec<Row>,
+    pub next_href: Option<String>,
+    pub first_href: String,
+    pub self_href: String,
+    pub poll_href: String,
+    /// RFC 3339 last-seen time of the most recent incident in the view.
+    pub newest: String,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(p): Query<ListParams>,
+) -> Page {
+    let now = Utc::now();
+    let query = p.query();
+    let (page, counts, projects) = tokio::try_join!(
+        state.store.list_groups(&query),
+        state.store.count_groups(&query),
+        state.store.list_projects(),
+    )?;
+    let ids: Vec<i64> = page.groups.iter().map(|g| g.id).collect();
+    let hourly = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        state.store.hourly_counts(&ids, now).await?
+    };
+    let status = p.status_key();
+    let rows = page
+        .groups
+        .iter()
+        .map(|g| Row {
+            id: g.id,
+            title: g.title.clone(),
+            culprit: g.culprit.clone().filter(|c| !c.is_empty()),
+            cluster_key: g.cluster_key.clone(),
+            status: views::status_label(g.status),
+            severity: g.severity.clone(),
+            severity_class: views::severity_class(&g.severity),
+            regressed: g.regression_count > 0 && g.status == GroupStatus::Open,
+            count: g.count,
+            first_seen: views::rel(g.first_seen, now),
+            last_seen: views::rel(g.last_seen, now),
+            spark: views::sparkline(hourly.get(&g.id).map(Vec::as_slice).unwrap_or(&[0; 24])),
+            ai_line: views::ai_summary(g.ai_summary.as_deref(), None)
+                .map(|ai| views::first_line(&ai.summary, 160))
+                .filter(|s| !s.is_empty()),
+        })
+        .collect();
+    let tabs = [
+        ("open", "Open", counts.open),
+        ("quiet", "Quiet", counts.quiet),
+        ("resolved", "Resolved", counts.resolved),
+        ("all", "All", counts.all()),
+    ]
+    .into_iter()
+    .map(|(key, label, count)| Tab {
+        key,
+        label,
+        count,
+        href: p.href(key, ""),
+        active: key == status,
+    })
+    .collect();
+    let newest = page
+        .groups
+        .iter()
+        .map(|g| g.last_seen)
+        .max()
+        .map(|t| views::rel(t, now).iso)
+        .unwrap_or_default();
+    let mut l = user.layout("Incidents", "incidents");
+    l.notice = super::notice(Some(&p.notice));
+    let self_href = p.href(status, &p.cursor);
+    let poll_href = format!("/poll{}", p.href(status, "").trim_start_matches('/'));
+    let page_view = ListPage {
+        l,
+        tabs,
+        counts,
+        projects: project_opts(&projects, p.project_id()),
+        severities: opts(&SEVERITIES, &p.severity),
+        sorts: opts(
+            &SORTS,
+            if p.sort.is_empty() {
+                "last_seen"
+            } else {
+                &p.sort
+            },
+        ),
+        rows,
+        next_href: page.next_cursor.as_deref().map(|c| p.href(status, c)),
+        first_href: p.href(status, ""),
+        self_href,
+        poll_href,
+        newest,
+        f: ListParams {
+            status: status.to_string(),
+            ..p
+        },
+    };
+    Ok(render(&page_view))
+}
+
+/// `GET /poll`: the list's counts and newest last-seen time, for the
+/// page's script to tell that something changed without reloading.
+pub async fn poll(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    Query(p): Query<ListParams>,
+) -> Result<Response, DashError> {
+    let mut query = p.query();
+    query.limit = 1;
+    query.cursor = None;
+    query.sort = GroupSort::LastSeen;
+    let (counts, newest) = tokio::try_join!(
+        state.store.count_groups(&query),
+        state.store.list_groups(&query)
+    )?;
+    let newest = newest
+        .groups
+        .first()
+        .map(|g| views::rel(g.last_seen, Utc::now()).iso)
+        .unwrap_or_default();
+    Ok(Json(serde_json::json!({
+        "open": counts.open,
+        "quiet": counts.quiet,
+        "resolved": counts.resolved,
+        "all": counts.all(),
+        "newest": newest,
+    }))
+    .into_response())
+}
+
+// ---------------------------------------------------------------- detail
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DetailParams {
+    #[serde(default)]
+    pub event: String,
+    #[serde(default)]
+    pub notice: String,
+}
+
+pub struct CtxLine {
+    pub no: String,
+    pub text: String,
+    pub current: bool,
+}
+
+pub struct FrameView {
+    pub function: String,
+    pub location: String,
+    pub in_app: bool,
+    pub context: Vec<CtxLine>,
+}
+
+pub struct ExceptionView {
+    pub ty: String,
+    pub value: String,
+    pub mechanism: String,
+    pub unhandled: bool,
+    /// Innermost (the frame that raised) first.
+    pub frames: Vec<FrameView>,
+}
+
+pub struct CrumbView {
+    pub time: String,
+    pub category: String,
+    pub level: String,
+    pub message: String,
+}
+
+pub struct EventView {
+    pub event_id: String,
+    pub time: Rel,
+    pub message: String,
+    pub service: String,
+    pub env: String,
+    pub release: Option<String>,
+    pub host: Option<String>,
+    pub path: String,
+    pub trace_id: String,
+    pub exceptions: Vec<ExceptionView>,
+    pub breadcrumbs: Vec<CrumbView>,
+    pub request: Vec<(String, String)>,
+    pub user: Vec<(String, String)>,
+    pub tags: Vec<(String, String)>,
+    pub raw: String,
+}
+
+pub struct EventRow {
+    pub href: String,
+    pub time: Rel,
+    pub message: String,
+    pub env: String,
+    pub release: String,
+    pub current: bool,
+}
+
+pub struct TagValueView {
+    pub value: String,
+    pub count: i64,
+}
+
+pub struct TagView {
+    pub key: String,
+    pub total: i64,
+    pub values: Vec<TagValueView>,
+}
+
+pub struct ActivityView {
+    pub kind: String,
+    pub actor: String,
+    pub at: Rel,
+    pub change: String,
+    pub reason: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/detail.html")]
+pub struct DetailPage {
+    pub l: Layout,
+    pub g: crate::model::Group,
+    pub status: &'static str,
+    pub severity_class: &'static str,
+    pub first_seen: Rel,
+    pub last_seen: Rel,
+    pub link: String,
+    pub summarize: bool,
+    pub ai: Option<views::AiSummary>,
+    pub ai_severity_class: &'static str,
+    pub hourly_svg: String,
+    pub daily_svg: String,
+    pub event: Option<EventView>,
+    pub newer_href: Option<String>,
+    pub older_href: Option<String>,
+    pub events: Vec<EventRow>,
+    pub tags: Vec<TagView>,
+    pub activity: Vec<ActivityView>,
+}
+
+/// Whether the dashboard can ask triage for a summary (`POST /incidents/{id}/summarize`).
+pub const SUMMARIZE_AVAILABLE: bool = false;
+
+pub async fn detail(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    Query(p): Query<DetailParams>,
+) -> Page {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| DashError::NotFound("There is no such incident.".into()))?;
+    let now = Utc::now();
+    let group = state
+        .store
+        .get_group(id)
+        .await?
+        .ok_or_else(|| DashError::NotFound(format!("There is no incident #{id}.")))?;
+    let recent_query = EventQuery {
+        group_id: Some(id),
+        limit: 20,
+        ..EventQuery::default()
+    };
+    let (stats, activity, recent) = tokio::try_join!(
+        state.store.group_stats(id, now),
+        state.store.activity(id),
+        state.store.list_events(&recent_query),
+    )?;
+    let wanted = Uuid::parse_str(p.event.trim()).ok();
+    let current: Option<StoredEvent> = match wanted {
+        Some(eid) => match recent.events.iter().find(|e| e.event_id == eid) {
+            Some(e) => Some(e.clone()),
+            // An id of another incident (or none stored) shows the newest event instead.
+            None => state
+                .store
+                .get_event(eid)
+                .await?
+                .filter(|e| e.group_id == id)
+                .or_else(|| recent.events.first().cloned()),
+        },
+        None => recent.events.first().cloned(),
+    };
+    let href = |eid: Uuid| format!("/incidents/{id}?event={}", eid.simple());
+    let (newer_href, older_href) = match &current {
+        Some(e) => {
+            let n = state.store.event_neighbors(id, e.received_at, e.id).await?;
+            (n.newer.map(href), n.older.map(href))
+        }
+        None => (None, None),
+    };
+    let events = recent
+        .events
+        .iter()
+        .map(|e| EventRow {
+            href: href(e.event_id),
+            time: views::rel(e.timestamp, now),
+            message: views::first_line(&e.message, 200),
+            env: e.env.clone(),
+            release: e.release.clone().unwrap_or_default(),
+            current: current.as_ref().is_some_and(|c| c.id == e.id),
+        })
+        .collect();
+    let tags = stats
+        .top_tags
+        .iter()
+        .map(|(key, values)| TagView {
+            key: key.clone(),
+            total: values.iter().map(|v| v.count).sum::<i64>().max(1),
+            values: values
+                .iter()
+                .map(|v| TagValueView {
+                    value: v.value.clone(),
+                    count: v.count,
+                })
+                .collect(),
+        })
+        .collect();
+    let activity = activity
+        .iter()
+        .rev()
+        .map(|a| ActivityView {
+            kind: a.kind.clone(),
+            actor: a.actor.clone(),
+            at: views::rel(a.at, now),
+            change: match (a.from_status, a.to_status) {
+                (Some(f), Some(t)) if f != t => format!("{f} → {t}"),
+                (None, Some(t)) => format!("→ {t}"),
+                _ => String::new(),
+            },
+            reason: a.reason.clone().filter(|r| !r.is_empty()),
+        })
+        .collect();
+    let ai = views::ai_summary(group.ai_summary.as_deref(), group.ai_next_steps.as_deref());
+    let mut l = user.layout(group.title.clone(), "incidents");
+    l.notice = super::notice(Some(&p.notice));
+    let page = DetailPage {
+        l,
+        status: views::status_label(group.status),
+        severity_class: views::severity_class(&group.severity),
+        first_seen: views::rel(group.first_seen, now),
+        last_seen: views::rel(group.last_seen, now),
+        link: format!("{}/incidents/{id}", state.public_url),
+        summarize: SUMMARIZE_AVAILABLE,
+        ai_severity_class: views::severity_class(
+            ai.as_ref()
+                .and_then(|a| a.severity.as_deref())
+                .unwrap_or_default(),
+        ),
+        ai,
+        hourly_svg: views::bar_chart(&stats.hourly, "%H:00", "events per hour, last 24 hours"),
+        daily_svg: views::bar_chart(&stats.daily, "%b %d", "events per day, last 14 days"),
+        event: current.as_ref().map(|e| event_view(e, now)),
+        newer_href,
+        older_href,
+        events,
+        tags,
+        activity,
+        g: group,
+    };
+    Ok(render(&page))
+}
+
+fn event_view(e: &StoredEvent, now: DateTime<Utc>) -> EventView {
+    let raw_event: Option<Event> = serde_json::from_value(e.data.clone()).ok();
+    let mut exceptions = Vec::new();
+    let mut breadcrumbs = Vec::new();
+    let mut request = Vec::new();
+    let mut user = Vec::new();
+    let mut tags = Vec::new();
+    if let Some(ev) = &raw_event {
+        let mut chain: Vec<&protocol::Exception> = ev.exception.iter().collect();
+        if chain.is_empty() {
+            if let Some(st) = &ev.stacktrace {
+                exceptions.push(ExceptionView {
+                    ty: "Stack".into(),
+                    value: String::new(),
+                    mechanism: String::new(),
+                    unhandled: false,
+                    frames: frames(st),
+                });
+            }
+        }
+        for x in chain.drain(..) {
+            exceptions.push(ExceptionView {
+                ty: x.ty.clone(),
+                value: x.value.clone(),
+                mechanism: x.mechanism.clone().unwrap_or_default(),
+                unhandled: x.handled == Some(false),
+                frames: x.stacktrace.as_ref().map(frames).unwrap_or_default(),
+            });
+        }
+        breadcrumbs = ev
+            .breadcrumbs
+            .iter()
+            .map(|b| CrumbView {
+                time: b
+                    .timestamp
+                    .map(|t| t.format("%H:%M:%S").to_string())
+                    .unwrap_or_default(),
+                category: b.category.clone().unwrap_or_default(),
+                level: b.level.as_str().to_string(),
+                message: b.message.clone().unwrap_or_default(),
+            })
+            .collect();
+        if let Some(r) = &ev.request {
+            let mut push = |k: &str, v: Option<String>| {
+                if let Some(v) = v.filter(|v| !v.is_empty()) {
+                    request.push((k.to_string(), v));
+                }
+            };
+            push("method", r.method.clone());
+            push("url", r.url.clone());
+            push("route", r.route.clone());
+            push("query", r.query_string.clone());
+            push("status", r.status.map(|s| s.to_string()));
+            push("latency", r.latency_ms.map(|l| format!("{l} ms")));
+            push("client ip", r.client_ip.clone());
+            for (k, v) in &r.headers {
+                request.push((k.clone(), v.clone()));
+            }
+        }
+        if let Some(u) = &ev.user {
+            for (k, v) in [
+                ("id", &u.id),
+                ("email", &u.email),
+                ("username", &u.username),
+                ("ip address", &u.ip_address),
+            ] {
+                if let Some(v) = v {
+                    user.push((k.to_string(), v.clone()));
+                }
+            }
+        }
+        tags = ev
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+    }
+    EventView {
+        event_id: e.event_id.simple().to_string(),
+        time: views::rel(e.timestamp, now),
+        message: e.message.clone(),
+        service: e.service.clone(),
+        env: e.env.clone(),
+        release: e.release.clone(),
+        host: e.host.clone(),
+        path: e.path.clone(),
+        trace_id: e.trace_id.clone(),
+        exceptions,
+        breadcrumbs,
+        request,
+        user,
+        tags,
+        raw: serde_json::to_string_pretty(&e.data).unwrap_or_default(),
+    }
+}
+
+fn frames(st: &protocol::Stacktrace) -> Vec<FrameView> {
+    // Stored innermost last; shown innermost first, like a traceback read top-down.
+    st.frames
+        .iter()
+        .rev()
+        .map(|f| {
+            let function = f
+                .function
+                .clone()
+                .or_else(|| f.module.clone())
+                .unwrap_or_else(|| "<unknown>".into());
+            let file = f.filename.clone().or_else(|| f.abs_path.clone());
+            let location = match (file, f.lineno) {
+                (Some(file), Some(line)) => match f.colno {
+                    Some(col) => format!("{file}:{line}:{col}"),
+                    None => format!("{file}:{line}"),
+                },
+                (Some(file), None) => file,
+                (None, _) => f.module.clone().unwrap_or_default(),
+            };
+            let mut context = Vec::new();
+            if let Some(cur) = &f.context_line {
+                let line = f.lineno.unwrap_or(0) as i64;
+                let pre = f.pre_context.len() as i64;
+                for (i, text) in f.pre_context.iter().enumerate() {
+                    context.push(CtxLine {
+                        no: number(line - pre + i as i64),
+                        text: text.clone(),
+                        current: false,
+                    });
+                }
+                context.push(CtxLine {
+                    no: number(line),
+                    text: cur.clone(),
+                    current: true,
+                });
+                for (i, text) in f.post_context.iter().enumerate() {
+                    context.push(CtxLine {
+                        no: number(line + 1 + i as i64),
+                        text: text.clone(),
+                        current: false,
+                    });
+                }
+            }
+            FrameView {
+                function,
+                location,
+                in_app: f.in_app == Some(true),
+                context,
+            }
+        })
+        .collect()
+}
+
+fn number(n: i64) -> String {
+    if n > 0 {
+        n.to_string()
+    } else {
+        String::new()
+    }
+}
+
+// ---------------------------------------------------------------- actions
+
+fn parse_id(id: &str) -> Result<i64, DashError> {
+    id.parse()
+        .map_err(|_| DashError::NotFound("There is no such incident.".into()))
+}
+
+fn reason(form: &CsrfForm) -> Option<String> {
+    form.fields
+        .get("reason")
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| r.chars().take(1000).collect())
+}
+
+async fn transition(
+    state: &AppState,
+    form: &CsrfForm,
+    id: i64,
+    t: Transition,
+    notice: &str,
+) -> Page {
+    state
+        .store
+        .transition(id, &t, &form.user.actor(), Utc::now())
+        .await?
+        .ok_or_else(|| DashError::NotFound(format!("There is no incident #{id}.")))?;
+    Ok(Redirect::to(&format!("/incidents/{id}?notice={notice}")).into_response())
+}
+
+pub async fn resolve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let t = Transition::Resolve {
+        reason: reason(&form),
+        in_next_release: form.fields.get("in_next_release").is_some(),
+    };
+    transition(&state, &form, parse_id(&id)?, t, "resolved").await
+}
+
+pub async fn quiet(State(state): State<AppState>, Path(id): Path<String>, form: CsrfForm) -> Page {
+    let t = Transition::Quiet {
+        reason: reason(&form),
+    };
+    transition(&state, &form, parse_id(&id)?, t, "quieted").await
+}
+
+pub async fn reopen(State(state): State<AppState>, Path(id): Path<String>, form: CsrfForm) -> Page {
+    let t = Transition::Reopen {
+        reason: reason(&form),
+    };
+    transition(&state, &form, parse_id(&id)?, t, "reopened").await
+}
+
+/// Resolve or quiet the incidents ticked in the list.
+pub async fn bulk(State(state): State<AppState>, form: CsrfForm) -> Page {
+    let t = match form.fields.get("action") {
+        Some("resolve") => Transition::Resolve {
+            reason: None,
+            in_next_release: false,
+        },
+        Some("quiet") => Transition::Quiet { reason: None },
+        _ => return Err(DashError::BadRequest("Unknown bulk action.".into())),
+    };
+    let ids: Vec<i64> = form
+        .fields
+        .all("ids")
+        .filter_map(|v| v.parse().ok())
+        .take(500)
+        .collect();
+    let actor = form.user.actor();
+    let now = Utc::now();
+    for id in &ids {
+        state.store.transition(*id, &t, &actor, now).await?;
+    }
+    let back = views::safe_return(form.fields.get("return"), "/");
+    let sep = if back.contains('?') { '&' } else { '?' };
+    Ok(Redirect::to(&format!("{back}{sep}notice=bulk")).into_response())
+}
+
+// ---------------------------------------------------------------- events
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EventParams {
+    #[serde(default)]
+    pub project: String,
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub environment: String,
+    #[serde(default)]
+    pub level: String,
+    #[serde(default)]
+    pub cursor: String,
+}
+
+pub struct EventListRow {
+    pub href: String,
+    pub time: Rel,
+    pub level: String,
+    pub service: String,
+    pub message: String,
+    pub env: String,
+    pub group_id: i64,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/events.html")]
+pub struct EventsPage {
+    pub l: Layout,
+    pub f: EventParams,
+    pub projects: Vec<Opt>,
+    pub levels: Vec<Opt>,
+    pub rows: Vec<EventListRow>,
+    pub next_href: Option<String>,
+}
+
+const LEVELS: [(&str, &str); 5] = [
+    ("fatal", "Fatal"),
+    ("error", "Error"),
+    ("warning", "Warning"),
+    ("info", "Info"),
+    ("debug", "Debug"),
+];
+
+pub async fn events(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(p): Query<EventParams>,
+) -> Page {
+    let now = Utc::now();
+    let text = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+    let query = EventQuery {
+        project_id: p.project.parse().ok(),
+        group_id: None,
+        service: text(&p.service),
+        environment: text(&p.environment),
+        level: text(&p.level).filter(|l| LEVELS.iter().any(|(v, _)| v == l)),
+        limit: 50,
+        cursor: text(&p.cursor),
+    };
+    let (page, projects) =
+        tokio::try_join!(state.store.list_events(&query), state.store.list_projects())?;
+    let rows = page
+        .events
+        .iter()
+        .map(|e| EventListRow {
+            href: format!("/incidents/{}?event={}", e.group_id, e.event_id.simple()),
+            time: views::rel(e.timestamp, now),
+            level: e.level.clone(),
+            service: e.service.clone(),
+            message: views::first_line(&e.message, 200),
+            env: e.env.clone(),
+            group_id: e.group_id,
+        })
+        .collect();
+    let next_href = page.next_cursor.as_deref().map(|c| {
+        format!(
+            "/events{}",
+            views::query_string(&[
+                ("project", &p.project),
+                ("service", &p.service),
+                ("environment", &p.environment),
+                ("level", &p.level),
+                ("cursor", c),
+            ])
+        )
+    });
+    let page = EventsPage {
+        l: user.layout("Events", "events"),
+        projects: project_opts(&projects, query.project_id),
+        levels: opts(&LEVELS, &p.level),
+        rows,
+        next_href,
+        f: p,
+    };
+    Ok(render(&page))
+}
+
+// ---------------------------------------------------------------- projects
+
+#[derive(Template)]
+#[template(path = "dashboard/projects.html")]
+pub struct ProjectsPage {
+    pub l: Layout,
+    pub projects: Vec<Project>,
+}
+
+pub async fn projects(State(state): State<AppState>, user: CurrentUser) -> Page {
+    let projects = state.store.list_projects().await?;
+    Ok(render(&ProjectsPage {
+        l: user.layout("Projects", "projects"),
+        projects,
+    }))
+}
+
+pub struct Snippet {
+    pub title: &'static str,
+    pub code: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/project.html")]
+pub struct ProjectPage {
+    pub l: Layout,
+    pub p: Project,
+    pub dsn: String,
+    /// Set only in the answer to a rotation: the one time the key is shown.
+    pub new_key: Option<String>,
+    pub snippets: Vec<Snippet>,
+}
+
+/// Set-up snippets for a project; `key` is the real key right after a
+/// rotation, a placeholder otherwise.
+pub fn snippets(public_url: &str, dsn: &str, key: &str) -> Vec<Snippet> {
+    vec![
+        Snippet {
+            title: "Rust (errorflow-sdk)",
+            code: format!(
+                "# Cargo.toml: errorflow-sdk = \"0.1\", tracing-subscriber = \"0.3\"\n\
+                 # environment: ERRORFLOW_DSN={dsn} ERRORFLOW_SERVICE=my-service\n\n\
+                 use tracing_subscriber::prelude::*;\n\n\
+                 fn main() {{\n    \
+                     let _guard = errorflow_sdk::init(errorflow_sdk::ClientOptions::from_env());\n    \
+                     tracing_subscriber::registry()\n        \
+                         .with(tracing_subscriber::fmt::layer())\n        \
+                         .with(errorflow_sdk::layer())\n        \
+                         .init();\n    \
+                     tracing::error!(\"something failed\");\n\
+                 }}"
+            ),
+        },
+        Snippet {
+            title: "curl (the seed's endpoint)",
+            code: format!(
+                "curl -X POST {public_url}/errors/custom \\\n  \
+                 -H 'Content-Type: application/json' -H 'X-Errorflow-Key: {key}' \\\n  \
+                 -d '{{\"service\": \"user-api\", \"error_type\": \"NullPointer\", \"message\": \"user 42 not found\", \"path\": \"/v1/users/42\", \"env\": \"prod\"}}'"
+            ),
+        },
+        Snippet {
+            title: "Node / Express middleware",
+            code: format!(
+                "app.use((err, req, res, next) => {{\n  \
+                   fetch('{public_url}/errors/custom', {{\n    \
+                     method: 'POST',\n    \
+                     headers: {{ 'Content-Type': 'application/json', 'X-Errorflow-Key': process.env.ERRORFLOW_KEY /* {key} */ }},\n    \
+                     body: JSON.stringify({{\n      \
+                       service: 'user-api',\n      \
+                       error_type: err.name || 'Error',\n      \
+                       message: err.stack || String(err),\n      \
+                       path: req.path,\n      \
+                       env: process.env.NODE_ENV || 'local',\n    \
+                     }}),\n  \
+                   }}).catch(() => {{}});\n  \
+                   res.status(500).send('Internal server error');\n\
+                 }});"
+            ),
+        },
+        Snippet {
+            title: "Python (Sentry SDK)",
+            code: format!(
+                "import sentry_sdk\n\nsentry_sdk.init(dsn=\"{dsn}\", environment=\"prod\")"
+            ),
+        },
+    ]
+}
+
+async fn load_project(state: &AppState, id: &str) -> Result<Project, DashError> {
+    let missing = || DashError::NotFound("There is no such project.".into());
+    let id: i64 = id.parse().map_err(|_| missing())?;
+    state.store.get_project(id).await?.ok_or_else(missing)
+}
+
+fn project_page(state: &AppState, user: &CurrentUser, p: Project, key: Option<String>) -> Response {
+    let shown_key = key.clone().unwrap_or_else(|| format!("{}…", p.key_prefix));
+    let dsn = credentials::dsn(&state.public_url, &shown_key, p.id);
+    let snippet_key = key.clone().unwrap_or_else(|| "YOUR_KEY".to_string());
+    let snippet_dsn = credentials::dsn(&state.public_url, &snippet_key, p.id);
+    let page = ProjectPage {
+        l: user.layout(p.name.clone(), "projects"),
+        snippets: snippets(&state.public_url, &snippet_dsn, &snippet_key),
+        dsn,
+        new_key: key,
+        p,
+    };
+    render(&page)
+}
+
+pub async fn project(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Page {
+    let p = load_project(&state, &id).await?;
+    Ok(project_page(&state, &user, p, None))
+}
+
+/// Replaces the project's key and shows the new one, once, in this answer.
+pub async fn rotate_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let p = load_project(&state, &id).await?;
+    let key = credentials::new_ingest_key();
+    let rotated = state
+        .store
+        .rotate_project_key(
+            p.id,
+            &credentials::hash_secret(&key),
+            &credentials::prefix(&key),
+        )
+        .await?;
+    if !rotated {
+        return Err(DashError::NotFound("There is no such project.".into()));
+    }
+    state.forget_cached_keys();
+    tracing::info!(project = p.id, user = %form.user.name, "ingest key rotated from the dashboard");
+    let p = state.store.get_project(p.id).await?.unwrap_or(p);
+    Ok(project_page(&state, &form.user, p, Some(key)))
+}
+
+/// A realistic sample error, as the Rust SDK would send it.
+pub fn sample_event(now: DateTime<Utc>) -> Event {
+    let mut ev = Event::new(protocol::Level::Error);
+    ev.timestamp = Some(now);
+    ev.platform = Some("rust".into());
+    ev.service = Some("checkout".into());
+    ev.environment = Some("test".into());
+    ev.release = Some("checkout@1.4.2".into());
+    ev.host = Some("web-1".into());
+    ev.transaction = Some("POST /orders/{id}/pay".into());
+    ev.logger = Some("checkout::payments".into());
+    ev.message = Some("payment for order 1042 failed: card declined".into());
+    ev.message_template = Some("payment for order {} failed: {}".into());
+    ev.sdk = Some("errorflow-dashboard/test-event".into());
+    let frame = |function: &str, file: &str, line: u32, in_app: bool| protocol::Frame {
+        function: Some(function.into()),
+        module: function.rsplit_once("::").map(|(m, _)| m.to_string()),
+        filename: Some(file.into()),
+        lineno: Some(line),
+        in_app: Some(in_app),
+        ..protocol::Frame::default()
+    };
+    let mut pay = frame(
+        "checkout::payments::charge_card",
+        "src/payments.rs",
+        88,
+        true,
+    );
+    pay.pre_context = vec![
+        "    let response = gateway.charge(&card, amount).await?;".into(),
+        "    if response.declined {".into(),
+    ];
+    pay.context_line = Some("        return Err(PaymentError::Declined { order_id });".into());
+    pay.post_context = vec!["    }".into(), "    Ok(response.receipt)".into()];
+    let mut outer = protocol::Exception::new(
+        "checkout::payments::PaymentError",
+        "payment for order 1042 failed: card declined",
+    );
+    outer.mechanism = Some("tracing".into());
+    outer.handled = Some(true);
+    outer.stacktrace = Some(protocol::Stacktrace {
+        frames: vec![
+            frame(
+                "tokio::runtime::task::harness::poll",
+                "tokio/src/runtime/task/harness.rs",
+                473,
+                false,
+            ),
+            frame(
+                "axum::routing::route::Route::call",
+                "axum/src/routing/route.rs",
+                131,
+                false,
+            ),
+            frame("checkout::handlers::pay_order", "src/handlers.rs", 57, true),
+            pay,
+        ],
+    });
+    let cause = protocol::Exception::new(
+        "reqwest::Error",
+        "HTTP status client error (402 Payment Required) for url (https://payments.example/charge)",
+    );
+    ev.exception = vec![outer, cause];
+    ev.tags
+        .insert("payment_provider".into(), "example-pay".into());
+    ev.tags.insert("source".into(), "dashboard-test".into());
+    ev.request = Some(protocol::Request {
+        method: Some("POST".into()),
+        url: Some("/orders/1042/pay".into()),
+        route: Some("/orders/{id}/pay".into()),
+        status: Some(500),
+        latency_ms: Some(182.5),
+        ..protocol::Request::default()
+    });
+    ev.user = Some(protocol::User {
+        id: Some("user-7".into()),
+        username: Some("ada".into()),
+        ..protocol::User::default()
+    });
+    let crumb = |category: &str, message: &str, secs: i64| protocol::Breadcrumb {
+        timestamp: Some(now - chrono::Duration::seconds(secs)),
+        category: Some(category.into()),
+        level: protocol::Level::Info,
+        message: Some(message.into()),
+        data: Default::default(),
+    };
+    ev.breadcrumbs = vec![
+        crumb("http", "GET /cart 200", 9),
+        crumb("db", "SELECT order 1042", 2),
+        crumb("http", "POST https://payments.example/charge 402", 1),
+    ];
+    ev
+}
+
+/// Sends [`sample_event`] through the real ingest path (pipeline, then the
+/// group-commit writer) and opens its incident.
+pub async fn test_event(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let p = load_project(&state, &id).await?;
+    let now = Utc::now();
+    let ctx = Context {
+        project_id: p.id,
+        received_at: now,
+    };
+    let event = pipeline::process(sample_event(now), &ctx, &state.limits).map_err(|e| {
+        tracing::error!(error = %e, "dashboard: the sample event was rejected");
+        DashError::Internal
+    })?;
+    let outcomes = state.writer.submit(vec![event]).await.map_err(|e| {
+        tracing::error!(error = %e, "dashboard: the sample event was not stored");
+        DashError::Internal
+    })?;
+    tracing::info!(project = p.id, user = %form.user.name, "test error sent from the dashboard");
+    match outcomes.first() {
+        Some(InsertOutcome::Stored { group_id, .. }) => {
+            Ok(Redirect::to(&format!("/incidents/{group_id}?notice=test")).into_response())
+        }
+        _ => Ok(Redirect::to("/?notice=test").into_response()),
+    }
+}
+
+// ---------------------------------------------------------------- sign-in
+
+#[derive(Template)]
+#[template(path = "dashboard/login.html")]
+pub struct LoginPage {
+    pub l: Layout,
+    pub csrf: String,
+    pub next: String,
+    pub username: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LoginParams {
+    #[serde(default)]
+    pub next: String,
+}
+
+fn login_page(
+    state: &AppState,
+    status: StatusCode,
+    next: &str,
+    username: &str,
+    error: Option<String>,
+) -> Response {
+    // A fresh double-submit token for each form shown.
+    let csrf = auth::random_token();
+    let page = LoginPage {
+        l: Layout {
+            title: "Sign in".into(),
+            ..Layout::default()
+        },
+        csrf: csrf.clone(),
+        next: views::safe_return(Some(next), "/"),
+        username: username.to_string(),
+        error,
+    };
+    let mut res = render(&page);
+    *res.status_mut() = status;
+    if let Ok(v) = auth::set_cookie(
+        auth::LOGIN_CSRF_COOKIE,
+        &csrf,
+        Some(3600),
+        state.dashboard.secure_cookies,
+    )
+    .parse()
+    {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+pub async fn login_form(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Query(p): Query<LoginParams>,
+) -> Page {
+    // Already signed in: go where they wanted.
+    if let Some(token) = auth::cookie(&headers, auth::SESSION_COOKIE) {
+        if state
+            .store
+            .session_by_hash(&auth::session_hash(token), Utc::now())
+            .await?
+            .is_some()
+        {
+            return Ok(Redirect::to(&views::safe_return(Some(&p.next), "/")).into_response());
+        }
+    }
+    Ok(login_page(&state, StatusCode::OK, &p.next, "", None))
+}
+
+pub async fn login(State(state): State<AppState>, form: PlainForm) -> Page {
+    let f = &form.fields;
+    let username = f.get("username").unwrap_or_default().trim().to_string();
+    let password = f.get("password").unwrap_or_default().to_string();
+    let next = f.get("next").unwrap_or("/").to_string();
+    let expected = auth::cookie(&form.parts.headers, auth::LOGIN_CSRF_COOKIE).unwrap_or_default();
+    let sent = f.get("csrf").unwrap_or_default();
+    if expected.is_empty() || !auth::constant_time_eq(sent, expected) {
+        return Err(DashError::Forbidden(
+            "This sign-in form has expired or did not come from this site. Reload the sign-in page and try again."
+                .into(),
+        ));
+    }
+    let ip = super::client_ip(&form.parts);
+    let throttle = &state.dashboard.throttle;
+    if let Some(wait) = throttle.locked(&username, ip, Instant::now()) {
+        tracing::warn!(user = %username, ip = ?ip, "dashboard: sign-in refused while locked");
+        let mut res = login_page(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            &next,
+            &username,
+            Some(format!(
+                "Too many failed sign-ins. Try again in {} s.",
+                wait.as_secs().max(1)
+            )),
+        );
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, wait.as_secs().max(1).into());
+        return Ok(res);
+    }
+    let user = state.store.user_by_name(&username).await?;
+    let hash = user
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| auth::dummy_hash().to_string());
+    // argon2 is deliberately slow: keep it off the async workers.
+    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    let Some(user) = user.filter(|_| ok) else {
+        throttle.failure(&username, ip, Instant::now());
+        tracing::warn!(user = %username, ip = ?ip, "dashboard: failed sign-in");
+        return Ok(login_page(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            &next,
+            &username,
+            Some("Wrong user name or password.".into()),
+        ));
+    };
+    throttle.success(&username);
+    let token = auth::random_token();
+    let now = Utc::now();
+    state
+        .store
+        .create_session(
+            &auth::session_hash(&token),
+            user.id,
+            now,
+            now + auth::SESSION_TTL,
+        )
+        .await?;
+    tracing::info!(user = %user.name, "dashboard: signed in");
+    let secure = state.dashboard.secure_cookies;
+    let mut res = Redirect::to(&views::safe_return(Some(&next), "/")).into_response();
+    let cookies = [
+        auth::set_cookie(
+            auth::SESSION_COOKIE,
+            &token,
+            Some(auth::SESSION_TTL.num_seconds()),
+            secure,
+        ),
+        auth::set_cookie(auth::LOGIN_CSRF_COOKIE, "", Some(0), secure),
+    ];
+    for c in cookies {
+        if let Ok(v) = c.parse() {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    Ok(res)
+}
+
+pub async fn logout(State(state): State<AppState>, form: CsrfForm) -> Page {
+    state.store.delete_session(&form.user.session_hash).await?;
+    let mut res = Redirect::to("/login").into_response();
+    if let Ok(v) = auth::set_cookie(
+        auth::SESSION_COOKIE,
+        "",
+        Some(0),
+        state.dashboard.secure_cookies,
+    )
+    .parse()
+    {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Bucket, Group, GroupStats, TagCount};
+
+    const XSS: &str = "<script>alert(1)</script>";
+
+    fn layout() -> Layout {
+        Layout {
+            title: XSS.into(),
+            user: "admin".into(),
+            csrf: "tok\"en".into(),
+            nav: "incidents",
+            notice: None,
+        }
+    }
+
+    fn group() -> Group {
+        let now = Utc::now();
+        Group {
+            id: 7,
+            project_id: 1,
+            cluster_key: format!("svc:{XSS}"),
+            fingerprint: "f".into(),
+            fingerprint_version: 1,
+            service: "svc".into(),
+            error_type: "E".into(),
+            title: XSS.into(),
+            culprit: Some(XSS.into()),
+            level: "error".into(),
+            status: GroupStatus::Open,
+            count: 3,
+            first_seen: now,
+            last_seen: now,
+            severity: "high".into(),
+            priority: Some(80),
+            summary: None,
+            ai_summary: Some(format!(
+                "{{\"summary\":\"{}\",\"next_steps\":[\"a\"]}}",
+                "<b>bold</b>"
+            )),
+            ai_next_steps: None,
+            resolution_reason: None,
+            resolved_at: None,
+            resolved_in_release: None,
+            regression_count: 1,
+            regressed_at: None,
+            last_release: None,
+            last_environment: None,
+        }
+    }
+
+    fn assert_escaped(html: &str) {
+        assert!(!html.contains(XSS), "raw script in page");
+        assert!(!html.contains("<b>bold"), "raw markup in page");
+        assert!(html.contains("&#60;script&#62;") || html.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn list_page_escapes_everything_user_supplied() {
+        let now = Utc::now();
+        let g = group();
+        let page = ListPage {
+            l: layout(),
+            f: ListParams {
+                q: XSS.into(),
+                status: "open".into(),
+                ..ListParams::default()
+            },
+            tabs: vec![],
+            counts: GroupCounts::default(),
+            projects: vec![Opt {
+                value: "1".into(),
+                label: XSS.into(),
+                selected: true,
+            }],
+            severities: opts(&SEVERITIES, "high"),
+            sorts: opts(&SORTS, "last_seen"),
+            rows: vec![Row {
+                id: g.id,
+                title: g.title.clone(),
+                culprit: g.culprit.clone(),
+                cluster_key: g.cluster_key.clone(),
+                status: "open",
+                severity: g.severity.clone(),
+                severity_class: "sev-high",
+                regressed: true,
+                count: 3,
+                first_seen: views::rel(now, now),
+                last_seen: views::rel(now, now),
+                spark: views::sparkline(&[1; 24]),
+                ai_line: Some("<b>bold</b>".into()),
+            }],
+            next_href: Some("/?cursor=a&b".into()),
+            first_href: "/".into(),
+            self_href: "/?status=open".into(),
+            poll_href: "/poll?status=open".into(),
+            newest: String::new(),
+        }
+        .render()
+        .unwrap();
+        assert_escaped(&page);
+        assert!(
+            page.contains("<svg class=\"spark\""),
+            "sparkline is inline SVG"
+        );
+        assert!(page.contains("href=\"/incidents/7\""));
+        assert!(
+            page.contains("name=\"csrf\" value=\"tok&#34;en\"") || page.contains("tok&quot;en")
+        );
+        assert!(!page.contains("style="), "no inline styles (CSP)");
+        assert!(!page.contains("<script>"), "no inline script (CSP)");
+    }
+
+    #[test]
+    fn detail_page_shows_the_event_with_frames_and_escapes_it() {
+        let now = Utc::now();
+        let mut sample = sample_event(now);
+        sample.message = Some(XSS.into());
+        sample.breadcrumbs[0].message = Some(XSS.into());
+        let stored = StoredEvent {
+            id: 1,
+            project_id: 1,
+            group_id: 7,
+            event_id: sample.event_id,
+            timestamp: now,
+            received_at: now,
+            level: "error".into(),
+            service: "checkout".into(),
+            error_type: "E".into(),
+            message: XSS.into(),
+            env: "test".into(),
+            path: "/orders/1042/pay".into(),
+            trace_id: "t".into(),
+            release: None,
+            host: None,
+            data: serde_json::to_value(&sample).unwrap(),
+        };
+        let ev = event_view(&stored, now);
+        assert_eq!(ev.exceptions.len(), 2);
+        let frames = &ev.exceptions[0].frames;
+        assert_eq!(
+            frames[0].function, "checkout::payments::charge_card",
+            "innermost first"
+        );
+        assert!(frames[0].in_app && !frames[3].in_app);
+        assert_eq!(frames[0].context.iter().filter(|c| c.current).count(), 1);
+        assert_eq!(frames[0].context[2].no, "88");
+        let stats = GroupStats {
+            hourly: (0..24)
+                .map(|i| Bucket {
+                    start: now - chrono::Duration::hours(23 - i),
+                    count: i,
+                })
+                .collect(),
+            daily: vec![],
+            top_tags: [(
+                "environment".to_string(),
+                vec![TagCount {
+                    value: XSS.into(),
+                    count: 3,
+                }],
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let page = DetailPage {
+            l: layout(),
+            status: "open",
+            severity_class: "sev-high",
+            first_seen: views::rel(now, now),
+            last_seen: views::rel(now, now),
+            link: "http://x/incidents/7".into(),
+            summarize: false,
+            ai: views::ai_summary(group().ai_summary.as_deref(), None),
+            ai_severity_class: "sev-unknown",
+            hourly_svg: views::bar_chart(&stats.hourly, "%H:00", "per hour"),
+            daily_svg: String::new(),
+            event: Some(ev),
+            newer_href: None,
+            older_href: Some("/incidents/7?event=x".into()),
+            events: vec![],
+            tags: vec![TagView {
+                key: "environment".into(),
+                total: 3,
+                values: vec![TagValueView {
+                    value: XSS.into(),
+                    count: 3,
+                }],
+            }],
+            activity: vec![],
+            g: group(),
+        }
+        .render()
+        .unwrap();
+        assert_escaped(&page);
+        assert!(page.contains("frame in-app"));
+        assert!(page.contains("Resolve"));
+        assert!(page.contains("Raw JSON"));
+        assert!(!page.contains("style="));
+    }
+
+    #[test]
+    fn snippets_carry_the_dsn_and_key() {
+        let s = snippets("http://h:1", "http://k@h:1/3", "k");
+        assert_eq!(s.len(), 4);
+        assert!(s[0]
+            .code
+            .contains("errorflow_sdk::init(errorflow_sdk::ClientOptions::from_env())"));
+        assert!(s[1].code.contains("X-Errorflow-Key: k") && s[1].code.contains("/errors/custom"));
+        assert!(s[2].code.contains("'X-Errorflow-Key'"));
+        assert!(s[3].code.contains("sentry_sdk.init(dsn=\"http://k@h:1/3\""));
+    }
+
+    #[test]
+    fn list_params_fall_back_to_defaults() {
+        let p = ListParams {
+            status: "bogus".into(),
+            severity: "nope".into(),
+            sort: "count".into(),
+            ..ListParams::default()
+        };
+        let q = p.query();
+        assert_eq!(q.status, Some(GroupStatus::Open));
+        assert_eq!(q.severity, None);
+        assert_eq!(q.sort, GroupSort::Count);
+        let all = ListParams {
+            status: "all".into(),
+            q: "a b".into(),
+            ..ListParams::default()
+        };
+        assert_eq!(all.query().status, None);
+        assert_eq!(all.href("all", ""), "/?status=all&q=a%20b");
+    }
+}
