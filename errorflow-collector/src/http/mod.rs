@@ -28,9 +28,9 @@ pub mod dashboard;
 pub mod error;
 pub mod ingest;
 pub mod openapi;
-pub mod triage;
 pub mod rate_limit;
 pub mod sentry;
+pub mod triage;
 
 pub use error::ApiError;
 
