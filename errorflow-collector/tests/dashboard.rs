@@ -241,6 +241,7 @@ both_backends!(
     bulk_resolve_and_quiet,
     events_page_lists_and_filters,
     project_page_rotates_the_key_and_sends_a_test_error,
+    ai_summary_is_requested_from_triage,
 );
 
 async fn pages_need_a_session(db: common::TestDb) {
@@ -687,6 +688,32 @@ async fn project_page_rotates_the_key_and_sends_a_test_error(db: common::TestDb)
     assert!(page.contains("SELECT order 1042"), "breadcrumbs shown");
     assert!(page.contains("/orders/1042/pay"), "request shown");
     assert!(page.contains("ada"), "user shown");
+}
+
+async fn ai_summary_is_requested_from_triage(db: common::TestDb) {
+    let mut d = dash(db).await;
+    d.sign_in().await;
+    let id = d
+        .ingest("payment-api", "Timeout", "upstream timed out after 30s")
+        .await;
+    let page = d.get(&format!("/incidents/{id}")).await.body;
+    assert!(
+        page.contains(&format!("action=\"/incidents/{id}/summarize\"")),
+        "the button is there"
+    );
+    assert_eq!(
+        d.post_form(&format!("/incidents/{id}/summarize"), &[])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let res = d.post(&format!("/incidents/{id}/summarize"), &[]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let page = d.get(res.location()).await.body;
+    assert!(page.contains("AI summary requested"));
+    let group = d.state.store.get_group(id).await.unwrap().unwrap();
+    assert!(group.ai_summary.is_some(), "triage stored a summary");
+    assert!(page.contains("class=\"card ai\""), "the summary is shown");
 }
 
 /// The first start creates `admin` once, with the given password or a generated one.

@@ -57,6 +57,7 @@ pub fn routes() -> Router<AppState> {
         .route("/incidents/{id}/resolve", post(pages::resolve))
         .route("/incidents/{id}/quiet", post(pages::quiet))
         .route("/incidents/{id}/reopen", post(pages::reopen))
+        .route("/incidents/{id}/summarize", post(pages::summarize))
         .route("/events", get(pages::events))
         .route("/projects", get(pages::projects))
         .route("/projects/{id}", get(pages::project))

@@ -437,9 +437,6 @@ pub struct DetailPage {
     pub activity: Vec<ActivityView>,
 }
 
-/// Whether the dashboard can ask triage for a summary (`POST /incidents/{id}/summarize`).
-pub const SUMMARIZE_AVAILABLE: bool = false;
-
 pub async fn detail(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -539,7 +536,7 @@ pub async fn detail(
         first_seen: views::rel(group.first_seen, now),
         last_seen: views::rel(group.last_seen, now),
         link: format!("{}/incidents/{id}", state.public_url),
-        summarize: SUMMARIZE_AVAILABLE,
+        summarize: true,
         ai_severity_class: views::severity_class(
             ai.as_ref()
                 .and_then(|a| a.severity.as_deref())
@@ -771,6 +768,32 @@ pub async fn reopen(State(state): State<AppState>, Path(id): Path<String>, form:
         reason: reason(&form),
     };
     transition(&state, &form, parse_id(&id)?, t, "reopened").await
+}
+
+/// Asks triage for a summary now (the same as `POST /api/v1/groups/{id}/summarize`).
+pub async fn summarize(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let id = parse_id(&id)?;
+    let group = state
+        .store
+        .get_group(id)
+        .await?
+        .ok_or_else(|| DashError::NotFound(format!("There is no incident #{id}.")))?;
+    match state.triage.run(id, crate::triage::Reason::Manual).await {
+        // With Kestra configured, its summary flow runs too; its result arrives later.
+        Ok(_) => {
+            let _ = state.triage.request_summary_flow(id, &group.cluster_key);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, incident = id, "dashboard: triage failed");
+            return Err(DashError::Internal);
+        }
+    }
+    tracing::info!(incident = id, user = %form.user.name, "AI summary requested from the dashboard");
+    Ok(Redirect::to(&format!("/incidents/{id}?notice=summarize")).into_response())
 }
 
 /// Resolve or quiet the incidents ticked in the list.
