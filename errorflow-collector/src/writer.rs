@@ -48,7 +48,8 @@ pub enum WriteError {
     #[error("the collector is shutting down")]
     ShuttingDown,
     #[error(transparent)]
-    Store(#[from] StoreError),
+    /// The transaction holding the events failed; shared by every request in it.
+    Store(Arc<StoreError>),
 }
 
 struct Job {
@@ -105,7 +106,7 @@ impl Writer {
         permit.send(Job { events, reply });
         match wait.await {
             Ok(Ok(outcomes)) => Ok(outcomes),
-            Ok(Err(e)) => Err(WriteError::Store(clone_store_error(&e))),
+            Ok(Err(e)) => Err(WriteError::Store(e)),
             Err(_) => Err(WriteError::ShuttingDown),
         }
     }
@@ -114,12 +115,6 @@ impl Writer {
     pub fn queued_events(&self) -> usize {
         self.queued_events.load(Ordering::Relaxed)
     }
-}
-
-// `StoreError` wraps non-Clone driver errors; a batch failure is reported to
-// each waiting request by message.
-fn clone_store_error(e: &StoreError) -> StoreError {
-    StoreError::Corrupt(format!("write failed: {e}"))
 }
 
 async fn run(
@@ -183,8 +178,9 @@ async fn write_jobs(store: &dyn Store, jobs: Vec<Job>) {
         }
         Err(e) => {
             tracing::error!(error = %e, events = all.len(), "write failed");
+            let e = Arc::new(e);
             for job in jobs {
-                let _ = job.reply.send(Err(Arc::new(clone_store_error(&e))));
+                let _ = job.reply.send(Err(e.clone()));
             }
         }
     }

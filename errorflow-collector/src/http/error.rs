@@ -136,7 +136,8 @@ impl From<WriteError> for ApiError {
                 err.retry_after = Some(1);
                 err
             }
-            WriteError::Store(e) => ApiError::from(e),
+            // Nothing a client sent makes a write fail: always our fault.
+            WriteError::Store(e) => ApiError::internal("storage failed", &e),
         }
     }
 }
