@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use errorflow_sdk::protocol::{Event, Level};
@@ -55,6 +56,22 @@ pub struct NormalizedEvent {
     /// The normalised event as stored (exception chain, frames, request, user,
     /// breadcrumbs, extra). Its `event_id`, `level` and strings match the fields above.
     pub event: Event,
+    /// `event` encoded as JSON, filled on the first call of
+    /// [`NormalizedEvent::event_json`]. Build it empty (`OnceLock::new()`).
+    pub event_json: OnceLock<String>,
+}
+
+impl NormalizedEvent {
+    /// `event` as the JSON that is stored, encoded on the first call and
+    /// kept. Call it only once the event is final (the pipeline's output
+    /// is). Ingest calls it in each request's own task, so the encoding runs
+    /// in parallel there instead of on the single write path.
+    pub fn event_json(&self) -> &str {
+        self.event_json.get_or_init(|| {
+            // Only maps with non-string keys fail to serialise, and `Event` has none.
+            serde_json::to_string(&self.event).expect("an Event always serialises to JSON")
+        })
+    }
 }
 
 /// What happened to one event handed to [`crate::store::Store::insert_events`].

@@ -95,6 +95,10 @@ impl Writer {
             return Ok(Vec::new());
         }
         let n = events.len();
+        // Encode here, in the caller's task, not on the single write path.
+        for event in &events {
+            event.event_json();
+        }
         let (reply, wait) = oneshot::channel();
         let permit = match tokio::time::timeout(self.enqueue_timeout, self.tx.reserve()).await {
             Ok(Ok(permit)) => permit,
@@ -152,15 +156,28 @@ async fn run(
     }
 }
 
-async fn write_jobs(store: &dyn Store, jobs: Vec<Job>) {
+async fn write_jobs(store: &dyn Store, mut jobs: Vec<Job>) {
     let started = Instant::now();
-    let all: Vec<NormalizedEvent> = jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
+    // Move the events out of the jobs (no copy); on failure they are split
+    // back by length.
+    let lens: Vec<usize> = jobs.iter().map(|j| j.events.len()).collect();
+    let all: Vec<NormalizedEvent> = jobs
+        .iter_mut()
+        .flat_map(|j| std::mem::take(&mut j.events))
+        .collect();
     match store.insert_events(&all).await {
         Ok(outcomes) => {
-            telemetry::batch_written(all.len(), started.elapsed());
+            let elapsed = started.elapsed();
+            telemetry::batch_written(all.len(), elapsed);
+            tracing::debug!(
+                events = all.len(),
+                requests = jobs.len(),
+                elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+                "batch written"
+            );
             let mut rest = outcomes.into_iter();
-            for job in jobs {
-                let mine: Vec<InsertOutcome> = rest.by_ref().take(job.events.len()).collect();
+            for (job, len) in jobs.into_iter().zip(lens) {
+                let mine: Vec<InsertOutcome> = rest.by_ref().take(len).collect();
                 let _ = job.reply.send(Ok(mine));
             }
         }
@@ -168,10 +185,12 @@ async fn write_jobs(store: &dyn Store, jobs: Vec<Job>) {
             // One request's events must not fail another's: write them
             // separately so only the job that cannot be stored is refused.
             tracing::warn!(error = %e, jobs = jobs.len(), "batched write failed; retrying requests one by one");
-            for job in jobs {
-                let result = store.insert_events(&job.events).await.map_err(Arc::new);
+            let mut all = all.into_iter();
+            for (job, len) in jobs.into_iter().zip(lens) {
+                let events: Vec<NormalizedEvent> = all.by_ref().take(len).collect();
+                let result = store.insert_events(&events).await.map_err(Arc::new);
                 if let Err(e) = &result {
-                    tracing::error!(error = %e, events = job.events.len(), "write failed");
+                    tracing::error!(error = %e, events = events.len(), "write failed");
                 }
                 let _ = job.reply.send(result);
             }

@@ -72,7 +72,10 @@ pub async fn batch(
             match item.map_err(|e| e.to_string()).and_then(|event| {
                 pipeline::process(event, &ctx, &limits).map_err(|e| e.to_string())
             }) {
-                Ok(event) => events.push(event),
+                Ok(event) => {
+                    event.event_json();
+                    events.push(event)
+                }
                 Err(error) => rejected.push(Rejection { index, error }),
             }
         }

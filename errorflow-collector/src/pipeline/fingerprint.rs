@@ -109,6 +109,7 @@ pub fn build(event: Event, ctx: &super::Context) -> NormalizedEvent {
         host: event.host.clone(),
         tags,
         event,
+        event_json: Default::default(),
     }
 }
 

@@ -20,9 +20,6 @@ use crate::triage::result::{NewTriage, TriageRecord};
 /// Postgres's limit on bound parameters per statement.
 const MAX_BINDS: usize = 65535;
 
-/// Columns bound per row of the `errors` insert.
-const EVENT_COLUMNS: usize = 21;
-
 /// How often a batch is retried after Postgres broke a deadlock by aborting it.
 const DEADLOCK_RETRIES: usize = 5;
 
@@ -173,7 +170,7 @@ impl PgStore {
             if missing.is_empty() {
                 break;
             }
-            for chunk in missing.chunks(MAX_BINDS / 11) {
+            for chunk in shared::pow2_chunks(&missing, MAX_BINDS / 11) {
                 let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
                     "INSERT INTO error_groups (project_id, fingerprint, fingerprint_version, \
                      cluster_key, service, error_type, title, culprit, level, first_seen, last_seen) ",
@@ -242,47 +239,76 @@ impl PgStore {
         // event id keeps concurrent re-sends of one batch from deadlocking.
         let mut candidates = plan.candidates.clone();
         candidates.sort_by_key(|&i| (events[i].project_id, events[i].event_id));
-        let mut inserted: HashSet<(i64, Uuid)> = HashSet::with_capacity(candidates.len());
-        for chunk in candidates.chunks(MAX_BINDS / EVENT_COLUMNS) {
-            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-                "INSERT INTO errors (project_id, group_id, event_id, service, error_type, message, \
-                 timestamp, received_at, env, path, trace_id, level, release, host, fingerprint, \
-                 exception, tags, request, user_data, breadcrumbs, data) ",
-            );
-            qb.push_values(chunk, |mut b, i| {
-                let ev = &events[*i];
-                // lock_groups guarantees every key is present.
-                let group_id = locked
-                    .get(&(ev.project_id, ev.fingerprint.clone()))
-                    .map_or(0, |g| g.id);
-                b.push_bind(ev.project_id)
-                    .push_bind(group_id)
-                    .push_bind(ev.event_id)
-                    .push_bind(&ev.service)
-                    .push_bind(&ev.error_type)
-                    .push_bind(&ev.message)
-                    .push_bind(ev.timestamp)
-                    .push_bind(ev.received_at)
-                    .push_bind(&ev.environment)
-                    .push_bind(&ev.path)
-                    .push_bind(&ev.trace_id)
-                    .push_bind(ev.level.as_str())
-                    .push_bind(&ev.release)
-                    .push_bind(&ev.host)
-                    .push_bind(&ev.fingerprint)
-                    .push_bind(Json(&ev.event.exception))
-                    .push_bind(Json(&ev.tags))
-                    .push_bind(ev.event.request.as_ref().map(Json))
-                    .push_bind(ev.event.user.as_ref().map(Json))
-                    .push_bind(Json(&ev.event.breadcrumbs))
-                    .push_bind(Json(&ev.event));
-            });
-            qb.push(
-                " ON CONFLICT (project_id, event_id) DO NOTHING RETURNING project_id, event_id",
-            );
-            for row in qb.build().fetch_all(&mut *tx).await? {
-                inserted.insert((row.try_get("project_id")?, row.try_get("event_id")?));
-            }
+        // One statement with one array per column, whatever the batch size:
+        // Postgres parses and plans it once per connection, where a
+        // multi-row VALUES list would be a new statement for every size.
+        let rows = candidates.len();
+        let mut project_ids = Vec::with_capacity(rows);
+        let mut group_ids = Vec::with_capacity(rows);
+        let mut event_ids = Vec::with_capacity(rows);
+        let mut services = Vec::with_capacity(rows);
+        let mut error_types = Vec::with_capacity(rows);
+        let mut messages = Vec::with_capacity(rows);
+        let mut timestamps = Vec::with_capacity(rows);
+        let mut received = Vec::with_capacity(rows);
+        let mut envs = Vec::with_capacity(rows);
+        let mut paths = Vec::with_capacity(rows);
+        let mut trace_ids = Vec::with_capacity(rows);
+        let mut levels = Vec::with_capacity(rows);
+        let mut releases = Vec::with_capacity(rows);
+        let mut hosts = Vec::with_capacity(rows);
+        let mut fingerprints = Vec::with_capacity(rows);
+        let mut data = Vec::with_capacity(rows);
+        for &i in &candidates {
+            let ev = &events[i];
+            // lock_groups guarantees every key is present.
+            let group = locked.get(&(ev.project_id, ev.fingerprint.clone()));
+            project_ids.push(ev.project_id);
+            group_ids.push(group.map_or(0, |g| g.id));
+            event_ids.push(ev.event_id);
+            services.push(ev.service.as_str());
+            error_types.push(ev.error_type.as_str());
+            messages.push(ev.message.as_str());
+            timestamps.push(ev.timestamp);
+            received.push(ev.received_at);
+            envs.push(ev.environment.as_str());
+            paths.push(ev.path.as_str());
+            trace_ids.push(ev.trace_id.as_str());
+            levels.push(ev.level.as_str());
+            releases.push(ev.release.as_deref());
+            hosts.push(ev.host.as_deref());
+            fingerprints.push(ev.fingerprint.as_str());
+            data.push(ev.event_json());
+        }
+        let rows = sqlx::query(
+            "INSERT INTO errors (project_id, group_id, event_id, service, error_type, message, \
+             timestamp, received_at, env, path, trace_id, level, release, host, fingerprint, data) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], \
+               $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[], \
+               $12::text[], $13::text[], $14::text[], $15::text[], $16::text[]::jsonb[]) \
+             ON CONFLICT (event_id, project_id) DO NOTHING RETURNING project_id, event_id",
+        )
+        .bind(&project_ids)
+        .bind(&group_ids)
+        .bind(&event_ids)
+        .bind(&services)
+        .bind(&error_types)
+        .bind(&messages)
+        .bind(&timestamps)
+        .bind(&received)
+        .bind(&envs)
+        .bind(&paths)
+        .bind(&trace_ids)
+        .bind(&levels)
+        .bind(&releases)
+        .bind(&hosts)
+        .bind(&fingerprints)
+        .bind(&data)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut inserted: HashSet<(i64, Uuid)> = HashSet::with_capacity(rows.len());
+        for row in rows {
+            inserted.insert((row.try_get("project_id")?, row.try_get("event_id")?));
         }
 
         // (3) Update the groups from what was really new, in one statement.
@@ -331,7 +357,7 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        for chunk in result.activities.chunks(MAX_BINDS / 7) {
+        for chunk in shared::pow2_chunks(&result.activities, MAX_BINDS / 7) {
             let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
                 "INSERT INTO group_activity (group_id, kind, actor, from_status, to_status, reason, at) ",
             );
@@ -349,7 +375,7 @@ impl PgStore {
 
         // (4) Counters for the statistics and tag breakdown. The rows belong
         // to groups this transaction has locked, so no other writer touches them.
-        for chunk in result.hourly.chunks(MAX_BINDS / 3) {
+        for chunk in shared::pow2_chunks(&result.hourly, MAX_BINDS / 3) {
             let mut qb: QueryBuilder<Postgres> =
                 QueryBuilder::new("INSERT INTO group_hourly_counts (group_id, hour, count) ");
             qb.push_values(chunk, |mut b, ((group_id, hour), n)| {
@@ -360,7 +386,7 @@ impl PgStore {
             );
             qb.build().execute(&mut *tx).await?;
         }
-        for chunk in result.tags.chunks(MAX_BINDS / 5) {
+        for chunk in shared::pow2_chunks(&result.tags, MAX_BINDS / 5) {
             let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
                 "INSERT INTO group_tag_counts (group_id, key, value, count, last_seen) ",
             );

@@ -148,6 +148,33 @@ pub(crate) fn event_tags(ev: &NormalizedEvent) -> Vec<(&str, &str)> {
 /// The identity of an incident.
 pub(crate) type GroupKey = (i64, String);
 
+/// Splits `items` into chunks whose lengths are powers of two, largest
+/// first, none longer than `max`. A multi-row `INSERT … VALUES` is a
+/// different statement for every row count; with these lengths a batch of
+/// any size uses at most a dozen distinct statements, which the driver's
+/// prepared-statement cache keeps, instead of preparing a new one each time.
+pub(crate) fn pow2_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let cap = if max == 0 {
+        1
+    } else {
+        1usize << (usize::BITS - 1 - max.leading_zeros())
+    };
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let len = if rest.len() >= cap {
+            cap
+        } else {
+            1usize << (usize::BITS - 1 - rest.len().leading_zeros())
+        };
+        let (chunk, tail) = rest.split_at(len);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 /// `(group_id, key, value)` of a tag counter.
 pub(crate) type TagKey = (i64, String, String);
 
@@ -372,6 +399,27 @@ mod tests {
     #[test]
     fn like_pattern_escapes_wildcards() {
         assert_eq!(like_pattern("50%_a\\B"), "%50\\%\\_a\\\\b%");
+    }
+
+    #[test]
+    fn pow2_chunks_cover_everything_in_power_of_two_pieces() {
+        for n in [0usize, 1, 2, 3, 7, 64, 100, 129, 2000] {
+            let items: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = pow2_chunks(&items, 100).collect();
+            let joined: Vec<usize> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            assert_eq!(joined, items, "n = {n}");
+            for c in &chunks {
+                assert!(
+                    c.len().is_power_of_two() && c.len() <= 64,
+                    "n = {n}: {}",
+                    c.len()
+                );
+            }
+        }
+        let items: Vec<u8> = vec![0; 2000];
+        let sizes: std::collections::BTreeSet<usize> =
+            pow2_chunks(&items, 100).map(<[u8]>::len).collect();
+        assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![16, 64]);
     }
 
     #[test]

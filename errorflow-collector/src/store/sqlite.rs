@@ -25,15 +25,17 @@ use crate::triage::result::{NewTriage, TriageRecord};
 /// SQLite's default limit on bound parameters per statement.
 const MAX_BINDS: usize = 32766;
 
-/// Columns bound per row of the `errors` insert.
-const EVENT_COLUMNS: usize = 21;
+/// Rows per `errors` insert statement (16 columns each). Larger statements
+/// gain nothing measurable and take longer to prepare.
+const EVENT_ROWS_PER_INSERT: usize = 256;
 
 const TS_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 
 /// Formats a timestamp with fixed microsecond precision so that stored text
 /// sorts in time order.
 fn fmt_ts(t: DateTime<Utc>) -> String {
-    t.format(TS_FORMAT).to_string()
+    // The same text as TS_FORMAT, several times faster than `format`.
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
@@ -154,7 +156,17 @@ impl SqliteStore {
             // FULL: an event acknowledged to a client must survive a power cut.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // 32 MiB of page cache per connection (the default is 2 MiB). A
+            // group-committed batch of a few thousand events dirties more
+            // pages than the default holds; spilling them mid-transaction
+            // wrote each page to the WAL several times.
+            .pragma("cache_size", "-32768")
+            .pragma("temp_store", "memory")
+            // Checkpoint every 32 MiB of WAL instead of every 4 MiB: pages
+            // that many commits rewrite (indexes, incidents) are copied into
+            // the database once per checkpoint, not once per commit.
+            .pragma("wal_autocheckpoint", "8192");
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
@@ -305,7 +317,7 @@ impl Store for SqliteStore {
         // (1) Make sure every group exists. The write lock is held for the
         // whole transaction, so nobody can create or change them meanwhile.
         let mut created: HashSet<GroupKey> = HashSet::new();
-        for chunk in plan.groups.chunks(MAX_BINDS / 11) {
+        for chunk in shared::pow2_chunks(&plan.groups, MAX_BINDS / 11) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO error_groups (project_id, fingerprint, fingerprint_version, \
                  cluster_key, service, error_type, title, culprit, level, first_seen, last_seen) ",
@@ -333,7 +345,7 @@ impl Store for SqliteStore {
             }
         }
         let mut locked: HashMap<GroupKey, LockedGroup> = HashMap::new();
-        for chunk in plan.groups.chunks(MAX_BINDS / 2) {
+        for chunk in shared::pow2_chunks(&plan.groups, MAX_BINDS / 2) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "SELECT id, project_id, fingerprint, status, resolved_in_release FROM error_groups \
                  WHERE (project_id, fingerprint) IN (VALUES ",
@@ -361,11 +373,10 @@ impl Store for SqliteStore {
 
         // (2) Insert the events; those that come back are new.
         let mut inserted: HashSet<(i64, Uuid)> = HashSet::with_capacity(plan.candidates.len());
-        for chunk in plan.candidates.chunks(MAX_BINDS / EVENT_COLUMNS) {
+        for chunk in shared::pow2_chunks(&plan.candidates, EVENT_ROWS_PER_INSERT) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO errors (project_id, group_id, event_id, service, error_type, message, \
-                 timestamp, received_at, env, path, trace_id, level, release, host, fingerprint, \
-                 exception, tags, request, user_data, breadcrumbs, data) ",
+                 timestamp, received_at, env, path, trace_id, level, release, host, fingerprint, data) ",
             );
             let mut missing = None;
             qb.push_values(chunk, |mut b, i| {
@@ -392,12 +403,7 @@ impl Store for SqliteStore {
                     .push_bind(&ev.release)
                     .push_bind(&ev.host)
                     .push_bind(&ev.fingerprint)
-                    .push_bind(Json(&ev.event.exception))
-                    .push_bind(Json(&ev.tags))
-                    .push_bind(ev.event.request.as_ref().map(Json))
-                    .push_bind(ev.event.user.as_ref().map(Json))
-                    .push_bind(Json(&ev.event.breadcrumbs))
-                    .push_bind(Json(&ev.event));
+                    .push_bind(ev.event_json());
             });
             if let Some(fp) = missing {
                 return Err(StoreError::Corrupt(format!(
@@ -405,7 +411,7 @@ impl Store for SqliteStore {
                 )));
             }
             qb.push(
-                " ON CONFLICT (project_id, event_id) DO NOTHING RETURNING project_id, event_id",
+                " ON CONFLICT (event_id, project_id) DO NOTHING RETURNING project_id, event_id",
             );
             for row in qb.build().fetch_all(&mut *tx).await? {
                 let event_id: &str = row.try_get("event_id")?;
@@ -451,7 +457,7 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        for chunk in result.activities.chunks(MAX_BINDS / 7) {
+        for chunk in shared::pow2_chunks(&result.activities, MAX_BINDS / 7) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO group_activity (group_id, kind, actor, from_status, to_status, reason, at) ",
             );
@@ -468,7 +474,7 @@ impl Store for SqliteStore {
         }
 
         // (4) Counters for the statistics and tag breakdown.
-        for chunk in result.hourly.chunks(MAX_BINDS / 3) {
+        for chunk in shared::pow2_chunks(&result.hourly, MAX_BINDS / 3) {
             let mut qb: QueryBuilder<Sqlite> =
                 QueryBuilder::new("INSERT INTO group_hourly_counts (group_id, hour, count) ");
             qb.push_values(chunk, |mut b, ((group_id, hour), n)| {
@@ -481,7 +487,7 @@ impl Store for SqliteStore {
             );
             qb.build().execute(&mut *tx).await?;
         }
-        for chunk in result.tags.chunks(MAX_BINDS / 5) {
+        for chunk in shared::pow2_chunks(&result.tags, MAX_BINDS / 5) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO group_tag_counts (group_id, key, value, count, last_seen) ",
             );

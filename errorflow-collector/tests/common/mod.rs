@@ -186,6 +186,7 @@ pub fn event(project_id: i64, fingerprint: &str, timestamp: DateTime<Utc>) -> No
         cluster_key: format!("{service}:{error_type}"),
         tags,
         event: raw,
+        event_json: Default::default(),
     }
 }
 
