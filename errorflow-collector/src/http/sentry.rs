@@ -5,7 +5,8 @@
 //!
 //! Order of checks: key from `X-Sentry-Auth`, `Authorization: Sentry …` or
 //! `?sentry_key=` (401/403, and 403 when the key belongs to another project)
-//! → body size as sent (413) → bounded decompression (400/413/415) →
+//! → body size as sent (413) → bounded decompression (400/413/415; for
+//! `/store/` also the legacy base64-of-zlib body of old SDKs) →
 //! envelope framing and event JSON (400; 413 for an event item over
 //! `max_event_bytes`) → the key in the envelope header's `dsn` when no other
 //! was sent → per-key rate limit (429 with `Retry-After` and
@@ -307,7 +308,13 @@ fn decode(
     limits: &Limits,
     kind: Kind,
 ) -> Result<Decoded, ApiError> {
-    let data = body::decompress(headers, body, limits.max_decompressed_bytes)?;
+    let mut data = body::decompress(headers, body, limits.max_decompressed_bytes)?;
+    if kind == Kind::Store
+        && !headers.contains_key(header::CONTENT_ENCODING)
+        && body::is_legacy_store_body(&data)
+    {
+        data = body::decode_legacy_store_body(&data, limits.max_decompressed_bytes)?;
+    }
     let mut out = Decoded {
         events: Vec::new(),
         dsn_key: None,
