@@ -969,8 +969,40 @@ async fn openapi_and_operations_endpoints(t: TestApp) {
         "/api/v1/groups/{id}/reopen",
         "/api/v1/events/{event_id}",
         "/api/v1/projects",
+        "/api/{project_id}/envelope/",
+        "/api/{project_id}/store/",
     ] {
         assert!(doc.body["paths"][path].is_object(), "openapi lacks {path}");
+    }
+    // The Sentry routes: their body types, auth forms and every answer.
+    let schemes = &doc.body["components"]["securitySchemes"];
+    assert_eq!(schemes["sentry_auth"]["in"], "header");
+    assert_eq!(schemes["sentry_auth"]["name"], "X-Sentry-Auth");
+    assert_eq!(schemes["sentry_key"]["in"], "query");
+    assert_eq!(schemes["sentry_key"]["name"], "sentry_key");
+    for (path, content_type) in [
+        (
+            "/api/{project_id}/envelope/",
+            "application/x-sentry-envelope",
+        ),
+        ("/api/{project_id}/store/", "application/json"),
+    ] {
+        let op = &doc.body["paths"][path]["post"];
+        assert!(
+            op["requestBody"]["content"][content_type].is_object(),
+            "{path} lacks {content_type}"
+        );
+        let security = op["security"].to_string();
+        assert!(
+            security.contains("sentry_auth") && security.contains("sentry_key"),
+            "{path}: {security}"
+        );
+        for status in ["200", "400", "401", "403", "413", "415", "429"] {
+            assert!(op["responses"][status].is_object(), "{path} lacks {status}");
+        }
+        let error =
+            op["responses"]["429"]["content"]["application/json"]["schema"]["$ref"].as_str();
+        assert_eq!(error, Some("#/components/schemas/ErrorBody"), "{path}");
     }
 
     let r = t

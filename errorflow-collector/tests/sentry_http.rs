@@ -234,6 +234,7 @@ backend_tests!(
     other_item_types_are_accepted_and_skipped,
     store_endpoint_takes_a_bare_event,
     captured_sdk_envelopes_are_stored,
+    legacy_store_bodies_are_decoded_within_limits,
     rate_limit_answers_429_with_sentry_headers,
     cors_preflight_and_headers,
 );
@@ -554,6 +555,43 @@ async fn store_endpoint_takes_a_bare_event(t: TestApp) {
         )
         .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_json");
+}
+
+/// Old SDKs send `/store/` bodies as base64 of zlib-deflated JSON, with no
+/// `Content-Encoding` (the body starts with `eJ`).
+async fn legacy_store_bodies_are_decoded_within_limits(t: TestApp) {
+    use base64::Engine as _;
+    let b64 = |data: &[u8]| base64::engine::general_purpose::STANDARD.encode(data);
+    let store = |body: String| {
+        Request::post(format!("/api/{}/store/", t.project_id))
+            .header("content-type", "application/octet-stream")
+            .header("x-sentry-auth", t.auth())
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let event = sentry_event("legacy base64 body");
+    let body = b64(&encode("deflate", event.to_string().as_bytes()));
+    assert!(body.starts_with("eJ"));
+    let r = t.send(store(body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["id"], event["event_id"]);
+    let events = t.events().await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["message"], "CheckoutError: legacy base64 body");
+
+    let r = t.send(store("eJ*** not base64 ***".into())).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_encoding");
+    let r = t.send(store(b64(b"neither zlib nor JSON"))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body["error"]["message"].is_string(), "{}", r.body);
+
+    // A bomb: 21 MiB of JSON-ish bytes in a few dozen kilobytes.
+    let max = t.state.limits.max_decompressed_bytes;
+    let bomb = b64(&encode("deflate", &vec![b' '; max + (1 << 20)]));
+    assert!(bomb.len() < 100 << 10);
+    let r = t.send(store(bomb)).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert_eq!(t.events().await.len(), 1, "nothing else was stored");
 }
 
 async fn captured_sdk_envelopes_are_stored(t: TestApp) {

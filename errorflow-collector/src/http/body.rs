@@ -120,6 +120,50 @@ pub fn decompress(headers: &HeaderMap, body: &Bytes, max: usize) -> Result<Bytes
     })
 }
 
+/// Whether a body without `Content-Encoding` is in the legacy form of
+/// Sentry's store endpoint: base64 of zlib-deflated JSON, as old SDKs
+/// (raven-python, raven-node, …) sent it. Such a body starts with `eJ` (a
+/// zlib header `78 9c` in base64) or with another zlib header in base64;
+/// JSON never does.
+pub fn is_legacy_store_body(data: &[u8]) -> bool {
+    use base64::Engine as _;
+    if data.starts_with(b"eJ") {
+        return true;
+    }
+    data.get(..4)
+        .and_then(|head| base64::engine::general_purpose::STANDARD.decode(head).ok())
+        .is_some_and(|head| is_zlib_header(&head))
+}
+
+/// Decodes a legacy store body (base64 of zlib-deflated JSON) with the
+/// same bound as [`decompress`]: never more than `max` bytes inflated
+/// (413 beyond), 400 for invalid base64 or zlib.
+pub fn decode_legacy_store_body(data: &[u8], max: usize) -> Result<Bytes, ApiError> {
+    use base64::Engine as _;
+    // Some clients end the body with a newline; base64 itself has no blanks.
+    let text = data.trim_ascii();
+    let compressed = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| {
+            telemetry::rejected("invalid_encoding", 1);
+            ApiError::bad_request(
+                "invalid_encoding",
+                format!("invalid base64 body (legacy store format): {e}"),
+            )
+        })?;
+    inflate(
+        flate2::read::ZlibDecoder::new(&compressed[..]),
+        "zlib",
+        max,
+        compressed.len(),
+    )
+    .inspect_err(|e| {
+        if e.code != "payload_too_large" {
+            telemetry::rejected("invalid_encoding", 1);
+        }
+    })
+}
+
 fn is_zlib_header(data: &[u8]) -> bool {
     data.len() >= 2
         && data[0] & 0x0f == 8
@@ -242,6 +286,51 @@ mod tests {
         }
         let err = decompress(&headers("compress"), &garbage, 1 << 20).unwrap_err();
         assert_eq!(err.status, 415);
+    }
+
+    #[test]
+    fn legacy_store_bodies() {
+        use base64::Engine as _;
+        let json = b"{\"message\": \"hello\"}";
+        let b64 = |data: &[u8]| base64::engine::general_purpose::STANDARD.encode(data);
+        let body = b64(&encode("deflate", json));
+        assert!(body.starts_with("eJ"));
+        assert!(is_legacy_store_body(body.as_bytes()));
+        let out = decode_legacy_store_body(format!("{body}\n").as_bytes(), 1 << 20).unwrap();
+        assert_eq!(&out[..], json);
+        // Other zlib levels start differently in base64 (`78 01` → `eAE`).
+        let mut fast = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::none());
+        fast.write_all(json).unwrap();
+        let fast = b64(&fast.finish().unwrap());
+        assert!(!fast.starts_with("eJ"));
+        assert!(is_legacy_store_body(fast.as_bytes()));
+        assert_eq!(
+            &decode_legacy_store_body(fast.as_bytes(), 1 << 20).unwrap()[..],
+            json
+        );
+        // JSON is never taken for it.
+        assert!(!is_legacy_store_body(b"{\"a\": 1}"));
+        assert!(!is_legacy_store_body(b"  {}"));
+        // Invalid base64, invalid zlib and bombs.
+        assert_eq!(
+            decode_legacy_store_body(b"eJ!!not base64", 1 << 20)
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            decode_legacy_store_body(b64(b"not zlib").as_bytes(), 1 << 20)
+                .unwrap_err()
+                .status,
+            400
+        );
+        let bomb = b64(&encode("deflate", &vec![b'a'; 4 << 20]));
+        assert_eq!(
+            decode_legacy_store_body(bomb.as_bytes(), 1 << 20)
+                .unwrap_err()
+                .status,
+            413
+        );
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! cannot drift from the code.
 
 use axum::Json;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, error, ingest, triage};
+use super::{api, error, ingest, sentry, triage};
 use crate::model;
 
 #[derive(OpenApi)]
@@ -13,6 +13,7 @@ use crate::model;
     info(title = "errorflow collector", description = "Ingest error events, browse and triage incidents."),
     paths(
         ingest::batch, ingest::custom,
+        sentry::envelope, sentry::store,
         api::list_groups, api::get_group, api::group_events, api::group_activity,
         api::resolve, api::quiet, api::reopen,
         api::list_events, api::get_event,
@@ -21,7 +22,7 @@ use crate::model;
         triage::history, triage::stale, triage::quiet,
     ),
     components(schemas(
-        error::ErrorBody, error::ErrorDetail, ingest::CustomResponse,
+        error::ErrorBody, error::ErrorDetail, ingest::CustomResponse, sentry::SentryAccepted,
         api::GroupList, api::GroupDetail, api::EventList, api::TransitionBody,
         api::ProjectWithKey, api::CreateProject,
         model::Group, model::GroupStatus, model::GroupStats, model::Bucket, model::TagCount,
@@ -36,6 +37,7 @@ use crate::model;
     modifiers(&TokenAuth),
     tags(
         (name = "ingest", description = "Send events (ingest key)"),
+        (name = "sentry", description = "Sentry SDK endpoints (ingest key as the DSN's public key)"),
         (name = "incidents", description = "Incidents and their lifecycle (management token)"),
         (name = "events", description = "Raw events (management token)"),
         (name = "projects", description = "Projects and ingest keys (management token)"),
@@ -52,6 +54,22 @@ impl Modify for TokenAuth {
         components.add_security_scheme(
             "token",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // Sentry's SDKs send the ingest key as `sentry_key` in a header…
+        components.add_security_scheme(
+            "sentry_auth",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Sentry-Auth",
+                "`Sentry sentry_key=KEY, sentry_version=7, sentry_client=…`",
+            ))),
+        );
+        // …or, from browsers, in the query string.
+        components.add_security_scheme(
+            "sentry_key",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "sentry_key",
+                "the ingest key (the DSN's public key)",
+            ))),
         );
     }
 }

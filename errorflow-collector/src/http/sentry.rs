@@ -5,7 +5,8 @@
 //!
 //! Order of checks: key from `X-Sentry-Auth`, `Authorization: Sentry …` or
 //! `?sentry_key=` (401/403, and 403 when the key belongs to another project)
-//! → body size as sent (413) → bounded decompression (400/413/415) →
+//! → body size as sent (413) → bounded decompression (400/413/415; for
+//! `/store/` also the legacy base64-of-zlib body of old SDKs) →
 //! envelope framing and event JSON (400; 413 for an event item over
 //! `max_event_bytes`) → the key in the envelope header's `dsn` when no other
 //! was sent → per-key rate limit (429 with `Retry-After` and
@@ -71,7 +72,44 @@ pub fn routes() -> Router<AppState> {
         .layer(cors)
 }
 
+/// The answer to an accepted Sentry request: the (first) event's id, 32
+/// hex digits, or `{}` for an envelope without event.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SentryAccepted {
+    #[schema(example = "9ec79c33ec9942ab8353589fcb2e04dc")]
+    pub id: Option<String>,
+}
+
 /// Store the events of a Sentry envelope.
+#[utoipa::path(
+    post, path = "/api/{project_id}/envelope/", tag = "sentry",
+    description = "Sentry's envelope endpoint, for the official Sentry SDKs (DSN `http://KEY@HOST:PORT/PROJECT_ID`). \
+        Also answers without the trailing slash, and CORS preflights. Items other than `event` are accepted and skipped. \
+        The body may be compressed (`Content-Encoding`: gzip, deflate, br, zstd).",
+    request_body(
+        description = "A Sentry envelope: a JSON header line, then items (a JSON item header line and its payload).",
+        content(
+            (String = "application/x-sentry-envelope"),
+            (String = "text/plain"),
+        ),
+    ),
+    params(
+        ("project_id" = i64, Path, description = "the project id of the DSN"),
+        ("X-Sentry-Auth" = Option<String>, Header, description = "`Sentry sentry_key=KEY, sentry_version=7, …` (or `Authorization: Sentry …`)"),
+        ("sentry_key" = Option<String>, Query, description = "the key, for clients that cannot send headers"),
+        ("Content-Encoding" = Option<String>, Header, description = "gzip, deflate, br, zstd or none"),
+    ),
+    security((), ("sentry_auth" = []), ("sentry_key" = [])),
+    responses(
+        (status = 200, description = "stored (or no event in the envelope)", body = SentryAccepted),
+        (status = 400, description = "malformed envelope, event JSON or encoding", body = super::error::ErrorBody),
+        (status = 401, description = "no key in the header, the query or the envelope's `dsn`", body = super::error::ErrorBody),
+        (status = 403, description = "unknown key, or a key of another project", body = super::error::ErrorBody),
+        (status = 413, description = "body, decompressed body or event too large", body = super::error::ErrorBody),
+        (status = 415, description = "unsupported Content-Encoding", body = super::error::ErrorBody),
+        (status = 429, description = "rate limited; see `Retry-After` and `X-Sentry-Rate-Limits`", body = super::error::ErrorBody),
+    )
+)]
 pub async fn envelope(
     State(state): State<AppState>,
     Path(project_id): Path<String>,
@@ -85,6 +123,34 @@ pub async fn envelope(
 }
 
 /// Store one event in Sentry's legacy format (the event JSON as the body).
+#[utoipa::path(
+    post, path = "/api/{project_id}/store/", tag = "sentry",
+    description = "Sentry's legacy store endpoint: one event as JSON, optionally compressed (`Content-Encoding`), \
+        or base64 of zlib-deflated JSON as old SDKs send it (no `Content-Encoding`). Also answers without the trailing slash.",
+    request_body(
+        description = "A Sentry event.",
+        content(
+            (Object = "application/json"),
+            (String = "application/octet-stream"),
+        ),
+    ),
+    params(
+        ("project_id" = i64, Path, description = "the project id of the DSN"),
+        ("X-Sentry-Auth" = Option<String>, Header, description = "`Sentry sentry_key=KEY, sentry_version=7, …` (or `Authorization: Sentry …`)"),
+        ("sentry_key" = Option<String>, Query, description = "the key, for clients that cannot send headers"),
+        ("Content-Encoding" = Option<String>, Header, description = "gzip, deflate, br, zstd or none"),
+    ),
+    security(("sentry_auth" = []), ("sentry_key" = [])),
+    responses(
+        (status = 200, description = "stored", body = SentryAccepted),
+        (status = 400, description = "malformed event JSON or encoding", body = super::error::ErrorBody),
+        (status = 401, description = "no key in the header or the query", body = super::error::ErrorBody),
+        (status = 403, description = "unknown key, or a key of another project", body = super::error::ErrorBody),
+        (status = 413, description = "body, decompressed body or event too large", body = super::error::ErrorBody),
+        (status = 415, description = "unsupported Content-Encoding", body = super::error::ErrorBody),
+        (status = 429, description = "rate limited; see `Retry-After` and `X-Sentry-Rate-Limits`", body = super::error::ErrorBody),
+    )
+)]
 pub async fn store(
     State(state): State<AppState>,
     Path(project_id): Path<String>,
@@ -242,7 +308,13 @@ fn decode(
     limits: &Limits,
     kind: Kind,
 ) -> Result<Decoded, ApiError> {
-    let data = body::decompress(headers, body, limits.max_decompressed_bytes)?;
+    let mut data = body::decompress(headers, body, limits.max_decompressed_bytes)?;
+    if kind == Kind::Store
+        && !headers.contains_key(header::CONTENT_ENCODING)
+        && body::is_legacy_store_body(&data)
+    {
+        data = body::decode_legacy_store_body(&data, limits.max_decompressed_bytes)?;
+    }
     let mut out = Decoded {
         events: Vec::new(),
         dsn_key: None,

@@ -5,12 +5,17 @@
 //!
 //! 1. the client's fingerprint, where `{{ default }}` stands for the
 //!    server's own components;
-//! 2. the exception chain's in-app frames: each exception's type and its
-//!    innermost in-app frames as `module::function`, without line numbers,
-//!    addresses, hashes or generic parameters, so that a deploy which only
-//!    moves code does not split incidents;
-//! 3. the exception type (or the level of a plain message), the
-//!    parameterised message and the service.
+//! 2. the in-app frames: for each exception of the chain (outermost
+//!    first), its type, its innermost in-app frames as `module::function`
+//!    (without line numbers, addresses, hashes or generic parameters, so
+//!    that a deploy which only moves code does not split incidents) and
+//!    the source line that raised it when the SDK sent one (Python, Node);
+//!    then a logging call's `%s` template when present, and the service.
+//!    A message event without exception but with a stack (Sentry's
+//!    `threads`, an SDK with `attach_stacktrace`) groups the same way, on
+//!    the frames and the line that logged it;
+//! 3. without in-app frames: the exception type (or the level of a plain
+//!    message), the parameterised value or message template, and the service.
 //!
 //! The components are hashed with SHA-256. Any change to what goes into the
 //! components must bump [`FINGERPRINT_VERSION`]: the version is stored with
@@ -28,7 +33,13 @@ use super::stack_text::is_library_path;
 use crate::model::NormalizedEvent;
 
 /// Version of the grouping algorithm below.
-pub const FINGERPRINT_VERSION: i32 = 1;
+///
+/// - 1: frames and exception types only; message events by message.
+/// - 2: the raising source line, the logging template and the service join
+///   the frames; message events with a stack group on their frames; SDK and
+///   C-runtime frames are matched by exact crate or symbol names; CommonJS
+///   module code is an entry point.
+pub const FINGERPRINT_VERSION: i32 = 2;
 
 /// In-app frames per exception that take part in grouping. Deeper frames
 /// (the framework's dispatch, `main`) add nothing but sensitivity to
@@ -153,6 +164,9 @@ struct Grouping {
 struct GroupingFrame {
     /// `module::function` without the volatile parts.
     key: String,
+    /// The frame's source line (`context_line`), trimmed, when the SDK sent
+    /// one of a reasonable length.
+    line: Option<String>,
     /// How the culprit shows this frame when not as its key: `function
     /// (file)` for JavaScript, whose files are its modules.
     display: Option<String>,
@@ -161,24 +175,29 @@ struct GroupingFrame {
 impl Grouping {
     fn of(event: &Event) -> Grouping {
         let platform = event.platform.as_deref().unwrap_or("");
+        let stacks = stacks(event);
         // When the SDK flagged frames, trust it; otherwise guess from names.
-        let flagged = event
-            .exception
+        let flagged = stacks
             .iter()
-            .flat_map(all_frames)
+            .flat_map(|s| s.iter())
             .any(|f| f.in_app == Some(true));
-        let frames = event
-            .exception
+        let frames = stacks
             .iter()
-            .map(|e| {
-                let mut selected: Vec<GroupingFrame> = all_frames(e)
+            .map(|stack| {
+                let mut selected: Vec<GroupingFrame> = stack
                     .iter()
+                    .enumerate()
                     .rev()
-                    .filter_map(|f| {
+                    .filter_map(|(i, f)| {
                         if flagged && f.in_app != Some(true) {
                             return None;
                         }
                         let platform = frame_platform(f, platform);
+                        if platform == Platform::JavaScript
+                            && is_js_module_code(f, i.checked_sub(1).map(|c| &stack[c]))
+                        {
+                            return None;
+                        }
                         let key = frame_key(f, platform)?;
                         if is_machinery(&key, f) || (!flagged && is_library(&key, f)) {
                             return None;
@@ -190,7 +209,8 @@ impl Grouping {
                             Platform::JavaScript => js_display(f),
                             _ => None,
                         };
-                        Some(GroupingFrame { key, display })
+                        let line = source_line(f);
+                        Some(GroupingFrame { key, line, display })
                     })
                     .take(MAX_GROUPING_FRAMES)
                     .collect();
@@ -203,6 +223,29 @@ impl Grouping {
 
     fn has_frames(&self) -> bool {
         self.frames.iter().any(|f| !f.is_empty())
+    }
+}
+
+/// Source lines longer than this are minified or generated code, which
+/// changes with every build: they do not identify a place in the code.
+const MAX_SOURCE_LINE_CHARS: usize = 200;
+
+/// The frame's line of source code, with its indentation and trailing
+/// blanks removed (a re-indented block is the same code).
+fn source_line(f: &Frame) -> Option<String> {
+    let line = f.context_line.as_deref()?.trim();
+    (!line.is_empty() && line.chars().count() <= MAX_SOURCE_LINE_CHARS)
+        .then(|| line.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// The stacks that take part in grouping: one per exception (outermost
+/// first), or, for an event without exception, the event's own stack (the
+/// thread's stack that SDKs attach to messages).
+fn stacks(event: &Event) -> Vec<&[Frame]> {
+    if event.exception.is_empty() {
+        vec![event.stacktrace.as_ref().map_or(&[][..], |s| &s.frames[..])]
+    } else {
+        event.exception.iter().map(all_frames).collect()
     }
 }
 
@@ -232,35 +275,77 @@ static DEFAULT_PLACEHOLDER: LazyLock<Regex> =
 
 fn default_components(event: &Event, grouping: &Grouping) -> Vec<String> {
     if grouping.has_frames() {
-        let mut out = vec!["stack".to_owned()];
-        for (exception, frames) in event.exception.iter().zip(&grouping.frames) {
-            out.push(format!("type:{}", exception.ty));
-            out.extend(frames.iter().map(|f| format!("frame:{}", f.key)));
-        }
-        return out;
+        return stack_components(event, grouping);
     }
+    let template = message_template(event);
     let (kind, text) = match event.exception.first() {
         Some(e) if !e.value.is_empty() => (e.ty.clone(), e.value.as_str()),
-        Some(e) => (e.ty.clone(), event.message.as_deref().unwrap_or("")),
-        None => (
-            event.level.as_str().to_owned(),
-            event
-                .message_template
-                .as_deref()
-                .or(event.message.as_deref())
-                .unwrap_or(""),
-        ),
+        Some(e) => (e.ty.clone(), template.unwrap_or("")),
+        None => (event.level.as_str().to_owned(), template.unwrap_or("")),
     };
     vec![
         "message".to_owned(),
         kind,
         parameterize(text),
-        format!("service:{}", event.service.as_deref().unwrap_or("")),
+        service_component(event),
     ]
 }
 
+/// Grouping by the place in the code: for each exception of the chain, its
+/// type, its in-app frames and the source line that raised it (the
+/// innermost in-app frame's `context_line`, when the SDK read the source);
+/// for a message with a stack, its frames and the line that logged it.
+///
+/// The exception's value and a formatted message take no part here. At one
+/// site they vary in ways no parameterisation can know (`declined:
+/// do_not_honor`, a JSON parser's `Unexpected token` or `Unexpected end of
+/// input`, an enum's `Debug`, an embedded `{err}`), and the frames plus the
+/// raising line already tell two raises of one function apart. A logging
+/// template takes part: it is constant at its call site. (Native frames
+/// carry no source line: there, two raises in one function share an
+/// incident.)
+fn stack_components(event: &Event, grouping: &Grouping) -> Vec<String> {
+    let mut out = vec!["stack".to_owned()];
+    let push_frames = |out: &mut Vec<String>, frames: &[GroupingFrame]| {
+        out.extend(frames.iter().map(|f| format!("frame:{}", f.key)));
+        if let Some(line) = frames.last().and_then(|f| f.line.as_deref()) {
+            out.push(format!("line:{line}"));
+        }
+    };
+    if event.exception.is_empty() {
+        push_frames(&mut out, &grouping.frames[0]);
+    }
+    for (exception, frames) in event.exception.iter().zip(&grouping.frames) {
+        out.push(format!("type:{}", exception.ty));
+        push_frames(&mut out, frames);
+    }
+    if let Some(template) = &event.message_template {
+        out.push(format!("message:{}", parameterize(template)));
+    }
+    out.push(service_component(event));
+    out
+}
+
+/// The message as written in the code: a logging call's template (`order
+/// %s failed`) when the SDK sent one, else the formatted message.
+fn message_template(event: &Event) -> Option<&str> {
+    event
+        .message_template
+        .as_deref()
+        .or(event.message.as_deref())
+        .filter(|m| !m.trim().is_empty())
+}
+
+/// Incidents are per service: the same code deployed as two services (a
+/// web process and a worker) fails in two places that are fixed and
+/// released separately.
+fn service_component(event: &Event) -> String {
+    format!("service:{}", event.service.as_deref().unwrap_or(""))
+}
+
 /// `Type: parameterised first line of the value`, or the parameterised
-/// first line of a plain message.
+/// first line of a plain message's template (the same for every event of
+/// the incident, whatever the template's arguments were).
 fn title(event: &Event) -> String {
     let title = match event.exception.first() {
         Some(e) => {
@@ -271,7 +356,7 @@ fn title(event: &Event) -> String {
                 format!("{}: {}", e.ty, parameterize(first))
             }
         }
-        None => parameterize(first_line(event.message.as_deref().unwrap_or(""))),
+        None => parameterize(first_line(message_template(event).unwrap_or(""))),
     };
     super::normalize::truncate(title, MAX_TITLE_CHARS)
 }
@@ -576,9 +661,36 @@ fn js_function(name: &str) -> String {
     // `Layer.handle [as handle_request]`: the alias depends on the caller.
     let name = name.split(" [as ").next().unwrap_or(name);
     match name {
-        "<anonymous>" | "Object.<anonymous>" | "anonymous" | "?" | "eval" => String::new(),
-        _ => name.trim_end_matches(".<anonymous>").to_owned(),
+        "<anonymous>" | "Object.<anonymous>" | "Object.?" | "anonymous" | "?" | "eval" => {
+            String::new()
+        }
+        _ => name
+            .trim_end_matches(".<anonymous>")
+            .trim_end_matches(".?")
+            .to_owned(),
     }
+}
+
+/// A CommonJS module's top-level code: an anonymous function that V8 runs
+/// on `module.exports` (`Object.<anonymous>`; Sentry's Node SDK writes
+/// `Object.?`), called by Node's module loader or at the bottom of the
+/// stack. Like `main`, it is only the entry point, and only synchronous
+/// stacks have it: the same call made again after an `await` starts from a
+/// microtask instead, so keeping it would split an incident between its
+/// first occurrence and the next ones. (An anonymous handler that a
+/// framework calls on an object has the same name, and is kept.)
+fn is_js_module_code(f: &Frame, caller: Option<&Frame>) -> bool {
+    let name = f.function.as_deref().unwrap_or("").trim();
+    let name = name.strip_prefix("async ").unwrap_or(name);
+    if !matches!(name, "Object.<anonymous>" | "Object.?") {
+        return false;
+    }
+    caller.is_none_or(|c| {
+        [c.filename.as_deref(), c.abs_path.as_deref()]
+            .into_iter()
+            .flatten()
+            .any(|p| p.starts_with("node:internal/modules/") || p.starts_with("internal/modules/"))
+    })
 }
 
 static JAVA_SYNTHETIC: LazyLock<Regex> = LazyLock::new(|| {
@@ -602,31 +714,80 @@ fn java_method(name: &str) -> String {
 
 /// Frames of the panic, backtrace and reporting machinery: they are
 /// present in every event and say nothing about where the error is.
+///
+/// Crates are matched by their whole name followed by `::` (so that an
+/// application crate `sentry_bridge` or a module `backtrace_utils` is not
+/// taken for the SDK's), C-runtime and unwinder symbols by their whole name
+/// (so that `_start_worker` is not `_start`).
 fn is_machinery(key: &str, f: &Frame) -> bool {
-    const PREFIXES: &[&str] = &[
-        "std::panicking",
-        "core::panicking",
-        "std::panic",
-        "core::panic",
-        "rust_begin_unwind",
-        "__rust_",
-        "backtrace::",
-        "std::backtrace",
-        "std::sys::backtrace",
-        "std::sys_common::backtrace",
-        "std::rt::lang_start",
+    /// Paths inside the standard library that only unwind, capture or start.
+    const STD_PATHS: &[&str] = &[
+        "std::panicking::",
+        "core::panicking::",
+        "std::panic::",
+        "core::panic::",
+        "std::backtrace::",
+        "std::backtrace_rs::",
+        "std::sys::backtrace::",
+        "std::sys_common::backtrace::",
         "std::rt::",
-        "errorflow_sdk::",
-        "errorflow_tower::",
-        "sentry::",
-        "sentry_",
-        "anyhow::",
-        "eyre::",
-        "tokio::runtime::",
-        "__libc_start",
-        "_start",
     ];
-    PREFIXES.iter().any(|p| key.starts_with(p))
+    /// Crates whose every frame is reporting machinery: the SDKs (ours and
+    /// Sentry's, one crate per integration) and the error-capturing crates.
+    const CRATES: &[&str] = &[
+        // The standard library's own namespace for exported symbols
+        // (`__rustc::rust_begin_unwind`, Rust 1.88 and later).
+        "__rustc",
+        "errorflow_sdk",
+        "errorflow_tower",
+        "sentry",
+        "sentry_core",
+        "sentry_backtrace",
+        "sentry_panic",
+        "sentry_tracing",
+        "sentry_anyhow",
+        "sentry_contexts",
+        "sentry_types",
+        "sentry_debug_images",
+        "sentry_log",
+        "sentry_slog",
+        "sentry_tower",
+        "sentry_actix",
+        "sentry_eyre",
+        "backtrace",
+        "anyhow",
+        "eyre",
+        "color_eyre",
+    ];
+    /// Python's and JavaScript's SDK packages, for SDKs that do not flag
+    /// their own frames.
+    const PACKAGES: &[&str] = &["sentry_sdk.", "sentry_sdk::", "@sentry/"];
+    /// Whole symbols of the C runtime, the unwinder and the panic entry points.
+    const SYMBOLS: &[&str] = &[
+        "_start",
+        "__libc_start_main",
+        "__libc_start_main_impl",
+        "__libc_start_call_main",
+        "start_thread",
+        "clone",
+        "clone3",
+        "__clone",
+        "__clone3",
+        "rust_begin_unwind",
+        "rust_panic",
+    ];
+    let in_crate = |name: &str| {
+        key.strip_prefix(name)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    };
+    STD_PATHS.iter().any(|p| key.starts_with(p))
+        || CRATES.iter().any(|c| in_crate(c))
+        || PACKAGES.iter().any(|p| key.starts_with(p))
+        || SYMBOLS.contains(&key)
+        // `__rust_begin_short_backtrace`, `__rust_start_panic`, …: names with
+        // two leading underscores are the compiler's, never an application's.
+        || key.starts_with("__rust_")
+        || key.starts_with("tokio::runtime::")
         || f.function.as_deref() == Some("__webpack_require__")
 }
 
@@ -751,6 +912,44 @@ mod tests {
             "Layer.handle"
         );
         assert_eq!(js_function("new UserService"), "UserService");
+        assert_eq!(js_function("Object.?"), "");
+        assert_eq!(js_function("Router.?"), "Router");
+    }
+
+    #[test]
+    fn js_module_code_is_an_entry_point() {
+        let js = |function: &str| {
+            let mut f = frame(function, "/srv/releases/7/main.js", 3);
+            f.module = Some("main".into());
+            f.in_app = Some(true);
+            f
+        };
+        let event = |frames: Vec<Frame>| {
+            let mut e = rust_event(frames, "x");
+            e.platform = Some("javascript".into());
+            e
+        };
+        let loader = Frame {
+            function: Some("Module._compile".into()),
+            filename: Some("node:internal/modules/cjs/loader".into()),
+            in_app: Some(false),
+            ..Frame::default()
+        };
+        // The first call is synchronous (its stack starts at the module's
+        // code), the next ones run after an `await`.
+        let sync = event(vec![loader.clone(), js("Object.?"), js("main"), js("run")]);
+        let after_await = event(vec![js("main"), js("run")]);
+        assert_eq!(components(&sync), components(&after_await));
+        assert!(components(&sync).contains(&"frame:main::run".to_owned()));
+        // An anonymous route handler that a framework calls stays.
+        let express = Frame {
+            function: Some("Layer.handle".into()),
+            filename: Some("/srv/node_modules/express/lib/router/layer.js".into()),
+            in_app: Some(false),
+            ..Frame::default()
+        };
+        let handler = event(vec![express, js("async Object.<anonymous>"), js("run")]);
+        assert!(components(&handler).contains(&"frame:main".to_owned()));
     }
 
     #[test]
@@ -849,7 +1048,8 @@ mod tests {
                 "tenant-a",
                 "stack",
                 "type:NotFound",
-                "frame:app::get_user"
+                "frame:app::get_user",
+                "service:api"
             ]
         );
         e.fingerprint = Some(vec!["only".into()]);
@@ -888,7 +1088,215 @@ mod tests {
                 "stack",
                 "type:NotFound",
                 "frame:app::main",
-                "frame:app::get_user"
+                "frame:app::get_user",
+                "service:api"
+            ]
+        );
+    }
+
+    #[test]
+    fn application_names_that_look_like_machinery_are_kept() {
+        let e = rust_event(
+            vec![
+                frame("_start", "", 0),
+                frame("__libc_start_main", "libc-start.c", 1),
+                frame("_start_worker", "worker.c", 1),
+                frame("sentry_bridge::run", "src/bridge.rs", 3),
+                frame("backtrace_utils::capture", "src/bt.rs", 3),
+                frame("anyhow_ext::wrap", "src/ext.rs", 3),
+                frame("app::report::{{closure}}", "src/report.rs", 3),
+                frame("sentry_core::hub::Hub::capture_event", "hub.rs", 1),
+                frame(
+                    "<sentry_tracing::layer::error::ErrorLayer as tracing_subscriber::layer::Layer<S>>::on_event",
+                    "error.rs",
+                    1,
+                ),
+                frame("sentry::capture_error", "lib.rs", 1),
+                frame("anyhow::error::<impl anyhow::Error>::msg", "error.rs", 1),
+                frame("sentry_backtrace::current_stacktrace", "lib.rs", 1),
+                frame("__rustc::rust_begin_unwind", "panicking.rs", 1),
+            ],
+            "x",
+        );
+        assert_eq!(
+            components(&e),
+            [
+                "stack",
+                "type:NotFound",
+                "frame:_start_worker",
+                "frame:sentry_bridge::run",
+                "frame:backtrace_utils::capture",
+                "frame:anyhow_ext::wrap",
+                "frame:app::report::{{closure}}",
+                "service:api",
+            ]
+        );
+    }
+
+    /// A message with a stack (an SDK's `attach_stacktrace`): its frames
+    /// and its template decide, not its arguments.
+    fn message_with_stack(function: &str, template: &str, formatted: &str) -> Event {
+        let mut e = Event::new(Level::Error);
+        e.event_id = Uuid::nil();
+        e.platform = Some("python".into());
+        e.service = Some("api".into());
+        e.message = Some(formatted.into());
+        e.message_template = Some(template.into());
+        let mut caller = frame(function, "shop/orders.py", 10);
+        caller.module = Some("shop.orders".into());
+        caller.in_app = Some(true);
+        let mut logging = frame("error", "/usr/lib/python3.12/logging/__init__.py", 1500);
+        logging.module = Some("logging".into());
+        logging.in_app = Some(false);
+        e.stacktrace = Some(Stacktrace {
+            frames: vec![caller, logging],
+        });
+        e
+    }
+
+    #[test]
+    fn message_events_group_on_their_stack_and_template() {
+        let a = message_with_stack("reserve", "sku %s is negative", "sku A-1 is negative");
+        let b = message_with_stack("reserve", "sku %s is negative", "sku shoes is negative");
+        let c = message_with_stack("restock", "sku %s is negative", "sku A-1 is negative");
+        let d = message_with_stack("reserve", "sku %s is missing", "sku A-1 is missing");
+        assert_eq!(
+            components(&a),
+            [
+                "stack",
+                "frame:shop.orders::reserve",
+                "message:sku %s is negative",
+                "service:api"
+            ]
+        );
+        let fp = |e: Event| build(e, &ctx()).fingerprint;
+        assert_eq!(fp(a.clone()), fp(b));
+        assert_ne!(fp(a.clone()), fp(c), "same template from another function");
+        assert_ne!(fp(a), fp(d), "another template at the same place");
+    }
+
+    #[test]
+    fn message_titles_come_from_the_template() {
+        let a = build(
+            message_with_stack("reserve", "sku %s is negative", "sku A-1 is negative"),
+            &ctx(),
+        );
+        let b = build(
+            message_with_stack("reserve", "sku %s is negative", "sku shoes is negative"),
+            &ctx(),
+        );
+        assert_eq!(a.title, "sku %s is negative");
+        assert_eq!(a.title, b.title);
+        // The stored message stays the formatted one.
+        assert_eq!(a.message, "sku A-1 is negative");
+        let mut plain = Event::new(Level::Warning);
+        plain.message = Some("export took 1500ms".into());
+        assert_eq!(build(plain, &ctx()).title, "export took <duration>");
+    }
+
+    #[test]
+    fn exceptions_logged_with_a_template_keep_it() {
+        let mut e = rust_event(vec![frame("app::get_user", "src/users.rs", 10)], "x");
+        e.message = Some("lookup failed for 42".into());
+        e.message_template = Some("lookup failed for %s".into());
+        assert_eq!(
+            components(&e),
+            [
+                "stack",
+                "type:NotFound",
+                "frame:app::get_user",
+                "message:lookup failed for %s",
+                "service:api"
+            ]
+        );
+    }
+
+    /// A raise site: an in-app frame whose source line the SDK read.
+    fn raising(function: &str, context_line: &str, lineno: u32) -> Frame {
+        let mut f = frame(function, "shop/orders.py", lineno);
+        f.module = Some("shop.orders".into());
+        f.in_app = Some(true);
+        f.context_line = Some(context_line.into());
+        f
+    }
+
+    fn python_event(frames: Vec<Frame>, ty: &str, value: &str) -> Event {
+        let mut e = rust_event(frames, value);
+        e.platform = Some("python".into());
+        e.exception[0].ty = ty.into();
+        e
+    }
+
+    #[test]
+    fn raises_group_on_their_source_line_not_their_value() {
+        let fp = |line: &str, lineno: u32, value: &str| {
+            let frames = vec![raising("validate", line, lineno)];
+            build(python_event(frames, "ValueError", value), &ctx()).fingerprint
+        };
+        let no_items = "raise ValueError(\"order has no items\")";
+        let negative = "    raise ValueError(f\"order total {total} is negative\")";
+        // Two raises of one function are two incidents…
+        assert_ne!(
+            fp(no_items, 10, "order has no items"),
+            fp(negative, 12, "order total -5 is negative")
+        );
+        // …a deploy that moves or re-indents the line is not…
+        assert_eq!(
+            fp(negative, 12, "order total -5 is negative"),
+            fp(
+                &format!("  {}  ", negative.trim()),
+                19,
+                "order total -7.5 is negative"
+            )
+        );
+        // …and neither is a value that no parameterisation can recognise.
+        let decline = "raise CardDeclined(f\"card declined: {code}\")";
+        assert_eq!(
+            fp(decline, 3, "card declined: do_not_honor"),
+            fp(decline, 3, "card declined: expired_card")
+        );
+        // Minified code is not a line that identifies a place.
+        let minified = "x".repeat(MAX_SOURCE_LINE_CHARS + 1);
+        let frames = vec![raising("validate", &minified, 1)];
+        assert!(!components(&python_event(frames, "E", "v"))
+            .iter()
+            .any(|c| c.starts_with("line:")));
+    }
+
+    #[test]
+    fn formatted_messages_with_a_stack_group_on_the_stack() {
+        let mut a = message_with_stack("sync", "x", "x");
+        a.message_template = None;
+        let mut b = a.clone();
+        a.message = Some("failed to sync sku hat: timed out".into());
+        b.message = Some("failed to sync sku B-17: connection reset".into());
+        assert_eq!(build(a, &ctx()).fingerprint, build(b, &ctx()).fingerprint);
+    }
+
+    #[test]
+    fn chains_group_on_every_exception() {
+        let chained = |inner_value: &str| {
+            let mut e = rust_event(
+                vec![frame("app::checkout", "src/c.rs", 1)],
+                "payment failed",
+            );
+            e.exception.push(Exception {
+                stacktrace: Some(Stacktrace {
+                    frames: vec![frame("app::charge", "src/c.rs", 9)],
+                }),
+                ..Exception::new("KeyError", inner_value)
+            });
+            e
+        };
+        assert_eq!(
+            components(&chained("'order 17'")),
+            [
+                "stack",
+                "type:NotFound",
+                "frame:app::checkout",
+                "type:KeyError",
+                "frame:app::charge",
+                "service:api"
             ]
         );
     }
@@ -902,7 +1310,12 @@ mod tests {
         let e = rust_event(vec![own, lib, frame("app::other", "src/o.rs", 1)], "x");
         assert_eq!(
             components(&e),
-            ["stack", "type:NotFound", "frame:app::get_user"]
+            [
+                "stack",
+                "type:NotFound",
+                "frame:app::get_user",
+                "service:api"
+            ]
         );
     }
 

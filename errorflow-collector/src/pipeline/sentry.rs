@@ -654,15 +654,19 @@ const NATIVE_NOT_APP: &[&str] = &[
     "tracing::",
     "tracing_core::",
     "tracing_subscriber::",
-    "__rust",
-    "rust_begin_unwind",
-    "rust_panic",
+    // Names with two leading underscores are the compiler's and the C
+    // library's (`__rust_begin_short_backtrace`, `__libc_start_main_impl`,
+    // and since Rust 1.88 `__rustc::rust_begin_unwind`).
+    "__rust_",
+    "__rustc::",
     "__libc_start",
 ];
 
 /// Process and thread entry points of the C runtime, matched whole.
 const NATIVE_NOT_APP_EXACT: &[&str] = &[
     "_start",
+    "rust_begin_unwind",
+    "rust_panic",
     "start_thread",
     "clone",
     "clone3",
@@ -1159,6 +1163,33 @@ mod tests {
         assert_eq!(f[4].in_app, Some(false));
         assert_eq!(strip_generics("Vec::<u8>::new"), "Vec::new");
         assert_eq!(strip_generics("a::b<impl Fn() -> u8>::c"), "a::b::c");
+    }
+
+    #[test]
+    fn application_crates_named_like_the_runtime_stay_in_app() {
+        for app in [
+            "sentry_bridge::run",
+            "rust_panicky::main",
+            "rust_begin_unwinding::step",
+            "_start_worker",
+            "std_ext::io::read",
+            "tracing_setup::init",
+        ] {
+            assert!(!is_native_runtime(app), "{app}");
+        }
+        for runtime in [
+            "sentry::capture_error",
+            "sentry_core::hub::Hub::capture_event",
+            "rust_begin_unwind",
+            "rust_panic",
+            "_start",
+            "__libc_start_main",
+            "__libc_start_call_main",
+            "__rust_begin_short_backtrace",
+            "__rustc::rust_begin_unwind",
+        ] {
+            assert!(is_native_runtime(runtime), "{runtime}");
+        }
     }
 
     // The captured SDK payloads.
