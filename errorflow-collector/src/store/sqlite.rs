@@ -423,33 +423,38 @@ impl Store for SqliteStore {
 
         // (3) Update the groups from what was really new.
         let result = shared::finish_batch(events, &plan, &locked, &inserted)?;
-        for u in &result.updates {
-            let first = fmt_ts(u.first_seen);
-            let last = fmt_ts(u.last_seen);
+        // One statement per chunk of groups, not one per group: each
+        // statement is a round trip to SQLite's worker thread.
+        for chunk in shared::pow2_chunks(&result.updates, MAX_BINDS / 8) {
             // A group created by this transaction still has count 0 and
             // placeholder times, which are replaced rather than merged.
-            sqlx::query(
-                "UPDATE error_groups SET \
-                   first_seen = CASE WHEN count = 0 THEN ?1 ELSE MIN(first_seen, ?1) END, \
-                   last_release = CASE WHEN count = 0 OR ?2 >= last_seen THEN ?3 ELSE last_release END, \
-                   last_environment = CASE WHEN count = 0 OR ?2 >= last_seen THEN ?4 ELSE last_environment END, \
-                   last_seen = CASE WHEN count = 0 THEN ?2 ELSE MAX(last_seen, ?2) END, \
-                   count = count + ?5, \
-                   status = ?6, \
-                   regression_count = regression_count + CASE WHEN ?7 IS NULL THEN 0 ELSE 1 END, \
-                   regressed_at = COALESCE(?7, regressed_at) \
-                 WHERE id = ?8",
-            )
-            .bind(first)
-            .bind(last)
-            .bind(&u.last_release)
-            .bind(&u.last_environment)
-            .bind(u.added)
-            .bind(u.status.as_db())
-            .bind(u.regressed_at.map(fmt_ts))
-            .bind(u.id)
-            .execute(&mut *tx)
-            .await?;
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "WITH u (id, added, first_seen, last_seen, last_release, last_environment, \
+                 status, regressed_at) AS (",
+            );
+            qb.push_values(chunk, |mut b, u| {
+                b.push_bind(u.id)
+                    .push_bind(u.added)
+                    .push_bind(fmt_ts(u.first_seen))
+                    .push_bind(fmt_ts(u.last_seen))
+                    .push_bind(&u.last_release)
+                    .push_bind(&u.last_environment)
+                    .push_bind(u.status.as_db())
+                    .push_bind(u.regressed_at.map(fmt_ts));
+            });
+            qb.push(
+                ") UPDATE error_groups AS g SET \
+                   first_seen = CASE WHEN g.count = 0 THEN u.first_seen ELSE MIN(g.first_seen, u.first_seen) END, \
+                   last_release = CASE WHEN g.count = 0 OR u.last_seen >= g.last_seen THEN u.last_release ELSE g.last_release END, \
+                   last_environment = CASE WHEN g.count = 0 OR u.last_seen >= g.last_seen THEN u.last_environment ELSE g.last_environment END, \
+                   last_seen = CASE WHEN g.count = 0 THEN u.last_seen ELSE MAX(g.last_seen, u.last_seen) END, \
+                   count = g.count + u.added, \
+                   status = u.status, \
+                   regression_count = g.regression_count + CASE WHEN u.regressed_at IS NULL THEN 0 ELSE 1 END, \
+                   regressed_at = COALESCE(u.regressed_at, g.regressed_at) \
+                 FROM u WHERE g.id = u.id",
+            );
+            qb.build().execute(&mut *tx).await?;
         }
         for id in &result.empty_created {
             sqlx::query("DELETE FROM error_groups WHERE id = ?")
