@@ -269,7 +269,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 pub fn build_state(store: Arc<dyn Store>, config: &Config) -> AppState {
     let writers = match store.backend() {
         Backend::Sqlite => 1,
-        Backend::Postgres => 1,
+        Backend::Postgres => 2,
     };
     let writer = Writer::start(
         store.clone(),

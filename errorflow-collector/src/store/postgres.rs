@@ -113,12 +113,17 @@ fn violates(e: &sqlx::Error, constraint: &str) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation() && db.constraint() == Some(constraint))
 }
 
-/// Whether Postgres aborted the transaction to break a deadlock or a
-/// serialisation conflict; the whole transaction can then simply be retried.
+/// Whether the whole transaction can simply be retried: Postgres aborted it
+/// to break a deadlock or a serialisation conflict, or an incident it found
+/// unlocked was deleted before its events referenced it (the transaction that
+/// created it found all its events already stored); the retry creates it.
 fn is_retryable(e: &StoreError) -> bool {
     match e {
         StoreError::Database(sqlx::Error::Database(db)) => {
-            matches!(db.code().as_deref(), Some("40P01") | Some("40001"))
+            matches!(
+                db.code().as_deref(),
+                Some("40P01") | Some("40001") | Some("23503")
+            )
         }
         _ => false,
     }
@@ -143,15 +148,17 @@ impl PgStore {
         id: i64,
         for_update: bool,
     ) -> Result<Option<Group>> {
-        let lock = if for_update { " FOR UPDATE" } else { "" };
+        // NO KEY UPDATE: it does not wait for the key-share locks that
+        // ingest's event inserts hold on their incident.
+        let lock = if for_update { " FOR NO KEY UPDATE" } else { "" };
         let sql = format!("SELECT {GROUP_COLUMNS} FROM error_groups WHERE id = $1{lock}");
         let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
         row.as_ref().map(group_from_row).transpose()
     }
 
-    /// Creates missing groups and locks all groups of the batch, in the
-    /// sorted order of the plan so that concurrent batches cannot deadlock.
-    async fn lock_groups(
+    /// Creates missing groups and returns all groups of the batch, without
+    /// locking them yet (see [`PgStore::lock_groups`]).
+    async fn ensure_groups(
         tx: &mut sqlx::PgConnection,
         events: &[NormalizedEvent],
         plan: &shared::BatchPlan,
@@ -202,8 +209,7 @@ impl PgStore {
             let fingerprints: Vec<&str> = missing.iter().map(|((_, f), _)| f.as_str()).collect();
             let rows = sqlx::query(
                 "SELECT id, project_id, fingerprint, status, resolved_in_release FROM error_groups \
-                 WHERE (project_id, fingerprint) IN (SELECT * FROM UNNEST($1::bigint[], $2::text[])) \
-                 ORDER BY project_id, fingerprint FOR UPDATE",
+                 WHERE (project_id, fingerprint) IN (SELECT * FROM UNNEST($1::bigint[], $2::text[]))",
             )
             .bind(&project_ids)
             .bind(&fingerprints)
@@ -228,12 +234,55 @@ impl PgStore {
         Ok(locked)
     }
 
+    /// Locks the batch's groups, in id order so that concurrent batches
+    /// cannot deadlock, and refreshes what was read before the lock (status,
+    /// release) from the locked rows.
+    ///
+    /// FOR NO KEY UPDATE does not conflict with the key-share locks that the
+    /// event inserts' foreign-key checks take, so batches insert their events
+    /// in parallel and wait for each other only here, for the short update
+    /// of the incidents and their counters.
+    async fn lock_groups(
+        tx: &mut sqlx::PgConnection,
+        groups: &mut HashMap<GroupKey, LockedGroup>,
+    ) -> Result<()> {
+        let mut ids: Vec<i64> = groups.values().map(|g| g.id).collect();
+        ids.sort_unstable();
+        let rows = sqlx::query(
+            "SELECT id, status, resolved_in_release FROM error_groups \
+             WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut fresh: HashMap<i64, (GroupStatus, Option<String>)> = HashMap::new();
+        for row in rows {
+            fresh.insert(
+                row.try_get("id")?,
+                (
+                    GroupStatus::from_db(row.try_get::<&str, _>("status")?),
+                    row.try_get("resolved_in_release")?,
+                ),
+            );
+        }
+        for group in groups.values_mut() {
+            // The events inserted into it hold a key-share lock on it, so it
+            // cannot have been deleted since ensure_groups.
+            let (status, release) = fresh.remove(&group.id).ok_or_else(|| {
+                StoreError::Corrupt(format!("incident {} vanished during ingest", group.id))
+            })?;
+            group.status = status;
+            group.resolved_in_release = release;
+        }
+        Ok(())
+    }
+
     async fn insert_batch(&self, events: &[NormalizedEvent]) -> Result<Vec<InsertOutcome>> {
         let plan = shared::plan_batch(events);
         let mut tx = self.pool.begin().await?;
 
-        // (1) Create and lock every group of the batch.
-        let locked = Self::lock_groups(&mut tx, events, &plan).await?;
+        // (1) Make sure every group of the batch exists.
+        let mut locked = Self::ensure_groups(&mut tx, events, &plan).await?;
 
         // (2) Insert the events; those that come back are new. Sorting by
         // event id keeps concurrent re-sends of one batch from deadlocking.
@@ -311,7 +360,8 @@ impl PgStore {
             inserted.insert((row.try_get("project_id")?, row.try_get("event_id")?));
         }
 
-        // (3) Update the groups from what was really new, in one statement.
+        // (3) Lock the groups, then update them from what was really new, in one statement.
+        Self::lock_groups(&mut tx, &mut locked).await?;
         let result = shared::finish_batch(events, &plan, &locked, &inserted)?;
         if !result.updates.is_empty() {
             let u = &result.updates;
