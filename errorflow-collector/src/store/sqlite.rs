@@ -146,6 +146,43 @@ pub struct SqliteStore {
     pub pool: SqlitePool,
     /// Readers; in WAL mode they see the last commit without blocking the writer.
     pub readers: SqlitePool,
+    /// Copies committed pages from the WAL into the database file in the
+    /// background (see [`checkpoint_loop`]); stopped when the store is dropped.
+    checkpointer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(task) = self.checkpointer.take() {
+            task.abort();
+        }
+    }
+}
+
+/// How often the background checkpointer runs.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Checkpoints the WAL from its own connection. With the writer's automatic
+/// checkpoints, every few commits one of them also copied a few thousand
+/// pages into the database file and fsynced it, on the single write path.
+/// A PASSIVE checkpoint never blocks the writer or the readers; it copies
+/// what it can, and once it has caught up the writer starts the WAL over.
+async fn checkpoint_loop(mut conn: sqlx::SqliteConnection) {
+    use sqlx::Connection as _;
+    let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed; the writer's own checkpoints take over");
+            if conn.ping().await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 impl SqliteStore {
@@ -163,10 +200,9 @@ impl SqliteStore {
             // wrote each page to the WAL several times.
             .pragma("cache_size", "-32768")
             .pragma("temp_store", "memory")
-            // Checkpoint every 32 MiB of WAL instead of every 4 MiB: pages
-            // that many commits rewrite (indexes, incidents) are copied into
-            // the database once per checkpoint, not once per commit.
-            .pragma("wal_autocheckpoint", "8192");
+            // The background checkpointer keeps the WAL short; the writer
+            // checkpoints itself only past 64 MiB of WAL, as a safety net.
+            .pragma("wal_autocheckpoint", "16384");
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
@@ -174,15 +210,21 @@ impl SqliteStore {
         // An in-memory database exists once per connection, so it cannot be
         // shared with a separate reader pool.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let readers = if in_memory {
-            pool.clone()
+        let (readers, checkpointer) = if in_memory {
+            (pool.clone(), None)
         } else {
-            SqlitePoolOptions::new()
+            let readers = SqlitePoolOptions::new()
                 .max_connections(4)
-                .connect_with(options.read_only(true))
-                .await?
+                .connect_with(options.clone().read_only(true))
+                .await?;
+            let conn = sqlx::ConnectOptions::connect(&options).await?;
+            (readers, Some(tokio::spawn(checkpoint_loop(conn))))
         };
-        Ok(SqliteStore { pool, readers })
+        Ok(SqliteStore {
+            pool,
+            readers,
+            checkpointer,
+        })
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
