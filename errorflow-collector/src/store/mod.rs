@@ -20,6 +20,7 @@ use crate::model::{
 use crate::triage::result::{NewTriage, Severity, TriageRecord, TriageResult};
 
 pub mod postgres;
+mod release;
 mod shared;
 pub mod sqlite;
 

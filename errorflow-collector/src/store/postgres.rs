@@ -312,7 +312,8 @@ impl PgStore {
         }
 
         // (3) Update the groups from what was really new, in one statement.
-        let result = shared::finish_batch(events, &plan, &locked, &inserted)?;
+        let releases = record_releases(&mut tx, events, &plan, &locked).await?;
+        let result = shared::finish_batch(events, &plan, &locked, &inserted, &releases)?;
         if !result.updates.is_empty() {
             let u = &result.updates;
             let ids: Vec<i64> = u.iter().map(|u| u.id).collect();
@@ -1178,4 +1179,55 @@ fn user_from_row(row: &PgRow) -> Result<User> {
         name: row.try_get("name")?,
         password_hash: row.try_get("password_hash")?,
     })
+}
+
+/// Records the releases of a batch in `releases` (a release already there
+/// keeps its first sighting) and returns the first sightings that
+/// [`shared::finish_batch`] needs to order releases for incidents resolved
+/// "in the next release". Runs in the batch's transaction, after its events
+/// and in sorted order, so that concurrent batches wait on each other's new
+/// releases without deadlocking.
+async fn record_releases(
+    tx: &mut sqlx::PgConnection,
+    events: &[NormalizedEvent],
+    plan: &shared::BatchPlan,
+    locked: &HashMap<GroupKey, LockedGroup>,
+) -> Result<HashMap<shared::ReleaseKey, DateTime<Utc>>> {
+    let seen = shared::batch_releases(events);
+    if !seen.is_empty() {
+        let project_ids: Vec<i64> = seen.iter().map(|((p, _), _)| *p).collect();
+        let versions: Vec<&str> = seen.iter().map(|((_, v), _)| v.as_str()).collect();
+        let first_seen: Vec<DateTime<Utc>> = seen.iter().map(|(_, at)| *at).collect();
+        sqlx::query(
+            "INSERT INTO releases (project_id, version, first_seen) \
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) \
+             ON CONFLICT (project_id, version) DO NOTHING",
+        )
+        .bind(&project_ids)
+        .bind(&versions)
+        .bind(&first_seen)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let wanted = shared::releases_to_look_up(events, plan, locked);
+    let mut out = HashMap::with_capacity(wanted.len());
+    if !wanted.is_empty() {
+        let project_ids: Vec<i64> = wanted.iter().map(|(p, _)| *p).collect();
+        let versions: Vec<&str> = wanted.iter().map(|(_, v)| v.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT project_id, version, first_seen FROM releases \
+             WHERE (project_id, version) IN (SELECT * FROM UNNEST($1::bigint[], $2::text[]))",
+        )
+        .bind(&project_ids)
+        .bind(&versions)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            out.insert(
+                (row.try_get("project_id")?, row.try_get("version")?),
+                row.try_get("first_seen")?,
+            );
+        }
+    }
+    Ok(out)
 }

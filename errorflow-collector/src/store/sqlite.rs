@@ -422,7 +422,8 @@ impl Store for SqliteStore {
         }
 
         // (3) Update the groups from what was really new.
-        let result = shared::finish_batch(events, &plan, &locked, &inserted)?;
+        let releases = record_releases(&mut tx, events, &plan, &locked).await?;
+        let result = shared::finish_batch(events, &plan, &locked, &inserted, &releases)?;
         for u in &result.updates {
             let first = fmt_ts(u.first_seen);
             let last = fmt_ts(u.last_seen);
@@ -1178,4 +1179,52 @@ fn user_from_row(row: &SqliteRow) -> Result<User> {
         name: row.try_get("name")?,
         password_hash: row.try_get("password_hash")?,
     })
+}
+
+/// Records the releases of a batch in `releases` (a release already there
+/// keeps its first sighting) and returns the first sightings that
+/// [`shared::finish_batch`] needs to order releases for incidents resolved
+/// "in the next release". Runs in the batch's transaction, after its events.
+async fn record_releases(
+    tx: &mut sqlx::SqliteConnection,
+    events: &[NormalizedEvent],
+    plan: &shared::BatchPlan,
+    locked: &HashMap<GroupKey, LockedGroup>,
+) -> Result<HashMap<shared::ReleaseKey, DateTime<Utc>>> {
+    let seen = shared::batch_releases(events);
+    for chunk in shared::pow2_chunks(&seen, MAX_BINDS / 3) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO releases (project_id, version, first_seen) ");
+        qb.push_values(chunk, |mut b, ((project_id, version), at)| {
+            b.push_bind(*project_id)
+                .push_bind(version)
+                .push_bind(fmt_ts(*at));
+        });
+        qb.push(" ON CONFLICT (project_id, version) DO NOTHING");
+        qb.build().execute(&mut *tx).await?;
+    }
+    let wanted = shared::releases_to_look_up(events, plan, locked);
+    let mut out = HashMap::with_capacity(wanted.len());
+    for chunk in shared::pow2_chunks(&wanted, MAX_BINDS / 2) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT project_id, version, first_seen FROM releases \
+             WHERE (project_id, version) IN (VALUES ",
+        );
+        let mut sep = qb.separated(", ");
+        for (project_id, version) in chunk {
+            sep.push("(")
+                .push_bind_unseparated(*project_id)
+                .push_unseparated(", ")
+                .push_bind_unseparated(version)
+                .push_unseparated(")");
+        }
+        qb.push(")");
+        for row in qb.build().fetch_all(&mut *tx).await? {
+            out.insert(
+                (row.try_get("project_id")?, row.try_get("version")?),
+                parse_ts(row.try_get("first_seen")?)?,
+            );
+        }
+    }
+    Ok(out)
 }
