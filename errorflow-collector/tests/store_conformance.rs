@@ -49,6 +49,7 @@ conformance!(
     projects_create_list_lookup_rotate,
     duplicate_project_name_is_rejected,
     tokens_round_trip,
+    token_use_is_recorded_at_most_once_per_interval,
     events_are_grouped_by_fingerprint,
     insert_is_idempotent,
     outcomes_follow_input_order,
@@ -141,8 +142,48 @@ async fn duplicate_project_name_is_rejected(db: &TestDb) {
 async fn tokens_round_trip(db: &TestDb) {
     let t = db.create_token("ci", "tok-hash").await.unwrap();
     assert_eq!(t.name, "ci");
-    assert_eq!(db.token_by_hash("tok-hash").await.unwrap(), Some(t));
+    assert_eq!(t.last_used_at, None);
+    assert!((Utc::now() - t.created_at).num_seconds().abs() < 60);
+    assert_eq!(db.token_by_hash("tok-hash").await.unwrap(), Some(t.clone()));
     assert_eq!(db.token_by_hash("other").await.unwrap(), None);
+    let u = db.create_token("deploy", "tok-hash-2").await.unwrap();
+    assert_eq!(db.list_tokens().await.unwrap(), vec![t, u]);
+}
+
+async fn token_use_is_recorded_at_most_once_per_interval(db: &TestDb) {
+    let t = db.create_token("ci", "tok-hash").await.unwrap();
+    let other = db.create_token("other", "tok-hash-2").await.unwrap();
+    let used = |h, m| db.mark_token_used("tok-hash", at(h, m), at(h, m) - Duration::seconds(60));
+    assert!(used(10, 0).await.unwrap(), "first use is written");
+    // Within the interval nothing is written, however often it is used.
+    let half_minute = at(10, 0) + Duration::seconds(30);
+    assert!(!db
+        .mark_token_used("tok-hash", half_minute, half_minute - Duration::seconds(60))
+        .await
+        .unwrap());
+    let last = |tokens: Vec<ApiToken>, id| {
+        tokens
+            .into_iter()
+            .find(|t| t.id == id)
+            .unwrap()
+            .last_used_at
+    };
+    assert_eq!(last(db.list_tokens().await.unwrap(), t.id), Some(at(10, 0)));
+    // A minute later it is written again.
+    assert!(used(10, 1).await.unwrap());
+    assert_eq!(
+        db.token_by_hash("tok-hash")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        Some(at(10, 1))
+    );
+    assert_eq!(last(db.list_tokens().await.unwrap(), other.id), None);
+    assert!(!db
+        .mark_token_used("no-such-hash", at(11, 0), at(10, 59))
+        .await
+        .unwrap());
 }
 
 async fn events_are_grouped_by_fingerprint(db: &TestDb) {

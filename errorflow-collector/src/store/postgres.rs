@@ -84,6 +84,17 @@ fn event_from_row(row: &PgRow) -> Result<StoredEvent> {
     })
 }
 
+const TOKEN_COLUMNS: &str = "id, name, created_at, last_used_at";
+
+fn token_from_row(row: &PgRow) -> Result<ApiToken> {
+    Ok(ApiToken {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
 fn project_from_row(row: &PgRow) -> Result<Project> {
     Ok(Project {
         id: row.try_get("id")?,
@@ -490,31 +501,48 @@ impl Store for PgStore {
     }
 
     async fn create_token(&self, name: &str, token_hash: &str) -> Result<ApiToken> {
-        let row = sqlx::query(
-            "INSERT INTO api_tokens (name, token_hash) VALUES ($1, $2) RETURNING id, name",
-        )
-        .bind(name)
-        .bind(token_hash)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(ApiToken {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-        })
+        let sql = format!(
+            "INSERT INTO api_tokens (name, token_hash) VALUES ($1, $2) RETURNING {TOKEN_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(name)
+            .bind(token_hash)
+            .fetch_one(&self.pool)
+            .await?;
+        token_from_row(&row)
     }
 
     async fn token_by_hash(&self, token_hash: &str) -> Result<Option<ApiToken>> {
-        let row = sqlx::query("SELECT id, name FROM api_tokens WHERE token_hash = $1")
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1");
+        let row = sqlx::query(&sql)
             .bind(token_hash)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| {
-            Ok(ApiToken {
-                id: row.try_get("id")?,
-                name: row.try_get("name")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<ApiToken>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn mark_token_used(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+        unless_since: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET last_used_at = $1 \
+             WHERE token_hash = $2 AND (last_used_at IS NULL OR last_used_at <= $3)",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .bind(unless_since)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn insert_events(&self, events: &[NormalizedEvent]) -> Result<Vec<InsertOutcome>> {
