@@ -1301,15 +1301,17 @@ async fn concurrent_overlapping_batches_keep_exact_counts(db: &TestDb) {
     // Sixteen writers, each with a batch touching the same eight new groups
     // in a different order, plus re-sends of each other's events: lock
     // ordering must prevent deadlocks and the counts must come out exact.
+    // The five releases are new too, so every writer also records them.
     let batches: Vec<Vec<NormalizedEvent>> = (0..16)
         .map(|w| {
             (0..40)
                 .map(|i| {
-                    event(
+                    let ev = event(
                         p,
                         &format!("fp{}", (i * 7 + w * 3) % 8),
                         at(10, (i % 60) as u32),
-                    )
+                    );
+                    with_release(ev, &format!("r{}", (i + w) % 5))
                 })
                 .collect()
         })
