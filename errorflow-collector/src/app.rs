@@ -49,6 +49,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Token(TokenCommand::List { json })) => {
+            let store = open_store(&config.database_url).await?;
+            let tokens = store.list_tokens().await?;
+            if *json {
+                println!("{}", serde_json::to_string(&tokens)?);
+            } else {
+                println!("{:>4}  {:<30} {:<21} last used", "id", "name", "created");
+                let when = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+                for t in tokens {
+                    println!(
+                        "{:>4}  {:<30} {:<21} {}",
+                        t.id,
+                        t.name,
+                        when(t.created_at),
+                        t.last_used_at.map_or_else(|| "never".to_string(), when)
+                    );
+                }
+            }
+            Ok(())
+        }
     }
 }
 

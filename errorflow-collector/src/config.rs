@@ -198,6 +198,12 @@ pub enum TokenCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List management tokens: id, name, when created and last used (never the token).
+    List {
+        /// Print a JSON array of `{id, name, created_at, last_used_at}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

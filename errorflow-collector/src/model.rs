@@ -147,10 +147,14 @@ pub struct Project {
 }
 
 /// A management API token (the secret itself is only stored hashed).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ApiToken {
     pub id: i64,
     pub name: String,
+    pub created_at: DateTime<Utc>,
+    /// When it last authenticated a request, to within a minute
+    /// (see `Store::mark_token_used`); `None` if never.
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// An incident: events that share a fingerprint within a project.

@@ -90,7 +90,28 @@ fn project_and_token_commands() {
     let (ok, out, err) = run(&db, &["token", "create", "--name", "ci", "--json"]);
     assert!(ok, "{err}");
     let t: Value = serde_json::from_str(out.trim()).unwrap();
-    assert!(t["token"].as_str().unwrap().starts_with("eft_"));
+    let token = t["token"].as_str().unwrap();
+    assert!(token.starts_with("eft_"));
+
+    let (ok, out, err) = run(&db, &["token", "list", "--json"]);
+    assert!(ok, "{err}");
+    let tokens: Value = serde_json::from_str(out.trim()).expect("exactly one JSON array");
+    let tokens = tokens.as_array().unwrap();
+    assert_eq!(tokens.len(), 1);
+    let mut keys: Vec<&str> = tokens[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["created_at", "id", "last_used_at", "name"]);
+    assert_eq!(tokens[0]["name"], "ci");
+    assert_eq!(tokens[0]["last_used_at"], Value::Null);
+    let (ok, out, err) = run(&db, &["token", "list"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("ci") && out.contains("never"), "{out}");
+    assert!(!out.contains(token), "tokens are never listed");
 }
 
 #[test]
@@ -168,6 +189,20 @@ fn first_start_prints_a_working_dsn() {
             .unwrap();
         assert_eq!(groups["groups"][0]["count"], 1);
     });
+
+    // The request recorded when the token was used, off the request path.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let last_used = loop {
+        let (ok, out, err) = run(&db, &["token", "list", "--json"]);
+        assert!(ok, "{err}");
+        let tokens: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(tokens[0]["name"], "admin");
+        if !tokens[0]["last_used_at"].is_null() || std::time::Instant::now() > deadline {
+            break tokens[0]["last_used_at"].clone();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(last_used.is_string(), "last_used_at never set: {last_used}");
     child.kill().unwrap();
     child.wait().unwrap();
 

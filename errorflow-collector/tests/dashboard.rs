@@ -5,33 +5,38 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::ops::{Deref, DerefMut};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use axum::Router;
-use clap::Parser;
-use errorflow_collector::app::build_state;
-use errorflow_collector::config::{Cli, Config};
 use errorflow_collector::credentials;
 use errorflow_collector::http::dashboard::auth;
-use errorflow_collector::http::{router, AppState};
 use errorflow_collector::model::GroupStatus;
-use errorflow_collector::store::Store;
 use serde_json::{json, Value};
-use tower::ServiceExt;
+
+use common::TestApp;
 
 const PASSWORD: &str = "correct horse battery";
 
+/// The common app (project `shop`) with a dashboard user, and its browser session.
 struct Dash {
-    app: Router,
-    state: AppState,
-    key: String,
-    project_id: i64,
+    t: TestApp,
     /// `ef_session=…` once signed in.
     session: Option<String>,
     csrf: String,
-    _db: common::TestDb,
+}
+
+impl Deref for Dash {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.t
+    }
+}
+
+impl DerefMut for Dash {
+    fn deref_mut(&mut self) -> &mut TestApp {
+        &mut self.t
+    }
 }
 
 struct Page {
@@ -68,39 +73,24 @@ fn field(html: &str, name: &str) -> String {
 }
 
 async fn dash(db: common::TestDb) -> Dash {
-    let store: Arc<dyn Store> = db.store.clone();
-    let config = Config::resolve(&Cli::parse_from(["errorflow-collector"]), None).unwrap();
-    let state = build_state(store.clone(), &config);
-    let key = credentials::new_ingest_key();
-    let project = store
-        .create_project(
-            "shop",
-            &credentials::hash_secret(&key),
-            &credentials::prefix(&key),
-        )
-        .await
-        .unwrap();
+    let t = TestApp::new(db, "shop").await;
     let hash = auth::hash_password(PASSWORD).unwrap();
-    store.create_user("admin", &hash).await.unwrap().unwrap();
+    t.state
+        .store
+        .create_user("admin", &hash)
+        .await
+        .unwrap()
+        .unwrap();
     Dash {
-        app: router(state.clone()),
-        state,
-        key,
-        project_id: project.id,
+        t,
         session: None,
         csrf: String::new(),
-        _db: db,
     }
 }
 
 impl Dash {
     async fn send(&self, req: Request<Body>) -> Page {
-        let res = self.app.clone().oneshot(req).await.unwrap();
-        let status = res.status();
-        let headers = res.headers().clone();
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-            .await
-            .unwrap();
+        let (status, headers, bytes) = self.t.send_raw(req).await;
         Page {
             status,
             headers,
@@ -207,28 +197,7 @@ impl Dash {
     }
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::common::sqlite_store().await).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::common::pg_store().await).await
-                }
-            )*
-        }
-    };
-}
-
-both_backends!(
+common::backend_tests!(
     pages_need_a_session,
     sign_in_sets_a_safe_cookie_and_sign_out_ends_it,
     wrong_passwords_are_refused_and_throttled,

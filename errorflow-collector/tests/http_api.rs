@@ -5,124 +5,19 @@
 mod common;
 
 use std::io::Write;
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use axum::Router;
 use clap::Parser;
 use errorflow_collector::app::build_state;
 use errorflow_collector::config::{Cli, Config};
-use errorflow_collector::credentials;
-use errorflow_collector::http::{router, AppState};
-use errorflow_collector::store::Store;
+use errorflow_collector::http::router;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-/// An app on a fresh database with one project and one management token.
-struct TestApp {
-    app: Router,
-    state: AppState,
-    key: String,
-    token: String,
-    project_id: i64,
-    _db: common::TestDb,
-}
-
-async fn test_app(db: common::TestDb) -> TestApp {
-    let store: Arc<dyn Store> = db.store.clone();
-    let config = Config::resolve(&Cli::parse_from(["errorflow-collector"]), None).unwrap();
-    let state = build_state(store.clone(), &config);
-    let key = credentials::new_ingest_key();
-    let project = store
-        .create_project(
-            "test",
-            &credentials::hash_secret(&key),
-            &credentials::prefix(&key),
-        )
-        .await
-        .unwrap();
-    let token = credentials::new_api_token();
-    store
-        .create_token("tester", &credentials::hash_secret(&token))
-        .await
-        .unwrap();
-    TestApp {
-        app: router(state.clone()),
-        state,
-        key,
-        token,
-        project_id: project.id,
-        _db: db,
-    }
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-}
+use common::{assert_error, gzip, test_app, TestApp};
 
 impl TestApp {
-    async fn send(&self, req: Request<Body>) -> Reply {
-        let res = self.app.clone().oneshot(req).await.unwrap();
-        let status = res.status();
-        let headers = res.headers().clone();
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    fn ingest(&self, path: &str, body: impl Into<Body>) -> Request<Body> {
-        Request::post(path)
-            .header("content-type", "application/json")
-            .header("x-errorflow-key", &self.key)
-            .body(body.into())
-            .unwrap()
-    }
-
-    async fn post_events(&self, events: Value) -> Reply {
-        self.send(self.ingest("/api/v1/events", json!({ "events": events }).to_string()))
-            .await
-    }
-
-    async fn post_custom(&self, body: Value) -> Reply {
-        self.send(self.ingest("/errors/custom", body.to_string()))
-            .await
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        self.send(
-            Request::get(path)
-                .header("authorization", format!("Bearer {}", self.token))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-    }
-
-    async fn post_api(&self, path: &str, body: Value) -> Reply {
-        self.send(
-            Request::post(path)
-                .header("authorization", format!("Bearer {}", self.token))
-                .header("content-type", "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap(),
-        )
-        .await
-    }
-
     /// Events stored in the database, counted through the API.
     async fn stored_count(&self) -> usize {
         let r = self.get("/api/v1/events?limit=200").await;
@@ -165,46 +60,8 @@ fn rust_error(ty: &str, value: &str, function: &str, line: u32) -> Value {
     })
 }
 
-fn assert_error(r: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(r.status, status, "body: {}", r.body);
-    assert_eq!(r.body["error"]["code"], code, "body: {}", r.body);
-    assert!(
-        r.body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "error without message: {}",
-        r.body
-    );
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
-}
-
-macro_rules! backend_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::test_app(super::common::sqlite_store().await).await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::test_app(super::common::pg_store().await).await).await;
-                }
-            )*
-        }
-    };
-}
-
-backend_tests!(
+common::backend_tests!(
+    setup => super::test_app;
     batch_is_stored_grouped_and_idempotent,
     one_bad_event_does_not_reject_its_neighbours,
     gzip_batches_are_accepted,
@@ -636,7 +493,7 @@ async fn compression_bombs_are_refused_without_inflating(t: TestApp) {
 async fn oversized_bodies_are_refused(t: TestApp) {
     let limits = t.state.limits.clone();
     let big = "x".repeat(limits.max_body_bytes + 1);
-    let r = t.send(t.ingest("/api/v1/events", big)).await;
+    let r = t.send(t.ingest_request("/api/v1/events", big)).await;
     assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
 
     let too_many: Vec<Value> = (0..limits.max_events_per_batch + 1)
@@ -1039,7 +896,7 @@ async fn postgres_concurrent_first_events_make_one_incident() {
     let db = common::pg_store().await;
     let first = test_app(db).await;
     // A second instance with its own connection pool and writers.
-    let second_store = errorflow_collector::store::connect(&first._db.url)
+    let second_store = errorflow_collector::store::connect(&first.db.url)
         .await
         .unwrap();
     let config = Config::resolve(&Cli::parse_from(["errorflow-collector"]), None).unwrap();
@@ -1051,7 +908,7 @@ async fn postgres_concurrent_first_events_make_one_incident() {
         } else {
             second.clone()
         };
-        let req = first.ingest(
+        let req = first.ingest_request(
             "/api/v1/events",
             json!({"events": [rust_error("Race", &format!("first {i}"), "app::race::go", 1)]})
                 .to_string(),

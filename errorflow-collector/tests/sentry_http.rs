@@ -6,98 +6,46 @@
 mod common;
 
 use std::io::Write;
-use std::sync::Arc;
+use std::ops::Deref;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use axum::Router;
-use clap::Parser;
-use errorflow_collector::app::build_state;
-use errorflow_collector::config::{Cli, Config};
 use errorflow_collector::credentials;
 use errorflow_collector::http::rate_limit::KeyRate;
-use errorflow_collector::http::{router, AppState};
-use errorflow_collector::store::Store;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-struct TestApp {
-    app: Router,
-    state: AppState,
-    key: String,
-    token: String,
-    project_id: i64,
+use common::{assert_error, gzip, Reply, TestApp};
+
+/// The common app (project `shop`) with a second project, `other`, and a
+/// low per-key rate so that the rate limit can be reached.
+struct SentryApp {
+    t: TestApp,
     other_key: String,
     other_project_id: i64,
-    _db: common::TestDb,
 }
 
-async fn test_app(db: common::TestDb) -> TestApp {
-    let store: Arc<dyn Store> = db.store.clone();
-    let config = Config::resolve(&Cli::parse_from(["errorflow-collector"]), None).unwrap();
-    let state = build_state(store.clone(), &config).with_key_rate(KeyRate {
+impl Deref for SentryApp {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.t
+    }
+}
+
+async fn test_app(db: common::TestDb) -> SentryApp {
+    let t = TestApp::new(db, "shop").await;
+    let (other_key, other_project_id) = t.add_project("other").await;
+    let state = t.state.clone().with_key_rate(KeyRate {
         per_second: 1,
         burst: 20,
     });
-    let mut keys = Vec::new();
-    for name in ["shop", "other"] {
-        let key = credentials::new_ingest_key();
-        let project = store
-            .create_project(
-                name,
-                &credentials::hash_secret(&key),
-                &credentials::prefix(&key),
-            )
-            .await
-            .unwrap();
-        keys.push((key, project.id));
-    }
-    let token = credentials::new_api_token();
-    store
-        .create_token("tester", &credentials::hash_secret(&token))
-        .await
-        .unwrap();
-    let (other_key, other_project_id) = keys.pop().unwrap();
-    let (key, project_id) = keys.pop().unwrap();
-    TestApp {
-        app: router(state.clone()),
-        state,
-        key,
-        token,
-        project_id,
+    SentryApp {
+        t: t.with_state(state),
         other_key,
         other_project_id,
-        _db: db,
     }
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-}
-
-impl TestApp {
-    async fn send(&self, req: Request<Body>) -> Reply {
-        let res = self.app.clone().oneshot(req).await.unwrap();
-        let status = res.status();
-        let headers = res.headers().clone();
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
+impl SentryApp {
     fn auth(&self) -> String {
         format!(
             "Sentry sentry_key={}, sentry_version=7, sentry_client=test/1.0",
@@ -120,26 +68,11 @@ impl TestApp {
         self.send(self.envelope(body, None)).await
     }
 
-    async fn get(&self, path: &str) -> Reply {
-        self.send(
-            Request::get(path)
-                .header("authorization", format!("Bearer {}", self.token))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-    }
-
     async fn events(&self) -> Vec<Value> {
         let r = self.get("/api/v1/events?limit=200").await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
         r.body["events"].as_array().unwrap().clone()
     }
-}
-
-fn assert_error(r: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(r.status, status, "body: {}", r.body);
-    assert_eq!(r.body["error"]["code"], code, "body: {}", r.body);
 }
 
 fn event_id() -> String {
@@ -181,11 +114,7 @@ fn sentry_event(value: &str) -> Value {
 
 fn encode(encoding: &str, data: &[u8]) -> Vec<u8> {
     match encoding {
-        "gzip" => {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            e.write_all(data).unwrap();
-            e.finish().unwrap()
-        }
+        "gzip" => gzip(data),
         "deflate" => {
             let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
             e.write_all(data).unwrap();
@@ -204,28 +133,8 @@ fn encode(encoding: &str, data: &[u8]) -> Vec<u8> {
     }
 }
 
-macro_rules! backend_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::test_app(super::common::sqlite_store().await).await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::test_app(super::common::pg_store().await).await).await;
-                }
-            )*
-        }
-    };
-}
-
-backend_tests!(
+common::backend_tests!(
+    setup => super::test_app;
     envelope_event_is_stored_with_sentrys_answer,
     key_in_header_query_or_dsn,
     every_encoding_is_accepted,
@@ -239,7 +148,7 @@ backend_tests!(
     cors_preflight_and_headers,
 );
 
-async fn envelope_event_is_stored_with_sentrys_answer(t: TestApp) {
+async fn envelope_event_is_stored_with_sentrys_answer(t: SentryApp) {
     let event = sentry_event("order 17 failed");
     let id = event["event_id"].as_str().unwrap().to_owned();
     for with_length in [true, false] {
@@ -268,7 +177,7 @@ async fn envelope_event_is_stored_with_sentrys_answer(t: TestApp) {
     assert_eq!(groups[0]["count"], 2);
 }
 
-async fn key_in_header_query_or_dsn(t: TestApp) {
+async fn key_in_header_query_or_dsn(t: SentryApp) {
     let path = format!("/api/{}/envelope/", t.project_id);
     let body = || Body::from(envelope(&sentry_event("x"), true));
 
@@ -351,7 +260,7 @@ async fn key_in_header_query_or_dsn(t: TestApp) {
     assert_eq!(t.events().await.len(), 3);
 }
 
-async fn every_encoding_is_accepted(t: TestApp) {
+async fn every_encoding_is_accepted(t: SentryApp) {
     for encoding in ["identity", "gzip", "deflate", "br", "zstd"] {
         let body = encode(encoding, &envelope(&sentry_event(encoding), true));
         let r = t.send(t.envelope(body, Some(encoding))).await;
@@ -366,7 +275,7 @@ async fn every_encoding_is_accepted(t: TestApp) {
     );
 }
 
-async fn malformed_envelopes_are_refused_and_store_nothing(t: TestApp) {
+async fn malformed_envelopes_are_refused_and_store_nothing(t: SentryApp) {
     let good = sentry_event("fine").to_string();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty body", vec![], "invalid_envelope"),
@@ -460,7 +369,7 @@ async fn malformed_envelopes_are_refused_and_store_nothing(t: TestApp) {
     assert!(t.events().await.is_empty(), "nothing stored");
 }
 
-async fn limits_of_sentry_are_enforced(t: TestApp) {
+async fn limits_of_sentry_are_enforced(t: SentryApp) {
     let limits = t.state.limits.clone();
     // An event item over 1 MiB.
     let mut big = sentry_event("big");
@@ -486,7 +395,7 @@ async fn limits_of_sentry_are_enforced(t: TestApp) {
     assert!(t.events().await.is_empty());
 }
 
-async fn other_item_types_are_accepted_and_skipped(t: TestApp) {
+async fn other_item_types_are_accepted_and_skipped(t: SentryApp) {
     let event = sentry_event("with friends");
     let payload = event.to_string();
     let body = format!(
@@ -519,7 +428,7 @@ async fn other_item_types_are_accepted_and_skipped(t: TestApp) {
     assert_eq!(t.events().await.len(), 1);
 }
 
-async fn store_endpoint_takes_a_bare_event(t: TestApp) {
+async fn store_endpoint_takes_a_bare_event(t: SentryApp) {
     let event = sentry_event("legacy");
     for path in ["/api/{}/store/", "/api/{}/store"] {
         let path = path.replace("{}", &t.project_id.to_string());
@@ -559,7 +468,7 @@ async fn store_endpoint_takes_a_bare_event(t: TestApp) {
 
 /// Old SDKs send `/store/` bodies as base64 of zlib-deflated JSON, with no
 /// `Content-Encoding` (the body starts with `eJ`).
-async fn legacy_store_bodies_are_decoded_within_limits(t: TestApp) {
+async fn legacy_store_bodies_are_decoded_within_limits(t: SentryApp) {
     use base64::Engine as _;
     let b64 = |data: &[u8]| base64::engine::general_purpose::STANDARD.encode(data);
     let store = |body: String| {
@@ -594,7 +503,7 @@ async fn legacy_store_bodies_are_decoded_within_limits(t: TestApp) {
     assert_eq!(t.events().await.len(), 1, "nothing else was stored");
 }
 
-async fn captured_sdk_envelopes_are_stored(t: TestApp) {
+async fn captured_sdk_envelopes_are_stored(t: SentryApp) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sentry");
     let mut sent = 0;
     let mut names: Vec<_> = std::fs::read_dir(dir)
@@ -629,7 +538,7 @@ async fn captured_sdk_envelopes_are_stored(t: TestApp) {
     assert_eq!(services, ["node-shop", "py-shop"]);
 }
 
-async fn rate_limit_answers_429_with_sentry_headers(t: TestApp) {
+async fn rate_limit_answers_429_with_sentry_headers(t: SentryApp) {
     // The test app allows a burst of 20 and then 1 event/s.
     let mut limited = None;
     for i in 0..40 {
@@ -666,7 +575,7 @@ async fn rate_limit_answers_429_with_sentry_headers(t: TestApp) {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
 
-async fn cors_preflight_and_headers(t: TestApp) {
+async fn cors_preflight_and_headers(t: SentryApp) {
     let r = t
         .send(
             Request::options(format!("/api/{}/envelope/", t.project_id))

@@ -49,12 +49,15 @@ conformance!(
     projects_create_list_lookup_rotate,
     duplicate_project_name_is_rejected,
     tokens_round_trip,
+    token_use_is_recorded_at_most_once_per_interval,
     events_are_grouped_by_fingerprint,
     insert_is_idempotent,
     outcomes_follow_input_order,
     new_event_unquiets_quiet_group,
     new_event_regresses_resolved_group,
     resolved_in_next_release_ignores_that_release,
+    resolved_in_next_release_orders_versions,
+    resolved_in_next_release_orders_other_releases_by_first_sighting,
     transitions_are_recorded_and_idempotent,
     list_groups_filters,
     list_groups_sorts,
@@ -139,8 +142,48 @@ async fn duplicate_project_name_is_rejected(db: &TestDb) {
 async fn tokens_round_trip(db: &TestDb) {
     let t = db.create_token("ci", "tok-hash").await.unwrap();
     assert_eq!(t.name, "ci");
-    assert_eq!(db.token_by_hash("tok-hash").await.unwrap(), Some(t));
+    assert_eq!(t.last_used_at, None);
+    assert!((Utc::now() - t.created_at).num_seconds().abs() < 60);
+    assert_eq!(db.token_by_hash("tok-hash").await.unwrap(), Some(t.clone()));
     assert_eq!(db.token_by_hash("other").await.unwrap(), None);
+    let u = db.create_token("deploy", "tok-hash-2").await.unwrap();
+    assert_eq!(db.list_tokens().await.unwrap(), vec![t, u]);
+}
+
+async fn token_use_is_recorded_at_most_once_per_interval(db: &TestDb) {
+    let t = db.create_token("ci", "tok-hash").await.unwrap();
+    let other = db.create_token("other", "tok-hash-2").await.unwrap();
+    let used = |h, m| db.mark_token_used("tok-hash", at(h, m), at(h, m) - Duration::seconds(60));
+    assert!(used(10, 0).await.unwrap(), "first use is written");
+    // Within the interval nothing is written, however often it is used.
+    let half_minute = at(10, 0) + Duration::seconds(30);
+    assert!(!db
+        .mark_token_used("tok-hash", half_minute, half_minute - Duration::seconds(60))
+        .await
+        .unwrap());
+    let last = |tokens: Vec<ApiToken>, id| {
+        tokens
+            .into_iter()
+            .find(|t| t.id == id)
+            .unwrap()
+            .last_used_at
+    };
+    assert_eq!(last(db.list_tokens().await.unwrap(), t.id), Some(at(10, 0)));
+    // A minute later it is written again.
+    assert!(used(10, 1).await.unwrap());
+    assert_eq!(
+        db.token_by_hash("tok-hash")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        Some(at(10, 1))
+    );
+    assert_eq!(last(db.list_tokens().await.unwrap(), other.id), None);
+    assert!(!db
+        .mark_token_used("no-such-hash", at(11, 0), at(10, 59))
+        .await
+        .unwrap());
 }
 
 async fn events_are_grouped_by_fingerprint(db: &TestDb) {
@@ -500,6 +543,126 @@ async fn resolved_in_next_release_ignores_that_release(db: &TestDb) {
     assert_eq!(group.status, GroupStatus::Open);
     assert_eq!(group.regression_count, 1);
     assert_eq!(group.last_release.as_deref(), Some("1.0.1"));
+}
+
+async fn resolve_in_next_release(db: &TestDb, g: i64, when: chrono::DateTime<Utc>) -> Group {
+    let resolve = Transition::Resolve {
+        reason: None,
+        in_next_release: true,
+    };
+    db.transition(g, &resolve, "user:ann", when)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Stores one event of incident `a` with `release` and says whether it regressed it.
+async fn regresses(
+    db: &TestDb,
+    p: i64,
+    release: Option<&str>,
+    when: chrono::DateTime<Utc>,
+) -> bool {
+    let mut ev = event(p, "a", when);
+    if let Some(release) = release {
+        ev = with_release(ev, release);
+    }
+    match db.insert_events(&[ev]).await.unwrap()[0] {
+        InsertOutcome::Stored { regression, .. } => regression,
+        InsertOutcome::Duplicate => panic!("expected a stored event"),
+    }
+}
+
+async fn resolved_in_next_release_orders_versions(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let g = group_id(
+        db.insert_events(&[with_release(event(p, "a", at(10, 0)), "shop@1.4.0")])
+            .await
+            .unwrap()[0],
+    );
+    let resolved = resolve_in_next_release(db, g, at(10, 30)).await;
+    assert_eq!(resolved.resolved_in_release.as_deref(), Some("shop@1.4.0"));
+
+    // Older builds (a canary, a lagging host) and the same version in
+    // another spelling do not regress it, although they are seen only now.
+    assert!(!regresses(db, p, Some("shop@1.3.9"), at(11, 0)).await);
+    assert!(!regresses(db, p, Some("shop@v1.4.0-rc.2"), at(11, 1)).await);
+    assert!(!regresses(db, p, Some("shop@1.4"), at(11, 2)).await);
+    assert!(!regresses(db, p, Some("shop@1.4.0"), at(11, 3)).await);
+    let group = db.get_group(g).await.unwrap().unwrap();
+    assert_eq!(group.status, GroupStatus::Resolved);
+    assert_eq!(group.count, 5);
+    assert_eq!(group.regression_count, 0);
+
+    // A newer version does, and says so in the activity.
+    assert!(regresses(db, p, Some("shop@1.10.0"), at(12, 0)).await);
+    let group = db.get_group(g).await.unwrap().unwrap();
+    assert_eq!(group.status, GroupStatus::Open);
+    assert_eq!(group.regression_count, 1);
+    assert_eq!(group.regressed_at, Some(at(12, 0)));
+    let last = db.activity(g).await.unwrap().pop().unwrap();
+    assert_eq!(last.kind, "regressed");
+    assert_eq!(last.from_status, Some(GroupStatus::Resolved));
+    assert_eq!(last.to_status, Some(GroupStatus::Open));
+    assert_eq!(
+        last.reason.as_deref(),
+        Some("new event in release shop@1.10.0")
+    );
+    assert_eq!(last.at, at(12, 0));
+
+    // An event without a release cannot be placed in the order: it regresses.
+    let resolved = resolve_in_next_release(db, g, at(13, 0)).await;
+    assert_eq!(resolved.resolved_in_release.as_deref(), Some("shop@1.10.0"));
+    assert!(regresses(db, p, None, at(14, 0)).await);
+    let group = db.get_group(g).await.unwrap().unwrap();
+    assert_eq!(group.status, GroupStatus::Open);
+    assert_eq!(group.regression_count, 2);
+}
+
+async fn resolved_in_next_release_orders_other_releases_by_first_sighting(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let other = project(db, "blog").await;
+    // The project first sees "canary-7" on another incident, then "abc123",
+    // then "def456", with which incident `a` is resolved. "ghi789" was seen
+    // early, but by another project.
+    db.insert_events(&[
+        with_release(event(p, "b", at(9, 0)), "canary-7"),
+        with_release(event(other, "a", at(9, 30)), "ghi789"),
+    ])
+    .await
+    .unwrap();
+    let g = group_id(
+        db.insert_events(&[with_release(event(p, "a", at(10, 0)), "abc123")])
+            .await
+            .unwrap()[0],
+    );
+    db.insert_events(&[with_release(event(p, "a", at(10, 30)), "def456")])
+        .await
+        .unwrap();
+    let resolved = resolve_in_next_release(db, g, at(11, 0)).await;
+    assert_eq!(resolved.resolved_in_release.as_deref(), Some("def456"));
+
+    assert!(!regresses(db, p, Some("def456"), at(12, 0)).await);
+    assert!(!regresses(db, p, Some("abc123"), at(12, 1)).await);
+    assert!(!regresses(db, p, Some("canary-7"), at(12, 2)).await);
+    // A version is not comparable with a commit hash: it is new to the project.
+    assert!(regresses(db, p, Some("1.0.0"), at(12, 3)).await);
+    let group = db.get_group(g).await.unwrap().unwrap();
+    assert_eq!(
+        group.status,
+        GroupStatus::Open,
+        "1.0.0 was first seen after def456"
+    );
+    assert_eq!(group.regression_count, 1);
+
+    // After resolving in 1.0.0, "ghi789" is new to this project: it regresses.
+    resolve_in_next_release(db, g, at(13, 0)).await;
+    assert!(!regresses(db, p, Some("def456"), at(13, 30)).await);
+    assert!(regresses(db, p, Some("ghi789"), at(14, 0)).await);
+    let group = db.get_group(g).await.unwrap().unwrap();
+    assert_eq!(group.status, GroupStatus::Open);
+    assert_eq!(group.regression_count, 2);
+    assert_eq!(group.count, 8);
 }
 
 async fn transitions_are_recorded_and_idempotent(db: &TestDb) {
@@ -1138,15 +1301,17 @@ async fn concurrent_overlapping_batches_keep_exact_counts(db: &TestDb) {
     // Sixteen writers, each with a batch touching the same eight new groups
     // in a different order, plus re-sends of each other's events: lock
     // ordering must prevent deadlocks and the counts must come out exact.
+    // The five releases are new too, so every writer also records them.
     let batches: Vec<Vec<NormalizedEvent>> = (0..16)
         .map(|w| {
             (0..40)
                 .map(|i| {
-                    event(
+                    let ev = event(
                         p,
                         &format!("fp{}", (i * 7 + w * 3) % 8),
                         at(10, (i % 60) as u32),
-                    )
+                    );
+                    with_release(ev, &format!("r{}", (i + w) % 5))
                 })
                 .collect()
         })

@@ -12,111 +12,16 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode, Uri};
 use axum::Router;
-use clap::Parser;
-use errorflow_collector::app::build_state;
-use errorflow_collector::config::{Cli, Config};
-use errorflow_collector::credentials;
-use errorflow_collector::http::{router, AppState};
 use errorflow_collector::model::{InsertOutcome, Transition};
-use errorflow_collector::store::Store;
 use errorflow_collector::triage::result::{NewTriage, Severity, TriageResult};
 use errorflow_collector::triage::{self, kestra, Reason, Triage, TriageOptions, Triggers};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-struct TestApp {
-    app: Router,
-    state: AppState,
-    key: String,
-    token: String,
-    _db: common::TestDb,
-}
-
-async fn test_app(db: common::TestDb) -> TestApp {
-    let store: Arc<dyn Store> = db.store.clone();
-    let config = Config::resolve(&Cli::parse_from(["errorflow-collector"]), None).unwrap();
-    let state = build_state(store.clone(), &config);
-    let key = credentials::new_ingest_key();
-    store
-        .create_project(
-            "test",
-            &credentials::hash_secret(&key),
-            &credentials::prefix(&key),
-        )
-        .await
-        .unwrap();
-    let token = credentials::new_api_token();
-    store
-        .create_token("tester", &credentials::hash_secret(&token))
-        .await
-        .unwrap();
-    TestApp {
-        app: router(state.clone()),
-        state,
-        key,
-        token,
-        _db: db,
-    }
-}
-
-struct Reply {
-    status: StatusCode,
-    body: Value,
-}
+use common::{test_app, TestApp};
 
 impl TestApp {
-    fn with_state(mut self, state: AppState) -> TestApp {
-        self.app = router(state.clone());
-        self.state = state;
-        self
-    }
-
-    async fn send(&self, req: Request<Body>) -> Reply {
-        let res = self.app.clone().oneshot(req).await.unwrap();
-        let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, body }
-    }
-
-    async fn ingest(&self, events: Value) -> Reply {
-        self.send(
-            Request::post("/api/v1/events")
-                .header("content-type", "application/json")
-                .header("x-errorflow-key", &self.key)
-                .body(Body::from(json!({ "events": events }).to_string()))
-                .unwrap(),
-        )
-        .await
-    }
-
-    async fn custom(&self, body: Value) -> Reply {
-        self.send(
-            Request::post("/errors/custom")
-                .header("content-type", "application/json")
-                .header("x-errorflow-key", &self.key)
-                .body(Body::from(body.to_string()))
-                .unwrap(),
-        )
-        .await
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {}", self.token));
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-        self.send(req.body(body).unwrap()).await
-    }
-
     async fn group_id(&self, message: &str) -> i64 {
-        let r = self.ingest(json!([prod_error(message)])).await;
+        let r = self.post_events(json!([prod_error(message)])).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         let groups = self
             .call("GET", "/api/v1/groups?limit=200", None)
@@ -227,7 +132,7 @@ async fn summarize_stores_the_result_on_the_incident_and_in_history(t: TestApp) 
 
 async fn the_seed_summarize_path_finds_the_incident_by_cluster_key(t: TestApp) {
     let r = t
-        .custom(json!({"service": "payment-api", "error_type": "Timeout", "message": "upstream timed out", "env": "prod"}))
+        .post_custom(json!({"service": "payment-api", "error_type": "Timeout", "message": "upstream timed out", "env": "prod"}))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let id = r.body["group_id"].as_i64().unwrap();
@@ -437,14 +342,14 @@ async fn ingest_offers_triggers_without_waiting(t: TestApp) {
         let state = t.state.clone().with_triggers(triggers);
         t.with_state(state)
     };
-    let r = t.ingest(json!([prod_error("trigger one")])).await;
+    let r = t.post_events(json!([prod_error("trigger one")])).await;
     assert_eq!(r.status, StatusCode::OK);
     let (id, reason) = rx.try_recv().expect("a new incident is offered");
     assert_eq!(reason, Reason::New);
     // The channel is now full (nobody reads it): ingest still succeeds at once.
-    t.ingest(json!([prod_error("trigger two")])).await;
+    t.post_events(json!([prod_error("trigger two")])).await;
     let started = std::time::Instant::now();
-    let r = t.ingest(json!([prod_error("trigger three")])).await;
+    let r = t.post_events(json!([prod_error("trigger three")])).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(id > 0);
@@ -612,28 +517,8 @@ async fn spiking_incidents_are_found_for_the_batch(t: TestApp) {
     assert_eq!(t.state.triage.stale(50).await.unwrap().len(), 3);
 }
 
-macro_rules! backend_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::test_app(super::common::sqlite_store().await).await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::test_app(super::common::pg_store().await).await).await;
-                }
-            )*
-        }
-    };
-}
-
-backend_tests!(
+common::backend_tests!(
+    setup => super::test_app;
     summarize_stores_the_result_on_the_incident_and_in_history,
     the_seed_summarize_path_finds_the_incident_by_cluster_key,
     the_digest_is_served_by_id_and_by_cluster_key,
@@ -741,7 +626,7 @@ async fn sqlite_kestra_flows_are_started_for_new_incidents_and_summaries() {
     assert_eq!(triaged, 2, "the automatic and the manual triage");
     // The execution ids Kestra answered are recorded.
     use sqlx::Connection;
-    let mut conn = sqlx::SqliteConnection::connect(&t._db.url).await.unwrap();
+    let mut conn = sqlx::SqliteConnection::connect(&t.db.url).await.unwrap();
     let mut recorded = 0i64;
     for _ in 0..100 {
         recorded = sqlx::query_scalar(

@@ -198,7 +198,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
 struct KeyCache {
     projects: RwLock<HashMap<String, (Project, Instant)>>,
     tokens: RwLock<HashMap<String, (String, Instant)>>,
+    /// When this process last recorded each token's use in the store.
+    token_uses: RwLock<HashMap<String, Instant>>,
 }
+
+/// How often a token's `last_used_at` is written at most, per process (here)
+/// and across processes (in the UPDATE's condition).
+pub const TOKEN_USE_INTERVAL: Duration = Duration::from_secs(60);
 
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 const KEY_CACHE_MAX: usize = 10_000;
@@ -213,6 +219,27 @@ impl KeyCache {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+    }
+
+    /// Whether this use of the token should be written to the store: the
+    /// first use in this process, then once per [`TOKEN_USE_INTERVAL`].
+    fn token_use_due(&self, hash: &str) -> bool {
+        let due = |map: &HashMap<String, Instant>| {
+            map.get(hash)
+                .is_none_or(|at| at.elapsed() >= TOKEN_USE_INTERVAL)
+        };
+        if !due(&self.token_uses.read().unwrap_or_else(|e| e.into_inner())) {
+            return false;
+        }
+        let mut map = self.token_uses.write().unwrap_or_else(|e| e.into_inner());
+        if !due(&map) {
+            return false;
+        }
+        if map.len() >= KEY_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(hash.to_string(), Instant::now());
+        true
     }
 
     fn get<T: Clone>(map: &RwLock<HashMap<String, (T, Instant)>>, hash: &str) -> Option<T> {
@@ -286,17 +313,37 @@ impl FromRequestParts<AppState> for Manager {
         })?;
         let hash = hash_secret(token);
         if let Some(actor) = KeyCache::get(&state.keys.tokens, &hash) {
+            note_token_use(state, &hash);
             return Ok(Manager(actor));
         }
         match state.store.token_by_hash(&hash).await? {
             Some(t) => {
                 let actor = format!("token:{}", t.name);
+                note_token_use(state, &hash);
                 KeyCache::put(&state.keys.tokens, hash, actor.clone());
                 Ok(Manager(actor))
             }
             None => Err(ApiError::unauthorized("management token not recognised")),
         }
     }
+}
+
+/// Records that a management token authenticated a request, at most once
+/// per [`TOKEN_USE_INTERVAL`], in a task of its own: the request neither
+/// waits for the write nor fails with it.
+fn note_token_use(state: &AppState, hash: &str) {
+    if !state.keys.token_use_due(hash) {
+        return;
+    }
+    let store = state.store.clone();
+    let hash = hash.to_string();
+    tokio::spawn(async move {
+        let now = chrono::Utc::now();
+        let interval = chrono::Duration::from_std(TOKEN_USE_INTERVAL).unwrap_or_default();
+        if let Err(e) = store.mark_token_used(&hash, now, now - interval).await {
+            tracing::warn!(error = %e, "could not record when a management token was used");
+        }
+    });
 }
 
 fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -20,6 +20,7 @@ use crate::model::{
 use crate::triage::result::{NewTriage, Severity, TriageRecord, TriageResult};
 
 pub mod postgres;
+mod release;
 mod shared;
 pub mod sqlite;
 
@@ -74,6 +75,17 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_token(&self, name: &str, token_hash: &str) -> Result<ApiToken>;
     async fn token_by_hash(&self, token_hash: &str) -> Result<Option<ApiToken>>;
+    /// Every management token, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<ApiToken>>;
+    /// Sets the token's `last_used_at` to `now` unless it is already later
+    /// than `unless_since`, so that a busy client writes at most once per
+    /// interval even across processes. True if it wrote.
+    async fn mark_token_used(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+        unless_since: DateTime<Utc>,
+    ) -> Result<bool>;
 
     // ---- ingest ----
 

@@ -84,6 +84,17 @@ fn event_from_row(row: &PgRow) -> Result<StoredEvent> {
     })
 }
 
+const TOKEN_COLUMNS: &str = "id, name, created_at, last_used_at";
+
+fn token_from_row(row: &PgRow) -> Result<ApiToken> {
+    Ok(ApiToken {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
 fn project_from_row(row: &PgRow) -> Result<Project> {
     Ok(Project {
         id: row.try_get("id")?,
@@ -360,9 +371,13 @@ impl PgStore {
             inserted.insert((row.try_get("project_id")?, row.try_get("event_id")?));
         }
 
-        // (3) Lock the groups, then update them from what was really new, in one statement.
+        // (3) Record the batch's releases (before taking the incident locks,
+        // so that waiting on another batch's new release cannot deadlock),
+        // lock the groups, then update them from what was really new.
+        record_releases(&mut tx, events).await?;
         Self::lock_groups(&mut tx, &mut locked).await?;
-        let result = shared::finish_batch(events, &plan, &locked, &inserted)?;
+        let releases = release_first_seen(&mut tx, events, &plan, &locked).await?;
+        let result = shared::finish_batch(events, &plan, &locked, &inserted, &releases)?;
         if !result.updates.is_empty() {
             let u = &result.updates;
             let ids: Vec<i64> = u.iter().map(|u| u.id).collect();
@@ -539,31 +554,48 @@ impl Store for PgStore {
     }
 
     async fn create_token(&self, name: &str, token_hash: &str) -> Result<ApiToken> {
-        let row = sqlx::query(
-            "INSERT INTO api_tokens (name, token_hash) VALUES ($1, $2) RETURNING id, name",
-        )
-        .bind(name)
-        .bind(token_hash)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(ApiToken {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-        })
+        let sql = format!(
+            "INSERT INTO api_tokens (name, token_hash) VALUES ($1, $2) RETURNING {TOKEN_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(name)
+            .bind(token_hash)
+            .fetch_one(&self.pool)
+            .await?;
+        token_from_row(&row)
     }
 
     async fn token_by_hash(&self, token_hash: &str) -> Result<Option<ApiToken>> {
-        let row = sqlx::query("SELECT id, name FROM api_tokens WHERE token_hash = $1")
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1");
+        let row = sqlx::query(&sql)
             .bind(token_hash)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| {
-            Ok(ApiToken {
-                id: row.try_get("id")?,
-                name: row.try_get("name")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<ApiToken>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn mark_token_used(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+        unless_since: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET last_used_at = $1 \
+             WHERE token_hash = $2 AND (last_used_at IS NULL OR last_used_at <= $3)",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .bind(unless_since)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn insert_events(&self, events: &[NormalizedEvent]) -> Result<Vec<InsertOutcome>> {
@@ -1228,4 +1260,60 @@ fn user_from_row(row: &PgRow) -> Result<User> {
         name: row.try_get("name")?,
         password_hash: row.try_get("password_hash")?,
     })
+}
+
+/// Records the releases of a batch in `releases` (a release already there
+/// keeps its first sighting). Runs in the batch's transaction, in sorted
+/// order and before the incidents are locked, so that concurrent batches
+/// wait on each other's new releases without deadlocking.
+async fn record_releases(tx: &mut sqlx::PgConnection, events: &[NormalizedEvent]) -> Result<()> {
+    let seen = shared::batch_releases(events);
+    if !seen.is_empty() {
+        let project_ids: Vec<i64> = seen.iter().map(|((p, _), _)| *p).collect();
+        let versions: Vec<&str> = seen.iter().map(|((_, v), _)| v.as_str()).collect();
+        let first_seen: Vec<DateTime<Utc>> = seen.iter().map(|(_, at)| *at).collect();
+        sqlx::query(
+            "INSERT INTO releases (project_id, version, first_seen) \
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) \
+             ON CONFLICT (project_id, version) DO NOTHING",
+        )
+        .bind(&project_ids)
+        .bind(&versions)
+        .bind(&first_seen)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The first sightings that [`shared::finish_batch`] needs to order releases
+/// for incidents resolved "in the next release"; read once the incidents are
+/// locked, since that is when their state is known.
+async fn release_first_seen(
+    tx: &mut sqlx::PgConnection,
+    events: &[NormalizedEvent],
+    plan: &shared::BatchPlan,
+    locked: &HashMap<GroupKey, LockedGroup>,
+) -> Result<HashMap<shared::ReleaseKey, DateTime<Utc>>> {
+    let wanted = shared::releases_to_look_up(events, plan, locked);
+    let mut out = HashMap::with_capacity(wanted.len());
+    if !wanted.is_empty() {
+        let project_ids: Vec<i64> = wanted.iter().map(|(p, _)| *p).collect();
+        let versions: Vec<&str> = wanted.iter().map(|(_, v)| v.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT project_id, version, first_seen FROM releases \
+             WHERE (project_id, version) IN (SELECT * FROM UNNEST($1::bigint[], $2::text[]))",
+        )
+        .bind(&project_ids)
+        .bind(&versions)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            out.insert(
+                (row.try_get("project_id")?, row.try_get("version")?),
+                row.try_get("first_seen")?,
+            );
+        }
+    }
+    Ok(out)
 }

@@ -2,12 +2,12 @@
 //! opaque cursors and zero-filled statistics buckets. Both backends run the
 //! same logic here so that they cannot drift apart; only the SQL differs.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, DurationRound, NaiveDate, TimeZone, Utc};
 use uuid::Uuid;
 
-use super::{Result, StoreError};
+use super::{release, Result, StoreError};
 use crate::model::{Bucket, GroupStatus, InsertOutcome, NormalizedEvent, TagCount};
 
 /// Default and maximum page sizes of the list endpoints.
@@ -258,11 +258,57 @@ pub(crate) struct BatchResult {
     pub tags: Vec<(TagKey, (i64, DateTime<Utc>))>,
 }
 
+/// `(project_id, release)` of a release, and when the project first saw it.
+pub(crate) type ReleaseKey = (i64, String);
+
+/// The earliest receipt time of each `(project_id, release)` in a batch,
+/// sorted: what the store records in `releases` (the first sighting wins).
+pub(crate) fn batch_releases(events: &[NormalizedEvent]) -> Vec<(ReleaseKey, DateTime<Utc>)> {
+    let mut out: BTreeMap<ReleaseKey, DateTime<Utc>> = BTreeMap::new();
+    for ev in events {
+        if let Some(release) = &ev.release {
+            let at = out
+                .entry((ev.project_id, release.clone()))
+                .or_insert(ev.received_at);
+            *at = (*at).min(ev.received_at);
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The releases whose first sighting [`finish_batch`] needs: those of the
+/// resolved-in release of a group resolved "in the next release" and of its
+/// new events, where semantic versions cannot order the two. Usually none,
+/// so the store reads nothing.
+pub(crate) fn releases_to_look_up(
+    events: &[NormalizedEvent],
+    plan: &BatchPlan,
+    locked: &HashMap<GroupKey, LockedGroup>,
+) -> Vec<ReleaseKey> {
+    let mut out: BTreeSet<ReleaseKey> = BTreeSet::new();
+    for &i in &plan.candidates {
+        let ev = &events[i];
+        let Some(group) = locked.get(&(ev.project_id, ev.fingerprint.clone())) else {
+            continue;
+        };
+        if let (GroupStatus::Resolved, Some(resolved_in), Some(release)) =
+            (group.status, &group.resolved_in_release, &ev.release)
+        {
+            if resolved_in != release && release::semver_order(release, resolved_in).is_none() {
+                out.insert((ev.project_id, resolved_in.clone()));
+                out.insert((ev.project_id, release.clone()));
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
 pub(crate) fn finish_batch(
     events: &[NormalizedEvent],
     plan: &BatchPlan,
     locked: &HashMap<GroupKey, LockedGroup>,
     inserted: &HashSet<(i64, Uuid)>,
+    release_first_seen: &HashMap<ReleaseKey, DateTime<Utc>>,
 ) -> Result<BatchResult> {
     let mut outcomes = vec![InsertOutcome::Duplicate; events.len()];
     let mut updates: BTreeMap<i64, GroupUpdate> = BTreeMap::new();
@@ -327,10 +373,18 @@ pub(crate) fn finish_batch(
             }
             GroupStatus::Resolved => {
                 // A group resolved "in the next release" expects more events
-                // from the release it was resolved in; only others regress it.
-                let expected =
-                    group.resolved_in_release.is_some() && group.resolved_in_release == ev.release;
-                if !expected {
+                // from the release it was resolved in and from older ones;
+                // only a newer release regresses it.
+                let regresses = release::regresses(
+                    group.resolved_in_release.as_deref(),
+                    ev.release.as_deref(),
+                    |r| {
+                        release_first_seen
+                            .get(&(ev.project_id, r.to_string()))
+                            .copied()
+                    },
+                );
+                if regresses {
                     update.status = GroupStatus::Open;
                     update.regressed_at = Some(ev.received_at);
                     regression = true;

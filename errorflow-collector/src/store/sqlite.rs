@@ -112,6 +112,17 @@ fn event_from_row(row: &SqliteRow) -> Result<StoredEvent> {
     })
 }
 
+const TOKEN_COLUMNS: &str = "id, name, created_at, last_used_at";
+
+fn token_from_row(row: &SqliteRow) -> Result<ApiToken> {
+    Ok(ApiToken {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        created_at: parse_ts(row.try_get("created_at")?)?,
+        last_used_at: parse_opt_ts(row.try_get("last_used_at")?)?,
+    })
+}
+
 fn project_from_row(row: &SqliteRow) -> Result<Project> {
     Ok(Project {
         id: row.try_get("id")?,
@@ -321,32 +332,50 @@ impl Store for SqliteStore {
     }
 
     async fn create_token(&self, name: &str, token_hash: &str) -> Result<ApiToken> {
-        let row = sqlx::query(
-            "INSERT INTO api_tokens (name, token_hash, created_at) VALUES (?, ?, ?) RETURNING id, name",
-        )
-        .bind(name)
-        .bind(token_hash)
-        .bind(fmt_ts(Utc::now()))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(ApiToken {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-        })
+        let sql = format!(
+            "INSERT INTO api_tokens (name, token_hash, created_at) VALUES (?, ?, ?) \
+             RETURNING {TOKEN_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(name)
+            .bind(token_hash)
+            .bind(fmt_ts(Utc::now()))
+            .fetch_one(&self.pool)
+            .await?;
+        token_from_row(&row)
     }
 
     async fn token_by_hash(&self, token_hash: &str) -> Result<Option<ApiToken>> {
-        let row = sqlx::query("SELECT id, name FROM api_tokens WHERE token_hash = ?")
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = ?");
+        let row = sqlx::query(&sql)
             .bind(token_hash)
             .fetch_optional(&self.readers)
             .await?;
-        row.map(|row| {
-            Ok(ApiToken {
-                id: row.try_get("id")?,
-                name: row.try_get("name")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<ApiToken>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id");
+        let rows = sqlx::query(&sql).fetch_all(&self.readers).await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn mark_token_used(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+        unless_since: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET last_used_at = ? \
+             WHERE token_hash = ? AND (last_used_at IS NULL OR last_used_at <= ?)",
+        )
+        .bind(fmt_ts(now))
+        .bind(token_hash)
+        .bind(fmt_ts(unless_since))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn insert_events(&self, events: &[NormalizedEvent]) -> Result<Vec<InsertOutcome>> {
@@ -464,7 +493,8 @@ impl Store for SqliteStore {
         }
 
         // (3) Update the groups from what was really new.
-        let result = shared::finish_batch(events, &plan, &locked, &inserted)?;
+        let releases = record_releases(&mut tx, events, &plan, &locked).await?;
+        let result = shared::finish_batch(events, &plan, &locked, &inserted, &releases)?;
         // One statement per chunk of groups, not one per group: each
         // statement is a round trip to SQLite's worker thread.
         for chunk in shared::pow2_chunks(&result.updates, MAX_BINDS / 8) {
@@ -1225,4 +1255,52 @@ fn user_from_row(row: &SqliteRow) -> Result<User> {
         name: row.try_get("name")?,
         password_hash: row.try_get("password_hash")?,
     })
+}
+
+/// Records the releases of a batch in `releases` (a release already there
+/// keeps its first sighting) and returns the first sightings that
+/// [`shared::finish_batch`] needs to order releases for incidents resolved
+/// "in the next release". Runs in the batch's transaction, after its events.
+async fn record_releases(
+    tx: &mut sqlx::SqliteConnection,
+    events: &[NormalizedEvent],
+    plan: &shared::BatchPlan,
+    locked: &HashMap<GroupKey, LockedGroup>,
+) -> Result<HashMap<shared::ReleaseKey, DateTime<Utc>>> {
+    let seen = shared::batch_releases(events);
+    for chunk in shared::pow2_chunks(&seen, MAX_BINDS / 3) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO releases (project_id, version, first_seen) ");
+        qb.push_values(chunk, |mut b, ((project_id, version), at)| {
+            b.push_bind(*project_id)
+                .push_bind(version)
+                .push_bind(fmt_ts(*at));
+        });
+        qb.push(" ON CONFLICT (project_id, version) DO NOTHING");
+        qb.build().execute(&mut *tx).await?;
+    }
+    let wanted = shared::releases_to_look_up(events, plan, locked);
+    let mut out = HashMap::with_capacity(wanted.len());
+    for chunk in shared::pow2_chunks(&wanted, MAX_BINDS / 2) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT project_id, version, first_seen FROM releases \
+             WHERE (project_id, version) IN (VALUES ",
+        );
+        let mut sep = qb.separated(", ");
+        for (project_id, version) in chunk {
+            sep.push("(")
+                .push_bind_unseparated(*project_id)
+                .push_unseparated(", ")
+                .push_bind_unseparated(version)
+                .push_unseparated(")");
+        }
+        qb.push(")");
+        for row in qb.build().fetch_all(&mut *tx).await? {
+            out.insert(
+                (row.try_get("project_id")?, row.try_get("version")?),
+                parse_ts(row.try_get("first_seen")?)?,
+            );
+        }
+    }
+    Ok(out)
 }

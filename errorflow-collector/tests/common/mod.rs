@@ -1,7 +1,15 @@
 //! Helpers shared by integration tests: throwaway databases for both
-//! backends and a builder for [`NormalizedEvent`] values that does not
-//! depend on the pipeline.
+//! backends, a builder for [`NormalizedEvent`] values that does not
+//! depend on the pipeline, and (`app.rs`) the router on such a database with
+//! request helpers, for the HTTP-level tests.
 #![allow(dead_code)]
+
+mod app;
+
+#[allow(unused_imports)]
+pub(crate) use app::backend_tests;
+#[allow(unused_imports)]
+pub use app::{assert_error, gzip, test_app, Reply, TestApp};
 
 use std::collections::BTreeMap;
 use std::ops::Deref;
