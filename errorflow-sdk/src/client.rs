@@ -204,6 +204,12 @@ pub fn init(options: ClientOptions) -> ClientGuard {
     ClientGuard { client }
 }
 
+/// Whether a client is bound: one atomic load, for hot paths that skip
+/// their work when the SDK is disabled.
+pub fn is_active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
 /// Sends an error and its `source()` chain; returns the event id when queued.
 pub fn capture_error(error: &(dyn std::error::Error + 'static)) -> Option<uuid::Uuid> {
     let client = Client::current()?;

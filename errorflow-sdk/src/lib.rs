@@ -62,7 +62,7 @@ pub mod transport;
 #[cfg(feature = "client")]
 pub use client::{
     capture_error, capture_event, capture_message, error_type_name, exception_chain, flush, init,
-    stats, Client, ClientGuard, SDK_NAME,
+    is_active, stats, Client, ClientGuard, SDK_NAME,
 };
 #[cfg(feature = "client")]
 pub use dsn::Dsn;
@@ -73,6 +73,6 @@ pub use layer::{layer, ErrorflowLayer};
 #[cfg(feature = "client")]
 pub use options::{BeforeSend, ClientOptions, RetryPolicy};
 #[cfg(feature = "client")]
-pub use scope::{configure_scope, Scope};
+pub use scope::{configure_scope, EventProcessor, Scope};
 #[cfg(feature = "client")]
 pub use transport::{Stats, Transport};

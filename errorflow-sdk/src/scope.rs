@@ -33,6 +33,27 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::protocol::{Breadcrumb, Event, Request, User};
 
+/// Fills in an event's context when it is captured, for context that is
+/// dear to build and seldom needed: middleware keeps a request's parts and
+/// turns them into a [`Request`] only for the requests that report something.
+///
+/// It runs while the scope is applied to an event, after the scope's own
+/// values, and should only fill fields that are still empty (values already
+/// on the event are more specific). It must not use the scope itself.
+pub trait EventProcessor: Send + Sync + 'static {
+    /// Adds context to `event`.
+    fn process(&self, event: &mut Event);
+}
+
+#[derive(Clone)]
+struct Processor(Arc<dyn EventProcessor>);
+
+impl std::fmt::Debug for Processor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventProcessor")
+    }
+}
+
 /// Context merged into every event captured while the scope is current.
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
@@ -52,6 +73,7 @@ pub struct Scope {
     /// How many error or fatal events were captured in this scope; lets
     /// middleware skip a redundant "responded 500" event.
     errors_captured: u32,
+    processor: Option<Processor>,
 }
 
 impl Scope {
@@ -98,6 +120,11 @@ impl Scope {
     /// Sets the trace id that links events of one request.
     pub fn set_trace_id(&mut self, trace_id: Option<String>) {
         self.trace_id = trace_id;
+    }
+
+    /// Sets (or clears) the scope's [`EventProcessor`].
+    pub fn set_event_processor(&mut self, processor: Option<Arc<dyn EventProcessor>>) {
+        self.processor = processor.map(Processor);
     }
 
     /// The scope's tags.
@@ -166,6 +193,9 @@ impl Scope {
         }
         if breadcrumbs && event.breadcrumbs.is_empty() {
             event.breadcrumbs = self.breadcrumbs.iter().cloned().collect();
+        }
+        if let Some(Processor(processor)) = &self.processor {
+            processor.process(event);
         }
     }
 }

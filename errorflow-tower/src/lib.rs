@@ -52,7 +52,7 @@ use errorflow_sdk::protocol::{Event, Exception, Level, Request as RequestContext
 use errorflow_sdk::scope::{self, Scope, ScopeHandle, Scoped};
 use errorflow_sdk::scrub::scrub_query;
 use futures_util::future::{CatchUnwind, FutureExt};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use pin_project_lite::pin_project;
 use tower::Layer;
 use tower::Service;
@@ -196,12 +196,11 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let start = Instant::now();
         // Without a bound client there is nothing to report: skip the
         // context work so that a disabled SDK costs next to nothing, but
         // still turn panics into 500 answers so that behaviour does not
         // depend on whether a DSN is configured.
-        if errorflow_sdk::Client::current().is_none() {
+        if !errorflow_sdk::is_active() {
             let inner = &mut self.inner;
             return match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
                 Ok(future) => ResponseFuture {
@@ -214,15 +213,14 @@ where
                 },
             };
         }
-        let (trace_id, request_id) = trace_ids(request.headers());
-        let context = request_context(&request, &self.config);
+        let start = Instant::now();
+        // Only the parts are kept (clones that share the request's buffers);
+        // the request context is built from them when an event is captured,
+        // which most requests never do.
+        let (parts, request_id) = RequestParts::of(&request, &self.config);
+        let parts = Arc::new(parts);
         let mut scope = Scope::new();
-        scope.set_transaction(Some(match &context.route {
-            Some(route) => format!("{} {route}", request.method()),
-            None => format!("{} {}", request.method(), request.uri().path()),
-        }));
-        scope.set_trace_id(Some(trace_id));
-        scope.set_request(Some(context));
+        scope.set_event_processor(Some(parts.clone()));
         scope.set_catches_panics(true);
         let handle = ScopeHandle::new(scope);
 
@@ -233,6 +231,7 @@ where
         let state = State {
             handle: handle.clone(),
             config: self.config.clone(),
+            parts,
             start,
             request_id,
         };
@@ -256,6 +255,7 @@ where
 struct State {
     handle: ScopeHandle,
     config: Arc<Config>,
+    parts: Arc<RequestParts>,
     start: Instant,
     request_id: HeaderValue,
 }
@@ -327,7 +327,7 @@ fn finish<B>(state: State, mut response: Response<B>) -> Response<B> {
         } else {
             Level::Warning
         });
-        let transaction = state.handle.lock().snapshot_transaction();
+        let transaction = state.parts.transaction();
         event.message = Some(format!("{transaction} responded {status}"));
         event.message_template = event.message.clone();
         event
@@ -382,56 +382,143 @@ fn capture(state: &State, mut event: Event, status: StatusCode) {
     let Some(client) = errorflow_sdk::Client::current() else {
         return;
     };
-    {
-        let mut scope = state.handle.lock();
-        let mut request = scope.request().cloned().unwrap_or_default();
-        request.status = Some(status.as_u16());
-        request.latency_ms = Some(state.start.elapsed().as_secs_f64() * 1000.0);
-        scope.set_request(Some(request));
-    }
+    let latency_ms = state.start.elapsed().as_secs_f64() * 1000.0;
+    event.request = Some(state.parts.request(Some(status.as_u16()), Some(latency_ms)));
     event.exception.iter_mut().for_each(|e| {
         e.mechanism.get_or_insert_with(|| "middleware".into());
     });
     client.capture_event_in(event, Some(&state.handle));
 }
 
-trait TransactionExt {
-    fn snapshot_transaction(&self) -> String;
+/// What the request context is built from, kept from the request before it
+/// is handed to the inner service: clones of the method, URI, matched route
+/// and allow-listed header values, which share the request's buffers.
+struct RequestParts {
+    method: Method,
+    uri: Uri,
+    route: Option<Route>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    client_ip: Option<HeaderValue>,
+    trace_id: HeaderValue,
 }
 
-impl TransactionExt for Scope {
-    fn snapshot_transaction(&self) -> String {
-        self.request()
-            .map(|r| {
-                format!(
-                    "{} {}",
-                    r.method.as_deref().unwrap_or("?"),
-                    r.route.as_deref().or(r.url.as_deref()).unwrap_or("?")
-                )
-            })
-            .unwrap_or_default()
+impl RequestParts {
+    /// The parts and the request id for the response header: the incoming
+    /// `x-request-id`, else the trace id. The trace id comes from W3C
+    /// `traceparent`, else `x-request-id`, else is generated.
+    fn of<B>(request: &Request<B>, config: &Config) -> (RequestParts, HeaderValue) {
+        let mut headers = Vec::new();
+        let mut request_id = None;
+        let mut traceparent = None;
+        let mut forwarded_for = None;
+        let mut real_ip = None;
+        let mut custom_ip = None;
+        // One walk over the request's headers (a handful) instead of a hash
+        // lookup per interesting name.
+        for (name, value) in request.headers() {
+            if config.headers.contains(name) {
+                headers.push((name.clone(), value.clone()));
+            }
+            if config.client_ip_header.as_ref() == Some(name) {
+                custom_ip.get_or_insert(value);
+            }
+            if name == X_REQUEST_ID {
+                request_id.get_or_insert(value);
+            } else if name == "traceparent" {
+                traceparent.get_or_insert(value);
+            } else if name == "x-forwarded-for" {
+                forwarded_for.get_or_insert(value);
+            } else if name == "x-real-ip" {
+                real_ip.get_or_insert(value);
+            }
+        }
+        let request_id = request_id
+            .filter(|v| !v.is_empty() && v.len() <= 200)
+            .cloned();
+        let trace_id = match traceparent
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent)
+        {
+            Some(trace) => HeaderValue::from_str(trace).ok(),
+            None => request_id.clone(),
+        };
+        let trace_id = trace_id.unwrap_or_else(|| {
+            // A random id, hex-encoded on the stack.
+            let mut buf = [0u8; 32];
+            let hex = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
+            HeaderValue::from_str(hex).expect("hex digits are a valid header value")
+        });
+        let client_ip = match &config.client_ip_header {
+            Some(_) => custom_ip,
+            None => forwarded_for.or(real_ip),
+        };
+        let request_id = request_id.unwrap_or_else(|| trace_id.clone());
+        let parts = RequestParts {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            route: matched_route(request),
+            headers,
+            client_ip: client_ip.cloned(),
+            trace_id,
+        };
+        (parts, request_id)
+    }
+
+    fn route(&self) -> Option<&str> {
+        self.route.as_ref().map(route_str)
+    }
+
+    /// `GET /users/{id}`: the route when known, else the path.
+    fn transaction(&self) -> String {
+        let target = self.route().unwrap_or_else(|| self.uri.path());
+        format!("{} {target}", self.method)
+    }
+
+    fn request(&self, status: Option<u16>, latency_ms: Option<f64>) -> RequestContext {
+        let mut headers = BTreeMap::new();
+        for (name, value) in &self.headers {
+            if let Ok(value) = value.to_str() {
+                headers
+                    .entry(name.as_str().to_string())
+                    .or_insert_with(|| value.to_string());
+            }
+        }
+        RequestContext {
+            method: Some(self.method.as_str().to_string()),
+            url: Some(self.uri.path().to_string()),
+            route: self.route().map(str::to_string),
+            query_string: self.uri.query().map(scrub_query),
+            headers,
+            status,
+            latency_ms,
+            client_ip: self
+                .client_ip
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty()),
+        }
     }
 }
 
-/// The trace id (for events) and request id (for the response header).
-fn trace_ids(headers: &HeaderMap) -> (String, HeaderValue) {
-    let incoming_request_id = headers
-        .get(&X_REQUEST_ID)
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .cloned();
-    let traceparent = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_traceparent);
-    let trace_id = match (&traceparent, &incoming_request_id) {
-        (Some(trace), _) => trace.to_string(),
-        (None, Some(id)) => String::from_utf8_lossy(id.as_bytes()).into_owned(),
-        (None, None) => uuid::Uuid::new_v4().simple().to_string(),
-    };
-    let request_id = incoming_request_id
-        .or_else(|| HeaderValue::from_str(&trace_id).ok())
-        .unwrap_or_else(|| HeaderValue::from_static("invalid"));
-    (trace_id, request_id)
+impl errorflow_sdk::EventProcessor for RequestParts {
+    fn process(&self, event: &mut Event) {
+        if event.request.is_none() {
+            // A panic while serving is answered 500 by this middleware.
+            let panicked = event
+                .exception
+                .first()
+                .is_some_and(|e| e.mechanism.as_deref() == Some("panic"));
+            event.request = Some(self.request(panicked.then_some(500), None));
+        }
+        if event.transaction.is_none() {
+            event.transaction = Some(self.transaction());
+        }
+        if event.trace_id.is_none() {
+            event.trace_id = Some(String::from_utf8_lossy(self.trace_id.as_bytes()).into_owned());
+        }
+    }
 }
 
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
@@ -451,57 +538,30 @@ pub fn parse_traceparent(value: &str) -> Option<&str> {
     valid.then_some(trace_id)
 }
 
-fn request_context<B>(request: &Request<B>, config: &Config) -> RequestContext {
-    let headers = request.headers();
-    let mut copied = BTreeMap::new();
-    // A request has a handful of headers and the allow-list a dozen names:
-    // walking the request's headers once is cheaper than a hash lookup per
-    // allowed name.
-    for (name, value) in headers {
-        if config.headers.contains(name) {
-            if let Ok(value) = value.to_str() {
-                copied.insert(name.as_str().to_string(), value.to_string());
-            }
-        }
-    }
-    RequestContext {
-        method: Some(request.method().as_str().to_string()),
-        url: Some(request.uri().path().to_string()),
-        route: matched_route(request),
-        query_string: request.uri().query().map(scrub_query),
-        headers: copied,
-        status: None,
-        latency_ms: None,
-        client_ip: client_ip(headers, config),
-    }
-}
+#[cfg(feature = "axum")]
+type Route = axum::extract::MatchedPath;
 
-fn client_ip(headers: &HeaderMap, config: &Config) -> Option<String> {
-    let first = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
-    match &config.client_ip_header {
-        Some(header) => first(header.as_str()),
-        None => first("x-forwarded-for").or_else(|| first("x-real-ip")),
-    }
+#[cfg(feature = "axum")]
+fn matched_route<B>(request: &Request<B>) -> Option<Route> {
+    request.extensions().get::<Route>().cloned()
 }
 
 #[cfg(feature = "axum")]
-fn matched_route<B>(request: &Request<B>) -> Option<String> {
-    request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_string())
+fn route_str(route: &Route) -> &str {
+    route.as_str()
 }
 
 #[cfg(not(feature = "axum"))]
-fn matched_route<B>(_request: &Request<B>) -> Option<String> {
+type Route = std::convert::Infallible;
+
+#[cfg(not(feature = "axum"))]
+fn matched_route<B>(_request: &Request<B>) -> Option<Route> {
     None
+}
+
+#[cfg(not(feature = "axum"))]
+fn route_str(route: &Route) -> &str {
+    match *route {}
 }
 
 #[cfg(test)]
@@ -523,11 +583,16 @@ mod tests {
 
     #[test]
     fn ids_fall_back_to_request_id_then_generated() {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-request-id", HeaderValue::from_static("req-1"));
-        assert_eq!(trace_ids(&headers).0, "req-1");
-        let (trace, request_id) = trace_ids(&HeaderMap::new());
-        assert_eq!(trace.len(), 32);
-        assert_eq!(request_id.to_str().unwrap(), trace);
+        let config = ErrorflowLayer::new().config;
+        let request = Request::builder()
+            .header("x-request-id", "req-1")
+            .body(())
+            .unwrap();
+        let (parts, request_id) = RequestParts::of(&request, &config);
+        assert_eq!(parts.trace_id, "req-1");
+        assert_eq!(request_id, "req-1");
+        let (parts, request_id) = RequestParts::of(&Request::new(()), &config);
+        assert_eq!(parts.trace_id.len(), 32);
+        assert_eq!(request_id, parts.trace_id);
     }
 }
