@@ -62,7 +62,7 @@ pub mod transport;
 #[cfg(feature = "client")]
 pub use client::{
     capture_error, capture_event, capture_message, error_type_name, exception_chain, flush, init,
-    is_active, stats, Client, ClientGuard, SDK_NAME,
+    is_active, stats, Client, ClientGuard, PendingEvent, SDK_NAME,
 };
 #[cfg(feature = "client")]
 pub use dsn::Dsn;
