@@ -33,7 +33,9 @@ struct Shared {
 /// transport calls it on its worker thread, so that capturing stays cheap
 /// and hands few allocations to another thread.
 pub struct PendingEvent {
-    event: Event,
+    /// Boxed from the start: an `Event` is large, and a pending event is
+    /// moved from the capture through the queue to the worker.
+    event: Box<Event>,
     /// `None` for an event that was finished before it was queued.
     shared: Option<Arc<Shared>>,
     processor: Option<Arc<dyn EventProcessor>>,
@@ -52,7 +54,7 @@ impl PendingEvent {
     /// An event that needs no more work (sent through [`Transport::send`]).
     pub(crate) fn finished(event: Event) -> PendingEvent {
         PendingEvent {
-            event,
+            event: Box::new(event),
             shared: None,
             processor: None,
             tracing: None,
@@ -78,6 +80,7 @@ impl PendingEvent {
         if let Some(processor) = processor {
             processor.process(&mut event);
         }
+        let mut event = *event;
         let Some(shared) = shared else {
             return Some(event);
         };
@@ -162,12 +165,12 @@ impl Client {
 
     /// Like [`Client::capture_event`], with an explicit scope instead of the current one.
     pub fn capture_event_in(&self, event: Event, scope: Option<&ScopeHandle>) -> Option<uuid::Uuid> {
-        self.capture_pending(event, scope, None)
+        self.capture_pending(Box::new(event), scope, None)
     }
 
     pub(crate) fn capture_pending(
         &self,
-        mut event: Event,
+        mut event: Box<Event>,
         scope: Option<&ScopeHandle>,
         tracing: Option<crate::layer::TracingParts>,
     ) -> Option<uuid::Uuid> {

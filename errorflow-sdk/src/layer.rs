@@ -219,7 +219,7 @@ fn convert_level(level: tracing::Level) -> Level {
 /// The part of an `error!` event that must be taken on the calling thread:
 /// the formatted message, the fields, the error chain and the span fields
 /// (all borrowed from the caller). The rest is [`finish_event`]'s.
-fn build_event<S>(event: &TracingEvent<'_>, ctx: &Context<'_, S>) -> (Event, TracingParts)
+fn build_event<S>(event: &TracingEvent<'_>, ctx: &Context<'_, S>) -> (Box<Event>, TracingParts)
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -227,7 +227,7 @@ where
     let mut visitor = FieldVisitor::default();
     event.record(&mut visitor);
 
-    let mut out = Event::new(convert_level(*metadata.level()));
+    let mut out = Box::new(Event::new(convert_level(*metadata.level())));
     let has_message = visitor.message.is_some();
     out.message = visitor
         .message

@@ -119,7 +119,7 @@ enum Control {
 /// The default transport: a bounded queue drained by a background thread
 /// that batches, gzips and POSTs to `{base}/api/v1/events`.
 pub struct HttpTransport {
-    events: mpsc::Sender<Box<PendingEvent>>,
+    events: mpsc::Sender<PendingEvent>,
     control: mpsc::UnboundedSender<Control>,
     counters: Arc<Counters>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -203,7 +203,7 @@ impl HttpTransport {
 }
 
 impl HttpTransport {
-    fn enqueue(&self, event: Box<PendingEvent>) {
+    fn enqueue(&self, event: PendingEvent) {
         match self.events.try_send(event) {
             Ok(()) => {
                 self.counters.queued.fetch_add(1, Ordering::Relaxed);
@@ -222,12 +222,12 @@ impl HttpTransport {
 
 impl Transport for HttpTransport {
     fn send(&self, event: Event) {
-        self.enqueue(Box::new(PendingEvent::finished(event)));
+        self.enqueue(PendingEvent::finished(event));
     }
 
     /// Only moves the event to the queue: the worker finishes it.
     fn send_pending(&self, event: PendingEvent) {
-        self.enqueue(Box::new(event));
+        self.enqueue(event);
     }
 
     fn flush(&self, timeout: Duration) -> bool {
@@ -255,7 +255,7 @@ const LINGER_TICK: Duration = Duration::from_millis(25);
 async fn worker(
     client: reqwest::Client,
     settings: Settings,
-    mut events: mpsc::Receiver<Box<PendingEvent>>,
+    mut events: mpsc::Receiver<PendingEvent>,
     mut control: mpsc::UnboundedReceiver<Control>,
     counters: Arc<Counters>,
 ) {
@@ -271,7 +271,7 @@ async fn worker(
                 continue;
             }
             event = events.recv() => match event {
-                Some(event) => finish(*event, &settings, &counters, &mut pending),
+                Some(event) => finish(event, &settings, &counters, &mut pending),
                 None => {
                     send_all(&client, &settings, &counters, &mut pending).await;
                     return;
@@ -287,7 +287,7 @@ async fn worker(
         loop {
             while pending.len() < settings.max_batch_events {
                 match events.try_recv() {
-                    Ok(event) => finish(*event, &settings, &counters, &mut pending),
+                    Ok(event) => finish(event, &settings, &counters, &mut pending),
                     Err(_) => break,
                 }
             }
@@ -331,12 +331,12 @@ async fn handle_control(
     client: &reqwest::Client,
     settings: &Settings,
     counters: &Counters,
-    events: &mut mpsc::Receiver<Box<PendingEvent>>,
+    events: &mut mpsc::Receiver<PendingEvent>,
     pending: &mut Vec<Event>,
 ) -> bool {
     // Everything queued before the command is part of what it waits for.
     while let Ok(event) = events.try_recv() {
-        finish(*event, settings, counters, pending);
+        finish(event, settings, counters, pending);
     }
     send_all(client, settings, counters, pending).await;
     match cmd {

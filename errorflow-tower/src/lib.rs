@@ -257,7 +257,17 @@ struct State {
     config: Arc<Config>,
     parts: Arc<RequestParts>,
     start: Instant,
-    request_id: HeaderValue,
+    /// The incoming `x-request-id`; without one the trace id is returned.
+    request_id: Option<HeaderValue>,
+}
+
+impl State {
+    fn request_id(self) -> HeaderValue {
+        match self.request_id {
+            Some(id) => id,
+            None => self.parts.trace_id.header_value(),
+        }
+    }
 }
 
 pin_project! {
@@ -342,7 +352,7 @@ fn finish<B>(state: State, mut response: Response<B>) -> Response<B> {
     }
     response
         .headers_mut()
-        .insert(X_REQUEST_ID.clone(), state.request_id);
+        .insert(X_REQUEST_ID.clone(), state.request_id());
     response
 }
 
@@ -368,7 +378,7 @@ fn panicked<B: Default>(state: State, payload: Box<dyn Any + Send>) -> Response<
     let mut response = internal_error();
     response
         .headers_mut()
-        .insert(X_REQUEST_ID.clone(), state.request_id);
+        .insert(X_REQUEST_ID.clone(), state.request_id());
     response
 }
 
@@ -399,14 +409,39 @@ struct RequestParts {
     route: Option<Route>,
     headers: Vec<(HeaderName, HeaderValue)>,
     client_ip: Option<HeaderValue>,
-    trace_id: HeaderValue,
+    trace_id: TraceId,
+}
+
+/// A trace id as 32 hex digits (generated or from `traceparent`), or an
+/// incoming `x-request-id`.
+enum TraceId {
+    Hex([u8; 32]),
+    Header(HeaderValue),
+}
+
+impl TraceId {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            TraceId::Hex(hex) => hex,
+            TraceId::Header(value) => value.as_bytes(),
+        }
+    }
+
+    fn header_value(&self) -> HeaderValue {
+        match self {
+            TraceId::Hex(hex) => {
+                HeaderValue::from_bytes(hex).expect("hex digits are a valid header value")
+            }
+            TraceId::Header(value) => value.clone(),
+        }
+    }
 }
 
 impl RequestParts {
-    /// The parts and the request id for the response header: the incoming
-    /// `x-request-id`, else the trace id. The trace id comes from W3C
+    /// The parts, and the incoming `x-request-id` (returned as is in the
+    /// response; without it the trace id is). The trace id comes from W3C
     /// `traceparent`, else `x-request-id`, else is generated.
-    fn of<B>(request: &Request<B>, config: &Config) -> (RequestParts, HeaderValue) {
+    fn of<B>(request: &Request<B>, config: &Config) -> (RequestParts, Option<HeaderValue>) {
         let mut headers = Vec::new();
         let mut request_id = None;
         let mut traceparent = None;
@@ -416,8 +451,10 @@ impl RequestParts {
         // One walk over the request's headers (a handful) instead of a hash
         // lookup per interesting name.
         for (name, value) in request.headers() {
-            if config.headers.contains(name) {
-                headers.push((name.clone(), value.clone()));
+            // The configured name is cloned rather than the request's: it
+            // is static, so the clone is free.
+            if let Some(allowed) = config.headers.iter().find(|h| *h == name) {
+                headers.push((allowed.clone(), value.clone()));
             }
             if config.client_ip_header.as_ref() == Some(name) {
                 custom_ip.get_or_insert(value);
@@ -435,24 +472,27 @@ impl RequestParts {
         let request_id = request_id
             .filter(|v| !v.is_empty() && v.len() <= 200)
             .cloned();
-        let trace_id = match traceparent
+        let traced = traceparent
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_traceparent)
-        {
-            Some(trace) => HeaderValue::from_str(trace).ok(),
-            None => request_id.clone(),
+            .and_then(parse_traceparent);
+        let trace_id = match (traced, &request_id) {
+            (Some(trace), _) => {
+                let mut hex = [0u8; 32];
+                hex.copy_from_slice(trace.as_bytes());
+                TraceId::Hex(hex)
+            }
+            (None, Some(id)) => TraceId::Header(id.clone()),
+            (None, None) => {
+                // A random id, hex-encoded on the stack.
+                let mut hex = [0u8; 32];
+                uuid::Uuid::new_v4().simple().encode_lower(&mut hex);
+                TraceId::Hex(hex)
+            }
         };
-        let trace_id = trace_id.unwrap_or_else(|| {
-            // A random id, hex-encoded on the stack.
-            let mut buf = [0u8; 32];
-            let hex = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
-            HeaderValue::from_str(hex).expect("hex digits are a valid header value")
-        });
         let client_ip = match &config.client_ip_header {
             Some(_) => custom_ip,
             None => forwarded_for.or(real_ip),
         };
-        let request_id = request_id.unwrap_or_else(|| trace_id.clone());
         let parts = RequestParts {
             method: request.method().clone(),
             uri: request.uri().clone(),
@@ -589,10 +629,10 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, request_id) = RequestParts::of(&request, &config);
-        assert_eq!(parts.trace_id, "req-1");
-        assert_eq!(request_id, "req-1");
+        assert_eq!(parts.trace_id.as_bytes(), b"req-1");
+        assert_eq!(request_id.unwrap(), "req-1");
         let (parts, request_id) = RequestParts::of(&Request::new(()), &config);
-        assert_eq!(parts.trace_id.len(), 32);
-        assert_eq!(request_id, parts.trace_id);
+        assert_eq!(parts.trace_id.as_bytes().len(), 32);
+        assert!(request_id.is_none());
     }
 }
