@@ -411,7 +411,13 @@ fn axum_service_reports_every_failure_kind(backend: Backend) {
     let panic = call("/panic", &[("x-request-id", "e2e-panic-1")]);
     let chained = call("/chain", &[]);
     assert_eq!(
-        [ok.status, error_1.status, status_500.status, panic.status, chained.status],
+        [
+            ok.status,
+            error_1.status,
+            status_500.status,
+            panic.status,
+            chained.status
+        ],
         [200, 200, 500, 500, 500]
     );
     assert_eq!(status_500.request_id, trace);
@@ -555,7 +561,10 @@ fn axum_service_reports_every_failure_kind(backend: Backend) {
     assert_eq!(fetched["group_id"], failed["group_id"]);
 
     let stats = errorflow_sdk::stats();
-    assert_eq!((stats.sent, stats.dropped_failed, stats.rejected), (5, 0, 0));
+    assert_eq!(
+        (stats.sent, stats.dropped_failed, stats.rejected),
+        (5, 0, 0)
+    );
     drop(guard);
 }
 

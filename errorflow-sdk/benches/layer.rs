@@ -23,9 +23,11 @@ use tracing_subscriber::prelude::*;
 struct DrainingSink(SyncSender<Box<PendingEvent>>);
 
 impl DrainingSink {
-    fn new() -> DrainingSink {
+    /// The sink and its thread, which ends once every event is drained and
+    /// the sink is dropped.
+    fn new() -> (DrainingSink, std::thread::JoinHandle<()>) {
         let (tx, rx) = sync_channel::<Box<PendingEvent>>(65_536);
-        std::thread::spawn(move || loop {
+        let thread = std::thread::spawn(move || loop {
             std::thread::sleep(Duration::from_millis(5));
             loop {
                 match rx.try_recv() {
@@ -35,7 +37,7 @@ impl DrainingSink {
                 }
             }
         });
-        DrainingSink(tx)
+        (DrainingSink(tx), thread)
     }
 }
 
@@ -79,8 +81,26 @@ impl Transport for DropSink {
     }
 }
 
-fn errorflow_init() -> errorflow_sdk::ClientGuard {
-    errorflow_init_with(Arc::new(DrainingSink::new()))
+/// A client with a [`DrainingSink`]. Waiting for its thread (outside any
+/// timing) keeps the drain of one run from taking the CPU from the next.
+struct Draining {
+    guard: errorflow_sdk::ClientGuard,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Draining {
+    fn finish(self) {
+        drop(self.guard);
+        self.thread.join().unwrap();
+    }
+}
+
+fn errorflow_init() -> Draining {
+    let (sink, thread) = DrainingSink::new();
+    Draining {
+        guard: errorflow_init_with(Arc::new(sink)),
+        thread,
+    }
 }
 
 fn errorflow_init_with(transport: Arc<dyn Transport>) -> errorflow_sdk::ClientGuard {
@@ -147,15 +167,17 @@ where
 fn error_event(c: &mut Criterion) {
     let mut group = c.benchmark_group("error_event");
     let ours = |bench: Option<&mut criterion::BenchmarkGroup<'_, _>>| {
-        let _guard = errorflow_init();
+        let client = errorflow_init();
         let subscriber = tracing_subscriber::registry().with(errorflow_sdk::layer());
-        tracing::subscriber::with_default(subscriber, || match bench {
+        let ns = tracing::subscriber::with_default(subscriber, || match bench {
             Some(group) => {
                 group.bench_function("errorflow", |b| b.iter(log_error));
                 0.0
             }
             None => ns_per_call(50_000, log_error),
-        })
+        });
+        client.finish();
+        ns
     };
     // Same as sentry's no-op transport: the event is finished and freed on
     // the calling thread, which measures the whole cost of building it
@@ -203,7 +225,7 @@ fn error_event(c: &mut Criterion) {
 }
 
 fn added_cost(c: &mut Criterion) {
-    let _guard = errorflow_init();
+    let client = errorflow_init();
     for (name, f) in [
         ("info_breadcrumb", log_info as fn()),
         ("debug_filtered", log_debug as fn()),
@@ -238,6 +260,7 @@ fn added_cost(c: &mut Criterion) {
         // Keep the breadcrumb ring from being the thing measured next.
         errorflow_sdk::configure_scope(|s| *s = errorflow_sdk::Scope::new());
     }
+    client.finish();
 }
 
 criterion_group! {

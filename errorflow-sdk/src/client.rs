@@ -164,7 +164,11 @@ impl Client {
     }
 
     /// Like [`Client::capture_event`], with an explicit scope instead of the current one.
-    pub fn capture_event_in(&self, event: Event, scope: Option<&ScopeHandle>) -> Option<uuid::Uuid> {
+    pub fn capture_event_in(
+        &self,
+        event: Event,
+        scope: Option<&ScopeHandle>,
+    ) -> Option<uuid::Uuid> {
         self.capture_pending(Box::new(event), scope, None)
     }
 

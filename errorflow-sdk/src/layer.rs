@@ -379,7 +379,8 @@ impl Visit for FieldVisitor {
         if field.name() == "message" {
             self.message = Some(format!("{value:?}"));
         } else {
-            self.fields.push((field.name(), format!("{value:?}").into()));
+            self.fields
+                .push((field.name(), format!("{value:?}").into()));
         }
     }
 }

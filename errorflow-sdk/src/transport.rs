@@ -319,7 +319,10 @@ fn finish(event: PendingEvent, settings: &Settings, counters: &Counters, pending
             counters.filtered.fetch_add(1, Ordering::Relaxed);
         }
         Err(_) => {
-            diag(settings, format_args!("finishing an event panicked; event dropped"));
+            diag(
+                settings,
+                format_args!("finishing an event panicked; event dropped"),
+            );
             counters.filtered.fetch_add(1, Ordering::Relaxed);
         }
     }
