@@ -21,10 +21,13 @@
 //!
 //! What the layer does for each request:
 //!
-//! - It binds a fresh [`errorflow_sdk::Scope`] holding the request context
+//! - It binds a fresh [`errorflow_sdk::Scope`] to the request's future, so
+//!   `tracing::error!` in handlers is reported with the request context
 //!   (method, route, path, scrubbed query, allow-listed headers, client IP,
-//!   trace id) to the request's future, so `tracing::error!` in handlers is
-//!   reported with it; breadcrumbs logged during the request stay with it.
+//!   trace id); breadcrumbs logged during the request stay with it. The
+//!   scope keeps only the request's parts (cheap clones) and an
+//!   [`errorflow_sdk::EventProcessor`] builds the context from them when an
+//!   event is captured, so requests that report nothing pay for no context.
 //! - It takes the trace id from W3C `traceparent`, else from `x-request-id`,
 //!   else generates one, and returns it as `x-request-id`.
 //! - It catches panics in `call` and in the response future, answers 500 and
