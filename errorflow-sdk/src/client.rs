@@ -193,10 +193,13 @@ impl Client {
                 s.processor()
             };
             let root = scope::root_ref();
-            if !handle.ptr_eq(root) {
-                root.lock().apply(event, false);
+            if handle.ptr_eq(root) {
+                return processor;
             }
-            processor
+            let root = root.lock();
+            root.apply(event, false);
+            // The current scope's processor is the more specific one.
+            processor.or_else(|| root.processor())
         };
         let processor = match scope {
             Some(handle) => apply(handle, &mut event),
