@@ -55,7 +55,7 @@ use errorflow_sdk::protocol::{Event, Exception, Level, Request as RequestContext
 use errorflow_sdk::scope::{self, Scope, ScopeHandle, Scoped};
 use errorflow_sdk::scrub::scrub_query;
 use futures_util::future::{CatchUnwind, FutureExt};
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::Layer;
 use tower::Service;
@@ -408,10 +408,15 @@ fn capture(state: &State, mut event: Event, status: StatusCode) {
 /// and allow-listed header values, which share the request's buffers.
 struct RequestParts {
     method: Method,
-    uri: Uri,
     route: Option<Route>,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    client_ip: Option<HeaderValue>,
+    /// The path, the query, the allow-listed headers (`name:value\n`, the
+    /// ones that are text) and the client IP header's value, one after the
+    /// other: one allocation, whatever the request holds.
+    text: String,
+    path_end: usize,
+    /// `None` when the URI has no query.
+    query_end: Option<usize>,
+    headers_end: usize,
     trace_id: TraceId,
 }
 
@@ -445,7 +450,15 @@ impl RequestParts {
     /// response; without it the trace id is). The trace id comes from W3C
     /// `traceparent`, else `x-request-id`, else is generated.
     fn of<B>(request: &Request<B>, config: &Config) -> (RequestParts, Option<HeaderValue>) {
-        let mut headers = Vec::new();
+        let uri = request.uri();
+        let mut text =
+            String::with_capacity(uri.path().len() + uri.query().map_or(0, str::len) + 128);
+        text.push_str(uri.path());
+        let path_end = text.len();
+        let query_end = uri.query().map(|query| {
+            text.push_str(query);
+            text.len()
+        });
         let mut request_id = None;
         let mut traceparent = None;
         let mut forwarded_for = None;
@@ -454,10 +467,13 @@ impl RequestParts {
         // One walk over the request's headers (a handful) instead of a hash
         // lookup per interesting name.
         for (name, value) in request.headers() {
-            // The configured name is cloned rather than the request's: it
-            // is static, so the clone is free.
-            if let Some(allowed) = config.headers.iter().find(|h| *h == name) {
-                headers.push((allowed.clone(), value.clone()));
+            if config.headers.contains(name) {
+                if let Ok(value) = value.to_str() {
+                    text.push_str(name.as_str());
+                    text.push(':');
+                    text.push_str(value);
+                    text.push('\n');
+                }
             }
             if config.client_ip_header.as_ref() == Some(name) {
                 custom_ip.get_or_insert(value);
@@ -471,6 +487,14 @@ impl RequestParts {
             } else if name == "x-real-ip" {
                 real_ip.get_or_insert(value);
             }
+        }
+        let headers_end = text.len();
+        let client_ip = match &config.client_ip_header {
+            Some(_) => custom_ip,
+            None => forwarded_for.or(real_ip),
+        };
+        if let Some(ip) = client_ip.and_then(|v| v.to_str().ok()) {
+            text.push_str(ip);
         }
         let request_id = request_id
             .filter(|v| !v.is_empty() && v.len() <= 200)
@@ -492,16 +516,13 @@ impl RequestParts {
                 TraceId::Hex(hex)
             }
         };
-        let client_ip = match &config.client_ip_header {
-            Some(_) => custom_ip,
-            None => forwarded_for.or(real_ip),
-        };
         let parts = RequestParts {
             method: request.method().clone(),
-            uri: request.uri().clone(),
             route: matched_route(request),
-            headers,
-            client_ip: client_ip.cloned(),
+            text,
+            path_end,
+            query_end,
+            headers_end,
             trace_id,
         };
         (parts, request_id)
@@ -511,36 +532,45 @@ impl RequestParts {
         self.route.as_ref().map(route_str)
     }
 
+    fn path(&self) -> &str {
+        &self.text[..self.path_end]
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.query_end.map(|end| &self.text[self.path_end..end])
+    }
+
     /// `GET /users/{id}`: the route when known, else the path.
     fn transaction(&self) -> String {
-        let target = self.route().unwrap_or_else(|| self.uri.path());
+        let target = self.route().unwrap_or_else(|| self.path());
         format!("{} {target}", self.method)
     }
 
     fn request(&self, status: Option<u16>, latency_ms: Option<f64>) -> RequestContext {
+        let start = self.query_end.unwrap_or(self.path_end);
         let mut headers = BTreeMap::new();
-        for (name, value) in &self.headers {
-            if let Ok(value) = value.to_str() {
+        for line in self.text[start..self.headers_end].lines() {
+            if let Some((name, value)) = line.split_once(':') {
                 headers
-                    .entry(name.as_str().to_string())
+                    .entry(name.to_string())
                     .or_insert_with(|| value.to_string());
             }
         }
+        let client_ip = self.text[self.headers_end..]
+            .split(',')
+            .next()
+            .map(str::trim)
+            .filter(|ip| !ip.is_empty())
+            .map(str::to_string);
         RequestContext {
             method: Some(self.method.as_str().to_string()),
-            url: Some(self.uri.path().to_string()),
+            url: Some(self.path().to_string()),
             route: self.route().map(str::to_string),
-            query_string: self.uri.query().map(scrub_query),
+            query_string: self.query().map(scrub_query),
             headers,
             status,
             latency_ms,
-            client_ip: self
-                .client_ip
-                .as_ref()
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty()),
+            client_ip,
         }
     }
 }
