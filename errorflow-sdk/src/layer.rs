@@ -153,7 +153,7 @@ fn record_breadcrumb(event: &TracingEvent<'_>, max: usize) {
         scratch.has_message = false;
         scratch.fields.clear();
         scratch.metadata = Some(event.metadata());
-        scratch.timestamp = Some(chrono::Utc::now());
+        scratch.timestamp = Some(std::time::SystemTime::now());
         event.record(&mut CrumbVisitor(&mut scratch));
         scope::with_current(|handle| handle.lock().push_recorded(&mut scratch, max));
     });

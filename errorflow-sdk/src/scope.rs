@@ -252,7 +252,8 @@ impl Crumb {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RecordedCrumb {
     pub(crate) metadata: Option<&'static tracing::Metadata<'static>>,
-    pub(crate) timestamp: Option<chrono::DateTime<chrono::Utc>>,
+    /// The clock as read, converted to a date only when an event takes the breadcrumb.
+    pub(crate) timestamp: Option<std::time::SystemTime>,
     pub(crate) message: String,
     pub(crate) has_message: bool,
     pub(crate) fields: Vec<(&'static str, serde_json::Value)>,
@@ -267,7 +268,7 @@ impl RecordedCrumb {
             _ => Level::Debug,
         };
         Breadcrumb {
-            timestamp: self.timestamp,
+            timestamp: self.timestamp.map(chrono::DateTime::<chrono::Utc>::from),
             category: self.metadata.map(|m| m.target().to_string()),
             level,
             message: self.has_message.then(|| self.message.clone()),
