@@ -25,7 +25,8 @@
 //!   `tracing::error!` in handlers is reported with the request context
 //!   (method, route, path, scrubbed query, allow-listed headers, client IP,
 //!   trace id); breadcrumbs logged during the request stay with it. The
-//!   scope keeps only the request's parts (cheap clones) and an
+//!   scope keeps only the request's parts (method, route, and one buffer
+//!   with the path, query, allow-listed headers and client IP) and an
 //!   [`errorflow_sdk::EventProcessor`] builds the context from them when an
 //!   event is captured, so requests that report nothing pay for no context.
 //! - It takes the trace id from W3C `traceparent`, else from `x-request-id`,
@@ -404,8 +405,7 @@ fn capture(state: &State, mut event: Event, status: StatusCode) {
 }
 
 /// What the request context is built from, kept from the request before it
-/// is handed to the inner service: clones of the method, URI, matched route
-/// and allow-listed header values, which share the request's buffers.
+/// is handed to the inner service.
 struct RequestParts {
     method: Method,
     route: Option<Route>,
