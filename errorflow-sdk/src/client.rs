@@ -1,11 +1,11 @@
 //! The client: prepares events on the calling thread and hands them to a transport.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::protocol::{Event, Exception, Level};
-use crate::scope::ScopeHandle;
+use crate::scope::{EventProcessor, ScopeHandle};
 use crate::transport::{HttpTransport, Stats, Transport};
 use crate::{scope, scrub, ClientOptions};
 
@@ -14,15 +14,98 @@ pub const SDK_NAME: &str = concat!("errorflow-sdk/", env!("CARGO_PKG_VERSION"));
 
 /// A configured client. Obtain the bound one with [`Client::current`].
 pub struct Client {
-    options: ClientOptions,
+    shared: Arc<Shared>,
     transport: Arc<dyn Transport>,
+}
+
+/// What finishing an event needs from its client; shared with the events
+/// in flight so that they can be finished on the transport's thread.
+struct Shared {
+    options: ClientOptions,
     host: Option<String>,
+}
+
+/// An event captured on the application's thread, with the work that does
+/// not need that thread still to do: the tracing layer's derived fields
+/// (logger, fingerprint, template, fields as tags), the scope's
+/// [`EventProcessor`] (request context), the client's defaults,
+/// `before_send` and scrubbing. [`PendingEvent::finish`] does it; the HTTP
+/// transport calls it on its worker thread, so that capturing stays cheap
+/// and hands few allocations to another thread.
+pub struct PendingEvent {
+    /// Boxed from the start: an `Event` is large, and a pending event is
+    /// moved from the capture through the queue to the worker.
+    event: Box<Event>,
+    /// `None` for an event that was finished before it was queued.
+    shared: Option<Arc<Shared>>,
+    processor: Option<Arc<dyn EventProcessor>>,
+    tracing: Option<crate::layer::TracingParts>,
+}
+
+impl std::fmt::Debug for PendingEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingEvent")
+            .field("event_id", &self.event.event_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingEvent {
+    /// An event that needs no more work (sent through [`Transport::send`]).
+    pub(crate) fn finished(event: Event) -> PendingEvent {
+        PendingEvent {
+            event: Box::new(event),
+            shared: None,
+            processor: None,
+            tracing: None,
+        }
+    }
+
+    /// The id the event will be sent with.
+    pub fn event_id(&self) -> uuid::Uuid {
+        self.event.event_id
+    }
+
+    /// Completes the event; `None` when `before_send` dropped it.
+    pub fn finish(self) -> Option<Event> {
+        let PendingEvent {
+            mut event,
+            shared,
+            processor,
+            tracing,
+        } = self;
+        if let Some(tracing) = tracing {
+            crate::layer::finish_event(&mut event, tracing);
+        }
+        if let Some(processor) = processor {
+            processor.process(&mut event);
+        }
+        let mut event = *event;
+        let Some(shared) = shared else {
+            return Some(event);
+        };
+        shared.fill_defaults(&mut event);
+        let mut event = match &shared.options.before_send {
+            Some(hook) => hook(event)?,
+            None => event,
+        };
+        if shared.options.scrub {
+            scrub::scrub_event(&mut event);
+        }
+        Some(event)
+    }
 }
 
 static CURRENT: RwLock<Option<Arc<Client>>> = RwLock::new(None);
 /// Mirrors `CURRENT.is_some()` so that the tracing layer's hot path can skip
 /// all work with one atomic load when no client is bound.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// The bound client's `max_breadcrumbs`, read by the layer for every breadcrumb.
+static MAX_BREADCRUMBS: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) fn max_breadcrumbs() -> usize {
+    MAX_BREADCRUMBS.load(Ordering::Relaxed)
+}
 
 impl Client {
     /// Builds a client; `None` when the options have neither a DSN nor a
@@ -40,8 +123,10 @@ impl Client {
             (None, None) => return None,
         };
         Some(Client {
-            host: hostname(),
-            options,
+            shared: Arc::new(Shared {
+                host: hostname(),
+                options,
+            }),
             transport,
         })
     }
@@ -56,7 +141,7 @@ impl Client {
 
     /// The options the client was built with.
     pub fn options(&self) -> &ClientOptions {
-        &self.options
+        &self.shared.options
     }
 
     /// Delivery counters.
@@ -69,9 +154,11 @@ impl Client {
         self.transport.flush(timeout)
     }
 
-    /// Fills in the client's defaults and the current scope, samples, runs
-    /// `before_send`, scrubs and queues the event. Returns the event id when
-    /// the event was queued.
+    /// Samples, fills in the current scope and queues the event; the
+    /// client's defaults, `before_send` and scrubbing follow (see
+    /// [`PendingEvent`]), on the transport's thread with the HTTP transport.
+    /// Returns the event id when the event was queued (`before_send` may
+    /// still drop it).
     pub fn capture_event(&self, event: Event) -> Option<uuid::Uuid> {
         self.capture_event_in(event, None)
     }
@@ -79,37 +166,57 @@ impl Client {
     /// Like [`Client::capture_event`], with an explicit scope instead of the current one.
     pub fn capture_event_in(
         &self,
-        mut event: Event,
+        event: Event,
         scope: Option<&ScopeHandle>,
     ) -> Option<uuid::Uuid> {
-        if self.options.sample_rate < 1.0 && rand::random::<f32>() >= self.options.sample_rate {
+        self.capture_pending(Box::new(event), scope, None)
+    }
+
+    pub(crate) fn capture_pending(
+        &self,
+        mut event: Box<Event>,
+        scope: Option<&ScopeHandle>,
+        tracing: Option<crate::layer::TracingParts>,
+    ) -> Option<uuid::Uuid> {
+        let sample_rate = self.shared.options.sample_rate;
+        if sample_rate < 1.0 && rand::random::<f32>() >= sample_rate {
             return None;
         }
         let is_error = event.level >= Level::Error;
-        let handle = match scope {
-            Some(handle) => {
-                handle.lock().apply(&mut event, true);
-                scope::root_handle().lock().apply(&mut event, false);
-                handle.clone()
+        let apply = |handle: &ScopeHandle, event: &mut Event| {
+            let processor = {
+                let mut s = handle.lock();
+                s.apply(event, true);
+                if is_error {
+                    s.count_error();
+                }
+                s.processor()
+            };
+            let root = scope::root_ref();
+            if handle.ptr_eq(root) {
+                return processor;
             }
-            None => scope::apply_current(&mut event),
+            let root = root.lock();
+            root.apply(event, false);
+            // The current scope's processor is the more specific one.
+            processor.or_else(|| root.processor())
         };
-        if is_error {
-            handle.lock().count_error();
-        }
-        self.fill_defaults(&mut event);
-        let mut event = match &self.options.before_send {
-            Some(hook) => hook(event)?,
-            None => event,
+        let processor = match scope {
+            Some(handle) => apply(handle, &mut event),
+            None => scope::with_current(|handle| apply(handle, &mut event)),
         };
-        if self.options.scrub {
-            scrub::scrub_event(&mut event);
-        }
         let id = event.event_id;
-        self.transport.send(event);
+        self.transport.send_pending(PendingEvent {
+            event,
+            shared: Some(self.shared.clone()),
+            processor,
+            tracing,
+        });
         Some(id)
     }
+}
 
+impl Shared {
     fn fill_defaults(&self, event: &mut Event) {
         let o = &self.options;
         if event.service.is_none() {
@@ -131,9 +238,11 @@ impl Client {
             event.sdk = Some(SDK_NAME.into());
         }
     }
+}
 
+impl Client {
     pub(crate) fn is_in_app(&self, function: &str) -> bool {
-        crate::panic::is_in_app(function, &self.options.in_app_include)
+        crate::panic::is_in_app(function, &self.shared.options.in_app_include)
     }
 }
 
@@ -177,9 +286,11 @@ impl Drop for ClientGuard {
             if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &client)) {
                 *current = None;
                 ACTIVE.store(false, Ordering::Relaxed);
+                MAX_BREADCRUMBS.store(0, Ordering::Relaxed);
             }
         }
-        if !client.transport.shutdown(client.options.shutdown_timeout) && client.options.debug {
+        let options = client.options();
+        if !client.transport.shutdown(options.shutdown_timeout) && options.debug {
             eprintln!("[errorflow] shutdown timed out; some events may be lost");
         }
     }
@@ -196,12 +307,22 @@ pub fn init(options: ClientOptions) -> ClientGuard {
     {
         let mut current = CURRENT.write().unwrap_or_else(|e| e.into_inner());
         current.clone_from(&client);
+        MAX_BREADCRUMBS.store(
+            client.as_ref().map_or(0, |c| c.options().max_breadcrumbs),
+            Ordering::Relaxed,
+        );
         ACTIVE.store(client.is_some(), Ordering::Relaxed);
     }
     if client.is_some() && panic_hook {
         crate::panic::install();
     }
     ClientGuard { client }
+}
+
+/// Whether a client is bound: one atomic load, for hot paths that skip
+/// their work when the SDK is disabled.
+pub fn is_active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
 }
 
 /// Sends an error and its `source()` chain; returns the event id when queued.

@@ -7,6 +7,7 @@
 //! [`ErrorflowLayer::event_filter`] or `ErrorflowLayer::new().with_filter(…)`
 //! for another one.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -18,8 +19,8 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::client::{exception_chain, Client};
-use crate::protocol::{Breadcrumb, Event, Level};
-use crate::scope;
+use crate::protocol::{Event, Level};
+use crate::scope::{self, RecordedCrumb};
 use crate::template::parameterize;
 
 /// Tags longer than this go to `extra` instead: tags are for searching, not prose.
@@ -96,7 +97,8 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut visitor = FieldVisitor::default();
         attrs.record(&mut visitor);
-        span.extensions_mut().insert(SpanFields(visitor.fields));
+        span.extensions_mut()
+            .insert(SpanFields(visitor.fields.into_iter().collect()));
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
@@ -116,33 +118,93 @@ where
         if is_own_target(metadata.target()) || crate::transport::in_transport_thread() {
             return;
         }
-        let Some(client) = Client::current() else {
-            return;
-        };
         let level = *metadata.level();
         if level == tracing::Level::ERROR {
-            let event = build_event(event, &ctx);
-            client.capture_event(event);
-        } else if level <= tracing::Level::INFO {
-            let mut visitor = FieldVisitor::default();
-            event.record(&mut visitor);
-            let breadcrumb = Breadcrumb {
-                timestamp: Some(chrono::Utc::now()),
-                category: Some(metadata.target().to_string()),
-                level: convert_level(level),
-                message: visitor.message,
-                data: visitor
-                    .fields
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
+            let Some(client) = Client::current() else {
+                return;
             };
-            let max = client.options().max_breadcrumbs;
-            scope::current_handle()
-                .lock()
-                .add_breadcrumb(breadcrumb, max);
+            let (event, parts) = build_event(event, &ctx);
+            client.capture_pending(event, None, Some(parts));
+        } else if level <= tracing::Level::INFO {
+            let max = crate::client::max_breadcrumbs();
+            if max > 0 {
+                record_breadcrumb(event, max);
+            }
         }
     }
+}
+
+thread_local! {
+    /// The breadcrumb being recorded on this thread; its buffers are swapped
+    /// with the oldest breadcrumb of a full ring, so they are reused.
+    static SCRATCH: RefCell<RecordedCrumb> = RefCell::new(RecordedCrumb::default());
+}
+
+/// Records a breadcrumb: formatted into this thread's scratch buffers (not
+/// under the scope's lock, since formatting runs user code that may log),
+/// then swapped into the current scope's ring.
+fn record_breadcrumb(event: &TracingEvent<'_>, max: usize) {
+    SCRATCH.with(|cell| {
+        // Busy: this breadcrumb is being logged while another is formatted.
+        let Ok(mut scratch) = cell.try_borrow_mut() else {
+            return;
+        };
+        scratch.message.clear();
+        scratch.has_message = false;
+        scratch.fields.clear();
+        scratch.metadata = Some(event.metadata());
+        scratch.timestamp = Some(std::time::SystemTime::now());
+        event.record(&mut CrumbVisitor(&mut scratch));
+        scope::with_current(|handle| handle.lock().push_recorded(&mut scratch, max));
+    });
+}
+
+struct CrumbVisitor<'a>(&'a mut RecordedCrumb);
+
+impl Visit for CrumbVisitor<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.fields.push((field.name(), value.into()));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.fields.push((field.name(), value.into()));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.fields.push((field.name(), value.into()));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.fields.push((field.name(), value.into()));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0.message.push_str(value);
+            self.0.has_message = true;
+        } else {
+            self.0.fields.push((field.name(), value.into()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            use std::fmt::Write;
+            let _ = write!(self.0.message, "{value:?}");
+            self.0.has_message = true;
+        } else {
+            self.0
+                .fields
+                .push((field.name(), format!("{value:?}").into()));
+        }
+    }
+}
+
+/// What [`finish_event`] derives from a `tracing` event, off the calling thread.
+pub(crate) struct TracingParts {
+    metadata: &'static Metadata<'static>,
+    has_message: bool,
+    fields: Vec<(&'static str, serde_json::Value)>,
 }
 
 fn convert_level(level: tracing::Level) -> Level {
@@ -154,7 +216,10 @@ fn convert_level(level: tracing::Level) -> Level {
     }
 }
 
-fn build_event<S>(event: &TracingEvent<'_>, ctx: &Context<'_, S>) -> Event
+/// The part of an `error!` event that must be taken on the calling thread:
+/// the formatted message, the fields, the error chain and the span fields
+/// (all borrowed from the caller). The rest is [`finish_event`]'s.
+fn build_event<S>(event: &TracingEvent<'_>, ctx: &Context<'_, S>) -> (Box<Event>, TracingParts)
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -162,47 +227,13 @@ where
     let mut visitor = FieldVisitor::default();
     event.record(&mut visitor);
 
-    let mut out = Event::new(convert_level(*metadata.level()));
-    out.logger = Some(metadata.target().to_string());
-    let module = metadata.module_path().unwrap_or_default();
-    if let Some(module) = metadata.module_path() {
-        out.extra.insert("module_path".into(), module.into());
-    }
-    if let Some(file) = metadata.file() {
-        out.extra.insert("file".into(), file.into());
-    }
-    if let Some(line) = metadata.line() {
-        out.extra.insert("line".into(), line.into());
-    }
-
-    // The grouping key of a log call is its callsite, minus the line number
-    // (which moves with every unrelated edit): target, module and the
-    // message template, or the field names for a message-less event.
-    let template = match &visitor.message {
-        Some(message) => parameterize(message),
-        None => {
-            let mut names: Vec<&str> = metadata.fields().iter().map(|f| f.name()).collect();
-            names.sort_unstable();
-            names.join(",")
-        }
-    };
-    out.fingerprint = Some(vec![
-        metadata.target().to_string(),
-        module.to_string(),
-        template.clone(),
-    ]);
-    if visitor.message.is_some() {
-        out.message_template = Some(template);
-    }
+    let mut out = Box::new(Event::new(convert_level(*metadata.level())));
+    let has_message = visitor.message.is_some();
     out.message = visitor
         .message
         .take()
         .or_else(|| visitor.exceptions.first().map(|e| e.value.clone()));
     out.exception = visitor.exceptions;
-
-    for (name, value) in visitor.fields {
-        insert_field(&mut out, name, value);
-    }
 
     if let Some(scope) = ctx.event_scope(event) {
         let mut spans = Vec::new();
@@ -230,7 +261,52 @@ where
                 .insert("spans".into(), serde_json::Value::Array(spans));
         }
     }
-    out
+    let parts = TracingParts {
+        metadata,
+        has_message,
+        fields: visitor.fields,
+    };
+    (out, parts)
+}
+
+/// Completes an event built by the layer: logger, callsite, fingerprint,
+/// message template and the event's fields as tags or extra.
+pub(crate) fn finish_event(out: &mut Event, parts: TracingParts) {
+    let metadata = parts.metadata;
+    out.logger = Some(metadata.target().to_string());
+    let module = metadata.module_path().unwrap_or_default();
+    if let Some(module) = metadata.module_path() {
+        out.extra.insert("module_path".into(), module.into());
+    }
+    if let Some(file) = metadata.file() {
+        out.extra.insert("file".into(), file.into());
+    }
+    if let Some(line) = metadata.line() {
+        out.extra.insert("line".into(), line.into());
+    }
+
+    // The grouping key of a log call is its callsite, minus the line number
+    // (which moves with every unrelated edit): target, module and the
+    // message template, or the field names for a message-less event.
+    let template = match (&out.message, parts.has_message) {
+        (Some(message), true) => parameterize(message),
+        _ => {
+            let mut names: Vec<&str> = metadata.fields().iter().map(|f| f.name()).collect();
+            names.sort_unstable();
+            names.join(",")
+        }
+    };
+    out.fingerprint = Some(vec![
+        metadata.target().to_string(),
+        module.to_string(),
+        template.clone(),
+    ]);
+    if parts.has_message {
+        out.message_template = Some(template);
+    }
+    for (name, value) in parts.fields {
+        insert_field(out, name, value);
+    }
 }
 
 fn as_tag(value: &serde_json::Value) -> Option<String> {
@@ -261,32 +337,32 @@ fn insert_field(event: &mut Event, name: &'static str, value: serde_json::Value)
 #[derive(Default)]
 struct FieldVisitor {
     message: Option<String>,
-    fields: BTreeMap<&'static str, serde_json::Value>,
+    fields: Vec<(&'static str, serde_json::Value)>,
     exceptions: Vec<crate::protocol::Exception>,
 }
 
 impl Visit for FieldVisitor {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.fields.insert(field.name(), value.into());
+        self.fields.push((field.name(), value.into()));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.fields.insert(field.name(), value.into());
+        self.fields.push((field.name(), value.into()));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.fields.insert(field.name(), value.into());
+        self.fields.push((field.name(), value.into()));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.fields.insert(field.name(), value.into());
+        self.fields.push((field.name(), value.into()));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             self.message = Some(value.to_string());
         } else {
-            self.fields.insert(field.name(), value.into());
+            self.fields.push((field.name(), value.into()));
         }
     }
 
@@ -296,7 +372,7 @@ impl Visit for FieldVisitor {
         if self.exceptions.is_empty() {
             self.exceptions = exception_chain(value, "tracing");
         }
-        self.fields.insert(field.name(), value.to_string().into());
+        self.fields.push((field.name(), value.to_string().into()));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -304,7 +380,7 @@ impl Visit for FieldVisitor {
             self.message = Some(format!("{value:?}"));
         } else {
             self.fields
-                .insert(field.name(), format!("{value:?}").into());
+                .push((field.name(), format!("{value:?}").into()));
         }
     }
 }

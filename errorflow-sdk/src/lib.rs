@@ -29,9 +29,13 @@
 //! - [`panic`]: the panic hook.
 //!
 //! **Architecture Invariant:** capturing never blocks, panics or recurses.
-//! The calling thread only builds the event and `try_send`s it; events
-//! whose target starts with `errorflow_sdk` are ignored by the layer; the
-//! SDK's own diagnostics go to stderr when [`ClientOptions::debug`] is on.
+//! The calling thread only takes what it borrows (message, fields, error
+//! chain, span fields, scope) into a [`PendingEvent`] and `try_send`s it;
+//! the rest ([`PendingEvent::finish`]: fingerprint, request context,
+//! defaults, `before_send`, scrubbing) runs on the transport's thread.
+//! Events whose target starts with `errorflow_sdk`, or that are logged on
+//! the transport's thread, are ignored by the layer; the SDK's own
+//! diagnostics go to stderr when [`ClientOptions::debug`] is on.
 
 pub mod protocol;
 
@@ -62,7 +66,7 @@ pub mod transport;
 #[cfg(feature = "client")]
 pub use client::{
     capture_error, capture_event, capture_message, error_type_name, exception_chain, flush, init,
-    stats, Client, ClientGuard, SDK_NAME,
+    is_active, stats, Client, ClientGuard, PendingEvent, SDK_NAME,
 };
 #[cfg(feature = "client")]
 pub use dsn::Dsn;
@@ -73,6 +77,6 @@ pub use layer::{layer, ErrorflowLayer};
 #[cfg(feature = "client")]
 pub use options::{BeforeSend, ClientOptions, RetryPolicy};
 #[cfg(feature = "client")]
-pub use scope::{configure_scope, Scope};
+pub use scope::{configure_scope, EventProcessor, Scope};
 #[cfg(feature = "client")]
 pub use transport::{Stats, Transport};

@@ -233,7 +233,10 @@ impl ClientOptions {
         self
     }
 
-    /// A hook run on the calling thread for every event; `None` drops the event.
+    /// A hook run for every event; `None` drops the event. With the HTTP
+    /// transport it runs on the transport's worker thread (events are
+    /// finished there, see [`PendingEvent`](crate::PendingEvent)); events it
+    /// logs are not reported, and a panic in it costs that one event.
     pub fn before_send(
         mut self,
         f: impl Fn(Event) -> Option<Event> + Send + Sync + 'static,

@@ -31,7 +31,28 @@ use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use crate::protocol::{Breadcrumb, Event, Request, User};
+use crate::protocol::{Breadcrumb, Event, Level, Request, User};
+
+/// Fills in an event's context when it is captured, for context that is
+/// dear to build and seldom needed: middleware keeps a request's parts and
+/// turns them into a [`Request`] only for the requests that report something.
+///
+/// It runs while the scope is applied to an event, after the scope's own
+/// values, and should only fill fields that are still empty (values already
+/// on the event are more specific). It must not use the scope itself.
+pub trait EventProcessor: Send + Sync + 'static {
+    /// Adds context to `event`.
+    fn process(&self, event: &mut Event);
+}
+
+#[derive(Clone)]
+pub(crate) struct Processor(pub(crate) Arc<dyn EventProcessor>);
+
+impl std::fmt::Debug for Processor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventProcessor")
+    }
+}
 
 /// Context merged into every event captured while the scope is current.
 #[derive(Debug, Clone, Default)]
@@ -42,7 +63,7 @@ pub struct Scope {
     request: Option<Request>,
     transaction: Option<String>,
     trace_id: Option<String>,
-    breadcrumbs: VecDeque<Breadcrumb>,
+    breadcrumbs: VecDeque<Crumb>,
     /// The id of a panic event captured inside this scope; a middleware that
     /// catches the unwind uses it to avoid reporting the same panic twice.
     panic_event: Option<uuid::Uuid>,
@@ -52,6 +73,7 @@ pub struct Scope {
     /// How many error or fatal events were captured in this scope; lets
     /// middleware skip a redundant "responded 500" event.
     errors_captured: u32,
+    processor: Option<Processor>,
 }
 
 impl Scope {
@@ -100,6 +122,11 @@ impl Scope {
         self.trace_id = trace_id;
     }
 
+    /// Sets (or clears) the scope's [`EventProcessor`].
+    pub fn set_event_processor(&mut self, processor: Option<Arc<dyn EventProcessor>>) {
+        self.processor = processor.map(Processor);
+    }
+
     /// The scope's tags.
     pub fn tags(&self) -> &BTreeMap<String, String> {
         &self.tags
@@ -140,11 +167,42 @@ impl Scope {
         while self.breadcrumbs.len() >= max {
             self.breadcrumbs.pop_front();
         }
-        self.breadcrumbs.push_back(breadcrumb);
+        self.breadcrumbs.push_back(Crumb::Given(breadcrumb));
+    }
+
+    /// Adds a breadcrumb recorded by the tracing layer. When the ring is
+    /// full, the oldest recorded breadcrumb's buffers are swapped into
+    /// `scratch` for the next one to reuse, so that a busy scope records
+    /// breadcrumbs without allocating.
+    pub(crate) fn push_recorded(&mut self, scratch: &mut RecordedCrumb, max: usize) {
+        if max == 0 {
+            return;
+        }
+        while self.breadcrumbs.len() > max {
+            self.breadcrumbs.pop_front();
+        }
+        if self.breadcrumbs.len() == max {
+            if let Some(mut oldest) = self.breadcrumbs.pop_front() {
+                if let Crumb::Recorded(slot) = &mut oldest {
+                    std::mem::swap(slot, scratch);
+                    self.breadcrumbs.push_back(oldest);
+                    return;
+                }
+            }
+        }
+        self.breadcrumbs
+            .push_back(Crumb::Recorded(std::mem::take(scratch)));
+    }
+
+    /// The scope's event processor, which [`Client`](crate::Client) runs
+    /// when it finishes an event (possibly on the transport's thread).
+    pub(crate) fn processor(&self) -> Option<Arc<dyn EventProcessor>> {
+        self.processor.as_ref().map(|p| p.0.clone())
     }
 
     /// Merges the scope into an event; values already on the event win,
-    /// since they are more specific than the scope's.
+    /// since they are more specific than the scope's. The event processor
+    /// is not run here (see [`Scope::processor`]).
     pub(crate) fn apply(&self, event: &mut Event, breadcrumbs: bool) {
         for (k, v) in &self.tags {
             event.tags.entry(k.clone()).or_insert_with(|| v.clone());
@@ -165,7 +223,60 @@ impl Scope {
             event.trace_id.clone_from(&self.trace_id);
         }
         if breadcrumbs && event.breadcrumbs.is_empty() {
-            event.breadcrumbs = self.breadcrumbs.iter().cloned().collect();
+            event.breadcrumbs = self.breadcrumbs.iter().map(Crumb::to_breadcrumb).collect();
+        }
+    }
+}
+
+/// A breadcrumb as kept in a scope: given through the API, or recorded by
+/// the tracing layer in a compact form that is converted when an event
+/// takes it.
+#[derive(Debug, Clone)]
+enum Crumb {
+    Given(Breadcrumb),
+    Recorded(RecordedCrumb),
+}
+
+impl Crumb {
+    fn to_breadcrumb(&self) -> Breadcrumb {
+        match self {
+            Crumb::Given(b) => b.clone(),
+            Crumb::Recorded(r) => r.to_breadcrumb(),
+        }
+    }
+}
+
+/// A `warn!`/`info!` event as the layer records it: its static metadata,
+/// time, message and fields, in buffers that are reused (see
+/// [`Scope::push_recorded`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RecordedCrumb {
+    pub(crate) metadata: Option<&'static tracing::Metadata<'static>>,
+    /// The clock as read, converted to a date only when an event takes the breadcrumb.
+    pub(crate) timestamp: Option<std::time::SystemTime>,
+    pub(crate) message: String,
+    pub(crate) has_message: bool,
+    pub(crate) fields: Vec<(&'static str, serde_json::Value)>,
+}
+
+impl RecordedCrumb {
+    fn to_breadcrumb(&self) -> Breadcrumb {
+        let level = match self.metadata.map(|m| *m.level()) {
+            Some(tracing::Level::ERROR) => Level::Error,
+            Some(tracing::Level::WARN) => Level::Warning,
+            Some(tracing::Level::INFO) => Level::Info,
+            _ => Level::Debug,
+        };
+        Breadcrumb {
+            timestamp: self.timestamp.map(chrono::DateTime::<chrono::Utc>::from),
+            category: self.metadata.map(|m| m.target().to_string()),
+            level,
+            message: self.has_message.then(|| self.message.clone()),
+            data: self
+                .fields
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), v.clone()))
+                .collect(),
         }
     }
 }
@@ -220,6 +331,20 @@ fn root() -> &'static ScopeHandle {
     ROOT.get_or_init(ScopeHandle::default)
 }
 
+/// Runs `f` with the current scope's handle, without cloning it.
+pub(crate) fn with_current<R>(f: impl FnOnce(&ScopeHandle) -> R) -> R {
+    let mut f = Some(f);
+    if let Ok(r) = TASK_SCOPE.try_with(|h| (f.take().expect("called once"))(h)) {
+        return r;
+    }
+    let f = f.take().expect("not called yet");
+    let thread = THREAD_SCOPE.with(|s| s.borrow().clone());
+    match thread {
+        Some(handle) => f(&handle),
+        None => f(root()),
+    }
+}
+
 /// The scope that events captured here would use (see the module docs).
 pub fn current_handle() -> ScopeHandle {
     if let Ok(handle) = TASK_SCOPE.try_with(ScopeHandle::clone) {
@@ -229,6 +354,10 @@ pub fn current_handle() -> ScopeHandle {
         return handle;
     }
     root().clone()
+}
+
+pub(crate) fn root_ref() -> &'static ScopeHandle {
+    root()
 }
 
 /// The process-wide root scope.
@@ -293,17 +422,6 @@ pub trait ScopeFutureExt: Future + Sized {
 
 impl<F: Future> ScopeFutureExt for F {}
 
-/// Applies the root scope and the current scope (when different) to an event.
-pub(crate) fn apply_current(event: &mut Event) -> ScopeHandle {
-    let current = current_handle();
-    current.lock().apply(event, true);
-    let root = root();
-    if !current.ptr_eq(root) {
-        root.lock().apply(event, false);
-    }
-    current
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,7 +444,7 @@ mod tests {
         let kept: Vec<_> = scope
             .breadcrumbs
             .iter()
-            .map(|b| b.message.clone().unwrap())
+            .map(|b| b.to_breadcrumb().message.unwrap())
             .collect();
         assert_eq!(kept, ["2", "3", "4"]);
     }

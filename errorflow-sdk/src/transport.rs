@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::mpsc;
 
+use crate::client::PendingEvent;
 use crate::protocol::{BatchResponse, Event};
 use crate::{ClientOptions, Dsn, Error};
 
@@ -24,6 +25,17 @@ use crate::{ClientOptions, Dsn, Error};
 pub trait Transport: Send + Sync + 'static {
     /// Queues one event for delivery.
     fn send(&self, event: Event);
+
+    /// Queues a captured event that still has to be finished
+    /// ([`PendingEvent::finish`]: derived fields, request context, defaults,
+    /// `before_send`, scrubbing). The default finishes it here, on the
+    /// calling thread, and calls [`Transport::send`]; the HTTP transport
+    /// leaves that work to its worker thread.
+    fn send_pending(&self, event: PendingEvent) {
+        if let Some(event) = event.finish() {
+            self.send(event);
+        }
+    }
 
     /// Waits up to `timeout` for queued events to be delivered (or given up
     /// on); `true` when nothing is left.
@@ -59,6 +71,8 @@ pub struct Stats {
     pub retried: u64,
     /// Events the collector refused (4xx other than 429, or per-event rejections).
     pub rejected: u64,
+    /// Events that `before_send` dropped (or panicked on) on the worker thread.
+    pub filtered: u64,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +83,7 @@ pub(crate) struct Counters {
     dropped_failed: AtomicU64,
     retried: AtomicU64,
     rejected: AtomicU64,
+    filtered: AtomicU64,
 }
 
 impl Counters {
@@ -80,6 +95,7 @@ impl Counters {
             dropped_failed: self.dropped_failed.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
+            filtered: self.filtered.load(Ordering::Relaxed),
         }
     }
 }
@@ -103,7 +119,7 @@ enum Control {
 /// The default transport: a bounded queue drained by a background thread
 /// that batches, gzips and POSTs to `{base}/api/v1/events`.
 pub struct HttpTransport {
-    events: mpsc::Sender<Box<Event>>,
+    events: mpsc::Sender<PendingEvent>,
     control: mpsc::UnboundedSender<Control>,
     counters: Arc<Counters>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -186,9 +202,9 @@ impl HttpTransport {
     }
 }
 
-impl Transport for HttpTransport {
-    fn send(&self, event: Event) {
-        match self.events.try_send(Box::new(event)) {
+impl HttpTransport {
+    fn enqueue(&self, event: PendingEvent) {
+        match self.events.try_send(event) {
             Ok(()) => {
                 self.counters.queued.fetch_add(1, Ordering::Relaxed);
             }
@@ -201,6 +217,17 @@ impl Transport for HttpTransport {
                 }
             }
         }
+    }
+}
+
+impl Transport for HttpTransport {
+    fn send(&self, event: Event) {
+        self.enqueue(PendingEvent::finished(event));
+    }
+
+    /// Only moves the event to the queue: the worker finishes it.
+    fn send_pending(&self, event: PendingEvent) {
+        self.enqueue(event);
     }
 
     fn flush(&self, timeout: Duration) -> bool {
@@ -228,7 +255,7 @@ const LINGER_TICK: Duration = Duration::from_millis(25);
 async fn worker(
     client: reqwest::Client,
     settings: Settings,
-    mut events: mpsc::Receiver<Box<Event>>,
+    mut events: mpsc::Receiver<PendingEvent>,
     mut control: mpsc::UnboundedReceiver<Control>,
     counters: Arc<Counters>,
 ) {
@@ -244,7 +271,7 @@ async fn worker(
                 continue;
             }
             event = events.recv() => match event {
-                Some(event) => pending.push(*event),
+                Some(event) => finish(event, &settings, &counters, &mut pending),
                 None => {
                     send_all(&client, &settings, &counters, &mut pending).await;
                     return;
@@ -260,7 +287,7 @@ async fn worker(
         loop {
             while pending.len() < settings.max_batch_events {
                 match events.try_recv() {
-                    Ok(event) => pending.push(*event),
+                    Ok(event) => finish(event, &settings, &counters, &mut pending),
                     Err(_) => break,
                 }
             }
@@ -283,18 +310,36 @@ async fn worker(
     }
 }
 
+/// Finishes a captured event on the worker thread. `before_send` is the
+/// application's code: a panic in it costs that event, not the worker.
+fn finish(event: PendingEvent, settings: &Settings, counters: &Counters, pending: &mut Vec<Event>) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| event.finish())) {
+        Ok(Some(event)) => pending.push(event),
+        Ok(None) => {
+            counters.filtered.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) => {
+            diag(
+                settings,
+                format_args!("finishing an event panicked; event dropped"),
+            );
+            counters.filtered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Runs a flush or shutdown command; `false` when the worker must stop.
 async fn handle_control(
     cmd: Option<Control>,
     client: &reqwest::Client,
     settings: &Settings,
     counters: &Counters,
-    events: &mut mpsc::Receiver<Box<Event>>,
+    events: &mut mpsc::Receiver<PendingEvent>,
     pending: &mut Vec<Event>,
 ) -> bool {
     // Everything queued before the command is part of what it waits for.
     while let Ok(event) = events.try_recv() {
-        pending.push(*event);
+        finish(event, settings, counters, pending);
     }
     send_all(client, settings, counters, pending).await;
     match cmd {

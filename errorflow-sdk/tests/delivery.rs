@@ -296,3 +296,32 @@ fn panic_in_child_process_is_delivered_before_exit() {
         .unwrap()
         .contains("delivery.rs"));
 }
+
+#[test]
+fn before_send_runs_on_the_worker_and_its_panic_costs_one_event() {
+    let _serial = serial();
+    let fake = FakeCollector::start();
+    let caller = std::thread::current().id();
+    let _guard = errorflow_sdk::init(options(&fake).before_send(move |mut e| {
+        // The HTTP transport finishes events on its worker thread.
+        assert_ne!(std::thread::current().id(), caller);
+        match e.message.as_deref() {
+            Some("explode") => panic!("before_send bug"),
+            Some("drop") => None,
+            _ => {
+                e.tags.insert("finished".into(), "worker".into());
+                Some(e)
+            }
+        }
+    }));
+    for message in ["keep 1", "explode", "drop", "keep 2"] {
+        assert!(errorflow_sdk::capture_message(message, Level::Error).is_some());
+    }
+    assert!(errorflow_sdk::flush(Duration::from_secs(5)));
+    let events = fake.events();
+    let kept: Vec<_> = events.iter().map(|e| e.message.clone().unwrap()).collect();
+    assert_eq!(kept, ["keep 1", "keep 2"]);
+    assert!(events.iter().all(|e| e.tags["finished"] == "worker"));
+    let stats = errorflow_sdk::stats();
+    assert_eq!((stats.queued, stats.sent, stats.filtered), (4, 2, 2));
+}

@@ -21,10 +21,14 @@
 //!
 //! What the layer does for each request:
 //!
-//! - It binds a fresh [`errorflow_sdk::Scope`] holding the request context
+//! - It binds a fresh [`errorflow_sdk::Scope`] to the request's future, so
+//!   `tracing::error!` in handlers is reported with the request context
 //!   (method, route, path, scrubbed query, allow-listed headers, client IP,
-//!   trace id) to the request's future, so `tracing::error!` in handlers is
-//!   reported with it; breadcrumbs logged during the request stay with it.
+//!   trace id); breadcrumbs logged during the request stay with it. The
+//!   scope keeps only the request's parts (method, route, and one buffer
+//!   with the path, query, allow-listed headers and client IP) and an
+//!   [`errorflow_sdk::EventProcessor`] builds the context from them when an
+//!   event is captured, so requests that report nothing pay for no context.
 //! - It takes the trace id from W3C `traceparent`, else from `x-request-id`,
 //!   else generates one, and returns it as `x-request-id`.
 //! - It catches panics in `call` and in the response future, answers 500 and
@@ -52,7 +56,7 @@ use errorflow_sdk::protocol::{Event, Exception, Level, Request as RequestContext
 use errorflow_sdk::scope::{self, Scope, ScopeHandle, Scoped};
 use errorflow_sdk::scrub::scrub_query;
 use futures_util::future::{CatchUnwind, FutureExt};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::Layer;
 use tower::Service;
@@ -196,12 +200,11 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let start = Instant::now();
         // Without a bound client there is nothing to report: skip the
         // context work so that a disabled SDK costs next to nothing, but
         // still turn panics into 500 answers so that behaviour does not
         // depend on whether a DSN is configured.
-        if errorflow_sdk::Client::current().is_none() {
+        if !errorflow_sdk::is_active() {
             let inner = &mut self.inner;
             return match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
                 Ok(future) => ResponseFuture {
@@ -214,15 +217,14 @@ where
                 },
             };
         }
-        let (trace_id, request_id) = trace_ids(request.headers());
-        let context = request_context(&request, &self.config);
+        let start = Instant::now();
+        // Only the parts are kept (clones that share the request's buffers);
+        // the request context is built from them when an event is captured,
+        // which most requests never do.
+        let (parts, request_id) = RequestParts::of(&request, &self.config);
+        let parts = Arc::new(parts);
         let mut scope = Scope::new();
-        scope.set_transaction(Some(match &context.route {
-            Some(route) => format!("{} {route}", request.method()),
-            None => format!("{} {}", request.method(), request.uri().path()),
-        }));
-        scope.set_trace_id(Some(trace_id));
-        scope.set_request(Some(context));
+        scope.set_event_processor(Some(parts.clone()));
         scope.set_catches_panics(true);
         let handle = ScopeHandle::new(scope);
 
@@ -233,6 +235,7 @@ where
         let state = State {
             handle: handle.clone(),
             config: self.config.clone(),
+            parts,
             start,
             request_id,
         };
@@ -256,8 +259,19 @@ where
 struct State {
     handle: ScopeHandle,
     config: Arc<Config>,
+    parts: Arc<RequestParts>,
     start: Instant,
-    request_id: HeaderValue,
+    /// The incoming `x-request-id`; without one the trace id is returned.
+    request_id: Option<HeaderValue>,
+}
+
+impl State {
+    fn request_id(self) -> HeaderValue {
+        match self.request_id {
+            Some(id) => id,
+            None => self.parts.trace_id.header_value(),
+        }
+    }
 }
 
 pin_project! {
@@ -327,7 +341,7 @@ fn finish<B>(state: State, mut response: Response<B>) -> Response<B> {
         } else {
             Level::Warning
         });
-        let transaction = state.handle.lock().snapshot_transaction();
+        let transaction = state.parts.transaction();
         event.message = Some(format!("{transaction} responded {status}"));
         event.message_template = event.message.clone();
         event
@@ -342,7 +356,7 @@ fn finish<B>(state: State, mut response: Response<B>) -> Response<B> {
     }
     response
         .headers_mut()
-        .insert(X_REQUEST_ID.clone(), state.request_id);
+        .insert(X_REQUEST_ID.clone(), state.request_id());
     response
 }
 
@@ -368,7 +382,7 @@ fn panicked<B: Default>(state: State, payload: Box<dyn Any + Send>) -> Response<
     let mut response = internal_error();
     response
         .headers_mut()
-        .insert(X_REQUEST_ID.clone(), state.request_id);
+        .insert(X_REQUEST_ID.clone(), state.request_id());
     response
 }
 
@@ -382,56 +396,202 @@ fn capture(state: &State, mut event: Event, status: StatusCode) {
     let Some(client) = errorflow_sdk::Client::current() else {
         return;
     };
-    {
-        let mut scope = state.handle.lock();
-        let mut request = scope.request().cloned().unwrap_or_default();
-        request.status = Some(status.as_u16());
-        request.latency_ms = Some(state.start.elapsed().as_secs_f64() * 1000.0);
-        scope.set_request(Some(request));
-    }
+    let latency_ms = state.start.elapsed().as_secs_f64() * 1000.0;
+    event.request = Some(state.parts.request(Some(status.as_u16()), Some(latency_ms)));
     event.exception.iter_mut().for_each(|e| {
         e.mechanism.get_or_insert_with(|| "middleware".into());
     });
     client.capture_event_in(event, Some(&state.handle));
 }
 
-trait TransactionExt {
-    fn snapshot_transaction(&self) -> String;
+/// What the request context is built from, kept from the request before it
+/// is handed to the inner service.
+struct RequestParts {
+    method: Method,
+    route: Option<Route>,
+    /// The path, the query, the allow-listed headers (`name:value\n`, the
+    /// ones that are text) and the client IP header's value, one after the
+    /// other: one allocation, whatever the request holds.
+    text: String,
+    path_end: usize,
+    /// `None` when the URI has no query.
+    query_end: Option<usize>,
+    headers_end: usize,
+    trace_id: TraceId,
 }
 
-impl TransactionExt for Scope {
-    fn snapshot_transaction(&self) -> String {
-        self.request()
-            .map(|r| {
-                format!(
-                    "{} {}",
-                    r.method.as_deref().unwrap_or("?"),
-                    r.route.as_deref().or(r.url.as_deref()).unwrap_or("?")
-                )
-            })
-            .unwrap_or_default()
+/// A trace id as 32 hex digits (generated or from `traceparent`), or an
+/// incoming `x-request-id`.
+enum TraceId {
+    Hex([u8; 32]),
+    Header(HeaderValue),
+}
+
+impl TraceId {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            TraceId::Hex(hex) => hex,
+            TraceId::Header(value) => value.as_bytes(),
+        }
+    }
+
+    fn header_value(&self) -> HeaderValue {
+        match self {
+            TraceId::Hex(hex) => {
+                HeaderValue::from_bytes(hex).expect("hex digits are a valid header value")
+            }
+            TraceId::Header(value) => value.clone(),
+        }
     }
 }
 
-/// The trace id (for events) and request id (for the response header).
-fn trace_ids(headers: &HeaderMap) -> (String, HeaderValue) {
-    let incoming_request_id = headers
-        .get(&X_REQUEST_ID)
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .cloned();
-    let traceparent = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_traceparent);
-    let trace_id = match (&traceparent, &incoming_request_id) {
-        (Some(trace), _) => trace.to_string(),
-        (None, Some(id)) => String::from_utf8_lossy(id.as_bytes()).into_owned(),
-        (None, None) => uuid::Uuid::new_v4().simple().to_string(),
-    };
-    let request_id = incoming_request_id
-        .or_else(|| HeaderValue::from_str(&trace_id).ok())
-        .unwrap_or_else(|| HeaderValue::from_static("invalid"));
-    (trace_id, request_id)
+impl RequestParts {
+    /// The parts, and the incoming `x-request-id` (returned as is in the
+    /// response; without it the trace id is). The trace id comes from W3C
+    /// `traceparent`, else `x-request-id`, else is generated.
+    fn of<B>(request: &Request<B>, config: &Config) -> (RequestParts, Option<HeaderValue>) {
+        let uri = request.uri();
+        let mut text =
+            String::with_capacity(uri.path().len() + uri.query().map_or(0, str::len) + 128);
+        text.push_str(uri.path());
+        let path_end = text.len();
+        let query_end = uri.query().map(|query| {
+            text.push_str(query);
+            text.len()
+        });
+        let mut request_id = None;
+        let mut traceparent = None;
+        let mut forwarded_for = None;
+        let mut real_ip = None;
+        let mut custom_ip = None;
+        // One walk over the request's headers (a handful) instead of a hash
+        // lookup per interesting name.
+        for (name, value) in request.headers() {
+            if config.headers.contains(name) {
+                if let Ok(value) = value.to_str() {
+                    text.push_str(name.as_str());
+                    text.push(':');
+                    text.push_str(value);
+                    text.push('\n');
+                }
+            }
+            if config.client_ip_header.as_ref() == Some(name) {
+                custom_ip.get_or_insert(value);
+            }
+            if name == X_REQUEST_ID {
+                request_id.get_or_insert(value);
+            } else if name == "traceparent" {
+                traceparent.get_or_insert(value);
+            } else if name == "x-forwarded-for" {
+                forwarded_for.get_or_insert(value);
+            } else if name == "x-real-ip" {
+                real_ip.get_or_insert(value);
+            }
+        }
+        let headers_end = text.len();
+        let client_ip = match &config.client_ip_header {
+            Some(_) => custom_ip,
+            None => forwarded_for.or(real_ip),
+        };
+        if let Some(ip) = client_ip.and_then(|v| v.to_str().ok()) {
+            text.push_str(ip);
+        }
+        let request_id = request_id
+            .filter(|v| !v.is_empty() && v.len() <= 200)
+            .cloned();
+        let traced = traceparent
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent);
+        let trace_id = match (traced, &request_id) {
+            (Some(trace), _) => {
+                let mut hex = [0u8; 32];
+                hex.copy_from_slice(trace.as_bytes());
+                TraceId::Hex(hex)
+            }
+            (None, Some(id)) => TraceId::Header(id.clone()),
+            (None, None) => {
+                // A random id, hex-encoded on the stack.
+                let mut hex = [0u8; 32];
+                uuid::Uuid::new_v4().simple().encode_lower(&mut hex);
+                TraceId::Hex(hex)
+            }
+        };
+        let parts = RequestParts {
+            method: request.method().clone(),
+            route: matched_route(request),
+            text,
+            path_end,
+            query_end,
+            headers_end,
+            trace_id,
+        };
+        (parts, request_id)
+    }
+
+    fn route(&self) -> Option<&str> {
+        self.route.as_ref().map(route_str)
+    }
+
+    fn path(&self) -> &str {
+        &self.text[..self.path_end]
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.query_end.map(|end| &self.text[self.path_end..end])
+    }
+
+    /// `GET /users/{id}`: the route when known, else the path.
+    fn transaction(&self) -> String {
+        let target = self.route().unwrap_or_else(|| self.path());
+        format!("{} {target}", self.method)
+    }
+
+    fn request(&self, status: Option<u16>, latency_ms: Option<f64>) -> RequestContext {
+        let start = self.query_end.unwrap_or(self.path_end);
+        let mut headers = BTreeMap::new();
+        for line in self.text[start..self.headers_end].lines() {
+            if let Some((name, value)) = line.split_once(':') {
+                headers
+                    .entry(name.to_string())
+                    .or_insert_with(|| value.to_string());
+            }
+        }
+        let client_ip = self.text[self.headers_end..]
+            .split(',')
+            .next()
+            .map(str::trim)
+            .filter(|ip| !ip.is_empty())
+            .map(str::to_string);
+        RequestContext {
+            method: Some(self.method.as_str().to_string()),
+            url: Some(self.path().to_string()),
+            route: self.route().map(str::to_string),
+            query_string: self.query().map(scrub_query),
+            headers,
+            status,
+            latency_ms,
+            client_ip,
+        }
+    }
+}
+
+impl errorflow_sdk::EventProcessor for RequestParts {
+    fn process(&self, event: &mut Event) {
+        if event.request.is_none() {
+            // A panic while serving is answered 500 by this middleware.
+            let panicked = event
+                .exception
+                .first()
+                .is_some_and(|e| e.mechanism.as_deref() == Some("panic"));
+            event.request = Some(self.request(panicked.then_some(500), None));
+        }
+        if event.transaction.is_none() {
+            event.transaction = Some(self.transaction());
+        }
+        if event.trace_id.is_none() {
+            event.trace_id = Some(String::from_utf8_lossy(self.trace_id.as_bytes()).into_owned());
+        }
+    }
 }
 
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
@@ -451,57 +611,30 @@ pub fn parse_traceparent(value: &str) -> Option<&str> {
     valid.then_some(trace_id)
 }
 
-fn request_context<B>(request: &Request<B>, config: &Config) -> RequestContext {
-    let headers = request.headers();
-    let mut copied = BTreeMap::new();
-    // A request has a handful of headers and the allow-list a dozen names:
-    // walking the request's headers once is cheaper than a hash lookup per
-    // allowed name.
-    for (name, value) in headers {
-        if config.headers.contains(name) {
-            if let Ok(value) = value.to_str() {
-                copied.insert(name.as_str().to_string(), value.to_string());
-            }
-        }
-    }
-    RequestContext {
-        method: Some(request.method().as_str().to_string()),
-        url: Some(request.uri().path().to_string()),
-        route: matched_route(request),
-        query_string: request.uri().query().map(scrub_query),
-        headers: copied,
-        status: None,
-        latency_ms: None,
-        client_ip: client_ip(headers, config),
-    }
-}
+#[cfg(feature = "axum")]
+type Route = axum::extract::MatchedPath;
 
-fn client_ip(headers: &HeaderMap, config: &Config) -> Option<String> {
-    let first = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
-    match &config.client_ip_header {
-        Some(header) => first(header.as_str()),
-        None => first("x-forwarded-for").or_else(|| first("x-real-ip")),
-    }
+#[cfg(feature = "axum")]
+fn matched_route<B>(request: &Request<B>) -> Option<Route> {
+    request.extensions().get::<Route>().cloned()
 }
 
 #[cfg(feature = "axum")]
-fn matched_route<B>(request: &Request<B>) -> Option<String> {
-    request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_string())
+fn route_str(route: &Route) -> &str {
+    route.as_str()
 }
 
 #[cfg(not(feature = "axum"))]
-fn matched_route<B>(_request: &Request<B>) -> Option<String> {
+type Route = std::convert::Infallible;
+
+#[cfg(not(feature = "axum"))]
+fn matched_route<B>(_request: &Request<B>) -> Option<Route> {
     None
+}
+
+#[cfg(not(feature = "axum"))]
+fn route_str(route: &Route) -> &str {
+    match *route {}
 }
 
 #[cfg(test)]
@@ -523,11 +656,16 @@ mod tests {
 
     #[test]
     fn ids_fall_back_to_request_id_then_generated() {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-request-id", HeaderValue::from_static("req-1"));
-        assert_eq!(trace_ids(&headers).0, "req-1");
-        let (trace, request_id) = trace_ids(&HeaderMap::new());
-        assert_eq!(trace.len(), 32);
-        assert_eq!(request_id.to_str().unwrap(), trace);
+        let config = ErrorflowLayer::new().config;
+        let request = Request::builder()
+            .header("x-request-id", "req-1")
+            .body(())
+            .unwrap();
+        let (parts, request_id) = RequestParts::of(&request, &config);
+        assert_eq!(parts.trace_id.as_bytes(), b"req-1");
+        assert_eq!(request_id.unwrap(), "req-1");
+        let (parts, request_id) = RequestParts::of(&Request::new(()), &config);
+        assert_eq!(parts.trace_id.as_bytes().len(), 32);
+        assert!(request_id.is_none());
     }
 }
