@@ -106,6 +106,14 @@ impl Drop for TestDb {
 /// A fresh, migrated Postgres database. Fails loudly when Postgres is not
 /// reachable: a conformance suite that silently skips a backend proves nothing.
 pub async fn pg_store() -> TestDb {
+    let db = pg_store_unmigrated().await;
+    db.store.migrate().await.expect("migrate postgres");
+    db
+}
+
+/// A fresh, empty Postgres database (no migration applied), dropped with the
+/// returned value; fails loudly when Postgres is not reachable.
+pub async fn pg_store_unmigrated() -> TestDb {
     let admin_url =
         std::env::var("ERRORFLOW_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_string());
     let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
@@ -128,28 +136,31 @@ pub async fn pg_store() -> TestDb {
         Some(slash) if slash > "postgres://".len() => format!("{}/{name}", &admin_url[..slash]),
         _ => format!("{admin_url}/{name}"),
     };
-    let db = TestDb {
+    TestDb {
         store: store::connect(&url)
             .await
             .expect("connect to test database"),
         url,
         cleanup: Cleanup::Postgres { admin_url, name },
-    };
-    db.store.migrate().await.expect("migrate postgres");
-    db
+    }
 }
 
 /// A fresh, migrated SQLite database in a temporary directory.
 pub async fn sqlite_store() -> TestDb {
+    let db = sqlite_store_unmigrated().await;
+    db.store.migrate().await.expect("migrate sqlite");
+    db
+}
+
+/// A fresh, empty SQLite database (no migration applied) in a temporary directory.
+pub async fn sqlite_store_unmigrated() -> TestDb {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("errorflow.db").display());
-    let db = TestDb {
+    TestDb {
         store: store::connect(&url).await.expect("open sqlite"),
         url,
         cleanup: Cleanup::Sqlite(dir),
-    };
-    db.store.migrate().await.expect("migrate sqlite");
-    db
+    }
 }
 
 /// A point in time with whole seconds, which both backends store exactly.
