@@ -153,7 +153,10 @@ fn record_breadcrumb(event: &TracingEvent<'_>, max: usize) {
         scratch.has_message = false;
         scratch.fields.clear();
         scratch.metadata = Some(event.metadata());
-        scratch.timestamp = Some(std::time::SystemTime::now());
+        // Breadcrumbs need the time to the millisecond at best; the coarse
+        // clock is much cheaper to read than the precise one.
+        scratch.timestamp =
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from(coarsetime::Clock::now_since_epoch()));
         event.record(&mut CrumbVisitor(&mut scratch));
         scope::with_current(|handle| handle.lock().push_recorded(&mut scratch, max));
     });
