@@ -9,121 +9,20 @@
 //! `.ci/run` installs them.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::binary::{Backend, Collector};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_errorflow-collector");
+mod common;
 
 fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sentry_clients")
 }
 
 /// A collector on a free port with a fresh SQLite database, one project and a token.
-struct Collector {
-    child: Child,
-    base: String,
-    dsn: String,
-    token: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cli(db: &str, args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("DATABASE_URL", db)
-        .env("ERRORFLOW_LOG", "warn")
-        .env_remove("ERRORFLOW_CONFIG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
 fn start_collector() -> Collector {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("e2e.db").display());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let project = cli(
-        &db,
-        &["project", "create", "shop", "--json", "--public-url", &base],
-    );
-    let token = cli(&db, &["token", "create", "--name", "e2e", "--json"]);
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DATABASE_URL", &db)
-        .env("ERRORFLOW_LOG", "warn")
-        .env_remove("ERRORFLOW_CONFIG")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "collector did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Collector {
-        child,
-        base,
-        dsn: project["dsn"].as_str().unwrap().to_owned(),
-        token: token["token"].as_str().unwrap().to_owned(),
-        _dir: dir,
-    }
-}
-
-impl Collector {
-    fn get(&self, path: &str) -> Value {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let r = reqwest::Client::new()
-                .get(format!("{}{path}", self.base))
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success(), "GET {path}: {}", r.status());
-            r.json().await.unwrap()
-        })
-    }
-
-    fn events(&self) -> Vec<Value> {
-        self.get("/api/v1/events?limit=200")["events"]
-            .as_array()
-            .unwrap()
-            .clone()
-    }
-
-    fn groups(&self) -> Vec<Value> {
-        self.get("/api/v1/groups?limit=200")["groups"]
-            .as_array()
-            .unwrap()
-            .clone()
-    }
+    Collector::start(Backend::Sqlite)
 }
 
 /// Runs a client program with `SENTRY_DSN`, failing with its output.

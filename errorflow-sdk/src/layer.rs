@@ -155,8 +155,9 @@ fn record_breadcrumb(event: &TracingEvent<'_>, max: usize) {
         scratch.metadata = Some(event.metadata());
         // Breadcrumbs need the time to the millisecond at best; the coarse
         // clock is much cheaper to read than the precise one.
-        scratch.timestamp =
-            Some(std::time::UNIX_EPOCH + std::time::Duration::from(coarsetime::Clock::now_since_epoch()));
+        scratch.timestamp = Some(
+            std::time::UNIX_EPOCH + std::time::Duration::from(coarsetime::Clock::now_since_epoch()),
+        );
         event.record(&mut CrumbVisitor(&mut scratch));
         scope::with_current(|handle| handle.lock().push_recorded(&mut scratch, max));
     });

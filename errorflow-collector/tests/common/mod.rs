@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod app;
+pub mod binary;
 
 #[allow(unused_imports)]
 pub(crate) use app::backend_tests;
