@@ -1305,3 +1305,56 @@ async fn record_releases(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{self, Context, Limits};
+    use errorflow_sdk::protocol::{Event, Exception, Level};
+
+    /// The writer checkpoints itself only past 64 MiB of WAL; the
+    /// background connection must copy committed pages into the database
+    /// file long before that.
+    #[tokio::test]
+    async fn background_checkpoints_copy_the_wal_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let project = store.create_project("p", "hash", "efk_p").await.unwrap();
+        // Let the checkpointer catch up with the migrations, then measure.
+        tokio::time::sleep(CHECKPOINT_INTERVAL * 3).await;
+        let before = std::fs::metadata(&path).unwrap().len();
+
+        let ctx = Context {
+            project_id: project.id,
+            received_at: Utc::now(),
+        };
+        let events: Vec<NormalizedEvent> = (0..400)
+            .map(|i| {
+                let mut event = Event::new(Level::Error);
+                event.service = Some("shop".into());
+                event.exception = vec![Exception::new("Boom", format!("failure {i}"))];
+                event.extra.insert("blob".into(), "x".repeat(3000).into());
+                pipeline::process(event, &ctx, &Limits::default()).unwrap()
+            })
+            .collect();
+        store.insert_events(&events).await.unwrap();
+
+        // About 1.2 MB of events: far below the writer's own threshold.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = std::fs::metadata(&path).unwrap().len();
+            if now >= before + 1_000_000 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file grew from {before} to only {now} bytes: no checkpoint"
+            );
+            tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+        }
+    }
+}
