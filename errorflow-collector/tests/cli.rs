@@ -1,20 +1,15 @@
 //! The binary as a user runs it: subcommands, first start, DSN that works.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
+use common::binary::command;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_errorflow-collector");
+mod common;
 
 fn run(db: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("DATABASE_URL", db)
-        .env("ERRORFLOW_LOG", "warn")
-        .env_remove("ERRORFLOW_CONFIG")
-        .output()
-        .unwrap();
+    let out = command(db).args(args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8(out.stdout).unwrap(),
@@ -132,10 +127,8 @@ fn first_start_prints_a_working_dsn() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(BIN)
+    let mut child = command(&db)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DATABASE_URL", &db)
-        .env("ERRORFLOW_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

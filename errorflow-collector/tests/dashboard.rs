@@ -727,16 +727,12 @@ async fn first_start_creates_the_admin_once() {
 #[test]
 fn user_commands() {
     use std::io::Write;
-    use std::process::{Command, Stdio};
-    const BIN: &str = env!("CARGO_BIN_EXE_errorflow-collector");
+    use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("users.db").display());
     let run = |args: &[&str], stdin: Option<&str>| {
-        let mut child = Command::new(BIN)
+        let mut child = common::binary::command(&db)
             .args(args)
-            .env("DATABASE_URL", &db)
-            .env("ERRORFLOW_LOG", "warn")
-            .env_remove("ERRORFLOW_CONFIG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

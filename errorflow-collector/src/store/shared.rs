@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, DurationRound, NaiveDate, TimeZone, Utc};
 use uuid::Uuid;
 
 use super::{release, Result, StoreError};
-use crate::model::{Bucket, GroupStatus, InsertOutcome, NormalizedEvent, TagCount};
+use crate::model::{Bucket, GroupQuery, GroupStatus, InsertOutcome, NormalizedEvent, TagCount};
 
 /// Default and maximum page sizes of the list endpoints.
 pub(crate) const DEFAULT_LIMIT: u32 = 50;
@@ -435,6 +435,57 @@ pub(crate) fn finish_batch(
         hourly: hourly.into_iter().collect(),
         tags: tags.into_iter().collect(),
     })
+}
+
+/// The incident list's filters, shared by `list_groups` and `count_groups`
+/// (which counts per status, so leaves the status out). The SQL is the
+/// same on both backends; the builder writes each one's placeholders.
+pub(crate) fn push_group_filters<'a, DB>(
+    qb: &mut sqlx::QueryBuilder<'a, DB>,
+    query: &GroupQuery,
+    with_status: bool,
+) where
+    DB: sqlx::Database,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    &'static str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    if let Some(project_id) = query.project_id {
+        qb.push(" AND project_id = ").push_bind(project_id);
+    }
+    if let Some(status) = query.status.filter(|_| with_status) {
+        qb.push(" AND status = ").push_bind(status.as_db());
+    }
+    if let Some(service) = &query.service {
+        qb.push(" AND service = ").push_bind(service.clone());
+    }
+    if let Some(severity) = &query.severity {
+        qb.push(" AND severity = ").push_bind(severity.clone());
+    }
+    for (key, value) in [
+        ("environment", &query.environment),
+        ("release", &query.release),
+    ] {
+        if let Some(value) = value {
+            qb.push(
+                " AND EXISTS (SELECT 1 FROM group_tag_counts t WHERE t.group_id = g.id AND t.key = ",
+            )
+            .push_bind(key)
+            .push(" AND t.value = ")
+            .push_bind(value.clone())
+            .push(")");
+        }
+    }
+    if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
+        let pattern = like_pattern(q);
+        qb.push(" AND (lower(title) LIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\' OR lower(COALESCE(culprit, '')) LIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\' OR lower(cluster_key) LIKE ")
+            .push_bind(pattern)
+            .push(" ESCAPE '\\')");
+    }
 }
 
 #[cfg(test)]

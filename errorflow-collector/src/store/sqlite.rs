@@ -605,7 +605,7 @@ impl Store for SqliteStore {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
             "SELECT {GROUP_COLUMNS}, {expr} AS sort_value FROM error_groups g WHERE 1 = 1"
         ));
-        push_group_filters(&mut qb, query, true);
+        shared::push_group_filters(&mut qb, query, true);
         if let Some((value, id)) = cursor {
             qb.push(format!(" AND ({expr}, id) < ("));
             if is_time {
@@ -1018,7 +1018,7 @@ impl Store for SqliteStore {
     async fn count_groups(&self, query: &GroupQuery) -> Result<GroupCounts> {
         let mut qb: QueryBuilder<Sqlite> =
             QueryBuilder::new("SELECT status, count(*) AS n FROM error_groups g WHERE 1 = 1");
-        push_group_filters(&mut qb, query, false);
+        shared::push_group_filters(&mut qb, query, false);
         qb.push(" GROUP BY status");
         let rows = qb.build().fetch_all(&self.readers).await?;
         let mut counts = GroupCounts::default();
@@ -1206,47 +1206,6 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-}
-
-/// The incident list's filters, shared by `list_groups` and `count_groups`
-/// (which counts per status, so leaves the status out).
-fn push_group_filters(qb: &mut QueryBuilder<'_, Sqlite>, query: &GroupQuery, with_status: bool) {
-    if let Some(project_id) = query.project_id {
-        qb.push(" AND project_id = ").push_bind(project_id);
-    }
-    if let Some(status) = query.status.filter(|_| with_status) {
-        qb.push(" AND status = ").push_bind(status.as_db());
-    }
-    if let Some(service) = &query.service {
-        qb.push(" AND service = ").push_bind(service.clone());
-    }
-    if let Some(severity) = &query.severity {
-        qb.push(" AND severity = ").push_bind(severity.clone());
-    }
-    for (key, value) in [
-        ("environment", &query.environment),
-        ("release", &query.release),
-    ] {
-        if let Some(value) = value {
-            qb.push(
-                " AND EXISTS (SELECT 1 FROM group_tag_counts t WHERE t.group_id = g.id AND t.key = ",
-            )
-            .push_bind(key)
-            .push(" AND t.value = ")
-            .push_bind(value.clone())
-            .push(")");
-        }
-    }
-    if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
-        let pattern = shared::like_pattern(q);
-        qb.push(" AND (lower(title) LIKE ")
-            .push_bind(pattern.clone())
-            .push(" ESCAPE '\\' OR lower(COALESCE(culprit, '')) LIKE ")
-            .push_bind(pattern.clone())
-            .push(" ESCAPE '\\' OR lower(cluster_key) LIKE ")
-            .push_bind(pattern)
-            .push(" ESCAPE '\\')");
     }
 }
 

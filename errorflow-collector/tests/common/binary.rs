@@ -14,6 +14,16 @@ const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// How long the API is polled for events that should arrive.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// The collector binary on database `db`, with quiet logs and no
+/// configuration file taken from the environment.
+pub fn command(db: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env("DATABASE_URL", db)
+        .env("ERRORFLOW_LOG", "warn")
+        .env_remove("ERRORFLOW_CONFIG");
+    cmd
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
     Sqlite,
@@ -118,13 +128,7 @@ pub fn free_port() -> u16 {
 }
 
 pub fn collector_cli(db: &str, args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("DATABASE_URL", db)
-        .env("ERRORFLOW_LOG", "warn")
-        .env_remove("ERRORFLOW_CONFIG")
-        .output()
-        .unwrap();
+    let out = command(db).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -174,11 +178,8 @@ impl Collector {
     }
 
     pub fn serve(&mut self) {
-        let child = Command::new(BIN)
+        let child = command(&self.db.url)
             .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
-            .env("DATABASE_URL", &self.db.url)
-            .env("ERRORFLOW_LOG", "warn")
-            .env_remove("ERRORFLOW_CONFIG")
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
