@@ -712,6 +712,40 @@ fn java_method(name: &str) -> String {
         .into_owned()
 }
 
+/// Crates whose every frame is reporting machinery: the SDKs (ours and
+/// Sentry's, one crate per integration) and the error-capturing crates.
+pub(crate) const MACHINERY_CRATES: &[&str] = &[
+    // The standard library's own namespace for exported symbols
+    // (`__rustc::rust_begin_unwind`, Rust 1.88 and later).
+    "__rustc",
+    "errorflow_sdk",
+    "errorflow_tower",
+    "sentry",
+    "sentry_core",
+    "sentry_backtrace",
+    "sentry_panic",
+    "sentry_tracing",
+    "sentry_anyhow",
+    "sentry_contexts",
+    "sentry_types",
+    "sentry_debug_images",
+    "sentry_log",
+    "sentry_slog",
+    "sentry_tower",
+    "sentry_actix",
+    "sentry_eyre",
+    "backtrace",
+    "anyhow",
+    "eyre",
+    "color_eyre",
+];
+
+/// Whether `path` is inside crate `name`: the whole name, then `::` or nothing.
+pub(crate) fn in_crate(path: &str, name: &str) -> bool {
+    path.strip_prefix(name)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+}
+
 /// Frames of the panic, backtrace and reporting machinery: they are
 /// present in every event and say nothing about where the error is.
 ///
@@ -732,33 +766,6 @@ fn is_machinery(key: &str, f: &Frame) -> bool {
         "std::sys_common::backtrace::",
         "std::rt::",
     ];
-    /// Crates whose every frame is reporting machinery: the SDKs (ours and
-    /// Sentry's, one crate per integration) and the error-capturing crates.
-    const CRATES: &[&str] = &[
-        // The standard library's own namespace for exported symbols
-        // (`__rustc::rust_begin_unwind`, Rust 1.88 and later).
-        "__rustc",
-        "errorflow_sdk",
-        "errorflow_tower",
-        "sentry",
-        "sentry_core",
-        "sentry_backtrace",
-        "sentry_panic",
-        "sentry_tracing",
-        "sentry_anyhow",
-        "sentry_contexts",
-        "sentry_types",
-        "sentry_debug_images",
-        "sentry_log",
-        "sentry_slog",
-        "sentry_tower",
-        "sentry_actix",
-        "sentry_eyre",
-        "backtrace",
-        "anyhow",
-        "eyre",
-        "color_eyre",
-    ];
     /// Python's and JavaScript's SDK packages, for SDKs that do not flag
     /// their own frames.
     const PACKAGES: &[&str] = &["sentry_sdk.", "sentry_sdk::", "@sentry/"];
@@ -776,12 +783,8 @@ fn is_machinery(key: &str, f: &Frame) -> bool {
         "rust_begin_unwind",
         "rust_panic",
     ];
-    let in_crate = |name: &str| {
-        key.strip_prefix(name)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
-    };
     STD_PATHS.iter().any(|p| key.starts_with(p))
-        || CRATES.iter().any(|c| in_crate(c))
+        || MACHINERY_CRATES.iter().any(|c| in_crate(key, c))
         || PACKAGES.iter().any(|p| key.starts_with(p))
         || SYMBOLS.contains(&key)
         // `__rust_begin_short_backtrace`, `__rust_start_panic`, …: names with

@@ -627,8 +627,9 @@ fn clean_js_path(path: &str) -> String {
     p.to_owned()
 }
 
-/// Symbols of the runtime, the panic and backtrace machinery and the SDK:
-/// never the application's code.
+/// Symbols of the runtime and common libraries: never the application's
+/// code. The panic, backtrace and SDK crates are grouping's own list,
+/// [`super::fingerprint::MACHINERY_CRATES`].
 const NATIVE_NOT_APP: &[&str] = &[
     "std::",
     "core::",
@@ -637,28 +638,12 @@ const NATIVE_NOT_APP: &[&str] = &[
     "futures::",
     "futures_util::",
     "futures_core::",
-    "sentry::",
-    "sentry_core::",
-    "sentry_backtrace::",
-    "sentry_panic::",
-    "sentry_tracing::",
-    "sentry_anyhow::",
-    "sentry_contexts::",
-    "sentry_debug_images::",
-    "sentry_log::",
-    "sentry_types::",
-    "sentry_tower::",
-    "backtrace::",
-    "anyhow::",
-    "eyre::",
     "tracing::",
     "tracing_core::",
     "tracing_subscriber::",
     // Names with two leading underscores are the compiler's and the C
-    // library's (`__rust_begin_short_backtrace`, `__libc_start_main_impl`,
-    // and since Rust 1.88 `__rustc::rust_begin_unwind`).
+    // library's (`__rust_begin_short_backtrace`, `__libc_start_main_impl`).
     "__rust_",
-    "__rustc::",
     "__libc_start",
 ];
 
@@ -693,7 +678,11 @@ fn native_frame(frame: &mut Frame) {
 /// bare generic parameter (`<E as anyhow::StdError>::ext_context`): then the trait does.
 fn is_native_runtime(name: &str) -> bool {
     let matches = |path: &str| {
-        NATIVE_NOT_APP.iter().any(|p| path.starts_with(p)) || NATIVE_NOT_APP_EXACT.contains(&path)
+        NATIVE_NOT_APP.iter().any(|p| path.starts_with(p))
+            || NATIVE_NOT_APP_EXACT.contains(&path)
+            || super::fingerprint::MACHINERY_CRATES
+                .iter()
+                .any(|c| super::fingerprint::in_crate(path, c))
     };
     // sentry-backtrace turns the location lines of a std backtrace
     // (`at /rustc/<hash>/library/std/src/panic.rs:359:14`) into frames of their own.
