@@ -3,7 +3,7 @@
 //!
 //! # Quickstart
 //!
-//! ```no_run
+//! ```
 //! use tracing_subscriber::prelude::*;
 //!
 //! // Reads ERRORFLOW_DSN (`http://KEY@HOST:PORT/PROJECT_ID`), ERRORFLOW_SERVICE,
