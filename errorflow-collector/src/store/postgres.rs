@@ -175,7 +175,7 @@ impl PgStore {
         plan: &shared::BatchPlan,
     ) -> Result<HashMap<GroupKey, LockedGroup>> {
         let mut created: HashSet<GroupKey> = HashSet::new();
-        let mut locked: HashMap<GroupKey, LockedGroup> = HashMap::new();
+        let mut groups: HashMap<GroupKey, LockedGroup> = HashMap::new();
         // A group can vanish between our INSERT and SELECT when the
         // transaction that created it deleted it again (all its events were
         // duplicates). Trying again then creates it ourselves.
@@ -183,7 +183,7 @@ impl PgStore {
             let missing: Vec<&(GroupKey, usize)> = plan
                 .groups
                 .iter()
-                .filter(|(k, _)| !locked.contains_key(k))
+                .filter(|(k, _)| !groups.contains_key(k))
                 .collect();
             if missing.is_empty() {
                 break;
@@ -234,15 +234,15 @@ impl PgStore {
                     resolved_in_release: row.try_get("resolved_in_release")?,
                     created: created.contains(&key),
                 };
-                locked.insert(key, group);
+                groups.insert(key, group);
             }
         }
-        if locked.len() != plan.groups.len() {
+        if groups.len() != plan.groups.len() {
             return Err(StoreError::Corrupt(
                 "groups kept vanishing while the batch was being stored".to_string(),
             ));
         }
-        Ok(locked)
+        Ok(groups)
     }
 
     /// Locks the batch's groups, in id order so that concurrent batches
@@ -293,7 +293,7 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
 
         // (1) Make sure every group of the batch exists.
-        let mut locked = Self::ensure_groups(&mut tx, events, &plan).await?;
+        let mut groups = Self::ensure_groups(&mut tx, events, &plan).await?;
 
         // (2) Insert the events; those that come back are new. Sorting by
         // event id keeps concurrent re-sends of one batch from deadlocking.
@@ -322,7 +322,7 @@ impl PgStore {
         for &i in &candidates {
             let ev = &events[i];
             // lock_groups guarantees every key is present.
-            let group = locked.get(&(ev.project_id, ev.fingerprint.clone()));
+            let group = groups.get(&(ev.project_id, ev.fingerprint.clone()));
             project_ids.push(ev.project_id);
             group_ids.push(group.map_or(0, |g| g.id));
             event_ids.push(ev.event_id);
@@ -375,9 +375,9 @@ impl PgStore {
         // so that waiting on another batch's new release cannot deadlock),
         // lock the groups, then update them from what was really new.
         record_releases(&mut tx, events).await?;
-        Self::lock_groups(&mut tx, &mut locked).await?;
-        let releases = release_first_seen(&mut tx, events, &plan, &locked).await?;
-        let result = shared::finish_batch(events, &plan, &locked, &inserted, &releases)?;
+        Self::lock_groups(&mut tx, &mut groups).await?;
+        let releases = release_first_seen(&mut tx, events, &plan, &groups).await?;
+        let result = shared::finish_batch(events, &plan, &groups, &inserted, &releases)?;
         if !result.updates.is_empty() {
             let u = &result.updates;
             let ids: Vec<i64> = u.iter().map(|u| u.id).collect();
