@@ -5,6 +5,7 @@
 //!   cargo bench -p errorflow-collector --bench load            # full (15 s per scenario)
 //!   LOAD_SECONDS=3 cargo bench -p errorflow-collector --bench load   # quick
 //!   LOAD_BACKENDS=sqlite LOAD_SCENARIOS=batch,sentry …   # a subset
+//!   LOAD_CONCURRENCY=32 …   # connections per scenario (default 16 for batches, 64 otherwise)
 //!
 //! It builds nothing itself: `cargo bench` compiles the collector in release
 //! mode, and this program starts it as a child process (the binary next to
@@ -315,12 +316,13 @@ async fn wait_port(port: u16) {
 }
 
 /// Appends a realistic event to `out`: one of 50 raising sites, with a
-/// varying id in the message. Written with `write!` from static pieces rather
+/// varying id in the message and a time-ordered event id, as
+/// `errorflow_sdk::protocol::Event::new` makes it. Written with `write!` from static pieces rather
 /// than built as a `serde_json::Value`: building 100 values per request made
 /// the load generator, not the collector, the bottleneck.
 fn push_event_json(out: &mut String, site: usize, n: u64) {
     use std::fmt::Write as _;
-    let id = uuid::Uuid::new_v4();
+    let id = errorflow_sdk::protocol::time_ordered_id(chrono::Utc::now());
     write!(
         out,
         r#"{{"event_id":"{id}","level":"error","platform":"rust","service":"svc-{svc}","environment":"prod","release":"1.4.2","host":"web-1","message":"order {n} failed at step {site}","exception":[{{"type":"app::errors::Error{site}","value":"order {n} could not be charged: card 4242 declined after {ms}ms","stacktrace":{{"frames":[{{"function":"tokio::runtime::task::harness::poll","in_app":false}},{{"function":"app::http::handlers::checkout","module":"app::http::handlers","filename":"src/http/handlers.rs","lineno":120,"in_app":true}},{{"function":"app::billing::charge_{site}","module":"app::billing","filename":"src/billing.rs","lineno":42,"in_app":true}}]}}}}],"tags":{{"region":"eu-west-1","customer_tier":"pro"}},"request":{{"method":"POST","url":"/orders/{n}/checkout","headers":{{"user-agent":"curl/8"}}}},"breadcrumbs":[{{"category":"log","level":"info","message":"starting checkout"}}]}}"#,
@@ -381,7 +383,8 @@ fn sentry_tails() -> Arc<Vec<(Vec<u8>, usize)>> {
     Arc::new(tails)
 }
 
-/// A Sentry envelope as the Python SDK sends it: one event of about 4 KB
+/// A Sentry envelope as the Python SDK sends it (a random UUIDv4 event id):
+/// one event of about 4 KB
 /// (chained exception, frames with context lines, breadcrumbs, contexts),
 /// gzip-encoded. The body is two gzip members (valid gzip, as RFC 1952
 /// allows): the per-request head (ids, time, user, URL) compressed now, then
@@ -440,8 +443,12 @@ async fn drive(
     duration: Duration,
     pid: u32,
 ) -> Measured {
+    let concurrency = std::env::var("LOAD_CONCURRENCY")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(s.concurrency);
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(s.concurrency)
+        .pool_max_idle_per_host(concurrency)
         .build()
         .unwrap();
     let url = format!("{base}{}", s.path.replace("{id}", &project_id.to_string()));
@@ -453,7 +460,7 @@ async fn drive(
     let tails = sentry_tails();
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for worker in 0..s.concurrency {
+    for worker in 0..concurrency {
         let (client, url, key) = (client.clone(), url.clone(), key.to_string());
         let (requests, events, errors, stop) = (
             requests.clone(),

@@ -91,10 +91,25 @@ impl Level {
     }
 }
 
+/// A UUIDv7 for the instant `at`: 48 bits of Unix milliseconds, then random
+/// bits. Ids made this way sort by time, so the collector's unique index on
+/// event ids grows at its end instead of touching a random page per event
+/// (on SQLite that halves the write cost of an event; see BENCHMARKS.md).
+pub fn time_ordered_id(at: DateTime<Utc>) -> Uuid {
+    let secs = u64::try_from(at.timestamp()).unwrap_or(0);
+    Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        secs,
+        at.timestamp_subsec_nanos(),
+    ))
+}
+
 /// One error event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Unique per project; a retried event with the same id is stored once.
+    /// [`Event::new`] makes a time-ordered UUIDv7 (see [`time_ordered_id`]);
+    /// any UUID is accepted.
     pub event_id: Uuid,
     /// When the error happened, in UTC. The collector uses its own clock when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,11 +171,12 @@ pub struct Event {
 }
 
 impl Event {
-    /// A new event with a random id and the current time.
+    /// A new event with a fresh time-ordered id and the current time.
     pub fn new(level: Level) -> Event {
+        let now = Utc::now();
         Event {
-            event_id: Uuid::new_v4(),
-            timestamp: Some(Utc::now()),
+            event_id: time_ordered_id(now),
+            timestamp: Some(now),
             level,
             platform: None,
             message: None,
@@ -307,6 +323,27 @@ pub struct Breadcrumb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_events_get_distinct_ids_that_sort_by_time() {
+        let a = Event::new(Level::Error);
+        let b = Event::new(Level::Error);
+        assert_ne!(a.event_id, b.event_id);
+        assert_eq!(a.event_id.get_version_num(), 7);
+        // The id carries the event's own timestamp, to the millisecond.
+        let (secs, nanos) = a.event_id.get_timestamp().unwrap().to_unix();
+        let ts = a.timestamp.unwrap();
+        assert_eq!(secs as i64, ts.timestamp());
+        assert_eq!(nanos / 1_000_000, ts.timestamp_subsec_millis());
+
+        let t0: DateTime<Utc> = "2026-11-27T10:00:00.000Z".parse().unwrap();
+        let earlier: Vec<Uuid> = (0..100).map(|_| time_ordered_id(t0)).collect();
+        let later = time_ordered_id(t0 + chrono::Duration::milliseconds(1));
+        assert!(earlier.iter().all(|id| *id < later));
+        // Ids at one instant still differ (74 random bits).
+        let distinct: std::collections::BTreeSet<_> = earlier.iter().collect();
+        assert_eq!(distinct.len(), earlier.len());
+    }
 
     #[test]
     fn minimal_event_parses_with_defaults() {

@@ -129,7 +129,7 @@ pub async fn custom(
     let started = Instant::now();
     let body = read_body(&headers, body, &state.limits).await?;
     let json = decompress(&headers, &body, &state.limits)?;
-    let event = pipeline::decode_custom(&json, Uuid::new_v4()).map_err(decode_error)?;
+    let event = pipeline::decode_custom(&json, Uuid::now_v7()).map_err(decode_error)?;
     let ctx = Context {
         project_id: project.id,
         received_at: Utc::now(),

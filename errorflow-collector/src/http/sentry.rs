@@ -330,7 +330,7 @@ fn decode(
                 }));
             }
             let sctx = SentryContext {
-                fallback_event_id: Uuid::new_v4(),
+                fallback_event_id: Uuid::now_v7(),
             };
             let event = mapping::map_event(&data, &sctx).map_err(sentry_error)?;
             out.events.push(process(event, ctx, limits)?);
@@ -354,7 +354,7 @@ fn decode(
                 }
                 let fallback_event_id = match (n, out.header_event_id) {
                     (0, Some(id)) => id,
-                    _ => Uuid::new_v4(),
+                    _ => Uuid::now_v7(),
                 };
                 let event = mapping::map_event(item.payload, &SentryContext { fallback_event_id })
                     .map_err(sentry_error)?;
