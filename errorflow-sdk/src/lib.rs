@@ -37,6 +37,8 @@
 //! the transport's thread, are ignored by the layer; the SDK's own
 //! diagnostics go to stderr when [`ClientOptions::debug`] is on.
 
+#![forbid(unsafe_code)]
+
 pub mod protocol;
 
 #[cfg(feature = "client")]

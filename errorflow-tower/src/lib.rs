@@ -43,6 +43,8 @@
 //! `axum::extract::MatchedPath`; add the layer with `Router::layer` so that
 //! it runs after routing.
 
+#![forbid(unsafe_code)]
+
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -29,6 +29,9 @@ pub mod sqlite;
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// From the SQLite batch insert, which runs on rusqlite (see `store::sqlite::batch`).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database url scheme {0:?} (expected postgres:// or sqlite://)")]

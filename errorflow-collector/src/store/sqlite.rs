@@ -4,7 +4,7 @@
 //! Timestamps are stored as TEXT in the fixed format of [`fmt_ts`], whose
 //! text order is time order, so comparisons and `MIN`/`MAX` work on the text.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -17,17 +17,15 @@ use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use super::shared::{self, GroupKey, LockedGroup};
+use super::shared;
 use super::{triage_record, Backend, Result, Store, StoreError};
 use crate::model::*;
 use crate::triage::result::{NewTriage, TriageRecord};
 
+mod batch;
+
 /// SQLite's default limit on bound parameters per statement.
 const MAX_BINDS: usize = 32766;
-
-/// Rows per `errors` insert statement (16 columns each). Larger statements
-/// gain nothing measurable and take longer to prepare.
-const EVENT_ROWS_PER_INSERT: usize = 256;
 
 const TS_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 
@@ -145,6 +143,18 @@ fn activity_from_row(row: &SqliteRow) -> Result<Activity> {
         reason: row.try_get("reason")?,
         at: parse_ts(row.try_get("at")?)?,
     })
+}
+
+/// Runs the blocking `f` without stalling the runtime's other tasks: on a
+/// multi-thread runtime the worker first hands its queue to another thread
+/// ([`tokio::task::block_in_place`]); a current-thread runtime (tests) has no
+/// other thread to hand it to, so `f` runs inline.
+fn run_blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -384,208 +394,19 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let plan = shared::plan_batch(events);
-        let mut tx = self.begin_write().await?;
-
-        // (1) Make sure every group exists. The write lock is held for the
-        // whole transaction, so nobody can create or change them meanwhile.
-        let mut created: HashSet<GroupKey> = HashSet::new();
-        for chunk in shared::pow2_chunks(&plan.groups, MAX_BINDS / 11) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO error_groups (project_id, fingerprint, fingerprint_version, \
-                 cluster_key, service, error_type, title, culprit, level, first_seen, last_seen) ",
-            );
-            qb.push_values(chunk, |mut b, ((_, _), i)| {
-                let ev = &events[*i];
-                let ts = fmt_ts(ev.timestamp);
-                b.push_bind(ev.project_id)
-                    .push_bind(&ev.fingerprint)
-                    .push_bind(ev.fingerprint_version)
-                    .push_bind(&ev.cluster_key)
-                    .push_bind(&ev.service)
-                    .push_bind(&ev.error_type)
-                    .push_bind(&ev.title)
-                    .push_bind(&ev.culprit)
-                    .push_bind(ev.level.as_str())
-                    .push_bind(ts.clone())
-                    .push_bind(ts);
-            });
-            qb.push(
-                " ON CONFLICT (project_id, fingerprint) DO NOTHING RETURNING project_id, fingerprint",
-            );
-            for row in qb.build().fetch_all(&mut *tx).await? {
-                created.insert((row.try_get("project_id")?, row.try_get("fingerprint")?));
-            }
-        }
-        let mut locked: HashMap<GroupKey, LockedGroup> = HashMap::new();
-        for chunk in shared::pow2_chunks(&plan.groups, MAX_BINDS / 2) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT id, project_id, fingerprint, status, resolved_in_release FROM error_groups \
-                 WHERE (project_id, fingerprint) IN (VALUES ",
-            );
-            let mut sep = qb.separated(", ");
-            for ((project_id, fingerprint), _) in chunk {
-                sep.push("(")
-                    .push_bind_unseparated(*project_id)
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(fingerprint)
-                    .push_unseparated(")");
-            }
-            qb.push(")");
-            for row in qb.build().fetch_all(&mut *tx).await? {
-                let key: GroupKey = (row.try_get("project_id")?, row.try_get("fingerprint")?);
-                let group = LockedGroup {
-                    id: row.try_get("id")?,
-                    status: GroupStatus::from_db(row.try_get::<&str, _>("status")?),
-                    resolved_in_release: row.try_get("resolved_in_release")?,
-                    created: created.contains(&key),
-                };
-                locked.insert(key, group);
-            }
-        }
-
-        // (2) Insert the events; those that come back are new.
-        let mut inserted: HashSet<(i64, Uuid)> = HashSet::with_capacity(plan.candidates.len());
-        for chunk in shared::pow2_chunks(&plan.candidates, EVENT_ROWS_PER_INSERT) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO errors (project_id, group_id, event_id, service, error_type, message, \
-                 timestamp, received_at, env, path, trace_id, level, release, host, fingerprint, data) ",
-            );
-            let mut missing = None;
-            qb.push_values(chunk, |mut b, i| {
-                let ev = &events[*i];
-                let group_id = match locked.get(&(ev.project_id, ev.fingerprint.clone())) {
-                    Some(g) => g.id,
-                    None => {
-                        missing = Some(ev.fingerprint.clone());
-                        0
-                    }
-                };
-                b.push_bind(ev.project_id)
-                    .push_bind(group_id)
-                    .push_bind(ev.event_id.to_string())
-                    .push_bind(&ev.service)
-                    .push_bind(&ev.error_type)
-                    .push_bind(&ev.message)
-                    .push_bind(fmt_ts(ev.timestamp))
-                    .push_bind(fmt_ts(ev.received_at))
-                    .push_bind(&ev.environment)
-                    .push_bind(&ev.path)
-                    .push_bind(&ev.trace_id)
-                    .push_bind(ev.level.as_str())
-                    .push_bind(&ev.release)
-                    .push_bind(&ev.host)
-                    .push_bind(&ev.fingerprint)
-                    .push_bind(ev.event_json());
-            });
-            if let Some(fp) = missing {
-                return Err(StoreError::Corrupt(format!(
-                    "group for fingerprint {fp} vanished"
-                )));
-            }
-            qb.push(
-                " ON CONFLICT (event_id, project_id) DO NOTHING RETURNING project_id, event_id",
-            );
-            for row in qb.build().fetch_all(&mut *tx).await? {
-                let event_id: &str = row.try_get("event_id")?;
-                let event_id = Uuid::parse_str(event_id)
-                    .map_err(|e| StoreError::Corrupt(format!("bad event id: {e}")))?;
-                inserted.insert((row.try_get("project_id")?, event_id));
-            }
-        }
-
-        // (3) Update the groups from what was really new.
-        let releases = record_releases(&mut tx, events, &plan, &locked).await?;
-        let result = shared::finish_batch(events, &plan, &locked, &inserted, &releases)?;
-        // One statement per chunk of groups, not one per group: each
-        // statement is a round trip to SQLite's worker thread.
-        for chunk in shared::pow2_chunks(&result.updates, MAX_BINDS / 8) {
-            // A group created by this transaction still has count 0 and
-            // placeholder times, which are replaced rather than merged.
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "WITH u (id, added, first_seen, last_seen, last_release, last_environment, \
-                 status, regressed_at) AS (",
-            );
-            qb.push_values(chunk, |mut b, u| {
-                b.push_bind(u.id)
-                    .push_bind(u.added)
-                    .push_bind(fmt_ts(u.first_seen))
-                    .push_bind(fmt_ts(u.last_seen))
-                    .push_bind(&u.last_release)
-                    .push_bind(&u.last_environment)
-                    .push_bind(u.status.as_db())
-                    .push_bind(u.regressed_at.map(fmt_ts));
-            });
-            qb.push(
-                ") UPDATE error_groups AS g SET \
-                   first_seen = CASE WHEN g.count = 0 THEN u.first_seen ELSE MIN(g.first_seen, u.first_seen) END, \
-                   last_release = CASE WHEN g.count = 0 OR u.last_seen >= g.last_seen THEN u.last_release ELSE g.last_release END, \
-                   last_environment = CASE WHEN g.count = 0 OR u.last_seen >= g.last_seen THEN u.last_environment ELSE g.last_environment END, \
-                   last_seen = CASE WHEN g.count = 0 THEN u.last_seen ELSE MAX(g.last_seen, u.last_seen) END, \
-                   count = g.count + u.added, \
-                   status = u.status, \
-                   regression_count = g.regression_count + CASE WHEN u.regressed_at IS NULL THEN 0 ELSE 1 END, \
-                   regressed_at = COALESCE(u.regressed_at, g.regressed_at) \
-                 FROM u WHERE g.id = u.id",
-            );
-            qb.build().execute(&mut *tx).await?;
-        }
-        for id in &result.empty_created {
-            sqlx::query("DELETE FROM error_groups WHERE id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for chunk in shared::pow2_chunks(&result.activities, MAX_BINDS / 7) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO group_activity (group_id, kind, actor, from_status, to_status, reason, at) ",
-            );
-            qb.push_values(chunk, |mut b, a| {
-                b.push_bind(a.group_id)
-                    .push_bind(a.kind)
-                    .push_bind("system")
-                    .push_bind(a.from_status.map(GroupStatus::as_db))
-                    .push_bind(a.to_status.as_db())
-                    .push_bind(&a.reason)
-                    .push_bind(fmt_ts(a.at));
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
-
-        // (4) Counters for the statistics and tag breakdown.
-        for chunk in shared::pow2_chunks(&result.hourly, MAX_BINDS / 3) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO group_hourly_counts (group_id, hour, count) ");
-            qb.push_values(chunk, |mut b, ((group_id, hour), n)| {
-                b.push_bind(*group_id)
-                    .push_bind(fmt_ts(*hour))
-                    .push_bind(*n);
-            });
-            qb.push(
-                " ON CONFLICT (group_id, hour) DO UPDATE SET count = group_hourly_counts.count + excluded.count",
-            );
-            qb.build().execute(&mut *tx).await?;
-        }
-        for chunk in shared::pow2_chunks(&result.tags, MAX_BINDS / 5) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO group_tag_counts (group_id, key, value, count, last_seen) ",
-            );
-            qb.push_values(chunk, |mut b, ((group_id, key, value), (n, last))| {
-                b.push_bind(*group_id)
-                    .push_bind(key)
-                    .push_bind(value)
-                    .push_bind(*n)
-                    .push_bind(fmt_ts(*last));
-            });
-            qb.push(
-                " ON CONFLICT (group_id, key, value) DO UPDATE SET \
-                 count = group_tag_counts.count + excluded.count, \
-                 last_seen = MAX(group_tag_counts.last_seen, excluded.last_seen)",
-            );
-            qb.build().execute(&mut *tx).await?;
-        }
-
-        tx.commit().await?;
-        Ok(result.outcomes)
+        let mut conn = self.pool.acquire().await?;
+        let mut handle = conn.lock_handle().await?;
+        let raw = handle.as_raw_handle();
+        run_blocking(|| {
+            // SAFETY: `handle` keeps the connection locked, so sqlx's worker
+            // thread does not touch it until the guard is dropped, which is
+            // after this closure has returned: it runs synchronously within
+            // one poll, so the future cannot be dropped in between. The
+            // wrapper does not close the connection when it is dropped.
+            #[allow(unsafe_code)]
+            let mut db = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }?;
+            batch::write_batch(&mut db, events, &plan)
+        })
     }
 
     async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage> {
@@ -1217,54 +1038,6 @@ fn user_from_row(row: &SqliteRow) -> Result<User> {
     })
 }
 
-/// Records the releases of a batch in `releases` (a release already there
-/// keeps its first sighting) and returns the first sightings that
-/// [`shared::finish_batch`] needs to order releases for incidents resolved
-/// "in the next release". Runs in the batch's transaction, after its events.
-async fn record_releases(
-    tx: &mut sqlx::SqliteConnection,
-    events: &[NormalizedEvent],
-    plan: &shared::BatchPlan,
-    locked: &HashMap<GroupKey, LockedGroup>,
-) -> Result<HashMap<shared::ReleaseKey, DateTime<Utc>>> {
-    let seen = shared::batch_releases(events);
-    for chunk in shared::pow2_chunks(&seen, MAX_BINDS / 3) {
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO releases (project_id, version, first_seen) ");
-        qb.push_values(chunk, |mut b, ((project_id, version), at)| {
-            b.push_bind(*project_id)
-                .push_bind(version)
-                .push_bind(fmt_ts(*at));
-        });
-        qb.push(" ON CONFLICT (project_id, version) DO NOTHING");
-        qb.build().execute(&mut *tx).await?;
-    }
-    let wanted = shared::releases_to_look_up(events, plan, locked);
-    let mut out = HashMap::with_capacity(wanted.len());
-    for chunk in shared::pow2_chunks(&wanted, MAX_BINDS / 2) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT project_id, version, first_seen FROM releases \
-             WHERE (project_id, version) IN (VALUES ",
-        );
-        let mut sep = qb.separated(", ");
-        for (project_id, version) in chunk {
-            sep.push("(")
-                .push_bind_unseparated(*project_id)
-                .push_unseparated(", ")
-                .push_bind_unseparated(version)
-                .push_unseparated(")");
-        }
-        qb.push(")");
-        for row in qb.build().fetch_all(&mut *tx).await? {
-            out.insert(
-                (row.try_get("project_id")?, row.try_get("version")?),
-                parse_ts(row.try_get("first_seen")?)?,
-            );
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1315,5 +1088,73 @@ mod tests {
             );
             tokio::time::sleep(CHECKPOINT_INTERVAL).await;
         }
+    }
+
+    /// The batch insert borrows the writer connection from sqlx. A batch
+    /// that fails half-way must leave nothing behind, and the connection
+    /// must come back to sqlx outside any transaction, on both kinds of
+    /// tokio runtime (the multi-thread one hands the worker's queue away
+    /// first).
+    async fn failed_batch_rolls_back_and_leaves_the_connection_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("rollback.db").display());
+        let store = SqliteStore::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let project = store.create_project("p", "hash", "efk_p").await.unwrap();
+        let event = |project_id: i64, message: &str| {
+            let ctx = Context {
+                project_id,
+                received_at: Utc::now(),
+            };
+            let mut event = Event::new(Level::Error);
+            event.exception = vec![Exception::new("Boom", message)];
+            pipeline::process(event, &ctx, &Limits::default()).unwrap()
+        };
+        // The second event's project does not exist: its incident violates
+        // the foreign key after the first event's incident was created.
+        let err = store
+            .insert_events(&[
+                event(project.id, "first"),
+                event(project.id + 1000, "second"),
+            ])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+        let (groups, events): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM error_groups), (SELECT COUNT(*) FROM errors)",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!((groups, events), (0, 0), "a failed batch left rows behind");
+
+        // sqlx's own statements and the next batch work on the same connection.
+        store.create_project("q", "hash-q", "efk_q").await.unwrap();
+        let outcomes = store
+            .insert_events(&[event(project.id, "third")])
+            .await
+            .unwrap();
+        assert!(matches!(
+            outcomes[..],
+            [InsertOutcome::Stored {
+                new_group: true,
+                ..
+            }]
+        ));
+        let groups: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM error_groups")
+            .fetch_one(&store.readers)
+            .await
+            .unwrap();
+        assert_eq!(groups, 1);
+    }
+
+    #[tokio::test]
+    async fn failed_batch_rolls_back_on_a_current_thread_runtime() {
+        failed_batch_rolls_back_and_leaves_the_connection_usable().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_batch_rolls_back_on_a_multi_thread_runtime() {
+        failed_batch_rolls_back_and_leaves_the_connection_usable().await;
     }
 }

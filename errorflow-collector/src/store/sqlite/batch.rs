@@ -1,0 +1,215 @@
+//! The SQLite batch insert: one transaction that creates the incidents,
+//! inserts the events and updates the counters, run synchronously on the
+//! writer connection through rusqlite.
+//!
+//! Why not sqlx here, as everywhere else in this backend: sqlx runs every
+//! statement on the connection's worker thread and wakes the calling task
+//! with the result, so a batch of ten statements was ten hand-offs between
+//! threads, each waiting behind the request tasks for a core. Under load
+//! those waits were most of a batch's time (a 32-event batch took 5 ms, of
+//! which about 2 ms was SQLite's own work), and the single write path is
+//! what bounds ingest on SQLite. sqlx lends us the connection's raw handle
+//! ([`sqlx::sqlite::LockedSqliteHandle`]) for exactly this; rusqlite wraps it
+//! without taking ownership, and links the same libsqlite3 as sqlx.
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use uuid::Uuid;
+
+use super::{fmt_ts, parse_ts};
+use crate::model::{GroupStatus, InsertOutcome, NormalizedEvent};
+use crate::store::shared::{self, BatchPlan, GroupKey, LockedGroup};
+use crate::store::Result;
+
+/// Writes `events` in one IMMEDIATE transaction (the write lock is taken up
+/// front, so nobody creates or changes a group meanwhile) and returns what
+/// happened to each event, in input order. On any error the transaction is
+/// rolled back and nothing of the batch is stored.
+pub(super) fn write_batch(
+    db: &mut rusqlite::Connection,
+    events: &[NormalizedEvent],
+    plan: &BatchPlan,
+) -> Result<Vec<InsertOutcome>> {
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+
+    // (1) Make sure every group exists, and read its state.
+    let mut locked: HashMap<GroupKey, LockedGroup> = HashMap::with_capacity(plan.groups.len());
+    {
+        let mut create = tx.prepare_cached(
+            "INSERT INTO error_groups (project_id, fingerprint, fingerprint_version, \
+             cluster_key, service, error_type, title, culprit, level, first_seen, last_seen) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+             ON CONFLICT (project_id, fingerprint) DO NOTHING",
+        )?;
+        let mut find = tx.prepare_cached(
+            "SELECT id, status, resolved_in_release FROM error_groups \
+             WHERE project_id = ?1 AND fingerprint = ?2",
+        )?;
+        for ((project_id, fingerprint), first) in &plan.groups {
+            let ev = &events[*first];
+            let created = create.execute(params![
+                project_id,
+                fingerprint,
+                ev.fingerprint_version,
+                ev.cluster_key,
+                ev.service,
+                ev.error_type,
+                ev.title,
+                ev.culprit,
+                ev.level.as_str(),
+                fmt_ts(ev.timestamp),
+            ])? == 1;
+            let group = find.query_row(params![project_id, fingerprint], |row| {
+                Ok(LockedGroup {
+                    id: row.get(0)?,
+                    status: GroupStatus::from_db(&row.get::<_, String>(1)?),
+                    resolved_in_release: row.get(2)?,
+                    created,
+                })
+            })?;
+            locked.insert((*project_id, fingerprint.clone()), group);
+        }
+    }
+
+    // (2) Insert the events; a conflict on (event_id, project_id) means the
+    // event was stored before (a retried request).
+    let group_ids: HashMap<(i64, &str), i64> = locked
+        .iter()
+        .map(|((project_id, fingerprint), g)| ((*project_id, fingerprint.as_str()), g.id))
+        .collect();
+    let mut inserted: HashSet<(i64, Uuid)> = HashSet::with_capacity(plan.candidates.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO errors (project_id, group_id, event_id, service, error_type, message, \
+             timestamp, received_at, env, path, trace_id, level, release, host, fingerprint, data) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+             ON CONFLICT (event_id, project_id) DO NOTHING",
+        )?;
+        let mut id_text = Uuid::encode_buffer();
+        for &i in &plan.candidates {
+            let ev = &events[i];
+            // Every candidate's group was created or found in step (1).
+            let group_id = group_ids[&(ev.project_id, ev.fingerprint.as_str())];
+            let added = insert.execute(params![
+                ev.project_id,
+                group_id,
+                &*ev.event_id.hyphenated().encode_lower(&mut id_text),
+                ev.service,
+                ev.error_type,
+                ev.message,
+                fmt_ts(ev.timestamp),
+                fmt_ts(ev.received_at),
+                ev.environment,
+                ev.path,
+                ev.trace_id,
+                ev.level.as_str(),
+                ev.release,
+                ev.host,
+                ev.fingerprint,
+                ev.event_json(),
+            ])?;
+            if added == 1 {
+                inserted.insert((ev.project_id, ev.event_id));
+            }
+        }
+    }
+
+    // (3) Releases: record the new ones, then read when the project first
+    // saw those that decide whether a resolved incident regressed.
+    let mut release_first_seen = HashMap::new();
+    {
+        let mut add = tx.prepare_cached(
+            "INSERT INTO releases (project_id, version, first_seen) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (project_id, version) DO NOTHING",
+        )?;
+        for ((project_id, version), at) in shared::batch_releases(events) {
+            add.execute(params![project_id, version, fmt_ts(at)])?;
+        }
+        let mut find = tx.prepare_cached(
+            "SELECT first_seen FROM releases WHERE project_id = ?1 AND version = ?2",
+        )?;
+        for key in shared::releases_to_look_up(events, plan, &locked) {
+            let first_seen: Option<String> = find
+                .query_row(params![key.0, key.1], |row| row.get(0))
+                .optional()?;
+            if let Some(first_seen) = first_seen {
+                release_first_seen.insert(key, parse_ts(&first_seen)?);
+            }
+        }
+    }
+
+    // (4) Update the groups from what was really new. A group created by
+    // this transaction still has count 0 and placeholder times, which are
+    // replaced rather than merged. Every right-hand side reads the row as it
+    // was before this statement.
+    let result = shared::finish_batch(events, plan, &locked, &inserted, &release_first_seen)?;
+    {
+        let mut update = tx.prepare_cached(
+            "UPDATE error_groups SET \
+               first_seen = CASE WHEN count = 0 THEN ?2 ELSE MIN(first_seen, ?2) END, \
+               last_release = CASE WHEN count = 0 OR ?3 >= last_seen THEN ?4 ELSE last_release END, \
+               last_environment = CASE WHEN count = 0 OR ?3 >= last_seen THEN ?5 ELSE last_environment END, \
+               last_seen = CASE WHEN count = 0 THEN ?3 ELSE MAX(last_seen, ?3) END, \
+               count = count + ?6, \
+               status = ?7, \
+               regression_count = regression_count + CASE WHEN ?8 IS NULL THEN 0 ELSE 1 END, \
+               regressed_at = COALESCE(?8, regressed_at) \
+             WHERE id = ?1",
+        )?;
+        for u in &result.updates {
+            update.execute(params![
+                u.id,
+                fmt_ts(u.first_seen),
+                fmt_ts(u.last_seen),
+                u.last_release,
+                u.last_environment,
+                u.added,
+                u.status.as_db(),
+                u.regressed_at.map(fmt_ts),
+            ])?;
+        }
+        let mut delete = tx.prepare_cached("DELETE FROM error_groups WHERE id = ?1")?;
+        for id in &result.empty_created {
+            delete.execute([id])?;
+        }
+        let mut activity = tx.prepare_cached(
+            "INSERT INTO group_activity (group_id, kind, actor, from_status, to_status, reason, at) \
+             VALUES (?1, ?2, 'system', ?3, ?4, ?5, ?6)",
+        )?;
+        for a in &result.activities {
+            activity.execute(params![
+                a.group_id,
+                a.kind,
+                a.from_status.map(GroupStatus::as_db),
+                a.to_status.as_db(),
+                a.reason,
+                fmt_ts(a.at),
+            ])?;
+        }
+    }
+
+    // (5) Counters for the statistics and the tag breakdown.
+    {
+        let mut hourly = tx.prepare_cached(
+            "INSERT INTO group_hourly_counts (group_id, hour, count) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (group_id, hour) DO UPDATE SET count = group_hourly_counts.count + excluded.count",
+        )?;
+        for ((group_id, hour), n) in &result.hourly {
+            hourly.execute(params![group_id, fmt_ts(*hour), n])?;
+        }
+        let mut tags = tx.prepare_cached(
+            "INSERT INTO group_tag_counts (group_id, key, value, count, last_seen) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (group_id, key, value) DO UPDATE SET \
+               count = group_tag_counts.count + excluded.count, \
+               last_seen = MAX(group_tag_counts.last_seen, excluded.last_seen)",
+        )?;
+        for ((group_id, key, value), (n, last)) in &result.tags {
+            tags.execute(params![group_id, key, value, n, fmt_ts(*last)])?;
+        }
+    }
+
+    tx.commit()?;
+    Ok(result.outcomes)
+}
