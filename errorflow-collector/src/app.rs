@@ -33,8 +33,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         None | Some(Command::Serve(_)) => serve(config).await,
         Some(Command::Migrate) => {
-            open_store(&config.database_url).await?;
-            println!("migrations applied to {}", redact_url(&config.database_url));
+            let (_, applied) = open_and_migrate(&config.database_url).await?;
+            let shown = redact_url(&config.database_url);
+            if applied.is_empty() {
+                println!("{shown} is up to date");
+            } else {
+                println!(
+                    "applied {} migrations to {shown}: {}",
+                    applied.len(),
+                    applied.join(", ")
+                );
+            }
             Ok(())
         }
         Some(Command::Project(cmd)) => project_command(&config, cmd).await,
@@ -74,16 +83,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Connects and migrates, with messages that say what failed and where.
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(open_and_migrate(url).await?.0)
+}
+
+/// [`open_store`], also returning the migrations it applied.
+async fn open_and_migrate(url: &str) -> anyhow::Result<(Arc<dyn Store>, Vec<String>)> {
     let shown = redact_url(url);
     let store = store::connect(url)
         .await
         .with_context(|| format!("cannot open database {shown}"))?;
-    tracing::info!(database = %shown, "applying migrations");
-    store
+    tracing::info!(database = %shown, "database opened");
+    let applied = store
         .migrate()
         .await
         .with_context(|| format!("cannot migrate database {shown}"))?;
-    Ok(store)
+    Ok((store, applied))
 }
 
 async fn create_token(store: &dyn Store, name: &str) -> anyhow::Result<String> {

@@ -51,8 +51,28 @@ fn help_explains_the_commands_and_settings() {
 fn project_and_token_commands() {
     let dir = tempfile::tempdir().unwrap();
     let db = sqlite_url(&dir);
-    let (ok, _, err) = run(&db, &["migrate"]);
+    // At the default log level, start-up says which migrations run before
+    // it runs them; stdout names what was applied.
+    let out = command(&db)
+        .env("ERRORFLOW_LOG", "info")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with("applied ")
+            && stdout.contains("1 init")
+            && stdout.contains("5 releases"),
+        "migrate should say what it applied: {stdout}"
+    );
+    assert!(stderr.contains("applying database migrations"), "{stderr}");
+    let (ok, out, err) = run(&db, &["migrate"]);
     assert!(ok, "{err}");
+    assert!(out.trim().ends_with("is up to date"), "{out}");
 
     let (ok, out, err) = run(&db, &["project", "create", "checkout", "--json"]);
     assert!(ok, "{err}");

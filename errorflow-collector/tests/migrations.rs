@@ -22,6 +22,31 @@ const FIRST_RELEASE_SCHEMA: i64 = 3;
 const EVENT_A: &str = "6f1c0b8e-3b1f-4bb1-9a57-0d7e2f7d1c11";
 const EVENT_B: &str = "0b3a6e55-93a4-4f4e-8d0c-2f61a1d4f0aa";
 
+/// `migrate` names what it applied, and on a first-release database that
+/// is every later migration, in order.
+fn assert_upgraded_past_first_release(applied: &[String]) {
+    let versions: Vec<i64> = applied
+        .iter()
+        .map(|m| {
+            m.split_once(' ')
+                .expect("\"<version> <description>\"")
+                .0
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        versions.first(),
+        Some(&(FIRST_RELEASE_SCHEMA + 1)),
+        "{applied:?}"
+    );
+    assert!(versions.windows(2).all(|w| w[1] == w[0] + 1), "{applied:?}");
+    assert!(
+        applied.iter().any(|m| m == "4 event json once"),
+        "{applied:?}"
+    );
+}
+
 /// Applies the migrations up to [`FIRST_RELEASE_SCHEMA`] from `sql/<backend>`.
 async fn first_release_migrator(backend: &str) -> Migrator {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -125,7 +150,8 @@ async fn sqlite_upgrade_keeps_events_and_records_releases() {
     for sql in old_rows(&ts) {
         sqlx::query(&sql).execute(&pool).await.expect(&sql);
     }
-    db.migrate().await.expect("upgrade to the current schema");
+    let applied = db.migrate().await.expect("upgrade to the current schema");
+    assert_upgraded_past_first_release(&applied);
 
     check_upgrade(&db).await;
     let releases: Vec<(String, String)> =
@@ -171,7 +197,8 @@ async fn postgres_upgrade_keeps_events_and_records_releases() {
     for sql in old_rows(&ts) {
         sqlx::query(&sql).execute(&pool).await.expect(&sql);
     }
-    db.migrate().await.expect("upgrade to the current schema");
+    let applied = db.migrate().await.expect("upgrade to the current schema");
+    assert_upgraded_past_first_release(&applied);
 
     check_upgrade(&db).await;
     let releases: Vec<(String, chrono::DateTime<Utc>)> =

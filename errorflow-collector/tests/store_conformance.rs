@@ -93,8 +93,10 @@ async fn all_groups(store: &Arc<dyn Store>, query: GroupQuery) -> Vec<Group> {
 }
 
 async fn migrations_are_idempotent(db: &TestDb) {
-    db.migrate().await.unwrap();
-    db.migrate().await.unwrap();
+    // The test database was migrated when it was made: nothing is pending,
+    // however often it is asked.
+    assert_eq!(db.migrate().await.unwrap(), Vec::<String>::new());
+    assert_eq!(db.migrate().await.unwrap(), Vec::<String>::new());
     db.ping().await.unwrap();
 }
 

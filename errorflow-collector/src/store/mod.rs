@@ -19,6 +19,50 @@ use crate::model::{
 };
 use crate::triage::result::{NewTriage, Severity, TriageRecord, TriageResult};
 
+/// Runs `migrator` on `pool`, saying first which migrations are pending:
+/// some rewrite the events table and take minutes on a large database, and
+/// a silent start-up would look hung. Returns the migrations it applied.
+async fn run_migrations<DB>(
+    migrator: &sqlx::migrate::Migrator,
+    pool: &sqlx::Pool<DB>,
+) -> Result<Vec<String>>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    use sqlx::migrate::Migrate as _;
+    let applied: std::collections::HashSet<i64> = {
+        let mut conn = pool.acquire().await?;
+        conn.ensure_migrations_table().await?;
+        conn.list_applied_migrations()
+            .await?
+            .into_iter()
+            .map(|m| m.version)
+            .collect()
+    };
+    let pending: Vec<String> = migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect();
+    if pending.is_empty() {
+        tracing::debug!("database schema is up to date");
+        return Ok(pending);
+    }
+    tracing::info!(
+        count = pending.len(),
+        migrations = %pending.join(", "),
+        "applying database migrations; one that rewrites the events table can take minutes on a large database"
+    );
+    let started = std::time::Instant::now();
+    migrator.run(pool).await?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "database migrations applied"
+    );
+    Ok(pending)
+}
+
 pub mod postgres;
 mod release;
 mod shared;
@@ -59,8 +103,9 @@ pub enum Backend {
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
-    /// Applies pending migrations from `sql/<backend>/`.
-    async fn migrate(&self) -> Result<()>;
+    /// Applies pending migrations from `sql/<backend>/` and returns them
+    /// (`"4 event json once"`); an up-to-date database gets none.
+    async fn migrate(&self) -> Result<Vec<String>>;
 
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> Result<()>;

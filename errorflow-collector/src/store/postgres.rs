@@ -481,11 +481,10 @@ impl Store for PgStore {
         Backend::Postgres
     }
 
-    async fn migrate(&self) -> Result<()> {
+    async fn migrate(&self) -> Result<Vec<String>> {
         // sqlx takes an advisory lock, so collectors starting together
         // apply each migration once.
-        sqlx::migrate!("../sql/postgres").run(&self.pool).await?;
-        Ok(())
+        super::run_migrations(&sqlx::migrate!("../sql/postgres"), &self.pool).await
     }
 
     async fn ping(&self) -> Result<()> {

@@ -273,9 +273,8 @@ impl Store for SqliteStore {
         Backend::Sqlite
     }
 
-    async fn migrate(&self) -> Result<()> {
-        sqlx::migrate!("../sql/sqlite").run(&self.pool).await?;
-        Ok(())
+    async fn migrate(&self) -> Result<Vec<String>> {
+        super::run_migrations(&sqlx::migrate!("../sql/sqlite"), &self.pool).await
     }
 
     async fn ping(&self) -> Result<()> {
