@@ -174,11 +174,25 @@ impl PgStore {
         events: &[NormalizedEvent],
         plan: &shared::BatchPlan,
     ) -> Result<HashMap<GroupKey, LockedGroup>> {
-        let mut created: HashSet<GroupKey> = HashSet::new();
         let mut groups: HashMap<GroupKey, LockedGroup> = HashMap::new();
-        // A group can vanish between our INSERT and SELECT when the
-        // transaction that created it deleted it again (all its events were
-        // duplicates). Trying again then creates it ourselves.
+        let group_from = |row: &PgRow, created: bool| -> Result<(GroupKey, LockedGroup)> {
+            Ok((
+                (row.try_get("project_id")?, row.try_get("fingerprint")?),
+                LockedGroup {
+                    id: row.try_get("id")?,
+                    status: GroupStatus::from_db(row.try_get::<&str, _>("status")?),
+                    resolved_in_release: row.try_get("resolved_in_release")?,
+                    created,
+                },
+            ))
+        };
+        // Look the groups up first: under load almost every batch finds all
+        // of them, and then this is its only statement. Those missing are
+        // inserted; an insert that meets a concurrent insert of the same
+        // key waits for it (DO NOTHING), and the next round finds the
+        // group if that transaction committed it. A committed group is
+        // never deleted (only a transaction that created a group and then
+        // found all its events to be duplicates deletes it, before commit).
         for _ in 0..3 {
             let missing: Vec<&(GroupKey, usize)> = plan
                 .groups
@@ -188,6 +202,24 @@ impl PgStore {
             if missing.is_empty() {
                 break;
             }
+            let project_ids: Vec<i64> = missing.iter().map(|((p, _), _)| *p).collect();
+            let fingerprints: Vec<&str> = missing.iter().map(|((_, f), _)| f.as_str()).collect();
+            let rows = sqlx::query(
+                "SELECT id, project_id, fingerprint, status, resolved_in_release FROM error_groups \
+                 WHERE (project_id, fingerprint) IN (SELECT * FROM UNNEST($1::bigint[], $2::text[]))",
+            )
+            .bind(&project_ids)
+            .bind(&fingerprints)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in &rows {
+                let (key, group) = group_from(row, false)?;
+                groups.insert(key, group);
+            }
+            let missing: Vec<&&(GroupKey, usize)> = missing
+                .iter()
+                .filter(|(k, _)| !groups.contains_key(k))
+                .collect();
             for chunk in shared::pow2_chunks(&missing, MAX_BINDS / 11) {
                 let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
                     "INSERT INTO error_groups (project_id, fingerprint, fingerprint_version, \
@@ -207,34 +239,14 @@ impl PgStore {
                         .push_bind(ev.timestamp)
                         .push_bind(ev.timestamp);
                 });
-                // DO NOTHING waits for a concurrent uncommitted insert of the
-                // same key and then skips it, so racing processes never fail here.
                 qb.push(
-                    " ON CONFLICT (project_id, fingerprint) DO NOTHING RETURNING project_id, fingerprint",
+                    " ON CONFLICT (project_id, fingerprint) DO NOTHING \
+                     RETURNING id, project_id, fingerprint, status, resolved_in_release",
                 );
                 for row in qb.build().fetch_all(&mut *tx).await? {
-                    created.insert((row.try_get("project_id")?, row.try_get("fingerprint")?));
+                    let (key, group) = group_from(&row, true)?;
+                    groups.insert(key, group);
                 }
-            }
-            let project_ids: Vec<i64> = missing.iter().map(|((p, _), _)| *p).collect();
-            let fingerprints: Vec<&str> = missing.iter().map(|((_, f), _)| f.as_str()).collect();
-            let rows = sqlx::query(
-                "SELECT id, project_id, fingerprint, status, resolved_in_release FROM error_groups \
-                 WHERE (project_id, fingerprint) IN (SELECT * FROM UNNEST($1::bigint[], $2::text[]))",
-            )
-            .bind(&project_ids)
-            .bind(&fingerprints)
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in rows {
-                let key: GroupKey = (row.try_get("project_id")?, row.try_get("fingerprint")?);
-                let group = LockedGroup {
-                    id: row.try_get("id")?,
-                    status: GroupStatus::from_db(row.try_get::<&str, _>("status")?),
-                    resolved_in_release: row.try_get("resolved_in_release")?,
-                    created: created.contains(&key),
-                };
-                groups.insert(key, group);
             }
         }
         if groups.len() != plan.groups.len() {
@@ -440,34 +452,44 @@ impl PgStore {
 
         // (4) Counters for the statistics and tag breakdown. The rows belong
         // to groups this transaction has locked, so no other writer touches them.
-        for chunk in shared::pow2_chunks(&result.hourly, MAX_BINDS / 3) {
-            let mut qb: QueryBuilder<Postgres> =
-                QueryBuilder::new("INSERT INTO group_hourly_counts (group_id, hour, count) ");
-            qb.push_values(chunk, |mut b, ((group_id, hour), n)| {
-                b.push_bind(*group_id).push_bind(*hour).push_bind(*n);
-            });
-            qb.push(
-                " ON CONFLICT (group_id, hour) DO UPDATE SET count = group_hourly_counts.count + excluded.count",
-            );
-            qb.build().execute(&mut *tx).await?;
+        // One statement each, with one array per column: Postgres plans it
+        // once per connection, whatever the number of rows. The rows come
+        // sorted, so concurrent batches update shared counters in one order.
+        if !result.hourly.is_empty() {
+            let (keys, counts): (Vec<_>, Vec<i64>) = result.hourly.iter().cloned().unzip();
+            let (group_ids, hours): (Vec<i64>, Vec<DateTime<Utc>>) = keys.into_iter().unzip();
+            sqlx::query(
+                "INSERT INTO group_hourly_counts (group_id, hour, count) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[]) \
+                 ON CONFLICT (group_id, hour) DO UPDATE SET count = group_hourly_counts.count + excluded.count",
+            )
+            .bind(&group_ids)
+            .bind(&hours)
+            .bind(&counts)
+            .execute(&mut *tx)
+            .await?;
         }
-        for chunk in shared::pow2_chunks(&result.tags, MAX_BINDS / 5) {
-            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-                "INSERT INTO group_tag_counts (group_id, key, value, count, last_seen) ",
-            );
-            qb.push_values(chunk, |mut b, ((group_id, key, value), (n, last))| {
-                b.push_bind(*group_id)
-                    .push_bind(key)
-                    .push_bind(value)
-                    .push_bind(*n)
-                    .push_bind(*last);
-            });
-            qb.push(
-                " ON CONFLICT (group_id, key, value) DO UPDATE SET \
-                 count = group_tag_counts.count + excluded.count, \
-                 last_seen = GREATEST(group_tag_counts.last_seen, excluded.last_seen)",
-            );
-            qb.build().execute(&mut *tx).await?;
+        if !result.tags.is_empty() {
+            let t = &result.tags;
+            let group_ids: Vec<i64> = t.iter().map(|((g, _, _), _)| *g).collect();
+            let keys: Vec<&str> = t.iter().map(|((_, k, _), _)| k.as_str()).collect();
+            let values: Vec<&str> = t.iter().map(|((_, _, v), _)| v.as_str()).collect();
+            let counts: Vec<i64> = t.iter().map(|(_, (n, _))| *n).collect();
+            let last: Vec<DateTime<Utc>> = t.iter().map(|(_, (_, l))| *l).collect();
+            sqlx::query(
+                "INSERT INTO group_tag_counts (group_id, key, value, count, last_seen) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[]) \
+                 ON CONFLICT (group_id, key, value) DO UPDATE SET \
+                   count = group_tag_counts.count + excluded.count, \
+                   last_seen = GREATEST(group_tag_counts.last_seen, excluded.last_seen)",
+            )
+            .bind(&group_ids)
+            .bind(&keys)
+            .bind(&values)
+            .bind(&counts)
+            .bind(&last)
+            .execute(&mut *tx)
+            .await?;
         }
 
         tx.commit().await?;
