@@ -357,7 +357,7 @@ impl PgStore {
              timestamp, received_at, env, path, trace_id, level, release, host, fingerprint, data) \
              SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], \
                $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[], \
-               $12::text[], $13::text[], $14::text[], $15::text[], $16::text[]::jsonb[]) \
+               $12::text[], $13::text[], $14::text[], $15::text[], $16::text[]::json[]) \
              ON CONFLICT (event_id, project_id) DO NOTHING RETURNING project_id, event_id",
         )
         .bind(&project_ids)
