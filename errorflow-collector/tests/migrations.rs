@@ -229,3 +229,41 @@ async fn postgres_upgrade_keeps_events_and_records_releases() {
     assert_eq!(tags["region"], "eu");
     pool.close().await;
 }
+
+/// Several collectors may start together on one new Postgres database: each
+/// first lists the pending migrations, then runs them, both under the
+/// migrator's advisory lock. All must come up, and each migration must be
+/// applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collectors_starting_together_on_a_new_postgres_database() {
+    let db = pg_store_unmigrated().await;
+    let mut starting = tokio::task::JoinSet::new();
+    starting.spawn({
+        let store = db.store.clone();
+        async move { store.migrate().await }
+    });
+    for _ in 0..3 {
+        let store = errorflow_collector::store::connect(&db.url).await.unwrap();
+        starting.spawn(async move { store.migrate().await });
+    }
+    let mut reported = Vec::new();
+    while let Some(result) = starting.join_next().await {
+        reported.push(result.unwrap().expect("every collector migrates"));
+    }
+    // Each reports what was pending when it looked: everything, or nothing
+    // if another had already applied it.
+    for pending in &reported {
+        assert!(pending.is_empty() || pending[0] == "1 init", "{pending:?}");
+    }
+    assert!(reported.iter().any(|p| !p.is_empty()));
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let expected: Vec<i64> = (1..=versions.len() as i64).collect();
+    assert_eq!(versions, expected);
+    assert_eq!(reported.iter().map(Vec::len).max(), Some(versions.len()));
+    pool.close().await;
+}

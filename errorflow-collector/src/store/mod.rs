@@ -21,7 +21,7 @@ use crate::triage::result::{NewTriage, Severity, TriageRecord, TriageResult};
 
 /// Runs `migrator` on `pool`, saying first which migrations are pending:
 /// some rewrite the events table and take minutes on a large database, and
-/// a silent start-up would look hung. Returns the migrations it applied.
+/// a silent start-up would look hung. Returns the migrations that were pending.
 async fn run_migrations<DB>(
     migrator: &sqlx::migrate::Migrator,
     pool: &sqlx::Pool<DB>,
@@ -31,14 +31,18 @@ where
     DB::Connection: sqlx::migrate::Migrate,
 {
     use sqlx::migrate::Migrate as _;
+    // Under the migrator's own lock (an advisory lock on Postgres), as
+    // `run` does: collectors starting together on a new database would
+    // otherwise race to create the migrations table.
     let applied: std::collections::HashSet<i64> = {
         let mut conn = pool.acquire().await?;
-        conn.ensure_migrations_table().await?;
-        conn.list_applied_migrations()
-            .await?
-            .into_iter()
-            .map(|m| m.version)
-            .collect()
+        conn.lock().await?;
+        let listed = match conn.ensure_migrations_table().await {
+            Ok(()) => conn.list_applied_migrations().await,
+            Err(e) => Err(e),
+        };
+        conn.unlock().await?;
+        listed?.into_iter().map(|m| m.version).collect()
     };
     let pending: Vec<String> = migrator
         .iter()
@@ -103,8 +107,10 @@ pub enum Backend {
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
-    /// Applies pending migrations from `sql/<backend>/` and returns them
-    /// (`"4 event json once"`); an up-to-date database gets none.
+    /// Applies pending migrations from `sql/<backend>/` and returns those
+    /// that were pending when it looked (`"4 event json once"`): none for an
+    /// up-to-date database. A collector migrating the same database at the
+    /// same moment may be the one that applied them.
     async fn migrate(&self) -> Result<Vec<String>>;
 
     /// Cheap round trip for `/readyz`.
