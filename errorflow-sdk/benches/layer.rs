@@ -7,13 +7,16 @@
 use std::hint::black_box;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use errorflow_sdk::protocol::Event;
 use errorflow_sdk::{PendingEvent, Transport};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
+
+mod support;
+use support::{interleaved, ns_per_call, sentry_init};
 
 /// Hands events to a draining thread through a bounded queue with
 /// `try_send`, like the HTTP transport: the thread finishes each event
@@ -50,24 +53,6 @@ impl Transport for DrainingSink {
     fn send_pending(&self, event: PendingEvent) {
         let _ = self.0.try_send(Box::new(event));
     }
-}
-
-struct NoopSentryTransport;
-
-impl sentry::Transport for NoopSentryTransport {
-    fn send_envelope(&self, envelope: sentry::Envelope) {
-        drop(black_box(envelope));
-    }
-}
-
-fn sentry_init() -> sentry::ClientInitGuard {
-    sentry::init(sentry::ClientOptions {
-        dsn: Some("https://public@example.invalid/1".parse().unwrap()),
-        transport: Some(Arc::new(|_: &sentry::ClientOptions| {
-            Arc::new(NoopSentryTransport) as Arc<dyn sentry::Transport>
-        })),
-        ..Default::default()
-    })
 }
 
 /// Finishes and drops events on the calling thread (the default
@@ -109,32 +94,6 @@ fn errorflow_init_with(transport: Arc<dyn Transport>) -> errorflow_sdk::ClientGu
             .transport(transport)
             .panic_hook(false),
     )
-}
-
-/// Nanoseconds per call of one run of `n` calls, after a warm-up.
-fn ns_per_call(n: u32, mut f: impl FnMut()) -> f64 {
-    for _ in 0..n / 10 {
-        f();
-    }
-    let start = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    start.elapsed().as_nanos() as f64 / n as f64
-}
-
-/// The best nanoseconds per call of each variant over `ROUNDS` rounds. The
-/// variants' runs are interleaved (A, B, C, A, B, C, …), each with its own
-/// set-up, so that a change in the machine's load hits all of them alike.
-fn interleaved(variants: &mut [&mut dyn FnMut() -> f64]) -> Vec<f64> {
-    const ROUNDS: usize = 7;
-    let mut best = vec![f64::INFINITY; variants.len()];
-    for _ in 0..ROUNDS {
-        for (variant, best) in variants.iter_mut().zip(&mut best) {
-            *best = best.min(variant());
-        }
-    }
-    best
 }
 
 fn log_error() {

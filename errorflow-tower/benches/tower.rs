@@ -9,11 +9,15 @@ use std::hint::black_box;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Request, Response};
 use tower::{Service, ServiceBuilder};
+
+#[path = "../../errorflow-sdk/benches/support/mod.rs"]
+mod support;
+use support::{interleaved, ns_per_call, sentry_init};
 
 type Req = Request<()>;
 
@@ -51,43 +55,10 @@ where
     }
 }
 
-/// Nanoseconds per call of one run of `n` calls, after a warm-up.
-fn ns_per_call(n: u32, mut f: impl FnMut()) -> f64 {
-    for _ in 0..n / 10 {
-        f();
-    }
-    let start = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    start.elapsed().as_nanos() as f64 / n as f64
-}
-
-/// The best nanoseconds per call of each variant over `ROUNDS` rounds. The
-/// variants' runs are interleaved (A, B, C, A, B, C, …), each with its own
-/// set-up, so that a change in the machine's load hits all of them alike.
-fn interleaved(variants: &mut [&mut dyn FnMut() -> f64]) -> Vec<f64> {
-    const ROUNDS: usize = 7;
-    let mut best = vec![f64::INFINITY; variants.len()];
-    for _ in 0..ROUNDS {
-        for (variant, best) in variants.iter_mut().zip(&mut best) {
-            *best = best.min(variant());
-        }
-    }
-    best
-}
-
 struct Sink;
 impl errorflow_sdk::Transport for Sink {
     fn send(&self, event: errorflow_sdk::protocol::Event) {
         drop(black_box(event));
-    }
-}
-
-struct NoopSentryTransport;
-impl sentry::Transport for NoopSentryTransport {
-    fn send_envelope(&self, envelope: sentry::Envelope) {
-        drop(black_box(envelope));
     }
 }
 
@@ -97,16 +68,6 @@ fn errorflow_init() -> errorflow_sdk::ClientGuard {
             .transport(Arc::new(Sink))
             .panic_hook(false),
     )
-}
-
-fn sentry_init() -> sentry::ClientInitGuard {
-    sentry::init(sentry::ClientOptions {
-        dsn: Some("https://public@example.invalid/1".parse().unwrap()),
-        transport: Some(Arc::new(|_: &sentry::ClientOptions| {
-            Arc::new(NoopSentryTransport) as Arc<dyn sentry::Transport>
-        })),
-        ..Default::default()
-    })
 }
 
 fn ok_response(c: &mut Criterion) {
