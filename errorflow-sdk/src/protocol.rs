@@ -175,8 +175,18 @@ impl Event {
     pub fn new(level: Level) -> Event {
         let now = Utc::now();
         Event {
-            event_id: time_ordered_id(now),
             timestamp: Some(now),
+            ..Event::with_id(time_ordered_id(now), level)
+        }
+    }
+
+    /// An empty event with the given id and no timestamp; reads neither the
+    /// clock nor a random source (the collector's pure pipeline builds
+    /// events this way).
+    pub fn with_id(event_id: Uuid, level: Level) -> Event {
+        Event {
+            event_id,
+            timestamp: None,
             level,
             platform: None,
             message: None,

@@ -286,8 +286,7 @@ pub fn map_object(obj: &Map<String, Value>, ctx: &SentryContext) -> Result<Event
         .and_then(|s| s.get("name"))
         .and_then(Value::as_str);
     let platform = platform(str_of(obj.get("platform")).as_deref(), sdk_name);
-    let mut event = Event::new(Level::Error);
-    event.event_id = event_id;
+    let mut event = Event::with_id(event_id, Level::Error);
     event.timestamp = obj.get("timestamp").and_then(timestamp);
     event.level = str_of(obj.get("level"))
         .and_then(|l| Level::parse(&l))
