@@ -37,3 +37,18 @@ def frames(event):
     for s in stacks:
         for f in (s or {}).get("frames") or []:
             yield f
+
+
+def render(source, shift):
+    """A source template as deploy number `shift` has it: each `{pad:N}`
+    line becomes a number of blank lines that grows with the deploy, so the
+    raising lines move between deploys as they do when code changes above
+    them (the node generator does the same in JavaScript)."""
+    out = []
+    for line in source.splitlines():
+        if line.startswith("{pad:"):
+            n = int(line[5:-1])
+            out.extend([""] * ((shift * n) % 5 + (1 if shift else 0)))
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import textwrap
 
-from corpus_common import slim
+from corpus_common import render, slim
 
 # The application. `{pad:N}` markers become a deploy-specific number of
 # blank lines: deploys move code without changing it.
@@ -312,17 +312,6 @@ SERVICES = [
     ]),
 ]
 DEPLOYS = [("1.4.0", 0), ("1.4.1", 3), ("1.5.0", 7)]
-
-
-def render(source, shift):
-    out = []
-    for line in source.splitlines():
-        if line.startswith("{pad:"):
-            n = int(line[5:-1])
-            out.extend([""] * ((shift * n) % 5 + (1 if shift else 0)))
-        else:
-            out.append(line)
-    return "\n".join(out) + "\n"
 
 
 def main():

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 
-from corpus_common import slim
+from corpus_common import render, slim
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "../../.."))
@@ -56,17 +56,6 @@ SITES = [
 ]
 SERVICES = [("rust-shop", False), ("rust-worker", True)]
 DEPLOYS = [("3.1.0", 0), ("3.1.1", 4)]
-
-
-def render(source, shift):
-    out = []
-    for line in source.splitlines():
-        if line.startswith("{pad:"):
-            n = int(line[5:-1])
-            out.extend([""] * ((shift * n) % 5 + (1 if shift else 0)))
-        else:
-            out.append(line)
-    return "\n".join(out) + "\n"
 
 
 def main():
