@@ -3,19 +3,28 @@
 //!
 //! # Quickstart
 //!
-//! ```no_run
+//! ```
 //! use axum::{routing::get, Router};
 //! use tracing_subscriber::prelude::*;
 //!
-//! # async fn run() {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
 //! let _guard = errorflow_sdk::init(errorflow_sdk::ClientOptions::from_env());
 //! tracing_subscriber::registry().with(errorflow_sdk::layer()).init();
 //!
 //! let app: Router = Router::new()
 //!     .route("/", get(|| async { "ok" }))
 //!     .layer(errorflow_tower::ErrorflowLayer::new());
+//! # // The doctest sends one request through the layer instead of serving;
+//! # // without ERRORFLOW_DSN the SDK is off and the layer passes it through.
+//! # use tower::ServiceExt as _;
+//! # let request = axum::http::Request::get("/").body(axum::body::Body::empty()).unwrap();
+//! # let response = app.clone().oneshot(request).await.unwrap();
+//! # assert_eq!(response.status(), 200);
+//! # if false {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
 //! axum::serve(listener, app).await.unwrap();
+//! # }
 //! # }
 //! ```
 //!
