@@ -80,6 +80,8 @@ pub enum StoreError {
     /// From the SQLite batch insert, which runs on rusqlite (see `store::sqlite::batch`).
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create the temporary database: {0}")]
+    Io(#[from] std::io::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database url scheme {0:?} (expected postgres:// or sqlite://)")]

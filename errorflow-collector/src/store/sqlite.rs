@@ -1,5 +1,6 @@
-//! SQLite backend: one file, WAL mode, one writer connection and a small
-//! pool of readers so that dashboard queries never wait behind ingest.
+//! SQLite backend: one file, WAL mode, a connection that writes the event
+//! batches (`batch`), one for the other writes, and a small pool of readers
+//! so that dashboard queries never wait behind ingest.
 //!
 //! Timestamps are stored as TEXT in the fixed format of [`fmt_ts`], whose
 //! text order is time order, so comparisons and `MIN`/`MAX` work on the text.
@@ -162,23 +163,32 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 pub struct SqliteStore {
-    /// The only connection that writes. SQLite allows one writer at a time
-    /// anyway; queueing writers in the pool is cheaper than SQLITE_BUSY retries.
+    /// The connection for every write but the event batches. SQLite allows
+    /// one writer at a time anyway; queueing writers in the pool is cheaper
+    /// than SQLITE_BUSY retries. Its write transactions are IMMEDIATE, so
+    /// they wait for the batch writer through `busy_timeout`.
     pub pool: SqlitePool,
     /// Readers; in WAL mode they see the last commit without blocking the writer.
     pub readers: SqlitePool,
+    /// The connection that writes event batches (see [`batch`]), used from
+    /// the writer task without any hand-off to another thread.
+    batch_writer: std::sync::Mutex<rusqlite::Connection>,
     /// Copies committed pages from the WAL into the database file in the
     /// background (see [`checkpoint_loop`]); stopped when the store is dropped.
-    checkpointer: Option<tokio::task::JoinHandle<()>>,
+    checkpointer: tokio::task::JoinHandle<()>,
+    /// Where an in-memory database (`sqlite::memory:`) really lives: a
+    /// private temporary file, removed when the store is dropped.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        if let Some(task) = self.checkpointer.take() {
-            task.abort();
-        }
+        self.checkpointer.abort();
     }
 }
+
+/// How long a write waits for another connection's write transaction.
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often the background checkpointer runs.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
@@ -208,12 +218,24 @@ async fn checkpoint_loop(mut conn: sqlx::SqliteConnection) {
 
 impl SqliteStore {
     pub async fn connect(url: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
+        // Several connections share the database (the batch writer, the
+        // other writes, the readers, the checkpointer), which an in-memory
+        // database cannot do: each connection would get its own. So an
+        // in-memory database is a file in a private temporary directory.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let (url, scratch) = if in_memory {
+            let dir = tempfile::Builder::new().prefix("errorflow-").tempdir()?;
+            let url = format!("sqlite://{}", dir.path().join("memory.db").display());
+            (url, Some(dir))
+        } else {
+            (url.to_owned(), None)
+        };
+        let options = SqliteConnectOptions::from_str(&url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: an event acknowledged to a client must survive a power cut.
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             // 8 MiB of page cache per connection (the default is 2 MiB). A
             // group-committed batch of a thousand events dirties more pages
@@ -229,23 +251,21 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(options.clone())
             .await?;
-        // An in-memory database exists once per connection, so it cannot be
-        // shared with a separate reader pool.
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let (readers, checkpointer) = if in_memory {
-            (pool.clone(), None)
-        } else {
-            let readers = SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(options.clone().read_only(true))
-                .await?;
-            let conn = sqlx::ConnectOptions::connect(&options).await?;
-            (readers, Some(tokio::spawn(checkpoint_loop(conn))))
-        };
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone().read_only(true))
+            .await?;
+        let conn = sqlx::ConnectOptions::connect(&options).await?;
+        let checkpointer = tokio::spawn(checkpoint_loop(conn));
+        // The pool's connection has created the file and switched it to WAL.
+        let path = options.get_filename().to_owned();
+        let batch_writer = run_blocking(|| batch::open_writer(&path))?;
         Ok(SqliteStore {
             pool,
             readers,
+            batch_writer: std::sync::Mutex::new(batch_writer),
             checkpointer,
+            _scratch: scratch,
         })
     }
 
@@ -393,17 +413,13 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let plan = shared::plan_batch(events);
-        let mut conn = self.pool.acquire().await?;
-        let mut handle = conn.lock_handle().await?;
-        let raw = handle.as_raw_handle();
         run_blocking(|| {
-            // SAFETY: `handle` keeps the connection locked, so sqlx's worker
-            // thread does not touch it until the guard is dropped, which is
-            // after this closure has returned: it runs synchronously within
-            // one poll, so the future cannot be dropped in between. The
-            // wrapper does not close the connection when it is dropped.
-            #[allow(unsafe_code)]
-            let mut db = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }?;
+            // A panic while the lock was held can only have happened inside
+            // `write_batch`, whose transaction then rolled back on unwind.
+            let mut db = self
+                .batch_writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             batch::write_batch(&mut db, events, &plan)
         })
     }
@@ -1089,11 +1105,11 @@ mod tests {
         }
     }
 
-    /// The batch insert borrows the writer connection from sqlx. A batch
-    /// that fails half-way must leave nothing behind, and the connection
-    /// must come back to sqlx outside any transaction, on both kinds of
-    /// tokio runtime (the multi-thread one hands the worker's queue away
-    /// first).
+    /// The batch insert writes on a connection of its own, beside sqlx's
+    /// writer. A batch that fails half-way must leave nothing behind, its
+    /// connection must be left outside any transaction (or every later
+    /// batch and sqlx's writes would fail or wait), on both kinds of tokio
+    /// runtime (the multi-thread one hands the worker's queue away first).
     async fn failed_batch_rolls_back_and_leaves_the_connection_usable() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("rollback.db").display());
@@ -1145,6 +1161,37 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(groups, 1);
+    }
+
+    /// `sqlite::memory:` gives a working, private database (events written
+    /// by the batch writer are read back through the other connections)
+    /// that leaves nothing behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_database_is_private_and_removed_with_the_store() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        let other = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        other.migrate().await.unwrap();
+        let project = store.create_project("p", "hash", "efk_p").await.unwrap();
+        let ctx = Context {
+            project_id: project.id,
+            received_at: Utc::now(),
+        };
+        let mut event = Event::new(Level::Error);
+        event.exception = vec![Exception::new("Boom", "in memory")];
+        let event = pipeline::process(event, &ctx, &Limits::default()).unwrap();
+        let outcomes = store.insert_events(&[event]).await.unwrap();
+        assert!(matches!(outcomes[..], [InsertOutcome::Stored { .. }]));
+        let page = store.list_groups(&GroupQuery::default()).await.unwrap();
+        assert_eq!(page.groups.len(), 1);
+        assert_eq!(page.groups[0].count, 1);
+        let theirs = other.list_groups(&GroupQuery::default()).await.unwrap();
+        assert!(theirs.groups.is_empty(), "two memory databases share data");
+
+        let dir = store._scratch.as_ref().unwrap().path().to_owned();
+        assert!(dir.join("memory.db").exists());
+        drop(store);
+        assert!(!dir.exists(), "{} is left behind", dir.display());
     }
 
     #[tokio::test]
