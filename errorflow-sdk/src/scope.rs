@@ -254,9 +254,7 @@ pub(crate) struct RecordedCrumb {
     pub(crate) metadata: Option<&'static tracing::Metadata<'static>>,
     /// The clock as read, converted to a date only when an event takes the breadcrumb.
     pub(crate) timestamp: Option<std::time::SystemTime>,
-    pub(crate) message: String,
-    pub(crate) has_message: bool,
-    pub(crate) fields: Vec<(&'static str, serde_json::Value)>,
+    pub(crate) fields: crate::layer::CrumbFields,
 }
 
 impl RecordedCrumb {
@@ -271,11 +269,11 @@ impl RecordedCrumb {
             timestamp: self.timestamp.map(chrono::DateTime::<chrono::Utc>::from),
             category: self.metadata.map(|m| m.target().to_string()),
             level,
-            message: self.has_message.then(|| self.message.clone()),
+            message: self.fields.message().map(str::to_owned),
             data: self
                 .fields
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), v.clone()))
+                .values()
+                .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         }
     }
