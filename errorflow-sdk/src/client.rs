@@ -40,6 +40,8 @@ pub struct PendingEvent {
     shared: Option<Arc<Shared>>,
     processor: Option<Arc<dyn EventProcessor>>,
     tracing: Option<crate::layer::TracingParts>,
+    /// The current scope's breadcrumbs, when the event had none of its own.
+    breadcrumbs: Option<scope::BreadcrumbSnapshot>,
 }
 
 impl std::fmt::Debug for PendingEvent {
@@ -58,6 +60,7 @@ impl PendingEvent {
             shared: None,
             processor: None,
             tracing: None,
+            breadcrumbs: None,
         }
     }
 
@@ -73,7 +76,11 @@ impl PendingEvent {
             shared,
             processor,
             tracing,
+            breadcrumbs,
         } = self;
+        if let Some(breadcrumbs) = breadcrumbs {
+            event.breadcrumbs = breadcrumbs.into_breadcrumbs();
+        }
         if let Some(tracing) = tracing {
             crate::layer::finish_event(&mut event, tracing);
         }
@@ -184,24 +191,29 @@ impl Client {
         }
         let is_error = event.level >= Level::Error;
         let apply = |handle: &ScopeHandle, event: &mut Event| {
-            let processor = {
+            let (processor, breadcrumbs) = {
                 let mut s = handle.lock();
-                s.apply(event, true);
+                s.apply(event);
                 if is_error {
                     s.count_error();
                 }
-                s.processor()
+                let breadcrumbs = if event.breadcrumbs.is_empty() {
+                    s.breadcrumb_snapshot()
+                } else {
+                    None
+                };
+                (s.processor(), breadcrumbs)
             };
             let root = scope::root_ref();
             if handle.ptr_eq(root) {
-                return processor;
+                return (processor, breadcrumbs);
             }
             let root = root.lock();
-            root.apply(event, false);
+            root.apply(event);
             // The current scope's processor is the more specific one.
-            processor.or_else(|| root.processor())
+            (processor.or_else(|| root.processor()), breadcrumbs)
         };
-        let processor = match scope {
+        let (processor, breadcrumbs) = match scope {
             Some(handle) => apply(handle, &mut event),
             None => scope::with_current(|handle| apply(handle, &mut event)),
         };
@@ -211,6 +223,7 @@ impl Client {
             shared: Some(self.shared.clone()),
             processor,
             tracing,
+            breadcrumbs,
         });
         Some(id)
     }

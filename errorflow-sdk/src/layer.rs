@@ -236,6 +236,53 @@ impl<const TEXT: usize, const VALUES: usize> Fields<TEXT, VALUES> {
             .map(|&(name, value)| (name, self.json(value)))
     }
 
+    /// Appends `other`'s text and fields to this buffer, the offsets moved
+    /// accordingly; returns where its message and its fields are here.
+    pub(crate) fn append<const T: usize, const V: usize>(
+        &mut self,
+        other: &Fields<T, V>,
+    ) -> (Option<(u32, u32)>, (u32, u32)) {
+        let base = offset(self.text.len());
+        let shift = |(start, end): (u32, u32)| (start + base, end + base);
+        self.text.extend_from_slice(&other.text);
+        let first = offset(self.values.len());
+        self.values
+            .extend(other.values.iter().map(|&(name, value)| match value {
+                FieldValue::Text(start, end) => {
+                    let (start, end) = shift((start, end));
+                    (name, FieldValue::Text(start, end))
+                }
+                other => (name, other),
+            }));
+        (other.message.map(shift), (first, offset(self.values.len())))
+    }
+
+    /// How much text and how many fields the buffer holds.
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        (self.text.len(), self.values.len())
+    }
+
+    /// Makes room for `text` more bytes and `values` more fields.
+    pub(crate) fn reserve(&mut self, text: usize, values: usize) {
+        self.text.reserve(text);
+        self.values.reserve(values);
+    }
+
+    /// The message at `range` (from [`Fields::append`]).
+    pub(crate) fn text_at(&self, (start, end): (u32, u32)) -> &str {
+        self.text(start, end)
+    }
+
+    /// The fields at `range` (from [`Fields::append`]) as JSON values.
+    pub(crate) fn values_at(
+        &self,
+        (first, end): (u32, u32),
+    ) -> impl Iterator<Item = (&'static str, serde_json::Value)> + '_ {
+        self.values[first as usize..end as usize]
+            .iter()
+            .map(|&(name, value)| (name, self.json(value)))
+    }
+
     fn push(&mut self, name: &'static str, value: FieldValue) {
         self.values.push((name, value));
     }
