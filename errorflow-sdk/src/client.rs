@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::protocol::{Event, Exception, Level};
-use crate::scope::{EventProcessor, ScopeHandle};
+use crate::scope::{EventProcessor, Scope, ScopeHandle};
 use crate::transport::{HttpTransport, Stats, Transport};
 use crate::{scope, scrub, ClientOptions};
 
@@ -33,9 +33,12 @@ struct Shared {
 /// transport calls it on its worker thread, so that capturing stays cheap
 /// and hands few allocations to another thread.
 pub struct PendingEvent {
+    event_id: uuid::Uuid,
     /// Boxed from the start: an `Event` is large, and a pending event is
-    /// moved from the capture through the queue to the worker.
-    event: Box<Event>,
+    /// moved from the capture through the queue to the worker. `None` for a
+    /// `tracing` event whose scopes had nothing to merge into it: `finish`
+    /// makes it, so that the calling thread allocates nothing for it.
+    event: Option<Box<Event>>,
     /// `None` for an event that was finished before it was queued.
     shared: Option<Arc<Shared>>,
     processor: Option<Arc<dyn EventProcessor>>,
@@ -47,7 +50,7 @@ pub struct PendingEvent {
 impl std::fmt::Debug for PendingEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingEvent")
-            .field("event_id", &self.event.event_id)
+            .field("event_id", &self.event_id)
             .finish_non_exhaustive()
     }
 }
@@ -56,7 +59,8 @@ impl PendingEvent {
     /// An event that needs no more work (sent through [`Transport::send`]).
     pub(crate) fn finished(event: Event) -> PendingEvent {
         PendingEvent {
-            event: Box::new(event),
+            event_id: event.event_id,
+            event: Some(Box::new(event)),
             shared: None,
             processor: None,
             tracing: None,
@@ -66,18 +70,23 @@ impl PendingEvent {
 
     /// The id the event will be sent with.
     pub fn event_id(&self) -> uuid::Uuid {
-        self.event.event_id
+        self.event_id
     }
 
     /// Completes the event; `None` when `before_send` dropped it.
     pub fn finish(self) -> Option<Event> {
         let PendingEvent {
-            mut event,
+            event_id,
+            event,
             shared,
             processor,
             tracing,
             breadcrumbs,
         } = self;
+        let mut event = event.unwrap_or_else(|| {
+            let level = tracing.as_ref().map_or(Level::Error, |t| t.level());
+            Box::new(Event::with_id(event_id, level))
+        });
         if let Some(breadcrumbs) = breadcrumbs {
             event.breadcrumbs = breadcrumbs.into_breadcrumbs();
         }
@@ -176,28 +185,38 @@ impl Client {
         event: Event,
         scope: Option<&ScopeHandle>,
     ) -> Option<uuid::Uuid> {
-        self.capture_pending(Box::new(event), scope, None)
+        self.capture_pending(Capture::Event(Box::new(event)), scope)
     }
 
     pub(crate) fn capture_pending(
         &self,
-        mut event: Box<Event>,
+        capture: Capture,
         scope: Option<&ScopeHandle>,
-        tracing: Option<crate::layer::TracingParts>,
     ) -> Option<uuid::Uuid> {
         let sample_rate = self.shared.options.sample_rate;
         if sample_rate < 1.0 && rand::random::<f32>() >= sample_rate {
             return None;
         }
-        let is_error = event.level >= Level::Error;
-        let apply = |handle: &ScopeHandle, event: &mut Event| {
+        let (event_id, level, mut event, tracing) = match capture {
+            Capture::Event(event) => (event.event_id, event.level, Some(event), None),
+            Capture::Tracing(id, parts) => (id, parts.level(), None, Some(parts)),
+        };
+        let is_error = level >= Level::Error;
+        // The event is made here only when a scope has something to merge.
+        let apply = |scope: &Scope, event: &mut Option<Box<Event>>| {
+            if scope.has_data() {
+                let event = event.get_or_insert_with(|| Box::new(Event::with_id(event_id, level)));
+                scope.apply(event);
+            }
+        };
+        let merge = |handle: &ScopeHandle, event: &mut Option<Box<Event>>| {
             let (processor, breadcrumbs) = {
                 let mut s = handle.lock();
-                s.apply(event);
+                apply(&s, event);
                 if is_error {
                     s.count_error();
                 }
-                let breadcrumbs = if event.breadcrumbs.is_empty() {
+                let breadcrumbs = if event.as_ref().is_none_or(|e| e.breadcrumbs.is_empty()) {
                     s.breadcrumb_snapshot()
                 } else {
                     None
@@ -209,24 +228,32 @@ impl Client {
                 return (processor, breadcrumbs);
             }
             let root = root.lock();
-            root.apply(event);
+            apply(&root, event);
             // The current scope's processor is the more specific one.
             (processor.or_else(|| root.processor()), breadcrumbs)
         };
         let (processor, breadcrumbs) = match scope {
-            Some(handle) => apply(handle, &mut event),
-            None => scope::with_current(|handle| apply(handle, &mut event)),
+            Some(handle) => merge(handle, &mut event),
+            None => scope::with_current(|handle| merge(handle, &mut event)),
         };
-        let id = event.event_id;
         self.transport.send_pending(PendingEvent {
+            event_id,
             event,
             shared: Some(self.shared.clone()),
             processor,
             tracing,
             breadcrumbs,
         });
-        Some(id)
+        Some(event_id)
     }
+}
+
+/// What [`Client::capture_pending`] captures.
+pub(crate) enum Capture {
+    /// An event built by the caller.
+    Event(Box<Event>),
+    /// A `tracing` event, with its id.
+    Tracing(uuid::Uuid, crate::layer::TracingParts),
 }
 
 impl Shared {

@@ -22,7 +22,7 @@ use tracing_subscriber::filter::{FilterFn, Filtered, LevelFilter};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::client::{exception_chain, Client};
+use crate::client::{exception_chain, Capture, Client};
 use crate::protocol::{Event, Exception, Level};
 use crate::scope::{self, RecordedCrumb};
 use crate::template::parameterize;
@@ -129,8 +129,8 @@ where
             let Some(client) = Client::current() else {
                 return;
             };
-            let (event, parts) = build_event(event, &ctx);
-            client.capture_pending(event, None, Some(parts));
+            let (id, parts) = build_event(event, &ctx);
+            client.capture_pending(Capture::Tracing(id, parts), None);
         } else if level <= tracing::Level::INFO {
             let max = crate::client::max_breadcrumbs();
             if max > 0 {
@@ -371,11 +371,20 @@ pub(crate) struct TracingParts {
     /// The clock as read when the event was logged; the event's timestamp.
     time: SystemTime,
     fields: EventFields,
+    /// The chain of the first error-valued field.
+    exceptions: Vec<Exception>,
     /// The spans the event was logged in, outermost first, with their fields.
     spans: Vec<(
         &'static str,
         Option<Arc<BTreeMap<&'static str, serde_json::Value>>>,
     )>,
+}
+
+impl TracingParts {
+    /// The event's level.
+    pub(crate) fn level(&self) -> Level {
+        convert_level(*self.metadata.level())
+    }
 }
 
 fn convert_level(level: tracing::Level) -> Level {
@@ -390,8 +399,8 @@ fn convert_level(level: tracing::Level) -> Level {
 /// The part of an `error!` event that must be taken on the calling thread:
 /// the message and fields (formatted into one inline buffer), the error chain, the
 /// span fields (a reference count each), the time and the id. The rest,
-/// JSON values included, is [`finish_event`]'s.
-fn build_event<S>(event: &TracingEvent<'_>, ctx: &Context<'_, S>) -> (Box<Event>, TracingParts)
+/// the `Event` itself and JSON values included, is [`finish_event`]'s.
+fn build_event<S>(event: &TracingEvent<'_>, ctx: &Context<'_, S>) -> (uuid::Uuid, TracingParts)
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -404,11 +413,6 @@ where
         exceptions: Some(&mut exceptions),
     });
 
-    let mut out = Box::new(Event::with_id(
-        crate::client::event_id_at(time),
-        convert_level(*metadata.level()),
-    ));
-    out.exception = exceptions;
     let spans = match ctx.event_scope(event) {
         Some(scope) => scope
             .from_root()
@@ -423,9 +427,10 @@ where
         metadata,
         time,
         fields,
+        exceptions,
         spans,
     };
-    (out, parts)
+    (crate::client::event_id_at(time), parts)
 }
 
 /// Completes an event built by the layer: logger, callsite, fingerprint,
@@ -435,9 +440,13 @@ pub(crate) fn finish_event(out: &mut Event, parts: TracingParts) {
         metadata,
         time,
         fields,
+        exceptions,
         spans,
     } = parts;
     out.timestamp = Some(time.into());
+    if !exceptions.is_empty() {
+        out.exception = exceptions;
+    }
     let has_message = fields.message.is_some();
     out.message = fields
         .message()

@@ -227,6 +227,11 @@ impl Scope {
         self.processor.as_ref().map(|p| p.0.clone())
     }
 
+    /// Whether [`Scope::apply`] would merge anything.
+    pub(crate) fn has_data(&self) -> bool {
+        self.data.is_some()
+    }
+
     /// Merges the scope into an event; values already on the event win,
     /// since they are more specific than the scope's. Breadcrumbs are not
     /// merged here (see [`Scope::breadcrumb_snapshot`]), nor is the event
