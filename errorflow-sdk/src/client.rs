@@ -249,6 +249,9 @@ impl Client {
 }
 
 /// What [`Client::capture_pending`] captures.
+// The tracing variant is large and is moved into the pending event: boxing
+// it would bring back the allocation that keeping it inline avoids.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Capture {
     /// An event built by the caller.
     Event(Box<Event>),

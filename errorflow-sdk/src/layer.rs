@@ -90,7 +90,9 @@ impl ErrorflowLayer {
 /// event captured inside the span takes them with a reference count instead
 /// of a copy; `record` copies them only while an event still holds them.
 #[derive(Debug, Default)]
-struct SpanFields(Arc<BTreeMap<&'static str, serde_json::Value>>);
+struct SpanFields(Arc<SpanFieldMap>);
+
+type SpanFieldMap = BTreeMap<&'static str, serde_json::Value>;
 
 impl<S> Layer<S> for ErrorflowLayer
 where
@@ -374,10 +376,7 @@ pub(crate) struct TracingParts {
     /// The chain of the first error-valued field.
     exceptions: Vec<Exception>,
     /// The spans the event was logged in, outermost first, with their fields.
-    spans: Vec<(
-        &'static str,
-        Option<Arc<BTreeMap<&'static str, serde_json::Value>>>,
-    )>,
+    spans: Vec<(&'static str, Option<Arc<SpanFieldMap>>)>,
 }
 
 impl TracingParts {
