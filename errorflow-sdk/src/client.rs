@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::protocol::{Event, Exception, Level};
-use crate::scope::{EventProcessor, ScopeHandle};
+use crate::scope::{EventProcessor, Scope, ScopeHandle};
 use crate::transport::{HttpTransport, Stats, Transport};
 use crate::{scope, scrub, ClientOptions};
 
@@ -33,19 +33,24 @@ struct Shared {
 /// transport calls it on its worker thread, so that capturing stays cheap
 /// and hands few allocations to another thread.
 pub struct PendingEvent {
+    event_id: uuid::Uuid,
     /// Boxed from the start: an `Event` is large, and a pending event is
-    /// moved from the capture through the queue to the worker.
-    event: Box<Event>,
+    /// moved from the capture through the queue to the worker. `None` for a
+    /// `tracing` event whose scopes had nothing to merge into it: `finish`
+    /// makes it, so that the calling thread allocates nothing for it.
+    event: Option<Box<Event>>,
     /// `None` for an event that was finished before it was queued.
     shared: Option<Arc<Shared>>,
     processor: Option<Arc<dyn EventProcessor>>,
     tracing: Option<crate::layer::TracingParts>,
+    /// The current scope's breadcrumbs, when the event had none of its own.
+    breadcrumbs: Option<scope::BreadcrumbSnapshot>,
 }
 
 impl std::fmt::Debug for PendingEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingEvent")
-            .field("event_id", &self.event.event_id)
+            .field("event_id", &self.event_id)
             .finish_non_exhaustive()
     }
 }
@@ -54,26 +59,37 @@ impl PendingEvent {
     /// An event that needs no more work (sent through [`Transport::send`]).
     pub(crate) fn finished(event: Event) -> PendingEvent {
         PendingEvent {
-            event: Box::new(event),
+            event_id: event.event_id,
+            event: Some(Box::new(event)),
             shared: None,
             processor: None,
             tracing: None,
+            breadcrumbs: None,
         }
     }
 
     /// The id the event will be sent with.
     pub fn event_id(&self) -> uuid::Uuid {
-        self.event.event_id
+        self.event_id
     }
 
     /// Completes the event; `None` when `before_send` dropped it.
     pub fn finish(self) -> Option<Event> {
         let PendingEvent {
-            mut event,
+            event_id,
+            event,
             shared,
             processor,
             tracing,
+            breadcrumbs,
         } = self;
+        let mut event = event.unwrap_or_else(|| {
+            let level = tracing.as_ref().map_or(Level::Error, |t| t.level());
+            Box::new(Event::with_id(event_id, level))
+        });
+        if let Some(breadcrumbs) = breadcrumbs {
+            event.breadcrumbs = breadcrumbs.into_breadcrumbs();
+        }
         if let Some(tracing) = tracing {
             crate::layer::finish_event(&mut event, tracing);
         }
@@ -169,51 +185,78 @@ impl Client {
         event: Event,
         scope: Option<&ScopeHandle>,
     ) -> Option<uuid::Uuid> {
-        self.capture_pending(Box::new(event), scope, None)
+        self.capture_pending(Capture::Event(Box::new(event)), scope)
     }
 
     pub(crate) fn capture_pending(
         &self,
-        mut event: Box<Event>,
+        capture: Capture,
         scope: Option<&ScopeHandle>,
-        tracing: Option<crate::layer::TracingParts>,
     ) -> Option<uuid::Uuid> {
         let sample_rate = self.shared.options.sample_rate;
         if sample_rate < 1.0 && rand::random::<f32>() >= sample_rate {
             return None;
         }
-        let is_error = event.level >= Level::Error;
-        let apply = |handle: &ScopeHandle, event: &mut Event| {
-            let processor = {
+        let (event_id, level, mut event, tracing) = match capture {
+            Capture::Event(event) => (event.event_id, event.level, Some(event), None),
+            Capture::Tracing(id, parts) => (id, parts.level(), None, Some(parts)),
+        };
+        let is_error = level >= Level::Error;
+        // The event is made here only when a scope has something to merge.
+        let apply = |scope: &Scope, event: &mut Option<Box<Event>>| {
+            if scope.has_data() {
+                let event = event.get_or_insert_with(|| Box::new(Event::with_id(event_id, level)));
+                scope.apply(event);
+            }
+        };
+        let merge = |handle: &ScopeHandle, event: &mut Option<Box<Event>>| {
+            let (processor, breadcrumbs) = {
                 let mut s = handle.lock();
-                s.apply(event, true);
+                apply(&s, event);
                 if is_error {
                     s.count_error();
                 }
-                s.processor()
+                let breadcrumbs = if event.as_ref().is_none_or(|e| e.breadcrumbs.is_empty()) {
+                    s.breadcrumb_snapshot()
+                } else {
+                    None
+                };
+                (s.processor(), breadcrumbs)
             };
             let root = scope::root_ref();
             if handle.ptr_eq(root) {
-                return processor;
+                return (processor, breadcrumbs);
             }
             let root = root.lock();
-            root.apply(event, false);
+            apply(&root, event);
             // The current scope's processor is the more specific one.
-            processor.or_else(|| root.processor())
+            (processor.or_else(|| root.processor()), breadcrumbs)
         };
-        let processor = match scope {
-            Some(handle) => apply(handle, &mut event),
-            None => scope::with_current(|handle| apply(handle, &mut event)),
+        let (processor, breadcrumbs) = match scope {
+            Some(handle) => merge(handle, &mut event),
+            None => scope::with_current(|handle| merge(handle, &mut event)),
         };
-        let id = event.event_id;
         self.transport.send_pending(PendingEvent {
+            event_id,
             event,
             shared: Some(self.shared.clone()),
             processor,
             tracing,
+            breadcrumbs,
         });
-        Some(id)
+        Some(event_id)
     }
+}
+
+/// What [`Client::capture_pending`] captures.
+// The tracing variant is large and is moved into the pending event: boxing
+// it would bring back the allocation that keeping it inline avoids.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Capture {
+    /// An event built by the caller.
+    Event(Box<Event>),
+    /// A `tracing` event, with its id.
+    Tracing(uuid::Uuid, crate::layer::TracingParts),
 }
 
 impl Shared {
@@ -253,6 +296,29 @@ fn hostname() -> Option<String> {
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
+}
+
+thread_local! {
+    /// The random source of event ids: ids must not collide, but need not
+    /// be unpredictable, and `thread_rng` (a cryptographic generator) costs
+    /// several times more per id. Seeded from `thread_rng`, once per thread.
+    static ID_RNG: std::cell::RefCell<rand::rngs::SmallRng> = std::cell::RefCell::new({
+        use rand::SeedableRng;
+        rand::rngs::SmallRng::from_rng(rand::thread_rng())
+            .unwrap_or_else(|_| rand::rngs::SmallRng::from_entropy())
+    });
+}
+
+/// A time-ordered id (UUIDv7, as [`crate::protocol::time_ordered_id`]) for
+/// an event that happened `at`.
+pub(crate) fn event_id_at(at: std::time::SystemTime) -> uuid::Uuid {
+    use rand::RngCore;
+    let millis = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let mut random = [0u8; 10];
+    ID_RNG.with(|rng| rng.borrow_mut().fill_bytes(&mut random));
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
 }
 
 /// Flushes on drop (up to the `shutdown_timeout`, 2 s by default) and unbinds the client.

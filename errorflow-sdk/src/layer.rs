@@ -9,7 +9,11 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use smallvec::SmallVec;
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Record};
@@ -18,8 +22,8 @@ use tracing_subscriber::filter::{FilterFn, Filtered, LevelFilter};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::client::{exception_chain, Client};
-use crate::protocol::{Event, Level};
+use crate::client::{exception_chain, Capture, Client};
+use crate::protocol::{Event, Exception, Level};
 use crate::scope::{self, RecordedCrumb};
 use crate::template::parameterize;
 
@@ -82,9 +86,13 @@ impl ErrorflowLayer {
     }
 }
 
-/// Fields recorded on a span, kept in its extensions.
+/// Fields recorded on a span, kept in its extensions. Shared, so that an
+/// event captured inside the span takes them with a reference count instead
+/// of a copy; `record` copies them only while an event still holds them.
 #[derive(Debug, Default)]
-struct SpanFields(BTreeMap<&'static str, serde_json::Value>);
+struct SpanFields(Arc<SpanFieldMap>);
+
+type SpanFieldMap = BTreeMap<&'static str, serde_json::Value>;
 
 impl<S> Layer<S> for ErrorflowLayer
 where
@@ -98,7 +106,7 @@ where
         let mut visitor = FieldVisitor::default();
         attrs.record(&mut visitor);
         span.extensions_mut()
-            .insert(SpanFields(visitor.fields.into_iter().collect()));
+            .insert(SpanFields(Arc::new(visitor.fields.into_iter().collect())));
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
@@ -107,7 +115,7 @@ where
         if let Some(fields) = extensions.get_mut::<SpanFields>() {
             let mut visitor = FieldVisitor::default();
             values.record(&mut visitor);
-            fields.0.extend(visitor.fields);
+            Arc::make_mut(&mut fields.0).extend(visitor.fields);
         }
     }
 
@@ -123,8 +131,8 @@ where
             let Some(client) = Client::current() else {
                 return;
             };
-            let (event, parts) = build_event(event, &ctx);
-            client.capture_pending(event, None, Some(parts));
+            let (id, parts) = build_event(event, &ctx);
+            client.capture_pending(Capture::Tracing(id, parts), None);
         } else if level <= tracing::Level::INFO {
             let max = crate::client::max_breadcrumbs();
             if max > 0 {
@@ -149,8 +157,6 @@ fn record_breadcrumb(event: &TracingEvent<'_>, max: usize) {
         let Ok(mut scratch) = cell.try_borrow_mut() else {
             return;
         };
-        scratch.message.clear();
-        scratch.has_message = false;
         scratch.fields.clear();
         scratch.metadata = Some(event.metadata());
         // Breadcrumbs need the time to the millisecond at best; the coarse
@@ -158,57 +164,226 @@ fn record_breadcrumb(event: &TracingEvent<'_>, max: usize) {
         scratch.timestamp = Some(
             std::time::UNIX_EPOCH + std::time::Duration::from(coarsetime::Clock::now_since_epoch()),
         );
-        event.record(&mut CrumbVisitor(&mut scratch));
+        event.record(&mut FieldsVisitor {
+            fields: &mut scratch.fields,
+            exceptions: None,
+        });
         scope::with_current(|handle| handle.lock().push_recorded(&mut scratch, max));
     });
 }
 
-struct CrumbVisitor<'a>(&'a mut RecordedCrumb);
+/// An event's message and fields as the calling thread takes them: the
+/// text (the message and every text value) is written into one buffer and
+/// the fields refer to it. They become JSON only when an event or
+/// breadcrumb is built from them. `TEXT` bytes of text and `VALUES` fields
+/// are kept inline: an `error!` event's are, so that the calling thread
+/// allocates nothing for them (memory that another thread frees is what
+/// costs most in a hand-off); a breadcrumb's are not, since its buffers
+/// live in the scope's ring and are reused.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Fields<const TEXT: usize, const VALUES: usize> {
+    /// UTF-8: only `str`s are written to it.
+    text: SmallVec<[u8; TEXT]>,
+    /// Where the message is in `text`, when the event has one.
+    message: Option<(u32, u32)>,
+    values: SmallVec<[(&'static str, FieldValue); VALUES]>,
+}
 
-impl Visit for CrumbVisitor<'_> {
+/// The fields of a breadcrumb in the scope's ring.
+pub(crate) type CrumbFields = Fields<0, 0>;
+
+/// The fields of an `error!` event on its way to the transport's thread.
+type EventFields = Fields<112, 4>;
+
+/// A field's value; text lives in [`Fields::text`].
+#[derive(Debug, Clone, Copy)]
+enum FieldValue {
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+    Text(u32, u32),
+}
+
+impl<const TEXT: usize, const VALUES: usize> Fields<TEXT, VALUES> {
+    pub(crate) fn clear(&mut self) {
+        self.text.clear();
+        self.message = None;
+        self.values.clear();
+    }
+
+    fn text(&self, start: u32, end: u32) -> &str {
+        // Only whole `str`s are written to the buffer.
+        std::str::from_utf8(&self.text[start as usize..end as usize]).unwrap_or_default()
+    }
+
+    pub(crate) fn message(&self) -> Option<&str> {
+        self.message.map(|(start, end)| self.text(start, end))
+    }
+
+    fn json(&self, value: FieldValue) -> serde_json::Value {
+        match value {
+            FieldValue::I64(v) => v.into(),
+            FieldValue::U64(v) => v.into(),
+            FieldValue::F64(v) => v.into(),
+            FieldValue::Bool(v) => v.into(),
+            FieldValue::Text(start, end) => self.text(start, end).into(),
+        }
+    }
+
+    /// The fields as JSON values, in the order they were recorded.
+    pub(crate) fn values(&self) -> impl Iterator<Item = (&'static str, serde_json::Value)> + '_ {
+        self.values
+            .iter()
+            .map(|&(name, value)| (name, self.json(value)))
+    }
+
+    /// Appends `other`'s text and fields to this buffer, the offsets moved
+    /// accordingly; returns where its message and its fields are here.
+    pub(crate) fn append<const T: usize, const V: usize>(
+        &mut self,
+        other: &Fields<T, V>,
+    ) -> (Option<(u32, u32)>, (u32, u32)) {
+        let base = offset(self.text.len());
+        let shift = |(start, end): (u32, u32)| (start + base, end + base);
+        self.text.extend_from_slice(&other.text);
+        let first = offset(self.values.len());
+        self.values
+            .extend(other.values.iter().map(|&(name, value)| match value {
+                FieldValue::Text(start, end) => {
+                    let (start, end) = shift((start, end));
+                    (name, FieldValue::Text(start, end))
+                }
+                other => (name, other),
+            }));
+        (other.message.map(shift), (first, offset(self.values.len())))
+    }
+
+    /// How much text and how many fields the buffer holds.
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        (self.text.len(), self.values.len())
+    }
+
+    /// Makes room for `text` more bytes and `values` more fields.
+    pub(crate) fn reserve(&mut self, text: usize, values: usize) {
+        self.text.reserve(text);
+        self.values.reserve(values);
+    }
+
+    /// The message at `range` (from [`Fields::append`]).
+    pub(crate) fn text_at(&self, (start, end): (u32, u32)) -> &str {
+        self.text(start, end)
+    }
+
+    /// The fields at `range` (from [`Fields::append`]) as JSON values.
+    pub(crate) fn values_at(
+        &self,
+        (first, end): (u32, u32),
+    ) -> impl Iterator<Item = (&'static str, serde_json::Value)> + '_ {
+        self.values[first as usize..end as usize]
+            .iter()
+            .map(|&(name, value)| (name, self.json(value)))
+    }
+
+    fn push(&mut self, name: &'static str, value: FieldValue) {
+        self.values.push((name, value));
+    }
+
+    /// Writes a text value (or the message) with `write`.
+    fn push_text(&mut self, name: &'static str, write: impl FnOnce(&mut TextWriter<'_, TEXT>)) {
+        let start = offset(self.text.len());
+        write(&mut TextWriter(&mut self.text));
+        let end = offset(self.text.len());
+        if name == "message" {
+            self.message = Some((start, end));
+        } else {
+            self.push(name, FieldValue::Text(start, end));
+        }
+    }
+}
+
+/// Offsets are `u32` to keep fields small; text beyond 4 GiB is not a field.
+fn offset(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// `fmt::Write` into a text buffer.
+struct TextWriter<'a, const N: usize>(&'a mut SmallVec<[u8; N]>);
+
+impl<const N: usize> fmt::Write for TextWriter<'_, N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Records an event's fields into [`Fields`]; with `exceptions`, the first
+/// error-valued field's `source()` chain too.
+struct FieldsVisitor<'a, const TEXT: usize, const VALUES: usize> {
+    fields: &'a mut Fields<TEXT, VALUES>,
+    exceptions: Option<&'a mut Vec<Exception>>,
+}
+
+impl<const TEXT: usize, const VALUES: usize> Visit for FieldsVisitor<'_, TEXT, VALUES> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.fields.push((field.name(), value.into()));
+        self.fields.push(field.name(), FieldValue::F64(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.fields.push((field.name(), value.into()));
+        self.fields.push(field.name(), FieldValue::I64(value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.fields.push((field.name(), value.into()));
+        self.fields.push(field.name(), FieldValue::U64(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.fields.push((field.name(), value.into()));
+        self.fields.push(field.name(), FieldValue::Bool(value));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.0.message.push_str(value);
-            self.0.has_message = true;
-        } else {
-            self.0.fields.push((field.name(), value.into()));
+        self.fields.push_text(field.name(), |text| {
+            let _ = text.write_str(value);
+        });
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        // Every error-valued field becomes part of the exception chain; its
+        // text is also kept as a field so that it shows next to the others.
+        if let Some(exceptions) = self.exceptions.as_deref_mut() {
+            if exceptions.is_empty() {
+                *exceptions = exception_chain(value, "tracing");
+            }
         }
+        self.fields.push_text(field.name(), |text| {
+            let _ = write!(text, "{value}");
+        });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" {
-            use std::fmt::Write;
-            let _ = write!(self.0.message, "{value:?}");
-            self.0.has_message = true;
-        } else {
-            self.0
-                .fields
-                .push((field.name(), format!("{value:?}").into()));
-        }
+        self.fields.push_text(field.name(), |text| {
+            let _ = write!(text, "{value:?}");
+        });
     }
 }
 
 /// What [`finish_event`] derives from a `tracing` event, off the calling thread.
 pub(crate) struct TracingParts {
     metadata: &'static Metadata<'static>,
-    has_message: bool,
-    fields: Vec<(&'static str, serde_json::Value)>,
+    /// The clock as read when the event was logged; the event's timestamp.
+    time: SystemTime,
+    fields: EventFields,
+    /// The chain of the first error-valued field.
+    exceptions: Vec<Exception>,
+    /// The spans the event was logged in, outermost first, with their fields.
+    spans: Vec<(&'static str, Option<Arc<SpanFieldMap>>)>,
+}
+
+impl TracingParts {
+    /// The event's level.
+    pub(crate) fn level(&self) -> Level {
+        convert_level(*self.metadata.level())
+    }
 }
 
 fn convert_level(level: tracing::Level) -> Level {
@@ -221,62 +396,86 @@ fn convert_level(level: tracing::Level) -> Level {
 }
 
 /// The part of an `error!` event that must be taken on the calling thread:
-/// the formatted message, the fields, the error chain and the span fields
-/// (all borrowed from the caller). The rest is [`finish_event`]'s.
-fn build_event<S>(event: &TracingEvent<'_>, ctx: &Context<'_, S>) -> (Box<Event>, TracingParts)
+/// the message and fields (formatted into one inline buffer), the error chain, the
+/// span fields (a reference count each), the time and the id. The rest,
+/// the `Event` itself and JSON values included, is [`finish_event`]'s.
+fn build_event<S>(event: &TracingEvent<'_>, ctx: &Context<'_, S>) -> (uuid::Uuid, TracingParts)
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     let metadata = event.metadata();
-    let mut visitor = FieldVisitor::default();
-    event.record(&mut visitor);
+    let time = SystemTime::now();
+    let mut exceptions = Vec::new();
+    let mut fields = EventFields::default();
+    event.record(&mut FieldsVisitor {
+        fields: &mut fields,
+        exceptions: Some(&mut exceptions),
+    });
 
-    let mut out = Box::new(Event::new(convert_level(*metadata.level())));
-    let has_message = visitor.message.is_some();
-    out.message = visitor
-        .message
-        .take()
-        .or_else(|| visitor.exceptions.first().map(|e| e.value.clone()));
-    out.exception = visitor.exceptions;
-
-    if let Some(scope) = ctx.event_scope(event) {
-        let mut spans = Vec::new();
-        for span in scope.from_root() {
-            let extensions = span.extensions();
-            let fields = extensions.get::<SpanFields>();
-            if let Some(fields) = fields {
-                for (name, value) in &fields.0 {
-                    if let Some(tag) = as_tag(value) {
-                        out.tags.entry((*name).to_string()).or_insert(tag);
-                    }
-                }
-            }
-            let fields: serde_json::Map<String, serde_json::Value> = fields
-                .map(|f| {
-                    f.0.iter()
-                        .map(|(k, v)| ((*k).to_string(), v.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            spans.push(serde_json::json!({ "name": span.name(), "fields": fields }));
-        }
-        if !spans.is_empty() {
-            out.extra
-                .insert("spans".into(), serde_json::Value::Array(spans));
-        }
-    }
+    let spans = match ctx.event_scope(event) {
+        Some(scope) => scope
+            .from_root()
+            .map(|span| {
+                let fields = span.extensions().get::<SpanFields>().map(|f| f.0.clone());
+                (span.name(), fields)
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let parts = TracingParts {
         metadata,
-        has_message,
-        fields: visitor.fields,
+        time,
+        fields,
+        exceptions,
+        spans,
     };
-    (out, parts)
+    (crate::client::event_id_at(time), parts)
 }
 
 /// Completes an event built by the layer: logger, callsite, fingerprint,
 /// message template and the event's fields as tags or extra.
 pub(crate) fn finish_event(out: &mut Event, parts: TracingParts) {
-    let metadata = parts.metadata;
+    let TracingParts {
+        metadata,
+        time,
+        fields,
+        exceptions,
+        spans,
+    } = parts;
+    out.timestamp = Some(time.into());
+    if !exceptions.is_empty() {
+        out.exception = exceptions;
+    }
+    let has_message = fields.message.is_some();
+    out.message = fields
+        .message()
+        .map(str::to_owned)
+        .or_else(|| out.exception.first().map(|e| e.value.clone()));
+    if !spans.is_empty() {
+        // Span fields are tags unless the event has its own: they win over
+        // the scope's tags (already applied), and the outermost span wins
+        // over inner ones, hence inserting innermost first.
+        for fields in spans.iter().rev().filter_map(|(_, fields)| fields.as_ref()) {
+            for (name, value) in fields.iter() {
+                if let Some(tag) = as_tag(value) {
+                    out.tags.insert((*name).to_string(), tag);
+                }
+            }
+        }
+        let spans = spans
+            .iter()
+            .map(|(name, fields)| {
+                let fields: serde_json::Map<String, serde_json::Value> = fields
+                    .iter()
+                    .flat_map(|f| f.iter())
+                    .map(|(k, v)| ((*k).to_string(), v.clone()))
+                    .collect();
+                serde_json::json!({ "name": name, "fields": fields })
+            })
+            .collect();
+        out.extra
+            .insert("spans".into(), serde_json::Value::Array(spans));
+    }
     out.logger = Some(metadata.target().to_string());
     let module = metadata.module_path().unwrap_or_default();
     if let Some(module) = metadata.module_path() {
@@ -292,7 +491,7 @@ pub(crate) fn finish_event(out: &mut Event, parts: TracingParts) {
     // The grouping key of a log call is its callsite, minus the line number
     // (which moves with every unrelated edit): target, module and the
     // message template, or the field names for a message-less event.
-    let template = match (&out.message, parts.has_message) {
+    let template = match (&out.message, has_message) {
         (Some(message), true) => parameterize(message),
         _ => {
             let mut names: Vec<&str> = metadata.fields().iter().map(|f| f.name()).collect();
@@ -305,10 +504,10 @@ pub(crate) fn finish_event(out: &mut Event, parts: TracingParts) {
         module.to_string(),
         template.clone(),
     ]);
-    if parts.has_message {
+    if has_message {
         out.message_template = Some(template);
     }
-    for (name, value) in parts.fields {
+    for (name, value) in fields.values() {
         insert_field(out, name, value);
     }
 }
@@ -337,12 +536,11 @@ fn insert_field(event: &mut Event, name: &'static str, value: serde_json::Value)
     }
 }
 
-/// Collects an event's or span's fields as JSON values.
+/// Collects a span's fields as JSON values (a span's message, if it has
+/// one, is not kept).
 #[derive(Default)]
 struct FieldVisitor {
-    message: Option<String>,
     fields: Vec<(&'static str, serde_json::Value)>,
-    exceptions: Vec<crate::protocol::Exception>,
 }
 
 impl Visit for FieldVisitor {
@@ -363,26 +561,17 @@ impl Visit for FieldVisitor {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.message = Some(value.to_string());
-        } else {
+        if field.name() != "message" {
             self.fields.push((field.name(), value.into()));
         }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        // Every error-valued field becomes part of the exception chain; its
-        // text is also kept as a field so that it shows next to the others.
-        if self.exceptions.is_empty() {
-            self.exceptions = exception_chain(value, "tracing");
-        }
         self.fields.push((field.name(), value.to_string().into()));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" {
-            self.message = Some(format!("{value:?}"));
-        } else {
+        if field.name() != "message" {
             self.fields
                 .push((field.name(), format!("{value:?}").into()));
         }

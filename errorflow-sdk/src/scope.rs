@@ -31,6 +31,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use crate::layer::CrumbFields;
 use crate::protocol::{Breadcrumb, Event, Level, Request, User};
 
 /// Fills in an event's context when it is captured, for context that is
@@ -57,12 +58,10 @@ impl std::fmt::Debug for Processor {
 /// Context merged into every event captured while the scope is current.
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
-    tags: BTreeMap<String, String>,
-    extra: BTreeMap<String, serde_json::Value>,
-    user: Option<User>,
-    request: Option<Request>,
-    transaction: Option<String>,
-    trace_id: Option<String>,
+    /// Boxed, and only once something is set: middleware makes a scope per
+    /// request and most requests set nothing, so a fresh scope is small to
+    /// build, move and drop.
+    data: Option<Box<ScopeData>>,
     breadcrumbs: VecDeque<Crumb>,
     /// The id of a panic event captured inside this scope; a middleware that
     /// catches the unwind uses it to avoid reporting the same panic twice.
@@ -76,7 +75,25 @@ pub struct Scope {
     processor: Option<Processor>,
 }
 
+/// What a scope merges into events, besides breadcrumbs.
+#[derive(Debug, Clone, Default)]
+struct ScopeData {
+    tags: BTreeMap<String, String>,
+    extra: BTreeMap<String, serde_json::Value>,
+    user: Option<User>,
+    request: Option<Request>,
+    transaction: Option<String>,
+    trace_id: Option<String>,
+}
+
+/// The tags of a scope that has none.
+static NO_TAGS: BTreeMap<String, String> = BTreeMap::new();
+
 impl Scope {
+    fn data_mut(&mut self) -> &mut ScopeData {
+        self.data.get_or_insert_default()
+    }
+
     /// An empty scope.
     pub fn new() -> Scope {
         Scope::default()
@@ -84,42 +101,52 @@ impl Scope {
 
     /// Sets a searchable tag.
     pub fn set_tag(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        self.tags.insert(key.into(), value.into());
+        self.data_mut().tags.insert(key.into(), value.into());
     }
 
     /// Removes a tag.
     pub fn remove_tag(&mut self, key: &str) {
-        self.tags.remove(key);
+        if let Some(data) = &mut self.data {
+            data.tags.remove(key);
+        }
     }
 
     /// Sets free-form context.
     pub fn set_extra(&mut self, key: impl Into<String>, value: serde_json::Value) {
-        self.extra.insert(key.into(), value);
+        self.data_mut().extra.insert(key.into(), value);
     }
 
     /// Sets (or clears) the affected user.
     pub fn set_user(&mut self, user: Option<User>) {
-        self.user = user;
+        if user.is_some() || self.data.is_some() {
+            self.data_mut().user = user;
+        }
     }
 
     /// Sets (or clears) the HTTP request being served.
     pub fn set_request(&mut self, request: Option<Request>) {
-        self.request = request;
+        if request.is_some() || self.data.is_some() {
+            self.data_mut().request = request;
+        }
     }
 
     /// The request being served, if any.
     pub fn request(&self) -> Option<&Request> {
-        self.request.as_ref()
+        self.data.as_ref()?.request.as_ref()
     }
 
     /// Sets the route or operation (`GET /users/{id}`).
     pub fn set_transaction(&mut self, transaction: Option<String>) {
-        self.transaction = transaction;
+        if transaction.is_some() || self.data.is_some() {
+            self.data_mut().transaction = transaction;
+        }
     }
 
     /// Sets the trace id that links events of one request.
     pub fn set_trace_id(&mut self, trace_id: Option<String>) {
-        self.trace_id = trace_id;
+        if trace_id.is_some() || self.data.is_some() {
+            self.data_mut().trace_id = trace_id;
+        }
     }
 
     /// Sets (or clears) the scope's [`EventProcessor`].
@@ -129,7 +156,7 @@ impl Scope {
 
     /// The scope's tags.
     pub fn tags(&self) -> &BTreeMap<String, String> {
-        &self.tags
+        self.data.as_ref().map_or(&NO_TAGS, |data| &data.tags)
     }
 
     /// Marks the scope as served by code that catches panics (see `errorflow-tower`).
@@ -200,31 +227,128 @@ impl Scope {
         self.processor.as_ref().map(|p| p.0.clone())
     }
 
+    /// Whether [`Scope::apply`] would merge anything.
+    pub(crate) fn has_data(&self) -> bool {
+        self.data.is_some()
+    }
+
     /// Merges the scope into an event; values already on the event win,
-    /// since they are more specific than the scope's. The event processor
-    /// is not run here (see [`Scope::processor`]).
-    pub(crate) fn apply(&self, event: &mut Event, breadcrumbs: bool) {
-        for (k, v) in &self.tags {
-            event.tags.entry(k.clone()).or_insert_with(|| v.clone());
+    /// since they are more specific than the scope's. Breadcrumbs are not
+    /// merged here (see [`Scope::breadcrumb_snapshot`]), nor is the event
+    /// processor run (see [`Scope::processor`]).
+    pub(crate) fn apply(&self, event: &mut Event) {
+        if let Some(data) = &self.data {
+            for (k, v) in &data.tags {
+                event.tags.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            for (k, v) in &data.extra {
+                event.extra.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            if event.user.is_none() {
+                event.user.clone_from(&data.user);
+            }
+            if event.request.is_none() {
+                event.request.clone_from(&data.request);
+            }
+            if event.transaction.is_none() {
+                event.transaction.clone_from(&data.transaction);
+            }
+            if event.trace_id.is_none() {
+                event.trace_id.clone_from(&data.trace_id);
+            }
         }
-        for (k, v) in &self.extra {
-            event.extra.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+
+    /// The scope's breadcrumbs as an event captured now takes them: a copy
+    /// made with a few allocations, whatever their number, and converted
+    /// to [`Breadcrumb`]s where the event is finished (on the transport's
+    /// thread with the HTTP transport). `None` when there are none.
+    pub(crate) fn breadcrumb_snapshot(&self) -> Option<BreadcrumbSnapshot> {
+        if self.breadcrumbs.is_empty() {
+            return None;
         }
-        if event.user.is_none() {
-            event.user.clone_from(&self.user);
+        let (mut text, mut values) = (0, 0);
+        for crumb in &self.breadcrumbs {
+            if let Crumb::Recorded(recorded) = crumb {
+                let (t, v) = recorded.fields.sizes();
+                text += t;
+                values += v;
+            }
         }
-        if event.request.is_none() {
-            event.request.clone_from(&self.request);
+        let mut fields = CrumbFields::default();
+        fields.reserve(text, values);
+        let mut crumbs = Vec::with_capacity(self.breadcrumbs.len());
+        for crumb in &self.breadcrumbs {
+            crumbs.push(match crumb {
+                Crumb::Given(given) => SnapshotCrumb::Given(given.clone()),
+                Crumb::Recorded(recorded) => {
+                    let (message, values) = fields.append(&recorded.fields);
+                    SnapshotCrumb::Recorded {
+                        metadata: recorded.metadata,
+                        timestamp: recorded.timestamp,
+                        message,
+                        values,
+                    }
+                }
+            });
         }
-        if event.transaction.is_none() {
-            event.transaction.clone_from(&self.transaction);
-        }
-        if event.trace_id.is_none() {
-            event.trace_id.clone_from(&self.trace_id);
-        }
-        if breadcrumbs && event.breadcrumbs.is_empty() {
-            event.breadcrumbs = self.breadcrumbs.iter().map(Crumb::to_breadcrumb).collect();
-        }
+        Some(BreadcrumbSnapshot { fields, crumbs })
+    }
+}
+
+/// A scope's breadcrumbs taken by an event: the recorded ones' text and
+/// fields copied into one buffer.
+#[derive(Debug)]
+pub(crate) struct BreadcrumbSnapshot {
+    fields: CrumbFields,
+    crumbs: Vec<SnapshotCrumb>,
+}
+
+#[derive(Debug)]
+enum SnapshotCrumb {
+    Given(Breadcrumb),
+    Recorded {
+        metadata: Option<&'static tracing::Metadata<'static>>,
+        timestamp: Option<std::time::SystemTime>,
+        /// Ranges in the snapshot's buffer.
+        message: Option<(u32, u32)>,
+        values: (u32, u32),
+    },
+}
+
+impl BreadcrumbSnapshot {
+    /// The breadcrumbs, oldest first.
+    pub(crate) fn into_breadcrumbs(self) -> Vec<Breadcrumb> {
+        let fields = &self.fields;
+        self.crumbs
+            .into_iter()
+            .map(|crumb| match crumb {
+                SnapshotCrumb::Given(given) => given,
+                SnapshotCrumb::Recorded {
+                    metadata,
+                    timestamp,
+                    message,
+                    values,
+                } => {
+                    let level = match metadata.map(|m| *m.level()) {
+                        Some(tracing::Level::ERROR) => Level::Error,
+                        Some(tracing::Level::WARN) => Level::Warning,
+                        Some(tracing::Level::INFO) => Level::Info,
+                        _ => Level::Debug,
+                    };
+                    Breadcrumb {
+                        timestamp: timestamp.map(chrono::DateTime::<chrono::Utc>::from),
+                        category: metadata.map(|m| m.target().to_string()),
+                        level,
+                        message: message.map(|range| fields.text_at(range).to_owned()),
+                        data: fields
+                            .values_at(values)
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect(),
+                    }
+                }
+            })
+            .collect()
     }
 }
 
@@ -237,15 +361,6 @@ enum Crumb {
     Recorded(RecordedCrumb),
 }
 
-impl Crumb {
-    fn to_breadcrumb(&self) -> Breadcrumb {
-        match self {
-            Crumb::Given(b) => b.clone(),
-            Crumb::Recorded(r) => r.to_breadcrumb(),
-        }
-    }
-}
-
 /// A `warn!`/`info!` event as the layer records it: its static metadata,
 /// time, message and fields, in buffers that are reused (see
 /// [`Scope::push_recorded`]).
@@ -254,31 +369,7 @@ pub(crate) struct RecordedCrumb {
     pub(crate) metadata: Option<&'static tracing::Metadata<'static>>,
     /// The clock as read, converted to a date only when an event takes the breadcrumb.
     pub(crate) timestamp: Option<std::time::SystemTime>,
-    pub(crate) message: String,
-    pub(crate) has_message: bool,
-    pub(crate) fields: Vec<(&'static str, serde_json::Value)>,
-}
-
-impl RecordedCrumb {
-    fn to_breadcrumb(&self) -> Breadcrumb {
-        let level = match self.metadata.map(|m| *m.level()) {
-            Some(tracing::Level::ERROR) => Level::Error,
-            Some(tracing::Level::WARN) => Level::Warning,
-            Some(tracing::Level::INFO) => Level::Info,
-            _ => Level::Debug,
-        };
-        Breadcrumb {
-            timestamp: self.timestamp.map(chrono::DateTime::<chrono::Utc>::from),
-            category: self.metadata.map(|m| m.target().to_string()),
-            level,
-            message: self.has_message.then(|| self.message.clone()),
-            data: self
-                .fields
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), v.clone()))
-                .collect(),
-        }
-    }
+    pub(crate) fields: CrumbFields,
 }
 
 /// A shared, mutable scope: what futures and threads are bound to.
@@ -442,9 +533,11 @@ mod tests {
             );
         }
         let kept: Vec<_> = scope
-            .breadcrumbs
-            .iter()
-            .map(|b| b.to_breadcrumb().message.unwrap())
+            .breadcrumb_snapshot()
+            .unwrap()
+            .into_breadcrumbs()
+            .into_iter()
+            .map(|b| b.message.unwrap())
             .collect();
         assert_eq!(kept, ["2", "3", "4"]);
     }

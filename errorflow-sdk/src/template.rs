@@ -10,7 +10,8 @@
 
 /// Replaces variable-looking tokens with `<int>`, `<hex>` and `<uuid>`.
 pub fn parameterize(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
+    // Placeholders are usually longer than what they replace.
+    let mut out = String::with_capacity(message.len() + 16);
     let bytes = message.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -45,9 +46,15 @@ pub fn parameterize(message: &str) -> String {
             i += number.len();
             continue;
         }
-        let ch = message[i..].chars().next().unwrap_or_default();
-        out.push(ch);
-        i += ch.len_utf8().max(1);
+        // Neither branch applies here, nor to the bytes that follow up to
+        // the next hex digit that does not follow a letter (only those can
+        // start a placeholder): copy them as they are. The run ends on an
+        // ASCII byte, so on a character boundary.
+        let run = (i + 1..bytes.len())
+            .find(|&j| bytes[j].is_ascii_hexdigit() && !bytes[j - 1].is_ascii_alphabetic())
+            .unwrap_or(bytes.len());
+        out.push_str(&message[i..run]);
+        i = run;
     }
     out
 }

@@ -87,6 +87,60 @@ fn span_fields_are_attached() {
 }
 
 #[test]
+fn span_fields_win_over_scope_tags_and_follow_record() {
+    let _serial = serial();
+    let events = with_memory(10, || {
+        errorflow_sdk::configure_scope(|s| {
+            s.set_tag("tenant", "from-scope");
+            s.set_tag("region", "eu");
+        });
+        let outer =
+            tracing::info_span!("request", tenant = "outer", attempt = tracing::field::Empty);
+        let _o = outer.enter();
+        let inner = tracing::info_span!("handler", tenant = "inner");
+        let _i = inner.enter();
+        tracing::error!("first");
+        // Recorded after an event took the span's fields: that event keeps
+        // the old ones, the next one sees the new field.
+        outer.record("attempt", 2);
+        tracing::error!("second");
+    });
+    // The outermost span wins over inner spans, and spans over the scope.
+    assert_eq!(events[0].tags["tenant"], "outer");
+    assert_eq!(events[0].tags["region"], "eu");
+    assert!(!events[0].tags.contains_key("attempt"));
+    assert_eq!(events[1].tags["attempt"], "2");
+    assert_eq!(events[1].extra["spans"][0]["fields"]["attempt"], 2);
+}
+
+#[test]
+fn long_messages_and_many_fields_are_kept_whole() {
+    let _serial = serial();
+    let long = "x".repeat(300);
+    let events = with_memory(10, || {
+        tracing::info!(a = 1, b = "two", c = true, d = 4.5, e = -5, f = %"six", "{long}");
+        tracing::error!(a = 1, b = "two", c = true, d = 4.5, e = -5, f = %"six", g = ?"seven", "{long} failed");
+    });
+    let e = &events[0];
+    assert_eq!(
+        e.message.as_deref(),
+        Some(format!("{long} failed").as_str())
+    );
+    assert_eq!(e.tags["a"], "1");
+    assert_eq!(e.tags["b"], "two");
+    assert_eq!(e.tags["c"], "true");
+    assert_eq!(e.tags["d"], "4.5");
+    assert_eq!(e.tags["e"], "-5");
+    assert_eq!(e.tags["f"], "six");
+    assert_eq!(e.tags["g"], "\"seven\"");
+    let crumb = &e.breadcrumbs[0];
+    assert_eq!(crumb.message.as_deref(), Some(long.as_str()));
+    assert_eq!(crumb.data["b"], "two");
+    assert_eq!(crumb.data["e"], -5);
+    assert_eq!(crumb.data["f"], "six");
+}
+
+#[test]
 fn sensitive_values_are_scrubbed() {
     let _serial = serial();
     let events = with_memory(10, || {
