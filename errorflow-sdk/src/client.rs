@@ -298,17 +298,6 @@ fn hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-thread_local! {
-    /// The random source of event ids: ids must not collide, but need not
-    /// be unpredictable, and `thread_rng` (a cryptographic generator) costs
-    /// several times more per id. Seeded from `thread_rng`, once per thread.
-    static ID_RNG: std::cell::RefCell<rand::rngs::SmallRng> = std::cell::RefCell::new({
-        use rand::SeedableRng;
-        rand::rngs::SmallRng::from_rng(rand::thread_rng())
-            .unwrap_or_else(|_| rand::rngs::SmallRng::from_entropy())
-    });
-}
-
 /// A time-ordered id (UUIDv7, as [`crate::protocol::time_ordered_id`]) for
 /// an event that happened `at`.
 pub(crate) fn event_id_at(at: std::time::SystemTime) -> uuid::Uuid {
@@ -317,7 +306,10 @@ pub(crate) fn event_id_at(at: std::time::SystemTime) -> uuid::Uuid {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let mut random = [0u8; 10];
-    ID_RNG.with(|rng| rng.borrow_mut().fill_bytes(&mut random));
+    // `thread_rng`, not a cheaper non-cryptographic generator per thread:
+    // it reseeds after `fork`, so a forked worker never repeats its
+    // parent's ids (a repeated id is taken for a retry and dropped).
+    rand::thread_rng().fill_bytes(&mut random);
     uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
 }
 
