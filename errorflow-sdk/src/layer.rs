@@ -348,8 +348,9 @@ impl<const TEXT: usize, const VALUES: usize> Visit for FieldsVisitor<'_, TEXT, V
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        // Every error-valued field becomes part of the exception chain; its
-        // text is also kept as a field so that it shows next to the others.
+        // The first error-valued field gives the exception chain (through
+        // `source()`); every one's text is also kept as a field, so that it
+        // shows next to the others.
         if let Some(exceptions) = self.exceptions.as_deref_mut() {
             if exceptions.is_empty() {
                 *exceptions = exception_chain(value, "tracing");

@@ -80,8 +80,9 @@ pub enum StoreError {
     /// From the SQLite batch insert, which runs on rusqlite (see `store::sqlite::batch`).
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// `sqlite::memory:` lives in a temporary directory, which could not be made.
     #[error("cannot create the temporary database: {0}")]
-    Io(#[from] std::io::Error),
+    TempDatabase(std::io::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database url scheme {0:?} (expected postgres:// or sqlite://)")]

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
 use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
@@ -188,7 +186,25 @@ impl Drop for SqliteStore {
 }
 
 /// How long a write waits for another connection's write transaction.
-pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The settings of every connection, sqlx's and the batch writer's alike
+/// (besides WAL mode and [`BUSY_TIMEOUT`]).
+const PRAGMAS: &[(&str, &str)] = &[
+    // FULL: an event acknowledged to a client must survive a power cut.
+    ("synchronous", "FULL"),
+    ("foreign_keys", "ON"),
+    // 8 MiB of page cache per connection (the default is 2 MiB). A
+    // group-committed batch of a thousand events dirties more pages than the
+    // default holds; spilling them mid-transaction wrote each page to the
+    // WAL several times. 32 MiB measured slower: SQLite walks the whole
+    // cache on some transaction boundaries.
+    ("cache_size", "-8192"),
+    ("temp_store", "MEMORY"),
+    // The background checkpointer keeps the WAL short; a writer checkpoints
+    // itself only past 64 MiB of WAL, as a safety net.
+    ("wal_autocheckpoint", "16384"),
+];
 
 /// How often the background checkpointer runs.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
@@ -224,29 +240,22 @@ impl SqliteStore {
         // in-memory database is a file in a private temporary directory.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let (url, scratch) = if in_memory {
-            let dir = tempfile::Builder::new().prefix("errorflow-").tempdir()?;
+            let dir = tempfile::Builder::new()
+                .prefix("errorflow-")
+                .tempdir()
+                .map_err(StoreError::TempDatabase)?;
             let url = format!("sqlite://{}", dir.path().join("memory.db").display());
             (url, Some(dir))
         } else {
             (url.to_owned(), None)
         };
-        let options = SqliteConnectOptions::from_str(&url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: an event acknowledged to a client must survive a power cut.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
-            // 8 MiB of page cache per connection (the default is 2 MiB). A
-            // group-committed batch of a thousand events dirties more pages
-            // than the default holds; spilling them mid-transaction wrote
-            // each page to the WAL several times. 32 MiB measured slower:
-            // SQLite walks the whole cache on some transaction boundaries.
-            .pragma("cache_size", "-8192")
-            .pragma("temp_store", "memory")
-            // The background checkpointer keeps the WAL short; the writer
-            // checkpoints itself only past 64 MiB of WAL, as a safety net.
-            .pragma("wal_autocheckpoint", "16384");
+        let options = PRAGMAS.iter().fold(
+            SqliteConnectOptions::from_str(&url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(BUSY_TIMEOUT),
+            |options, (name, value)| options.pragma(*name, *value),
+        );
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
@@ -259,7 +268,7 @@ impl SqliteStore {
         let checkpointer = tokio::spawn(checkpoint_loop(conn));
         // The pool's connection has created the file and switched it to WAL.
         let path = options.get_filename().to_owned();
-        let batch_writer = run_blocking(|| batch::open_writer(&path))?;
+        let batch_writer = run_blocking(|| batch::open_writer(&path, BUSY_TIMEOUT, PRAGMAS))?;
         Ok(SqliteStore {
             pool,
             readers,
@@ -1105,6 +1114,17 @@ mod tests {
         }
     }
 
+    /// A normalised `Boom: message` event for `project_id`.
+    fn event(project_id: i64, message: &str) -> NormalizedEvent {
+        let ctx = Context {
+            project_id,
+            received_at: Utc::now(),
+        };
+        let mut event = Event::new(Level::Error);
+        event.exception = vec![Exception::new("Boom", message)];
+        pipeline::process(event, &ctx, &Limits::default()).unwrap()
+    }
+
     /// The batch insert writes on a connection of its own, beside sqlx's
     /// writer. A batch that fails half-way must leave nothing behind, its
     /// connection must be left outside any transaction (or every later
@@ -1116,15 +1136,6 @@ mod tests {
         let store = SqliteStore::connect(&url).await.unwrap();
         store.migrate().await.unwrap();
         let project = store.create_project("p", "hash", "efk_p").await.unwrap();
-        let event = |project_id: i64, message: &str| {
-            let ctx = Context {
-                project_id,
-                received_at: Utc::now(),
-            };
-            let mut event = Event::new(Level::Error);
-            event.exception = vec![Exception::new("Boom", message)];
-            pipeline::process(event, &ctx, &Limits::default()).unwrap()
-        };
         // The second event's project does not exist: its incident violates
         // the foreign key after the first event's incident was created.
         let err = store
@@ -1143,7 +1154,7 @@ mod tests {
         .unwrap();
         assert_eq!((groups, events), (0, 0), "a failed batch left rows behind");
 
-        // sqlx's own statements and the next batch work on the same connection.
+        // sqlx's writer and the batch writer's connection both work afterwards.
         store.create_project("q", "hash-q", "efk_q").await.unwrap();
         let outcomes = store
             .insert_events(&[event(project.id, "third")])
@@ -1163,6 +1174,35 @@ mod tests {
         assert_eq!(groups, 1);
     }
 
+    /// The batch writer and sqlx's connections run with the same settings:
+    /// above all, every commit that acknowledges events is synced (FULL,
+    /// also SQLite's built-in default, so this checks the outcome rather
+    /// than which line sets it; a missing cache size fails it).
+    #[tokio::test]
+    async fn every_connection_has_the_settings() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        let query = "SELECT (SELECT synchronous FROM pragma_synchronous), \
+                     (SELECT foreign_keys FROM pragma_foreign_keys), \
+                     (SELECT cache_size FROM pragma_cache_size), \
+                     (SELECT journal_mode FROM pragma_journal_mode)";
+        let expected = (2, 1, -8192, "wal".to_owned());
+        let pool: (i64, i64, i64, String) =
+            sqlx::query_as(query).fetch_one(&store.pool).await.unwrap();
+        assert_eq!(pool, expected, "sqlx writer");
+        let readers: (i64, i64, i64, String) = sqlx::query_as(query)
+            .fetch_one(&store.readers)
+            .await
+            .unwrap();
+        assert_eq!(readers, expected, "readers");
+        let db = store.batch_writer.lock().unwrap();
+        let batch = db
+            .query_row(query, [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .unwrap();
+        assert_eq!(batch, expected, "batch writer");
+    }
+
     /// `sqlite::memory:` gives a working, private database (events written
     /// by the batch writer are read back through the other connections)
     /// that leaves nothing behind.
@@ -1173,14 +1213,10 @@ mod tests {
         store.migrate().await.unwrap();
         other.migrate().await.unwrap();
         let project = store.create_project("p", "hash", "efk_p").await.unwrap();
-        let ctx = Context {
-            project_id: project.id,
-            received_at: Utc::now(),
-        };
-        let mut event = Event::new(Level::Error);
-        event.exception = vec![Exception::new("Boom", "in memory")];
-        let event = pipeline::process(event, &ctx, &Limits::default()).unwrap();
-        let outcomes = store.insert_events(&[event]).await.unwrap();
+        let outcomes = store
+            .insert_events(&[event(project.id, "in memory")])
+            .await
+            .unwrap();
         assert!(matches!(outcomes[..], [InsertOutcome::Stored { .. }]));
         let page = store.list_groups(&GroupQuery::default()).await.unwrap();
         assert_eq!(page.groups.len(), 1);

@@ -19,23 +19,25 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use uuid::Uuid;
 
-use super::{fmt_ts, parse_ts, BUSY_TIMEOUT};
+use super::{fmt_ts, parse_ts};
 use crate::model::{GroupStatus, InsertOutcome, NormalizedEvent};
 use crate::store::shared::{self, BatchPlan, GroupKey, LockedGroup};
 use crate::store::Result;
 
 /// Opens the batch writer's connection to the database at `path`, which
-/// the sqlx pool has already created and switched to WAL mode. Its settings
-/// are those of the pool's connections (`SqliteStore::connect`): an event
-/// is acknowledged only after a commit that survives a power cut (FULL),
-/// and it waits for the other writers (`busy_timeout`).
-pub(super) fn open_writer(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+/// the sqlx pool has already created and switched to WAL mode, with the
+/// same settings as the pool's connections (`pragmas`, `busy_timeout`).
+pub(super) fn open_writer(
+    path: &std::path::Path,
+    busy_timeout: std::time::Duration,
+    pragmas: &[(&str, &str)],
+) -> rusqlite::Result<rusqlite::Connection> {
     use rusqlite::OpenFlags;
     let db = rusqlite::Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    db.busy_timeout(BUSY_TIMEOUT)?;
+    db.busy_timeout(busy_timeout)?;
     let mode: String = db.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(rusqlite::Error::SqliteFailure(
@@ -45,13 +47,11 @@ pub(super) fn open_writer(path: &std::path::Path) -> rusqlite::Result<rusqlite::
             )),
         ));
     }
-    db.execute_batch(
-        "PRAGMA synchronous = FULL; \
-         PRAGMA foreign_keys = ON; \
-         PRAGMA cache_size = -8192; \
-         PRAGMA temp_store = MEMORY; \
-         PRAGMA wal_autocheckpoint = 16384;",
-    )?;
+    for (name, value) in pragmas {
+        // Constant names and values, not input: written into the statement
+        // as sqlx does, since PRAGMA takes no bound parameters.
+        db.execute_batch(&format!("PRAGMA {name} = {value};"))?;
+    }
     Ok(db)
 }
 
