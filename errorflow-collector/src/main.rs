@@ -1,5 +1,12 @@
 use clap::Parser;
 
+/// mimalloc instead of the system allocator: ingest allocates and frees
+/// many small objects per event (decoded JSON, the event, its document), and
+/// under load glibc's malloc and free were about a fifth of the collector's
+/// CPU (perf, Sentry envelopes on SQLite). See BENCHMARKS.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = errorflow_collector::config::Cli::parse();
