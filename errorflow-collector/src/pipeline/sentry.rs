@@ -42,8 +42,12 @@ use errorflow_sdk::protocol::{
     Breadcrumb, Event, Exception, Frame, Level, Request, Stacktrace, User,
 };
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use uuid::Uuid;
+
+mod wire;
+
+use wire::{RawBreadcrumb, RawEvent, RawException, RawFrame, RawStacktrace, RawThread};
 
 /// What the mapping needs besides the payload.
 #[derive(Debug, Clone, Copy)]
@@ -264,39 +268,39 @@ pub fn query_key(query: &str) -> Option<&str> {
 
 /// Maps one Sentry event payload (JSON) to an errorflow [`Event`].
 pub fn map_event(payload: &[u8], ctx: &SentryContext) -> Result<Event, SentryError> {
-    let value: Value =
-        serde_json::from_slice(payload).map_err(|e| SentryError::InvalidJson(e.to_string()))?;
-    let Value::Object(obj) = value else {
-        return Err(SentryError::NotAnObject);
-    };
-    map_object(&obj, ctx)
+    let raw = wire::read_event(payload)
+        .map_err(|e| SentryError::InvalidJson(e.to_string()))?
+        .ok_or(SentryError::NotAnObject)?;
+    map_raw(raw, ctx)
 }
 
-/// Maps a decoded Sentry event object.
-pub fn map_object(obj: &Map<String, Value>, ctx: &SentryContext) -> Result<Event, SentryError> {
-    let event_id = match obj.get("event_id") {
+/// Maps a decoded Sentry event, taking its strings and JSON values over.
+fn map_raw(raw: RawEvent, ctx: &SentryContext) -> Result<Event, SentryError> {
+    let (message, template) = message(&raw);
+    let event_id = match raw.event_id {
         None | Some(Value::Null) => ctx.fallback_event_id,
-        Some(Value::String(s)) => {
-            parse_uuid(s).ok_or_else(|| SentryError::InvalidEventId(s.clone()))?
-        }
+        Some(Value::String(s)) => parse_uuid(&s).ok_or(SentryError::InvalidEventId(s))?,
         Some(other) => return Err(SentryError::InvalidEventId(other.to_string())),
     };
-    let sdk_name = obj
-        .get("sdk")
+    let sdk_name = raw
+        .sdk
+        .as_ref()
         .and_then(|s| s.get("name"))
         .and_then(Value::as_str);
-    let platform = platform(str_of(obj.get("platform")).as_deref(), sdk_name);
+    let platform = platform(raw.platform.0.as_deref(), sdk_name);
     let mut event = Event::with_id(event_id, Level::Error);
-    event.timestamp = obj.get("timestamp").and_then(timestamp);
-    event.level = str_of(obj.get("level"))
+    event.timestamp = raw.timestamp.as_ref().and_then(timestamp);
+    event.level = raw
+        .level
+        .0
         .and_then(|l| Level::parse(&l))
         .unwrap_or(Level::Error);
-    event.logger = str_of(obj.get("logger"));
-    event.environment = str_of(obj.get("environment"));
-    event.release = str_of(obj.get("release"));
-    event.host = str_of(obj.get("server_name"));
-    event.transaction = str_of(obj.get("transaction"));
-    event.tags = tags(obj.get("tags"));
+    event.logger = raw.logger.0;
+    event.environment = raw.environment.0;
+    event.release = raw.release.0;
+    event.host = raw.server_name.0;
+    event.transaction = raw.transaction.0;
+    event.tags = tags(raw.tags.as_ref());
     event.service = event
         .tags
         .get("service")
@@ -304,40 +308,42 @@ pub fn map_object(obj: &Map<String, Value>, ctx: &SentryContext) -> Result<Event
         .cloned()
         .or_else(|| service_from_release(event.release.as_deref()));
 
-    let (message, template) = message(obj);
     event.message = message;
     event.message_template = template;
 
     let frame_rules = FrameRules::for_platform(platform.as_deref());
-    let mut exceptions: Vec<Exception> = values(obj.get("exception"))
+    let mut exceptions: Vec<Exception> = raw
+        .exception
+        .0
+        .into_iter()
         .filter_map(|e| exception(e, frame_rules))
         .collect();
     exceptions.reverse();
     event.exception = exceptions;
-    event.stacktrace = obj
-        .get("stacktrace")
+    let threads = raw.threads.0;
+    event.stacktrace = raw
+        .stacktrace
+        .0
         .and_then(|s| stacktrace(s, frame_rules))
-        .or_else(|| thread_stacktrace(obj.get("threads"), frame_rules));
+        .or_else(|| thread_stacktrace(threads, frame_rules));
 
-    if let Some(contexts) = obj.get("contexts").filter(|c| c.is_object()) {
+    if let Some(contexts) = raw.contexts.filter(Value::is_object) {
         event.trace_id = contexts
             .get("trace")
             .and_then(|t| t.get("trace_id"))
             .and_then(Value::as_str)
             .map(str::to_owned);
-        event.extra.insert("contexts".into(), contexts.clone());
+        event.extra.insert("contexts".into(), contexts);
     }
-    if let Some(Value::Object(extra)) = obj.get("extra") {
+    if let Some(Value::Object(extra)) = raw.extra {
         for (k, v) in extra {
-            event.extra.entry(k.clone()).or_insert_with(|| v.clone());
+            event.extra.entry(k).or_insert(v);
         }
     }
-    event.user = obj.get("user").and_then(user);
-    event.request = obj.get("request").and_then(request);
-    event.breadcrumbs = values(obj.get("breadcrumbs"))
-        .filter_map(breadcrumb)
-        .collect();
-    event.fingerprint = obj.get("fingerprint").and_then(|f| {
+    event.user = raw.user.as_ref().and_then(user);
+    event.request = raw.request.as_ref().and_then(request);
+    event.breadcrumbs = raw.breadcrumbs.0.into_iter().map(breadcrumb).collect();
+    event.fingerprint = raw.fingerprint.as_ref().and_then(|f| {
         let parts: Vec<String> = f
             .as_array()?
             .iter()
@@ -345,7 +351,7 @@ pub fn map_object(obj: &Map<String, Value>, ctx: &SentryContext) -> Result<Event
             .collect();
         (!parts.is_empty()).then_some(parts)
     });
-    event.sdk = obj.get("sdk").and_then(|sdk| {
+    event.sdk = raw.sdk.as_ref().and_then(|sdk| {
         let name = sdk.get("name")?.as_str()?;
         Some(match sdk.get("version").and_then(Value::as_str) {
             Some(v) => format!("{name}/{v}"),
@@ -391,16 +397,6 @@ fn str_of(v: Option<&Value>) -> Option<String> {
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
-}
-
-/// A list written as an array or as `{"values": [...]}`.
-fn values(v: Option<&Value>) -> impl Iterator<Item = &Value> {
-    let list = match v {
-        Some(Value::Array(a)) => Some(a),
-        Some(Value::Object(o)) => o.get("values").and_then(Value::as_array),
-        _ => None,
-    };
-    list.into_iter().flatten()
 }
 
 /// RFC 3339 (with or without offset, then UTC) or seconds since the epoch.
@@ -457,14 +453,15 @@ fn tags(v: Option<&Value>) -> BTreeMap<String, String> {
 
 /// The formatted message and its template, from `logentry` (or the legacy
 /// `sentry.interfaces.Message`) or `message` (a string or a logentry object).
-fn message(obj: &Map<String, Value>) -> (Option<String>, Option<String>) {
-    let entry = obj
-        .get("logentry")
-        .or_else(|| obj.get("sentry.interfaces.Message"))
+fn message(raw: &RawEvent) -> (Option<String>, Option<String>) {
+    let entry = raw
+        .logentry
+        .as_ref()
+        .or(raw.legacy_message.as_ref())
         .filter(|e| e.is_object())
-        .or_else(|| obj.get("message").filter(|m| m.is_object()));
+        .or_else(|| raw.message.as_ref().filter(|m| m.is_object()));
     let Some(entry) = entry else {
-        return (str_of(obj.get("message")).filter(|m| !m.is_empty()), None);
+        return (str_of(raw.message.as_ref()).filter(|m| !m.is_empty()), None);
     };
     let formatted = str_of(entry.get("formatted")).filter(|m| !m.is_empty());
     let template = str_of(entry.get("message")).filter(|m| !m.is_empty());
@@ -476,78 +473,54 @@ fn message(obj: &Map<String, Value>) -> (Option<String>, Option<String>) {
     }
 }
 
-fn exception(v: &Value, rules: FrameRules) -> Option<Exception> {
-    let ty = str_of(v.get("type")).filter(|t| !t.is_empty());
-    let value = str_of(v.get("value"));
+fn exception(e: RawException, rules: FrameRules) -> Option<Exception> {
+    let ty = e.ty.0.filter(|t| !t.is_empty());
+    let value = e.value.0;
     if ty.is_none() && value.is_none() {
         return None;
     }
-    let mechanism = v.get("mechanism");
+    let (mechanism, handled) = match e.mechanism.0 {
+        Some(m) => (m.ty.0, m.handled.0),
+        None => (None, None),
+    };
     Some(Exception {
         ty: ty.unwrap_or_else(|| "Error".into()),
         value: value.unwrap_or_default(),
-        module: str_of(v.get("module")),
-        mechanism: mechanism.and_then(|m| str_of(m.get("type"))),
-        handled: mechanism
-            .and_then(|m| m.get("handled"))
-            .and_then(Value::as_bool),
-        stacktrace: v.get("stacktrace").and_then(|s| stacktrace(s, rules)),
+        module: e.module.0,
+        mechanism,
+        handled,
+        stacktrace: e.stacktrace.0.and_then(|s| stacktrace(s, rules)),
     })
 }
 
 /// The stack of the thread that crashed or was current, for events without exception.
-fn thread_stacktrace(threads: Option<&Value>, rules: FrameRules) -> Option<Stacktrace> {
-    let threads: Vec<&Value> = values(threads).collect();
-    let flagged = |flag: &str| {
-        threads
-            .iter()
-            .find(|t| t.get(flag).and_then(Value::as_bool) == Some(true))
-            .copied()
-    };
-    let thread = flagged("crashed")
-        .or_else(|| flagged("current"))
-        .or_else(|| threads.first().copied())?;
-    stacktrace(thread.get("stacktrace")?, rules)
+fn thread_stacktrace(mut threads: Vec<RawThread>, rules: FrameRules) -> Option<Stacktrace> {
+    let pick = threads
+        .iter()
+        .position(|t| t.crashed.0 == Some(true))
+        .or_else(|| threads.iter().position(|t| t.current.0 == Some(true)))
+        .or((!threads.is_empty()).then_some(0))?;
+    stacktrace(threads.swap_remove(pick).stacktrace.0?, rules)
 }
 
-fn stacktrace(v: &Value, rules: FrameRules) -> Option<Stacktrace> {
-    let frames: Vec<Frame> = v
-        .get("frames")?
-        .as_array()?
-        .iter()
-        .filter(|f| f.is_object())
-        .map(|f| frame(f, rules))
-        .collect();
+fn stacktrace(s: RawStacktrace, rules: FrameRules) -> Option<Stacktrace> {
+    let frames: Vec<Frame> = s.frames.0.into_iter().map(|f| frame(f, rules)).collect();
     (!frames.is_empty()).then_some(Stacktrace { frames })
 }
 
-fn lines(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|l| str_of(Some(l))).collect())
-        .unwrap_or_default()
-}
-
-fn number(v: Option<&Value>) -> Option<u32> {
-    match v? {
-        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn frame(v: &Value, rules: FrameRules) -> Frame {
+fn frame(f: RawFrame, rules: FrameRules) -> Frame {
     let mut frame = Frame {
-        function: str_of(v.get("function")),
-        module: str_of(v.get("module")),
-        filename: str_of(v.get("filename")),
-        abs_path: str_of(v.get("abs_path")),
-        lineno: number(v.get("lineno")),
-        colno: number(v.get("colno")),
-        in_app: v.get("in_app").and_then(Value::as_bool),
-        context_line: str_of(v.get("context_line")),
-        pre_context: lines(v.get("pre_context")),
-        post_context: lines(v.get("post_context")),
-        instruction_addr: str_of(v.get("instruction_addr")),
+        function: f.function.0,
+        module: f.module.0,
+        filename: f.filename.0,
+        abs_path: f.abs_path.0,
+        lineno: f.lineno.0,
+        colno: f.colno.0,
+        in_app: f.in_app.0,
+        context_line: f.context_line.0,
+        pre_context: f.pre_context.0,
+        post_context: f.post_context.0,
+        instruction_addr: f.instruction_addr.0,
     };
     rules.apply(&mut frame);
     frame
@@ -788,23 +761,22 @@ fn request(v: &Value) -> Option<Request> {
     (request != Request::default()).then_some(request)
 }
 
-fn breadcrumb(v: &Value) -> Option<Breadcrumb> {
-    if !v.is_object() {
-        return None;
-    }
-    let data = match v.get("data") {
-        Some(Value::Object(o)) => o.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+fn breadcrumb(b: RawBreadcrumb) -> Breadcrumb {
+    let data = match b.data {
+        Some(Value::Object(o)) => o.into_iter().collect(),
         _ => BTreeMap::new(),
     };
-    Some(Breadcrumb {
-        timestamp: v.get("timestamp").and_then(timestamp),
-        category: str_of(v.get("category")).or_else(|| str_of(v.get("type"))),
-        level: str_of(v.get("level"))
+    Breadcrumb {
+        timestamp: b.timestamp.as_ref().and_then(timestamp),
+        category: b.category.0.or(b.ty.0),
+        level: b
+            .level
+            .0
             .and_then(|l| Level::parse(&l))
             .unwrap_or(Level::Info),
-        message: str_of(v.get("message")),
+        message: b.message.0,
         data,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -1046,6 +1018,93 @@ mod tests {
             (e.message.as_deref(), e.message_template.as_deref()),
             (Some("f"), Some("t {}"))
         );
+    }
+
+    /// Sentry data is loosely typed; the typed reader (`wire`) keeps the
+    /// rules the mapping always had: numbers and booleans read as text where
+    /// text is expected, values of the wrong shape are absent, list items
+    /// that are not objects are skipped, unknown fields are ignored. None of
+    /// it fails the event.
+    #[test]
+    fn loosely_typed_fields_are_read_or_skipped() {
+        let e = map(json!({
+            "level": 40, "logger": true, "release": 1.5, "environment": {"x": 1},
+            "modules": {"django": "5.0", "requests": "2.32"},
+            "debug_meta": {"images": [{"type": "elf"}]},
+            "exception": {"other": [1], "values": [
+                5,
+                {"type": "E", "value": 42, "mechanism": [1, 2], "module": null,
+                 "stacktrace": {"frames": [
+                    "junk",
+                    {"function": 7, "lineno": "12", "colno": -1, "in_app": "yes",
+                     "pre_context": ["a", 1, null, {"x": 1}], "post_context": "b",
+                     "vars": {"card": "4242", "items": [1, 2, 3]}},
+                 ]}},
+                {"value": null, "type": ""},
+            ]},
+            "breadcrumbs": [{"type": "http", "level": 3, "data": [1]}, "junk"],
+        }));
+        assert_eq!(e.level, Level::Error, "an unknown level is an error");
+        assert_eq!(e.logger.as_deref(), Some("true"));
+        assert_eq!(e.release.as_deref(), Some("1.5"));
+        assert_eq!(e.environment, None);
+        assert_eq!(
+            e.exception.len(),
+            1,
+            "items that are not exceptions are skipped"
+        );
+        let ex = &e.exception[0];
+        assert_eq!((ex.ty.as_str(), ex.value.as_str()), ("E", "42"));
+        assert_eq!(
+            (ex.mechanism.as_deref(), ex.handled, ex.module.as_deref()),
+            (None, None, None)
+        );
+        let frames = &ex.stacktrace.as_ref().unwrap().frames;
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].function.as_deref(), Some("7"));
+        assert_eq!(
+            (frames[0].lineno, frames[0].colno, frames[0].in_app),
+            (Some(12), None, None)
+        );
+        assert_eq!(frames[0].pre_context, ["a", "1"]);
+        assert!(frames[0].post_context.is_empty());
+        assert!(
+            e.extra.get("modules").is_none(),
+            "unknown fields are not kept"
+        );
+        assert_eq!(e.breadcrumbs.len(), 1);
+        assert_eq!(e.breadcrumbs[0].category.as_deref(), Some("http"));
+        assert_eq!(e.breadcrumbs[0].level, Level::Info);
+        assert!(e.breadcrumbs[0].data.is_empty());
+
+        // Without exception or stacktrace: the crashed thread's stack, else
+        // the current thread's, else the first.
+        let e = map(json!({"threads": {"values": [
+            {"stacktrace": {"frames": [{"function": "first"}]}},
+            {"current": true, "stacktrace": {"frames": [{"function": "current"}]}},
+        ]}}));
+        let frames = e.stacktrace.unwrap().frames;
+        assert_eq!(frames[0].function.as_deref(), Some("current"));
+        let e = map(json!({"stacktrace": {"frames": []}, "threads": [
+            {"current": true, "stacktrace": {"frames": [{"function": "current"}]}},
+            {"crashed": true, "stacktrace": {"frames": [{"function": "crashed"}]}},
+        ]}));
+        let frames = e.stacktrace.unwrap().frames;
+        assert_eq!(frames[0].function.as_deref(), Some("crashed"));
+
+        // A field sent twice is refused, with the reason.
+        match map_event(br#"{"level":"error","level":"info"}"#, &CTX) {
+            Err(SentryError::InvalidJson(why)) => assert!(why.contains("duplicate field"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            map_event(b" [1]", &CTX),
+            Err(SentryError::NotAnObject)
+        ));
+        assert!(matches!(
+            map_event(b"[1", &CTX),
+            Err(SentryError::InvalidJson(_))
+        ));
     }
 
     #[test]

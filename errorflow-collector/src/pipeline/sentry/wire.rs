@@ -1,0 +1,385 @@
+//! A typed, lenient reading of a Sentry event payload: the parts the mapping
+//! uses become Rust values straight from the JSON, everything else is skipped
+//! without being built.
+//!
+//! Why by hand: decoding into a `serde_json::Value` first built a tree of
+//! maps for the whole event, Python's local variables and module lists
+//! included, then copied every string the mapping kept out of it; under load
+//! that was about a fifth of the collector's CPU for a Sentry event. The
+//! derived `Deserialize` of a plain struct is strict (a number where a string
+//! was expected fails the whole event), while Sentry SDKs and older clients
+//! send loosely typed data that the mapping has always accepted. The wrappers
+//! here keep exactly the lenient rules the `Value` mapping had:
+//!
+//! - [`Text`]: a string, or a number or boolean written as one; anything else
+//!   (null, an object, an array) is absent.
+//! - [`Flag`]: a boolean; anything else is absent.
+//! - [`Num`]: a non-negative integer that fits `u32`, or a string holding one.
+//! - [`Lines`]: the [`Text`] items of an array; not an array: none.
+//! - [`Obj`]: an object read as `T`; any other JSON value is absent.
+//! - [`List`]: an array, or an object's `"values"` array (`{"values": [...]}`),
+//!   of [`Obj`]s; items that are not objects are skipped.
+//!
+//! Unknown fields are ignored. A field sent twice fails the event with a
+//! clear message instead of silently keeping one of the values.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The top level of a Sentry event. Small or open-ended parts stay
+/// `serde_json::Value`; the bulk of an event (exceptions, frames with their
+/// context lines, breadcrumbs) is typed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawEvent {
+    pub event_id: Option<Value>,
+    pub timestamp: Option<Value>,
+    pub platform: Text,
+    pub level: Text,
+    pub logger: Text,
+    pub environment: Text,
+    pub release: Text,
+    pub server_name: Text,
+    pub transaction: Text,
+    pub tags: Option<Value>,
+    pub sdk: Option<Value>,
+    pub message: Option<Value>,
+    pub logentry: Option<Value>,
+    #[serde(rename = "sentry.interfaces.Message")]
+    pub legacy_message: Option<Value>,
+    pub exception: List<RawException>,
+    pub stacktrace: Obj<RawStacktrace>,
+    pub threads: List<RawThread>,
+    pub contexts: Option<Value>,
+    pub extra: Option<Value>,
+    pub user: Option<Value>,
+    pub request: Option<Value>,
+    pub breadcrumbs: List<RawBreadcrumb>,
+    pub fingerprint: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawException {
+    #[serde(rename = "type")]
+    pub ty: Text,
+    pub value: Text,
+    pub module: Text,
+    pub mechanism: Obj<RawMechanism>,
+    pub stacktrace: Obj<RawStacktrace>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawMechanism {
+    #[serde(rename = "type")]
+    pub ty: Text,
+    pub handled: Flag,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawThread {
+    pub crashed: Flag,
+    pub current: Flag,
+    pub stacktrace: Obj<RawStacktrace>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawStacktrace {
+    /// An array of frames (items that are not objects skipped); the
+    /// `{"values": …}` form is not used for frames.
+    pub frames: Array<RawFrame>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawFrame {
+    pub function: Text,
+    pub module: Text,
+    pub filename: Text,
+    pub abs_path: Text,
+    pub lineno: Num,
+    pub colno: Num,
+    pub in_app: Flag,
+    pub context_line: Text,
+    pub pre_context: Lines,
+    pub post_context: Lines,
+    pub instruction_addr: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawBreadcrumb {
+    pub timestamp: Option<Value>,
+    pub category: Text,
+    #[serde(rename = "type")]
+    pub ty: Text,
+    pub level: Text,
+    pub message: Text,
+    pub data: Option<Value>,
+}
+
+/// The visits of a visitor for the JSON scalars it does not want: each
+/// gives `$absent`.
+macro_rules! scalars_are_absent {
+    ($out:ty, $absent:expr) => {
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<$out, E> {
+            Ok($absent)
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$out, E> {
+            Ok($absent)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$out, E> {
+            Ok($absent)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$out, E> {
+            Ok($absent)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$out, E> {
+            Ok($absent)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<$out, E> {
+            Ok($absent)
+        }
+    };
+}
+
+/// A string, or a number or boolean written as one (`42` → `"42"`, as
+/// `serde_json` prints it); null, objects and arrays are absent.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct Text(pub Option<String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(Some(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text, E> {
+                Ok(Text(Some(v)))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
+                Ok(Text(Some(v.to_string())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(Some(v.to_string())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(Some(v.to_string())))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
+                Ok(Text(serde_json::Number::from_f64(v).map(|n| n.to_string())))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A boolean; any other JSON value is absent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Flag(pub Option<bool>);
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Bool(b) => Ok(Flag(Some(b))),
+            _ => Ok(Flag(None)),
+        }
+    }
+}
+
+/// A line or column number: a non-negative integer that fits `u32`, or a
+/// string holding one; anything else is absent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Num(pub Option<u32>);
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Numbers and short strings: a `Value` costs no more than a visitor here.
+        Ok(Num(match Value::deserialize(d)? {
+            Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }))
+    }
+}
+
+/// The [`Text`] items of an array (other items dropped); not an array: none.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct Lines(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Lines {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Lines;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Lines, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(Text(line)) = seq.next_element::<Text>()? {
+                    out.extend(line);
+                }
+                Ok(Lines(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Lines, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Lines::default())
+            }
+            scalars_are_absent!(Lines, Lines::default());
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An object read as `T`; any other JSON value is absent.
+#[derive(Debug)]
+pub(super) struct Obj<T>(pub Option<T>);
+
+impl<T> Default for Obj<T> {
+    fn default() -> Self {
+        Obj(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjVisitor(PhantomData))
+    }
+}
+
+struct ObjVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
+    type Value = Obj<T>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
+        T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| Obj(Some(t)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Obj<T>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Obj(None))
+    }
+    scalars_are_absent!(Obj<T>, Obj(None));
+}
+
+/// The objects of an array, read as `T`; items that are not objects are
+/// skipped, and a value that is not an array gives none.
+#[derive(Debug)]
+pub(super) struct Array<T>(pub Vec<T>);
+
+impl<T> Default for Array<T> {
+    fn default() -> Self {
+        Array(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Array<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Array<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Array<T>, A::Error> {
+                objects(seq).map(Array)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Array<T>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Array::default())
+            }
+            scalars_are_absent!(Array<T>, Array::default());
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+fn objects<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(mut seq: A) -> Result<Vec<T>, A::Error> {
+    let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(256));
+    while let Some(Obj(item)) = seq.next_element::<Obj<T>>()? {
+        out.extend(item);
+    }
+    Ok(out)
+}
+
+/// A list written as an array or as `{"values": [...]}` (Sentry writes
+/// `exception`, `threads` and `breadcrumbs` both ways), of objects read as
+/// `T`; items that are not objects are skipped.
+#[derive(Debug)]
+pub(super) struct List<T>(pub Vec<T>);
+
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        List(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = List<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<List<T>, A::Error> {
+                objects(seq).map(List)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<List<T>, A::Error> {
+                let mut values = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "values" {
+                        if values.is_some() {
+                            return Err(de::Error::duplicate_field("values"));
+                        }
+                        values = Some(map.next_value::<Array<T>>()?.0);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(List(values.unwrap_or_default()))
+            }
+            scalars_are_absent!(List<T>, List::default());
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// Reads a whole event; `None` when the payload is valid JSON but not an object.
+pub(super) fn read_event(payload: &[u8]) -> Result<Option<RawEvent>, serde_json::Error> {
+    let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'{') {
+        return serde_json::from_slice(payload).map(Some);
+    }
+    // Not an object: say whether it is JSON at all.
+    serde_json::from_slice::<IgnoredAny>(payload).map(|_| None)
+}
