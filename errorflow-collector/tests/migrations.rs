@@ -230,6 +230,42 @@ async fn postgres_upgrade_keeps_events_and_records_releases() {
     pool.close().await;
 }
 
+/// Event documents are compressed with lz4 (0007) on a server that has it,
+/// as Debian's Postgres does: checked on the column and on a stored Sentry-size
+/// document, which Postgres compresses once it is over about 2 KB.
+#[tokio::test]
+async fn postgres_event_documents_are_compressed_with_lz4() {
+    let db = common::pg_store().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let (column,): (String,) = sqlx::query_as(
+        "SELECT attcompression::text FROM pg_attribute \
+         WHERE attrelid = 'errors'::regclass AND attname = 'data'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(column, "l", "errors.data should use lz4 on this server");
+
+    let project = db.create_project("shop", "h1", "efk_aaaa").await.unwrap();
+    let mut e = event(project.id, "fp", Utc::now());
+    e.event.extra.insert(
+        "context".into(),
+        serde_json::json!(vec!["    amount = order.total()  # a line of context"; 200]),
+    );
+    let outcomes = db.insert_events(&[e]).await.unwrap();
+    assert!(
+        matches!(outcomes[0], InsertOutcome::Stored { .. }),
+        "{outcomes:?}"
+    );
+    let (method,): (Option<String>,) =
+        sqlx::query_as("SELECT pg_column_compression(data) FROM errors")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(method.as_deref(), Some("lz4"));
+    pool.close().await;
+}
+
 /// Several collectors may start together on one new Postgres database: each
 /// first lists the pending migrations, then runs them, both under the
 /// migrator's advisory lock. All must come up, and each migration must be

@@ -1188,7 +1188,15 @@ mod tests {
                      (SELECT foreign_keys FROM pragma_foreign_keys), \
                      (SELECT cache_size FROM pragma_cache_size), \
                      (SELECT journal_mode FROM pragma_journal_mode)";
-        let expected = (2, 1, -8192, "wal".to_owned());
+        let cache_size: i64 = PRAGMAS
+            .iter()
+            .find(|(name, _)| *name == "cache_size")
+            .expect("a cache size is set")
+            .1
+            .parse()
+            .unwrap();
+        assert!(cache_size < -2000, "more than SQLite's default 2 MiB");
+        let expected = (2, 1, cache_size, "wal".to_owned());
         let pool: (i64, i64, i64, String) =
             sqlx::query_as(query).fetch_one(&store.pool).await.unwrap();
         assert_eq!(pool, expected, "sqlx writer");
