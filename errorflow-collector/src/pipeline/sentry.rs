@@ -1069,7 +1069,7 @@ mod tests {
         assert_eq!(frames[0].pre_context, ["a", "1"]);
         assert!(frames[0].post_context.is_empty());
         assert!(
-            e.extra.get("modules").is_none(),
+            !e.extra.contains_key("modules"),
             "unknown fields are not kept"
         );
         assert_eq!(e.breadcrumbs.len(), 1);

@@ -17,8 +17,9 @@
 //! - [`Num`]: a non-negative integer that fits `u32`, or a string holding one.
 //! - [`Lines`]: the [`Text`] items of an array; not an array: none.
 //! - [`Obj`]: an object read as `T`; any other JSON value is absent.
-//! - [`List`]: an array, or an object's `"values"` array (`{"values": [...]}`),
-//!   of [`Obj`]s; items that are not objects are skipped.
+//! - [`Array`]: the [`Obj`]s of an array; items that are not objects are skipped.
+//! - [`List`]: the same, from an array or an object's `"values"` array
+//!   (`{"values": [...]}`).
 //!
 //! Unknown fields are ignored. A field sent twice fails the event with a
 //! clear message instead of silently keeping one of the values.
@@ -292,83 +293,53 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
 }
 
 /// The objects of an array, read as `T`; items that are not objects are
-/// skipped, and a value that is not an array gives none.
+/// skipped, and a value that is not an array gives none. With `WRAPPED`, the
+/// array may also come as an object's `"values"` (Sentry writes `exception`,
+/// `threads` and `breadcrumbs` both ways: `[...]` or `{"values": [...]}`).
 #[derive(Debug)]
-pub(super) struct Array<T>(pub Vec<T>);
+pub(super) struct Seq<T, const WRAPPED: bool>(pub Vec<T>);
 
-impl<T> Default for Array<T> {
+/// A plain array of objects (stack frames).
+pub(super) type Array<T> = Seq<T, false>;
+/// An array of objects, bare or as `{"values": [...]}`.
+pub(super) type List<T> = Seq<T, true>;
+
+impl<T, const WRAPPED: bool> Default for Seq<T, WRAPPED> {
     fn default() -> Self {
-        Array(Vec::new())
+        Seq(Vec::new())
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Array<T> {
+impl<'de, T: Deserialize<'de>, const WRAPPED: bool> Deserialize<'de> for Seq<T, WRAPPED> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = Array<T>;
+        struct V<T, const WRAPPED: bool>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const WRAPPED: bool> Visitor<'de> for V<T, WRAPPED> {
+            type Value = Seq<T, WRAPPED>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Array<T>, A::Error> {
-                objects(seq).map(Array)
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(256));
+                while let Some(Obj(item)) = seq.next_element::<Obj<T>>()? {
+                    out.extend(item);
+                }
+                Ok(Seq(out))
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Array<T>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Array::default())
-            }
-            scalars_are_absent!(Array<T>, Array::default());
-        }
-        d.deserialize_any(V(PhantomData))
-    }
-}
-
-fn objects<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(mut seq: A) -> Result<Vec<T>, A::Error> {
-    let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(256));
-    while let Some(Obj(item)) = seq.next_element::<Obj<T>>()? {
-        out.extend(item);
-    }
-    Ok(out)
-}
-
-/// A list written as an array or as `{"values": [...]}` (Sentry writes
-/// `exception`, `threads` and `breadcrumbs` both ways), of objects read as
-/// `T`; items that are not objects are skipped.
-#[derive(Debug)]
-pub(super) struct List<T>(pub Vec<T>);
-
-impl<T> Default for List<T> {
-    fn default() -> Self {
-        List(Vec::new())
-    }
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = List<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<List<T>, A::Error> {
-                objects(seq).map(List)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<List<T>, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut values = None;
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    if key == "values" {
+                    if WRAPPED && key == "values" {
                         if values.is_some() {
                             return Err(de::Error::duplicate_field("values"));
                         }
-                        values = Some(map.next_value::<Array<T>>()?.0);
+                        values = Some(map.next_value::<Seq<T, false>>()?.0);
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
-                Ok(List(values.unwrap_or_default()))
+                Ok(Seq(values.unwrap_or_default()))
             }
-            scalars_are_absent!(List<T>, List::default());
+            scalars_are_absent!(Seq<T, WRAPPED>, Seq::default());
         }
         d.deserialize_any(V(PhantomData))
     }
