@@ -298,21 +298,6 @@ fn hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// A time-ordered id (UUIDv7, as [`crate::protocol::time_ordered_id`]) for
-/// an event that happened `at`.
-pub(crate) fn event_id_at(at: std::time::SystemTime) -> uuid::Uuid {
-    use rand::RngCore;
-    let millis = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let mut random = [0u8; 10];
-    // `thread_rng`, not a cheaper non-cryptographic generator per thread:
-    // it reseeds after `fork`, so a forked worker never repeats its
-    // parent's ids (a repeated id is taken for a retry and dropped).
-    rand::thread_rng().fill_bytes(&mut random);
-    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
-}
-
 /// Flushes on drop (up to the `shutdown_timeout`, 2 s by default) and unbinds the client.
 ///
 /// Keep it alive for the life of the program: `let _guard = init(…);`

@@ -212,13 +212,14 @@ impl<const TEXT: usize, const VALUES: usize> Fields<TEXT, VALUES> {
         self.values.clear();
     }
 
-    fn text(&self, start: u32, end: u32) -> &str {
+    /// The text at `range` (the message's, or one from [`Fields::append`]).
+    pub(crate) fn text_at(&self, (start, end): (u32, u32)) -> &str {
         // Only whole `str`s are written to the buffer.
         std::str::from_utf8(&self.text[start as usize..end as usize]).unwrap_or_default()
     }
 
     pub(crate) fn message(&self) -> Option<&str> {
-        self.message.map(|(start, end)| self.text(start, end))
+        self.message.map(|range| self.text_at(range))
     }
 
     fn json(&self, value: FieldValue) -> serde_json::Value {
@@ -227,15 +228,13 @@ impl<const TEXT: usize, const VALUES: usize> Fields<TEXT, VALUES> {
             FieldValue::U64(v) => v.into(),
             FieldValue::F64(v) => v.into(),
             FieldValue::Bool(v) => v.into(),
-            FieldValue::Text(start, end) => self.text(start, end).into(),
+            FieldValue::Text(start, end) => self.text_at((start, end)).into(),
         }
     }
 
     /// The fields as JSON values, in the order they were recorded.
     pub(crate) fn values(&self) -> impl Iterator<Item = (&'static str, serde_json::Value)> + '_ {
-        self.values
-            .iter()
-            .map(|&(name, value)| (name, self.json(value)))
+        self.values_at((0, offset(self.values.len())))
     }
 
     /// Appends `other`'s text and fields to this buffer, the offsets moved
@@ -268,11 +267,6 @@ impl<const TEXT: usize, const VALUES: usize> Fields<TEXT, VALUES> {
     pub(crate) fn reserve(&mut self, text: usize, values: usize) {
         self.text.reserve(text);
         self.values.reserve(values);
-    }
-
-    /// The message at `range` (from [`Fields::append`]).
-    pub(crate) fn text_at(&self, (start, end): (u32, u32)) -> &str {
-        self.text(start, end)
     }
 
     /// The fields at `range` (from [`Fields::append`]) as JSON values.
@@ -387,7 +381,7 @@ impl TracingParts {
     }
 }
 
-fn convert_level(level: tracing::Level) -> Level {
+pub(crate) fn convert_level(level: tracing::Level) -> Level {
     match level {
         tracing::Level::ERROR => Level::Error,
         tracing::Level::WARN => Level::Warning,
@@ -430,7 +424,7 @@ where
         exceptions,
         spans,
     };
-    (crate::client::event_id_at(time), parts)
+    (crate::protocol::time_ordered_id(time.into()), parts)
 }
 
 /// Completes an event built by the layer: logger, callsite, fingerprint,

@@ -95,13 +95,32 @@ impl Level {
 /// bits. Ids made this way sort by time, so the collector's unique index on
 /// event ids grows at its end instead of touching a random page per event
 /// (on SQLite that halves the write cost of an event; see BENCHMARKS.md).
+///
+/// The random bits come from `rand`'s `thread_rng` when the SDK's client is
+/// built (cheap, and it reseeds after `fork`, so a forked worker does not
+/// repeat its parent's ids, which the collector would drop as retries), else
+/// from the operating system through `uuid`.
 pub fn time_ordered_id(at: DateTime<Utc>) -> Uuid {
-    let secs = u64::try_from(at.timestamp()).unwrap_or(0);
-    Uuid::new_v7(uuid::Timestamp::from_unix(
-        uuid::NoContext,
-        secs,
-        at.timestamp_subsec_nanos(),
-    ))
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random_bits()).into_uuid()
+}
+
+#[cfg(feature = "client")]
+fn random_bits() -> [u8; 10] {
+    use rand::RngCore;
+    let mut bits = [0u8; 10];
+    rand::thread_rng().fill_bytes(&mut bits);
+    bits
+}
+
+#[cfg(not(feature = "client"))]
+fn random_bits() -> [u8; 10] {
+    // A v4 UUID's last ten bytes: random but for its version and variant
+    // bits, which are where the v7 builder writes its own.
+    let v4 = Uuid::new_v4();
+    let mut bits = [0u8; 10];
+    bits.copy_from_slice(&v4.as_bytes()[6..]);
+    bits
 }
 
 /// One error event.

@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use crate::layer::CrumbFields;
+use crate::layer::{convert_level, CrumbFields};
 use crate::protocol::{Breadcrumb, Event, Level, Request, User};
 
 /// Fills in an event's context when it is captured, for context that is
@@ -329,24 +329,16 @@ impl BreadcrumbSnapshot {
                     timestamp,
                     message,
                     values,
-                } => {
-                    let level = match metadata.map(|m| *m.level()) {
-                        Some(tracing::Level::ERROR) => Level::Error,
-                        Some(tracing::Level::WARN) => Level::Warning,
-                        Some(tracing::Level::INFO) => Level::Info,
-                        _ => Level::Debug,
-                    };
-                    Breadcrumb {
-                        timestamp: timestamp.map(chrono::DateTime::<chrono::Utc>::from),
-                        category: metadata.map(|m| m.target().to_string()),
-                        level,
-                        message: message.map(|range| fields.text_at(range).to_owned()),
-                        data: fields
-                            .values_at(values)
-                            .map(|(k, v)| (k.to_string(), v))
-                            .collect(),
-                    }
-                }
+                } => Breadcrumb {
+                    timestamp: timestamp.map(chrono::DateTime::<chrono::Utc>::from),
+                    category: metadata.map(|m| m.target().to_string()),
+                    level: metadata.map_or(Level::Debug, |m| convert_level(*m.level())),
+                    message: message.map(|range| fields.text_at(range).to_owned()),
+                    data: fields
+                        .values_at(values)
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                },
             })
             .collect()
     }
