@@ -5,7 +5,6 @@
 //! (best of several runs) so that the numbers can be read at a glance.
 
 use std::hint::black_box;
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,20 +22,20 @@ use support::{interleaved, ns_per_call, sentry_init};
 /// (`PendingEvent::finish`, as the HTTP worker does before serialising) and
 /// throws it away. Like the HTTP worker it drains on a tick rather than
 /// parking in `recv`, so that senders do not pay for a wake-up per event.
-struct DrainingSink(SyncSender<Box<PendingEvent>>);
+struct DrainingSink(tokio::sync::mpsc::Sender<PendingEvent>);
 
 impl DrainingSink {
     /// The sink and its thread, which ends once every event is drained and
     /// the sink is dropped.
     fn new() -> (DrainingSink, std::thread::JoinHandle<()>) {
-        let (tx, rx) = sync_channel::<Box<PendingEvent>>(65_536);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<PendingEvent>(65_536);
         let thread = std::thread::spawn(move || loop {
             std::thread::sleep(Duration::from_millis(5));
             loop {
                 match rx.try_recv() {
                     Ok(event) => drop(black_box(event.finish())),
-                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return,
                 }
             }
         });
@@ -51,7 +50,7 @@ impl Transport for DrainingSink {
     }
 
     fn send_pending(&self, event: PendingEvent) {
-        let _ = self.0.try_send(Box::new(event));
+        let _ = self.0.try_send(event);
     }
 }
 
