@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use smallvec::SmallVec;
 
@@ -159,17 +159,32 @@ fn record_breadcrumb(event: &TracingEvent<'_>, max: usize) {
         };
         scratch.fields.clear();
         scratch.metadata = Some(event.metadata());
-        // Breadcrumbs need the time to the millisecond at best; the coarse
-        // clock is much cheaper to read than the precise one.
-        scratch.timestamp = Some(
-            std::time::UNIX_EPOCH + std::time::Duration::from(coarsetime::Clock::now_since_epoch()),
-        );
+        scratch.timestamp = Some(coarse_now());
         event.record(&mut FieldsVisitor {
             fields: &mut scratch.fields,
             exceptions: None,
         });
         scope::with_current(|handle| handle.lock().push_recorded(&mut scratch, max));
     });
+}
+
+/// The wall clock to a few milliseconds, which is all a breadcrumb needs.
+/// On Linux the kernel's coarse clock is a read of a value it keeps up to
+/// date, where the precise clock reads the CPU's time counter (dear in a
+/// virtual machine); elsewhere, the precise clock.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn coarse_now() -> SystemTime {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    match (u64::try_from(now.tv_sec), u32::try_from(now.tv_nsec)) {
+        (Ok(secs), Ok(nanos)) => UNIX_EPOCH + std::time::Duration::new(secs, nanos),
+        // Before 1970: no coarse reading to trust.
+        _ => SystemTime::now(),
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn coarse_now() -> SystemTime {
+    SystemTime::now()
 }
 
 /// An event's message and fields as the calling thread takes them: the

@@ -48,6 +48,7 @@ fn same_callsite_different_arguments_share_a_fingerprint() {
 #[test]
 fn breadcrumbs_are_attached_and_bounded() {
     let _serial = serial();
+    let before = chrono::Utc::now();
     let events = with_memory(2, || {
         tracing::info!("step one");
         tracing::warn!(attempt = 2, "step two");
@@ -64,6 +65,16 @@ fn breadcrumbs_are_attached_and_bounded() {
     assert_eq!(crumbs[0].level, Level::Warning);
     assert_eq!(crumbs[0].data["attempt"], 2);
     assert_eq!(crumbs[0].category.as_deref(), Some("context"));
+    // Breadcrumb times come from the kernel's coarse wall clock: the real
+    // time, up to a tick (a few milliseconds) behind the precise clock.
+    let after = chrono::Utc::now();
+    for crumb in crumbs {
+        let at = crumb.timestamp.expect("a breadcrumb has a time");
+        assert!(
+            at >= before - chrono::Duration::milliseconds(50) && at <= after,
+            "{at} not within {before}..{after}"
+        );
+    }
 }
 
 #[test]
