@@ -1,4 +1,6 @@
-//! Cost of the middleware on a 200 response.
+//! Cost of the middleware on a 200 response: around a bare tower service
+//! (the middleware's own cost, undiluted), and inside a one-route axum
+//! router, the "bare router" a service really runs.
 //!
 //! Run with `cargo bench -p errorflow-tower --bench tower`. Each comparison
 //! also prints a ratio from a plain timing loop (best of several runs).
@@ -131,9 +133,86 @@ fn ok_response(c: &mut Criterion) {
     );
 }
 
+type AxumReq = Request<axum::body::Body>;
+
+fn axum_request() -> AxumReq {
+    Request::builder()
+        .uri("/users/42?page=2")
+        .header("user-agent", "bench/1.0")
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
+/// One request through an axum router (routing, extractors, the handler's
+/// response), its future polled to completion.
+fn call_router<S>(router: &mut S)
+where
+    S: Service<AxumReq, Response = axum::response::Response>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    let future = pin!(router.call(axum_request()));
+    match future.poll(&mut cx) {
+        Poll::Ready(response) => {
+            black_box(response.unwrap());
+        }
+        Poll::Pending => unreachable!("the bench handler is always ready"),
+    }
+}
+
+/// A one-route axum router. The benches call `with_state(())` on it, as
+/// `axum::serve` does (through `into_make_service`): that turns each route
+/// into its service once, instead of on every request.
+fn router() -> axum::Router {
+    axum::Router::new().route(
+        "/users/{id}",
+        axum::routing::get(
+            |axum::extract::Path(id): axum::extract::Path<u64>| async move {
+                black_box(id);
+                "ok"
+            },
+        ),
+    )
+}
+
+fn axum_router(_c: &mut Criterion) {
+    let mut bare = router().with_state(());
+    let mut ours = router()
+        .layer(errorflow_tower::ErrorflowLayer::new())
+        .with_state(());
+    // sentry-tower's layers need `Sync` requests inside a router (axum's
+    // body is not), so they wrap the router from outside, as its docs show
+    // for services.
+    let mut theirs = ServiceBuilder::new()
+        .layer(sentry_tower::NewSentryLayer::<AxumReq>::new_from_top())
+        .layer(sentry_tower::SentryHttpLayer::new())
+        .service(router().with_state(()));
+    let best = interleaved(&mut [
+        &mut || ns_per_call(200_000, || call_router(&mut bare)),
+        &mut || {
+            let _guard = errorflow_init();
+            ns_per_call(200_000, || call_router(&mut ours))
+        },
+        &mut || {
+            let _guard = sentry_init();
+            ns_per_call(200_000, || call_router(&mut theirs))
+        },
+    ]);
+    let (bare_ns, ours, theirs) = (best[0], best[1], best[2]);
+    println!(
+        "RATIO tower axum router 200 errorflow/bare = {:.2} ({ours:.0} ns vs {bare_ns:.0} ns; target <= 1.1)",
+        ours / bare_ns
+    );
+    println!(
+        "RATIO tower axum router 200 errorflow/sentry-tower = {:.2} ({ours:.0} ns vs {theirs:.0} ns; target <= 1.0)",
+        ours / theirs
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500)).sample_size(30);
-    targets = ok_response
+    targets = ok_response, axum_router
 }
 criterion_main!(benches);
