@@ -266,6 +266,66 @@ async fn postgres_event_documents_are_compressed_with_lz4() {
     pool.close().await;
 }
 
+/// Events carry no foreign keys on Postgres (0008: checking them was a
+/// third of an insert's cost), yet deleting incidents by hand, or a project
+/// with its incidents, still deletes their events, through a trigger.
+#[tokio::test]
+async fn postgres_deleting_incidents_deletes_their_events() {
+    let db = common::pg_store().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let (foreign_keys,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 'errors'::regclass AND contype = 'f'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(foreign_keys, 0);
+
+    let shop = db.create_project("shop", "h1", "efk_aaaa").await.unwrap();
+    let blog = db.create_project("blog", "h2", "efk_bbbb").await.unwrap();
+    let now = Utc::now();
+    let events = vec![
+        event(shop.id, "a", now),
+        event(shop.id, "a", now),
+        event(shop.id, "b", now),
+        event(blog.id, "a", now),
+    ];
+    let outcomes = db.insert_events(&events).await.unwrap();
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, InsertOutcome::Stored { .. })),
+        "{outcomes:?}"
+    );
+    let remaining = |pool: sqlx::PgPool| async move {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT project_id, fingerprint FROM errors ORDER BY project_id, fingerprint",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        rows
+    };
+
+    sqlx::query("DELETE FROM error_groups WHERE project_id = $1 AND fingerprint = 'a'")
+        .bind(shop.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        remaining(pool.clone()).await,
+        [(shop.id, "b".to_string()), (blog.id, "a".to_string())]
+    );
+
+    sqlx::query("DELETE FROM projects WHERE id = $1")
+        .bind(shop.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(remaining(pool.clone()).await, [(blog.id, "a".to_string())]);
+    pool.close().await;
+}
+
 /// Several collectors may start together on one new Postgres database: each
 /// first lists the pending migrations, then runs them, both under the
 /// migrator's advisory lock. All must come up, and each migration must be
