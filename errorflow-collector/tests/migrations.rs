@@ -326,6 +326,75 @@ async fn postgres_deleting_incidents_deletes_their_events() {
     pool.close().await;
 }
 
+/// The event listings (an incident's events and all events, newest first
+/// from a cursor, and the next event after one) read the time indexes, in
+/// either direction, instead of sorting the events: on both backends.
+#[tokio::test]
+async fn event_listings_read_an_index_not_a_sort() {
+    const LISTINGS: [&str; 3] = [
+        "SELECT id FROM errors WHERE group_id = 1 AND (received_at, id) < ({ts}, 5) \
+         ORDER BY received_at DESC, id DESC LIMIT 51",
+        "SELECT id FROM errors WHERE (received_at, id) < ({ts}, 5) \
+         ORDER BY received_at DESC, id DESC LIMIT 51",
+        "SELECT event_id FROM errors WHERE group_id = 1 AND (received_at, id) > ({ts}, 5) \
+         ORDER BY received_at, id LIMIT 1",
+    ];
+
+    let db = common::sqlite_store().await;
+    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    for listing in LISTINGS {
+        let sql = listing.replace("{ts}", "'2026-11-28T10:00:00.000000Z'");
+        // The plan's rows are (id, parent, notused, detail).
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .iter()
+            .map(|row| sqlx::Row::get::<String, _>(row, "detail"))
+            .collect();
+        assert!(
+            plan.iter().any(|step| step.contains("INDEX errors_")),
+            "{sql}: {plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "{sql} sorts: {plan:?}"
+        );
+    }
+    pool.close().await;
+
+    let db = common::pg_store().await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    // On an empty table a scan and a sort cost nothing; forbid them so that
+    // the planner shows whether an index can give the order.
+    sqlx::query("SET enable_sort = off")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    for listing in LISTINGS {
+        let sql = listing.replace("{ts}", "'2026-11-28T10:00:00Z'::timestamptz");
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("Scan") && step.contains(" using errors_")),
+            "{sql}: {plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("Sort")),
+            "{sql} sorts: {plan:?}"
+        );
+    }
+}
+
 /// Several collectors may start together on one new Postgres database: each
 /// first lists the pending migrations, then runs them, both under the
 /// migrator's advisory lock. All must come up, and each migration must be
