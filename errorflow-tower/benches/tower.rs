@@ -32,23 +32,26 @@ fn bare() -> impl Service<
     tower::service_fn(|_req: Req| ready(Ok::<_, Infallible>(Response::new(String::from("ok")))))
 }
 
-fn request() -> Req {
+/// The bench's request, with `body`: a path with a parameter, a query and
+/// two of the headers the layer keeps.
+fn request<B>(body: B) -> Request<B> {
     Request::builder()
         .uri("/users/42?page=2")
         .header("user-agent", "bench/1.0")
         .header("x-forwarded-for", "203.0.113.9")
-        .body(())
+        .body(body)
         .unwrap()
 }
 
-/// Calls the service once and polls its (always ready) future to completion.
-fn call<S>(service: &mut S)
+/// Calls the service once with `request` and polls its (always ready)
+/// future to completion.
+fn call<S, B, R>(service: &mut S, request: Request<B>)
 where
-    S: Service<Req, Response = Response<String>>,
+    S: Service<Request<B>, Response = Response<R>>,
     S::Error: std::fmt::Debug,
 {
     let mut cx = Context::from_waker(Waker::noop());
-    let future = pin!(service.call(request()));
+    let future = pin!(service.call(request));
     match future.poll(&mut cx) {
         Poll::Ready(response) => {
             black_box(response.unwrap());
@@ -75,13 +78,13 @@ fn errorflow_init() -> errorflow_sdk::ClientGuard {
 fn ok_response(c: &mut Criterion) {
     let mut group = c.benchmark_group("tower_200");
     let mut bare_svc = bare();
-    group.bench_function("bare", |b| b.iter(|| call(&mut bare_svc)));
+    group.bench_function("bare", |b| b.iter(|| call(&mut bare_svc, request(()))));
     let mut ours_svc = ServiceBuilder::new()
         .layer(errorflow_tower::ErrorflowLayer::new())
         .service(bare());
     {
         let _guard = errorflow_init();
-        group.bench_function("errorflow", |b| b.iter(|| call(&mut ours_svc)));
+        group.bench_function("errorflow", |b| b.iter(|| call(&mut ours_svc, request(()))));
     }
     let mut sentry_svc = ServiceBuilder::new()
         .layer(sentry_tower::NewSentryLayer::<Req>::new_from_top())
@@ -89,7 +92,9 @@ fn ok_response(c: &mut Criterion) {
         .service(bare());
     {
         let _guard = sentry_init();
-        group.bench_function("sentry-tower", |b| b.iter(|| call(&mut sentry_svc)));
+        group.bench_function("sentry-tower", |b| {
+            b.iter(|| call(&mut sentry_svc, request(())))
+        });
     }
     group.finish();
 
@@ -107,15 +112,15 @@ fn ok_response(c: &mut Criterion) {
         ready(Ok::<_, Infallible>(response))
     });
     let best = interleaved(&mut [
-        &mut || ns_per_call(200_000, || call(&mut floor_svc)),
-        &mut || ns_per_call(200_000, || call(&mut bare_svc)),
+        &mut || ns_per_call(200_000, || call(&mut floor_svc, request(()))),
+        &mut || ns_per_call(200_000, || call(&mut bare_svc, request(()))),
         &mut || {
             let _guard = errorflow_init();
-            ns_per_call(200_000, || call(&mut ours_svc))
+            ns_per_call(200_000, || call(&mut ours_svc, request(())))
         },
         &mut || {
             let _guard = sentry_init();
-            ns_per_call(200_000, || call(&mut sentry_svc))
+            ns_per_call(200_000, || call(&mut sentry_svc, request(())))
         },
     ]);
     let (floor, bare_ns, ours, theirs) = (best[0], best[1], best[2], best[3]);
@@ -134,32 +139,6 @@ fn ok_response(c: &mut Criterion) {
 }
 
 type AxumReq = Request<axum::body::Body>;
-
-fn axum_request() -> AxumReq {
-    Request::builder()
-        .uri("/users/42?page=2")
-        .header("user-agent", "bench/1.0")
-        .header("x-forwarded-for", "203.0.113.9")
-        .body(axum::body::Body::empty())
-        .unwrap()
-}
-
-/// One request through an axum router (routing, extractors, the handler's
-/// response), its future polled to completion.
-fn call_router<S>(router: &mut S)
-where
-    S: Service<AxumReq, Response = axum::response::Response>,
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    let future = pin!(router.call(axum_request()));
-    match future.poll(&mut cx) {
-        Poll::Ready(response) => {
-            black_box(response.unwrap());
-        }
-        Poll::Pending => unreachable!("the bench handler is always ready"),
-    }
-}
 
 /// A one-route axum router. The benches call `with_state(())` on it, as
 /// `axum::serve` does (through `into_make_service`): that turns each route
@@ -189,14 +168,22 @@ fn axum_router(_c: &mut Criterion) {
         .layer(sentry_tower::SentryHttpLayer::new())
         .service(router().with_state(()));
     let best = interleaved(&mut [
-        &mut || ns_per_call(200_000, || call_router(&mut bare)),
+        &mut || {
+            ns_per_call(200_000, || {
+                call(&mut bare, request(axum::body::Body::empty()))
+            })
+        },
         &mut || {
             let _guard = errorflow_init();
-            ns_per_call(200_000, || call_router(&mut ours))
+            ns_per_call(200_000, || {
+                call(&mut ours, request(axum::body::Body::empty()))
+            })
         },
         &mut || {
             let _guard = sentry_init();
-            ns_per_call(200_000, || call_router(&mut theirs))
+            ns_per_call(200_000, || {
+                call(&mut theirs, request(axum::body::Body::empty()))
+            })
         },
     ]);
     let (bare_ns, ours, theirs) = (best[0], best[1], best[2]);
