@@ -17,8 +17,10 @@ use tracing_subscriber::prelude::*;
 mod support;
 use support::{interleaved, ns_per_call, sentry_init};
 
-/// Hands events to a draining thread through a bounded queue with
-/// `try_send`, like the HTTP transport: the thread finishes each event
+/// Hands events to a draining thread through the HTTP transport's kind of
+/// queue (tokio's bounded mpsc, `try_send`, events by value; a boxed event
+/// freed by the other thread would cost more than the rest of the hand-off):
+/// the thread finishes each event
 /// (`PendingEvent::finish`, as the HTTP worker does before serialising) and
 /// throws it away. Like the HTTP worker it drains on a tick rather than
 /// parking in `recv`, so that senders do not pay for a wake-up per event.
