@@ -329,6 +329,12 @@ async fn postgres_deleting_incidents_deletes_their_events() {
 /// The event listings (an incident's events and all events, newest first
 /// from a cursor, and the next event after one) read the time indexes, in
 /// either direction, instead of sorting the events: on both backends.
+///
+/// A check of the schema: the statements are the shapes that the stores'
+/// `list_events` and `event_neighbors` build (their columns and optional
+/// filters left out), written here because the stores build them inside
+/// those methods. A change to those queries' WHERE or ORDER BY belongs here
+/// too.
 #[tokio::test]
 async fn event_listings_read_an_index_not_a_sort() {
     const LISTINGS: [&str; 3] = [
@@ -393,6 +399,7 @@ async fn event_listings_read_an_index_not_a_sort() {
             "{sql} sorts: {plan:?}"
         );
     }
+    sqlx::Connection::close(conn).await.unwrap();
 }
 
 /// Several collectors may start together on one new Postgres database: each

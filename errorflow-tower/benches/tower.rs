@@ -155,7 +155,7 @@ fn router() -> axum::Router {
     )
 }
 
-fn axum_router(_c: &mut Criterion) {
+fn axum_router(c: &mut Criterion) {
     let mut bare = router().with_state(());
     let mut ours = router()
         .layer(errorflow_tower::ErrorflowLayer::new())
@@ -167,23 +167,29 @@ fn axum_router(_c: &mut Criterion) {
         .layer(sentry_tower::NewSentryLayer::<AxumReq>::new_from_top())
         .layer(sentry_tower::SentryHttpLayer::new())
         .service(router().with_state(()));
+    let body = axum::body::Body::empty;
+    let mut group = c.benchmark_group("tower_axum_router_200");
+    group.bench_function("bare", |b| b.iter(|| call(&mut bare, request(body()))));
+    {
+        let _guard = errorflow_init();
+        group.bench_function("errorflow", |b| b.iter(|| call(&mut ours, request(body()))));
+    }
+    {
+        let _guard = sentry_init();
+        group.bench_function("sentry-tower", |b| {
+            b.iter(|| call(&mut theirs, request(body())))
+        });
+    }
+    group.finish();
     let best = interleaved(&mut [
-        &mut || {
-            ns_per_call(200_000, || {
-                call(&mut bare, request(axum::body::Body::empty()))
-            })
-        },
+        &mut || ns_per_call(200_000, || call(&mut bare, request(body()))),
         &mut || {
             let _guard = errorflow_init();
-            ns_per_call(200_000, || {
-                call(&mut ours, request(axum::body::Body::empty()))
-            })
+            ns_per_call(200_000, || call(&mut ours, request(body())))
         },
         &mut || {
             let _guard = sentry_init();
-            ns_per_call(200_000, || {
-                call(&mut theirs, request(axum::body::Body::empty()))
-            })
+            ns_per_call(200_000, || call(&mut theirs, request(body())))
         },
     ]);
     let (bare_ns, ours, theirs) = (best[0], best[1], best[2]);

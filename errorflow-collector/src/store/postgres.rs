@@ -885,6 +885,8 @@ impl Store for PgStore {
                 .push_bind(id)
                 .push(")");
         }
+        // Read backwards from `errors_group_received` or `errors_received`
+        // (tests/migrations.rs checks the plan of this shape).
         qb.push(" ORDER BY received_at DESC, id DESC LIMIT ")
             .push_bind(limit + 1);
         let rows = qb.build().fetch_all(&self.pool).await?;
@@ -1114,6 +1116,8 @@ impl Store for PgStore {
         received_at: DateTime<Utc>,
         id: i64,
     ) -> Result<EventNeighbors> {
+        // Both read `errors_group_received`, one of them backwards
+        // (tests/migrations.rs checks the plans of these shapes).
         let older: Option<Uuid> = sqlx::query_scalar(
             "SELECT event_id FROM errors WHERE group_id = $1 AND (received_at, id) < ($2, $3) \
              ORDER BY received_at DESC, id DESC LIMIT 1",

@@ -683,6 +683,8 @@ impl Store for SqliteStore {
                 .push_bind(id)
                 .push(")");
         }
+        // Read backwards from `errors_group_received` or `errors_received`
+        // (tests/migrations.rs checks the plan of this shape).
         qb.push(" ORDER BY received_at DESC, id DESC LIMIT ")
             .push_bind(limit + 1);
         let rows = qb.build().fetch_all(&self.readers).await?;
@@ -924,6 +926,8 @@ impl Store for SqliteStore {
         id: i64,
     ) -> Result<EventNeighbors> {
         let at = fmt_ts(received_at);
+        // Both read `errors_group_received`, one of them backwards
+        // (tests/migrations.rs checks the plans of these shapes).
         let older: Option<String> = sqlx::query_scalar(
             "SELECT event_id FROM errors WHERE group_id = ? AND (received_at, id) < (?, ?) \
              ORDER BY received_at DESC, id DESC LIMIT 1",
