@@ -326,45 +326,70 @@ async fn postgres_deleting_incidents_deletes_their_events() {
     pool.close().await;
 }
 
-/// The event listings (an incident's events and all events, newest first
-/// from a cursor, and the next event after one) read the time indexes, in
-/// either direction, instead of sorting the events: on both backends.
-///
-/// A check of the schema: the statements are the shapes that the stores'
-/// `list_events` and `event_neighbors` build (their columns and optional
-/// filters left out), written here because the stores build them inside
-/// those methods. A change to those queries' WHERE or ORDER BY belongs here
-/// too.
+/// The event listings (an incident's events and all events, newest first,
+/// from the start or from a cursor, and the events just older and newer than
+/// one) read the time indexes, in either direction, instead of sorting the
+/// events: on both backends. The statements are built by the very functions
+/// the stores' `list_events` and `event_neighbors` call.
 #[tokio::test]
 async fn event_listings_read_an_index_not_a_sort() {
-    const LISTINGS: [&str; 3] = [
-        "SELECT id FROM errors WHERE group_id = 1 AND (received_at, id) < ({ts}, 5) \
-         ORDER BY received_at DESC, id DESC LIMIT 51",
-        "SELECT id FROM errors WHERE (received_at, id) < ({ts}, 5) \
-         ORDER BY received_at DESC, id DESC LIMIT 51",
-        "SELECT event_id FROM errors WHERE group_id = 1 AND (received_at, id) > ({ts}, 5) \
-         ORDER BY received_at, id LIMIT 1",
-    ];
+    use errorflow_collector::store::{push_event_listing, push_event_neighbor, Neighbor};
+    use sqlx::{Database, QueryBuilder};
+
+    /// Each listing's name and its statement after `prefix`, with `at` as
+    /// the cursor's or the event's time.
+    fn listings<'a, DB, At>(prefix: &str, at: At) -> Vec<(String, QueryBuilder<'a, DB>)>
+    where
+        DB: Database,
+        i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        At: sqlx::Encode<'a, DB> + sqlx::Type<DB> + Clone + 'a,
+    {
+        let mut out = Vec::new();
+        for group_id in [Some(1), None] {
+            for after in [None, Some((at.clone(), 5))] {
+                let query = EventQuery {
+                    group_id,
+                    ..EventQuery::default()
+                };
+                let mut qb = QueryBuilder::new(format!("{prefix} SELECT * FROM errors WHERE TRUE"));
+                let name = format!(
+                    "list_events(group {group_id:?}, cursor {})",
+                    after.is_some()
+                );
+                push_event_listing(&mut qb, &query, after, 50);
+                out.push((name, qb));
+            }
+        }
+        for which in [Neighbor::Older, Neighbor::Newer] {
+            let mut qb = QueryBuilder::new(format!("{prefix} "));
+            push_event_neighbor(&mut qb, which, 1, at.clone(), 5);
+            out.push((format!("event_neighbors({which:?})"), qb));
+        }
+        out
+    }
 
     let db = common::sqlite_store().await;
     let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-    for listing in LISTINGS {
-        let sql = listing.replace("{ts}", "'2026-11-28T10:00:00.000000Z'");
+    // The SQLite store binds times as text in this format.
+    let at = "2026-11-28T10:00:00.000000Z".to_string();
+    for (name, mut qb) in listings::<sqlx::Sqlite, _>("EXPLAIN QUERY PLAN", at) {
         // The plan's rows are (id, parent, notused, detail).
-        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+        let plan: Vec<String> = qb
+            .build()
             .fetch_all(&pool)
             .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
             .iter()
             .map(|row| sqlx::Row::get::<String, _>(row, "detail"))
             .collect();
         assert!(
             plan.iter().any(|step| step.contains("INDEX errors_")),
-            "{sql}: {plan:?}"
+            "{name}: {plan:?}"
         );
         assert!(
             !plan.iter().any(|step| step.contains("TEMP B-TREE")),
-            "{sql} sorts: {plan:?}"
+            "{name} sorts: {plan:?}"
         );
     }
     pool.close().await;
@@ -383,20 +408,21 @@ async fn event_listings_read_an_index_not_a_sort() {
         .execute(&mut conn)
         .await
         .unwrap();
-    for listing in LISTINGS {
-        let sql = listing.replace("{ts}", "'2026-11-28T10:00:00Z'::timestamptz");
-        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
+    let at = Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap();
+    for (name, mut qb) in listings::<sqlx::Postgres, _>("EXPLAIN", at) {
+        let plan: Vec<String> = qb
+            .build_query_scalar()
             .fetch_all(&mut conn)
             .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(
             plan.iter()
                 .any(|step| step.contains("Scan") && step.contains(" using errors_")),
-            "{sql}: {plan:?}"
+            "{name}: {plan:?}"
         );
         assert!(
             !plan.iter().any(|step| step.contains("Sort")),
-            "{sql} sorts: {plan:?}"
+            "{name} sorts: {plan:?}"
         );
     }
     sqlx::Connection::close(conn).await.unwrap();

@@ -72,6 +72,10 @@ mod release;
 mod shared;
 pub mod sqlite;
 
+// The event listings' SQL, one shape for both backends, public so that the
+// plan test (tests/migrations.rs) checks the very queries the stores run.
+pub use shared::{push_event_listing, push_event_neighbor, Neighbor};
+
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -12,7 +12,7 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::shared::{self, GroupKey, LockedGroup};
+use super::shared::{self, GroupKey, LockedGroup, Neighbor};
 use super::{triage_record, Backend, Result, Store, StoreError};
 use crate::model::*;
 use crate::triage::result::{NewTriage, TriageRecord};
@@ -856,39 +856,16 @@ impl Store for PgStore {
 
     async fn list_events(&self, query: &EventQuery) -> Result<EventPage> {
         let limit = shared::clamp_limit(query.limit);
-        let cursor = query
-            .cursor
-            .as_deref()
-            .map(shared::decode_cursor)
-            .transpose()?;
+        let after = match query.cursor.as_deref().map(shared::decode_cursor) {
+            Some(cursor) => {
+                let (value, id) = cursor?;
+                Some((shared::from_micros(value)?, id))
+            }
+            None => None,
+        };
         let mut qb: QueryBuilder<Postgres> =
             QueryBuilder::new(format!("SELECT {EVENT_COLUMNS_SQL} FROM errors WHERE TRUE"));
-        if let Some(project_id) = query.project_id {
-            qb.push(" AND project_id = ").push_bind(project_id);
-        }
-        if let Some(group_id) = query.group_id {
-            qb.push(" AND group_id = ").push_bind(group_id);
-        }
-        if let Some(service) = &query.service {
-            qb.push(" AND service = ").push_bind(service.clone());
-        }
-        if let Some(env) = &query.environment {
-            qb.push(" AND env = ").push_bind(env.clone());
-        }
-        if let Some(level) = &query.level {
-            qb.push(" AND level = ").push_bind(level.clone());
-        }
-        if let Some((value, id)) = cursor {
-            qb.push(" AND (received_at, id) < (")
-                .push_bind(shared::from_micros(value)?)
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
-        // Read backwards from `errors_group_received` or `errors_received`
-        // (tests/migrations.rs checks the plan of this shape).
-        qb.push(" ORDER BY received_at DESC, id DESC LIMIT ")
-            .push_bind(limit + 1);
+        shared::push_event_listing(&mut qb, query, after, limit);
         let rows = qb.build().fetch_all(&self.pool).await?;
         let mut events = rows
             .iter()
@@ -1116,26 +1093,19 @@ impl Store for PgStore {
         received_at: DateTime<Utc>,
         id: i64,
     ) -> Result<EventNeighbors> {
-        // Both read `errors_group_received`, one of them backwards
-        // (tests/migrations.rs checks the plans of these shapes).
-        let older: Option<Uuid> = sqlx::query_scalar(
-            "SELECT event_id FROM errors WHERE group_id = $1 AND (received_at, id) < ($2, $3) \
-             ORDER BY received_at DESC, id DESC LIMIT 1",
-        )
-        .bind(group_id)
-        .bind(received_at)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let newer: Option<Uuid> = sqlx::query_scalar(
-            "SELECT event_id FROM errors WHERE group_id = $1 AND (received_at, id) > ($2, $3) \
-             ORDER BY received_at, id LIMIT 1",
-        )
-        .bind(group_id)
-        .bind(received_at)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let mut found = [None, None];
+        for (which, found) in [Neighbor::Older, Neighbor::Newer]
+            .into_iter()
+            .zip(&mut found)
+        {
+            let mut qb = QueryBuilder::<Postgres>::new("");
+            shared::push_event_neighbor(&mut qb, which, group_id, received_at, id);
+            *found = qb
+                .build_query_scalar::<Uuid>()
+                .fetch_optional(&self.pool)
+                .await?;
+        }
+        let [older, newer] = found;
         Ok(EventNeighbors { older, newer })
     }
 

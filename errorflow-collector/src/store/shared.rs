@@ -8,7 +8,9 @@ use chrono::{DateTime, Duration, DurationRound, NaiveDate, TimeZone, Utc};
 use uuid::Uuid;
 
 use super::{release, Result, StoreError};
-use crate::model::{Bucket, GroupQuery, GroupStatus, InsertOutcome, NormalizedEvent, TagCount};
+use crate::model::{
+    Bucket, EventQuery, GroupQuery, GroupStatus, InsertOutcome, NormalizedEvent, TagCount,
+};
 
 /// Default and maximum page sizes of the list endpoints.
 pub(crate) const DEFAULT_LIMIT: u32 = 50;
@@ -486,6 +488,85 @@ pub(crate) fn push_group_filters<'a, DB>(
             .push_bind(pattern)
             .push(" ESCAPE '\\')");
     }
+}
+
+/// The event list after `FROM errors WHERE TRUE`: its filters, the cursor
+/// (events strictly older than `after`), newest first, one row more than
+/// `limit` to tell whether a next page exists. The SQL is the same on both
+/// backends; `At` is how each binds `received_at`. Its order reads
+/// `errors_group_received` or `errors_received` backwards, never a sort
+/// (tests/migrations.rs runs this function under the planners to check).
+pub fn push_event_listing<'a, DB, At>(
+    qb: &mut sqlx::QueryBuilder<'a, DB>,
+    query: &EventQuery,
+    after: Option<(At, i64)>,
+    limit: i64,
+) where
+    DB: sqlx::Database,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    At: sqlx::Encode<'a, DB> + sqlx::Type<DB> + 'a,
+{
+    if let Some(project_id) = query.project_id {
+        qb.push(" AND project_id = ").push_bind(project_id);
+    }
+    if let Some(group_id) = query.group_id {
+        qb.push(" AND group_id = ").push_bind(group_id);
+    }
+    for (column, value) in [
+        ("service", &query.service),
+        ("env", &query.environment),
+        ("level", &query.level),
+    ] {
+        if let Some(value) = value {
+            qb.push(format_args!(" AND {column} = "))
+                .push_bind(value.clone());
+        }
+    }
+    if let Some((at, id)) = after {
+        qb.push(" AND (received_at, id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    qb.push(" ORDER BY received_at DESC, id DESC LIMIT ")
+        .push_bind(limit + 1);
+}
+
+/// Which neighbour of an event `push_event_neighbor` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Neighbor {
+    Older,
+    Newer,
+}
+
+/// The event id of the event just older or just newer than the event
+/// (`at`, `id`) in its incident. Both directions read
+/// `errors_group_received`, the older one backwards (tests/migrations.rs
+/// runs this function under the planners to check).
+pub fn push_event_neighbor<'a, DB, At>(
+    qb: &mut sqlx::QueryBuilder<'a, DB>,
+    which: Neighbor,
+    group_id: i64,
+    at: At,
+    id: i64,
+) where
+    DB: sqlx::Database,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    At: sqlx::Encode<'a, DB> + sqlx::Type<DB> + 'a,
+{
+    let (compare, order) = match which {
+        Neighbor::Older => ("<", "received_at DESC, id DESC"),
+        Neighbor::Newer => (">", "received_at, id"),
+    };
+    qb.push("SELECT event_id FROM errors WHERE group_id = ")
+        .push_bind(group_id)
+        .push(format_args!(" AND (received_at, id) {compare} ("))
+        .push_bind(at)
+        .push(", ")
+        .push_bind(id)
+        .push(format_args!(") ORDER BY {order} LIMIT 1"));
 }
 
 #[cfg(test)]

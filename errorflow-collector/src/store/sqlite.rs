@@ -16,7 +16,7 @@ use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use super::shared;
+use super::shared::{self, Neighbor};
 use super::{triage_record, Backend, Result, Store, StoreError};
 use crate::model::*;
 use crate::triage::result::{NewTriage, TriageRecord};
@@ -653,40 +653,16 @@ impl Store for SqliteStore {
 
     async fn list_events(&self, query: &EventQuery) -> Result<EventPage> {
         let limit = shared::clamp_limit(query.limit);
-        let cursor = query
-            .cursor
-            .as_deref()
-            .map(shared::decode_cursor)
-            .transpose()?;
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-            "SELECT {EVENT_COLUMNS_SQL} FROM errors WHERE 1 = 1"
-        ));
-        if let Some(project_id) = query.project_id {
-            qb.push(" AND project_id = ").push_bind(project_id);
-        }
-        if let Some(group_id) = query.group_id {
-            qb.push(" AND group_id = ").push_bind(group_id);
-        }
-        if let Some(service) = &query.service {
-            qb.push(" AND service = ").push_bind(service.clone());
-        }
-        if let Some(env) = &query.environment {
-            qb.push(" AND env = ").push_bind(env.clone());
-        }
-        if let Some(level) = &query.level {
-            qb.push(" AND level = ").push_bind(level.clone());
-        }
-        if let Some((value, id)) = cursor {
-            qb.push(" AND (received_at, id) < (")
-                .push_bind(fmt_ts(shared::from_micros(value)?))
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
-        // Read backwards from `errors_group_received` or `errors_received`
-        // (tests/migrations.rs checks the plan of this shape).
-        qb.push(" ORDER BY received_at DESC, id DESC LIMIT ")
-            .push_bind(limit + 1);
+        let after = match query.cursor.as_deref().map(shared::decode_cursor) {
+            Some(cursor) => {
+                let (value, id) = cursor?;
+                Some((fmt_ts(shared::from_micros(value)?), id))
+            }
+            None => None,
+        };
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {EVENT_COLUMNS_SQL} FROM errors WHERE TRUE"));
+        shared::push_event_listing(&mut qb, query, after, limit);
         let rows = qb.build().fetch_all(&self.readers).await?;
         let mut events = rows
             .iter()
@@ -926,26 +902,19 @@ impl Store for SqliteStore {
         id: i64,
     ) -> Result<EventNeighbors> {
         let at = fmt_ts(received_at);
-        // Both read `errors_group_received`, one of them backwards
-        // (tests/migrations.rs checks the plans of these shapes).
-        let older: Option<String> = sqlx::query_scalar(
-            "SELECT event_id FROM errors WHERE group_id = ? AND (received_at, id) < (?, ?) \
-             ORDER BY received_at DESC, id DESC LIMIT 1",
-        )
-        .bind(group_id)
-        .bind(&at)
-        .bind(id)
-        .fetch_optional(&self.readers)
-        .await?;
-        let newer: Option<String> = sqlx::query_scalar(
-            "SELECT event_id FROM errors WHERE group_id = ? AND (received_at, id) > (?, ?) \
-             ORDER BY received_at, id LIMIT 1",
-        )
-        .bind(group_id)
-        .bind(&at)
-        .bind(id)
-        .fetch_optional(&self.readers)
-        .await?;
+        let mut found = [None, None];
+        for (which, found) in [Neighbor::Older, Neighbor::Newer]
+            .into_iter()
+            .zip(&mut found)
+        {
+            let mut qb = QueryBuilder::<Sqlite>::new("");
+            shared::push_event_neighbor(&mut qb, which, group_id, at.as_str(), id);
+            *found = qb
+                .build_query_scalar::<String>()
+                .fetch_optional(&self.readers)
+                .await?;
+        }
+        let [older, newer] = found;
         let parse = |s: Option<String>| {
             s.map(|s| {
                 Uuid::parse_str(&s)
