@@ -390,7 +390,19 @@ impl PgStore {
         Self::lock_groups(&mut tx, &mut groups).await?;
         let releases = release_first_seen(&mut tx, events, &plan, &groups).await?;
         let result = shared::finish_batch(events, &plan, &groups, &inserted, &releases)?;
-        if !result.updates.is_empty() {
+        // (4) The incidents, their hourly counts and their tag counts, in
+        // one statement: each round trip here is made while holding the
+        // incidents' locks, which every batch of a busy incident waits for
+        // (as three statements, they were 2.2 of the 3 ms that a 20-event
+        // batch of Sentry envelopes held them; BENCHMARKS.md, 2026-11-29,
+        // has what one statement gained). Each part reads one array
+        // per column, so Postgres plans the statement once per connection
+        // whatever the number of rows; a part with no rows does nothing. The
+        // counter rows belong to incidents this transaction has locked, so
+        // no other writer touches them, and they come sorted, so concurrent
+        // batches update shared counters in one order. Postgres runs every
+        // data-modifying part of a WITH exactly once, read or not.
+        if !(result.updates.is_empty() && result.hourly.is_empty() && result.tags.is_empty()) {
             let u = &result.updates;
             let ids: Vec<i64> = u.iter().map(|u| u.id).collect();
             let added: Vec<i64> = u.iter().map(|u| u.added).collect();
@@ -400,22 +412,44 @@ impl PgStore {
             let env: Vec<&str> = u.iter().map(|u| u.last_environment.as_str()).collect();
             let status: Vec<&str> = u.iter().map(|u| u.status.as_db()).collect();
             let regressed: Vec<Option<DateTime<Utc>>> = u.iter().map(|u| u.regressed_at).collect();
+            let h = &result.hourly;
+            let hour_groups: Vec<i64> = h.iter().map(|((g, _), _)| *g).collect();
+            let hours: Vec<DateTime<Utc>> = h.iter().map(|((_, at), _)| *at).collect();
+            let hour_counts: Vec<i64> = h.iter().map(|(_, n)| *n).collect();
+            let t = &result.tags;
+            let tag_groups: Vec<i64> = t.iter().map(|((g, _, _), _)| *g).collect();
+            let keys: Vec<&str> = t.iter().map(|((_, k, _), _)| k.as_str()).collect();
+            let values: Vec<&str> = t.iter().map(|((_, _, v), _)| v.as_str()).collect();
+            let tag_counts: Vec<i64> = t.iter().map(|(_, (n, _))| *n).collect();
+            let tag_last: Vec<DateTime<Utc>> = t.iter().map(|(_, (_, l))| *l).collect();
             // A group created by this transaction still has count 0 and
             // placeholder times, which are replaced rather than merged.
             sqlx::query(
-                "UPDATE error_groups g SET \
-                   first_seen = CASE WHEN g.count = 0 THEN u.first_seen ELSE LEAST(g.first_seen, u.first_seen) END, \
-                   last_release = CASE WHEN g.count = 0 OR u.last_seen >= g.last_seen THEN u.last_release ELSE g.last_release END, \
-                   last_environment = CASE WHEN g.count = 0 OR u.last_seen >= g.last_seen THEN u.last_environment ELSE g.last_environment END, \
-                   last_seen = CASE WHEN g.count = 0 THEN u.last_seen ELSE GREATEST(g.last_seen, u.last_seen) END, \
-                   count = g.count + u.added, \
-                   status = u.status, \
-                   regression_count = g.regression_count + CASE WHEN u.regressed_at IS NULL THEN 0 ELSE 1 END, \
-                   regressed_at = COALESCE(u.regressed_at, g.regressed_at) \
-                 FROM UNNEST($1::bigint[], $2::bigint[], $3::timestamptz[], $4::timestamptz[], \
-                             $5::text[], $6::text[], $7::text[], $8::timestamptz[]) \
-                   AS u(id, added, first_seen, last_seen, last_release, last_environment, status, regressed_at) \
-                 WHERE g.id = u.id",
+                "WITH incidents AS ( \
+                   UPDATE error_groups g SET \
+                     first_seen = CASE WHEN g.count = 0 THEN u.first_seen ELSE LEAST(g.first_seen, u.first_seen) END, \
+                     last_release = CASE WHEN g.count = 0 OR u.last_seen >= g.last_seen THEN u.last_release ELSE g.last_release END, \
+                     last_environment = CASE WHEN g.count = 0 OR u.last_seen >= g.last_seen THEN u.last_environment ELSE g.last_environment END, \
+                     last_seen = CASE WHEN g.count = 0 THEN u.last_seen ELSE GREATEST(g.last_seen, u.last_seen) END, \
+                     count = g.count + u.added, \
+                     status = u.status, \
+                     regression_count = g.regression_count + CASE WHEN u.regressed_at IS NULL THEN 0 ELSE 1 END, \
+                     regressed_at = COALESCE(u.regressed_at, g.regressed_at) \
+                   FROM UNNEST($1::bigint[], $2::bigint[], $3::timestamptz[], $4::timestamptz[], \
+                               $5::text[], $6::text[], $7::text[], $8::timestamptz[]) \
+                     AS u(id, added, first_seen, last_seen, last_release, last_environment, status, regressed_at) \
+                   WHERE g.id = u.id \
+                 ), hourly AS ( \
+                   INSERT INTO group_hourly_counts (group_id, hour, count) \
+                   SELECT * FROM UNNEST($9::bigint[], $10::timestamptz[], $11::bigint[]) \
+                   ON CONFLICT (group_id, hour) DO UPDATE SET count = group_hourly_counts.count + excluded.count \
+                 ), tags AS ( \
+                   INSERT INTO group_tag_counts (group_id, key, value, count, last_seen) \
+                   SELECT * FROM UNNEST($12::bigint[], $13::text[], $14::text[], $15::bigint[], $16::timestamptz[]) \
+                   ON CONFLICT (group_id, key, value) DO UPDATE SET \
+                     count = group_tag_counts.count + excluded.count, \
+                     last_seen = GREATEST(group_tag_counts.last_seen, excluded.last_seen) \
+                 ) SELECT 1",
             )
             .bind(&ids)
             .bind(&added)
@@ -425,6 +459,14 @@ impl PgStore {
             .bind(&env)
             .bind(&status)
             .bind(&regressed)
+            .bind(&hour_groups)
+            .bind(&hours)
+            .bind(&hour_counts)
+            .bind(&tag_groups)
+            .bind(&keys)
+            .bind(&values)
+            .bind(&tag_counts)
+            .bind(&tag_last)
             .execute(&mut *tx)
             .await?;
         }
@@ -448,48 +490,6 @@ impl PgStore {
                     .push_bind(a.at);
             });
             qb.build().execute(&mut *tx).await?;
-        }
-
-        // (4) Counters for the statistics and tag breakdown. The rows belong
-        // to groups this transaction has locked, so no other writer touches them.
-        // One statement each, with one array per column: Postgres plans it
-        // once per connection, whatever the number of rows. The rows come
-        // sorted, so concurrent batches update shared counters in one order.
-        if !result.hourly.is_empty() {
-            let (keys, counts): (Vec<_>, Vec<i64>) = result.hourly.iter().cloned().unzip();
-            let (group_ids, hours): (Vec<i64>, Vec<DateTime<Utc>>) = keys.into_iter().unzip();
-            sqlx::query(
-                "INSERT INTO group_hourly_counts (group_id, hour, count) \
-                 SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[]) \
-                 ON CONFLICT (group_id, hour) DO UPDATE SET count = group_hourly_counts.count + excluded.count",
-            )
-            .bind(&group_ids)
-            .bind(&hours)
-            .bind(&counts)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !result.tags.is_empty() {
-            let t = &result.tags;
-            let group_ids: Vec<i64> = t.iter().map(|((g, _, _), _)| *g).collect();
-            let keys: Vec<&str> = t.iter().map(|((_, k, _), _)| k.as_str()).collect();
-            let values: Vec<&str> = t.iter().map(|((_, _, v), _)| v.as_str()).collect();
-            let counts: Vec<i64> = t.iter().map(|(_, (n, _))| *n).collect();
-            let last: Vec<DateTime<Utc>> = t.iter().map(|(_, (_, l))| *l).collect();
-            sqlx::query(
-                "INSERT INTO group_tag_counts (group_id, key, value, count, last_seen) \
-                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[]) \
-                 ON CONFLICT (group_id, key, value) DO UPDATE SET \
-                   count = group_tag_counts.count + excluded.count, \
-                   last_seen = GREATEST(group_tag_counts.last_seen, excluded.last_seen)",
-            )
-            .bind(&group_ids)
-            .bind(&keys)
-            .bind(&values)
-            .bind(&counts)
-            .bind(&last)
-            .execute(&mut *tx)
-            .await?;
         }
 
         tx.commit().await?;
