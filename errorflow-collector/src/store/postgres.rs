@@ -856,13 +856,7 @@ impl Store for PgStore {
 
     async fn list_events(&self, query: &EventQuery) -> Result<EventPage> {
         let limit = shared::clamp_limit(query.limit);
-        let after = match query.cursor.as_deref().map(shared::decode_cursor) {
-            Some(cursor) => {
-                let (value, id) = cursor?;
-                Some((shared::from_micros(value)?, id))
-            }
-            None => None,
-        };
+        let after = shared::event_cursor(query)?;
         let mut qb: QueryBuilder<Postgres> =
             QueryBuilder::new(format!("SELECT {EVENT_COLUMNS_SQL} FROM errors WHERE TRUE"));
         shared::push_event_listing(&mut qb, query, after, limit);

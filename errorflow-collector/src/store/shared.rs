@@ -490,6 +490,16 @@ pub(crate) fn push_group_filters<'a, DB>(
     }
 }
 
+/// An event listing's cursor: the time and row id of the last event of the
+/// previous page.
+pub(crate) fn event_cursor(query: &EventQuery) -> Result<Option<(DateTime<Utc>, i64)>> {
+    let Some(cursor) = query.cursor.as_deref() else {
+        return Ok(None);
+    };
+    let (micros, id) = decode_cursor(cursor)?;
+    Ok(Some((from_micros(micros)?, id)))
+}
+
 /// The event list after `FROM errors WHERE TRUE`: its filters, the cursor
 /// (events strictly older than `after`), newest first, one row more than
 /// `limit` to tell whether a next page exists. The SQL is the same on both
