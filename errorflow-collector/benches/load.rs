@@ -16,7 +16,9 @@
 //! same HTTP and process costs. Reported per scenario: requests/s, events/s
 //! accepted, events/s stored (counted in the database afterwards, with the
 //! incidents' counts summed to check grouping), server CPU per event
-//! (from /proc) and peak RSS.
+//! (from /proc), peak RSS, and the collector's group commits (from its
+//! /metrics: events per commit, and milliseconds per commit, which tell
+//! whether the write path or the request side bounds a scenario).
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -150,8 +152,8 @@ async fn run(duration: Duration) {
     let pg_url = replace_db(&pg_admin, &pg_db);
 
     println!();
-    println!("| backend | scenario | req/s | events/s accepted | events/s stored | stored/accepted | vs no-op (req/s) | server CPU ms/event | peak RSS MiB | errors |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| backend | scenario | req/s | events/s accepted | events/s stored | stored/accepted | vs no-op (req/s) | server CPU ms/event | peak RSS MiB | errors | events/commit | ms/commit |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (backend, url) in [
         ("sqlite", sqlite_url.as_str()),
         ("postgres", pg_url.as_str()),
@@ -174,13 +176,14 @@ async fn run(duration: Duration) {
             let base = format!("http://127.0.0.1:{port}");
             let before = stored_events(url).await;
             let m = drive(&base, (&key, project_id), scenario, duration, child.id()).await;
+            let commits = commit_stats(&base).await;
             let after = stored_events(url).await;
             let _ = child.kill();
             let _ = child.wait();
             let stored = (after.0 - before.0) as f64 / duration.as_secs_f64();
             let grouped_ok = after.0 == after.1;
             println!(
-                "| {backend} | {} | {:.0} | {:.0} | {:.0} | {:.3}{} | {:.2}× | {:.4} | {:.0} | {} |",
+                "| {backend} | {} | {:.0} | {:.0} | {:.0} | {:.3}{} | {:.2}× | {:.4} | {:.0} | {} | {:.1} | {:.2} |",
                 scenario.name,
                 m.requests_per_s,
                 m.events_per_s,
@@ -190,7 +193,9 @@ async fn run(duration: Duration) {
                 m.requests_per_s / baseline.requests_per_s.max(1.0),
                 m.cpu_ms_per_event,
                 m.peak_rss_mib,
-                m.errors
+                m.errors,
+                commits.events / commits.count.max(1.0),
+                commits.seconds * 1000.0 / commits.count.max(1.0),
             );
             std::io::stdout().flush().ok();
         }
@@ -200,6 +205,40 @@ async fn run(duration: Duration) {
             .execute(&mut admin)
             .await,
     );
+}
+
+/// The collector's group commits since it started, from its /metrics.
+#[derive(Debug, Default)]
+struct Commits {
+    count: f64,
+    events: f64,
+    seconds: f64,
+}
+
+async fn commit_stats(base: &str) -> Commits {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("the collector's /metrics answers")
+        .text()
+        .await
+        .expect("the collector's /metrics is text");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    Commits {
+        count: value("errorflow_write_batch_events_count"),
+        events: value("errorflow_write_batch_events_sum"),
+        seconds: value("errorflow_write_duration_seconds_sum"),
+    }
 }
 
 /// Whether `name` is in the comma-separated list in `var` (all when unset).
