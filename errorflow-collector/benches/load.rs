@@ -208,7 +208,7 @@ async fn run(duration: Duration) {
 }
 
 /// The collector's group commits since it started, from its /metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Commits {
     count: f64,
     events: f64,

@@ -402,7 +402,8 @@ impl PgStore {
         // no other writer touches them, and they come sorted, so concurrent
         // batches update shared counters in one order. Postgres runs every
         // data-modifying part of a WITH exactly once, read or not.
-        if !(result.updates.is_empty() && result.hourly.is_empty() && result.tags.is_empty()) {
+        // All three come from the batch's new events: none, and all are empty.
+        if !result.updates.is_empty() {
             let u = &result.updates;
             let ids: Vec<i64> = u.iter().map(|u| u.id).collect();
             let added: Vec<i64> = u.iter().map(|u| u.added).collect();
@@ -857,9 +858,8 @@ impl Store for PgStore {
     async fn list_events(&self, query: &EventQuery) -> Result<EventPage> {
         let limit = shared::clamp_limit(query.limit);
         let after = shared::event_cursor(query)?;
-        let mut qb: QueryBuilder<Postgres> =
-            QueryBuilder::new(format!("SELECT {EVENT_COLUMNS_SQL} FROM errors WHERE TRUE"));
-        shared::push_event_listing(&mut qb, query, after, limit);
+        let mut qb = QueryBuilder::<Postgres>::new("");
+        shared::push_event_listing(&mut qb, EVENT_COLUMNS_SQL, query, after, limit);
         let rows = qb.build().fetch_all(&self.pool).await?;
         let mut events = rows
             .iter()
@@ -1087,19 +1087,19 @@ impl Store for PgStore {
         received_at: DateTime<Utc>,
         id: i64,
     ) -> Result<EventNeighbors> {
-        let mut found = [None, None];
-        for (which, found) in [Neighbor::Older, Neighbor::Newer]
-            .into_iter()
-            .zip(&mut found)
-        {
+        let neighbor = |which| {
             let mut qb = QueryBuilder::<Postgres>::new("");
             shared::push_event_neighbor(&mut qb, which, group_id, received_at, id);
-            *found = qb
-                .build_query_scalar::<Uuid>()
-                .fetch_optional(&self.pool)
-                .await?;
-        }
-        let [older, newer] = found;
+            qb
+        };
+        let older = neighbor(Neighbor::Older)
+            .build_query_scalar::<Uuid>()
+            .fetch_optional(&self.pool)
+            .await?;
+        let newer = neighbor(Neighbor::Newer)
+            .build_query_scalar::<Uuid>()
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(EventNeighbors { older, newer })
     }
 

@@ -500,14 +500,15 @@ pub(crate) fn event_cursor(query: &EventQuery) -> Result<Option<(DateTime<Utc>, 
     Ok(Some((from_micros(micros)?, id)))
 }
 
-/// The event list after `FROM errors WHERE TRUE`: its filters, the cursor
-/// (events strictly older than `after`), newest first, one row more than
-/// `limit` to tell whether a next page exists. The SQL is the same on both
+/// The event list: `columns` of the events matching the filters, strictly
+/// older than `after` (the cursor), newest first, one row more than `limit`
+/// to tell whether a next page exists. The SQL is the same on both
 /// backends; `At` is how each binds `received_at`. Its order reads
 /// `errors_group_received` or `errors_received` backwards, never a sort
 /// (tests/migrations.rs runs this function under the planners to check).
 pub fn push_event_listing<'a, DB, At>(
     qb: &mut sqlx::QueryBuilder<'a, DB>,
+    columns: &str,
     query: &EventQuery,
     after: Option<(At, i64)>,
     limit: i64,
@@ -517,6 +518,7 @@ pub fn push_event_listing<'a, DB, At>(
     String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     At: sqlx::Encode<'a, DB> + sqlx::Type<DB> + 'a,
 {
+    qb.push(format_args!("SELECT {columns} FROM errors WHERE TRUE"));
     if let Some(project_id) = query.project_id {
         qb.push(" AND project_id = ").push_bind(project_id);
     }

@@ -654,9 +654,8 @@ impl Store for SqliteStore {
     async fn list_events(&self, query: &EventQuery) -> Result<EventPage> {
         let limit = shared::clamp_limit(query.limit);
         let after = shared::event_cursor(query)?.map(|(at, id)| (fmt_ts(at), id));
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {EVENT_COLUMNS_SQL} FROM errors WHERE TRUE"));
-        shared::push_event_listing(&mut qb, query, after, limit);
+        let mut qb = QueryBuilder::<Sqlite>::new("");
+        shared::push_event_listing(&mut qb, EVENT_COLUMNS_SQL, query, after, limit);
         let rows = qb.build().fetch_all(&self.readers).await?;
         let mut events = rows
             .iter()
@@ -896,19 +895,19 @@ impl Store for SqliteStore {
         id: i64,
     ) -> Result<EventNeighbors> {
         let at = fmt_ts(received_at);
-        let mut found = [None, None];
-        for (which, found) in [Neighbor::Older, Neighbor::Newer]
-            .into_iter()
-            .zip(&mut found)
-        {
+        let neighbor = |which| {
             let mut qb = QueryBuilder::<Sqlite>::new("");
             shared::push_event_neighbor(&mut qb, which, group_id, at.as_str(), id);
-            *found = qb
-                .build_query_scalar::<String>()
-                .fetch_optional(&self.readers)
-                .await?;
-        }
-        let [older, newer] = found;
+            qb
+        };
+        let older = neighbor(Neighbor::Older)
+            .build_query_scalar::<String>()
+            .fetch_optional(&self.readers)
+            .await?;
+        let newer = neighbor(Neighbor::Newer)
+            .build_query_scalar::<String>()
+            .fetch_optional(&self.readers)
+            .await?;
         let parse = |s: Option<String>| {
             s.map(|s| {
                 Uuid::parse_str(&s)
