@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::config::{Cli, Command, Config, ProjectCommand, ServeArgs, TokenCommand, UserCommand};
+use crate::config::{Cli, Command, Config, ProjectCommand, TokenCommand, UserCommand};
 use crate::credentials;
 use crate::http::dashboard::auth;
 use crate::http::{self, AppState};
@@ -22,13 +22,7 @@ use crate::writer::{Writer, WriterOptions};
 
 /// Runs the command the user asked for.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let default_serve = ServeArgs::default();
-    let serve_args = match &cli.command {
-        None => Some(&default_serve),
-        Some(Command::Serve(args)) => Some(args),
-        _ => None,
-    };
-    let config = Config::resolve(&cli, serve_args)?;
+    let config = Config::resolve(&cli, cli.serve_args())?;
     telemetry::init_logging(config.log_format, &config.log_level);
     match &cli.command {
         None | Some(Command::Serve(_)) => serve(config).await,

@@ -62,8 +62,65 @@ pub struct Cli {
     #[arg(long, global = true, env = "ERRORFLOW_LOG", value_name = "FILTER")]
     pub log_level: Option<String>,
 
+    /// `serve`'s flags, for a start without subcommand (`serve` is the default).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// Parses a command line like [`Parser::try_parse_from`], and also
+    /// refuses `serve`'s flags given before a subcommand (`--listen X
+    /// migrate`, or `--listen X serve`), which would otherwise be ignored
+    /// without a word. Flags that come from the environment are not checked:
+    /// they apply to whatever runs.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::parser::ValueSource;
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = Cli::command();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        let cli = Cli::from_arg_matches(&matches)?;
+        if let Some((sub, _)) = matches.subcommand() {
+            let global: Vec<&str> = cmd
+                .get_arguments()
+                .filter(|a| a.is_global_set())
+                .map(|a| a.get_id().as_str())
+                .collect();
+            let misplaced = matches.ids().map(|id| id.as_str()).find(|id| {
+                !global.contains(id) && matches.value_source(id) == Some(ValueSource::CommandLine)
+            });
+            if let Some(id) = misplaced {
+                let flag = cmd
+                    .get_arguments()
+                    .find(|a| a.get_id() == id)
+                    .and_then(|a| a.get_long())
+                    .unwrap_or(id);
+                let message = if sub == "serve" {
+                    format!("--{flag} goes after `serve` (or leave `serve` out: it is the default)")
+                } else {
+                    format!("--{flag} is a flag of `serve`; `{sub}` does not take it")
+                };
+                return Err(cmd.error(clap::error::ErrorKind::ArgumentConflict, message));
+            }
+        }
+        Ok(cli)
+    }
+
+    /// The flags of the server when it is what runs: `serve`'s, or the
+    /// top-level ones when no subcommand is given; `None` for other commands.
+    pub fn serve_args(&self) -> Option<&ServeArgs> {
+        match &self.command {
+            None => Some(&self.serve),
+            Some(Command::Serve(args)) => Some(args),
+            Some(_) => None,
+        }
+    }
 }
 
 // Parsed once at start-up: the size of `Serve` (its triage flags) costs nothing.
@@ -101,7 +158,44 @@ pub struct ServeArgs {
     pub quiet_after: Option<Duration>,
 
     #[command(flatten)]
+    pub limits: LimitArgs,
+
+    #[command(flatten)]
     pub triage: TriageArgs,
+}
+
+/// Ingest limits; each also a key of the file's `[limits]` table.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Ingest limits")]
+pub struct LimitArgs {
+    /// Largest request body as sent (compressed or not), in bytes; larger gets 413. Default 5 MiB.
+    #[arg(long, env = "ERRORFLOW_MAX_BODY_BYTES", value_name = "BYTES", value_parser = positive)]
+    pub max_body_bytes: Option<usize>,
+    /// Largest request body after decompression, in bytes; inflating stops there with 413. Default 20 MiB.
+    #[arg(long, env = "ERRORFLOW_MAX_DECOMPRESSED_BYTES", value_name = "BYTES", value_parser = positive)]
+    pub max_decompressed_bytes: Option<usize>,
+    /// Most events in one `POST /api/v1/events` batch; more gets 413. Default 1000.
+    #[arg(long, env = "ERRORFLOW_MAX_EVENTS_PER_BATCH", value_name = "N", value_parser = positive)]
+    pub max_events_per_batch: Option<usize>,
+    /// Largest event JSON, in bytes: a larger event is rejected (its neighbours kept;
+    /// a Sentry envelope gets 413). Default 1 MiB.
+    #[arg(long, env = "ERRORFLOW_MAX_EVENT_BYTES", value_name = "BYTES", value_parser = positive)]
+    pub max_event_bytes: Option<usize>,
+    /// Sentry endpoints: sustained events per second per project key, 0 for no limit. Default 1000.
+    #[arg(long, env = "ERRORFLOW_KEY_EVENTS_PER_SECOND", value_name = "N")]
+    pub key_events_per_second: Option<u32>,
+    /// Sentry endpoints: events a key may send at once above the sustained rate. Default 5000.
+    #[arg(long, env = "ERRORFLOW_KEY_EVENTS_BURST", value_name = "N")]
+    pub key_events_burst: Option<u32>,
+}
+
+/// A count or size that must not be zero (a zero limit would refuse everything).
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// AI triage and Kestra settings.
@@ -354,6 +448,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: Box<toml::de::Error>,
     },
+    #[error("invalid config file {path}: [limits] {key} must be at least 1")]
+    ZeroLimit { path: PathBuf, key: &'static str },
 }
 
 impl Config {
@@ -363,6 +459,22 @@ impl Config {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
+        if let Some(path) = &cli.config {
+            let l = &file.limits;
+            for (key, value) in [
+                ("max_body_bytes", l.max_body_bytes),
+                ("max_decompressed_bytes", l.max_decompressed_bytes),
+                ("max_events_per_batch", l.max_events_per_batch),
+                ("max_event_bytes", l.max_event_bytes),
+            ] {
+                if value == Some(0) {
+                    return Err(ConfigError::ZeroLimit {
+                        path: path.clone(),
+                        key,
+                    });
+                }
+            }
+        }
         let listen = serve
             .and_then(|s| s.listen)
             .or(file.listen)
@@ -375,26 +487,46 @@ impl Config {
             .and_then(|s| s.public_url.clone())
             .or(file.public_url)
             .unwrap_or_else(|| format!("http://{listen}"));
-        let mut limits = Limits::default();
-        if let Some(v) = file.limits.max_body_bytes {
-            limits.max_body_bytes = v;
-        }
-        if let Some(v) = file.limits.max_decompressed_bytes {
-            limits.max_decompressed_bytes = v;
-        }
-        if let Some(v) = file.limits.max_events_per_batch {
-            limits.max_events_per_batch = v;
-        }
-        if let Some(v) = file.limits.max_event_bytes {
-            limits.max_event_bytes = v;
-        }
-        let mut key_rate = KeyRate::default();
-        if let Some(v) = file.limits.key_events_per_second {
-            key_rate.per_second = v;
-        }
-        if let Some(v) = file.limits.key_events_burst {
-            key_rate.burst = v;
-        }
+        // A flag (or its variable) wins over the file, which wins over the default.
+        let flags = serve.map(|s| &s.limits);
+        let pick = |flag: Option<usize>, file: Option<usize>, default: usize| {
+            flag.or(file).unwrap_or(default)
+        };
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_body_bytes: pick(
+                flags.and_then(|l| l.max_body_bytes),
+                file.limits.max_body_bytes,
+                defaults.max_body_bytes,
+            ),
+            max_decompressed_bytes: pick(
+                flags.and_then(|l| l.max_decompressed_bytes),
+                file.limits.max_decompressed_bytes,
+                defaults.max_decompressed_bytes,
+            ),
+            max_events_per_batch: pick(
+                flags.and_then(|l| l.max_events_per_batch),
+                file.limits.max_events_per_batch,
+                defaults.max_events_per_batch,
+            ),
+            max_event_bytes: pick(
+                flags.and_then(|l| l.max_event_bytes),
+                file.limits.max_event_bytes,
+                defaults.max_event_bytes,
+            ),
+            ..defaults
+        };
+        let default_rate = KeyRate::default();
+        let key_rate = KeyRate {
+            per_second: flags
+                .and_then(|l| l.key_events_per_second)
+                .or(file.limits.key_events_per_second)
+                .unwrap_or(default_rate.per_second),
+            burst: flags
+                .and_then(|l| l.key_events_burst)
+                .or(file.limits.key_events_burst)
+                .unwrap_or(default_rate.burst),
+        };
         Ok(Config {
             listen,
             database_url: cli
@@ -477,7 +609,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("errorflow-collector").chain(args.iter().copied()))
+        Cli::try_parse_args(std::iter::once("errorflow-collector").chain(args.iter().copied()))
             .unwrap()
     }
 
@@ -515,6 +647,102 @@ mod tests {
         assert_eq!(cfg.quiet_after, Duration::from_secs(300));
         assert_eq!(cfg.database_url, "sqlite://x.db");
         assert_eq!(cfg.limits.max_events_per_batch, 10);
+    }
+
+    #[test]
+    fn serve_flags_work_without_the_serve_subcommand() {
+        let cli = parse(&[
+            "--listen",
+            "127.0.0.1:7001",
+            "--quiet-after",
+            "10m",
+            "--max-events-per-batch",
+            "5",
+            "--key-events-per-second",
+            "0",
+            "--llm-model",
+            "m",
+        ]);
+        assert!(cli.command.is_none());
+        let cfg = Config::resolve(&cli, cli.serve_args()).unwrap();
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:7001");
+        assert_eq!(cfg.quiet_after, Duration::from_secs(600));
+        assert_eq!(cfg.limits.max_events_per_batch, 5);
+        assert_eq!(cfg.limits.max_body_bytes, Limits::default().max_body_bytes);
+        assert_eq!(cfg.key_rate.per_second, 0);
+        assert_eq!(cfg.key_rate.burst, KeyRate::default().burst);
+        assert_eq!(cfg.triage.llm_model.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn serve_flags_before_another_subcommand_are_refused() {
+        let args = [
+            "errorflow-collector",
+            "--listen",
+            "127.0.0.1:7001",
+            "migrate",
+        ];
+        let err = Cli::try_parse_args(args).unwrap_err().to_string();
+        assert!(err.contains("--listen") && err.contains("migrate"), "{err}");
+        let args = ["errorflow-collector", "--max-body-bytes", "9", "serve"];
+        let err = Cli::try_parse_args(args).unwrap_err().to_string();
+        assert!(err.contains("--max-body-bytes goes after `serve`"), "{err}");
+        // Global flags still go with any subcommand.
+        let cli = parse(&["--database-url", "sqlite://x.db", "migrate"]);
+        assert!(matches!(cli.command, Some(Command::Migrate)));
+        assert!(cli.serve_args().is_none());
+    }
+
+    #[test]
+    fn limit_flags_win_over_the_file_and_zero_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[limits]\nmax_body_bytes = 1000\nmax_event_bytes = 500\nkey_events_burst = 7\n",
+        )
+        .unwrap();
+        let cli = parse(&[
+            "--config",
+            path.to_str().unwrap(),
+            "serve",
+            "--max-body-bytes",
+            "2000",
+        ]);
+        let cfg = Config::resolve(&cli, cli.serve_args()).unwrap();
+        assert_eq!(cfg.limits.max_body_bytes, 2000);
+        assert_eq!(cfg.limits.max_event_bytes, 500);
+        assert_eq!(cfg.key_rate.burst, 7);
+
+        let err = Cli::try_parse_args(["errorflow-collector", "--max-body-bytes", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 1"), "{err}");
+        std::fs::write(&path, "[limits]\nmax_events_per_batch = 0\n").unwrap();
+        let cli = parse(&["--config", path.to_str().unwrap()]);
+        let err = Config::resolve(&cli, cli.serve_args())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_events_per_batch") && err.contains("c.toml"),
+            "{err}"
+        );
+    }
+
+    /// The example file in the README is one a user copies: it must load.
+    #[test]
+    fn the_readme_example_file_loads() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("Example file:\n\n```toml\n")
+            .expect("README has the example file");
+        let body = &readme[start..];
+        let body = &body[body.find("```toml\n").unwrap() + "```toml\n".len()..];
+        let example = &body[..body.find("```").unwrap()];
+        let file: FileConfig = toml::from_str(example).unwrap_or_else(|e| panic!("{e}"));
+        assert!(file.limits.max_events_per_batch.is_some());
+        assert!(file.limits.key_events_per_second.is_some());
+        assert!(file.kestra.url.is_some());
     }
 
     #[test]

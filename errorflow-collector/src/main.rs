@@ -1,5 +1,3 @@
-use clap::Parser;
-
 /// mimalloc instead of the system allocator: ingest allocates and frees
 /// many small objects per event (decoded JSON, the event, its document), and
 /// under load glibc's malloc and free were about a fifth of the collector's
@@ -9,7 +7,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = errorflow_collector::config::Cli::parse();
+    let cli = errorflow_collector::config::Cli::try_parse_args(std::env::args_os())
+        .unwrap_or_else(|e| e.exit());
     match errorflow_collector::app::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

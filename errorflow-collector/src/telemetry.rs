@@ -115,8 +115,11 @@ pub fn triage_trigger_dropped() {
     counter!("errorflow_triage_triggers_dropped_total").increment(1);
 }
 
-/// Structured logs to stderr.
+/// Structured logs to stderr; colours only on a terminal and without
+/// `NO_COLOR` (<https://no-color.org>), so that logs piped to a file,
+/// journald or a container runtime carry no escape codes.
 pub fn init_logging(format: LogFormat, filter: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
         eprintln!("invalid log filter {filter:?} ({e}); using `info`");
@@ -124,7 +127,8 @@ pub fn init_logging(format: LogFormat, filter: &str) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.compact().try_init(),

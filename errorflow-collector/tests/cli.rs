@@ -226,3 +226,81 @@ fn first_start_prints_a_working_dsn() {
     assert_eq!(projects.as_array().unwrap().len(), 1);
     assert_eq!(projects[0]["name"], "default");
 }
+
+/// Without a subcommand the collector serves with `serve`'s settings from
+/// the environment (as the README's configuration table promises), and its
+/// logs, piped, carry no terminal colour codes.
+#[test]
+fn no_subcommand_serves_with_the_environments_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = command(&db)
+        .env("ERRORFLOW_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ERRORFLOW_MAX_EVENTS_PER_BATCH", "2")
+        .env("ERRORFLOW_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut dsn = None;
+    let mut dashboard = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("DSN").nth(1) {
+            dsn = rest.split_whitespace().last().map(str::to_string);
+        }
+        if let Some(url) = line.strip_prefix("dashboard: ") {
+            dashboard = Some(url.to_string());
+            break;
+        }
+    }
+    assert_eq!(dashboard.unwrap(), format!("http://127.0.0.1:{port}/"));
+    let dsn = dsn.expect("DSN printed");
+    let key = dsn
+        .strip_prefix("http://")
+        .and_then(|r| r.split('@').next())
+        .unwrap()
+        .to_string();
+
+    let event = |i: u32| {
+        serde_json::json!({
+            "event_id": format!("0193a1b2-0000-7000-8000-{i:012}"),
+            "message": "m",
+        })
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (two, three) = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}/api/v1/events");
+        let mut statuses = Vec::new();
+        for n in [2, 3] {
+            let events: Vec<Value> = (0..n).map(event).collect();
+            let r = client
+                .post(&url)
+                .header("x-errorflow-key", &key)
+                .json(&serde_json::json!({ "events": events }))
+                .send()
+                .await
+                .unwrap();
+            statuses.push(r.status().as_u16());
+        }
+        (statuses[0], statuses[1])
+    });
+    assert_eq!(two, 200, "a batch within ERRORFLOW_MAX_EVENTS_PER_BATCH");
+    assert_eq!(three, 413, "a batch over ERRORFLOW_MAX_EVENTS_PER_BATCH");
+
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("collector started"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "colour codes in piped logs: {logs}"
+    );
+}
