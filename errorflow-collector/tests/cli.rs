@@ -136,6 +136,32 @@ fn unsupported_database_urls_are_explained() {
     assert!(err.contains("mysql"), "{err}");
 }
 
+/// A database that cannot be opened is reported with its real cause, each
+/// cause once: not a pool's timeout, not SQLite's bare "unable to open".
+#[test]
+fn unreachable_databases_are_explained() {
+    // Port 1 on the loopback: nothing listens there, so the connection is refused.
+    let (ok, _, err) = run("postgres://postgres@127.0.0.1:1/x", &["migrate"]);
+    assert!(!ok);
+    assert!(err.contains("refused"), "{err}");
+    assert!(!err.contains("timed out"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir").join("e.db");
+    let (ok, _, err) = run(&format!("sqlite://{}", missing.display()), &["migrate"]);
+    assert!(!ok);
+    assert!(err.contains("no-such-dir does not exist"), "{err}");
+
+    let db = format!("errorflow_cli_missing_{}", std::process::id());
+    let (ok, _, err) = run(
+        &format!("postgres://postgres@127.0.0.1:5432/{db}"),
+        &["migrate"],
+    );
+    assert!(!ok);
+    let cause = format!("database \"{db}\" does not exist");
+    assert_eq!(err.matches(&cause).count(), 1, "{err}");
+}
+
 /// First start on an empty database prints the DSN, a token and the
 /// dashboard URL, and that DSN's key ingests.
 #[test]

@@ -87,6 +87,8 @@ pub enum StoreError {
     /// `sqlite::memory:` lives in a temporary directory, which could not be made.
     #[error("cannot create the temporary database: {0}")]
     TempDatabase(std::io::Error),
+    #[error("directory {} does not exist: the database file is created if missing, its directory is not", .0.display())]
+    MissingDirectory(std::path::PathBuf),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database url scheme {0:?} (expected postgres:// or sqlite://)")]

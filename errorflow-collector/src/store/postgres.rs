@@ -146,6 +146,11 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn connect(url: &str) -> Result<Self> {
+        // A pool reports a server it cannot reach only as a timeout, after
+        // `acquire_timeout`; one direct connection first says at once why
+        // (refused, unknown host, no such database, authentication).
+        sqlx::Connection::close(<sqlx::PgConnection as sqlx::Connection>::connect(url).await?)
+            .await?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))

@@ -259,6 +259,12 @@ impl SqliteStore {
                 .busy_timeout(BUSY_TIMEOUT),
             |options, (name, value)| options.pragma(*name, *value),
         );
+        // SQLite creates a missing file but not its directory, and then
+        // says only "unable to open database file".
+        let dir = options.get_filename().parent();
+        if let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            return Err(StoreError::MissingDirectory(dir.to_owned()));
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
