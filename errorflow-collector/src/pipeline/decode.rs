@@ -111,7 +111,25 @@ fn decode_event(json: &str, limits: &Limits) -> Result<Event, String> {
             json_kind(json)
         ));
     }
-    serde_json::from_str(json).map_err(|e| format!("invalid event: {e}"))
+    serde_json::from_str(json)
+        .map_err(|e| format!("invalid event: {}", with_field::<Event>(json, e)))
+}
+
+/// `e`, a failure to decode `text` as `T`, prefixed with the path of the
+/// field it is about (`tags.env: invalid type: …`) when there is one.
+/// The path is found by decoding again with it tracked, which happens only
+/// for a refused body: the accepted ones pay nothing for it.
+fn with_field<'de, T: Deserialize<'de>>(text: &'de str, e: serde_json::Error) -> String {
+    if e.classify() != serde_json::error::Category::Data {
+        return e.to_string();
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Err(tracked) if tracked.path().iter().next().is_some() => {
+            format!("{}: {}", tracked.path(), tracked.inner())
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// Names the kind of a JSON value from its first character.
@@ -274,7 +292,14 @@ pub fn decode_custom(body: &[u8], fallback_event_id: Uuid) -> Result<Event, Deco
         valid_up_to: e.valid_up_to(),
     })?;
     check_depth(text)?;
-    let report: CustomError = serde_json::from_str(text).map_err(DecodeError::from_json)?;
+    let report: CustomError = serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => DecodeError::WrongShape {
+            message: with_field::<CustomError>(text, e),
+        },
+        _ => DecodeError::Malformed {
+            message: e.to_string(),
+        },
+    })?;
     Ok(report.into_event(fallback_event_id))
 }
 
@@ -454,5 +479,34 @@ mod tests {
         assert_eq!(frames[1].in_app, Some(false));
         assert_eq!(frames[0].in_app, Some(false));
         assert_eq!(e.platform.as_deref(), Some("javascript"));
+    }
+
+    #[test]
+    fn refusals_name_the_field_they_are_about() {
+        let body = br#"{"service":"s","error_type":"E","message":"m","timestamp":"yesterday"}"#;
+        let e = decode_custom(body, Uuid::nil()).unwrap_err().to_string();
+        assert!(e.starts_with("unexpected body shape: timestamp: "), "{e}");
+        let body = br#"{"service":"s","error_type":"E","message":"m","tags":{"env":1}}"#;
+        let e = decode_custom(body, Uuid::nil()).unwrap_err().to_string();
+        assert!(e.contains("tags.env: invalid type: integer `1`"), "{e}");
+
+        let body = batch(&format!(
+            r#"{{"event_id":"{ID}","message":"a","tags":{{"k":[1]}}}}, {{"event_id":"{ID}","exception":[{{"type":"E","value":"v","stacktrace":{{"frames":[{{"lineno":"x"}}]}}}}]}}"#
+        ));
+        let out = decode_batch(&body, &Limits::default()).unwrap();
+        let errors: Vec<String> = out.into_iter().map(|r| r.unwrap_err()).collect();
+        assert!(
+            errors[0].starts_with("invalid event: tags.k: "),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].starts_with("invalid event: exception[0].stacktrace.frames[0].lineno: "),
+            "{}",
+            errors[1]
+        );
+        // A body that is not JSON at all still says where it breaks.
+        let e = decode_custom(b"{\"service\": ", Uuid::nil()).unwrap_err();
+        assert!(matches!(e, DecodeError::Malformed { .. }), "{e}");
     }
 }
