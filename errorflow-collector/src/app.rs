@@ -274,6 +274,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
     tokio::spawn(quiet_job(store.clone(), config.quiet_after));
+    match config.retention {
+        Some(keep) => {
+            tracing::info!(retention = %crate::retention::Retention(Some(keep)), "events older than the retention period are deleted");
+            tokio::spawn(crate::retention::job(store.clone(), keep));
+        }
+        None => tracing::info!("retention off: events are kept forever"),
+    }
     tracing::info!(listen = %local, database = %redact_url(&config.database_url), "errorflow collector started");
     if let Some(text) = first_start {
         println!("{text}");

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::http::rate_limit::KeyRate;
 use crate::pipeline::Limits;
+use crate::retention::Retention;
 use crate::store::redact_url;
 use crate::triage::kestra::KestraOptions;
 use crate::triage::{Provider, Secret, TriageOptions};
@@ -39,7 +40,7 @@ Examples:
 #[command(name = "errorflow-collector", version, about = ABOUT, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Optional TOML configuration file (keys: listen, database_url, public_url,
-    /// quiet_after, log_format, log_level and [limits], [triage], [kestra] tables).
+    /// quiet_after, retention, log_format, log_level and [limits], [triage], [kestra] tables).
     #[arg(long, global = true, env = "ERRORFLOW_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -156,6 +157,12 @@ pub struct ServeArgs {
     /// An OPEN incident with no event for this long becomes QUIET. Default `30m`.
     #[arg(long, env = "ERRORFLOW_QUIET_AFTER", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub quiet_after: Option<Duration>,
+
+    /// How long events are kept (at least `1h`), or `off` to keep them
+    /// forever. Older events are deleted, and so are incidents left without
+    /// events once idle as long. Default `90d`.
+    #[arg(long, env = "ERRORFLOW_RETENTION", value_name = "DURATION|off")]
+    pub retention: Option<Retention>,
 
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -337,6 +344,8 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     #[serde(default, with = "humantime_serde_opt")]
     pub quiet_after: Option<Duration>,
+    #[serde(default, deserialize_with = "retention_opt")]
+    pub retention: Option<Retention>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
     #[serde(default)]
@@ -388,6 +397,12 @@ pub struct FileLimits {
     pub key_events_burst: Option<u32>,
 }
 
+fn retention_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Retention>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    s.map(|s| s.parse().map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 mod humantime_serde_opt {
     use std::time::Duration;
 
@@ -407,6 +422,8 @@ pub struct Config {
     pub database_url: String,
     pub public_url: String,
     pub quiet_after: Duration,
+    /// How long events are kept; `None`: forever.
+    pub retention: Option<Duration>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub limits: Limits,
@@ -424,6 +441,7 @@ impl fmt::Debug for Config {
             .field("database_url", &redact_url(&self.database_url))
             .field("public_url", &self.public_url)
             .field("quiet_after", &self.quiet_after)
+            .field("retention", &self.retention)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field("limits", &self.limits)
@@ -539,6 +557,11 @@ impl Config {
                 .and_then(|s| s.quiet_after)
                 .or(file.quiet_after)
                 .unwrap_or(Duration::from_secs(30 * 60)),
+            retention: serve
+                .and_then(|s| s.retention)
+                .or(file.retention)
+                .unwrap_or_default()
+                .0,
             log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
             log_level: cli
                 .log_level
@@ -628,7 +651,7 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9000\"\nquiet_after = \"5m\"\ndatabase_url = \"sqlite://x.db\"\n[limits]\nmax_events_per_batch = 10\n",
+            "listen = \"127.0.0.1:9000\"\nquiet_after = \"5m\"\nretention = \"30d\"\ndatabase_url = \"sqlite://x.db\"\n[limits]\nmax_events_per_batch = 10\n",
         )
         .unwrap();
         let cli = parse(&[
@@ -647,6 +670,7 @@ mod tests {
         assert_eq!(cfg.quiet_after, Duration::from_secs(300));
         assert_eq!(cfg.database_url, "sqlite://x.db");
         assert_eq!(cfg.limits.max_events_per_batch, 10);
+        assert_eq!(cfg.retention, Some(Duration::from_secs(30 * 24 * 3600)));
     }
 
     #[test]
@@ -672,6 +696,22 @@ mod tests {
         assert_eq!(cfg.key_rate.per_second, 0);
         assert_eq!(cfg.key_rate.burst, KeyRate::default().burst);
         assert_eq!(cfg.triage.llm_model.as_deref(), Some("m"));
+        assert_eq!(cfg.retention, Some(crate::retention::DEFAULT));
+        let cfg = Config::resolve(&parse(&["--retention", "off"]), Some(&ServeArgs::default()));
+        assert_eq!(
+            cfg.unwrap().retention,
+            Some(crate::retention::DEFAULT),
+            "serve's own flags"
+        );
+        let cli = parse(&["--retention", "off"]);
+        assert_eq!(
+            Config::resolve(&cli, cli.serve_args()).unwrap().retention,
+            None
+        );
+        let err = Cli::try_parse_args(["errorflow-collector", "--retention", "5m"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("minimum retention"), "{err}");
     }
 
     #[test]

@@ -7,8 +7,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
-//! use clap::Parser;
-//! let cli = errorflow_collector::config::Cli::parse_from(["errorflow-collector", "serve"]);
+//! let cli = errorflow_collector::config::Cli::try_parse_args(["errorflow-collector", "serve"])?;
 //! errorflow_collector::app::run(cli).await
 //! # }
 //! ```
@@ -19,6 +18,7 @@ pub mod credentials;
 pub mod http;
 pub mod model;
 pub mod pipeline;
+pub mod retention;
 pub mod store;
 pub mod telemetry;
 pub mod triage;

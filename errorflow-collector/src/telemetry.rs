@@ -52,6 +52,10 @@ fn describe() {
         "errorflow_ingest_duration_seconds",
         "Time to answer an ingest request, by endpoint."
     );
+    metrics::describe_counter!(
+        "errorflow_retention_deleted_total",
+        "Events and incidents deleted by retention, by kind."
+    );
     metrics::describe_gauge!(
         "errorflow_ingest_queue_depth",
         "Events waiting for the group-commit writer."
@@ -108,6 +112,11 @@ pub fn triaged(analyst: &'static str, trigger: &'static str) {
 /// The configured analyst failed and the built-in one answered.
 pub fn triage_fallback(analyst: &'static str) {
     counter!("errorflow_triage_fallback_total", "analyst" => analyst).increment(1);
+}
+
+/// Rows of `kind` (`events`, `incidents`) deleted by retention.
+pub fn retention_deleted(kind: &'static str, n: u64) {
+    counter!("errorflow_retention_deleted_total", "kind" => kind).increment(n);
 }
 
 /// An automatic triage trigger dropped because the channel was full.

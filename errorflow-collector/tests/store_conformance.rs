@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use chrono::{Duration, Utc};
 use errorflow_collector::model::*;
+use errorflow_collector::retention;
 use errorflow_collector::store::{Store, StoreError};
 
 use common::{at, event, with_env, with_release, TestDb};
@@ -65,6 +66,9 @@ conformance!(
     invalid_cursor_is_rejected,
     group_stats_buckets_and_top_tags,
     quiet_idle_quiets_only_idle_open_groups,
+    retention_deletes_expired_events_then_empty_idle_incidents,
+    retention_purges_in_chunks_until_done,
+    retention_racing_ingest_loses_no_event,
     list_and_get_events,
     large_batch_is_chunked,
     concurrent_first_events_create_one_group,
@@ -1049,6 +1053,177 @@ async fn group_stats_buckets_and_top_tags(db: &TestDb) {
     assert_eq!(empty.hourly.len(), 24);
     assert!(empty.daily.iter().all(|b| b.count == 0));
     assert!(empty.top_tags.is_empty());
+}
+
+async fn events_of(db: &TestDb, project_id: i64, group_id: i64) -> Vec<StoredEvent> {
+    db.list_events(&EventQuery {
+        project_id: Some(project_id),
+        group_id: Some(group_id),
+        service: None,
+        environment: None,
+        level: None,
+        limit: 100,
+        cursor: None,
+    })
+    .await
+    .unwrap()
+    .events
+}
+
+/// Retention deletes events received before the cutoff, oldest first and
+/// chunk by chunk, then the incidents they left without events that were
+/// last seen before it, with their history; everything newer is kept, and
+/// a kept incident's count stays the number of events it has had.
+async fn retention_deletes_expired_events_then_empty_idle_incidents(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let received = |mut ev: NormalizedEvent, h: u32| {
+        ev.received_at = at(h, 0);
+        ev
+    };
+    let out = db
+        .insert_events(&[
+            // "gone": two expired events and nothing since.
+            received(event(p, "gone", at(8, 0)), 8),
+            received(event(p, "gone", at(8, 30)), 8),
+            // "mixed": one expired event, one kept.
+            received(event(p, "mixed", at(8, 0)), 8),
+            received(event(p, "mixed", at(12, 0)), 12),
+            // "skewed": its one event was received long ago, but its
+            // client's clock put it after the cutoff: not idle, so kept
+            // without events.
+            received(event(p, "skewed", at(12, 0)), 8),
+        ])
+        .await
+        .unwrap();
+    let (gone, mixed, skewed) = (group_id(out[0]), group_id(out[2]), group_id(out[4]));
+    db.transition(
+        gone,
+        &Transition::Resolve {
+            reason: None,
+            in_next_release: false,
+        },
+        "user:ann",
+        at(9, 0),
+    )
+    .await
+    .unwrap();
+    assert_eq!(events_of(db, p, mixed).await.len(), 2);
+
+    let cutoff = at(10, 0);
+    // Nothing is older than an early cutoff.
+    assert_eq!(db.delete_events_before(at(7, 0), 2).await.unwrap(), 0);
+    // Four expired events, two per call: a short call says none is left.
+    assert_eq!(db.delete_events_before(cutoff, 2).await.unwrap(), 2);
+    assert_eq!(db.delete_events_before(cutoff, 2).await.unwrap(), 2);
+    assert_eq!(db.delete_events_before(cutoff, 2).await.unwrap(), 0);
+    assert!(events_of(db, p, gone).await.is_empty());
+    assert!(events_of(db, p, skewed).await.is_empty());
+    let left = events_of(db, p, mixed).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].received_at, at(12, 0));
+
+    // Only "gone" is both empty and idle since before the cutoff.
+    assert_eq!(
+        db.delete_groups_without_events(cutoff, 10).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        db.delete_groups_without_events(cutoff, 10).await.unwrap(),
+        0
+    );
+    assert_eq!(db.get_group(gone).await.unwrap(), None);
+    assert!(db.activity(gone).await.unwrap().is_empty());
+    let counts = db.hourly_counts(&[gone, mixed], at(12, 30)).await.unwrap();
+    assert!(counts.get(&gone).is_none_or(|c| c.iter().all(|&n| n == 0)));
+    assert_eq!(db.get_group(mixed).await.unwrap().unwrap().count, 2);
+    assert_eq!(db.get_group(skewed).await.unwrap().unwrap().count, 1);
+
+    // An event like the deleted incident's own opens a new incident.
+    let again = db
+        .insert_events(&[received(event(p, "gone", at(13, 0)), 13)])
+        .await
+        .unwrap();
+    let reborn = db.get_group(group_id(again[0])).await.unwrap().unwrap();
+    assert_ne!(reborn.id, gone);
+    assert_eq!((reborn.count, reborn.status), (1, GroupStatus::Open));
+}
+
+/// The background pass deletes chunk after chunk until nothing expired is
+/// left, events first, then the incidents they left empty.
+async fn retention_purges_in_chunks_until_done(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let mut batch = Vec::new();
+    for (i, fingerprint) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        let mut ev = event(p, fingerprint, at(8, i as u32));
+        ev.received_at = at(8, i as u32);
+        batch.push(ev);
+    }
+    let mut kept = event(p, "a", at(12, 0));
+    kept.received_at = at(12, 0);
+    batch.push(kept);
+    db.insert_events(&batch).await.unwrap();
+    let options = retention::PurgeOptions {
+        chunk: 2,
+        pause: std::time::Duration::ZERO,
+    };
+    let purged = retention::purge(db.as_ref(), at(10, 0), options)
+        .await
+        .unwrap();
+    assert_eq!(
+        purged,
+        retention::Purged {
+            events: 5,
+            incidents: 4
+        }
+    );
+    let left = all_groups(db, GroupQuery::default()).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].fingerprint, "a");
+    let again = retention::purge(db.as_ref(), at(10, 0), options)
+        .await
+        .unwrap();
+    assert_eq!(again, retention::Purged::default());
+}
+
+/// Retention deleting an empty, idle incident while an event for it is
+/// being stored: the event is stored all the same, in that incident or in a
+/// new one, and never lost or refused. (On Postgres the writer finds the
+/// incident without a lock; when retention deletes it before the writer
+/// locks it, the batch is retried and creates it anew.)
+async fn retention_racing_ingest_loses_no_event(db: &TestDb) {
+    let p = project(db, "shop").await;
+    for round in 0..40 {
+        let fingerprint = format!("race-{round}");
+        let mut old = event(p, &fingerprint, at(8, 0));
+        old.received_at = at(8, 0);
+        db.insert_events(&[old]).await.unwrap();
+        assert_eq!(db.delete_events_before(at(10, 0), 10).await.unwrap(), 1);
+        let fresh = event(p, &fingerprint, at(12, 0));
+        let event_id = fresh.event_id;
+        let store: Arc<dyn Store> = Arc::clone(db);
+        let insert = tokio::spawn(async move { store.insert_events(&[fresh]).await });
+        let store: Arc<dyn Store> = Arc::clone(db);
+        let purge =
+            tokio::spawn(async move { store.delete_groups_without_events(at(10, 0), 10).await });
+        let outcome = insert
+            .await
+            .unwrap()
+            .expect("ingest is never refused by retention");
+        purge.await.unwrap().unwrap();
+        let group = group_id(outcome[0]);
+        let stored = db
+            .get_event(event_id)
+            .await
+            .unwrap()
+            .expect("the event is stored");
+        assert_eq!(stored.group_id, group);
+        let incident = db
+            .get_group(group)
+            .await
+            .unwrap()
+            .expect("its incident exists");
+        assert_eq!(incident.last_seen, at(12, 0));
+    }
 }
 
 async fn quiet_idle_quiets_only_idle_open_groups(db: &TestDb) {

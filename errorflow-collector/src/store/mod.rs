@@ -99,6 +99,10 @@ pub enum StoreError {
     ProjectExists(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// Another transaction changed what this one relied on (an incident it
+    /// found was deleted by retention before it was locked); retry.
+    #[error("concurrent change: {0}")]
+    Conflict(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -190,6 +194,17 @@ pub trait Store: Send + Sync + 'static {
     async fn quiet_idle(&self, idle_since: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64>;
     /// The activity history, oldest first.
     async fn activity(&self, group_id: i64) -> Result<Vec<Activity>>;
+
+    // ---- retention ----
+
+    /// Deletes up to `limit` of the events received before `before`, oldest
+    /// first, in one short transaction. Returns how many it deleted; fewer
+    /// than `limit` means none older is left.
+    async fn delete_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64>;
+    /// Deletes up to `limit` incidents that have no event left and were last
+    /// seen before `before`, with their counters, activity and triage, in one
+    /// short transaction. Returns how many.
+    async fn delete_groups_without_events(&self, before: DateTime<Utc>, limit: u32) -> Result<u64>;
 
     // ---- events ----
 

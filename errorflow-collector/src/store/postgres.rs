@@ -126,10 +126,10 @@ fn violates(e: &sqlx::Error, constraint: &str) -> bool {
 
 /// Whether the whole transaction can simply be retried: Postgres aborted it
 /// to break a deadlock or a serialisation conflict, or an incident it found
-/// unlocked was deleted before its events referenced it (the transaction that
-/// created it found all its events already stored); the retry creates it.
+/// unlocked was deleted before it locked it; the retry creates it.
 fn is_retryable(e: &StoreError) -> bool {
     match e {
+        StoreError::Conflict(_) => true,
         StoreError::Database(sqlx::Error::Database(db)) => {
             matches!(
                 db.code().as_deref(),
@@ -196,8 +196,9 @@ impl PgStore {
         // inserted; an insert that meets a concurrent insert of the same
         // key waits for it (DO NOTHING), and the next round finds the
         // group if that transaction committed it. A committed group is
-        // never deleted (only a transaction that created a group and then
-        // found all its events to be duplicates deletes it, before commit).
+        // deleted only by retention, once it has no event and has been idle
+        // for the retention period; lock_groups notices and the batch is
+        // retried.
         for _ in 0..3 {
             let missing: Vec<&(GroupKey, usize)> = plan
                 .groups
@@ -296,8 +297,11 @@ impl PgStore {
         for group in groups.values_mut() {
             // The events inserted into it hold a key-share lock on it, so it
             // cannot have been deleted since ensure_groups.
+            // Found unlocked, it may have been deleted since by retention
+            // (no event left, idle for the retention period); the retry
+            // creates it anew.
             let (status, release) = fresh.remove(&group.id).ok_or_else(|| {
-                StoreError::Corrupt(format!("incident {} vanished during ingest", group.id))
+                StoreError::Conflict(format!("incident {} was deleted during ingest", group.id))
             })?;
             group.status = status;
             group.resolved_in_release = release;
@@ -847,6 +851,36 @@ impl Store for PgStore {
         }
         tx.commit().await?;
         Ok(ids.len() as u64)
+    }
+
+    async fn delete_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        // Oldest first along errors_received, without a sort.
+        let done = sqlx::query(
+            "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE received_at < $1 \
+             ORDER BY received_at, id LIMIT $2)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_groups_without_events(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        // SKIP LOCKED: an incident a writer has locked is getting an event.
+        // One a writer has found but not locked yet may go; the writer then
+        // retries its batch and creates it anew (see lock_groups).
+        let done = sqlx::query(
+            "DELETE FROM error_groups WHERE id IN (SELECT g.id FROM error_groups g \
+             WHERE g.last_seen < $1 \
+               AND NOT EXISTS (SELECT 1 FROM errors e WHERE e.group_id = g.id) \
+             ORDER BY g.last_seen, g.id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn activity(&self, group_id: i64) -> Result<Vec<Activity>> {

@@ -646,6 +646,41 @@ impl Store for SqliteStore {
         Ok(ids.len() as u64)
     }
 
+    async fn delete_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        // Oldest first along errors_received, without a sort. Each call is
+        // one short write transaction: the batch writer waits at most for it.
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE received_at < ? \
+             ORDER BY received_at, id LIMIT ?)",
+        )
+        .bind(fmt_ts(before))
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_groups_without_events(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        // The batch writer holds the write lock for its whole transaction,
+        // so no event can be joining one of these incidents meanwhile.
+        // Their counters, activity and triage go by ON DELETE CASCADE.
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "DELETE FROM error_groups WHERE id IN (SELECT g.id FROM error_groups g \
+             WHERE g.last_seen < ? \
+               AND NOT EXISTS (SELECT 1 FROM errors e WHERE e.group_id = g.id) \
+             ORDER BY g.last_seen, g.id LIMIT ?)",
+        )
+        .bind(fmt_ts(before))
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
     async fn activity(&self, group_id: i64) -> Result<Vec<Activity>> {
         let rows = sqlx::query(
             "SELECT id, group_id, kind, actor, from_status, to_status, reason, at \
