@@ -26,7 +26,7 @@ use crate::telemetry;
 /// How often the background job looks for expired events.
 pub const PERIOD: Duration = Duration::from_secs(10 * 60);
 /// Rows deleted per transaction.
-pub const CHUNK: u32 = 1000;
+pub const CHUNK: u32 = crate::store::DELETE_CHUNK;
 /// Pause after each full chunk, leaving the write path to ingest.
 pub const PAUSE: Duration = Duration::from_millis(20);
 /// A progress line every this many deleted events.

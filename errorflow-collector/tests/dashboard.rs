@@ -207,6 +207,7 @@ common::backend_tests!(
     poll_reports_counts_for_live_updates,
     detail_shows_the_event_and_actions_change_status,
     forged_posts_are_refused,
+    incidents_are_deleted_after_confirmation,
     bulk_resolve_and_quiet,
     events_page_lists_and_filters,
     project_page_rotates_the_key_and_sends_a_test_error,
@@ -505,6 +506,7 @@ async fn forged_posts_are_refused(db: common::TestDb) {
         "/logout",
         &format!("/projects/{}/rotate-key", d.project_id),
         &format!("/projects/{}/test-event", d.project_id),
+        &format!("/incidents/{id}/delete"),
     ] {
         assert_eq!(
             d.post_form(path, &[("action", "resolve"), ("ids", &id.to_string())])
@@ -521,6 +523,37 @@ async fn forged_posts_are_refused(db: common::TestDb) {
     assert_eq!(res.status, StatusCode::SEE_OTHER);
     assert!(res.location().starts_with("/login"));
     assert_eq!(d.status_of(id).await, GroupStatus::Open, "nothing changed");
+}
+
+async fn incidents_are_deleted_after_confirmation(db: common::TestDb) {
+    let mut d = dash(db).await;
+    d.sign_in().await;
+    let doomed = d.ingest("user-api", "NullPointer", "boom").await;
+    let kept = d.ingest("billing", "Timeout", "slow").await;
+    let page = d.get(&format!("/incidents/{doomed}")).await;
+    // The button asks first (app.js honours data-confirm on the form).
+    assert!(
+        page.body
+            .contains(&format!("action=\"/incidents/{doomed}/delete\""))
+            && page.body.contains("data-confirm=\"Delete this incident"),
+        "{}",
+        page.body
+    );
+    let res = d.post(&format!("/incidents/{doomed}/delete"), &[]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    assert_eq!(res.location(), "/?notice=deleted");
+    let list = d.get("/?notice=deleted").await;
+    assert!(list.body.contains("Incident deleted with its events."));
+    assert_eq!(
+        d.get(&format!("/incidents/{doomed}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        d.get(&format!("/incidents/{kept}")).await.status,
+        StatusCode::OK
+    );
+    let res = d.post(&format!("/incidents/{doomed}/delete"), &[]).await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
 }
 
 async fn bulk_resolve_and_quiet(db: common::TestDb) {

@@ -75,6 +75,7 @@ common::backend_tests!(
     management_api_requires_a_token,
     group_detail_has_counts_tags_and_history,
     lifecycle_resolve_regress_quiet_reopen,
+    incidents_are_deleted_with_their_events,
     list_filters_sorts_and_pages,
     events_are_found_by_id_with_or_without_dashes,
     projects_are_created_and_keys_rotated,
@@ -683,6 +684,64 @@ async fn lifecycle_resolve_regress_quiet_reopen(t: TestApp) {
     // Unknown incidents are 404, not a silent success as in the seed.
     let r = t.post_api("/api/v1/groups/987654/resolve", json!({})).await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+}
+
+async fn incidents_are_deleted_with_their_events(t: TestApp) {
+    let first = event("disk full");
+    let event_id = first["event_id"].as_str().unwrap().to_string();
+    t.post_events(json!([first, event("disk full"), event("cache cold")]))
+        .await;
+    let groups = t.groups("").await;
+    let id_of = |title: &str| {
+        groups
+            .iter()
+            .find(|g| g["title"].as_str().unwrap().contains(title))
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let (full, cold) = (id_of("disk full"), id_of("cache cold"));
+
+    // Without a token: 401, and nothing is deleted.
+    let r = t
+        .send(
+            Request::delete(format!("/api/v1/groups/{full}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(
+        t.get(&format!("/api/v1/groups/{full}")).await.status,
+        StatusCode::OK
+    );
+
+    let r = t
+        .call("DELETE", &format!("/api/v1/groups/{full}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let r = t.get(&format!("/api/v1/groups/{full}")).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = t.get(&format!("/api/v1/events/{event_id}")).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    // The other incident is untouched.
+    assert_eq!(
+        t.get(&format!("/api/v1/groups/{cold}")).await.body["count"],
+        1
+    );
+    // Twice, or an unknown id: 404; a malformed id: 400.
+    let r = t
+        .call("DELETE", &format!("/api/v1/groups/{full}"), None)
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = t.call("DELETE", "/api/v1/groups/abc", None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+
+    // The same error again opens a new incident.
+    t.post_events(json!([event("disk full")])).await;
+    let again = t.groups("").await;
+    assert_eq!(again.len(), 2);
+    assert!(again.iter().all(|g| g["id"].as_i64() != Some(full)));
 }
 
 async fn list_filters_sorts_and_pages(t: TestApp) {

@@ -69,6 +69,7 @@ conformance!(
     retention_deletes_expired_events_then_empty_idle_incidents,
     retention_purges_in_chunks_until_done,
     retention_racing_ingest_loses_no_event,
+    deleting_a_group_deletes_what_hangs_off_it,
     list_and_get_events,
     large_batch_is_chunked,
     concurrent_first_events_create_one_group,
@@ -1161,7 +1162,8 @@ async fn retention_purges_in_chunks_until_done(db: &TestDb) {
     let mut kept = event(p, "a", at(12, 0));
     kept.received_at = at(12, 0);
     batch.push(kept);
-    db.insert_events(&batch).await.unwrap();
+    let out = db.insert_events(&batch).await.unwrap();
+    let newest = out.iter().map(|o| group_id(*o)).max().unwrap();
     let options = retention::PurgeOptions {
         chunk: 2,
         pause: std::time::Duration::ZERO,
@@ -1183,6 +1185,12 @@ async fn retention_purges_in_chunks_until_done(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(again, retention::Purged::default());
+    // The newest incident was deleted: its id is not handed out again.
+    let next = group_id(db.insert_events(&[event(p, "f", at(12, 0))]).await.unwrap()[0]);
+    assert!(
+        next > newest,
+        "incident {next} reuses the id of a deleted one ({newest})"
+    );
 }
 
 /// Retention deleting an empty, idle incident while an event for it is
@@ -1224,6 +1232,70 @@ async fn retention_racing_ingest_loses_no_event(db: &TestDb) {
             .expect("its incident exists");
         assert_eq!(incident.last_seen, at(12, 0));
     }
+}
+
+/// Deleting an incident in chunks removes its events (a chunk at a time),
+/// counters and history, and nothing of another incident.
+async fn deleting_a_group_deletes_what_hangs_off_it(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let mut batch: Vec<NormalizedEvent> = (0..5).map(|i| event(p, "doomed", at(9, i))).collect();
+    batch.push(event(p, "kept", at(9, 0)));
+    let doomed_event = batch[0].event_id;
+    let out = db.insert_events(&batch).await.unwrap();
+    let (doomed, kept) = (group_id(out[0]), group_id(out[5]));
+    db.transition(
+        doomed,
+        &Transition::Quiet { reason: None },
+        "user:ann",
+        at(9, 30),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(db.delete_group_events(doomed, 2).await.unwrap(), 2);
+    assert_eq!(events_of(db, p, doomed).await.len(), 3);
+    assert!(
+        errorflow_collector::store::delete_group_in_chunks(db.as_ref(), doomed)
+            .await
+            .unwrap()
+    );
+    assert_eq!(db.get_group(doomed).await.unwrap(), None);
+    assert_eq!(db.get_event(doomed_event).await.unwrap(), None);
+    assert!(events_of(db, p, doomed).await.is_empty());
+    assert!(db.activity(doomed).await.unwrap().is_empty());
+    assert!(
+        !errorflow_collector::store::delete_group_in_chunks(db.as_ref(), doomed)
+            .await
+            .unwrap()
+    );
+    assert!(!db.delete_group(doomed).await.unwrap());
+
+    let kept_group = db.get_group(kept).await.unwrap().unwrap();
+    assert_eq!(kept_group.count, 1);
+    assert_eq!(events_of(db, p, kept).await.len(), 1);
+    let stats = db.group_stats(kept, at(10, 0)).await.unwrap();
+    assert_eq!(stats.hourly.iter().map(|b| b.count).sum::<i64>(), 1);
+
+    // Ids are never used twice, not even the newest incident's.
+    let newest = group_id(
+        db.insert_events(&[event(p, "newest", at(9, 0))])
+            .await
+            .unwrap()[0],
+    );
+    assert!(
+        errorflow_collector::store::delete_group_in_chunks(db.as_ref(), newest)
+            .await
+            .unwrap()
+    );
+    let next = group_id(
+        db.insert_events(&[event(p, "next", at(9, 0))])
+            .await
+            .unwrap()[0],
+    );
+    assert!(
+        next > newest,
+        "incident {next} reuses the id of a deleted one ({newest})"
+    );
 }
 
 async fn quiet_idle_quiets_only_idle_open_groups(db: &TestDb) {

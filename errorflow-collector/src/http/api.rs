@@ -22,7 +22,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(super::openapi::document))
         .route("/groups", get(list_groups))
-        .route("/groups/{id}", get(get_group))
+        .route("/groups/{id}", get(get_group).delete(delete_group))
         .route("/groups/{id}/events", get(group_events))
         .route("/groups/{id}/activity", get(group_activity))
         .route("/groups/{id}/resolve", post(resolve))
@@ -298,6 +298,24 @@ pub async fn get_group(
         activity,
         triage,
     }))
+}
+
+/// Delete an incident with its events, counters, activity and triage.
+/// Events with its fingerprint that arrive later open a new incident.
+#[utoipa::path(delete, path = "/api/v1/groups/{id}", tag = "incidents", security(("token" = [])),
+    params(("id" = i64, Path, description = "incident id")),
+    responses((status = 204, description = "deleted"), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn delete_group(
+    State(state): State<AppState>,
+    Manager(actor): Manager,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<StatusCode, ApiError> {
+    if !crate::store::delete_group_in_chunks(state.store.as_ref(), id).await? {
+        return Err(ApiError::not_found(format!("no incident with id {id}")));
+    }
+    // The incident's own history goes with it: the log keeps who did it.
+    tracing::info!(incident = id, actor = %actor, "incident deleted");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

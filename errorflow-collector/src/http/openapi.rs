@@ -14,7 +14,7 @@ use crate::model;
     paths(
         ingest::batch, ingest::custom,
         sentry::envelope, sentry::store,
-        api::list_groups, api::get_group, api::group_events, api::group_activity,
+        api::list_groups, api::get_group, api::delete_group, api::group_events, api::group_activity,
         api::resolve, api::quiet, api::reopen,
         api::list_events, api::get_event,
         api::list_projects, api::create_project, api::rotate_key,

@@ -107,6 +107,25 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Deletes an incident and everything stored for it. Its events go first,
+/// [`DELETE_CHUNK`] per transaction, so that deleting a large incident never
+/// holds the write path for long (SQLite's one writer is ingest's too); the
+/// incident goes last, with whatever events arrived meanwhile. An event with
+/// its fingerprint that arrives later opens a new incident. Returns false
+/// when there is no such incident.
+pub async fn delete_group_in_chunks(store: &dyn Store, group_id: i64) -> Result<bool> {
+    if store.get_group(group_id).await?.is_none() {
+        return Ok(false);
+    }
+    while store.delete_group_events(group_id, DELETE_CHUNK).await? == u64::from(DELETE_CHUNK) {
+        tokio::task::yield_now().await;
+    }
+    store.delete_group(group_id).await
+}
+
+/// Rows deleted per transaction when deleting in chunks.
+pub const DELETE_CHUNK: u32 = 1000;
+
 /// Which backend a store uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -195,7 +214,14 @@ pub trait Store: Send + Sync + 'static {
     /// The activity history, oldest first.
     async fn activity(&self, group_id: i64) -> Result<Vec<Activity>>;
 
-    // ---- retention ----
+    // ---- deletion and retention ----
+
+    /// Deletes up to `limit` of the incident's events, in one short
+    /// transaction. Returns how many; fewer than `limit` means none is left.
+    async fn delete_group_events(&self, group_id: i64, limit: u32) -> Result<u64>;
+    /// Deletes the incident with its remaining events, counters, activity and
+    /// triage. Returns false when there is no such incident.
+    async fn delete_group(&self, group_id: i64) -> Result<bool>;
 
     /// Deletes up to `limit` of the events received before `before`, oldest
     /// first, in one short transaction. Returns how many it deleted; fewer

@@ -853,6 +853,29 @@ impl Store for PgStore {
         Ok(ids.len() as u64)
     }
 
+    async fn delete_group_events(&self, group_id: i64, limit: u32) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE group_id = $1 LIMIT $2)",
+        )
+        .bind(group_id)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_group(&self, group_id: i64) -> Result<bool> {
+        // The statement trigger of migration 0008 deletes its events; the
+        // foreign keys of the other tables cascade. A batch holding the
+        // incident's lock commits first; one that found it unlocked
+        // notices in lock_groups and is retried.
+        let done = sqlx::query("DELETE FROM error_groups WHERE id = $1")
+            .bind(group_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn delete_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
         // Oldest first along errors_received, without a sort.
         let done = sqlx::query(

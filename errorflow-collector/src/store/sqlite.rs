@@ -646,6 +646,31 @@ impl Store for SqliteStore {
         Ok(ids.len() as u64)
     }
 
+    async fn delete_group_events(&self, group_id: i64, limit: u32) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE group_id = ? LIMIT ?)",
+        )
+        .bind(group_id)
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_group(&self, group_id: i64) -> Result<bool> {
+        // Events, counters, activity and triage go by ON DELETE CASCADE.
+        let mut tx = self.begin_write().await?;
+        keep_incident_ids(&mut tx).await?;
+        let done = sqlx::query("DELETE FROM error_groups WHERE id = ?")
+            .bind(group_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn delete_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
         // Oldest first along errors_received, without a sort. Each call is
         // one short write transaction: the batch writer waits at most for it.
@@ -667,6 +692,7 @@ impl Store for SqliteStore {
         // so no event can be joining one of these incidents meanwhile.
         // Their counters, activity and triage go by ON DELETE CASCADE.
         let mut tx = self.begin_write().await?;
+        keep_incident_ids(&mut tx).await?;
         let done = sqlx::query(
             "DELETE FROM error_groups WHERE id IN (SELECT g.id FROM error_groups g \
              WHERE g.last_seen < ? \
@@ -1070,6 +1096,20 @@ fn user_from_row(row: &SqliteRow) -> Result<User> {
         name: row.try_get("name")?,
         password_hash: row.try_get("password_hash")?,
     })
+}
+
+/// Records the largest incident id before incidents are deleted, so that
+/// new incidents are numbered above it and no id is ever used twice
+/// (migration 0007; the batch insert reads it).
+async fn keep_incident_ids(tx: &mut sqlx::SqliteConnection) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO id_floors (name, floor) \
+         SELECT 'error_groups', COALESCE(MAX(id), 0) FROM error_groups WHERE TRUE \
+         ON CONFLICT (name) DO UPDATE SET floor = MAX(floor, excluded.floor)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

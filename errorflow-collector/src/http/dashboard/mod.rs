@@ -58,6 +58,7 @@ pub fn routes() -> Router<AppState> {
         .route("/incidents/{id}/quiet", post(pages::quiet))
         .route("/incidents/{id}/reopen", post(pages::reopen))
         .route("/incidents/{id}/summarize", post(pages::summarize))
+        .route("/incidents/{id}/delete", post(pages::delete))
         .route("/events", get(pages::events))
         .route("/projects", get(pages::projects))
         .route("/projects/{id}", get(pages::project))
@@ -369,6 +370,7 @@ pub fn notice(key: Option<&str>) -> Option<&'static str> {
         "resolved" => "Incident resolved.",
         "quieted" => "Incident quieted.",
         "reopened" => "Incident reopened.",
+        "deleted" => "Incident deleted with its events.",
         "bulk" => "Selected incidents updated.",
         "test" => "Test error sent through the ingest pipeline.",
         "summarize" => "AI summary requested; it appears here when ready.",

@@ -770,6 +770,16 @@ pub async fn reopen(State(state): State<AppState>, Path(id): Path<String>, form:
     transition(&state, &form, parse_id(&id)?, t, "reopened").await
 }
 
+/// Deletes the incident and everything stored for it, then shows the list.
+pub async fn delete(State(state): State<AppState>, Path(id): Path<String>, form: CsrfForm) -> Page {
+    let id = parse_id(&id)?;
+    if !crate::store::delete_group_in_chunks(state.store.as_ref(), id).await? {
+        return Err(DashError::NotFound(format!("There is no incident #{id}.")));
+    }
+    tracing::info!(incident = id, actor = %form.user.actor(), "incident deleted");
+    Ok(Redirect::to("/?notice=deleted").into_response())
+}
+
 /// Asks triage for a summary now (the same as `POST /api/v1/groups/{id}/summarize`).
 pub async fn summarize(
     State(state): State<AppState>,

@@ -70,9 +70,12 @@ pub(super) fn write_batch(
     let mut locked: HashMap<GroupKey, LockedGroup> = HashMap::with_capacity(plan.groups.len());
     {
         let mut create = tx.prepare_cached(
-            "INSERT INTO error_groups (project_id, fingerprint, fingerprint_version, \
+            // The id: above every incident id ever deleted (migration 0007).
+            "INSERT INTO error_groups (id, project_id, fingerprint, fingerprint_version, \
              cluster_key, service, error_type, title, culprit, level, first_seen, last_seen) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+             VALUES (MAX(COALESCE((SELECT MAX(id) FROM error_groups), 0), \
+                         COALESCE((SELECT floor FROM id_floors WHERE name = 'error_groups'), 0)) + 1, \
+                     ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
              ON CONFLICT (project_id, fingerprint) DO NOTHING",
         )?;
         let mut find = tx.prepare_cached(
