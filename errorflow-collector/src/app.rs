@@ -40,6 +40,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Backup { file }) => {
+            if file.exists() {
+                bail!(
+                    "{} exists already; the backup writes a new file",
+                    file.display()
+                );
+            }
+            let store = open_store(&config.database_url).await?;
+            let started = std::time::Instant::now();
+            eprintln!(
+                "writing a copy of {} to {} …",
+                redact_url(&config.database_url),
+                file.display()
+            );
+            store
+                .backup_to(file)
+                .await
+                .with_context(|| format!("cannot write the backup {}", file.display()))?;
+            let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "backup written: {} ({:.1} MiB in {:.1} s)",
+                file.display(),
+                bytes as f64 / (1024.0 * 1024.0),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
         Some(Command::Project(cmd)) => project_command(&config, cmd).await,
         Some(Command::User(cmd)) => user_command(&config, cmd).await,
         Some(Command::Token(TokenCommand::Create { name, json })) => {

@@ -132,6 +132,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate,
+    /// Write a consistent copy of a SQLite database to FILE, safe while the
+    /// collector runs (for Postgres, use pg_dump).
+    Backup {
+        /// The copy to write; it must not exist yet.
+        file: PathBuf,
+    },
     /// Manage projects and their ingest keys.
     #[command(subcommand)]
     Project(ProjectCommand),

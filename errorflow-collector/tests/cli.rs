@@ -330,3 +330,37 @@ fn no_subcommand_serves_with_the_environments_settings() {
         "colour codes in piped logs: {logs}"
     );
 }
+
+/// `backup` writes a SQLite database that opens on its own with everything
+/// in it; it never overwrites a file, and sends Postgres users to pg_dump.
+#[test]
+fn backup_writes_a_complete_sqlite_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(&dir);
+    let (ok, _, err) = run(&db, &["project", "create", "checkout"]);
+    assert!(ok, "{err}");
+    let copy = dir.path().join("copy.db");
+    let (ok, out, err) = run(&db, &["backup", copy.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("backup written"), "{out}");
+    // The copy alone (no -wal beside it) has the project.
+    assert!(!dir.path().join("copy.db-wal").exists());
+    let (ok, out, err) = run(
+        &format!("sqlite://{}", copy.display()),
+        &["project", "list", "--json"],
+    );
+    assert!(ok, "{err}");
+    let projects: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(projects[0]["name"], "checkout");
+
+    let (ok, _, err) = run(&db, &["backup", copy.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("exists already"), "{err}");
+
+    let (ok, _, err) = run(
+        "postgres://postgres@127.0.0.1:5432/postgres",
+        &["backup", dir.path().join("pg.db").to_str().unwrap()],
+    );
+    assert!(!ok);
+    assert!(err.contains("pg_dump"), "{err}");
+}

@@ -89,6 +89,8 @@ pub enum StoreError {
     TempDatabase(std::io::Error),
     #[error("directory {} does not exist: the database file is created if missing, its directory is not", .0.display())]
     MissingDirectory(std::path::PathBuf),
+    #[error("{0}")]
+    Unsupported(&'static str),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database url scheme {0:?} (expected postgres:// or sqlite://)")]
@@ -213,6 +215,10 @@ pub trait Store: Send + Sync + 'static {
     async fn quiet_idle(&self, idle_since: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64>;
     /// The activity history, oldest first.
     async fn activity(&self, group_id: i64) -> Result<Vec<Activity>>;
+
+    /// Writes a consistent copy of the database to `dest` (a new file),
+    /// while others keep reading and writing. SQLite only.
+    async fn backup_to(&self, dest: &std::path::Path) -> Result<()>;
 
     // ---- deletion and retention ----
 

@@ -853,6 +853,12 @@ impl Store for PgStore {
         Ok(ids.len() as u64)
     }
 
+    async fn backup_to(&self, _dest: &std::path::Path) -> Result<()> {
+        Err(StoreError::Unsupported(
+            "backup writes SQLite databases only; back Postgres up with pg_dump",
+        ))
+    }
+
     async fn delete_group_events(&self, group_id: i64, limit: u32) -> Result<u64> {
         let done = sqlx::query(
             "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE group_id = $1 LIMIT $2)",
