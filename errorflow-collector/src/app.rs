@@ -175,18 +175,39 @@ async fn project_command(config: &Config, cmd: &ProjectCommand) -> anyhow::Resul
                 }
             }
         }
+        ProjectCommand::Delete { project, yes, json } => {
+            let found = find_project(store.as_ref(), project).await?;
+            if !*yes {
+                bail!(
+                    "this deletes project {:?} (id {}) with all its incidents and events, \
+                     for good; run again with --yes",
+                    found.name,
+                    found.id
+                );
+            }
+            eprintln!("deleting project {:?} (id {}) …", found.name, found.id);
+            let deleted = store::delete_project_in_chunks(store.as_ref(), found.id)
+                .await?
+                .with_context(|| format!("project {:?} was deleted meanwhile", found.name))?;
+            if *json {
+                println!(
+                    "{}",
+                    json!({"id": found.id, "name": found.name, "events": deleted.events, "incidents": deleted.incidents})
+                );
+            } else {
+                println!(
+                    "deleted project {:?} (id {}): {} incidents, {} events; its key no longer works \
+                     (in running collectors within 10 s)",
+                    found.name, found.id, deleted.incidents, deleted.events
+                );
+            }
+        }
         ProjectCommand::RotateKey {
             project,
             json,
             public_url,
         } => {
-            let projects = store.list_projects().await?;
-            let Some(found) = projects
-                .into_iter()
-                .find(|p| p.name == *project || p.id.to_string() == *project)
-            else {
-                bail!("no project with id or name {project:?}");
-            };
+            let found = find_project(store.as_ref(), project).await?;
             let key = credentials::new_ingest_key();
             store
                 .rotate_project_key(
@@ -199,6 +220,18 @@ async fn project_command(config: &Config, cmd: &ProjectCommand) -> anyhow::Resul
         }
     }
     Ok(())
+}
+
+/// The project with this id or name.
+async fn find_project(store: &dyn Store, project: &str) -> anyhow::Result<Project> {
+    let projects = store.list_projects().await?;
+    match projects
+        .into_iter()
+        .find(|p| p.name == project || p.id.to_string() == project)
+    {
+        Some(found) => Ok(found),
+        None => bail!("no project with id or name {project:?}"),
+    }
 }
 
 fn print_project_key(project: &Project, key: &str, public_url: &str, as_json: bool) {

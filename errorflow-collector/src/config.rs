@@ -284,6 +284,18 @@ pub enum ProjectCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete a project with all its incidents and events; its key stops
+    /// working (in running collectors within 10 s). Asks for --yes.
+    Delete {
+        /// Project id or name.
+        project: String,
+        /// Really delete: nothing of the project can be recovered.
+        #[arg(long)]
+        yes: bool,
+        /// Print `{"id", "name", "events", "incidents"}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replace a project's ingest key; the old key stops working. Prints the new key and DSN.
     RotateKey {
         /// Project id or name.

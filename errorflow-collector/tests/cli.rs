@@ -364,3 +364,32 @@ fn backup_writes_a_complete_sqlite_copy() {
     assert!(!ok);
     assert!(err.contains("pg_dump"), "{err}");
 }
+
+/// `project delete` asks for --yes, then deletes the project with its data.
+#[test]
+fn project_delete_needs_yes_and_removes_the_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(&dir);
+    assert!(run(&db, &["project", "create", "old"]).0);
+    assert!(run(&db, &["project", "create", "live"]).0);
+    let (ok, _, err) = run(&db, &["project", "delete", "old"]);
+    assert!(!ok);
+    assert!(err.contains("--yes"), "{err}");
+    let (ok, out, err) = run(&db, &["project", "delete", "old", "--yes", "--json"]);
+    assert!(ok, "{err}");
+    let deleted: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(deleted["name"], "old");
+    assert_eq!(deleted["events"], 0);
+    let (_, out, _) = run(&db, &["project", "list", "--json"]);
+    let projects: Value = serde_json::from_str(out.trim()).unwrap();
+    let names: Vec<&str> = projects
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["live"]);
+    let (ok, _, err) = run(&db, &["project", "delete", "old", "--yes"]);
+    assert!(!ok);
+    assert!(err.contains("no project"), "{err}");
+}

@@ -76,6 +76,7 @@ common::backend_tests!(
     group_detail_has_counts_tags_and_history,
     lifecycle_resolve_regress_quiet_reopen,
     incidents_are_deleted_with_their_events,
+    projects_are_deleted_and_their_key_refused_at_once,
     list_filters_sorts_and_pages,
     events_are_found_by_id_with_or_without_dashes,
     projects_are_created_and_keys_rotated,
@@ -742,6 +743,37 @@ async fn incidents_are_deleted_with_their_events(t: TestApp) {
     let again = t.groups("").await;
     assert_eq!(again.len(), 2);
     assert!(again.iter().all(|g| g["id"].as_i64() != Some(full)));
+}
+
+async fn projects_are_deleted_and_their_key_refused_at_once(t: TestApp) {
+    let (key, id) = t.add_project("old").await;
+    let ingest = |key: String| {
+        t.send(
+            Request::post("/api/v1/events")
+                .header("x-errorflow-key", key)
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    json!({"events": [event("gone soon")]}).to_string(),
+                ))
+                .unwrap(),
+        )
+    };
+    assert_eq!(ingest(key.clone()).await.status, StatusCode::OK);
+    let r = t
+        .call("DELETE", &format!("/api/v1/projects/{id}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body, json!({"events": 1, "incidents": 1}));
+    // This collector forgets the cached key at once.
+    let r = ingest(key).await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let r = t
+        .call("DELETE", &format!("/api/v1/projects/{id}"), None)
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    // The test app's own project is untouched.
+    let r = t.post_events(json!([event("still here")])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
 
 async fn list_filters_sorts_and_pages(t: TestApp) {

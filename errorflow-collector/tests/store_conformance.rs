@@ -70,6 +70,7 @@ conformance!(
     retention_purges_in_chunks_until_done,
     retention_racing_ingest_loses_no_event,
     deleting_a_group_deletes_what_hangs_off_it,
+    deleting_a_project_deletes_everything_of_it,
     list_and_get_events,
     large_batch_is_chunked,
     concurrent_first_events_create_one_group,
@@ -1295,6 +1296,51 @@ async fn deleting_a_group_deletes_what_hangs_off_it(db: &TestDb) {
     assert!(
         next > newest,
         "incident {next} reuses the id of a deleted one ({newest})"
+    );
+}
+
+async fn deleting_a_project_deletes_everything_of_it(db: &TestDb) {
+    use errorflow_collector::store::{delete_project_in_chunks, DeletedProject};
+    let doomed = project(db, "doomed").await;
+    let kept = project(db, "kept").await;
+    let mut batch: Vec<NormalizedEvent> = (0..4)
+        .map(|i| with_release(event(doomed, &format!("f{}", i % 2), at(9, i)), "1.0"))
+        .collect();
+    batch.push(event(kept, "f0", at(9, 0)));
+    let out = db.insert_events(&batch).await.unwrap();
+    let (doomed_group, kept_group) = (group_id(out[0]), group_id(out[4]));
+
+    let deleted = delete_project_in_chunks(db.as_ref(), doomed).await.unwrap();
+    assert_eq!(
+        deleted,
+        Some(DeletedProject {
+            events: 4,
+            incidents: 2
+        })
+    );
+    assert_eq!(db.get_project(doomed).await.unwrap(), None);
+    assert_eq!(db.project_by_key_hash("hash-doomed").await.unwrap(), None);
+    assert_eq!(db.get_group(doomed_group).await.unwrap(), None);
+    assert_eq!(db.get_event(batch[0].event_id).await.unwrap(), None);
+    assert_eq!(db.get_group(kept_group).await.unwrap().unwrap().count, 1);
+    assert_eq!(events_of(db, kept, kept_group).await.len(), 1);
+    assert_eq!(
+        delete_project_in_chunks(db.as_ref(), doomed).await.unwrap(),
+        None
+    );
+
+    // The next project does not get the deleted one's id (nor its DSN).
+    let next = project(db, "next").await;
+    assert!(next > kept, "project {next} reuses a deleted id");
+    let newest = project(db, "newest").await;
+    assert!(delete_project_in_chunks(db.as_ref(), newest)
+        .await
+        .unwrap()
+        .is_some());
+    let after = project(db, "after").await;
+    assert!(
+        after > newest,
+        "project {after} reuses the id of a deleted one ({newest})"
     );
 }
 

@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/events", get(list_events))
         .route("/events/{event_id}", get(get_event))
         .route("/projects", get(list_projects).post(create_project))
+        .route("/projects/{id}", axum::routing::delete(delete_project))
         .route("/projects/{id}/rotate-key", post(rotate_key))
         .route("/groups/{id}/summarize", post(super::triage::summarize))
         .route("/groups/{id}/digest", get(super::triage::digest))
@@ -526,6 +527,33 @@ pub async fn get_event(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no event with id {event_id}")))
+}
+
+/// What deleting a project took with it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectDeleted {
+    pub events: u64,
+    pub incidents: u64,
+}
+
+/// Delete a project with its incidents and events; its key stops working.
+#[utoipa::path(delete, path = "/api/v1/projects/{id}", tag = "projects", security(("token" = [])),
+    params(("id" = i64, Path, description = "project id")),
+    responses((status = 200, body = ProjectDeleted), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn delete_project(
+    State(state): State<AppState>,
+    Manager(actor): Manager,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<ProjectDeleted>, ApiError> {
+    let deleted = crate::store::delete_project_in_chunks(state.store.as_ref(), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no project with id {id}")))?;
+    state.forget_cached_keys();
+    tracing::info!(project = id, actor = %actor, events = deleted.events, incidents = deleted.incidents, "project deleted");
+    Ok(Json(ProjectDeleted {
+        events: deleted.events,
+        incidents: deleted.incidents,
+    }))
 }
 
 /// A project with its DSN (only when the key was just created or rotated).

@@ -125,6 +125,49 @@ pub async fn delete_group_in_chunks(store: &dyn Store, group_id: i64) -> Result<
     store.delete_group(group_id).await
 }
 
+/// What deleting a project took with it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeletedProject {
+    pub events: u64,
+    pub incidents: u64,
+}
+
+/// Deletes a project and everything stored for it: its events, then its
+/// incidents, [`DELETE_CHUNK`] per transaction (ingest shares the write
+/// path meanwhile), then the project and its key. Events that arrive
+/// meanwhile are refused once the key is gone (in other collectors after
+/// their key cache expires). `None` when there is no such project.
+pub async fn delete_project_in_chunks(
+    store: &dyn Store,
+    project_id: i64,
+) -> Result<Option<DeletedProject>> {
+    if store.get_project(project_id).await?.is_none() {
+        return Ok(None);
+    }
+    let mut deleted = DeletedProject::default();
+    loop {
+        let n = store
+            .delete_project_events(project_id, DELETE_CHUNK)
+            .await?;
+        deleted.events += n;
+        if n < u64::from(DELETE_CHUNK) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    loop {
+        let n = store
+            .delete_project_groups(project_id, DELETE_CHUNK)
+            .await?;
+        deleted.incidents += n;
+        if n < u64::from(DELETE_CHUNK) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    Ok(store.delete_project(project_id).await?.then_some(deleted))
+}
+
 /// Rows deleted per transaction when deleting in chunks.
 pub const DELETE_CHUNK: u32 = 1000;
 
@@ -221,6 +264,16 @@ pub trait Store: Send + Sync + 'static {
     async fn backup_to(&self, dest: &std::path::Path) -> Result<()>;
 
     // ---- deletion and retention ----
+
+    /// Deletes up to `limit` of the project's events, in one short
+    /// transaction. Returns how many; fewer than `limit` means none is left.
+    async fn delete_project_events(&self, project_id: i64, limit: u32) -> Result<u64>;
+    /// Deletes up to `limit` of the project's incidents with their counters,
+    /// activity, triage and remaining events. Returns how many.
+    async fn delete_project_groups(&self, project_id: i64, limit: u32) -> Result<u64>;
+    /// Deletes the project with whatever is left of it; its key stops
+    /// working. Returns false when there is no such project.
+    async fn delete_project(&self, project_id: i64) -> Result<bool>;
 
     /// Deletes up to `limit` of the incident's events, in one short
     /// transaction. Returns how many; fewer than `limit` means none is left.

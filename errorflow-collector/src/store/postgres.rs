@@ -882,6 +882,41 @@ impl Store for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn delete_project_events(&self, project_id: i64, limit: u32) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM errors WHERE id IN \
+             (SELECT id FROM errors WHERE project_id = $1 LIMIT $2)",
+        )
+        .bind(project_id)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_project_groups(&self, project_id: i64, limit: u32) -> Result<u64> {
+        // SKIP LOCKED and the writer's retry, as for retention.
+        let done = sqlx::query(
+            "DELETE FROM error_groups WHERE id IN (SELECT id FROM error_groups \
+             WHERE project_id = $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(project_id)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_project(&self, project_id: i64) -> Result<bool> {
+        // Incidents, releases and what hangs off them cascade; the events
+        // of those incidents go by the statement trigger of migration 0008.
+        let done = sqlx::query("DELETE FROM projects WHERE id = $1")
+            .bind(project_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn delete_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
         // Oldest first along errors_received, without a sort.
         let done = sqlx::query(

@@ -327,7 +327,11 @@ impl Store for SqliteStore {
         key_prefix: &str,
     ) -> Result<Project> {
         let row = sqlx::query(
-            "INSERT INTO projects (name, key_hash, key_prefix, created_at) VALUES (?, ?, ?, ?) \
+            // The id: above every project id ever deleted (migration 0007).
+            "INSERT INTO projects (id, name, key_hash, key_prefix, created_at) VALUES \
+             (MAX(COALESCE((SELECT MAX(id) FROM projects), 0), \
+                  COALESCE((SELECT floor FROM id_floors WHERE name = 'projects'), 0)) + 1, \
+              ?, ?, ?, ?) \
              RETURNING id, name, key_prefix, created_at",
         )
         .bind(name)
@@ -676,9 +680,49 @@ impl Store for SqliteStore {
     async fn delete_group(&self, group_id: i64) -> Result<bool> {
         // Events, counters, activity and triage go by ON DELETE CASCADE.
         let mut tx = self.begin_write().await?;
-        keep_incident_ids(&mut tx).await?;
+        keep_ids(&mut tx, "error_groups").await?;
         let done = sqlx::query("DELETE FROM error_groups WHERE id = ?")
             .bind(group_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_project_events(&self, project_id: i64, limit: u32) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE project_id = ? LIMIT ?)",
+        )
+        .bind(project_id)
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_project_groups(&self, project_id: i64, limit: u32) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        keep_ids(&mut tx, "error_groups").await?;
+        let done = sqlx::query(
+            "DELETE FROM error_groups WHERE id IN \
+             (SELECT id FROM error_groups WHERE project_id = ? LIMIT ?)",
+        )
+        .bind(project_id)
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_project(&self, project_id: i64) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        keep_ids(&mut tx, "error_groups").await?;
+        keep_ids(&mut tx, "projects").await?;
+        let done = sqlx::query("DELETE FROM projects WHERE id = ?")
+            .bind(project_id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -706,7 +750,7 @@ impl Store for SqliteStore {
         // so no event can be joining one of these incidents meanwhile.
         // Their counters, activity and triage go by ON DELETE CASCADE.
         let mut tx = self.begin_write().await?;
-        keep_incident_ids(&mut tx).await?;
+        keep_ids(&mut tx, "error_groups").await?;
         let done = sqlx::query(
             "DELETE FROM error_groups WHERE id IN (SELECT g.id FROM error_groups g \
              WHERE g.last_seen < ? \
@@ -1112,17 +1156,17 @@ fn user_from_row(row: &SqliteRow) -> Result<User> {
     })
 }
 
-/// Records the largest incident id before incidents are deleted, so that
-/// new incidents are numbered above it and no id is ever used twice
-/// (migration 0007; the batch insert reads it).
-async fn keep_incident_ids(tx: &mut sqlx::SqliteConnection) -> Result<()> {
-    sqlx::query(
+/// Records the largest id of `table` (`error_groups` or `projects`) before
+/// rows of it are deleted, so that new rows are numbered above it and no id
+/// is ever used twice (migration 0007; the inserts read it).
+async fn keep_ids(tx: &mut sqlx::SqliteConnection, table: &'static str) -> Result<()> {
+    // The table name is one of two constants, not input.
+    let sql = format!(
         "INSERT INTO id_floors (name, floor) \
-         SELECT 'error_groups', COALESCE(MAX(id), 0) FROM error_groups WHERE TRUE \
-         ON CONFLICT (name) DO UPDATE SET floor = MAX(floor, excluded.floor)",
-    )
-    .execute(&mut *tx)
-    .await?;
+         SELECT '{table}', COALESCE(MAX(id), 0) FROM {table} WHERE TRUE \
+         ON CONFLICT (name) DO UPDATE SET floor = MAX(floor, excluded.floor)"
+    );
+    sqlx::query(&sql).execute(&mut *tx).await?;
     Ok(())
 }
 
