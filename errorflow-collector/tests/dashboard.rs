@@ -208,6 +208,7 @@ common::backend_tests!(
     detail_shows_the_event_and_actions_change_status,
     forged_posts_are_refused,
     incidents_are_deleted_after_confirmation,
+    projects_are_deleted_after_confirmation,
     bulk_resolve_and_quiet,
     events_page_lists_and_filters,
     project_page_rotates_the_key_and_sends_a_test_error,
@@ -507,6 +508,7 @@ async fn forged_posts_are_refused(db: common::TestDb) {
         &format!("/projects/{}/rotate-key", d.project_id),
         &format!("/projects/{}/test-event", d.project_id),
         &format!("/incidents/{id}/delete"),
+        &format!("/projects/{}/delete", d.project_id),
     ] {
         assert_eq!(
             d.post_form(path, &[("action", "resolve"), ("ids", &id.to_string())])
@@ -554,6 +556,35 @@ async fn incidents_are_deleted_after_confirmation(db: common::TestDb) {
     );
     let res = d.post(&format!("/incidents/{doomed}/delete"), &[]).await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
+}
+
+async fn projects_are_deleted_after_confirmation(db: common::TestDb) {
+    let mut d = dash(db).await;
+    d.sign_in().await;
+    let id = d.ingest("user-api", "NullPointer", "boom").await;
+    let uri = format!("/projects/{}", d.project_id);
+    let page = d.get(&uri).await;
+    assert!(
+        page.body.contains(&format!("action=\"{uri}/delete\""))
+            && page.body.contains("data-confirm=\"Delete project"),
+        "{}",
+        page.body
+    );
+    let res = d.post(&format!("{uri}/delete"), &[]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    assert_eq!(res.location(), "/projects?notice=project-deleted");
+    let list = d.get("/projects?notice=project-deleted").await;
+    assert!(list.body.contains("Project deleted"), "{}", list.body);
+    assert!(
+        !list.body.contains(&format!("href=\"{uri}\"")),
+        "{}",
+        list.body
+    );
+    assert_eq!(d.get(&uri).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        d.get(&format!("/incidents/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 async fn bulk_resolve_and_quiet(db: common::TestDb) {

@@ -63,6 +63,7 @@ pub fn routes() -> Router<AppState> {
         .route("/projects", get(pages::projects))
         .route("/projects/{id}", get(pages::project))
         .route("/projects/{id}/rotate-key", post(pages::rotate_key))
+        .route("/projects/{id}/delete", post(pages::delete_project))
         .route("/projects/{id}/test-event", post(pages::test_event))
         .layer(axum::middleware::map_response(security_headers))
         .route("/assets/app.css", get(css))
@@ -371,6 +372,9 @@ pub fn notice(key: Option<&str>) -> Option<&'static str> {
         "quieted" => "Incident quieted.",
         "reopened" => "Incident reopened.",
         "deleted" => "Incident deleted with its events.",
+        "project-deleted" => {
+            "Project deleted with its incidents and events; its key no longer works."
+        }
         "bulk" => "Selected incidents updated.",
         "test" => "Test error sent through the ingest pipeline.",
         "summarize" => "AI summary requested; it appears here when ready.",

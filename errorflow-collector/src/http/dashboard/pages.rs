@@ -940,12 +940,36 @@ pub struct ProjectsPage {
     pub projects: Vec<Project>,
 }
 
-pub async fn projects(State(state): State<AppState>, user: CurrentUser) -> Page {
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct NoticeParams {
+    pub notice: String,
+}
+
+pub async fn projects(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(q): Query<NoticeParams>,
+) -> Page {
     let projects = state.store.list_projects().await?;
-    Ok(render(&ProjectsPage {
-        l: user.layout("Projects", "projects"),
-        projects,
-    }))
+    let mut l = user.layout("Projects", "projects");
+    l.notice = super::notice(Some(&q.notice));
+    Ok(render(&ProjectsPage { l, projects }))
+}
+
+/// Deletes the project with its incidents and events; its key stops working.
+pub async fn delete_project(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let p = load_project(&state, &id).await?;
+    let deleted = crate::store::delete_project_in_chunks(state.store.as_ref(), p.id)
+        .await?
+        .ok_or_else(|| DashError::NotFound("There is no such project.".into()))?;
+    state.forget_cached_keys();
+    tracing::info!(project = p.id, actor = %form.user.actor(), events = deleted.events, incidents = deleted.incidents, "project deleted");
+    Ok(Redirect::to("/projects?notice=project-deleted").into_response())
 }
 
 pub struct Snippet {
