@@ -428,6 +428,104 @@ async fn event_listings_read_an_index_not_a_sort() {
     sqlx::Connection::close(conn).await.unwrap();
 }
 
+/// Retention and the deletion of incidents and projects run chunk after
+/// chunk while ingest goes on, on tables that grow large: each statement
+/// must find its rows through an index, never scan a whole table (which
+/// would make every chunk cost as much as the table).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_read_an_index_not_a_scan() {
+    use errorflow_collector::store::{postgres, sqlite};
+    /// The statements with what their first parameter is: a time or an id.
+    fn statements(d: [&'static str; 5]) -> Vec<(&'static str, &'static str, bool)> {
+        let names = [
+            "group events",
+            "project events",
+            "project groups",
+            "expired events",
+            "empty idle groups",
+        ];
+        let is_time = [false, false, false, true, true];
+        (0..5).map(|i| (names[i], d[i], is_time[i])).collect()
+    }
+
+    let db = common::sqlite_store().await;
+    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    let d = [
+        sqlite::deletions::GROUP_EVENTS,
+        sqlite::deletions::PROJECT_EVENTS,
+        sqlite::deletions::PROJECT_GROUPS,
+        sqlite::deletions::EXPIRED_EVENTS,
+        sqlite::deletions::EMPTY_IDLE_GROUPS,
+    ];
+    for (name, sql, is_time) in statements(d) {
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let query = sqlx::query(&explain);
+        let query = if is_time {
+            query.bind("2026-11-28T10:00:00.000000Z")
+        } else {
+            query.bind(1_i64)
+        };
+        let plan: Vec<String> = query
+            .bind(1000_i64)
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .iter()
+            .map(|row| sqlx::Row::get::<String, _>(row, "detail"))
+            .collect();
+        // A step "SCAN t" reads all of t; "SEARCH t USING … INDEX" does not.
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN ")),
+            "{name} scans a table: {plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "{name} sorts: {plan:?}"
+        );
+    }
+    pool.close().await;
+
+    let db = common::pg_store().await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    // On empty tables a scan costs nothing; forbid it so that the planner
+    // shows whether an index serves.
+    for setting in ["SET enable_seqscan = off", "SET enable_sort = off"] {
+        sqlx::query(setting).execute(&mut conn).await.unwrap();
+    }
+    let d = [
+        postgres::deletions::GROUP_EVENTS,
+        postgres::deletions::PROJECT_EVENTS,
+        postgres::deletions::PROJECT_GROUPS,
+        postgres::deletions::EXPIRED_EVENTS,
+        postgres::deletions::EMPTY_IDLE_GROUPS,
+    ];
+    for (name, sql, is_time) in statements(d) {
+        let explain = format!("EXPLAIN {sql}");
+        let query = sqlx::query_scalar::<_, String>(&explain);
+        let query = if is_time {
+            query.bind(Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap())
+        } else {
+            query.bind(1_i64)
+        };
+        let plan: Vec<String> = query
+            .bind(1000_i64)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            !plan.iter().any(|step| step.contains("Seq Scan")),
+            "{name} scans a table: {plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("Sort")),
+            "{name} sorts: {plan:?}"
+        );
+    }
+    sqlx::Connection::close(conn).await.unwrap();
+}
+
 /// Several collectors may start together on one new Postgres database: each
 /// first lists the pending migrations, then runs them, both under the
 /// migrator's advisory lock. All must come up, and each migration must be

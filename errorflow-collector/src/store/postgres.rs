@@ -140,6 +140,32 @@ fn is_retryable(e: &StoreError) -> bool {
     }
 }
 
+/// The chunked deletions of retention and of deleting incidents and
+/// projects: each takes a key (a time, or an id) and a row limit. Public so
+/// that `tests/migrations.rs` checks their plans: each must read an index.
+/// Incidents are taken `FOR UPDATE SKIP LOCKED`: one a writer has locked is
+/// getting an event; one a writer has found but not locked yet may go, and
+/// the writer then retries its batch and creates it anew (`lock_groups`).
+pub mod deletions {
+    /// An incident's events.
+    pub const GROUP_EVENTS: &str =
+        "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE group_id = $1 LIMIT $2)";
+    /// A project's events, through its incidents (errors_group_received).
+    pub const PROJECT_EVENTS: &str = "DELETE FROM errors WHERE id IN (SELECT e.id \
+         FROM error_groups g JOIN errors e ON e.group_id = g.id WHERE g.project_id = $1 LIMIT $2)";
+    /// A project's incidents.
+    pub const PROJECT_GROUPS: &str = "DELETE FROM error_groups WHERE id IN (SELECT id \
+         FROM error_groups WHERE project_id = $1 LIMIT $2 FOR UPDATE SKIP LOCKED)";
+    /// Events received before a time, oldest first along errors_received.
+    pub const EXPIRED_EVENTS: &str = "DELETE FROM errors WHERE id IN (SELECT id FROM errors \
+         WHERE received_at < $1 ORDER BY received_at, id LIMIT $2)";
+    /// Incidents without events, last seen before a time.
+    pub const EMPTY_IDLE_GROUPS: &str = "DELETE FROM error_groups WHERE id IN (SELECT g.id \
+         FROM error_groups g WHERE g.last_seen < $1 \
+         AND NOT EXISTS (SELECT 1 FROM errors e WHERE e.group_id = g.id) \
+         ORDER BY g.last_seen, g.id LIMIT $2 FOR UPDATE SKIP LOCKED)";
+}
+
 pub struct PgStore {
     pub pool: PgPool,
 }
@@ -860,13 +886,11 @@ impl Store for PgStore {
     }
 
     async fn delete_group_events(&self, group_id: i64, limit: u32) -> Result<u64> {
-        let done = sqlx::query(
-            "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE group_id = $1 LIMIT $2)",
-        )
-        .bind(group_id)
-        .bind(i64::from(limit))
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(deletions::GROUP_EVENTS)
+            .bind(group_id)
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 
@@ -883,27 +907,20 @@ impl Store for PgStore {
     }
 
     async fn delete_project_events(&self, project_id: i64, limit: u32) -> Result<u64> {
-        let done = sqlx::query(
-            "DELETE FROM errors WHERE id IN \
-             (SELECT id FROM errors WHERE project_id = $1 LIMIT $2)",
-        )
-        .bind(project_id)
-        .bind(i64::from(limit))
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(deletions::PROJECT_EVENTS)
+            .bind(project_id)
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 
     async fn delete_project_groups(&self, project_id: i64, limit: u32) -> Result<u64> {
-        // SKIP LOCKED and the writer's retry, as for retention.
-        let done = sqlx::query(
-            "DELETE FROM error_groups WHERE id IN (SELECT id FROM error_groups \
-             WHERE project_id = $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(project_id)
-        .bind(i64::from(limit))
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(deletions::PROJECT_GROUPS)
+            .bind(project_id)
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 
@@ -918,32 +935,20 @@ impl Store for PgStore {
     }
 
     async fn delete_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
-        // Oldest first along errors_received, without a sort.
-        let done = sqlx::query(
-            "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE received_at < $1 \
-             ORDER BY received_at, id LIMIT $2)",
-        )
-        .bind(before)
-        .bind(i64::from(limit))
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(deletions::EXPIRED_EVENTS)
+            .bind(before)
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 
     async fn delete_groups_without_events(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
-        // SKIP LOCKED: an incident a writer has locked is getting an event.
-        // One a writer has found but not locked yet may go; the writer then
-        // retries its batch and creates it anew (see lock_groups).
-        let done = sqlx::query(
-            "DELETE FROM error_groups WHERE id IN (SELECT g.id FROM error_groups g \
-             WHERE g.last_seen < $1 \
-               AND NOT EXISTS (SELECT 1 FROM errors e WHERE e.group_id = g.id) \
-             ORDER BY g.last_seen, g.id LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(before)
-        .bind(i64::from(limit))
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(deletions::EMPTY_IDLE_GROUPS)
+            .bind(before)
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 

@@ -160,6 +160,31 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// The chunked deletions of retention and of deleting incidents and
+/// projects: each takes a key (a time, or an id) and a row limit. Public so
+/// that `tests/migrations.rs` checks their plans: each must read an index.
+pub mod deletions {
+    /// An incident's events.
+    pub const GROUP_EVENTS: &str =
+        "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE group_id = ? LIMIT ?)";
+    /// A project's events, through its incidents: no index leads with the
+    /// events' project_id, and errors_group_received finds each incident's
+    /// events wherever they are in the table.
+    pub const PROJECT_EVENTS: &str = "DELETE FROM errors WHERE id IN (SELECT e.id \
+         FROM error_groups g JOIN errors e ON e.group_id = g.id WHERE g.project_id = ? LIMIT ?)";
+    /// A project's incidents.
+    pub const PROJECT_GROUPS: &str = "DELETE FROM error_groups WHERE id IN \
+         (SELECT id FROM error_groups WHERE project_id = ? LIMIT ?)";
+    /// Events received before a time, oldest first along errors_received.
+    pub const EXPIRED_EVENTS: &str = "DELETE FROM errors WHERE id IN (SELECT id FROM errors \
+         WHERE received_at < ? ORDER BY received_at, id LIMIT ?)";
+    /// Incidents without events, last seen before a time.
+    pub const EMPTY_IDLE_GROUPS: &str = "DELETE FROM error_groups WHERE id IN (SELECT g.id \
+         FROM error_groups g WHERE g.last_seen < ? \
+         AND NOT EXISTS (SELECT 1 FROM errors e WHERE e.group_id = g.id) \
+         ORDER BY g.last_seen, g.id LIMIT ?)";
+}
+
 pub struct SqliteStore {
     /// The connection for every write but the event batches. SQLite allows
     /// one writer at a time anyway; queueing writers in the pool is cheaper
@@ -666,13 +691,11 @@ impl Store for SqliteStore {
 
     async fn delete_group_events(&self, group_id: i64, limit: u32) -> Result<u64> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE group_id = ? LIMIT ?)",
-        )
-        .bind(group_id)
-        .bind(i64::from(limit))
-        .execute(&mut *tx)
-        .await?;
+        let done = sqlx::query(deletions::GROUP_EVENTS)
+            .bind(group_id)
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }
@@ -691,13 +714,11 @@ impl Store for SqliteStore {
 
     async fn delete_project_events(&self, project_id: i64, limit: u32) -> Result<u64> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE project_id = ? LIMIT ?)",
-        )
-        .bind(project_id)
-        .bind(i64::from(limit))
-        .execute(&mut *tx)
-        .await?;
+        let done = sqlx::query(deletions::PROJECT_EVENTS)
+            .bind(project_id)
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }
@@ -705,14 +726,11 @@ impl Store for SqliteStore {
     async fn delete_project_groups(&self, project_id: i64, limit: u32) -> Result<u64> {
         let mut tx = self.begin_write().await?;
         keep_ids(&mut tx, "error_groups").await?;
-        let done = sqlx::query(
-            "DELETE FROM error_groups WHERE id IN \
-             (SELECT id FROM error_groups WHERE project_id = ? LIMIT ?)",
-        )
-        .bind(project_id)
-        .bind(i64::from(limit))
-        .execute(&mut *tx)
-        .await?;
+        let done = sqlx::query(deletions::PROJECT_GROUPS)
+            .bind(project_id)
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }
@@ -730,17 +748,13 @@ impl Store for SqliteStore {
     }
 
     async fn delete_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
-        // Oldest first along errors_received, without a sort. Each call is
-        // one short write transaction: the batch writer waits at most for it.
+        // One short write transaction: the batch writer waits at most for it.
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE received_at < ? \
-             ORDER BY received_at, id LIMIT ?)",
-        )
-        .bind(fmt_ts(before))
-        .bind(i64::from(limit))
-        .execute(&mut *tx)
-        .await?;
+        let done = sqlx::query(deletions::EXPIRED_EVENTS)
+            .bind(fmt_ts(before))
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }
@@ -751,16 +765,11 @@ impl Store for SqliteStore {
         // Their counters, activity and triage go by ON DELETE CASCADE.
         let mut tx = self.begin_write().await?;
         keep_ids(&mut tx, "error_groups").await?;
-        let done = sqlx::query(
-            "DELETE FROM error_groups WHERE id IN (SELECT g.id FROM error_groups g \
-             WHERE g.last_seen < ? \
-               AND NOT EXISTS (SELECT 1 FROM errors e WHERE e.group_id = g.id) \
-             ORDER BY g.last_seen, g.id LIMIT ?)",
-        )
-        .bind(fmt_ts(before))
-        .bind(i64::from(limit))
-        .execute(&mut *tx)
-        .await?;
+        let done = sqlx::query(deletions::EMPTY_IDLE_GROUPS)
+            .bind(fmt_ts(before))
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }
