@@ -15,12 +15,13 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::store::{Store, StoreError};
+use crate::store::{drain, Store, StoreError};
 use crate::telemetry;
 
 /// How often the background job looks for expired events.
@@ -111,33 +112,28 @@ pub async fn purge(
     options: PurgeOptions,
 ) -> Result<Purged, StoreError> {
     let chunk = options.chunk.max(1);
-    let mut purged = Purged::default();
-    loop {
-        let n = store.delete_events_before(before, chunk).await?;
+    let so_far = &AtomicU64::new(0);
+    let events = drain(chunk, options.pause, |limit| async move {
+        let n = store.delete_events_before(before, limit).await?;
         telemetry::retention_deleted("events", n);
-        if (purged.events + n) / PROGRESS_EVERY > purged.events / PROGRESS_EVERY {
+        let before_chunk = so_far.fetch_add(n, Ordering::Relaxed);
+        if (before_chunk + n) / PROGRESS_EVERY > before_chunk / PROGRESS_EVERY {
             tracing::info!(
-                events = purged.events + n,
+                events = before_chunk + n,
                 before = %before,
                 "retention: deleting expired events"
             );
         }
-        purged.events += n;
-        if n < u64::from(chunk) {
-            break;
-        }
-        tokio::time::sleep(options.pause).await;
-    }
-    loop {
-        let n = store.delete_groups_without_events(before, chunk).await?;
+        Ok(n)
+    })
+    .await?;
+    let incidents = drain(chunk, options.pause, |limit| async move {
+        let n = store.delete_groups_without_events(before, limit).await?;
         telemetry::retention_deleted("incidents", n);
-        purged.incidents += n;
-        if n < u64::from(chunk) {
-            break;
-        }
-        tokio::time::sleep(options.pause).await;
-    }
-    Ok(purged)
+        Ok(n)
+    })
+    .await?;
+    Ok(Purged { events, incidents })
 }
 
 /// The background job: a pass at start-up, then every [`PERIOD`].

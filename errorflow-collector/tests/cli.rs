@@ -21,6 +21,55 @@ fn sqlite_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("cli.db").display())
 }
 
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What a first start prints on stdout, read up to the dashboard line.
+struct FirstStart {
+    dsn: String,
+    /// The DSN's ingest key.
+    key: String,
+    token: Option<String>,
+    dashboard: String,
+}
+
+fn read_first_start(child: &mut std::process::Child) -> FirstStart {
+    let mut dsn = None;
+    let mut token = None;
+    let mut dashboard = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("DSN").nth(1) {
+            dsn = rest.split_whitespace().last().map(str::to_string);
+        }
+        if line.contains("management token") {
+            token = line.split_whitespace().last().map(str::to_string);
+        }
+        if let Some(url) = line.strip_prefix("dashboard: ") {
+            dashboard = Some(url.to_string());
+            break;
+        }
+    }
+    let dsn = dsn.expect("DSN printed");
+    let key = dsn
+        .strip_prefix("http://")
+        .and_then(|r| r.split('@').next())
+        .unwrap()
+        .to_string();
+    FirstStart {
+        dsn,
+        key,
+        token,
+        dashboard: dashboard.expect("dashboard URL printed"),
+    }
+}
+
 #[test]
 fn help_explains_the_commands_and_settings() {
     let (ok, out, _) = run("sqlite::memory:", &["--help"]);
@@ -168,41 +217,20 @@ fn unreachable_databases_are_explained() {
 fn first_start_prints_a_working_dsn() {
     let dir = tempfile::tempdir().unwrap();
     let db = sqlite_url(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = command(&db)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut dsn = None;
-    let mut token = None;
-    let mut dashboard = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("DSN").nth(1) {
-            dsn = rest.split_whitespace().last().map(str::to_string);
-        }
-        if line.contains("management token") {
-            token = line.split_whitespace().last().map(str::to_string);
-        }
-        if let Some(url) = line.strip_prefix("dashboard: ") {
-            dashboard = Some(url.to_string());
-            break;
-        }
-    }
-    let dsn = dsn.expect("DSN printed");
+    let FirstStart {
+        dsn,
+        key,
+        token,
+        dashboard,
+    } = read_first_start(&mut child);
     let token = token.expect("token printed");
-    assert_eq!(dashboard.unwrap(), format!("http://127.0.0.1:{port}/"));
-    let key = dsn
-        .strip_prefix("http://")
-        .and_then(|r| r.split('@').next())
-        .unwrap()
-        .to_string();
+    assert_eq!(dashboard, format!("http://127.0.0.1:{port}/"));
     assert!(dsn.ends_with(&format!("127.0.0.1:{port}/1")), "{dsn}");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -260,11 +288,7 @@ fn first_start_prints_a_working_dsn() {
 fn no_subcommand_serves_with_the_environments_settings() {
     let dir = tempfile::tempdir().unwrap();
     let db = sqlite_url(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = command(&db)
         .env("ERRORFLOW_LISTEN", format!("127.0.0.1:{port}"))
         .env("ERRORFLOW_MAX_EVENTS_PER_BATCH", "2")
@@ -274,25 +298,8 @@ fn no_subcommand_serves_with_the_environments_settings() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut dsn = None;
-    let mut dashboard = None;
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("DSN").nth(1) {
-            dsn = rest.split_whitespace().last().map(str::to_string);
-        }
-        if let Some(url) = line.strip_prefix("dashboard: ") {
-            dashboard = Some(url.to_string());
-            break;
-        }
-    }
-    assert_eq!(dashboard.unwrap(), format!("http://127.0.0.1:{port}/"));
-    let dsn = dsn.expect("DSN printed");
-    let key = dsn
-        .strip_prefix("http://")
-        .and_then(|r| r.split('@').next())
-        .unwrap()
-        .to_string();
+    let FirstStart { key, dashboard, .. } = read_first_start(&mut child);
+    assert_eq!(dashboard, format!("http://127.0.0.1:{port}/"));
 
     let event = |i: u32| {
         serde_json::json!({

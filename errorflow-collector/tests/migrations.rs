@@ -326,6 +326,35 @@ async fn postgres_deleting_incidents_deletes_their_events() {
     pool.close().await;
 }
 
+/// The steps of SQLite's plan for `query` (`EXPLAIN QUERY PLAN …`); its
+/// rows are (id, parent, notused, detail).
+async fn sqlite_plan<'q>(
+    pool: &sqlx::SqlitePool,
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    name: &str,
+) -> Vec<String> {
+    query
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .iter()
+        .map(|row| sqlx::Row::get::<String, _>(row, "detail"))
+        .collect()
+}
+
+/// A connection to `url` on which the planner may neither scan a table
+/// nor sort: on the tests' empty tables both cost nothing, so only this
+/// shows whether an index can serve a statement.
+async fn pg_planner_without_scans_or_sorts(url: &str) -> sqlx::PgConnection {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    for setting in ["SET enable_seqscan = off", "SET enable_sort = off"] {
+        sqlx::query(setting).execute(&mut conn).await.unwrap();
+    }
+    conn
+}
+
 /// The event listings (an incident's events and all events, newest first,
 /// from the start or from a cursor, and the events just older and newer than
 /// one) read the time indexes, in either direction, instead of sorting the
@@ -374,15 +403,7 @@ async fn event_listings_read_an_index_not_a_sort() {
     // The SQLite store binds times as text in this format.
     let at = "2026-11-28T10:00:00.000000Z".to_string();
     for (name, mut qb) in listings::<sqlx::Sqlite, _>("EXPLAIN QUERY PLAN", at) {
-        // The plan's rows are (id, parent, notused, detail).
-        let plan: Vec<String> = qb
-            .build()
-            .fetch_all(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"))
-            .iter()
-            .map(|row| sqlx::Row::get::<String, _>(row, "detail"))
-            .collect();
+        let plan = sqlite_plan(&pool, qb.build(), &name).await;
         assert!(
             plan.iter().any(|step| step.contains("INDEX errors_")),
             "{name}: {plan:?}"
@@ -395,19 +416,7 @@ async fn event_listings_read_an_index_not_a_sort() {
     pool.close().await;
 
     let db = common::pg_store().await;
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
-        .await
-        .unwrap();
-    // On an empty table a scan and a sort cost nothing; forbid them so that
-    // the planner shows whether an index can give the order.
-    sqlx::query("SET enable_sort = off")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    sqlx::query("SET enable_seqscan = off")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = pg_planner_without_scans_or_sorts(&db.url).await;
     let at = Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap();
     for (name, mut qb) in listings::<sqlx::Postgres, _>("EXPLAIN", at) {
         let plan: Vec<String> = qb
@@ -465,14 +474,7 @@ async fn deletions_read_an_index_not_a_scan() {
         } else {
             query.bind(1_i64)
         };
-        let plan: Vec<String> = query
-            .bind(1000_i64)
-            .fetch_all(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"))
-            .iter()
-            .map(|row| sqlx::Row::get::<String, _>(row, "detail"))
-            .collect();
+        let plan = sqlite_plan(&pool, query.bind(1000_i64), name).await;
         // A step "SCAN t" reads all of t; "SEARCH t USING … INDEX" does not.
         assert!(
             !plan.iter().any(|step| step.starts_with("SCAN ")),
@@ -486,14 +488,7 @@ async fn deletions_read_an_index_not_a_scan() {
     pool.close().await;
 
     let db = common::pg_store().await;
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
-        .await
-        .unwrap();
-    // On empty tables a scan costs nothing; forbid it so that the planner
-    // shows whether an index serves.
-    for setting in ["SET enable_seqscan = off", "SET enable_sort = off"] {
-        sqlx::query(setting).execute(&mut conn).await.unwrap();
-    }
+    let mut conn = pg_planner_without_scans_or_sorts(&db.url).await;
     let d = [
         postgres::deletions::GROUP_EVENTS,
         postgres::deletions::PROJECT_EVENTS,

@@ -7,6 +7,7 @@
 //! `tests/store_conformance.rs` runs the same checks against both.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -119,9 +120,10 @@ pub async fn delete_group_in_chunks(store: &dyn Store, group_id: i64) -> Result<
     if store.get_group(group_id).await?.is_none() {
         return Ok(false);
     }
-    while store.delete_group_events(group_id, DELETE_CHUNK).await? == u64::from(DELETE_CHUNK) {
-        tokio::task::yield_now().await;
-    }
+    drain(DELETE_CHUNK, Duration::ZERO, |limit| {
+        store.delete_group_events(group_id, limit)
+    })
+    .await?;
     store.delete_group(group_id).await
 }
 
@@ -144,28 +146,41 @@ pub async fn delete_project_in_chunks(
     if store.get_project(project_id).await?.is_none() {
         return Ok(None);
     }
-    let mut deleted = DeletedProject::default();
-    loop {
-        let n = store
-            .delete_project_events(project_id, DELETE_CHUNK)
-            .await?;
-        deleted.events += n;
-        if n < u64::from(DELETE_CHUNK) {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    loop {
-        let n = store
-            .delete_project_groups(project_id, DELETE_CHUNK)
-            .await?;
-        deleted.incidents += n;
-        if n < u64::from(DELETE_CHUNK) {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    let deleted = DeletedProject {
+        events: drain(DELETE_CHUNK, Duration::ZERO, |limit| {
+            store.delete_project_events(project_id, limit)
+        })
+        .await?,
+        incidents: drain(DELETE_CHUNK, Duration::ZERO, |limit| {
+            store.delete_project_groups(project_id, limit)
+        })
+        .await?,
+    };
     Ok(store.delete_project(project_id).await?.then_some(deleted))
+}
+
+/// Runs one chunk of a deletion after another (`chunk(limit)`, each its own
+/// short transaction) until one deletes fewer than `limit` rows, pausing
+/// `pause` in between (or just yielding) so that ingest gets the write path
+/// meanwhile. Returns how many rows went.
+pub async fn drain<F, Fut>(limit: u32, pause: Duration, mut chunk: F) -> Result<u64>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<u64>>,
+{
+    let mut total = 0;
+    loop {
+        let n = chunk(limit).await?;
+        total += n;
+        if n < u64::from(limit) {
+            return Ok(total);
+        }
+        if pause.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(pause).await;
+        }
+    }
 }
 
 /// Rows deleted per transaction when deleting in chunks.

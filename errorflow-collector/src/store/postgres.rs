@@ -185,6 +185,20 @@ impl PgStore {
         Ok(PgStore { pool })
     }
 
+    /// One chunk of a deletion: a statement of [`deletions`] with its key
+    /// and row limit.
+    async fn delete_chunk<K>(&self, sql: &'static str, key: K, limit: u32) -> Result<u64>
+    where
+        K: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send + 'static,
+    {
+        let done = sqlx::query(sql)
+            .bind(key)
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn fetch_group(
         conn: &mut sqlx::PgConnection,
         id: i64,
@@ -886,12 +900,8 @@ impl Store for PgStore {
     }
 
     async fn delete_group_events(&self, group_id: i64, limit: u32) -> Result<u64> {
-        let done = sqlx::query(deletions::GROUP_EVENTS)
-            .bind(group_id)
-            .bind(i64::from(limit))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        self.delete_chunk(deletions::GROUP_EVENTS, group_id, limit)
+            .await
     }
 
     async fn delete_group(&self, group_id: i64) -> Result<bool> {
@@ -907,21 +917,13 @@ impl Store for PgStore {
     }
 
     async fn delete_project_events(&self, project_id: i64, limit: u32) -> Result<u64> {
-        let done = sqlx::query(deletions::PROJECT_EVENTS)
-            .bind(project_id)
-            .bind(i64::from(limit))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        self.delete_chunk(deletions::PROJECT_EVENTS, project_id, limit)
+            .await
     }
 
     async fn delete_project_groups(&self, project_id: i64, limit: u32) -> Result<u64> {
-        let done = sqlx::query(deletions::PROJECT_GROUPS)
-            .bind(project_id)
-            .bind(i64::from(limit))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        self.delete_chunk(deletions::PROJECT_GROUPS, project_id, limit)
+            .await
     }
 
     async fn delete_project(&self, project_id: i64) -> Result<bool> {
@@ -935,21 +937,13 @@ impl Store for PgStore {
     }
 
     async fn delete_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
-        let done = sqlx::query(deletions::EXPIRED_EVENTS)
-            .bind(before)
-            .bind(i64::from(limit))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        self.delete_chunk(deletions::EXPIRED_EVENTS, before, limit)
+            .await
     }
 
     async fn delete_groups_without_events(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
-        let done = sqlx::query(deletions::EMPTY_IDLE_GROUPS)
-            .bind(before)
-            .bind(i64::from(limit))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        self.delete_chunk(deletions::EMPTY_IDLE_GROUPS, before, limit)
+            .await
     }
 
     async fn activity(&self, group_id: i64) -> Result<Vec<Activity>> {

@@ -312,6 +312,34 @@ impl SqliteStore {
         })
     }
 
+    /// One chunk of a deletion (a statement of [`deletions`] with its key
+    /// and row limit) in its own short write transaction: the batch writer
+    /// waits at most for one chunk. `incidents`: the statement deletes
+    /// incidents (whose counters, activity and triage go by ON DELETE
+    /// CASCADE), so their largest id is recorded first.
+    async fn delete_chunk<K>(
+        &self,
+        sql: &'static str,
+        key: K,
+        limit: u32,
+        incidents: bool,
+    ) -> Result<u64>
+    where
+        K: for<'q> sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite> + Send + 'static,
+    {
+        let mut tx = self.begin_write().await?;
+        if incidents {
+            keep_ids(&mut tx, "error_groups").await?;
+        }
+        let done = sqlx::query(sql)
+            .bind(key)
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
         // IMMEDIATE takes the write lock up front: a deferred transaction that
         // reads first and writes later can fail with SQLITE_BUSY when another
@@ -690,14 +718,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_group_events(&self, group_id: i64, limit: u32) -> Result<u64> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(deletions::GROUP_EVENTS)
-            .bind(group_id)
-            .bind(i64::from(limit))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
+        self.delete_chunk(deletions::GROUP_EVENTS, group_id, limit, false)
+            .await
     }
 
     async fn delete_group(&self, group_id: i64) -> Result<bool> {
@@ -713,26 +735,13 @@ impl Store for SqliteStore {
     }
 
     async fn delete_project_events(&self, project_id: i64, limit: u32) -> Result<u64> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(deletions::PROJECT_EVENTS)
-            .bind(project_id)
-            .bind(i64::from(limit))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
+        self.delete_chunk(deletions::PROJECT_EVENTS, project_id, limit, false)
+            .await
     }
 
     async fn delete_project_groups(&self, project_id: i64, limit: u32) -> Result<u64> {
-        let mut tx = self.begin_write().await?;
-        keep_ids(&mut tx, "error_groups").await?;
-        let done = sqlx::query(deletions::PROJECT_GROUPS)
-            .bind(project_id)
-            .bind(i64::from(limit))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
+        self.delete_chunk(deletions::PROJECT_GROUPS, project_id, limit, true)
+            .await
     }
 
     async fn delete_project(&self, project_id: i64) -> Result<bool> {
@@ -748,30 +757,15 @@ impl Store for SqliteStore {
     }
 
     async fn delete_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
-        // One short write transaction: the batch writer waits at most for it.
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(deletions::EXPIRED_EVENTS)
-            .bind(fmt_ts(before))
-            .bind(i64::from(limit))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
+        self.delete_chunk(deletions::EXPIRED_EVENTS, fmt_ts(before), limit, false)
+            .await
     }
 
     async fn delete_groups_without_events(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
         // The batch writer holds the write lock for its whole transaction,
         // so no event can be joining one of these incidents meanwhile.
-        // Their counters, activity and triage go by ON DELETE CASCADE.
-        let mut tx = self.begin_write().await?;
-        keep_ids(&mut tx, "error_groups").await?;
-        let done = sqlx::query(deletions::EMPTY_IDLE_GROUPS)
-            .bind(fmt_ts(before))
-            .bind(i64::from(limit))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
+        self.delete_chunk(deletions::EMPTY_IDLE_GROUPS, fmt_ts(before), limit, true)
+            .await
     }
 
     async fn activity(&self, group_id: i64) -> Result<Vec<Activity>> {
