@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use common::binary::command;
+use common::binary::{command, free_port};
 use serde_json::Value;
 
 mod common;
@@ -19,15 +19,6 @@ fn run(db: &str, args: &[&str]) -> (bool, String, String) {
 
 fn sqlite_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("cli.db").display())
-}
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// What a first start prints on stdout, read up to the dashboard line.

@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use common::binary::free_port;
 use errorflow_collector::app::build_state;
 use errorflow_collector::config::{Cli, Config};
 use errorflow_collector::credentials;
@@ -48,14 +49,6 @@ impl Drop for Driver {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn start_driver() -> (Driver, Client, tempfile::TempDir) {
