@@ -103,7 +103,8 @@ pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// Another transaction changed what this one relied on (an incident it
-    /// found was deleted by retention before it was locked); retry.
+    /// found was deleted, by retention or by hand, before it was locked);
+    /// retry.
     #[error("concurrent change: {0}")]
     Conflict(String),
 }

@@ -236,9 +236,8 @@ impl PgStore {
         // inserted; an insert that meets a concurrent insert of the same
         // key waits for it (DO NOTHING), and the next round finds the
         // group if that transaction committed it. A committed group is
-        // deleted only by retention, once it has no event and has been idle
-        // for the retention period; lock_groups notices and the batch is
-        // retried.
+        // deleted only by retention (no event left, idle for the retention
+        // period) or by hand; lock_groups notices and the batch is retried.
         for _ in 0..3 {
             let missing: Vec<&(GroupKey, usize)> = plan
                 .groups
@@ -337,9 +336,8 @@ impl PgStore {
         for group in groups.values_mut() {
             // The events inserted into it hold a key-share lock on it, so it
             // cannot have been deleted since ensure_groups.
-            // Found unlocked, it may have been deleted since by retention
-            // (no event left, idle for the retention period); the retry
-            // creates it anew.
+            // Found unlocked, it may have been deleted since (by retention,
+            // or by hand with its project); the retry creates it anew.
             let (status, release) = fresh.remove(&group.id).ok_or_else(|| {
                 StoreError::Conflict(format!("incident {} was deleted during ingest", group.id))
             })?;
