@@ -129,6 +129,18 @@ async fn text_of(c: &Client, css: &str) -> String {
         .unwrap()
 }
 
+/// The text of the dialog the page opened (`window.confirm`), once it is open.
+async fn alert_text(c: &Client) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.get_alert_text().await {
+            Ok(text) => return text,
+            Err(e) if Instant::now() > deadline => panic!("no dialog opened: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
     c.wait()
         .at_most(Duration::from_secs(20))
@@ -347,6 +359,44 @@ async fn dashboard_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(focused, json!("#main"));
+
+    // Delete asks first: dismissed, nothing happens; accepted, the
+    // incident is gone and the list says so.
+    c.goto(&format!("{base}/incidents/{xss_group}"))
+        .await
+        .unwrap();
+    wait_for(&c, "#event-message").await;
+    c.find(Locator::Id("delete"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let question = alert_text(&c).await;
+    assert!(question.starts_with("Delete this incident"), "{question}");
+    c.dismiss_alert().await.unwrap();
+    assert_eq!(
+        c.current_url().await.unwrap().path(),
+        format!("/incidents/{xss_group}")
+    );
+    c.find(Locator::Id("delete"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    alert_text(&c).await;
+    c.accept_alert().await.unwrap();
+    wait_for(&c, "p.notice").await;
+    assert_eq!(
+        text_of(&c, "p.notice").await,
+        "Incident deleted with its events."
+    );
+    assert_eq!(c.current_url().await.unwrap().path(), "/");
+    assert!(c
+        .find(Locator::Css(&format!("a[href='/incidents/{xss_group}']")))
+        .await
+        .is_err());
 
     c.close().await.unwrap();
 }
