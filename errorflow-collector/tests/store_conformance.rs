@@ -77,6 +77,8 @@ conformance!(
     concurrent_overlapping_batches_keep_exact_counts,
     #[ignore = "throughput measurement; run with --release -- --ignored --nocapture"]
     insert_throughput,
+    #[ignore = "cost measurement; run with --release -- --ignored --nocapture"]
+    retention_chunk_cost,
 );
 
 async fn project(store: &Arc<dyn Store>, name: &str) -> i64 {
@@ -1662,5 +1664,43 @@ async fn insert_throughput(db: &TestDb) {
         "{:?}: {TOTAL} events in batches of {BATCH}: {secs:.2}s, {:.0} events/s",
         db.backend(),
         TOTAL as f64 / secs
+    );
+}
+
+/// How long one retention chunk holds the write path: 100,000 expired
+/// events in 50 incidents (plus as many kept), deleted by the background
+/// pass's own chunks. Prints the time per chunk.
+async fn retention_chunk_cost(db: &TestDb) {
+    const TOTAL: usize = 100_000;
+    let p = project(db, "bench").await;
+    let old = at(8, 0);
+    let events: Vec<_> = (0..2 * TOTAL)
+        .map(|i| {
+            let mut ev = event(p, &format!("fp{}", i % 50), old);
+            // Every other event is kept.
+            ev.received_at = if i % 2 == 0 { old } else { at(12, 0) };
+            ev
+        })
+        .collect();
+    for batch in events.chunks(1000) {
+        db.insert_events(batch).await.unwrap();
+    }
+    let options = retention::PurgeOptions {
+        chunk: retention::CHUNK,
+        pause: std::time::Duration::ZERO,
+    };
+    let started = Instant::now();
+    let purged = retention::purge(db.as_ref(), at(10, 0), options)
+        .await
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(purged.events, TOTAL as u64);
+    let chunks = TOTAL as f64 / f64::from(retention::CHUNK);
+    println!(
+        "{:?}: {TOTAL} expired of {} events deleted in {secs:.2}s: {:.1} ms per chunk of {}",
+        db.backend(),
+        2 * TOTAL,
+        secs * 1000.0 / chunks,
+        retention::CHUNK
     );
 }
