@@ -72,6 +72,13 @@ fn help_explains_the_commands_and_settings() {
         "token",
         "DATABASE_URL",
         "ERRORFLOW_CONFIG",
+        // serve's settings: it runs without a subcommand.
+        "--listen",
+        "--retention",
+        "ERRORFLOW_RETENTION",
+        "--max-body-bytes",
+        "ERRORFLOW_KEY_EVENTS_PER_SECOND",
+        "backup",
     ] {
         assert!(out.contains(word), "--help lacks {word}:\n{out}");
     }
