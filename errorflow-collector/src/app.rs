@@ -409,9 +409,10 @@ fn build_triage(store: Arc<dyn Store>, config: &Config) -> Triage {
 }
 
 /// On an empty database: creates project `default` and a management token,
-/// and returns the text that shows them once.
+/// and returns the text that shows them once. A database whose projects
+/// were all deleted is not empty: it has its tokens, and gets no new ones.
 async fn first_start(store: &dyn Store, public_url: &str) -> anyhow::Result<Option<String>> {
-    if !store.list_projects().await?.is_empty() {
+    if !store.list_projects().await?.is_empty() || !store.list_tokens().await?.is_empty() {
         return Ok(None);
     }
     let (project, key) = match create_project(store, "default").await {

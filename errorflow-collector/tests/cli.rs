@@ -398,3 +398,49 @@ fn project_delete_needs_yes_and_removes_the_project() {
     assert!(!ok);
     assert!(err.contains("no project"), "{err}");
 }
+
+/// Deleting every project does not make the next start a first start: no
+/// new `default` project, no new management token.
+#[test]
+fn a_database_emptied_of_projects_is_not_a_first_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(&dir);
+    let start = || {
+        let port = free_port();
+        command(&db)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    read_first_start(&mut first);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (ok, _, err) = run(&db, &["project", "delete", "default", "--yes"]);
+    assert!(ok, "{err}");
+
+    let mut again = start();
+    let mut printed = Vec::new();
+    for line in BufReader::new(again.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let done = line.starts_with("dashboard: ");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    again.kill().unwrap();
+    again.wait().unwrap();
+    assert!(
+        !printed
+            .iter()
+            .any(|l| l.contains("DSN") || l.contains("token")),
+        "{printed:?}"
+    );
+    let (_, out, _) = run(&db, &["project", "list", "--json"]);
+    assert_eq!(out.trim(), "[]");
+    let (_, out, _) = run(&db, &["token", "list", "--json"]);
+    let tokens: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(tokens.as_array().unwrap().len(), 1, "{tokens}");
+}
