@@ -129,6 +129,11 @@ async fn text_of(c: &Client, css: &str) -> String {
         .unwrap()
 }
 
+/// Clicks the element, which must be there.
+async fn click(c: &Client, locator: Locator<'_>) {
+    c.find(locator).await.unwrap().click().await.unwrap();
+}
+
 /// The text of the dialog the page opened (`window.confirm`), once it is open.
 async fn alert_text(c: &Client) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -218,12 +223,7 @@ async fn dashboard_in_a_real_browser() {
         .send_keys(PASSWORD)
         .await
         .unwrap();
-    c.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("button[type=submit]")).await;
     wait_for(&c, "ul.incidents").await;
     assert_eq!(c.current_url().await.unwrap().path(), "/");
 
@@ -258,12 +258,11 @@ async fn dashboard_in_a_real_browser() {
     assert!(text_of(&c, "#live").await.contains("new"));
 
     // Open it, resolve it, reload: resolved.
-    c.find(Locator::Css(&format!("a[href='/incidents/{xss_group}']")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        &c,
+        Locator::Css(&format!("a[href='/incidents/{xss_group}']")),
+    )
+    .await;
     wait_for(&c, "#event-message").await;
     let message = text_of(&c, "#event-message").await;
     assert!(
@@ -278,12 +277,7 @@ async fn dashboard_in_a_real_browser() {
         .send_keys("fixed in 1.4.3")
         .await
         .unwrap();
-    c.find(Locator::Id("resolve"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("resolve")).await;
     wait_for(&c, "p.notice").await;
     assert_eq!(text_of(&c, "p.notice").await, "Incident resolved.");
     c.refresh().await.unwrap();
@@ -296,12 +290,7 @@ async fn dashboard_in_a_real_browser() {
         .await
         .unwrap();
     shot(&c, "project.png").await;
-    c.find(Locator::Id("send-test"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("send-test")).await;
     wait_for(&c, "#event-message").await;
     assert!(text_of(&c, "#event-message")
         .await
@@ -366,12 +355,7 @@ async fn dashboard_in_a_real_browser() {
         .await
         .unwrap();
     wait_for(&c, "#event-message").await;
-    c.find(Locator::Id("delete"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("delete")).await;
     let question = alert_text(&c).await;
     assert!(question.starts_with("Delete this incident"), "{question}");
     c.dismiss_alert().await.unwrap();
@@ -379,12 +363,7 @@ async fn dashboard_in_a_real_browser() {
         c.current_url().await.unwrap().path(),
         format!("/incidents/{xss_group}")
     );
-    c.find(Locator::Id("delete"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("delete")).await;
     alert_text(&c).await;
     c.accept_alert().await.unwrap();
     wait_for(&c, "p.notice").await;
