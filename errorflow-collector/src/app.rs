@@ -326,7 +326,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .is_none()
         .then_some(Duration::from_secs(5 * 60));
     let triggers = triage::spawn(state.triage.clone(), 1024, batch_every);
-    let state = state.with_triggers(triggers);
+    let mut state = state.with_triggers(triggers);
+    if let Some(webhook) = &config.alert_webhook {
+        let options = crate::alerts::AlertOptions::new(webhook.clone(), &config.public_url);
+        let alerts = crate::alerts::spawn(store.clone(), options)
+            .context("cannot set up the alert webhook's HTTP client")?;
+        state = state.with_alerts(alerts);
+        tracing::info!("new incidents and regressions are sent to the alert webhook");
+    }
     tracing::info!(analyst = ?config.triage.provider, kestra = config.triage.kestra.is_some(), auto = config.triage.auto, "triage ready");
     let app = http::router(state.clone());
     let listener = TcpListener::bind(config.listen)

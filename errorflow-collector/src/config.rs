@@ -40,7 +40,7 @@ Examples:
 #[command(name = "errorflow-collector", version, about = ABOUT, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Optional TOML configuration file (keys: listen, database_url, public_url,
-    /// quiet_after, retention, log_format, log_level and [limits], [triage], [kestra] tables).
+    /// quiet_after, retention, alert_webhook, log_format, log_level and [limits], [triage], [kestra] tables).
     #[arg(long, global = true, env = "ERRORFLOW_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -169,6 +169,17 @@ pub struct ServeArgs {
     /// events once idle as long. Default `90d`.
     #[arg(long, env = "ERRORFLOW_RETENTION", value_name = "DURATION|off")]
     pub retention: Option<Retention>,
+
+    /// Webhook told of every new incident and regression (JSON with `text` and
+    /// `content`, so Slack, Mattermost, Discord and Teams show it as it is).
+    /// The URL is never logged.
+    #[arg(
+        long,
+        env = "ERRORFLOW_ALERT_WEBHOOK",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub alert_webhook: Option<String>,
 
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -364,6 +375,7 @@ pub struct FileConfig {
     pub quiet_after: Option<Duration>,
     #[serde(default, deserialize_with = "retention_opt")]
     pub retention: Option<Retention>,
+    pub alert_webhook: Option<String>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
     #[serde(default)]
@@ -442,6 +454,8 @@ pub struct Config {
     pub quiet_after: Duration,
     /// How long events are kept; `None`: forever.
     pub retention: Option<Duration>,
+    /// Where alerts of new incidents and regressions go; redacted by `Debug`.
+    pub alert_webhook: Option<Secret>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub limits: Limits,
@@ -460,6 +474,7 @@ impl fmt::Debug for Config {
             .field("public_url", &self.public_url)
             .field("quiet_after", &self.quiet_after)
             .field("retention", &self.retention)
+            .field("alert_webhook", &self.alert_webhook)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field("limits", &self.limits)
@@ -580,6 +595,11 @@ impl Config {
                 .or(file.retention)
                 .unwrap_or_default()
                 .0,
+            alert_webhook: serve
+                .and_then(|s| s.alert_webhook.clone())
+                .or(file.alert_webhook)
+                .filter(|url| !url.trim().is_empty())
+                .map(Secret::new),
             log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
             log_level: cli
                 .log_level
@@ -815,11 +835,17 @@ mod tests {
     }
 
     #[test]
-    fn debug_hides_database_password() {
-        let cli = parse(&["--database-url", "postgres://u:hunter2@h/db"]);
-        let cfg = Config::resolve(&cli, None).unwrap();
+    fn debug_hides_database_password_and_webhook() {
+        let cli = parse(&[
+            "--database-url",
+            "postgres://u:hunter2@h/db",
+            "--alert-webhook",
+            "https://hooks.example.com/services/T0/B0/s3cr3t",
+        ]);
+        let cfg = Config::resolve(&cli, cli.serve_args()).unwrap();
+        assert!(cfg.alert_webhook.is_some());
         let dbg = format!("{cfg:?}");
-        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("s3cr3t"), "{dbg}");
     }
 
     #[test]

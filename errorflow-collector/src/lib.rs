@@ -12,6 +12,7 @@
 //! # }
 //! ```
 
+pub mod alerts;
 pub mod app;
 pub mod config;
 pub mod credentials;

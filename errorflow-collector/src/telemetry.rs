@@ -53,6 +53,10 @@ fn describe() {
         "Time to answer an ingest request, by endpoint."
     );
     metrics::describe_counter!(
+        "errorflow_alerts_total",
+        "Webhook alerts, by result: sent, failed, dropped (queue full), suppressed (over the per-minute cap)."
+    );
+    metrics::describe_counter!(
         "errorflow_retention_deleted_total",
         "Events and incidents deleted by retention, by kind."
     );
@@ -112,6 +116,11 @@ pub fn triaged(analyst: &'static str, trigger: &'static str) {
 /// The configured analyst failed and the built-in one answered.
 pub fn triage_fallback(analyst: &'static str) {
     counter!("errorflow_triage_fallback_total", "analyst" => analyst).increment(1);
+}
+
+/// One webhook alert and what became of it.
+pub fn alert(result: &'static str) {
+    counter!("errorflow_alerts_total", "result" => result).increment(1);
 }
 
 /// Rows of `kind` (`events`, `incidents`) deleted by retention.

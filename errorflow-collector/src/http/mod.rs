@@ -47,6 +47,8 @@ pub struct AppState {
     pub triage: Arc<Triage>,
     /// Automatic triage triggers; `None` when no triage worker runs.
     pub triggers: Option<Triggers>,
+    /// Webhook alerts of new incidents and regressions; `None` without a webhook.
+    pub alerts: Option<crate::alerts::Alerts>,
     /// How long an OPEN incident may be idle before `POST /api/v1/maintenance/quiet` quiets it.
     pub quiet_after: Duration,
     /// Sign-in throttling and cookie settings of the dashboard.
@@ -72,6 +74,7 @@ impl AppState {
             public_url: public_url.trim_end_matches('/').into(),
             metrics,
             triggers: None,
+            alerts: None,
             quiet_after: Duration::from_secs(30 * 60),
             dashboard: Arc::new(dashboard::DashState::new(public_url)),
             keys: Arc::new(KeyCache::default()),
@@ -93,15 +96,24 @@ impl AppState {
         self
     }
 
+    /// Tells this webhook of new incidents and regressions.
+    pub fn with_alerts(mut self, alerts: crate::alerts::Alerts) -> AppState {
+        self.alerts = Some(alerts);
+        self
+    }
+
     pub fn with_quiet_after(mut self, quiet_after: Duration) -> AppState {
         self.quiet_after = quiet_after;
         self
     }
 
-    /// Offers the writer's outcomes to the triage worker. Never blocks.
+    /// Offers the writer's outcomes to the triage worker and the alerts. Never blocks.
     pub fn offer_triggers(&self, outcomes: &[crate::model::InsertOutcome]) {
         if let Some(t) = &self.triggers {
             t.offer(outcomes);
+        }
+        if let Some(a) = &self.alerts {
+            a.offer(outcomes);
         }
     }
 

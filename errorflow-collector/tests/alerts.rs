@@ -1,0 +1,182 @@
+//! Webhook alerts through the real ingest path on both backends, against a
+//! local server that records what a chat tool's incoming webhook would
+//! receive (and can fail as one does).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use axum::Router;
+use errorflow_collector::alerts::{self, AlertOptions};
+use errorflow_collector::triage::Secret;
+use serde_json::{json, Value};
+
+use common::{test_app, TestApp};
+
+common::backend_tests!(
+    setup => super::test_app;
+    new_incidents_and_regressions_are_alerted_once,
+    failed_deliveries_are_retried,
+    alerts_over_the_cap_are_summed_up,
+);
+
+/// What the webhook received, and how it answers: the first `failures`
+/// requests get 500.
+#[derive(Default)]
+struct Hook {
+    bodies: Vec<Value>,
+    paths: Vec<String>,
+    requests: usize,
+    failures: usize,
+}
+
+async fn webhook(failures: usize) -> (String, Arc<Mutex<Hook>>) {
+    let hook = Arc::new(Mutex::new(Hook {
+        failures,
+        ..Hook::default()
+    }));
+    let rec = hook.clone();
+    let app = Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
+        let rec = rec.clone();
+        async move {
+            let mut h = rec.lock().unwrap();
+            h.requests += 1;
+            if h.requests <= h.failures {
+                return StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            h.paths.push(uri.path().to_string());
+            h.bodies.push(serde_json::from_slice(&body).unwrap());
+            StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hooks/T000/secret-token"), hook)
+}
+
+fn with_alerts(t: TestApp, url: &str, tune: impl FnOnce(&mut AlertOptions)) -> TestApp {
+    let mut options = AlertOptions::new(Secret::new(url), "https://errors.example.com/");
+    options.min_backoff = Duration::from_millis(10);
+    tune(&mut options);
+    let alerts = alerts::spawn(t.state.store.clone(), options).unwrap();
+    let state = t.state.clone().with_alerts(alerts);
+    t.with_state(state)
+}
+
+fn event(message: &str) -> Value {
+    json!({
+        "event_id": uuid::Uuid::new_v4(),
+        "level": "error",
+        "service": "checkout",
+        "environment": "prod",
+        "release": "1.0.0",
+        "message": message,
+    })
+}
+
+/// Waits until the webhook has `n` bodies, then a little longer to see
+/// that no more come.
+async fn received(hook: &Mutex<Hook>, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while hook.lock().unwrap().bodies.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "the webhook got {} of {n} alerts",
+            hook.lock().unwrap().bodies.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hook.lock().unwrap().bodies.clone()
+}
+
+async fn new_incidents_and_regressions_are_alerted_once(t: TestApp) {
+    let (url, hook) = webhook(0).await;
+    let t = with_alerts(t, &url, |_| {});
+    t.post_events(json!([event("disk full"), event("disk full")]))
+        .await;
+    // The same incident again: no news.
+    t.post_events(json!([event("disk full")])).await;
+    t.post_events(json!([event("cache cold")])).await;
+    let bodies = received(&hook, 2).await;
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    let id = bodies[0]["incident"]["id"].as_i64().unwrap();
+    let link = format!("https://errors.example.com/incidents/{id}");
+    assert_eq!(bodies[0]["event"], "incident.new");
+    assert_eq!(bodies[0]["incident"]["url"], link);
+    assert_eq!(bodies[0]["incident"]["service"], "checkout");
+    assert_eq!(bodies[0]["incident"]["environment"], "prod");
+    let text = bodies[0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("New incident in checkout, prod: ") && text.contains("disk full"),
+        "{text}"
+    );
+    assert!(text.ends_with(&format!("<{link}>")), "{text}");
+    assert_eq!(
+        bodies[0]["content"], bodies[0]["text"],
+        "Discord reads `content`"
+    );
+    assert_eq!(bodies[1]["event"], "incident.new");
+    assert!(bodies[1]["text"].as_str().unwrap().contains("cache cold"));
+    assert_eq!(hook.lock().unwrap().paths[0], "/hooks/T000/secret-token");
+
+    // Resolved, then seen again: a regression.
+    let r = t
+        .post_api(&format!("/api/v1/groups/{id}/resolve"), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    t.post_events(json!([event("disk full")])).await;
+    let bodies = received(&hook, 3).await;
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    assert_eq!(bodies[2]["event"], "incident.regressed");
+    assert_eq!(bodies[2]["incident"]["id"], id);
+    assert_eq!(bodies[2]["incident"]["regression_count"], 1);
+    assert!(bodies[2]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("Regression in checkout"));
+}
+
+async fn failed_deliveries_are_retried(t: TestApp) {
+    let (url, hook) = webhook(2).await;
+    let t = with_alerts(t, &url, |_| {});
+    t.post_events(json!([event("flaky webhook")])).await;
+    let bodies = received(&hook, 1).await;
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(hook.lock().unwrap().requests, 3, "two 500s, then delivered");
+}
+
+async fn alerts_over_the_cap_are_summed_up(t: TestApp) {
+    let (url, hook) = webhook(0).await;
+    let t = with_alerts(t, &url, |o| {
+        o.max_per_window = 2;
+        o.window = Duration::from_millis(800);
+    });
+    // Five incidents: one per service (the same message in each).
+    let burst: Vec<Value> = ["cart", "billing", "search", "auth", "mail"]
+        .iter()
+        .map(|service| {
+            let mut e = event("deploy broke this");
+            e["service"] = json!(service);
+            e
+        })
+        .collect();
+    t.post_events(Value::Array(burst)).await;
+    // Two alerts at once, then one summary of the other three when the
+    // window ends, though nothing else arrives.
+    let bodies = received(&hook, 3).await;
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    assert_eq!(bodies[0]["event"], "incident.new");
+    assert_eq!(bodies[1]["event"], "incident.new");
+    assert!(bodies[2]["event"].is_null());
+    let summary = bodies[2]["text"].as_str().unwrap();
+    assert!(
+        summary.starts_with("3 more new incidents or regressions"),
+        "{summary}"
+    );
+}
