@@ -13,7 +13,7 @@ use errorflow_collector::alerts::{self, AlertOptions};
 use errorflow_collector::triage::Secret;
 use serde_json::{json, Value};
 
-use common::{test_app, TestApp};
+use common::{message_event as event, test_app, TestApp};
 
 common::backend_tests!(
     setup => super::test_app;
@@ -66,17 +66,6 @@ fn with_alerts(t: TestApp, url: &str, tune: impl FnOnce(&mut AlertOptions)) -> T
     let alerts = alerts::spawn(t.state.store.clone(), options).unwrap();
     let state = t.state.clone().with_alerts(alerts);
     t.with_state(state)
-}
-
-fn event(message: &str) -> Value {
-    json!({
-        "event_id": uuid::Uuid::new_v4(),
-        "level": "error",
-        "service": "checkout",
-        "environment": "prod",
-        "release": "1.0.0",
-        "message": message,
-    })
 }
 
 /// Waits until the webhook has `n` bodies, then a little longer to see

@@ -15,7 +15,7 @@ use errorflow_collector::http::router;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use common::{assert_error, gzip, test_app, TestApp};
+use common::{assert_error, gzip, message_event as event, test_app, TestApp};
 
 impl TestApp {
     /// Events stored in the database, counted through the API.
@@ -30,17 +30,6 @@ impl TestApp {
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
         r.body["groups"].as_array().unwrap().clone()
     }
-}
-
-fn event(message: &str) -> Value {
-    json!({
-        "event_id": uuid::Uuid::new_v4(),
-        "level": "error",
-        "service": "checkout",
-        "environment": "prod",
-        "release": "1.0.0",
-        "message": message,
-    })
 }
 
 fn rust_error(ty: &str, value: &str, function: &str, line: u32) -> Value {

@@ -311,11 +311,9 @@ pub async fn delete_group(
     Manager(actor): Manager,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
-    if !crate::store::delete_group_in_chunks(state.store.as_ref(), id).await? {
+    if !state.delete_incident(id, &actor).await? {
         return Err(ApiError::not_found(format!("no incident with id {id}")));
     }
-    // The incident's own history goes with it: the log keeps who did it.
-    tracing::info!(incident = id, actor = %actor, "incident deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -545,11 +543,10 @@ pub async fn delete_project(
     Manager(actor): Manager,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<ProjectDeleted>, ApiError> {
-    let deleted = crate::store::delete_project_in_chunks(state.store.as_ref(), id)
+    let deleted = state
+        .delete_project(id, &actor)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no project with id {id}")))?;
-    state.forget_cached_keys();
-    tracing::info!(project = id, actor = %actor, events = deleted.events, incidents = deleted.incidents, "project deleted");
     Ok(Json(ProjectDeleted {
         events: deleted.events,
         incidents: deleted.incidents,

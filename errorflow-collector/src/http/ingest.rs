@@ -96,7 +96,7 @@ pub async fn batch(
         .with_details(serde_json::json!({ "rejected": rejected })));
     }
     let outcomes = state.writer.submit(events).await?;
-    state.offer_triggers(&outcomes);
+    state.offer_outcomes(&outcomes);
     let (accepted, duplicates) = count_outcomes(&outcomes);
     telemetry::accepted("batch", accepted);
     telemetry::ingest_latency("batch", started.elapsed());
@@ -146,7 +146,7 @@ pub async fn custom(
         duplicate,
     };
     let outcomes = state.writer.submit(vec![event.clone()]).await?;
-    state.offer_triggers(&outcomes);
+    state.offer_outcomes(&outcomes);
     count_outcomes(&outcomes);
     telemetry::ingest_latency("custom", started.elapsed());
     Ok(match outcomes.first() {

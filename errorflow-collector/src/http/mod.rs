@@ -18,7 +18,7 @@ use tower_http::trace::TraceLayer;
 use crate::credentials::hash_secret;
 use crate::model::Project;
 use crate::pipeline::Limits;
-use crate::store::Store;
+use crate::store::{DeletedProject, Store, StoreError};
 use crate::triage::{Triage, Triggers};
 use crate::writer::Writer;
 
@@ -108,7 +108,7 @@ impl AppState {
     }
 
     /// Offers the writer's outcomes to the triage worker and the alerts. Never blocks.
-    pub fn offer_triggers(&self, outcomes: &[crate::model::InsertOutcome]) {
+    pub fn offer_outcomes(&self, outcomes: &[crate::model::InsertOutcome]) {
         if let Some(t) = &self.triggers {
             t.offer(outcomes);
         }
@@ -121,6 +121,41 @@ impl AppState {
     pub fn with_key_rate(mut self, rate: rate_limit::KeyRate) -> AppState {
         self.key_rate = Arc::new(rate_limit::KeyRateLimiter::new(rate));
         self
+    }
+
+    /// Deletes an incident with everything stored for it (see
+    /// [`crate::store::delete_group_in_chunks`]) for `actor`, whom the log
+    /// keeps, since the incident's own history goes with it. False when
+    /// there is no such incident.
+    pub async fn delete_incident(&self, id: i64, actor: &str) -> Result<bool, StoreError> {
+        let deleted = crate::store::delete_group_in_chunks(self.store.as_ref(), id).await?;
+        if deleted {
+            tracing::info!(incident = id, actor, "incident deleted");
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes a project with everything stored for it (see
+    /// [`crate::store::delete_project_in_chunks`]) and forgets its cached
+    /// key, so that this collector refuses it at once. `None` when there is
+    /// no such project.
+    pub async fn delete_project(
+        &self,
+        id: i64,
+        actor: &str,
+    ) -> Result<Option<DeletedProject>, StoreError> {
+        let deleted = crate::store::delete_project_in_chunks(self.store.as_ref(), id).await?;
+        if let Some(d) = deleted {
+            self.forget_cached_keys();
+            tracing::info!(
+                project = id,
+                actor,
+                events = d.events,
+                incidents = d.incidents,
+                "project deleted"
+            );
+        }
+        Ok(deleted)
     }
 
     /// Forgets cached credentials, e.g. after a key rotation in this process.

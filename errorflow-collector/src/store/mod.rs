@@ -118,9 +118,6 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// its fingerprint that arrives later opens a new incident. Returns false
 /// when there is no such incident.
 pub async fn delete_group_in_chunks(store: &dyn Store, group_id: i64) -> Result<bool> {
-    if store.get_group(group_id).await?.is_none() {
-        return Ok(false);
-    }
     drain(DELETE_CHUNK, Duration::ZERO, |limit| {
         store.delete_group_events(group_id, limit)
     })
@@ -144,9 +141,6 @@ pub async fn delete_project_in_chunks(
     store: &dyn Store,
     project_id: i64,
 ) -> Result<Option<DeletedProject>> {
-    if store.get_project(project_id).await?.is_none() {
-        return Ok(None);
-    }
     let deleted = DeletedProject {
         events: drain(DELETE_CHUNK, Duration::ZERO, |limit| {
             store.delete_project_events(project_id, limit)

@@ -334,8 +334,6 @@ impl PgStore {
             );
         }
         for group in groups.values_mut() {
-            // The events inserted into it hold a key-share lock on it, so it
-            // cannot have been deleted since ensure_groups.
             // Found unlocked, it may have been deleted since (by retention,
             // or by hand with its project); the retry creates it anew.
             let (status, release) = fresh.remove(&group.id).ok_or_else(|| {

@@ -314,23 +314,14 @@ impl SqliteStore {
 
     /// One chunk of a deletion (a statement of [`deletions`] with its key
     /// and row limit) in its own short write transaction: the batch writer
-    /// waits at most for one chunk. `incidents`: the statement deletes
-    /// incidents (whose counters, activity and triage go by ON DELETE
-    /// CASCADE), so their largest id is recorded first.
-    async fn delete_chunk<K>(
-        &self,
-        sql: &'static str,
-        key: K,
-        limit: u32,
-        incidents: bool,
-    ) -> Result<u64>
+    /// waits at most for one chunk. Incidents' counters, activity and
+    /// triage go by ON DELETE CASCADE; migration 0007's triggers keep their
+    /// ids from being reused.
+    async fn delete_chunk<K>(&self, sql: &'static str, key: K, limit: u32) -> Result<u64>
     where
         K: for<'q> sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite> + Send + 'static,
     {
         let mut tx = self.begin_write().await?;
-        if incidents {
-            keep_ids(&mut tx, "error_groups").await?;
-        }
         let done = sqlx::query(sql)
             .bind(key)
             .bind(i64::from(limit))
@@ -718,14 +709,13 @@ impl Store for SqliteStore {
     }
 
     async fn delete_group_events(&self, group_id: i64, limit: u32) -> Result<u64> {
-        self.delete_chunk(deletions::GROUP_EVENTS, group_id, limit, false)
+        self.delete_chunk(deletions::GROUP_EVENTS, group_id, limit)
             .await
     }
 
     async fn delete_group(&self, group_id: i64) -> Result<bool> {
         // Events, counters, activity and triage go by ON DELETE CASCADE.
         let mut tx = self.begin_write().await?;
-        keep_ids(&mut tx, "error_groups").await?;
         let done = sqlx::query("DELETE FROM error_groups WHERE id = ?")
             .bind(group_id)
             .execute(&mut *tx)
@@ -735,19 +725,18 @@ impl Store for SqliteStore {
     }
 
     async fn delete_project_events(&self, project_id: i64, limit: u32) -> Result<u64> {
-        self.delete_chunk(deletions::PROJECT_EVENTS, project_id, limit, false)
+        self.delete_chunk(deletions::PROJECT_EVENTS, project_id, limit)
             .await
     }
 
     async fn delete_project_groups(&self, project_id: i64, limit: u32) -> Result<u64> {
-        self.delete_chunk(deletions::PROJECT_GROUPS, project_id, limit, true)
+        self.delete_chunk(deletions::PROJECT_GROUPS, project_id, limit)
             .await
     }
 
     async fn delete_project(&self, project_id: i64) -> Result<bool> {
+        // Whatever is left of it goes by ON DELETE CASCADE.
         let mut tx = self.begin_write().await?;
-        keep_ids(&mut tx, "error_groups").await?;
-        keep_ids(&mut tx, "projects").await?;
         let done = sqlx::query("DELETE FROM projects WHERE id = ?")
             .bind(project_id)
             .execute(&mut *tx)
@@ -757,14 +746,14 @@ impl Store for SqliteStore {
     }
 
     async fn delete_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
-        self.delete_chunk(deletions::EXPIRED_EVENTS, fmt_ts(before), limit, false)
+        self.delete_chunk(deletions::EXPIRED_EVENTS, fmt_ts(before), limit)
             .await
     }
 
     async fn delete_groups_without_events(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
         // The batch writer holds the write lock for its whole transaction,
         // so no event can be joining one of these incidents meanwhile.
-        self.delete_chunk(deletions::EMPTY_IDLE_GROUPS, fmt_ts(before), limit, true)
+        self.delete_chunk(deletions::EMPTY_IDLE_GROUPS, fmt_ts(before), limit)
             .await
     }
 
@@ -1157,20 +1146,6 @@ fn user_from_row(row: &SqliteRow) -> Result<User> {
         name: row.try_get("name")?,
         password_hash: row.try_get("password_hash")?,
     })
-}
-
-/// Records the largest id of `table` (`error_groups` or `projects`) before
-/// rows of it are deleted, so that new rows are numbered above it and no id
-/// is ever used twice (migration 0007; the inserts read it).
-async fn keep_ids(tx: &mut sqlx::SqliteConnection, table: &'static str) -> Result<()> {
-    // The table name is one of two constants, not input.
-    let sql = format!(
-        "INSERT INTO id_floors (name, floor) \
-         SELECT '{table}', COALESCE(MAX(id), 0) FROM {table} WHERE TRUE \
-         ON CONFLICT (name) DO UPDATE SET floor = MAX(floor, excluded.floor)"
-    );
-    sqlx::query(&sql).execute(&mut *tx).await?;
-    Ok(())
 }
 
 #[cfg(test)]

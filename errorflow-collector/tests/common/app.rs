@@ -220,3 +220,16 @@ macro_rules! backend_tests {
 }
 #[allow(unused_imports)]
 pub(crate) use backend_tests;
+
+/// One SDK-protocol event with only a message (its incident is the
+/// message's template in service `checkout`, environment `prod`).
+pub fn message_event(message: &str) -> Value {
+    json!({
+        "event_id": uuid::Uuid::new_v4(),
+        "level": "error",
+        "service": "checkout",
+        "environment": "prod",
+        "release": "1.0.0",
+        "message": message,
+    })
+}

@@ -10,7 +10,7 @@ pub mod binary;
 #[allow(unused_imports)]
 pub(crate) use app::backend_tests;
 #[allow(unused_imports)]
-pub use app::{assert_error, gzip, test_app, Reply, TestApp};
+pub use app::{assert_error, gzip, message_event, test_app, Reply, TestApp};
 
 use std::collections::BTreeMap;
 use std::ops::Deref;

@@ -773,10 +773,9 @@ pub async fn reopen(State(state): State<AppState>, Path(id): Path<String>, form:
 /// Deletes the incident and everything stored for it, then shows the list.
 pub async fn delete(State(state): State<AppState>, Path(id): Path<String>, form: CsrfForm) -> Page {
     let id = parse_id(&id)?;
-    if !crate::store::delete_group_in_chunks(state.store.as_ref(), id).await? {
+    if !state.delete_incident(id, &form.user.actor()).await? {
         return Err(DashError::NotFound(format!("There is no incident #{id}.")));
     }
-    tracing::info!(incident = id, actor = %form.user.actor(), "incident deleted");
     Ok(Redirect::to("/?notice=deleted").into_response())
 }
 
@@ -964,11 +963,10 @@ pub async fn delete_project(
     form: CsrfForm,
 ) -> Page {
     let p = load_project(&state, &id).await?;
-    let deleted = crate::store::delete_project_in_chunks(state.store.as_ref(), p.id)
+    state
+        .delete_project(p.id, &form.user.actor())
         .await?
         .ok_or_else(|| DashError::NotFound("There is no such project.".into()))?;
-    state.forget_cached_keys();
-    tracing::info!(project = p.id, actor = %form.user.actor(), events = deleted.events, incidents = deleted.incidents, "project deleted");
     Ok(Redirect::to("/projects?notice=project-deleted").into_response())
 }
 
