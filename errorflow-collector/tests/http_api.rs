@@ -550,6 +550,9 @@ async fn group_detail_has_counts_tags_and_history(t: TestApp) {
     b["host"] = json!("web-2");
     let mut c = event("disk full on /dev/sdc1");
     c["host"] = json!("web-1");
+    // The path breakdown counts routes, not one value per id.
+    a["request"] = json!({"url": "https://api.test/volumes/17/snapshots?all=1"});
+    c["request"] = json!({"url": "/volumes/4242/snapshots"});
     t.post_events(json!([a, b, c])).await;
     let groups = t.groups("").await;
     assert_eq!(groups.len(), 1, "{groups:?}");
@@ -572,6 +575,10 @@ async fn group_detail_has_counts_tags_and_history(t: TestApp) {
         json!({"value": "web-1", "count": 2})
     );
     assert_eq!(d.body["top_tags"]["environment"][0]["value"], "prod");
+    assert_eq!(
+        d.body["top_tags"]["path"],
+        json!([{"value": "/volumes/<int>/snapshots", "count": 2}])
+    );
     assert_eq!(d.body["regression_count"], 0);
     assert_eq!(d.body["activity"][0]["kind"], "created");
     for field in [

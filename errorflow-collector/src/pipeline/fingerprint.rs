@@ -95,8 +95,17 @@ pub fn build(event: Event, ctx: &super::Context) -> NormalizedEvent {
     if let Some(host) = &event.host {
         tags.insert("host".to_owned(), host.clone());
     }
-    if !path.is_empty() {
-        tags.insert("path".to_owned(), path.clone());
+    // The route, not the path: a tag value per order id would give every
+    // incident as many tag rows as events, and a useless breakdown.
+    let route = event.request.as_ref().and_then(|r| r.route.as_deref());
+    match route {
+        Some(route) if !route.is_empty() => {
+            tags.insert("path".to_owned(), route.to_owned());
+        }
+        _ if !path.is_empty() => {
+            tags.insert("path".to_owned(), super::parameterize::path_template(&path));
+        }
+        _ => {}
     }
 
     NormalizedEvent {
@@ -963,6 +972,31 @@ mod tests {
             "com.acme.Api$$Lambda"
         );
         assert_eq!(java_method("com.acme.Api$2"), "com.acme.Api$");
+    }
+
+    #[test]
+    fn path_tag_is_the_route_or_the_path_template() {
+        let with_request = |url: &str, route: Option<&str>| {
+            let mut e = rust_event(vec![], "boom");
+            e.request = Some(Request {
+                url: Some(url.into()),
+                route: route.map(Into::into),
+                ..Request::default()
+            });
+            build(e, &ctx())
+        };
+        let a = with_request("https://shop.test/orders/17/checkout?step=2", None);
+        let b = with_request("/orders/18/checkout", None);
+        // The stored path stays as sent; the tag is its template.
+        assert_eq!(a.path, "/orders/17/checkout");
+        assert_eq!(a.tags["path"], "/orders/<int>/checkout");
+        assert_eq!(b.tags["path"], a.tags["path"]);
+        let routed = with_request("/users/42", Some("/users/{id}"));
+        assert_eq!(routed.path, "/users/42");
+        assert_eq!(routed.tags["path"], "/users/{id}");
+        assert!(!build(rust_event(vec![], "boom"), &ctx())
+            .tags
+            .contains_key("path"));
     }
 
     #[test]

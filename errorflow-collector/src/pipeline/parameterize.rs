@@ -188,6 +188,62 @@ fn placeholder_for(kind: &str, s: &str) -> Option<&'static str> {
     }
 }
 
+/// The template of a URL path: each segment that identifies something
+/// rather than names a route becomes a placeholder, so that
+/// `/orders/17/checkout` and `/orders/18/checkout` read the same.
+///
+/// A segment is replaced when it is a number (`<int>`), digits with
+/// separators and no letter, such as a date or a version (`<num>`), a UUID
+/// (`<uuid>`), 8 or more hex digits with at least one digit (`<hex>`), or
+/// any other token of 16 or more characters that holds a digit (`<id>`:
+/// slugs with ids, opaque tokens). Names such as `v2`, `users` or
+/// `2fa` stay.
+///
+/// ```
+/// use errorflow_collector::pipeline::parameterize::path_template;
+///
+/// assert_eq!(path_template("/orders/17/checkout"), "/orders/<int>/checkout");
+/// assert_eq!(path_template("/v2/users/me"), "/v2/users/me");
+/// ```
+///
+/// Idempotent, like [`parameterize`].
+pub fn path_template(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(segment_placeholder(segment).unwrap_or(segment));
+    }
+    out
+}
+
+/// The placeholder of one path segment, or `None` to keep it.
+fn segment_placeholder(segment: &str) -> Option<&'static str> {
+    let bytes = segment.as_bytes();
+    if !bytes.iter().any(u8::is_ascii_digit) {
+        return None;
+    }
+    if bytes.iter().all(u8::is_ascii_digit) {
+        return Some("<int>");
+    }
+    if !bytes.iter().any(u8::is_ascii_alphabetic) {
+        return Some("<num>");
+    }
+    let is_uuid = bytes.len() == 36
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    if is_uuid {
+        return Some("<uuid>");
+    }
+    if bytes.len() >= 8 && bytes.iter().all(u8::is_ascii_hexdigit) {
+        return Some("<hex>");
+    }
+    (segment.chars().count() >= 16).then_some("<id>")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +338,32 @@ mod tests {
         assert_eq!(parameterize(&once), once);
     }
 
+    #[test]
+    fn path_templates() {
+        let cases = [
+            ("/orders/17/checkout", "/orders/<int>/checkout"),
+            ("/orders/17/checkout/", "/orders/<int>/checkout/"),
+            ("/v2/users/me", "/v2/users/me"),
+            ("/2fa/setup", "/2fa/setup"),
+            ("/reports/2026-11-29", "/reports/<num>"),
+            ("/releases/1.4.2/notes", "/releases/<num>/notes"),
+            (
+                "/items/7c9e6679-7425-40de-944b-e07fc1f90ae7",
+                "/items/<uuid>",
+            ),
+            ("/blobs/deadbeef42", "/blobs/<hex>"),
+            ("/blobs/deadbeef", "/blobs/deadbeef"),
+            ("/share/aZ81kQ0pLm7xYt3R", "/share/<id>"),
+            ("/posts/how-to-cook-rice", "/posts/how-to-cook-rice"),
+            ("", ""),
+            ("/", "/"),
+            ("/users/{id}", "/users/{id}"),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(path_template(path), expected, "path: {path:?}");
+        }
+    }
+
     proptest! {
         #[test]
         fn idempotent(msg in "\\PC{0,80}") {
@@ -295,6 +377,13 @@ mod tests {
         ) {
             let once = parameterize(&msg);
             prop_assert_eq!(parameterize(&once), once);
+        }
+
+        #[test]
+        fn path_template_idempotent(path in "(/([a-z]{1,8}|[0-9]{1,6}|[0-9a-f]{8,20}|[A-Za-z0-9]{16,20}|[0-9.\\-]{1,10}))*/?") {
+            let once = path_template(&path);
+            prop_assert_eq!(path_template(&once), once.clone());
+            prop_assert_eq!(once.matches('/').count(), path.matches('/').count());
         }
     }
 }
