@@ -336,6 +336,49 @@ fn no_subcommand_serves_with_the_environments_settings() {
     );
 }
 
+/// `serve` runs with mimalloc's purge delay at 10 ms, which kept peak RSS
+/// under load within its budget: it starts itself again, in the same
+/// process, with `MIMALLOC_PURGE_DELAY=10`, unless the environment sets it.
+#[test]
+fn serve_runs_with_a_short_allocator_purge_delay() {
+    for (given, expected) in [(None, "10"), (Some("0"), "0")] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut command = command(&sqlite_url(&dir));
+        command
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        match given {
+            Some(value) => command.env("MIMALLOC_PURGE_DELAY", value),
+            None => command.env_remove("MIMALLOC_PURGE_DELAY"),
+        };
+        let mut child = command.spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "collector did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        // The process that answers is the one started (exec keeps its id).
+        let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+        let vars: Vec<String> = environ
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .filter(|v| v.starts_with("MIMALLOC_"))
+            .collect();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            vars,
+            [format!("MIMALLOC_PURGE_DELAY={expected}")],
+            "given {given:?}"
+        );
+    }
+}
+
 /// `backup` writes a SQLite database that opens on its own with everything
 /// in it; it never overwrites a file, and sends Postgres users to pg_dump.
 #[test]
