@@ -1383,7 +1383,7 @@ mod tests {
             [
                 "environment=staging",
                 "level=error",
-                "path=/users/42",
+                "path=/users/<int>",
                 "release=1.0",
                 "service=api"
             ]

@@ -376,10 +376,11 @@ impl PgStore {
         let mut hosts = Vec::with_capacity(rows);
         let mut fingerprints = Vec::with_capacity(rows);
         let mut data = Vec::with_capacity(rows);
+        let by_key = shared::groups_by_key(&groups);
         for &i in &candidates {
             let ev = &events[i];
-            // lock_groups guarantees every key is present.
-            let group = groups.get(&(ev.project_id, ev.fingerprint.clone()));
+            // ensure_groups guarantees every key is present.
+            let group = by_key.get(&(ev.project_id, ev.fingerprint.as_str()));
             project_ids.push(ev.project_id);
             group_ids.push(group.map_or(0, |g| g.id));
             event_ids.push(ev.event_id);

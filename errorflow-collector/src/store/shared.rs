@@ -130,21 +130,19 @@ pub(crate) fn collect_top_tags(
 /// The tags counted for an event's incident. The store adds `environment`
 /// and `release` from the event's own fields when the pipeline did not put
 /// them in the tags, because the incident list filters on exactly these two.
-pub(crate) fn event_tags(ev: &NormalizedEvent) -> Vec<(&str, &str)> {
-    let mut tags: Vec<(&str, &str)> = ev
-        .tags
+pub(crate) fn event_tags(ev: &NormalizedEvent) -> impl Iterator<Item = (&str, &str)> {
+    let environment =
+        (!ev.tags.contains_key("environment")).then_some(("environment", ev.environment.as_str()));
+    let release = ev
+        .release
+        .as_deref()
+        .filter(|_| !ev.tags.contains_key("release"))
+        .map(|release| ("release", release));
+    ev.tags
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    if !ev.tags.contains_key("environment") {
-        tags.push(("environment", ev.environment.as_str()));
-    }
-    if let Some(release) = ev.release.as_deref() {
-        if !ev.tags.contains_key("release") {
-            tags.push(("release", release));
-        }
-    }
-    tags
+        .chain(environment)
+        .chain(release)
 }
 
 /// The identity of an incident.
@@ -194,19 +192,34 @@ pub(crate) struct BatchPlan {
 pub(crate) fn plan_batch(events: &[NormalizedEvent]) -> BatchPlan {
     let mut seen: HashSet<(i64, Uuid)> = HashSet::with_capacity(events.len());
     let mut candidates = Vec::with_capacity(events.len());
-    let mut groups: BTreeMap<GroupKey, usize> = BTreeMap::new();
+    // Keys borrowed from the events: one copy per group, not per event.
+    let mut groups: BTreeMap<(i64, &str), usize> = BTreeMap::new();
     for (i, ev) in events.iter().enumerate() {
         if seen.insert((ev.project_id, ev.event_id)) {
             candidates.push(i);
             groups
-                .entry((ev.project_id, ev.fingerprint.clone()))
+                .entry((ev.project_id, ev.fingerprint.as_str()))
                 .or_insert(i);
         }
     }
     BatchPlan {
         candidates,
-        groups: groups.into_iter().collect(),
+        groups: groups
+            .into_iter()
+            .map(|((project_id, fingerprint), i)| ((project_id, fingerprint.to_owned()), i))
+            .collect(),
     }
+}
+
+/// The batch's groups by `(project_id, fingerprint)` borrowed from their
+/// keys, so that finding an event's group copies nothing.
+pub(crate) fn groups_by_key(
+    locked: &HashMap<GroupKey, LockedGroup>,
+) -> HashMap<(i64, &str), &LockedGroup> {
+    locked
+        .iter()
+        .map(|((project_id, fingerprint), group)| ((*project_id, fingerprint.as_str()), group))
+        .collect()
 }
 
 /// What the database said about a group once it is locked by the transaction.
@@ -288,9 +301,16 @@ pub(crate) fn releases_to_look_up(
     locked: &HashMap<GroupKey, LockedGroup>,
 ) -> Vec<ReleaseKey> {
     let mut out: BTreeSet<ReleaseKey> = BTreeSet::new();
+    if !locked
+        .values()
+        .any(|g| g.status == GroupStatus::Resolved && g.resolved_in_release.is_some())
+    {
+        return Vec::new();
+    }
+    let groups = groups_by_key(locked);
     for &i in &plan.candidates {
         let ev = &events[i];
-        let Some(group) = locked.get(&(ev.project_id, ev.fingerprint.clone())) else {
+        let Some(group) = groups.get(&(ev.project_id, ev.fingerprint.as_str())) else {
             continue;
         };
         if let (GroupStatus::Resolved, Some(resolved_in), Some(release)) =
@@ -313,23 +333,32 @@ pub(crate) fn finish_batch(
     release_first_seen: &HashMap<ReleaseKey, DateTime<Utc>>,
 ) -> Result<BatchResult> {
     let mut outcomes = vec![InsertOutcome::Duplicate; events.len()];
-    let mut updates: BTreeMap<i64, GroupUpdate> = BTreeMap::new();
+    // Each update with the index of its newest event, whose release and
+    // environment it takes once the loop is done. The maps below borrow
+    // their strings from the events: a batch copies each distinct key once,
+    // not once per event.
+    let mut updates: BTreeMap<i64, (GroupUpdate, usize)> = BTreeMap::new();
     let mut activities = Vec::new();
     let mut hourly: BTreeMap<(i64, DateTime<Utc>), i64> = BTreeMap::new();
-    let mut tags: BTreeMap<TagKey, (i64, DateTime<Utc>)> = BTreeMap::new();
+    let mut tags: BTreeMap<(i64, &str, &str), (i64, DateTime<Utc>)> = BTreeMap::new();
+    let groups = groups_by_key(locked);
 
     for &i in &plan.candidates {
         let ev = &events[i];
         if !inserted.contains(&(ev.project_id, ev.event_id)) {
             continue;
         }
-        let key = (ev.project_id, ev.fingerprint.clone());
-        let group = locked
-            .get(&key)
-            .ok_or_else(|| StoreError::Corrupt(format!("group {key:?} was not locked")))?;
+        let group = groups
+            .get(&(ev.project_id, ev.fingerprint.as_str()))
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "group ({}, {}) was not locked",
+                    ev.project_id, ev.fingerprint
+                ))
+            })?;
         let mut new_group = false;
         let mut regression = false;
-        let update = updates.entry(group.id).or_insert_with(|| {
+        let (update, newest) = updates.entry(group.id).or_insert_with(|| {
             // The first new event of the group in input order decides whether
             // it is the one that created the incident.
             if group.created {
@@ -343,23 +372,23 @@ pub(crate) fn finish_batch(
                     at: ev.received_at,
                 });
             }
-            GroupUpdate {
+            let update = GroupUpdate {
                 id: group.id,
                 added: 0,
                 first_seen: ev.timestamp,
                 last_seen: ev.timestamp,
-                last_release: ev.release.clone(),
-                last_environment: ev.environment.clone(),
+                last_release: None,
+                last_environment: String::new(),
                 status: group.status,
                 regressed_at: None,
-            }
+            };
+            (update, i)
         });
         update.added += 1;
         update.first_seen = update.first_seen.min(ev.timestamp);
         if ev.timestamp >= update.last_seen {
             update.last_seen = ev.timestamp;
-            update.last_release = ev.release.clone();
-            update.last_environment = ev.environment.clone();
+            *newest = i;
         }
         match update.status {
             GroupStatus::Quiet => {
@@ -415,9 +444,7 @@ pub(crate) fn finish_batch(
             .entry((group.id, truncate_to_hour(ev.timestamp)))
             .or_default() += 1;
         for (k, v) in event_tags(ev) {
-            let entry = tags
-                .entry((group.id, k.to_string(), v.to_string()))
-                .or_insert((0, ev.timestamp));
+            let entry = tags.entry((group.id, k, v)).or_insert((0, ev.timestamp));
             entry.0 += 1;
             entry.1 = entry.1.max(ev.timestamp);
         }
@@ -429,13 +456,26 @@ pub(crate) fn finish_batch(
         .map(|g| g.id)
         .collect();
 
+    let updates = updates
+        .into_values()
+        .map(|(mut update, newest)| {
+            update.last_release = events[newest].release.clone();
+            update.last_environment = events[newest].environment.clone();
+            update
+        })
+        .collect();
     Ok(BatchResult {
         outcomes,
-        updates: updates.into_values().collect(),
+        updates,
         empty_created,
         activities,
         hourly: hourly.into_iter().collect(),
-        tags: tags.into_iter().collect(),
+        tags: tags
+            .into_iter()
+            .map(|((group_id, key, value), counts)| {
+                ((group_id, key.to_owned(), value.to_owned()), counts)
+            })
+            .collect(),
     })
 }
 
