@@ -7,6 +7,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// How long mimalloc keeps freed memory before giving it back to the OS.
 const PURGE_DELAY_VAR: &str = "MIMALLOC_PURGE_DELAY";
+/// The delay `serve` runs with, in milliseconds.
+const PURGE_DELAY_MS: &str = "10";
 
 /// mimalloc 3 gives freed memory back to the OS only after it has been
 /// unused for a second (its `purge_delay`). Under ingest load that kept tens
@@ -35,8 +37,13 @@ fn restart_with_allocator_settings() {
         command.arg0(arg0);
     }
     // `exec` returns only when it failed.
-    let error = command.args(args).env(PURGE_DELAY_VAR, "10").exec();
-    eprintln!("warning: could not restart with {PURGE_DELAY_VAR}=10 ({error}); going on");
+    let error = command
+        .args(args)
+        .env(PURGE_DELAY_VAR, PURGE_DELAY_MS)
+        .exec();
+    eprintln!(
+        "warning: could not restart with {PURGE_DELAY_VAR}={PURGE_DELAY_MS} ({error}); going on"
+    );
 }
 
 #[cfg(not(unix))]

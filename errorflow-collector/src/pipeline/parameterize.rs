@@ -188,16 +188,12 @@ fn placeholder_for(kind: &str, s: &str) -> Option<&'static str> {
     }
 }
 
-/// The template of a URL path: each segment that identifies something
-/// rather than names a route becomes a placeholder, so that
-/// `/orders/17/checkout` and `/orders/18/checkout` read the same.
-///
-/// A segment is replaced when it is a number (`<int>`), digits with
-/// separators and no letter, such as a date or a version (`<num>`), a UUID
-/// (`<uuid>`), 8 or more hex digits with at least one digit (`<hex>`), or
-/// any other token of 16 or more characters that holds a digit (`<id>`:
-/// slugs with ids, opaque tokens). Names such as `v2`, `users` or
-/// `2fa` stay.
+/// The template of a URL path: each segment is parameterised like a
+/// message ([`parameterize`]), so that `/orders/17/checkout` and
+/// `/orders/18/checkout` read the same, and a segment that still holds a
+/// digit and is 16 or more characters long (an opaque token or a slug
+/// with an id) becomes `<id>`. Segments without a digit (`users`, `me`)
+/// are kept as they are, and so are short names such as `v2` or `2fa`.
 ///
 /// ```
 /// use errorflow_collector::pipeline::parameterize::path_template;
@@ -213,35 +209,18 @@ pub fn path_template(path: &str) -> String {
         if i > 0 {
             out.push('/');
         }
-        out.push_str(segment_placeholder(segment).unwrap_or(segment));
+        if !segment.bytes().any(|b| b.is_ascii_digit()) {
+            out.push_str(segment);
+            continue;
+        }
+        let template = parameterize(segment);
+        if template.bytes().any(|b| b.is_ascii_digit()) && template.chars().count() >= 16 {
+            out.push_str("<id>");
+        } else {
+            out.push_str(&template);
+        }
     }
     out
-}
-
-/// The placeholder of one path segment, or `None` to keep it.
-fn segment_placeholder(segment: &str) -> Option<&'static str> {
-    let bytes = segment.as_bytes();
-    if !bytes.iter().any(u8::is_ascii_digit) {
-        return None;
-    }
-    if bytes.iter().all(u8::is_ascii_digit) {
-        return Some("<int>");
-    }
-    if !bytes.iter().any(u8::is_ascii_alphabetic) {
-        return Some("<num>");
-    }
-    let is_uuid = bytes.len() == 36
-        && bytes.iter().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => *b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        });
-    if is_uuid {
-        return Some("<uuid>");
-    }
-    if bytes.len() >= 8 && bytes.iter().all(u8::is_ascii_hexdigit) {
-        return Some("<hex>");
-    }
-    (segment.chars().count() >= 16).then_some("<id>")
 }
 
 #[cfg(test)]
@@ -345,8 +324,8 @@ mod tests {
             ("/orders/17/checkout/", "/orders/<int>/checkout/"),
             ("/v2/users/me", "/v2/users/me"),
             ("/2fa/setup", "/2fa/setup"),
-            ("/reports/2026-11-29", "/reports/<num>"),
-            ("/releases/1.4.2/notes", "/releases/<num>/notes"),
+            ("/reports/2026-11-29", "/reports/<date>"),
+            ("/orders/order-12345-eu", "/orders/order-<int>-eu"),
             (
                 "/items/7c9e6679-7425-40de-944b-e07fc1f90ae7",
                 "/items/<uuid>",
