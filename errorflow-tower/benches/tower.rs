@@ -4,6 +4,18 @@
 //!
 //! Run with `cargo bench -p errorflow-tower --bench tower`. Each comparison
 //! also prints a ratio from a plain timing loop (best of several runs).
+//!
+//! Instruction counts, which this noisy machine does not move: build with
+//! `--no-run`, then run one variant of the router bench alone under
+//! callgrind, twice with different request counts, and divide the
+//! difference of the totals by the difference of the counts:
+//!
+//! ```sh
+//! TOWER_ONLY=ours TOWER_N=20000 valgrind --tool=callgrind target/release/deps/tower-<hash> --bench
+//! ```
+//!
+//! `TOWER_ONLY` is one of `bare`, `identity` (an empty layer), `floor` (a
+//! layer that only sets a generated `x-request-id`) and `ours`.
 
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
@@ -75,7 +87,22 @@ fn errorflow_init() -> errorflow_sdk::ClientGuard {
     )
 }
 
+/// `TOWER_ONLY=<variant> TOWER_N=<requests>`: run only that many requests
+/// through one variant of the axum router bench and exit, to count
+/// instructions under `valgrind --tool=callgrind` (see the module docs).
+fn single_variant() -> Option<(String, u32)> {
+    let variant = std::env::var("TOWER_ONLY").ok()?;
+    let n = std::env::var("TOWER_N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .expect("TOWER_ONLY needs TOWER_N, a number of requests");
+    Some((variant, n))
+}
+
 fn ok_response(c: &mut Criterion) {
+    if single_variant().is_some() {
+        return; // axum_router runs it
+    }
     let mut group = c.benchmark_group("tower_200");
     let mut bare_svc = bare();
     group.bench_function("bare", |b| b.iter(|| call(&mut bare_svc, request(()))));
@@ -168,6 +195,38 @@ fn axum_router(c: &mut Criterion) {
         .layer(sentry_tower::SentryHttpLayer::new())
         .service(router().with_state(()));
     let body = axum::body::Body::empty;
+    // Not targets, floors: the router with an empty layer (what axum's
+    // `Router::layer` costs before the layer does anything), and with a
+    // layer that only sets a generated `x-request-id`, the one thing this
+    // layer must do on every response.
+    let mut floor = router()
+        .layer(tower::util::MapResponseLayer::new(|mut response: axum::response::Response| {
+            let mut hex = [0u8; 32];
+            uuid::Uuid::new_v4().simple().encode_lower(&mut hex);
+            response.headers_mut().insert(
+                errorflow_tower::X_REQUEST_ID.clone(),
+                http::HeaderValue::from_bytes(&hex).unwrap(),
+            );
+            response
+        }))
+        .with_state(());
+    let mut identity = router()
+        .layer(tower::layer::util::Identity::new())
+        .with_state(());
+    if let Some((variant, n)) = single_variant() {
+        let _guard = errorflow_init();
+        let service = match variant.as_str() {
+            "bare" => &mut bare,
+            "identity" => &mut identity,
+            "floor" => &mut floor,
+            "ours" => &mut ours,
+            other => panic!("TOWER_ONLY={other}: expected bare, identity, floor or ours"),
+        };
+        for _ in 0..n {
+            call(service, request(body()));
+        }
+        std::process::exit(0);
+    }
     let mut group = c.benchmark_group("tower_axum_router_200");
     group.bench_function("bare", |b| b.iter(|| call(&mut bare, request(body()))));
     {
@@ -182,7 +241,9 @@ fn axum_router(c: &mut Criterion) {
     }
     group.finish();
     let best = interleaved(&mut [
+        &mut || ns_per_call(200_000, || call(&mut floor, request(body()))),
         &mut || ns_per_call(200_000, || call(&mut bare, request(body()))),
+        &mut || ns_per_call(200_000, || call(&mut identity, request(body()))),
         &mut || {
             let _guard = errorflow_init();
             ns_per_call(200_000, || call(&mut ours, request(body())))
@@ -192,7 +253,16 @@ fn axum_router(c: &mut Criterion) {
             ns_per_call(200_000, || call(&mut theirs, request(body())))
         },
     ]);
-    let (bare_ns, ours, theirs) = (best[0], best[1], best[2]);
+    let (floor_ns, bare_ns, identity_ns, ours, theirs) =
+        (best[0], best[1], best[2], best[3], best[4]);
+    println!(
+        "RATIO tower axum router 200 empty layer (Identity through Router::layer)/bare = {:.2} ({identity_ns:.0} ns vs {bare_ns:.0} ns)",
+        identity_ns / bare_ns
+    );
+    println!(
+        "RATIO tower axum router 200 floor (bare + x-request-id header)/bare = {:.2} ({floor_ns:.0} ns vs {bare_ns:.0} ns)",
+        floor_ns / bare_ns
+    );
     println!(
         "RATIO tower axum router 200 errorflow/bare = {:.2} ({ours:.0} ns vs {bare_ns:.0} ns; target <= 1.1)",
         ours / bare_ns
@@ -209,3 +279,4 @@ criterion_group! {
     targets = ok_response, axum_router
 }
 criterion_main!(benches);
+
