@@ -200,15 +200,17 @@ fn axum_router(c: &mut Criterion) {
     // layer that only sets a generated `x-request-id`, the one thing this
     // layer must do on every response.
     let mut floor = router()
-        .layer(tower::util::MapResponseLayer::new(|mut response: axum::response::Response| {
-            let mut hex = [0u8; 32];
-            uuid::Uuid::new_v4().simple().encode_lower(&mut hex);
-            response.headers_mut().insert(
-                errorflow_tower::X_REQUEST_ID.clone(),
-                http::HeaderValue::from_bytes(&hex).unwrap(),
-            );
-            response
-        }))
+        .layer(tower::util::MapResponseLayer::new(
+            |mut response: axum::response::Response| {
+                let mut hex = [0u8; 32];
+                uuid::Uuid::new_v4().simple().encode_lower(&mut hex);
+                response.headers_mut().insert(
+                    errorflow_tower::X_REQUEST_ID.clone(),
+                    http::HeaderValue::from_bytes(&hex).unwrap(),
+                );
+                response
+            },
+        ))
         .with_state(());
     let mut identity = router()
         .layer(tower::layer::util::Identity::new())
@@ -279,4 +281,3 @@ criterion_group! {
     targets = ok_response, axum_router
 }
 criterion_main!(benches);
-
