@@ -3,9 +3,10 @@
 //! # Which scope is current
 //!
 //! 1. Inside a future wrapped with [`ScopeFutureExt::with_scope`] (or
-//!    [`bind_scope`]), that future's scope. It is a tokio task-local, so it
-//!    follows the future across worker threads and never leaks to other
-//!    tasks that happen to run on the same thread.
+//!    [`bind_scope`]), that future's scope. Like a tokio task-local, it is
+//!    made current for each poll of the future, so it follows the future
+//!    across worker threads and never leaks to other tasks that happen to
+//!    run on the same thread.
 //! 2. Inside [`with_thread_scope`] (synchronous code), that scope.
 //! 3. Otherwise the process-wide root scope.
 //!
@@ -29,6 +30,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::layer::{convert_level, CrumbFields};
@@ -401,12 +403,108 @@ impl From<Scope> for ScopeHandle {
     }
 }
 
-tokio::task_local! {
-    static TASK_SCOPE: ScopeHandle;
+/// What a future (see [`bind_scope`]) or a synchronous call (see
+/// [`sync_scope`]) is bound to: a scope, or the means to make one on first
+/// use. Middleware binds a lazy one to every request, so that a request
+/// whose code never sets context, records a breadcrumb or captures an event
+/// pays for no scope at all.
+#[derive(Debug, Default)]
+pub struct TaskScope {
+    handle: OnceLock<ScopeHandle>,
+    /// For a scope made on first use: its event processor, and whether the
+    /// code bound to it catches panics (see [`Scope::set_catches_panics`]).
+    processor: Option<Processor>,
+    catches_panics: bool,
+}
+
+impl TaskScope {
+    /// A binding whose scope is made on first use, with `processor` as its
+    /// event processor and [`Scope::set_catches_panics`] set to `catches_panics`.
+    pub fn lazy(processor: Option<Arc<dyn EventProcessor>>, catches_panics: bool) -> TaskScope {
+        TaskScope {
+            handle: OnceLock::new(),
+            processor: processor.map(Processor),
+            catches_panics,
+        }
+    }
+
+    /// The bound scope, made now if it was not yet.
+    pub fn handle(&self) -> &ScopeHandle {
+        self.handle.get_or_init(|| {
+            ScopeHandle::new(Scope {
+                processor: self.processor.clone(),
+                catches_panics: self.catches_panics,
+                ..Scope::default()
+            })
+        })
+    }
+
+    /// The bound scope if it was made: `None` means nothing used it.
+    pub fn made(&self) -> Option<&ScopeHandle> {
+        self.handle.get()
+    }
+}
+
+impl From<ScopeHandle> for TaskScope {
+    fn from(handle: ScopeHandle) -> TaskScope {
+        TaskScope {
+            handle: OnceLock::from(handle),
+            processor: None,
+            catches_panics: false,
+        }
+    }
+}
+
+impl From<Scope> for TaskScope {
+    fn from(scope: Scope) -> TaskScope {
+        TaskScope::from(ScopeHandle::new(scope))
+    }
 }
 
 thread_local! {
+    /// The binding of the future being polled (or of the synchronous call
+    /// running) on this thread. Each poll of a [`Scoped`] future moves its
+    /// binding in and the previous one out, and back when the poll returns,
+    /// as tokio's task-locals do, so the binding follows the future across
+    /// worker threads and nested bindings see the innermost one. Unlike a
+    /// task-local, the binding stays with its owner between polls and after
+    /// a panic, where middleware reads it.
+    static TASK_SCOPE: RefCell<Option<TaskScope>> = const { RefCell::new(None) };
+    /// The scope of [`with_thread_scope`].
     static THREAD_SCOPE: RefCell<Option<ScopeHandle>> = const { RefCell::new(None) };
+}
+
+/// Makes `scope` current until dropped, then puts it back into `scope`
+/// and restores the previous binding, also when the code in between panics.
+/// While the thread is being torn down (its thread-locals destroyed) nothing
+/// is bound.
+struct Entered<'a> {
+    scope: &'a mut TaskScope,
+    /// The binding before this one, if this one was made.
+    previous: Option<Option<TaskScope>>,
+}
+
+fn enter(scope: &mut TaskScope) -> Entered<'_> {
+    let bound = std::mem::take(scope);
+    let mut bound = Some(bound);
+    let previous = TASK_SCOPE
+        .try_with(|current| current.replace(bound.take()))
+        .ok();
+    if let Some(bound) = bound {
+        *scope = bound;
+    }
+    Entered { scope, previous }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        let Some(previous) = self.previous.take() else {
+            return;
+        };
+        if let Ok(Some(bound)) = TASK_SCOPE.try_with(|current| current.replace(previous)) {
+            *self.scope = bound;
+        }
+    }
 }
 
 fn root() -> &'static ScopeHandle {
@@ -417,7 +515,12 @@ fn root() -> &'static ScopeHandle {
 /// Runs `f` with the current scope's handle, without cloning it.
 pub(crate) fn with_current<R>(f: impl FnOnce(&ScopeHandle) -> R) -> R {
     let mut f = Some(f);
-    if let Ok(r) = TASK_SCOPE.try_with(|h| (f.take().expect("called once"))(h)) {
+    let bound = TASK_SCOPE.try_with(|current| {
+        let current = current.borrow();
+        let scope = current.as_ref()?;
+        Some((f.take().expect("called once"))(scope.handle()))
+    });
+    if let Ok(Some(r)) = bound {
         return r;
     }
     let f = f.take().expect("not called yet");
@@ -430,7 +533,11 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&ScopeHandle) -> R) -> R {
 
 /// The scope that events captured here would use (see the module docs).
 pub fn current_handle() -> ScopeHandle {
-    if let Ok(handle) = TASK_SCOPE.try_with(ScopeHandle::clone) {
+    let bound = TASK_SCOPE.try_with(|current| {
+        let current = current.borrow();
+        current.as_ref().map(|scope| scope.handle().clone())
+    });
+    if let Ok(Some(handle)) = bound {
         return handle;
     }
     if let Some(handle) = THREAD_SCOPE.with(|s| s.borrow().clone()) {
@@ -480,25 +587,86 @@ pub fn with_thread_scope<R>(scope: impl Into<ScopeHandle>, f: impl FnOnce() -> R
     f()
 }
 
-/// Runs the synchronous `f` with `handle` as the current task scope; used by
+/// Runs the synchronous `f` with `scope` as the current task scope; used by
 /// middleware so that the synchronous part of `Service::call` sees the
-/// request's scope too.
-pub fn sync_scope<R>(handle: ScopeHandle, f: impl FnOnce() -> R) -> R {
-    TASK_SCOPE.sync_scope(handle, f)
+/// request's scope too. The binding, and a scope made in it on first use,
+/// stay in `scope`, also when `f` panics.
+pub fn sync_scope<R>(scope: &mut TaskScope, f: impl FnOnce() -> R) -> R {
+    let _entered = enter(scope);
+    f()
 }
 
-/// A future running inside a scope.
-pub type Scoped<F> = tokio::task::futures::TaskLocalFuture<ScopeHandle, F>;
+pin_project_lite::pin_project! {
+    /// A future running inside a scope (see [`bind_scope`]). The scope is
+    /// also current while the future is dropped, so that what its drop code
+    /// reports (a cancelled request, say) has the same context.
+    pub struct Scoped<F> {
+        // `None` once finished or dropped.
+        #[pin]
+        future: Option<F>,
+        scope: TaskScope,
+    }
+
+    impl<F> PinnedDrop for Scoped<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if this.future.is_some() {
+                let _entered = enter(this.scope);
+                this.future.set(None);
+            }
+        }
+    }
+}
+
+impl<F> Scoped<F> {
+    /// The future's binding: with [`TaskScope::made`], whether its code made
+    /// a scope and what was recorded in it.
+    pub fn task_scope(self: Pin<&mut Self>) -> &TaskScope {
+        self.project().scope
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let mut this = self.project();
+        let _entered = enter(this.scope);
+        let future = this
+            .future
+            .as_mut()
+            .as_pin_mut()
+            .expect("Scoped future polled after completion");
+        let output = future.poll(cx);
+        if output.is_ready() {
+            // Dropped here, inside the scope, rather than in a second
+            // binding when the `Scoped` is dropped.
+            this.future.set(None);
+        }
+        output
+    }
+}
+
+impl<F> std::fmt::Debug for Scoped<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scoped")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Runs `fut` with `scope` as its scope.
-pub fn bind_scope<F: Future>(scope: impl Into<ScopeHandle>, fut: F) -> Scoped<F> {
-    TASK_SCOPE.scope(scope.into(), fut)
+pub fn bind_scope<F: Future>(scope: impl Into<TaskScope>, fut: F) -> Scoped<F> {
+    Scoped {
+        future: Some(fut),
+        scope: scope.into(),
+    }
 }
 
 /// `.with_scope(scope)` on any future.
 pub trait ScopeFutureExt: Future + Sized {
     /// Runs the future with `scope` as its scope, wherever it is polled.
-    fn with_scope(self, scope: impl Into<ScopeHandle>) -> Scoped<Self> {
+    fn with_scope(self, scope: impl Into<TaskScope>) -> Scoped<Self> {
         bind_scope(scope, self)
     }
 }

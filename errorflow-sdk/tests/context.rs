@@ -269,3 +269,123 @@ fn own_target_and_before_send() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].tags["seen"], "yes");
 }
+
+/// Adds a tag to events, as middleware adds request context.
+struct TagProcessor;
+
+impl errorflow_sdk::EventProcessor for TagProcessor {
+    fn process(&self, event: &mut errorflow_sdk::protocol::Event) {
+        event
+            .tags
+            .entry("from".into())
+            .or_insert("processor".into());
+    }
+}
+
+#[test]
+fn lazy_scopes_are_made_only_when_used_and_bindings_nest() {
+    let _serial = serial();
+    let memory = Arc::new(Memory::default());
+    let guard = errorflow_sdk::init(
+        ClientOptions::new()
+            .transport(memory.clone())
+            .panic_hook(false),
+    );
+    let subscriber = tracing_subscriber::registry().with(errorflow_sdk::layer());
+    let dispatch = tracing::Dispatch::new(subscriber);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lazy = || scope::TaskScope::lazy(Some(Arc::new(TagProcessor)), false);
+    rt.block_on(
+        async {
+            // A future that uses no scope leaves none made.
+            let mut quiet = std::pin::pin!(scope::bind_scope(lazy(), async {
+                tokio::task::yield_now().await;
+                tracing::debug!("not a breadcrumb");
+            }));
+            quiet.as_mut().await;
+            assert!(quiet.as_mut().task_scope().made().is_none());
+
+            // One that reports makes it, with the binding's processor.
+            let mut used = std::pin::pin!(scope::bind_scope(lazy(), async {
+                errorflow_sdk::configure_scope(|s| s.set_tag("layer", "outer"));
+                tokio::task::yield_now().await;
+                // An inner binding wins while its future runs…
+                let mut inner = Scope::new();
+                inner.set_tag("layer", "inner");
+                async { tracing::error!("inner failure") }
+                    .with_scope(inner)
+                    .await;
+                // …and the outer one is current again afterwards.
+                tracing::error!("outer failure");
+            }));
+            used.as_mut().await;
+            let made = used.as_mut().task_scope().made().expect("a scope was made");
+            assert_eq!(made.lock().tags()["layer"], "outer");
+            assert_eq!(made.lock().errors_captured(), 1);
+            // Nothing stays bound once the futures are done.
+            assert!(scope::current_scope().tags().get("layer").is_none());
+
+            // A future dropped before it finished (a cancelled request) is
+            // dropped inside its scope, so its drop code reports with it.
+            struct ReportOnDrop;
+            impl Drop for ReportOnDrop {
+                fn drop(&mut self) {
+                    tracing::error!("cancelled");
+                }
+            }
+            let mut tagged = Scope::new();
+            tagged.set_tag("layer", "cancelled");
+            let pending = async {
+                let _report = ReportOnDrop;
+                std::future::pending::<()>().await;
+            }
+            .with_scope(tagged);
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(1), pending).await;
+        }
+        .with_subscriber(dispatch),
+    );
+    drop(guard);
+    let events = memory.events();
+    let tags: Vec<(&str, &str, Option<&str>)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.message.as_deref().unwrap(),
+                e.tags["layer"].as_str(),
+                e.tags.get("from").map(String::as_str),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            // Bindings do not stack: an event takes the innermost scope
+            // (and the root), not the outer binding's processor.
+            ("inner failure", "inner", None),
+            ("outer failure", "outer", Some("processor")),
+            ("cancelled", "cancelled", None),
+        ]
+    );
+}
+
+#[test]
+fn a_sync_binding_keeps_its_scope_after_a_panic() {
+    let _serial = serial();
+    let mut bound = scope::TaskScope::lazy(None, true);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        scope::sync_scope(&mut bound, || {
+            errorflow_sdk::configure_scope(|s| s.set_tag("step", "before the panic"));
+            panic!("boom");
+        })
+    }));
+    assert!(result.is_err());
+    let made = bound
+        .made()
+        .expect("the scope made before the panic is kept");
+    assert_eq!(made.lock().tags()["step"], "before the panic");
+    // The binding is undone: the panic did not leave it current.
+    assert!(scope::current_scope().tags().get("step").is_none());
+}

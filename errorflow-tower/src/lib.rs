@@ -30,14 +30,17 @@
 //!
 //! What the layer does for each request:
 //!
-//! - It binds a fresh [`errorflow_sdk::Scope`] to the request's future, so
+//! - It binds a scope of its own to the request's future, so
 //!   `tracing::error!` in handlers is reported with the request context
 //!   (method, route, path, scrubbed query, allow-listed headers, client IP,
 //!   trace id); breadcrumbs logged during the request stay with it. The
-//!   scope keeps only the request's parts (method, route, and one buffer
-//!   with the path, query, allow-listed headers and client IP) and an
+//!   scope is made only when the request's code uses it (sets context,
+//!   records a breadcrumb, captures an event). The layer keeps only the
+//!   request's parts (method, route, and one buffer with the path, query,
+//!   allow-listed headers and client IP) and an
 //!   [`errorflow_sdk::EventProcessor`] builds the context from them when an
-//!   event is captured, so requests that report nothing pay for no context.
+//!   event is captured, so requests that report nothing pay for no scope
+//!   and no context.
 //! - It takes the trace id from W3C `traceparent`, else from `x-request-id`,
 //!   else generates one, and returns it as `x-request-id`.
 //! - It catches panics in `call` and in the response future, answers 500 and
@@ -64,7 +67,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use errorflow_sdk::protocol::{Event, Exception, Level, Request as RequestContext};
-use errorflow_sdk::scope::{self, Scope, ScopeHandle, Scoped};
+use errorflow_sdk::scope::{self, Scoped, TaskScope};
 use errorflow_sdk::scrub::scrub_query;
 use futures_util::future::{CatchUnwind, FutureExt};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
@@ -234,17 +237,16 @@ where
         // which most requests never do.
         let (parts, request_id) = RequestParts::of(&request, &self.config);
         let parts = Arc::new(parts);
-        let mut scope = Scope::new();
-        scope.set_event_processor(Some(parts.clone()));
-        scope.set_catches_panics(true);
-        let handle = ScopeHandle::new(scope);
+        // The request's scope is made only if its code uses one (sets
+        // context, records a breadcrumb, captures an event); most requests
+        // never do, and then cost no scope.
+        let mut task_scope = TaskScope::lazy(Some(parts.clone()), true);
 
         let inner = &mut self.inner;
         let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            scope::sync_scope(handle.clone(), || inner.call(request))
+            scope::sync_scope(&mut task_scope, || inner.call(request))
         }));
         let state = State {
-            handle: handle.clone(),
             config: self.config.clone(),
             parts,
             start,
@@ -253,7 +255,7 @@ where
         match called {
             Ok(future) => ResponseFuture {
                 kind: Kind::Running {
-                    future: scope::bind_scope(handle, AssertUnwindSafe(future).catch_unwind()),
+                    future: scope::bind_scope(task_scope, AssertUnwindSafe(future).catch_unwind()),
                     state: Some(state),
                 },
             },
@@ -261,6 +263,7 @@ where
                 kind: Kind::Panicked {
                     payload: Some(payload),
                     state: Some(state),
+                    task_scope,
                 },
             },
         }
@@ -268,7 +271,6 @@ where
 }
 
 struct State {
-    handle: ScopeHandle,
     config: Arc<Config>,
     parts: Arc<RequestParts>,
     start: Instant,
@@ -299,7 +301,7 @@ pin_project! {
         Passthrough { #[pin] future: CatchUnwind<AssertUnwindSafe<F>> },
         PassthroughPanicked,
         Running { #[pin] future: Scoped<CatchUnwind<AssertUnwindSafe<F>>>, state: Option<State> },
-        Panicked { payload: Option<Box<dyn Any + Send>>, state: Option<State> },
+        Panicked { payload: Option<Box<dyn Any + Send>>, state: Option<State>, task_scope: TaskScope },
     }
 }
 
@@ -319,34 +321,43 @@ where
                 })
             }
             KindProj::PassthroughPanicked => Poll::Ready(Ok(internal_error())),
-            KindProj::Running { future, state } => {
-                let output = std::task::ready!(future.poll(cx));
+            KindProj::Running { mut future, state } => {
+                let output = std::task::ready!(future.as_mut().poll(cx));
                 let state = state
                     .take()
                     .expect("ResponseFuture polled after completion");
+                let task_scope = future.task_scope();
                 Poll::Ready(match output {
-                    Ok(Ok(response)) => Ok(finish(state, response)),
+                    Ok(Ok(response)) => Ok(finish(state, task_scope, response)),
                     Ok(Err(err)) => Err(err),
-                    Err(payload) => Ok(panicked(state, payload)),
+                    Err(payload) => Ok(panicked(state, task_scope, payload)),
                 })
             }
-            KindProj::Panicked { payload, state } => {
+            KindProj::Panicked {
+                payload,
+                state,
+                task_scope,
+            } => {
                 let state = state
                     .take()
                     .expect("ResponseFuture polled after completion");
                 let payload = payload.take().unwrap_or_else(|| Box::new("panic"));
-                Poll::Ready(Ok(panicked(state, payload)))
+                Poll::Ready(Ok(panicked(state, task_scope, payload)))
             }
         }
     }
 }
 
-fn finish<B>(state: State, mut response: Response<B>) -> Response<B> {
+fn finish<B>(state: State, task_scope: &TaskScope, mut response: Response<B>) -> Response<B> {
     let status = response.status();
     // A handler that failed usually logged why with `error!` (already
     // reported with this request's context); a second "responded 500"
     // event would only be noise, so it is sent when nothing else was.
-    if (state.config.report_status)(status) && state.handle.lock().errors_captured() == 0 {
+    if (state.config.report_status)(status)
+        && task_scope
+            .made()
+            .is_none_or(|scope| scope.lock().errors_captured() == 0)
+    {
         let mut event = Event::new(if status.is_server_error() {
             Level::Error
         } else {
@@ -363,7 +374,7 @@ fn finish<B>(state: State, mut response: Response<B>) -> Response<B> {
             transaction,
             status.as_u16().to_string(),
         ]);
-        capture(&state, event, status);
+        capture(&state, task_scope, event, status);
     }
     response
         .headers_mut()
@@ -371,11 +382,17 @@ fn finish<B>(state: State, mut response: Response<B>) -> Response<B> {
     response
 }
 
-fn panicked<B: Default>(state: State, payload: Box<dyn Any + Send>) -> Response<B> {
+fn panicked<B: Default>(
+    state: State,
+    task_scope: &TaskScope,
+    payload: Box<dyn Any + Send>,
+) -> Response<B> {
     let status = StatusCode::INTERNAL_SERVER_ERROR;
     // The panic hook reports panics with a backtrace and this request's
     // scope; report here only when it did not (hook not installed).
-    let already = state.handle.lock().panic_event().is_some();
+    let already = task_scope
+        .made()
+        .is_some_and(|scope| scope.lock().panic_event().is_some());
     if !already {
         let message = payload
             .downcast_ref::<&str>()
@@ -388,7 +405,7 @@ fn panicked<B: Default>(state: State, payload: Box<dyn Any + Send>) -> Response<
         exception.mechanism = Some("panic".into());
         exception.handled = Some(false);
         event.exception.push(exception);
-        capture(&state, event, status);
+        capture(&state, task_scope, event, status);
     }
     let mut response = internal_error();
     response
@@ -403,7 +420,7 @@ fn internal_error<B: Default>() -> Response<B> {
     response
 }
 
-fn capture(state: &State, mut event: Event, status: StatusCode) {
+fn capture(state: &State, task_scope: &TaskScope, mut event: Event, status: StatusCode) {
     let Some(client) = errorflow_sdk::Client::current() else {
         return;
     };
@@ -412,7 +429,7 @@ fn capture(state: &State, mut event: Event, status: StatusCode) {
     event.exception.iter_mut().for_each(|e| {
         e.mechanism.get_or_insert_with(|| "middleware".into());
     });
-    client.capture_event_in(event, Some(&state.handle));
+    client.capture_event_in(event, Some(task_scope.handle()));
 }
 
 /// What the request context is built from, kept from the request before it

@@ -193,6 +193,38 @@ async fn panic_in_call_of_a_plain_tower_service() {
 }
 
 #[tokio::test]
+async fn a_panic_in_call_caught_by_the_hook_is_reported_once() {
+    let _serial = SERIAL.lock().await;
+    let transport = Arc::new(TestTransport::new());
+    // The hook reports the panic (with a backtrace) from inside `call`; the
+    // layer must see that in the request's scope and not report it again.
+    let guard = errorflow_sdk::init(ClientOptions::new().transport(transport.clone()));
+    let service = ServiceBuilder::new()
+        .layer(ErrorflowLayer::new())
+        .service(tower::service_fn(
+        |_req: Request<Body>| -> std::future::Ready<Result<axum::response::Response, Infallible>> {
+            panic!("call exploded")
+        },
+    ));
+    let response = service
+        .oneshot(get_req("/x").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    drop(guard);
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let events = transport.take();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert!(
+        events[0].exception[0].stacktrace.is_some(),
+        "the hook's event"
+    );
+    assert_eq!(
+        events[0].request.as_ref().unwrap().url.as_deref(),
+        Some("/x")
+    );
+}
+
+#[tokio::test]
 async fn status_predicate_is_configurable() {
     let _serial = SERIAL.lock().await;
     let transport = Arc::new(TestTransport::new());
