@@ -179,9 +179,9 @@ fn sensitive_values_are_scrubbed() {
     );
 }
 
-#[test]
-fn concurrent_tasks_keep_their_own_scope() {
-    let _serial = serial();
+/// A client that keeps its events in memory (no panic hook), and a
+/// dispatcher with the SDK's layer for futures to run with.
+fn memory_client() -> (Arc<Memory>, errorflow_sdk::ClientGuard, tracing::Dispatch) {
     let memory = Arc::new(Memory::default());
     let guard = errorflow_sdk::init(
         ClientOptions::new()
@@ -189,7 +189,13 @@ fn concurrent_tasks_keep_their_own_scope() {
             .panic_hook(false),
     );
     let subscriber = tracing_subscriber::registry().with(errorflow_sdk::layer());
-    let dispatch = tracing::Dispatch::new(subscriber);
+    (memory, guard, tracing::Dispatch::new(subscriber))
+}
+
+#[test]
+fn concurrent_tasks_keep_their_own_scope() {
+    let _serial = serial();
+    let (memory, guard, dispatch) = memory_client();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -285,14 +291,7 @@ impl errorflow_sdk::EventProcessor for TagProcessor {
 #[test]
 fn lazy_scopes_are_made_only_when_used_and_bindings_nest() {
     let _serial = serial();
-    let memory = Arc::new(Memory::default());
-    let guard = errorflow_sdk::init(
-        ClientOptions::new()
-            .transport(memory.clone())
-            .panic_hook(false),
-    );
-    let subscriber = tracing_subscriber::registry().with(errorflow_sdk::layer());
-    let dispatch = tracing::Dispatch::new(subscriber);
+    let (memory, guard, dispatch) = memory_client();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -162,15 +162,14 @@ async fn panics_become_500_and_one_fatal_event() {
     assert_eq!(e.request.as_ref().unwrap().status, Some(500));
 }
 
-#[tokio::test]
-async fn panic_in_call_of_a_plain_tower_service() {
-    let _serial = SERIAL.lock().await;
+/// Sends one request through the layer around a plain tower service whose
+/// `call` panics, with or without the SDK's panic hook.
+async fn panic_in_call(panic_hook: bool) -> (axum::response::Response, Vec<Event>) {
     let transport = Arc::new(TestTransport::new());
-    // Without the hook the middleware reports the panic itself.
     let guard = errorflow_sdk::init(
         ClientOptions::new()
             .transport(transport.clone())
-            .panic_hook(false),
+            .panic_hook(panic_hook),
     );
     let service = ServiceBuilder::new()
         .layer(ErrorflowLayer::new())
@@ -184,8 +183,15 @@ async fn panic_in_call_of_a_plain_tower_service() {
         .await
         .unwrap();
     drop(guard);
+    (response, transport.take())
+}
+
+#[tokio::test]
+async fn panic_in_call_of_a_plain_tower_service() {
+    let _serial = SERIAL.lock().await;
+    // Without the hook the middleware reports the panic itself.
+    let (response, events) = panic_in_call(false).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    let events = transport.take();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].level, Level::Fatal);
     assert_eq!(events[0].exception[0].mechanism.as_deref(), Some("panic"));
@@ -195,24 +201,10 @@ async fn panic_in_call_of_a_plain_tower_service() {
 #[tokio::test]
 async fn a_panic_in_call_caught_by_the_hook_is_reported_once() {
     let _serial = SERIAL.lock().await;
-    let transport = Arc::new(TestTransport::new());
     // The hook reports the panic (with a backtrace) from inside `call`; the
     // layer must see that in the request's scope and not report it again.
-    let guard = errorflow_sdk::init(ClientOptions::new().transport(transport.clone()));
-    let service = ServiceBuilder::new()
-        .layer(ErrorflowLayer::new())
-        .service(tower::service_fn(
-        |_req: Request<Body>| -> std::future::Ready<Result<axum::response::Response, Infallible>> {
-            panic!("call exploded")
-        },
-    ));
-    let response = service
-        .oneshot(get_req("/x").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    drop(guard);
+    let (response, events) = panic_in_call(true).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    let events = transport.take();
     assert_eq!(events.len(), 1, "{events:#?}");
     assert!(
         events[0].exception[0].stacktrace.is_some(),
