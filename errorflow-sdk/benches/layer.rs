@@ -3,6 +3,15 @@
 //! Run with `cargo bench -p errorflow-sdk --bench layer`. Besides criterion's
 //! report, each comparison prints a ratio measured with a plain timing loop
 //! (best of several runs) so that the numbers can be read at a glance.
+//!
+//! The breadcrumb comparison in instructions, which this noisy machine does
+//! not move: build with `--no-run`, then run one variant alone under
+//! callgrind, twice with different call counts, and divide the difference
+//! of the totals by the difference of the counts:
+//!
+//! ```sh
+//! LAYER_ONLY=with LAYER_N=20000 valgrind --tool=callgrind target/release/deps/layer-<hash> --bench
+//! ```
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -124,7 +133,22 @@ where
         .with_filter(LevelFilter::INFO)
 }
 
+/// `LAYER_ONLY=with|without LAYER_N=<calls>`: log only that many `info!`
+/// breadcrumbs with or without the layer and exit, to count instructions
+/// under `valgrind --tool=callgrind` (see the module docs).
+fn single_variant() -> Option<(String, u32)> {
+    let variant = std::env::var("LAYER_ONLY").ok()?;
+    let n = std::env::var("LAYER_N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .expect("LAYER_ONLY needs LAYER_N, a number of calls");
+    Some((variant, n))
+}
+
 fn error_event(c: &mut Criterion) {
+    if single_variant().is_some() {
+        return; // added_cost runs it
+    }
     let mut group = c.benchmark_group("error_event");
     let ours = |bench: Option<&mut criterion::BenchmarkGroup<'_, _>>| {
         let client = errorflow_init();
@@ -186,6 +210,23 @@ fn error_event(c: &mut Criterion) {
 
 fn added_cost(c: &mut Criterion) {
     let client = errorflow_init();
+    if let Some((variant, n)) = single_variant() {
+        let run = || (0..n).for_each(|_| log_info());
+        match variant.as_str() {
+            "with" => tracing::subscriber::with_default(
+                tracing_subscriber::registry()
+                    .with(app_fmt())
+                    .with(errorflow_sdk::layer()),
+                run,
+            ),
+            "without" => tracing::subscriber::with_default(
+                tracing_subscriber::registry().with(app_fmt()),
+                run,
+            ),
+            other => panic!("LAYER_ONLY={other}: expected with or without"),
+        }
+        std::process::exit(0);
+    }
     for (name, f) in [
         ("info_breadcrumb", log_info as fn()),
         ("debug_filtered", log_debug as fn()),
