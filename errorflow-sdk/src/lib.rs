@@ -26,7 +26,7 @@
 //! - [`layer()`]: the `tracing` layer.
 //! - [`scope`]: context (tags, user, request, breadcrumbs) and how it follows async tasks.
 //! - [`transport`]: the bounded queue and batching HTTP worker.
-//! - [`panic`]: the panic hook.
+//! - [`panic`](mod@panic): the panic hook.
 //!
 //! **Architecture Invariant:** capturing never blocks, panics or recurses.
 //! The calling thread only takes what it borrows (message, fields, error
