@@ -209,8 +209,13 @@ impl Client {
                 scope.apply(event);
             }
         };
+        // A scope whose lock this thread holds (the event is logged from
+        // inside `configure_scope`) is left out: locking it again would
+        // deadlock.
         let merge = |handle: &ScopeHandle, event: &mut Option<Box<Event>>| {
-            let (processor, breadcrumbs) = {
+            let (processor, breadcrumbs) = if scope::held_here(handle) {
+                (None, None)
+            } else {
                 let mut s = handle.lock();
                 apply(&s, event);
                 if is_error {
@@ -224,7 +229,7 @@ impl Client {
                 (s.processor(), breadcrumbs)
             };
             let root = scope::root_ref();
-            if handle.ptr_eq(root) {
+            if handle.ptr_eq(root) || scope::held_here(root) {
                 return (processor, breadcrumbs);
             }
             let root = root.lock();

@@ -164,7 +164,13 @@ fn record_breadcrumb(event: &TracingEvent<'_>, max: usize) {
             fields: &mut scratch.fields,
             exceptions: None,
         });
-        scope::with_current(|handle| handle.lock().push_recorded(&mut scratch, max));
+        scope::with_current(|handle| {
+            // Logged from inside `configure_scope` on this very scope: its
+            // lock is held by this thread, so the breadcrumb is not kept.
+            if !scope::held_here(handle) {
+                handle.lock().push_recorded(&mut scratch, max);
+            }
+        });
     });
 }
 

@@ -567,10 +567,48 @@ pub fn current_scope() -> Scope {
 ///     scope.set_tag("tenant", "acme");
 /// });
 /// ```
+///
+/// Code inside `f` may log: an `error!` there is reported without the
+/// scope being configured (its lock is held), and an `info!` or `warn!`
+/// there is not kept as a breadcrumb of it. Calling `configure_scope`
+/// again from inside `f` panics instead of deadlocking.
 pub fn configure_scope<R>(f: impl FnOnce(&mut Scope) -> R) -> R {
+    /// Takes the scope off this thread's list when `f` returns or panics.
+    struct Configured;
+    impl Drop for Configured {
+        fn drop(&mut self) {
+            let _ = CONFIGURING.try_with(|held| held.borrow_mut().pop());
+        }
+    }
     let handle = current_handle();
+    // Locking it again would hang this thread for good.
+    assert!(
+        !held_here(&handle),
+        "errorflow_sdk::configure_scope called from inside configure_scope on the same scope; \
+         change the scope in the outer closure"
+    );
     let mut scope = handle.lock();
+    CONFIGURING.with(|held| held.borrow_mut().push(handle.clone()));
+    let _configured = Configured;
     f(&mut scope)
+}
+
+thread_local! {
+    /// The scopes this thread is configuring (inside [`configure_scope`]):
+    /// their locks are held here, so the SDK's own paths (breadcrumbs and
+    /// events logged from inside the closure) must not take them again,
+    /// which would deadlock.
+    static CONFIGURING: RefCell<Vec<ScopeHandle>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether this thread holds `handle`'s lock in [`configure_scope`].
+pub(crate) fn held_here(handle: &ScopeHandle) -> bool {
+    CONFIGURING
+        .try_with(|held| {
+            let held = held.borrow();
+            !held.is_empty() && held.iter().any(|h| h.ptr_eq(handle))
+        })
+        .unwrap_or(false)
 }
 
 /// Runs `f` with `scope` as the current scope of this thread (synchronous code).

@@ -388,3 +388,53 @@ fn a_sync_binding_keeps_its_scope_after_a_panic() {
     // The binding is undone: the panic did not leave it current.
     assert!(scope::current_scope().tags().get("step").is_none());
 }
+
+#[test]
+fn logging_inside_configure_scope_does_not_deadlock() {
+    let _serial = serial();
+    let events = with_memory(10, || {
+        errorflow_sdk::configure_scope(|s| {
+            s.set_tag("tenant", "acme");
+            tracing::info!("while configuring");
+            tracing::error!("failed while configuring");
+        });
+        tracing::error!("after");
+    });
+    // The event logged inside the closure is reported, without the scope
+    // being configured (its lock is held); the breadcrumb logged there is
+    // not kept; the scope has its tag afterwards.
+    let messages: Vec<_> = events
+        .iter()
+        .map(|e| e.message.as_deref().unwrap())
+        .collect();
+    assert_eq!(messages, ["failed while configuring", "after"]);
+    assert!(!events[0].tags.contains_key("tenant"));
+    assert_eq!(events[1].tags["tenant"], "acme");
+    assert!(
+        events[1].breadcrumbs.is_empty(),
+        "{:#?}",
+        events[1].breadcrumbs
+    );
+}
+
+#[test]
+fn configure_scope_inside_configure_scope_panics_instead_of_hanging() {
+    let _serial = serial();
+    scope::with_thread_scope(Scope::new(), || {
+        let nested = std::panic::catch_unwind(|| {
+            errorflow_sdk::configure_scope(|_| {
+                errorflow_sdk::configure_scope(|s| s.set_tag("a", "1"))
+            })
+        });
+        let message = nested.unwrap_err();
+        let message = message
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| message.downcast_ref::<&str>().copied())
+            .unwrap();
+        assert!(message.contains("inside configure_scope"), "{message}");
+        // The scope is usable afterwards.
+        errorflow_sdk::configure_scope(|s| s.set_tag("b", "2"));
+        assert_eq!(scope::current_scope().tags()["b"], "2");
+    });
+}
