@@ -377,7 +377,9 @@ impl ScopeHandle {
     }
 
     /// Locks the scope. A poisoned lock is recovered: scope data stays
-    /// usable even if a panic happened while it was held.
+    /// usable even if a panic happened while it was held. Do not log while
+    /// holding the guard: the SDK would wait for this lock to record the
+    /// breadcrumb or event. [`configure_scope`] is the way that allows it.
     pub fn lock(&self) -> MutexGuard<'_, Scope> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
