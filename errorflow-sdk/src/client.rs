@@ -194,7 +194,7 @@ impl Client {
         scope: Option<&ScopeHandle>,
     ) -> Option<uuid::Uuid> {
         let sample_rate = self.shared.options.sample_rate;
-        if sample_rate < 1.0 && rand::random::<f32>() >= sample_rate {
+        if sample_rate < 1.0 && random_fraction() >= sample_rate {
             return None;
         }
         let (event_id, level, mut event, tracing) = match capture {
@@ -460,4 +460,13 @@ pub fn error_type_name(error: &(dyn std::error::Error + 'static)) -> String {
     } else {
         name.trim_end_matches(':').to_string()
     }
+}
+
+/// A uniform random number in [0, 1), safe to draw while the thread's
+/// thread-locals are destroyed (see `protocol::fill_random`).
+fn random_fraction() -> f32 {
+    let mut bytes = [0u8; 4];
+    crate::protocol::fill_random(&mut bytes);
+    // 24 random bits: what an f32's mantissa holds exactly.
+    (u32::from_le_bytes(bytes) >> 8) as f32 / (1u32 << 24) as f32
 }

@@ -152,7 +152,10 @@ thread_local! {
 /// under the scope's lock, since formatting runs user code that may log),
 /// then swapped into the current scope's ring.
 fn record_breadcrumb(event: &TracingEvent<'_>, max: usize) {
-    SCRATCH.with(|cell| {
+    // `try_with`: code that logs while this thread's thread-locals are being
+    // destroyed (a pool's destructor, say) must not make the SDK panic
+    // there, which aborts the process; its breadcrumbs are not kept.
+    let _ = SCRATCH.try_with(|cell| {
         // Busy: this breadcrumb is being logged while another is formatted.
         let Ok(mut scratch) = cell.try_borrow_mut() else {
             return;

@@ -107,10 +107,51 @@ pub fn time_ordered_id(at: DateTime<Utc>) -> Uuid {
 
 #[cfg(feature = "client")]
 fn random_bits() -> [u8; 10] {
-    use rand::RngCore;
     let mut bits = [0u8; 10];
-    rand::thread_rng().fill_bytes(&mut bits);
+    fill_random(&mut bits);
     bits
+}
+
+/// Fills `bytes` from `rand`'s `thread_rng`, or from the operating system
+/// while this thread's thread-locals are being destroyed: `thread_rng`
+/// panics once its own is gone, and a panic there aborts the process, yet
+/// code does log from destructors (a pool closing, say).
+///
+/// Whether they are being destroyed is read from [`RNG_IN_USE`], a
+/// thread-local first touched right *after* `thread_rng`'s own. Destructors
+/// run in the reverse order of first use, so it is destroyed before
+/// `thread_rng`'s: while it is alive, so is `thread_rng`.
+#[cfg(feature = "client")]
+pub(crate) fn fill_random(bytes: &mut [u8]) {
+    use rand::RngCore;
+    if !RNG_TOUCHED.get() {
+        rand::thread_rng().fill_bytes(bytes);
+        let _ = RNG_IN_USE.try_with(|_| ());
+        RNG_TOUCHED.set(true);
+        return;
+    }
+    if RNG_IN_USE.try_with(|_| ()).is_ok() {
+        rand::thread_rng().fill_bytes(bytes);
+    } else {
+        rand::rngs::OsRng.fill_bytes(bytes);
+    }
+}
+
+/// A thread-local whose only job is to be destroyed (see [`fill_random`]).
+#[cfg(feature = "client")]
+struct InUse;
+
+#[cfg(feature = "client")]
+impl Drop for InUse {
+    fn drop(&mut self) {}
+}
+
+#[cfg(feature = "client")]
+thread_local! {
+    static RNG_IN_USE: InUse = const { InUse };
+    /// Whether [`RNG_IN_USE`] was touched on this thread (a plain cell,
+    /// never destroyed).
+    static RNG_TOUCHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[cfg(not(feature = "client"))]

@@ -526,8 +526,7 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&ScopeHandle) -> R) -> R {
         return r;
     }
     let f = f.take().expect("not called yet");
-    let thread = THREAD_SCOPE.with(|s| s.borrow().clone());
-    match thread {
+    match thread_scope() {
         Some(handle) => f(&handle),
         None => f(root()),
     }
@@ -542,10 +541,17 @@ pub fn current_handle() -> ScopeHandle {
     if let Ok(Some(handle)) = bound {
         return handle;
     }
-    if let Some(handle) = THREAD_SCOPE.with(|s| s.borrow().clone()) {
+    if let Some(handle) = thread_scope() {
         return handle;
     }
     root().clone()
+}
+
+/// The scope bound by [`with_thread_scope`], if any. While the thread's
+/// thread-locals are destroyed, none: code logging from a destructor then
+/// reports with the root scope instead of making the SDK panic.
+fn thread_scope() -> Option<ScopeHandle> {
+    THREAD_SCOPE.try_with(|s| s.borrow().clone()).ok().flatten()
 }
 
 pub(crate) fn root_ref() -> &'static ScopeHandle {
@@ -590,7 +596,7 @@ pub fn configure_scope<R>(f: impl FnOnce(&mut Scope) -> R) -> R {
          change the scope in the outer closure"
     );
     let mut scope = handle.lock();
-    CONFIGURING.with(|held| held.borrow_mut().push(handle.clone()));
+    let _ = CONFIGURING.try_with(|held| held.borrow_mut().push(handle.clone()));
     let _configured = Configured;
     f(&mut scope)
 }
@@ -619,10 +625,13 @@ pub fn with_thread_scope<R>(scope: impl Into<ScopeHandle>, f: impl FnOnce() -> R
     impl Drop for Restore {
         fn drop(&mut self) {
             let previous = self.0.take();
-            THREAD_SCOPE.with(|s| *s.borrow_mut() = previous);
+            let _ = THREAD_SCOPE.try_with(|s| *s.borrow_mut() = previous);
         }
     }
-    let previous = THREAD_SCOPE.with(|s| s.borrow_mut().replace(scope.into()));
+    // While the thread's thread-locals are destroyed, `f` runs unbound.
+    let Ok(previous) = THREAD_SCOPE.try_with(|s| s.borrow_mut().replace(scope.into())) else {
+        return f();
+    };
     let _restore = Restore(previous);
     f()
 }

@@ -438,3 +438,66 @@ fn configure_scope_inside_configure_scope_panics_instead_of_hanging() {
         assert_eq!(scope::current_scope().tags()["b"], "2");
     });
 }
+
+#[test]
+fn logging_while_a_thread_is_torn_down_is_reported_not_a_crash() {
+    let _serial = serial();
+    /// Logs when this thread's thread-locals are destroyed, after the
+    /// SDK's own (made later, so destroyed first).
+    struct LogsOnDrop;
+    impl Drop for LogsOnDrop {
+        fn drop(&mut self) {
+            tracing::info!("connection pool closing");
+            tracing::error!("connection pool lost a connection");
+        }
+    }
+    thread_local! {
+        static POOL: std::cell::RefCell<Option<LogsOnDrop>> = const { std::cell::RefCell::new(None) };
+    }
+    let (memory, guard, dispatch) = memory_client();
+    std::thread::spawn(move || {
+        tracing::dispatcher::set_global_default(dispatch.clone()).ok();
+        let _default = tracing::dispatcher::set_default(&dispatch);
+        POOL.with(|pool| *pool.borrow_mut() = Some(LogsOnDrop));
+        // The SDK's thread-locals are made after the pool's.
+        tracing::info!("serving");
+        tracing::error!("request failed");
+        errorflow_sdk::configure_scope(|s| s.set_tag("thread", "worker"));
+    })
+    .join()
+    .expect("the thread ends without a panic");
+    drop(guard);
+    let messages: Vec<_> = memory
+        .events()
+        .iter()
+        .map(|e| e.message.clone().unwrap())
+        .collect();
+    assert_eq!(
+        messages,
+        ["request failed", "connection pool lost a connection"]
+    );
+}
+
+#[test]
+fn sample_rate_keeps_that_share_of_events() {
+    let _serial = serial();
+    let sampled = |rate: f32| {
+        let memory = Arc::new(Memory::default());
+        let guard = errorflow_sdk::init(
+            ClientOptions::new()
+                .transport(memory.clone())
+                .sample_rate(rate)
+                .panic_hook(false),
+        );
+        for i in 0..2_000 {
+            errorflow_sdk::capture_message(&format!("event {i}"), Level::Error);
+        }
+        drop(guard);
+        memory.events().len()
+    };
+    assert_eq!(sampled(0.0), 0);
+    assert_eq!(sampled(1.0), 2_000);
+    // Binomial(2000, 0.5): a standard deviation of about 22 events.
+    let half = sampled(0.5);
+    assert!((800..=1_200).contains(&half), "{half} of 2000 kept at 0.5");
+}
