@@ -118,9 +118,10 @@ fn random_bits() -> [u8; 10] {
 /// code does log from destructors (a pool closing, say).
 ///
 /// Whether they are being destroyed is read from [`RNG_IN_USE`], a
-/// thread-local first touched right *after* `thread_rng`'s own. Destructors
-/// run in the reverse order of first use, so it is destroyed before
-/// `thread_rng`'s: while it is alive, so is `thread_rng`.
+/// thread-local first touched right *after* `thread_rng`'s own. Where
+/// thread-local destructors run in the reverse order of first use (Linux
+/// and the other targets of glibc's `__cxa_thread_atexit_impl`), it is
+/// destroyed before `thread_rng`'s: while it is alive, so is `thread_rng`.
 #[cfg(feature = "client")]
 pub(crate) fn fill_random(bytes: &mut [u8]) {
     use rand::RngCore;
