@@ -24,7 +24,7 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
 mod support;
-use support::{interleaved, ns_per_call, sentry_init};
+use support::{interleaved, ns_per_call, sentry_init, single_variant};
 
 /// Hands events to a draining thread through the HTTP transport's kind of
 /// queue (tokio's bounded mpsc, `try_send`, events by value; a boxed event
@@ -133,20 +133,8 @@ where
         .with_filter(LevelFilter::INFO)
 }
 
-/// `LAYER_ONLY=with|without LAYER_N=<calls>`: log only that many `info!`
-/// breadcrumbs with or without the layer and exit, to count instructions
-/// under `valgrind --tool=callgrind` (see the module docs).
-fn single_variant() -> Option<(String, u32)> {
-    let variant = std::env::var("LAYER_ONLY").ok()?;
-    let n = std::env::var("LAYER_N")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .expect("LAYER_ONLY needs LAYER_N, a number of calls");
-    Some((variant, n))
-}
-
 fn error_event(c: &mut Criterion) {
-    if single_variant().is_some() {
+    if single_variant("LAYER").is_some() {
         return; // added_cost runs it
     }
     let mut group = c.benchmark_group("error_event");
@@ -210,7 +198,7 @@ fn error_event(c: &mut Criterion) {
 
 fn added_cost(c: &mut Criterion) {
     let client = errorflow_init();
-    if let Some((variant, n)) = single_variant() {
+    if let Some((variant, n)) = single_variant("LAYER") {
         let run = || (0..n).for_each(|_| log_info());
         match variant.as_str() {
             "with" => tracing::subscriber::with_default(

@@ -31,7 +31,7 @@ use tower::{Service, ServiceBuilder};
 
 #[path = "../../errorflow-sdk/benches/support/mod.rs"]
 mod support;
-use support::{interleaved, ns_per_call, sentry_init};
+use support::{interleaved, ns_per_call, sentry_init, single_variant};
 
 type Req = Request<()>;
 
@@ -87,20 +87,8 @@ fn errorflow_init() -> errorflow_sdk::ClientGuard {
     )
 }
 
-/// `TOWER_ONLY=<variant> TOWER_N=<requests>`: run only that many requests
-/// through one variant of the axum router bench and exit, to count
-/// instructions under `valgrind --tool=callgrind` (see the module docs).
-fn single_variant() -> Option<(String, u32)> {
-    let variant = std::env::var("TOWER_ONLY").ok()?;
-    let n = std::env::var("TOWER_N")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .expect("TOWER_ONLY needs TOWER_N, a number of requests");
-    Some((variant, n))
-}
-
 fn ok_response(c: &mut Criterion) {
-    if single_variant().is_some() {
+    if single_variant("TOWER").is_some() {
         return; // axum_router runs it
     }
     let mut group = c.benchmark_group("tower_200");
@@ -215,7 +203,7 @@ fn axum_router(c: &mut Criterion) {
     let mut identity = router()
         .layer(tower::layer::util::Identity::new())
         .with_state(());
-    if let Some((variant, n)) = single_variant() {
+    if let Some((variant, n)) = single_variant("TOWER") {
         let _guard = errorflow_init();
         let service = match variant.as_str() {
             "bare" => &mut bare,

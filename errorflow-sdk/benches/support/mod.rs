@@ -33,6 +33,18 @@ pub fn interleaved(variants: &mut [&mut dyn FnMut() -> f64]) -> Vec<f64> {
     best
 }
 
+/// `(variant, count)` when the environment asks for one variant alone
+/// (`<prefix>_ONLY=<variant> <prefix>_N=<count>`), to count its
+/// instructions under callgrind; `None` for a normal run.
+pub fn single_variant(prefix: &str) -> Option<(String, u32)> {
+    let variant = std::env::var(format!("{prefix}_ONLY")).ok()?;
+    let n = std::env::var(format!("{prefix}_N"))
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{prefix}_ONLY needs {prefix}_N, a number of calls"));
+    Some((variant, n))
+}
+
 /// Drops every envelope: sentry's cost of capturing, without sending.
 struct NoopSentryTransport;
 
