@@ -96,10 +96,10 @@ impl Level {
 /// event ids grows at its end instead of touching a random page per event
 /// (on SQLite that halves the write cost of an event; see BENCHMARKS.md).
 ///
-/// The random bits come from `rand`'s `thread_rng` when the SDK's client is
-/// built (cheap, and it reseeds after `fork`, so a forked worker does not
-/// repeat its parent's ids, which the collector would drop as retries), else
-/// from the operating system through `uuid`.
+/// The random bits come from the generator of `rand`'s `thread_rng` when the
+/// SDK's client is built (cheap, and it reseeds after `fork`, so a forked
+/// worker does not repeat its parent's ids, which the collector would drop as
+/// retries), else from the operating system through `uuid`.
 pub fn time_ordered_id(at: DateTime<Utc>) -> Uuid {
     let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
     uuid::Builder::from_unix_timestamp_millis(millis, &random_bits()).into_uuid()
@@ -112,48 +112,49 @@ fn random_bits() -> [u8; 10] {
     bits
 }
 
-/// Fills `bytes` from `rand`'s `thread_rng`, or from the operating system
-/// while this thread's thread-locals are being destroyed: `thread_rng`
-/// panics once its own is gone, and a panic there aborts the process, yet
-/// code does log from destructors (a pool closing, say).
-///
-/// Whether they are being destroyed is read from [`RNG_IN_USE`], a
-/// thread-local first touched right *after* `thread_rng`'s own. Where
-/// thread-local destructors run in the reverse order of first use (Linux
-/// and the other targets of glibc's `__cxa_thread_atexit_impl`), it is
-/// destroyed before `thread_rng`'s: while it is alive, so is `thread_rng`.
+/// Fills `bytes` from this thread's [`EVENT_RNG`].
 #[cfg(feature = "client")]
 pub(crate) fn fill_random(bytes: &mut [u8]) {
-    use rand::RngCore;
-    if !RNG_TOUCHED.get() {
-        rand::thread_rng().fill_bytes(bytes);
-        let _ = RNG_IN_USE.try_with(|_| ());
-        RNG_TOUCHED.set(true);
-        return;
-    }
-    if RNG_IN_USE.try_with(|_| ()).is_ok() {
-        rand::thread_rng().fill_bytes(bytes);
-    } else {
-        rand::rngs::OsRng.fill_bytes(bytes);
-    }
+    use rand::{RngCore, SeedableRng};
+    EVENT_RNG.with(|rng| {
+        let Ok(mut rng) = rng.try_borrow_mut() else {
+            // Not reached (nothing here calls back into the SDK); the OS's
+            // source is the safe answer anyway.
+            rand::rngs::OsRng.fill_bytes(bytes);
+            return;
+        };
+        rng.get_or_insert_with(|| {
+            let core = rand_chacha::ChaCha12Core::from_rng(rand::rngs::OsRng)
+                .expect("the operating system's random source works");
+            EventRng::new(core, EVENT_RNG_RESEED_BYTES, rand::rngs::OsRng)
+        })
+        .fill_bytes(bytes);
+    });
 }
 
-/// A thread-local whose only job is to be destroyed (see [`fill_random`]).
+/// The generator behind `rand`'s `thread_rng`: ChaCha12, reseeded from the
+/// operating system every 64 KiB of output and after `fork` (a forked worker
+/// must not repeat its parent's ids, which the collector would drop as
+/// retries).
 #[cfg(feature = "client")]
-struct InUse;
+type EventRng = rand::rngs::adapter::ReseedingRng<rand_chacha::ChaCha12Core, rand::rngs::OsRng>;
 
 #[cfg(feature = "client")]
-impl Drop for InUse {
-    fn drop(&mut self) {}
-}
+const EVENT_RNG_RESEED_BYTES: u64 = 64 * 1024;
 
 #[cfg(feature = "client")]
 thread_local! {
-    static RNG_IN_USE: InUse = const { InUse };
-    /// Whether [`RNG_IN_USE`] was touched on this thread (a plain cell,
-    /// never destroyed).
-    static RNG_TOUCHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// This thread's [`EventRng`]. Unlike `thread_rng`'s, this thread-local
+    /// has no destructor, so it still works while the thread's other
+    /// thread-locals are being destroyed: `thread_rng` panics then, a panic
+    /// there aborts the process, and code does log from destructors (a pool
+    /// closing, say).
+    static EVENT_RNG: std::cell::RefCell<Option<EventRng>> = const { std::cell::RefCell::new(None) };
 }
+
+// The property `EVENT_RNG` relies on: nothing to drop, so no destructor.
+#[cfg(feature = "client")]
+const _: () = assert!(!std::mem::needs_drop::<Option<EventRng>>());
 
 #[cfg(not(feature = "client"))]
 fn random_bits() -> [u8; 10] {
