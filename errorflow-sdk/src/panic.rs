@@ -71,11 +71,13 @@ fn capture_panic(info: &PanicHookInfo<'_>) {
         .extra
         .insert("thread".into(), thread.name().unwrap_or("<unnamed>").into());
     let scope = crate::scope::current_handle();
-    // A panic inside `configure_scope` happens while this thread holds the
-    // scope's lock; locking it again would deadlock, so such a panic is
-    // reported without scope data.
+    // A panic inside `configure_scope` (or while code holds a scope's lock
+    // itself) happens while this thread holds the scope's lock; locking it
+    // again would deadlock, so such a panic is reported without scope data.
+    // Another thread holding it (recording a breadcrumb in the root scope,
+    // say) lets go within microseconds, so that is waited for.
     let root = crate::scope::root_handle();
-    if scope.is_locked() || root.is_locked() {
+    if !lockable(&scope) || !lockable(&root) {
         let _ = client.capture_event_in(event, Some(&crate::scope::ScopeHandle::default()));
         client.flush(PANIC_FLUSH_TIMEOUT);
         return;
@@ -103,6 +105,26 @@ fn capture_panic(info: &PanicHookInfo<'_>) {
             client.flush(PANIC_FLUSH_TIMEOUT);
         }
     }
+}
+
+/// How long the hook waits for another thread to release a scope's lock.
+const LOCK_WAIT: Duration = Duration::from_millis(250);
+
+/// Whether `handle`'s lock can be taken: not held by this thread in
+/// `configure_scope`, and free within [`LOCK_WAIT`] (a lock still held then
+/// is most likely this thread's own).
+fn lockable(handle: &crate::scope::ScopeHandle) -> bool {
+    if crate::scope::held_here(handle) {
+        return false;
+    }
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    while handle.is_locked() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
 }
 
 fn payload_message(info: &PanicHookInfo<'_>) -> String {

@@ -501,3 +501,43 @@ fn sample_rate_keeps_that_share_of_events() {
     let half = sampled(0.5);
     assert!((800..=1_200).contains(&half), "{half} of 2000 kept at 0.5");
 }
+
+#[test]
+fn a_panic_while_another_thread_holds_the_root_scope_keeps_its_context() {
+    let _serial = serial();
+    let memory = Arc::new(Memory::default());
+    let guard = errorflow_sdk::init(ClientOptions::new().transport(memory.clone()));
+    // Another thread holds the root scope's lock for a moment, as every
+    // breadcrumb or event outside a request scope does (for microseconds;
+    // here long enough to outlast the hook's backtrace, which takes tens of
+    // milliseconds in a debug build, and shorter than the hook's wait).
+    let (locked, release) = (
+        Arc::new(std::sync::Barrier::new(2)),
+        std::time::Duration::from_millis(150),
+    );
+    let holder = {
+        let locked = locked.clone();
+        std::thread::spawn(move || {
+            let root = scope::root_handle();
+            let _held = root.lock();
+            locked.wait();
+            std::thread::sleep(release);
+        })
+    };
+    locked.wait();
+    let mut request = Scope::new();
+    request.set_tag("route", "/checkout");
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        scope::with_thread_scope(request, || panic!("checkout exploded"))
+    }));
+    assert!(panicked.is_err());
+    holder.join().unwrap();
+    drop(guard);
+    let events = memory.events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].message.as_deref(), Some("checkout exploded"));
+    assert_eq!(
+        events[0].tags["route"], "/checkout",
+        "the panic keeps its scope"
+    );
+}
