@@ -49,17 +49,27 @@ fn restart_with_allocator_settings() {
 #[cfg(not(unix))]
 fn restart_with_allocator_settings() {}
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = errorflow_collector::config::Cli::try_parse_args(std::env::args_os())
         .unwrap_or_else(|e| e.exit());
+    // Before the runtime and its threads exist: nothing is started twice.
     if matches!(
         cli.command,
         None | Some(errorflow_collector::config::Command::Serve(_))
     ) {
         restart_with_allocator_settings();
     }
-    match errorflow_collector::app::run(cli).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(errorflow_collector::app::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", describe(&e));

@@ -213,26 +213,28 @@ impl Client {
         // inside `configure_scope`) is left out: locking it again would
         // deadlock.
         let merge = |handle: &ScopeHandle, event: &mut Option<Box<Event>>| {
-            let (processor, breadcrumbs) = if scope::held_here(handle) {
-                (None, None)
-            } else {
-                let mut s = handle.lock();
-                apply(&s, event);
-                if is_error {
-                    s.count_error();
+            let (processor, breadcrumbs) = match handle.lock_unless_held_here() {
+                None => (None, None),
+                Some(mut s) => {
+                    apply(&s, event);
+                    if is_error {
+                        s.count_error();
+                    }
+                    let breadcrumbs = if event.as_ref().is_none_or(|e| e.breadcrumbs.is_empty()) {
+                        s.breadcrumb_snapshot()
+                    } else {
+                        None
+                    };
+                    (s.processor(), breadcrumbs)
                 }
-                let breadcrumbs = if event.as_ref().is_none_or(|e| e.breadcrumbs.is_empty()) {
-                    s.breadcrumb_snapshot()
-                } else {
-                    None
-                };
-                (s.processor(), breadcrumbs)
             };
             let root = scope::root_ref();
-            if handle.ptr_eq(root) || scope::held_here(root) {
+            if handle.ptr_eq(root) {
                 return (processor, breadcrumbs);
             }
-            let root = root.lock();
+            let Some(root) = root.lock_unless_held_here() else {
+                return (processor, breadcrumbs);
+            };
             apply(&root, event);
             // The current scope's processor is the more specific one.
             (processor.or_else(|| root.processor()), breadcrumbs)

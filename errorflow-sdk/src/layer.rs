@@ -168,10 +168,10 @@ fn record_breadcrumb(event: &TracingEvent<'_>, max: usize) {
             exceptions: None,
         });
         scope::with_current(|handle| {
-            // Logged from inside `configure_scope` on this very scope: its
-            // lock is held by this thread, so the breadcrumb is not kept.
-            if !scope::held_here(handle) {
-                handle.lock().push_recorded(&mut scratch, max);
+            // Logged from inside `configure_scope` on this very scope, the
+            // breadcrumb is not kept.
+            if let Some(mut scope) = handle.lock_unless_held_here() {
+                scope.push_recorded(&mut scratch, max);
             }
         });
     });

@@ -117,18 +117,14 @@ fn random_bits() -> [u8; 10] {
 pub(crate) fn fill_random(bytes: &mut [u8]) {
     use rand::{RngCore, SeedableRng};
     EVENT_RNG.with(|rng| {
-        let Ok(mut rng) = rng.try_borrow_mut() else {
-            // Not reached (nothing here calls back into the SDK); the OS's
-            // source is the safe answer anyway.
-            rand::rngs::OsRng.fill_bytes(bytes);
-            return;
-        };
-        rng.get_or_insert_with(|| {
-            let core = rand_chacha::ChaCha12Core::from_rng(rand::rngs::OsRng)
-                .expect("the operating system's random source works");
-            EventRng::new(core, EVENT_RNG_RESEED_BYTES, rand::rngs::OsRng)
-        })
-        .fill_bytes(bytes);
+        // Never borrowed twice: nothing here calls back into the SDK.
+        rng.borrow_mut()
+            .get_or_insert_with(|| {
+                let core = rand_chacha::ChaCha12Core::from_rng(rand::rngs::OsRng)
+                    .expect("the operating system's random source works");
+                EventRng::new(core, EVENT_RNG_RESEED_BYTES, rand::rngs::OsRng)
+            })
+            .fill_bytes(bytes);
     });
 }
 

@@ -384,6 +384,13 @@ impl ScopeHandle {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Locks the scope unless this thread already holds its lock in
+    /// [`configure_scope`] (code inside the closure logs): then `None`,
+    /// where locking would deadlock. The SDK's own paths lock this way.
+    pub(crate) fn lock_unless_held_here(&self) -> Option<MutexGuard<'_, Scope>> {
+        (!held_here(self)).then(|| self.lock())
+    }
+
     /// A copy of the scope's current data.
     pub fn snapshot(&self) -> Scope {
         self.lock().clone()

@@ -12,7 +12,7 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::shared::{self, GroupKey, LockedGroup, Neighbor};
+use super::shared::{self, GroupKey, LockedGroup, LockedGroups, Neighbor};
 use super::{triage_record, Backend, Result, Store, StoreError};
 use crate::model::*;
 use crate::triage::result::{NewTriage, TriageRecord};
@@ -218,8 +218,8 @@ impl PgStore {
         tx: &mut sqlx::PgConnection,
         events: &[NormalizedEvent],
         plan: &shared::BatchPlan,
-    ) -> Result<HashMap<GroupKey, LockedGroup>> {
-        let mut groups: HashMap<GroupKey, LockedGroup> = HashMap::new();
+    ) -> Result<LockedGroups> {
+        let mut groups = LockedGroups::default();
         let group_from = |row: &PgRow, created: bool| -> Result<(GroupKey, LockedGroup)> {
             Ok((
                 (row.try_get("project_id")?, row.try_get("fingerprint")?),
@@ -242,7 +242,7 @@ impl PgStore {
             let missing: Vec<&(GroupKey, usize)> = plan
                 .groups
                 .iter()
-                .filter(|(k, _)| !groups.contains_key(k))
+                .filter(|(k, _)| !groups.contains(k))
                 .collect();
             if missing.is_empty() {
                 break;
@@ -263,7 +263,7 @@ impl PgStore {
             }
             let missing: Vec<&&(GroupKey, usize)> = missing
                 .iter()
-                .filter(|(k, _)| !groups.contains_key(k))
+                .filter(|(k, _)| !groups.contains(k))
                 .collect();
             for chunk in shared::pow2_chunks(&missing, MAX_BINDS / 11) {
                 let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
@@ -310,10 +310,7 @@ impl PgStore {
     /// event inserts' foreign-key checks take, so batches insert their events
     /// in parallel and wait for each other only here, for the short update
     /// of the incidents and their counters.
-    async fn lock_groups(
-        tx: &mut sqlx::PgConnection,
-        groups: &mut HashMap<GroupKey, LockedGroup>,
-    ) -> Result<()> {
+    async fn lock_groups(tx: &mut sqlx::PgConnection, groups: &mut LockedGroups) -> Result<()> {
         let mut ids: Vec<i64> = groups.values().map(|g| g.id).collect();
         ids.sort_unstable();
         let rows = sqlx::query(
@@ -376,13 +373,12 @@ impl PgStore {
         let mut hosts = Vec::with_capacity(rows);
         let mut fingerprints = Vec::with_capacity(rows);
         let mut data = Vec::with_capacity(rows);
-        let by_key = shared::groups_by_key(&groups);
         for &i in &candidates {
             let ev = &events[i];
-            // ensure_groups guarantees every key is present.
-            let group = by_key.get(&(ev.project_id, ev.fingerprint.as_str()));
+            // ensure_groups found or created every group of the batch.
+            let group = groups.of(ev)?;
             project_ids.push(ev.project_id);
-            group_ids.push(group.map_or(0, |g| g.id));
+            group_ids.push(group.id);
             event_ids.push(ev.event_id);
             services.push(ev.service.as_str());
             error_types.push(ev.error_type.as_str());
@@ -1340,7 +1336,7 @@ async fn release_first_seen(
     tx: &mut sqlx::PgConnection,
     events: &[NormalizedEvent],
     plan: &shared::BatchPlan,
-    locked: &HashMap<GroupKey, LockedGroup>,
+    locked: &LockedGroups,
 ) -> Result<HashMap<shared::ReleaseKey, DateTime<Utc>>> {
     let wanted = shared::releases_to_look_up(events, plan, locked);
     let mut out = HashMap::with_capacity(wanted.len());

@@ -211,15 +211,50 @@ pub(crate) fn plan_batch(events: &[NormalizedEvent]) -> BatchPlan {
     }
 }
 
-/// The batch's groups by `(project_id, fingerprint)` borrowed from their
-/// keys, so that finding an event's group copies nothing.
-pub(crate) fn groups_by_key(
-    locked: &HashMap<GroupKey, LockedGroup>,
-) -> HashMap<(i64, &str), &LockedGroup> {
-    locked
-        .iter()
-        .map(|((project_id, fingerprint), group)| ((*project_id, fingerprint.as_str()), group))
-        .collect()
+/// The batch's groups as the transaction found or created them, by
+/// project and fingerprint. Keyed in two levels so that an event's group is
+/// found with its fingerprint borrowed, without copying it.
+#[derive(Debug, Default)]
+pub(crate) struct LockedGroups(HashMap<i64, HashMap<String, LockedGroup>>);
+
+impl LockedGroups {
+    pub(crate) fn insert(&mut self, (project_id, fingerprint): GroupKey, group: LockedGroup) {
+        self.0
+            .entry(project_id)
+            .or_default()
+            .insert(fingerprint, group);
+    }
+
+    pub(crate) fn get(&self, project_id: i64, fingerprint: &str) -> Option<&LockedGroup> {
+        self.0.get(&project_id)?.get(fingerprint)
+    }
+
+    /// The group of an event of the batch, which the transaction found or
+    /// created before anything else: missing, the batch is corrupt.
+    pub(crate) fn of(&self, ev: &NormalizedEvent) -> Result<&LockedGroup> {
+        self.get(ev.project_id, &ev.fingerprint).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "group ({}, {}) was not locked",
+                ev.project_id, ev.fingerprint
+            ))
+        })
+    }
+
+    pub(crate) fn contains(&self, (project_id, fingerprint): &GroupKey) -> bool {
+        self.get(*project_id, fingerprint).is_some()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.values().map(HashMap::len).sum()
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &LockedGroup> {
+        self.0.values().flat_map(HashMap::values)
+    }
+
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut LockedGroup> {
+        self.0.values_mut().flat_map(HashMap::values_mut)
+    }
 }
 
 /// What the database said about a group once it is locked by the transaction.
@@ -298,7 +333,7 @@ pub(crate) fn batch_releases(events: &[NormalizedEvent]) -> Vec<(ReleaseKey, Dat
 pub(crate) fn releases_to_look_up(
     events: &[NormalizedEvent],
     plan: &BatchPlan,
-    locked: &HashMap<GroupKey, LockedGroup>,
+    locked: &LockedGroups,
 ) -> Vec<ReleaseKey> {
     let mut out: BTreeSet<ReleaseKey> = BTreeSet::new();
     if !locked
@@ -307,10 +342,9 @@ pub(crate) fn releases_to_look_up(
     {
         return Vec::new();
     }
-    let groups = groups_by_key(locked);
     for &i in &plan.candidates {
         let ev = &events[i];
-        let Some(group) = groups.get(&(ev.project_id, ev.fingerprint.as_str())) else {
+        let Some(group) = locked.get(ev.project_id, &ev.fingerprint) else {
             continue;
         };
         if let (GroupStatus::Resolved, Some(resolved_in), Some(release)) =
@@ -328,7 +362,7 @@ pub(crate) fn releases_to_look_up(
 pub(crate) fn finish_batch(
     events: &[NormalizedEvent],
     plan: &BatchPlan,
-    locked: &HashMap<GroupKey, LockedGroup>,
+    locked: &LockedGroups,
     inserted: &HashSet<(i64, Uuid)>,
     release_first_seen: &HashMap<ReleaseKey, DateTime<Utc>>,
 ) -> Result<BatchResult> {
@@ -341,21 +375,13 @@ pub(crate) fn finish_batch(
     let mut activities = Vec::new();
     let mut hourly: BTreeMap<(i64, DateTime<Utc>), i64> = BTreeMap::new();
     let mut tags: BTreeMap<(i64, &str, &str), (i64, DateTime<Utc>)> = BTreeMap::new();
-    let groups = groups_by_key(locked);
 
     for &i in &plan.candidates {
         let ev = &events[i];
         if !inserted.contains(&(ev.project_id, ev.event_id)) {
             continue;
         }
-        let group = groups
-            .get(&(ev.project_id, ev.fingerprint.as_str()))
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "group ({}, {}) was not locked",
-                    ev.project_id, ev.fingerprint
-                ))
-            })?;
+        let group = locked.of(ev)?;
         let mut new_group = false;
         let mut regression = false;
         let (update, newest) = updates.entry(group.id).or_insert_with(|| {

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::{fmt_ts, parse_ts};
 use crate::model::{GroupStatus, InsertOutcome, NormalizedEvent};
-use crate::store::shared::{self, BatchPlan, GroupKey, LockedGroup};
+use crate::store::shared::{self, BatchPlan, LockedGroup, LockedGroups};
 use crate::store::Result;
 
 /// Opens the batch writer's connection to the database at `path`, which
@@ -67,7 +67,7 @@ pub(super) fn write_batch(
     let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
 
     // (1) Make sure every group exists, and read its state.
-    let mut locked: HashMap<GroupKey, LockedGroup> = HashMap::with_capacity(plan.groups.len());
+    let mut locked = LockedGroups::default();
     {
         let mut create = tx.prepare_cached(
             // The id: above every incident id ever deleted (migration 0007).
@@ -110,10 +110,6 @@ pub(super) fn write_batch(
 
     // (2) Insert the events; a conflict on (event_id, project_id) means the
     // event was stored before (a retried request).
-    let group_ids: HashMap<(i64, &str), i64> = locked
-        .iter()
-        .map(|((project_id, fingerprint), g)| ((*project_id, fingerprint.as_str()), g.id))
-        .collect();
     let mut inserted: HashSet<(i64, Uuid)> = HashSet::with_capacity(plan.candidates.len());
     {
         let mut insert = tx.prepare_cached(
@@ -126,7 +122,7 @@ pub(super) fn write_batch(
         for &i in &plan.candidates {
             let ev = &events[i];
             // Every candidate's group was created or found in step (1).
-            let group_id = group_ids[&(ev.project_id, ev.fingerprint.as_str())];
+            let group_id = locked.of(ev)?.id;
             let added = insert.execute(params![
                 ev.project_id,
                 group_id,
