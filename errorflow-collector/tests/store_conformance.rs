@@ -56,6 +56,7 @@ conformance!(
     outcomes_follow_input_order,
     new_event_unquiets_quiet_group,
     new_event_regresses_resolved_group,
+    new_event_regresses_resolved_group_exclusive,
     resolved_in_next_release_ignores_that_release,
     resolved_in_next_release_orders_versions,
     resolved_in_next_release_orders_other_releases_by_first_sighting,
@@ -69,17 +70,44 @@ conformance!(
     retention_deletes_expired_events_then_empty_idle_incidents,
     retention_purges_in_chunks_until_done,
     retention_racing_ingest_loses_no_event,
+    retention_racing_exclusive_ingest_loses_no_event,
     deleting_a_group_deletes_what_hangs_off_it,
     deleting_a_project_deletes_everything_of_it,
     list_and_get_events,
     large_batch_is_chunked,
     concurrent_first_events_create_one_group,
+    concurrent_first_exclusive_events_create_one_group,
     concurrent_overlapping_batches_keep_exact_counts,
+    concurrent_overlapping_exclusive_batches_keep_exact_counts,
     #[ignore = "throughput measurement; run with --release -- --ignored --nocapture"]
     insert_throughput,
     #[ignore = "cost measurement; run with --release -- --ignored --nocapture"]
     retention_chunk_cost,
 );
+
+/// The two ways the writer stores a batch: [`Store::insert_events`], and
+/// [`Store::insert_exclusive_events`] when one writer task owns all of the
+/// batch's incidents. Both keep the same contract, even when the caller's
+/// promise does not hold (two collectors on one database each think they
+/// own an incident), so the checks below that race batches run both.
+#[derive(Clone, Copy)]
+enum Insert {
+    Shared,
+    Exclusive,
+}
+
+impl Insert {
+    async fn run(
+        self,
+        store: &dyn Store,
+        events: &[NormalizedEvent],
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        match self {
+            Insert::Shared => store.insert_events(events).await,
+            Insert::Exclusive => store.insert_exclusive_events(events).await,
+        }
+    }
+}
 
 async fn project(store: &Arc<dyn Store>, name: &str) -> i64 {
     store
@@ -446,8 +474,21 @@ async fn new_event_unquiets_quiet_group(db: &TestDb) {
 }
 
 async fn new_event_regresses_resolved_group(db: &TestDb) {
+    regresses_resolved_group(db, Insert::Shared).await;
+}
+
+async fn new_event_regresses_resolved_group_exclusive(db: &TestDb) {
+    regresses_resolved_group(db, Insert::Exclusive).await;
+}
+
+async fn regresses_resolved_group(db: &TestDb, insert: Insert) {
     let p = project(db, "shop").await;
-    let g = group_id(db.insert_events(&[event(p, "a", at(10, 0))]).await.unwrap()[0]);
+    let g = group_id(
+        insert
+            .run(db.as_ref(), &[event(p, "a", at(10, 0))])
+            .await
+            .unwrap()[0],
+    );
     let resolve = Transition::Resolve {
         reason: None,
         in_next_release: false,
@@ -463,8 +504,8 @@ async fn new_event_regresses_resolved_group(db: &TestDb) {
 
     let mut late = event(p, "a", at(12, 0));
     late.received_at = at(12, 1);
-    let out = db
-        .insert_events(&[late, event(p, "a", at(12, 2))])
+    let out = insert
+        .run(db.as_ref(), &[late, event(p, "a", at(12, 2))])
         .await
         .unwrap();
     assert_eq!(
@@ -497,7 +538,10 @@ async fn new_event_regresses_resolved_group(db: &TestDb) {
     db.transition(g, &resolve, "user:ann", at(13, 0))
         .await
         .unwrap();
-    db.insert_events(&[event(p, "a", at(14, 0))]).await.unwrap();
+    insert
+        .run(db.as_ref(), &[event(p, "a", at(14, 0))])
+        .await
+        .unwrap();
     let group = db.get_group(g).await.unwrap().unwrap();
     assert_eq!(group.regression_count, 2);
 }
@@ -1198,10 +1242,20 @@ async fn retention_purges_in_chunks_until_done(db: &TestDb) {
 
 /// Retention deleting an empty, idle incident while an event for it is
 /// being stored: the event is stored all the same, in that incident or in a
-/// new one, and never lost or refused. (On Postgres the writer finds the
+/// new one, and never lost or refused. (On Postgres a shared batch finds the
 /// incident without a lock; when retention deletes it before the writer
-/// locks it, the batch is retried and creates it anew.)
+/// locks it, the batch is retried and creates it anew. An exclusive batch
+/// finds and locks it in one statement, which does not return an incident
+/// deleted while it waited, so the batch creates it anew.)
 async fn retention_racing_ingest_loses_no_event(db: &TestDb) {
+    retention_racing_ingest(db, Insert::Shared).await;
+}
+
+async fn retention_racing_exclusive_ingest_loses_no_event(db: &TestDb) {
+    retention_racing_ingest(db, Insert::Exclusive).await;
+}
+
+async fn retention_racing_ingest(db: &TestDb, insert: Insert) {
     let p = project(db, "shop").await;
     for round in 0..40 {
         let fingerprint = format!("race-{round}");
@@ -1212,11 +1266,11 @@ async fn retention_racing_ingest_loses_no_event(db: &TestDb) {
         let fresh = event(p, &fingerprint, at(12, 0));
         let event_id = fresh.event_id;
         let store: Arc<dyn Store> = Arc::clone(db);
-        let insert = tokio::spawn(async move { store.insert_events(&[fresh]).await });
+        let ingest = tokio::spawn(async move { insert.run(store.as_ref(), &[fresh]).await });
         let store: Arc<dyn Store> = Arc::clone(db);
         let purge =
             tokio::spawn(async move { store.delete_groups_without_events(at(10, 0), 10).await });
-        let outcome = insert
+        let outcome = ingest
             .await
             .unwrap()
             .expect("ingest is never refused by retention");
@@ -1546,6 +1600,14 @@ async fn large_batch_is_chunked(db: &TestDb) {
 }
 
 async fn concurrent_first_events_create_one_group(db: &TestDb) {
+    first_events_create_one_group(db, Insert::Shared).await;
+}
+
+async fn concurrent_first_exclusive_events_create_one_group(db: &TestDb) {
+    first_events_create_one_group(db, Insert::Exclusive).await;
+}
+
+async fn first_events_create_one_group(db: &TestDb, insert: Insert) {
     let p = project(db, "shop").await;
     let events: Vec<_> = (0..64).map(|i| event(p, "racy", at(10, i % 60))).collect();
     let send_all = |events: Vec<NormalizedEvent>| {
@@ -1553,7 +1615,7 @@ async fn concurrent_first_events_create_one_group(db: &TestDb) {
             .into_iter()
             .map(|e| {
                 let store = Arc::clone(&db.store);
-                tokio::spawn(async move { store.insert_events(&[e]).await })
+                tokio::spawn(async move { insert.run(store.as_ref(), &[e]).await })
             })
             .collect();
         async move {
@@ -1594,6 +1656,14 @@ async fn concurrent_first_events_create_one_group(db: &TestDb) {
 }
 
 async fn concurrent_overlapping_batches_keep_exact_counts(db: &TestDb) {
+    overlapping_batches_keep_exact_counts(db, Insert::Shared).await;
+}
+
+async fn concurrent_overlapping_exclusive_batches_keep_exact_counts(db: &TestDb) {
+    overlapping_batches_keep_exact_counts(db, Insert::Exclusive).await;
+}
+
+async fn overlapping_batches_keep_exact_counts(db: &TestDb, insert: Insert) {
     let p = project(db, "shop").await;
     // Sixteen writers, each with a batch touching the same eight new groups
     // in a different order, plus re-sends of each other's events: lock
@@ -1618,9 +1688,9 @@ async fn concurrent_overlapping_batches_keep_exact_counts(db: &TestDb) {
         let mut mixed = batch.clone();
         mixed.extend(batches[(w + 1) % 16][..10].iter().cloned());
         let store = Arc::clone(&db.store);
-        handles.push(tokio::spawn(
-            async move { store.insert_events(&mixed).await },
-        ));
+        handles.push(tokio::spawn(async move {
+            insert.run(store.as_ref(), &mixed).await
+        }));
     }
     let mut stored = 0;
     for h in handles {

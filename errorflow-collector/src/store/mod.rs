@@ -247,6 +247,18 @@ pub trait Store: Send + Sync + 'static {
     /// - when it returns `Ok`, everything is committed and durable.
     async fn insert_events(&self, events: &[NormalizedEvent]) -> Result<Vec<InsertOutcome>>;
 
+    /// [`Store::insert_events`], with the same contract, for a caller that
+    /// knows no other writer of this collector stores events of these
+    /// incidents meanwhile (the writer hands each incident to one of its
+    /// tasks). A backend may then lock the incidents for the whole
+    /// transaction, which costs no waiting and saves a round trip.
+    async fn insert_exclusive_events(
+        &self,
+        events: &[NormalizedEvent],
+    ) -> Result<Vec<InsertOutcome>> {
+        self.insert_events(events).await
+    }
+
     // ---- incidents ----
 
     async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage>;

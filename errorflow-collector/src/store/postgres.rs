@@ -146,6 +146,8 @@ fn is_retryable(e: &StoreError) -> bool {
 /// Incidents are taken `FOR UPDATE SKIP LOCKED`: one a writer has locked is
 /// getting an event; one a writer has found but not locked yet may go, and
 /// the writer then retries its batch and creates it anew (`lock_groups`).
+/// A writer that locks its incidents as it finds them (an exclusive batch)
+/// simply does not find one deleted first, and creates it anew.
 pub mod deletions {
     /// An incident's events.
     pub const GROUP_EVENTS: &str =
@@ -212,12 +214,15 @@ impl PgStore {
         row.as_ref().map(group_from_row).transpose()
     }
 
-    /// Creates missing groups and returns all groups of the batch, without
-    /// locking them yet (see [`PgStore::lock_groups`]).
+    /// Creates missing groups and returns all groups of the batch. With
+    /// `lock`, they are locked as they are found (FOR NO KEY UPDATE, in id
+    /// order; the groups this inserts are locked by the insert) and stay so
+    /// until the commit; without, [`PgStore::lock_groups`] locks them later.
     async fn ensure_groups(
         tx: &mut sqlx::PgConnection,
         events: &[NormalizedEvent],
         plan: &shared::BatchPlan,
+        lock: bool,
     ) -> Result<LockedGroups> {
         let mut groups = LockedGroups::default();
         let group_from = |row: &PgRow, created: bool| -> Result<(GroupKey, LockedGroup)> {
@@ -238,6 +243,8 @@ impl PgStore {
         // group if that transaction committed it. A committed group is
         // deleted only by retention (no event left, idle for the retention
         // period) or by hand; lock_groups notices and the batch is retried.
+        // When locking here, a group deleted while the lookup waited for its
+        // lock is not returned, and the next statement creates it anew.
         for _ in 0..3 {
             let missing: Vec<&(GroupKey, usize)> = plan
                 .groups
@@ -249,14 +256,18 @@ impl PgStore {
             }
             let project_ids: Vec<i64> = missing.iter().map(|((p, _), _)| *p).collect();
             let fingerprints: Vec<&str> = missing.iter().map(|((_, f), _)| f.as_str()).collect();
-            let rows = sqlx::query(
-                "SELECT id, project_id, fingerprint, status, resolved_in_release FROM error_groups \
-                 WHERE (project_id, fingerprint) IN (SELECT * FROM UNNEST($1::bigint[], $2::text[]))",
-            )
-            .bind(&project_ids)
-            .bind(&fingerprints)
-            .fetch_all(&mut *tx)
-            .await?;
+            const FIND: &str = "SELECT id, project_id, fingerprint, status, resolved_in_release \
+                 FROM error_groups \
+                 WHERE (project_id, fingerprint) IN (SELECT * FROM UNNEST($1::bigint[], $2::text[]))";
+            const FIND_AND_LOCK: &str = "SELECT id, project_id, fingerprint, status, resolved_in_release \
+                 FROM error_groups \
+                 WHERE (project_id, fingerprint) IN (SELECT * FROM UNNEST($1::bigint[], $2::text[])) \
+                 ORDER BY id FOR NO KEY UPDATE";
+            let rows = sqlx::query(if lock { FIND_AND_LOCK } else { FIND })
+                .bind(&project_ids)
+                .bind(&fingerprints)
+                .fetch_all(&mut *tx)
+                .await?;
             for row in &rows {
                 let (key, group) = group_from(row, false)?;
                 groups.insert(key, group);
@@ -342,12 +353,45 @@ impl PgStore {
         Ok(())
     }
 
-    async fn insert_batch(&self, events: &[NormalizedEvent]) -> Result<Vec<InsertOutcome>> {
+    /// [`PgStore::insert_batch`], retried when Postgres aborted it to break
+    /// a deadlock or the like.
+    async fn insert_with_retries(
+        &self,
+        events: &[NormalizedEvent],
+        exclusive: bool,
+    ) -> Result<Vec<InsertOutcome>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut attempt = 0;
+        loop {
+            match self.insert_batch(events, exclusive).await {
+                Err(e) if is_retryable(&e) && attempt < DEADLOCK_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(attempt, error = %e, "retrying event batch");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One batch in one transaction. `exclusive`: no other writer of this
+    /// collector stores events of these incidents meanwhile, so they are
+    /// locked at once, for the whole transaction, without waiting for
+    /// anyone but a user's transition or a deletion. Otherwise they are
+    /// locked only for the update (after the event inserts, which concurrent
+    /// batches then make in parallel): a request of a hundred events spans
+    /// many incidents, which another writer's batches may share.
+    async fn insert_batch(
+        &self,
+        events: &[NormalizedEvent],
+        exclusive: bool,
+    ) -> Result<Vec<InsertOutcome>> {
         let plan = shared::plan_batch(events);
         let mut tx = self.pool.begin().await?;
 
         // (1) Make sure every group of the batch exists.
-        let mut groups = Self::ensure_groups(&mut tx, events, &plan).await?;
+        let mut groups = Self::ensure_groups(&mut tx, events, &plan, exclusive).await?;
 
         // (2) Insert the events; those that come back are new. Sorting by
         // event id keeps concurrent re-sends of one batch from deadlocking.
@@ -394,8 +438,20 @@ impl PgStore {
             fingerprints.push(ev.fingerprint.as_str());
             data.push(ev.event_json());
         }
+        // The batch's releases are recorded by the same statement, before
+        // the incident locks are taken (so that waiting on another batch's
+        // new release cannot deadlock); step 3 reads them.
+        let seen = shared::batch_releases(events);
+        let release_projects: Vec<i64> = seen.iter().map(|((p, _), _)| *p).collect();
+        let release_versions: Vec<&str> = seen.iter().map(|((_, v), _)| v.as_str()).collect();
+        let release_first: Vec<DateTime<Utc>> = seen.iter().map(|(_, at)| *at).collect();
         let rows = sqlx::query(
-            "INSERT INTO errors (project_id, group_id, event_id, service, error_type, message, \
+            "WITH new_releases AS ( \
+               INSERT INTO releases (project_id, version, first_seen) \
+               SELECT * FROM UNNEST($17::bigint[], $18::text[], $19::timestamptz[]) \
+               ON CONFLICT (project_id, version) DO NOTHING \
+             ) \
+             INSERT INTO errors (project_id, group_id, event_id, service, error_type, message, \
              timestamp, received_at, env, path, trace_id, level, release, host, fingerprint, data) \
              SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], \
                $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[], \
@@ -418,6 +474,9 @@ impl PgStore {
         .bind(&hosts)
         .bind(&fingerprints)
         .bind(&data)
+        .bind(&release_projects)
+        .bind(&release_versions)
+        .bind(&release_first)
         .fetch_all(&mut *tx)
         .await?;
         let mut inserted: HashSet<(i64, Uuid)> = HashSet::with_capacity(rows.len());
@@ -425,11 +484,10 @@ impl PgStore {
             inserted.insert((row.try_get("project_id")?, row.try_get("event_id")?));
         }
 
-        // (3) Record the batch's releases (before taking the incident locks,
-        // so that waiting on another batch's new release cannot deadlock),
-        // lock the groups, then update them from what was really new.
-        record_releases(&mut tx, events).await?;
-        Self::lock_groups(&mut tx, &mut groups).await?;
+        // (3) Lock the groups, then update them from what was really new.
+        if !exclusive {
+            Self::lock_groups(&mut tx, &mut groups).await?;
+        }
         let releases = release_first_seen(&mut tx, events, &plan, &groups).await?;
         let result = shared::finish_batch(events, &plan, &groups, &inserted, &releases)?;
         // (4) The incidents, their hourly counts and their tag counts, in
@@ -663,19 +721,14 @@ impl Store for PgStore {
     }
 
     async fn insert_events(&self, events: &[NormalizedEvent]) -> Result<Vec<InsertOutcome>> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut attempt = 0;
-        loop {
-            match self.insert_batch(events).await {
-                Err(e) if is_retryable(&e) && attempt < DEADLOCK_RETRIES => {
-                    attempt += 1;
-                    tracing::debug!(attempt, error = %e, "retrying event batch");
-                }
-                other => return other,
-            }
-        }
+        self.insert_with_retries(events, false).await
+    }
+
+    async fn insert_exclusive_events(
+        &self,
+        events: &[NormalizedEvent],
+    ) -> Result<Vec<InsertOutcome>> {
+        self.insert_with_retries(events, true).await
     }
 
     async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage> {
@@ -1309,26 +1362,6 @@ fn user_from_row(row: &PgRow) -> Result<User> {
 /// keeps its first sighting). Runs in the batch's transaction, in sorted
 /// order and before the incidents are locked, so that concurrent batches
 /// wait on each other's new releases without deadlocking.
-async fn record_releases(tx: &mut sqlx::PgConnection, events: &[NormalizedEvent]) -> Result<()> {
-    let seen = shared::batch_releases(events);
-    if !seen.is_empty() {
-        let project_ids: Vec<i64> = seen.iter().map(|((p, _), _)| *p).collect();
-        let versions: Vec<&str> = seen.iter().map(|((_, v), _)| v.as_str()).collect();
-        let first_seen: Vec<DateTime<Utc>> = seen.iter().map(|(_, at)| *at).collect();
-        sqlx::query(
-            "INSERT INTO releases (project_id, version, first_seen) \
-             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) \
-             ON CONFLICT (project_id, version) DO NOTHING",
-        )
-        .bind(&project_ids)
-        .bind(&versions)
-        .bind(&first_seen)
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
-}
-
 /// The first sightings that [`shared::finish_batch`] needs to order releases
 /// for incidents resolved "in the next release"; read once the incidents are
 /// locked, since that is when their state is known.
