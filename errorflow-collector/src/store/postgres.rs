@@ -63,7 +63,9 @@ const EVENT_COLUMNS_SQL: &str = "id, project_id, group_id, event_id, timestamp, 
     level, service, error_type, message, env, path, trace_id, release, host, data";
 
 fn event_from_row(row: &PgRow) -> Result<StoredEvent> {
-    let data: Json<serde_json::Value> = row.try_get("data")?;
+    let data: &str = row.try_get("data")?;
+    let data: serde_json::Value = serde_json::from_str(data)
+        .map_err(|e| StoreError::Corrupt(format!("an event's stored document is not JSON: {e}")))?;
     Ok(StoredEvent {
         id: row.try_get("id")?,
         project_id: row.try_get("project_id")?,
@@ -80,7 +82,7 @@ fn event_from_row(row: &PgRow) -> Result<StoredEvent> {
         trace_id: row.try_get("trace_id")?,
         release: row.try_get("release")?,
         host: row.try_get("host")?,
-        data: data.0,
+        data,
     })
 }
 
@@ -455,7 +457,7 @@ impl PgStore {
              timestamp, received_at, env, path, trace_id, level, release, host, fingerprint, data) \
              SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], \
                $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[], \
-               $12::text[], $13::text[], $14::text[], $15::text[], $16::text[]::json[]) \
+               $12::text[], $13::text[], $14::text[], $15::text[], $16::text[]) \
              ON CONFLICT (event_id, project_id) DO NOTHING RETURNING project_id, event_id",
         )
         .bind(&project_ids)
