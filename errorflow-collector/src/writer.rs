@@ -6,6 +6,10 @@
 //! has committed, so an accepted event is durable. Under load, many requests'
 //! events share one transaction: the cost of a commit (an fsync) is paid once
 //! per batch, not once per event. When idle, a lone request is written at once.
+//!
+//! Each incident has one owner among the tasks, so that two tasks never
+//! store events of one incident at the same time and wait for each other's
+//! lock on it (`Writer::queue`).
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,7 +29,9 @@ pub struct WriterOptions {
     pub writers: usize,
     /// At most this many events in one transaction.
     pub max_batch_events: usize,
-    /// Requests waiting to be written before new ones wait for room.
+    /// Requests waiting to be written before new ones wait for room: split
+    /// between the tasks' own queues, and as many again in the queue of
+    /// requests spanning several tasks' incidents.
     pub queue_capacity: usize,
     /// How long a request waits for room in a full queue before it is refused with 503.
     pub enqueue_timeout: Duration,
