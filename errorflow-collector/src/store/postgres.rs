@@ -440,9 +440,13 @@ impl PgStore {
             fingerprints.push(ev.fingerprint.as_str());
             data.push(ev.event_json());
         }
-        // The batch's releases are recorded by the same statement, before
-        // the incident locks are taken (so that waiting on another batch's
-        // new release cannot deadlock); step 3 reads them.
+        // The batch's releases are recorded by the same statement; step 3
+        // reads them. A shared batch records them before it takes its
+        // incident locks, so that waiting on another batch's new release
+        // cannot deadlock. An exclusive batch holds its locks already; it
+        // and a shared batch may then deadlock over a new release and an
+        // incident, rarely, and Postgres aborts one of them, which is
+        // retried.
         let seen = shared::batch_releases(events);
         let release_projects: Vec<i64> = seen.iter().map(|((p, _), _)| *p).collect();
         let release_versions: Vec<&str> = seen.iter().map(|((_, v), _)| v.as_str()).collect();
