@@ -47,3 +47,6 @@ fi
 echo "Postgres for tests: $ERRORFLOW_TEST_PG_URL"
 
 cargo test --workspace "$@"
+
+# The API documentation builds without a broken or private link.
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet

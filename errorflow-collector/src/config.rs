@@ -40,7 +40,7 @@ Examples:
 #[command(name = "errorflow-collector", version, about = ABOUT, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Optional TOML configuration file (keys: listen, database_url, public_url,
-    /// quiet_after, retention, alert_webhook, log_format, log_level and [limits], [triage], [kestra] tables).
+    /// quiet_after, retention, alert_webhook, log_format, log_level, and `[limits]`, `[triage]` and `[kestra]` tables).
     #[arg(long, global = true, env = "ERRORFLOW_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 

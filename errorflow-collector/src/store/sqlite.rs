@@ -2,7 +2,7 @@
 //! batches (`batch`), one for the other writes, and a small pool of readers
 //! so that dashboard queries never wait behind ingest.
 //!
-//! Timestamps are stored as TEXT in the fixed format of [`fmt_ts`], whose
+//! Timestamps are stored as TEXT in the fixed format of `fmt_ts`, whose
 //! text order is time order, so comparisons and `MIN`/`MAX` work on the text.
 
 use std::collections::HashMap;
