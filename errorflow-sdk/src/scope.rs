@@ -619,10 +619,7 @@ thread_local! {
 /// Whether this thread holds `handle`'s lock in [`configure_scope`].
 pub(crate) fn held_here(handle: &ScopeHandle) -> bool {
     CONFIGURING
-        .try_with(|held| {
-            let held = held.borrow();
-            !held.is_empty() && held.iter().any(|h| h.ptr_eq(handle))
-        })
+        .try_with(|held| held.borrow().iter().any(|h| h.ptr_eq(handle)))
         .unwrap_or(false)
 }
 

@@ -208,8 +208,9 @@ impl PgStore {
         id: i64,
         for_update: bool,
     ) -> Result<Option<Group>> {
-        // NO KEY UPDATE: it does not wait for the key-share locks that
-        // ingest's event inserts hold on their incident.
+        // NO KEY UPDATE: the incident's id does not change, so the
+        // key-share locks that inserts into its counter and activity tables
+        // take (their foreign keys) need not be waited for.
         let lock = if for_update { " FOR NO KEY UPDATE" } else { "" };
         let sql = format!("SELECT {GROUP_COLUMNS} FROM error_groups WHERE id = $1{lock}");
         let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
@@ -319,10 +320,10 @@ impl PgStore {
     /// cannot deadlock, and refreshes what was read before the lock (status,
     /// release) from the locked rows.
     ///
-    /// FOR NO KEY UPDATE does not conflict with the key-share locks that the
-    /// event inserts' foreign-key checks take, so batches insert their events
-    /// in parallel and wait for each other only here, for the short update
-    /// of the incidents and their counters.
+    /// The event inserts take no lock on the incidents (`errors` has no
+    /// foreign keys since migration 0008), so shared batches insert their
+    /// events in parallel and wait for each other only here, for the short
+    /// update of the incidents and their counters.
     async fn lock_groups(tx: &mut sqlx::PgConnection, groups: &mut LockedGroups) -> Result<()> {
         let mut ids: Vec<i64> = groups.values().map(|g| g.id).collect();
         ids.sort_unstable();
