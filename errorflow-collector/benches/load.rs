@@ -13,7 +13,8 @@
 //! (`ERRORFLOW_TEST_PG_URL`, default postgres://postgres@127.0.0.1:5432/postgres;
 //! a throwaway database is created and dropped). The baseline is a no-op axum
 //! handler in a child process of this same program, so both sides pay the
-//! same HTTP and process costs. Reported per scenario: requests/s, events/s
+//! same HTTP and process costs, measured with the same scenario right
+//! before each collector run. Reported per scenario: requests/s, events/s
 //! accepted, events/s stored (counted in the database afterwards, with the
 //! incidents' counts summed to check grouping), server CPU per event
 //! (from /proc), peak RSS, and the collector's group commits (from its
@@ -113,7 +114,10 @@ async fn run(duration: Duration) {
     );
     let bin = collector_binary();
 
-    // Baseline: a no-op axum handler answering the same requests.
+    // Baseline: a no-op axum handler answering the same requests, measured
+    // right before each collector run. The machines are noisy (the no-op's
+    // rate drifts by 10-30 % within minutes), so each ratio compares two
+    // measurements taken seconds apart, not one taken minutes earlier.
     let noop_port = free_port();
     let mut noop = Command::new(std::env::current_exe().unwrap())
         .env(NOOP_ENV, noop_port.to_string())
@@ -122,20 +126,6 @@ async fn run(duration: Duration) {
         .expect("start no-op server");
     wait_port(noop_port).await;
     let noop_base = format!("http://127.0.0.1:{noop_port}");
-    let mut baselines = [Measured::default(); 3];
-    for (slot, scenario) in baselines.iter_mut().zip([&BATCH, &CUSTOM, &SENTRY]) {
-        if selected("LOAD_SCENARIOS", scenario.key) {
-            *slot = drive(&noop_base, ("none", 1), scenario, duration, noop.id()).await;
-        }
-    }
-    let [noop_batch, noop_custom, noop_sentry] = baselines;
-    let _ = noop.kill();
-    let _ = noop.wait();
-    println!(
-        "baseline no-op axum: {:.0} req/s with 100-event bodies, {:.0} req/s with 1-event bodies, \
-         {:.0} req/s with gzip Sentry envelopes",
-        noop_batch.requests_per_s, noop_custom.requests_per_s, noop_sentry.requests_per_s
-    );
 
     let dir = tempfile::tempdir().unwrap();
     let sqlite_url = format!("sqlite://{}", dir.path().join("bench.db").display());
@@ -152,8 +142,8 @@ async fn run(duration: Duration) {
     let pg_url = replace_db(&pg_admin, &pg_db);
 
     println!();
-    println!("| backend | scenario | req/s | events/s accepted | events/s stored | stored/accepted | vs no-op (req/s) | server CPU ms/event | peak RSS MiB | errors | events/commit | ms/commit |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| backend | scenario | req/s | events/s accepted | events/s stored | stored/accepted | no-op req/s just before | vs no-op (req/s) | server CPU ms/event | peak RSS MiB | errors | events/commit | ms/commit |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (backend, url) in [
         ("sqlite", sqlite_url.as_str()),
         ("postgres", pg_url.as_str()),
@@ -161,14 +151,11 @@ async fn run(duration: Duration) {
         if !selected("LOAD_BACKENDS", backend) {
             continue;
         }
-        for (scenario, baseline) in [
-            (&BATCH, noop_batch),
-            (&CUSTOM, noop_custom),
-            (&SENTRY, noop_sentry),
-        ] {
+        for scenario in [&BATCH, &CUSTOM, &SENTRY] {
             if !selected("LOAD_SCENARIOS", scenario.key) {
                 continue;
             }
+            let baseline = drive(&noop_base, ("none", 1), scenario, duration, noop.id()).await;
             let port = free_port();
             let mut child = start_collector(&bin, url, port, dir.path());
             wait_port(port).await;
@@ -183,13 +170,14 @@ async fn run(duration: Duration) {
             let stored = (after.0 - before.0) as f64 / duration.as_secs_f64();
             let grouped_ok = after.0 == after.1;
             println!(
-                "| {backend} | {} | {:.0} | {:.0} | {:.0} | {:.3}{} | {:.2}× | {:.4} | {:.0} | {} | {:.1} | {:.2} |",
+                "| {backend} | {} | {:.0} | {:.0} | {:.0} | {:.3}{} | {:.0} | {:.2}× | {:.4} | {:.0} | {} | {:.1} | {:.2} |",
                 scenario.name,
                 m.requests_per_s,
                 m.events_per_s,
                 stored,
                 stored / m.events_per_s.max(1.0),
                 if grouped_ok { "" } else { " (incident counts disagree!)" },
+                baseline.requests_per_s,
                 m.requests_per_s / baseline.requests_per_s.max(1.0),
                 m.cpu_ms_per_event,
                 m.peak_rss_mib,
@@ -200,6 +188,8 @@ async fn run(duration: Duration) {
             std::io::stdout().flush().ok();
         }
     }
+    let _ = noop.kill();
+    let _ = noop.wait();
     drop(
         sqlx::query(&format!("DROP DATABASE {pg_db} WITH (FORCE)"))
             .execute(&mut admin)
