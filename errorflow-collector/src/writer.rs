@@ -64,7 +64,16 @@ struct Job {
     /// Every event's incident belongs to the writer task the job was sent
     /// to, so no other task of this writer stores events of them.
     exclusive: bool,
-    reply: oneshot::Sender<Result<Vec<InsertOutcome>, Arc<StoreError>>>,
+    reply: oneshot::Sender<Written>,
+}
+
+/// A job's answer: its outcomes, and after a successful write its events,
+/// which the request then frees in its own task. Freeing a batch's events
+/// on the single write path took about a tenth of the SQLite writer's time
+/// with Sentry events (many small strings each).
+struct Written {
+    outcomes: Result<Vec<InsertOutcome>, Arc<StoreError>>,
+    events: Vec<NormalizedEvent>,
 }
 
 /// Handle to the writer tasks; cheap to clone.
@@ -163,8 +172,10 @@ impl Writer {
             reply,
         });
         match wait.await {
-            Ok(Ok(outcomes)) => Ok(outcomes),
-            Ok(Err(e)) => Err(WriteError::Store(e)),
+            Ok(Written { outcomes, events }) => {
+                drop(events);
+                outcomes.map_err(WriteError::Store)
+            }
             Err(_) => Err(WriteError::ShuttingDown),
         }
     }
@@ -273,9 +284,14 @@ async fn write_jobs(store: &dyn Store, mut jobs: Vec<Job>) {
                 "batch written"
             );
             let mut rest = outcomes.into_iter();
+            let mut all = all.into_iter();
             for (job, len) in jobs.into_iter().zip(lens) {
                 let mine: Vec<InsertOutcome> = rest.by_ref().take(len).collect();
-                let _ = job.reply.send(Ok(mine));
+                let events = all.by_ref().take(len).collect();
+                let _ = job.reply.send(Written {
+                    outcomes: Ok(mine),
+                    events,
+                });
             }
         }
         Err(e) if jobs.len() > 1 => {
@@ -294,14 +310,20 @@ async fn write_jobs(store: &dyn Store, mut jobs: Vec<Job>) {
                 if let Err(e) = &result {
                     tracing::error!(error = %e, events = events.len(), "write failed");
                 }
-                let _ = job.reply.send(result);
+                let _ = job.reply.send(Written {
+                    outcomes: result,
+                    events,
+                });
             }
         }
         Err(e) => {
             tracing::error!(error = %e, events = all.len(), "write failed");
             let e = Arc::new(e);
             for job in jobs {
-                let _ = job.reply.send(Err(e.clone()));
+                let _ = job.reply.send(Written {
+                    outcomes: Err(e.clone()),
+                    events: Vec::new(),
+                });
             }
         }
     }
