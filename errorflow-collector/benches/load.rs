@@ -97,7 +97,7 @@ const SENTRY: Scenario = Scenario {
     body: BodyKind::SentryEnvelope,
 };
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Measured {
     requests_per_s: f64,
     events_per_s: f64,

@@ -268,12 +268,7 @@ async fn write_jobs(store: &dyn Store, mut jobs: Vec<Job>) {
         .flat_map(|j| std::mem::take(&mut j.events))
         .collect();
     let exclusive = jobs.iter().all(|j| j.exclusive);
-    let stored = if exclusive {
-        store.insert_exclusive_events(&all).await
-    } else {
-        store.insert_events(&all).await
-    };
-    match stored {
+    match insert(store, &all, exclusive).await {
         Ok(outcomes) => {
             let elapsed = started.elapsed();
             telemetry::batch_written(all.len(), elapsed);
@@ -301,12 +296,9 @@ async fn write_jobs(store: &dyn Store, mut jobs: Vec<Job>) {
             let mut all = all.into_iter();
             for (job, len) in jobs.into_iter().zip(lens) {
                 let events: Vec<NormalizedEvent> = all.by_ref().take(len).collect();
-                let result = if job.exclusive {
-                    store.insert_exclusive_events(&events).await
-                } else {
-                    store.insert_events(&events).await
-                };
-                let result = result.map_err(Arc::new);
+                let result = insert(store, &events, job.exclusive)
+                    .await
+                    .map_err(Arc::new);
                 if let Err(e) = &result {
                     tracing::error!(error = %e, events = events.len(), "write failed");
                 }
@@ -326,6 +318,20 @@ async fn write_jobs(store: &dyn Store, mut jobs: Vec<Job>) {
                 });
             }
         }
+    }
+}
+
+/// `events` stored through the store's exclusive insert when one task owns
+/// all of their incidents, else through the shared one.
+async fn insert(
+    store: &dyn Store,
+    events: &[NormalizedEvent],
+    exclusive: bool,
+) -> Result<Vec<InsertOutcome>, StoreError> {
+    if exclusive {
+        store.insert_exclusive_events(events).await
+    } else {
+        store.insert_events(events).await
     }
 }
 

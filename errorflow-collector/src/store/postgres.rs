@@ -259,14 +259,19 @@ impl PgStore {
             }
             let project_ids: Vec<i64> = missing.iter().map(|((p, _), _)| *p).collect();
             let fingerprints: Vec<&str> = missing.iter().map(|((_, f), _)| f.as_str()).collect();
-            const FIND: &str = "SELECT id, project_id, fingerprint, status, resolved_in_release \
-                 FROM error_groups \
-                 WHERE (project_id, fingerprint) IN (SELECT * FROM UNNEST($1::bigint[], $2::text[]))";
-            const FIND_AND_LOCK: &str = "SELECT id, project_id, fingerprint, status, resolved_in_release \
-                 FROM error_groups \
-                 WHERE (project_id, fingerprint) IN (SELECT * FROM UNNEST($1::bigint[], $2::text[])) \
-                 ORDER BY id FOR NO KEY UPDATE";
-            let rows = sqlx::query(if lock { FIND_AND_LOCK } else { FIND })
+            macro_rules! find {
+                () => {
+                    "SELECT id, project_id, fingerprint, status, resolved_in_release \
+                     FROM error_groups \
+                     WHERE (project_id, fingerprint) IN (SELECT * FROM UNNEST($1::bigint[], $2::text[]))"
+                };
+            }
+            let sql = if lock {
+                concat!(find!(), " ORDER BY id FOR NO KEY UPDATE")
+            } else {
+                find!()
+            };
+            let rows = sqlx::query(sql)
                 .bind(&project_ids)
                 .bind(&fingerprints)
                 .fetch_all(&mut *tx)
@@ -1365,10 +1370,6 @@ fn user_from_row(row: &PgRow) -> Result<User> {
     })
 }
 
-/// Records the releases of a batch in `releases` (a release already there
-/// keeps its first sighting). Runs in the batch's transaction, in sorted
-/// order and before the incidents are locked, so that concurrent batches
-/// wait on each other's new releases without deadlocking.
 /// The first sightings that [`shared::finish_batch`] needs to order releases
 /// for incidents resolved "in the next release"; read once the incidents are
 /// locked, since that is when their state is known.
