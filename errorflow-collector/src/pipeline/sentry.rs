@@ -269,7 +269,7 @@ pub fn query_key(query: &str) -> Option<&str> {
 /// Maps one Sentry event payload (JSON) to an errorflow [`Event`].
 pub fn map_event(payload: &[u8], ctx: &SentryContext) -> Result<Event, SentryError> {
     let raw = wire::read_event(payload)
-        .map_err(|e| SentryError::InvalidJson(e.to_string()))?
+        .map_err(SentryError::InvalidJson)?
         .ok_or(SentryError::NotAnObject)?;
     map_raw(raw, ctx)
 }
@@ -1105,6 +1105,33 @@ mod tests {
             map_event(b"[1", &CTX),
             Err(SentryError::InvalidJson(_))
         ));
+        // Bytes that are not UTF-8, in a string or around one: refused with
+        // the offset of the first bad byte.
+        for payload in [
+            &b"{\"message\":\"caf\xe9\"}"[..],
+            b"{\"message\":\"ok\"}\xff",
+        ] {
+            match map_event(payload, &CTX) {
+                Err(SentryError::InvalidJson(why)) => {
+                    assert!(
+                        why.starts_with("not UTF-8 (invalid byte at offset "),
+                        "{why}"
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let at = |payload: &[u8]| match map_event(payload, &CTX) {
+            Err(SentryError::InvalidJson(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            at(b"{\"message\":\"caf\xe9\"}"),
+            "not UTF-8 (invalid byte at offset 15)"
+        );
+        // Escaped non-ASCII is UTF-8 text like any other.
+        let e = map_event("{\"message\":\"caf\\u00e9 \u{e9}\"}".as_bytes(), &CTX).unwrap();
+        assert_eq!(e.message.as_deref(), Some("caf\u{e9} \u{e9}"));
     }
 
     #[test]

