@@ -66,44 +66,59 @@ pub(super) fn write_batch(
 ) -> Result<Vec<InsertOutcome>> {
     let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
 
-    // (1) Make sure every group exists, and read its state.
+    // (1) Make sure every group exists, and read its state. Most groups
+    // exist, so each is looked up first and created only when missing: the
+    // insert is the dearer statement, since checking the row's constraint on
+    // `status` (an IN list) builds a temporary b-tree every time.
     let mut locked = LockedGroups::default();
     {
+        let mut find = tx.prepare_cached(
+            "SELECT id, status, resolved_in_release FROM error_groups \
+             WHERE project_id = ?1 AND fingerprint = ?2",
+        )?;
         let mut create = tx.prepare_cached(
             // The id: above every incident id ever deleted (migration 0007).
             "INSERT INTO error_groups (id, project_id, fingerprint, fingerprint_version, \
              cluster_key, service, error_type, title, culprit, level, first_seen, last_seen) \
              VALUES (MAX(COALESCE((SELECT MAX(id) FROM error_groups), 0), \
                          COALESCE((SELECT floor FROM id_floors WHERE name = 'error_groups'), 0)) + 1, \
-                     ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
-             ON CONFLICT (project_id, fingerprint) DO NOTHING",
-        )?;
-        let mut find = tx.prepare_cached(
-            "SELECT id, status, resolved_in_release FROM error_groups \
-             WHERE project_id = ?1 AND fingerprint = ?2",
+                     ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
         )?;
         for ((project_id, fingerprint), first) in &plan.groups {
-            let ev = &events[*first];
-            let created = create.execute(params![
-                project_id,
-                fingerprint,
-                ev.fingerprint_version,
-                ev.cluster_key,
-                ev.service,
-                ev.error_type,
-                ev.title,
-                ev.culprit,
-                ev.level.as_str(),
-                fmt_ts(ev.timestamp),
-            ])? == 1;
-            let group = find.query_row(params![project_id, fingerprint], |row| {
-                Ok(LockedGroup {
-                    id: row.get(0)?,
-                    status: GroupStatus::from_db(&row.get::<_, String>(1)?),
-                    resolved_in_release: row.get(2)?,
-                    created,
-                })
-            })?;
+            let found = |created| {
+                move |row: &rusqlite::Row<'_>| {
+                    Ok(LockedGroup {
+                        id: row.get(0)?,
+                        status: GroupStatus::from_db(&row.get::<_, String>(1)?),
+                        resolved_in_release: row.get(2)?,
+                        created,
+                    })
+                }
+            };
+            let existing = find
+                .query_row(params![project_id, fingerprint], found(false))
+                .optional()?;
+            // The transaction holds the write lock: nobody creates the group
+            // between the lookup and the insert.
+            let group = match existing {
+                Some(group) => group,
+                None => {
+                    let ev = &events[*first];
+                    create.execute(params![
+                        project_id,
+                        fingerprint,
+                        ev.fingerprint_version,
+                        ev.cluster_key,
+                        ev.service,
+                        ev.error_type,
+                        ev.title,
+                        ev.culprit,
+                        ev.level.as_str(),
+                        fmt_ts(ev.timestamp),
+                    ])?;
+                    find.query_row(params![project_id, fingerprint], found(true))?
+                }
+            };
             locked.insert((*project_id, fingerprint.clone()), group);
         }
     }
@@ -177,6 +192,7 @@ pub(super) fn write_batch(
     // was before this statement.
     let result = shared::finish_batch(events, plan, &locked, &inserted, &release_first_seen)?;
     {
+        // A group that this batch created, reopened or regressed: the whole row.
         let mut update = tx.prepare_cached(
             "UPDATE error_groups SET \
                first_seen = CASE WHEN count = 0 THEN ?2 ELSE MIN(first_seen, ?2) END, \
@@ -189,7 +205,41 @@ pub(super) fn write_batch(
                regressed_at = COALESCE(?8, regressed_at) \
              WHERE id = ?1",
         )?;
+        // Any other group (nearly every one, every time): the same change in
+        // two statements that leave `status` alone, and `first_seen` too
+        // unless an event is older. SQLite rewrites the index entries of
+        // every column a statement sets, whether or not its value changes,
+        // and checks the constraint on `status` (an IN list, for which it
+        // builds a temporary b-tree) whenever `status` is set. The first
+        // statement reads `count` before the second adds to it.
+        let mut first_seen = tx.prepare_cached(
+            "UPDATE error_groups SET first_seen = ?2 \
+             WHERE id = ?1 AND (count = 0 OR first_seen > ?2)",
+        )?;
+        let mut seen = tx.prepare_cached(
+            "UPDATE error_groups SET \
+               last_release = CASE WHEN count = 0 OR ?2 >= last_seen THEN ?3 ELSE last_release END, \
+               last_environment = CASE WHEN count = 0 OR ?2 >= last_seen THEN ?4 ELSE last_environment END, \
+               last_seen = CASE WHEN count = 0 THEN ?2 ELSE MAX(last_seen, ?2) END, \
+               count = count + ?5 \
+             WHERE id = ?1",
+        )?;
+        let before: HashMap<i64, &LockedGroup> = locked.values().map(|g| (g.id, g)).collect();
         for u in &result.updates {
+            let unchanged = before
+                .get(&u.id)
+                .is_some_and(|g| !g.created && g.status == u.status && u.regressed_at.is_none());
+            if unchanged {
+                first_seen.execute(params![u.id, fmt_ts(u.first_seen)])?;
+                seen.execute(params![
+                    u.id,
+                    fmt_ts(u.last_seen),
+                    u.last_release,
+                    u.last_environment,
+                    u.added,
+                ])?;
+                continue;
+            }
             update.execute(params![
                 u.id,
                 fmt_ts(u.first_seen),
