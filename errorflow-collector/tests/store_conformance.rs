@@ -270,6 +270,18 @@ async fn events_are_grouped_by_fingerprint(db: &TestDb) {
     );
     // The newest event had no release; the last release follows it.
     assert_eq!(a.last_release, None);
+    // A later batch with only an older event: the first sighting moves back,
+    // while the last one, its release and its environment stay.
+    let older = with_release(event(p, "a", at(9, 0)), "0.9.0");
+    let out = db.insert_events(&[older]).await.unwrap();
+    assert_eq!(group_id(out[0]), ga);
+    let a = db.get_group(ga).await.unwrap().unwrap();
+    assert_eq!(
+        (a.count, a.first_seen, a.last_seen),
+        (5, at(9, 0), at(11, 0))
+    );
+    assert_eq!(a.last_release, None);
+    assert_eq!(a.last_environment.as_deref(), Some("prod"));
 
     // The same fingerprint in another project is another incident.
     let other = project(db, "blog").await;
