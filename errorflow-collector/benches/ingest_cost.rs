@@ -15,6 +15,8 @@
 //! prints `RATIO` lines like the other benches; the load benchmark
 //! (`benches/load.rs`) measures the whole collector over HTTP.
 
+mod support;
+
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::time::Instant;
@@ -52,44 +54,22 @@ fn main() {
 /// event of about 4 KB (a chained exception, frames with context lines,
 /// breadcrumbs, contexts) per envelope, gzip-compressed.
 fn envelopes() -> Vec<Bytes> {
-    let frame = |function: String, lineno: u32| {
-        serde_json::json!({
-            "filename": "shop/billing.py", "abs_path": "/srv/shop/billing.py",
-            "function": function, "module": "shop.billing", "lineno": lineno, "in_app": true,
-            "pre_context": ["", "def charge(order):", "    card = order.card", "    amount = order.total()", "    try:"],
-            "context_line": "        gateway.charge(card, amount)",
-            "post_context": ["    except GatewayError as e:", "        raise PaymentError(order.id) from e", "", "", "def refund(order):"],
-        })
-    };
     (0..50usize)
         .map(|site| {
-            let event = serde_json::json!({
+            let mut event = support::python_event(site);
+            let fields = event.as_object_mut().expect("an object");
+            let head = serde_json::json!({
                 "event_id": uuid::Uuid::new_v4().simple().to_string(),
                 "timestamp": 1_795_805_563.25,
                 "user": {"id": format!("u-{site}"), "ip_address": "10.0.0.1"},
                 "request": {"method": "POST", "url": format!("https://shop.example.com/orders/{site}/checkout"),
                             "headers": {"User-Agent": "Mozilla/5.0", "Accept": "application/json"}},
                 "extra": {"order": site},
-                "platform": "python", "level": "error", "logger": "shop.billing", "server_name": "web-1",
-                "release": format!("svc-{}@1.4.2", site % 5), "environment": "prod",
-                "exception": {"values": [
-                    {"type": "GatewayError", "value": "card 4242 declined after 212ms",
-                     "module": "shop.gateway", "mechanism": {"type": "chained", "handled": true},
-                     "stacktrace": {"frames": [frame("charge".into(), 40), frame("call_gateway".into(), 88)]}},
-                    {"type": format!("PaymentError{site}"), "value": "order could not be charged",
-                     "module": "shop.billing", "mechanism": {"type": "generic", "handled": true},
-                     "stacktrace": {"frames": [frame("checkout".into(), 12), frame(format!("charge_{site}"), 42)]}},
-                ]},
-                "tags": {"region": "eu-west-1", "customer_tier": "pro"},
-                "breadcrumbs": {"values": [
-                    {"timestamp": 1_795_805_562.0, "category": "query", "message": "SELECT * FROM orders WHERE id = %s", "level": "info"},
-                    {"timestamp": 1_795_805_563.0, "category": "httplib", "type": "http",
-                     "data": {"url": "https://gateway/charge", "method": "POST", "status_code": 402}},
-                ]},
-                "contexts": {"runtime": {"name": "CPython", "version": "3.12.3"}, "os": {"name": "Linux"}},
-                "sdk": {"name": "sentry.python", "version": "2.46.0"},
-            })
-            .to_string();
+            });
+            if let serde_json::Value::Object(head) = head {
+                fields.extend(head);
+            }
+            let event = event.to_string();
             let envelope = format!(
                 "{{\"event_id\":\"{}\"}}\n{{\"type\":\"event\",\"length\":{}}}\n{event}\n",
                 uuid::Uuid::new_v4().simple(),

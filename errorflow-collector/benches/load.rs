@@ -21,6 +21,8 @@
 //! /metrics: events per commit, and milliseconds per commit, which tell
 //! whether the write path or the request side bounds a scenario).
 
+mod support;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -366,41 +368,9 @@ fn push_event_json(out: &mut String, site: usize, n: u64) {
 /// Compressing 4 KB per request would make the load generator, not the
 /// collector, the bottleneck on a small machine.
 fn sentry_tails() -> Arc<Vec<(Vec<u8>, usize)>> {
-    let frame = |function: String, lineno: u32| {
-        serde_json::json!({
-            "filename": "shop/billing.py", "abs_path": "/srv/shop/billing.py",
-            "function": function, "module": "shop.billing", "lineno": lineno, "in_app": true,
-            "pre_context": ["", "def charge(order):", "    card = order.card", "    amount = order.total()", "    try:"],
-            "context_line": "        gateway.charge(card, amount)",
-            "post_context": ["    except GatewayError as e:", "        raise PaymentError(order.id) from e", "", "", "def refund(order):"],
-        })
-    };
     let tails = (0..50)
         .map(|site| {
-            let rest = serde_json::json!({
-                "platform": "python",
-                "level": "error",
-                "logger": "shop.billing",
-                "server_name": "web-1",
-                "release": format!("svc-{}@1.4.2", site % 5),
-                "environment": "prod",
-                "exception": {"values": [
-                    {"type": "GatewayError", "value": "card 4242 declined after 212ms",
-                     "module": "shop.gateway", "mechanism": {"type": "chained", "handled": true},
-                     "stacktrace": {"frames": [frame("charge".into(), 40), frame("call_gateway".into(), 88)]}},
-                    {"type": format!("PaymentError{site}"), "value": "order could not be charged",
-                     "module": "shop.billing", "mechanism": {"type": "generic", "handled": true},
-                     "stacktrace": {"frames": [frame("checkout".into(), 12), frame(format!("charge_{site}"), 42)]}},
-                ]},
-                "tags": {"region": "eu-west-1", "customer_tier": "pro"},
-                "breadcrumbs": {"values": [
-                    {"timestamp": 1_795_805_562.0, "category": "query", "message": "SELECT * FROM orders WHERE id = %s", "level": "info"},
-                    {"timestamp": 1_795_805_563.0, "category": "httplib", "type": "http", "data": {"url": "https://gateway/charge", "method": "POST", "status_code": 402}},
-                ]},
-                "contexts": {"runtime": {"name": "CPython", "version": "3.12.3"}, "os": {"name": "Linux"}},
-                "sdk": {"name": "sentry.python", "version": "2.46.0"},
-            })
-            .to_string();
+            let rest = support::python_event(site).to_string();
             // `"platform": …}` — the object without its opening brace.
             let tail = &rest[1..];
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
