@@ -192,26 +192,14 @@ pub(super) fn write_batch(
     // was before this statement.
     let result = shared::finish_batch(events, plan, &locked, &inserted, &release_first_seen)?;
     {
-        // A group that this batch created, reopened or regressed: the whole row.
-        let mut update = tx.prepare_cached(
-            "UPDATE error_groups SET \
-               first_seen = CASE WHEN count = 0 THEN ?2 ELSE MIN(first_seen, ?2) END, \
-               last_release = CASE WHEN count = 0 OR ?3 >= last_seen THEN ?4 ELSE last_release END, \
-               last_environment = CASE WHEN count = 0 OR ?3 >= last_seen THEN ?5 ELSE last_environment END, \
-               last_seen = CASE WHEN count = 0 THEN ?3 ELSE MAX(last_seen, ?3) END, \
-               count = count + ?6, \
-               status = ?7, \
-               regression_count = regression_count + CASE WHEN ?8 IS NULL THEN 0 ELSE 1 END, \
-               regressed_at = COALESCE(?8, regressed_at) \
-             WHERE id = ?1",
-        )?;
-        // Any other group (nearly every one, every time): the same change in
-        // two statements that leave `status` alone, and `first_seen` too
-        // unless an event is older. SQLite rewrites the index entries of
-        // every column a statement sets, whether or not its value changes,
-        // and checks the constraint on `status` (an IN list, for which it
-        // builds a temporary b-tree) whenever `status` is set. The first
-        // statement reads `count` before the second adds to it.
+        // Three statements, the last only for a group whose status changes
+        // (reopened or regressed). SQLite rewrites the index entries of every
+        // column an UPDATE sets, whether or not its value changes, and checks
+        // the constraint on `status` (an IN list, for which it builds a
+        // temporary b-tree) whenever `status` is set; so `status` is set only
+        // when it changes, and `first_seen` only when an event is older (or
+        // the group is new: count 0). The first statement reads `count`
+        // before the second adds to it.
         let mut first_seen = tx.prepare_cached(
             "UPDATE error_groups SET first_seen = ?2 \
              WHERE id = ?1 AND (count = 0 OR first_seen > ?2)",
@@ -224,32 +212,26 @@ pub(super) fn write_batch(
                count = count + ?5 \
              WHERE id = ?1",
         )?;
-        let before: HashMap<i64, &LockedGroup> = locked.values().map(|g| (g.id, g)).collect();
+        let mut status = tx.prepare_cached(
+            "UPDATE error_groups SET status = ?2, \
+               regression_count = regression_count + CASE WHEN ?3 IS NULL THEN 0 ELSE 1 END, \
+               regressed_at = COALESCE(?3, regressed_at) \
+             WHERE id = ?1",
+        )?;
+        let status_before: HashMap<i64, GroupStatus> =
+            locked.values().map(|g| (g.id, g.status)).collect();
         for u in &result.updates {
-            let unchanged = before
-                .get(&u.id)
-                .is_some_and(|g| !g.created && g.status == u.status && u.regressed_at.is_none());
-            if unchanged {
-                first_seen.execute(params![u.id, fmt_ts(u.first_seen)])?;
-                seen.execute(params![
-                    u.id,
-                    fmt_ts(u.last_seen),
-                    u.last_release,
-                    u.last_environment,
-                    u.added,
-                ])?;
-                continue;
-            }
-            update.execute(params![
+            first_seen.execute(params![u.id, fmt_ts(u.first_seen)])?;
+            seen.execute(params![
                 u.id,
-                fmt_ts(u.first_seen),
                 fmt_ts(u.last_seen),
                 u.last_release,
                 u.last_environment,
                 u.added,
-                u.status.as_db(),
-                u.regressed_at.map(fmt_ts),
             ])?;
+            if status_before.get(&u.id) != Some(&u.status) || u.regressed_at.is_some() {
+                status.execute(params![u.id, u.status.as_db(), u.regressed_at.map(fmt_ts)])?;
+            }
         }
         let mut delete = tx.prepare_cached("DELETE FROM error_groups WHERE id = ?1")?;
         for id in &result.empty_created {
