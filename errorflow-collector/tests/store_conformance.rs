@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{Duration, Utc};
+use chrono::{Duration, Timelike, Utc};
 use errorflow_collector::model::*;
 use errorflow_collector::retention;
 use errorflow_collector::store::{Store, StoreError};
@@ -66,6 +66,7 @@ conformance!(
     list_groups_pagination_visits_each_group_once,
     invalid_cursor_is_rejected,
     group_stats_buckets_and_top_tags,
+    counters_of_many_incidents_in_one_batch_add_up,
     quiet_idle_quiets_only_idle_open_groups,
     retention_deletes_expired_events_then_empty_idle_incidents,
     retention_purges_in_chunks_until_done,
@@ -1113,6 +1114,67 @@ async fn group_stats_buckets_and_top_tags(db: &TestDb) {
     assert_eq!(empty.hourly.len(), 24);
     assert!(empty.daily.iter().all(|b| b.count == 0));
     assert!(empty.top_tags.is_empty());
+}
+
+/// A batch whose hourly and tag counters run to many rows (SQLite writes
+/// them several rows per statement): three incidents, each with events in
+/// twenty hours and twenty hosts, stored twice, so that the second batch
+/// adds to every counter the first one created.
+async fn counters_of_many_incidents_in_one_batch_add_up(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let batch = |extra: usize| {
+        let mut batch = Vec::new();
+        for fingerprint in ["a", "b", "c"] {
+            for i in 0..20u32 {
+                let mut e = event(p, fingerprint, at(i, 7));
+                e.tags.insert("host".into(), format!("web-{i:02}"));
+                batch.push(e);
+            }
+        }
+        // A few more in incident "a", at 05:30 on host web-05.
+        for _ in 0..extra {
+            let mut e = event(p, "a", at(5, 30));
+            e.tags.insert("host".into(), "web-05".into());
+            batch.push(e);
+        }
+        batch
+    };
+    let first = db.insert_events(&batch(0)).await.unwrap();
+    let second = db.insert_events(&batch(3)).await.unwrap();
+    assert!(first
+        .iter()
+        .chain(&second)
+        .all(|o| matches!(o, InsertOutcome::Stored { .. })));
+
+    for (fingerprint, out) in [("a", 0), ("b", 20), ("c", 40)] {
+        let g = group_id(first[out]);
+        let extra = if fingerprint == "a" { 3 } else { 0 };
+        let group = db.get_group(g).await.unwrap().unwrap();
+        assert_eq!(group.count, 40 + extra, "incident {fingerprint}");
+
+        let stats = db.group_stats(g, at(20, 0)).await.unwrap();
+        let hours: Vec<(u32, i64)> = stats
+            .hourly
+            .iter()
+            .filter(|b| b.count > 0)
+            .map(|b| (b.start.hour(), b.count))
+            .collect();
+        let expected: Vec<(u32, i64)> = (0..20)
+            .map(|h| (h, if h == 5 { 2 + extra } else { 2 }))
+            .collect();
+        assert_eq!(hours, expected, "incident {fingerprint}");
+
+        let hosts = &stats.top_tags["host"];
+        assert_eq!(hosts.len(), 10, "incident {fingerprint}");
+        if extra > 0 {
+            assert_eq!((hosts[0].value.as_str(), hosts[0].count), ("web-05", 5));
+        }
+        assert!(hosts
+            .iter()
+            .skip(extra.min(1) as usize)
+            .all(|h| h.count == 2));
+        assert_eq!(stats.top_tags["environment"][0].count, 40 + extra);
+    }
 }
 
 async fn events_of(db: &TestDb, project_id: i64, group_id: i64) -> Vec<StoredEvent> {
