@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, ToSql, TransactionBehavior};
 use uuid::Uuid;
 
@@ -74,9 +75,12 @@ pub(super) fn write_batch(
     // insert is the dearer statement, since checking the row's constraint on
     // `status` (an IN list) builds a temporary b-tree every time.
     let mut locked = LockedGroups::default();
+    // Each group's count and first sighting (stored text) as read here, for
+    // step (4).
+    let mut sightings: HashMap<i64, (i64, String)> = HashMap::with_capacity(plan.groups.len());
     {
         let mut find = tx.prepare_cached(
-            "SELECT id, status, resolved_in_release FROM error_groups \
+            "SELECT id, status, resolved_in_release, count, first_seen FROM error_groups \
              WHERE project_id = ?1 AND fingerprint = ?2",
         )?;
         let mut create = tx.prepare_cached(
@@ -90,12 +94,13 @@ pub(super) fn write_batch(
         for ((project_id, fingerprint), first) in &plan.groups {
             let found = |created| {
                 move |row: &rusqlite::Row<'_>| {
-                    Ok(LockedGroup {
+                    let group = LockedGroup {
                         id: row.get(0)?,
                         status: GroupStatus::from_db(&row.get::<_, String>(1)?),
                         resolved_in_release: row.get(2)?,
                         created,
-                    })
+                    };
+                    Ok((group, (row.get(3)?, row.get(4)?)))
                 }
             };
             let existing = find
@@ -103,8 +108,8 @@ pub(super) fn write_batch(
                 .optional()?;
             // The transaction holds the write lock: nobody creates the group
             // between the lookup and the insert.
-            let group = match existing {
-                Some(group) => group,
+            let (group, sighting) = match existing {
+                Some(found) => found,
                 None => {
                     let ev = &events[*first];
                     create.execute(params![
@@ -122,6 +127,7 @@ pub(super) fn write_batch(
                     find.query_row(params![project_id, fingerprint], found(true))?
                 }
             };
+            sightings.insert(group.id, sighting);
             locked.insert((*project_id, fingerprint.clone()), group);
         }
     }
@@ -224,7 +230,16 @@ pub(super) fn write_batch(
         let status_before: HashMap<i64, GroupStatus> =
             locked.values().map(|g| (g.id, g.status)).collect();
         for u in &result.updates {
-            first_seen.execute(params![u.id, fmt_ts(u.first_seen)])?;
+            // The statement's own condition, checked here first: most
+            // batches bring no older event, and a statement that changes
+            // nothing still costs a run of its own.
+            let first = fmt_ts(u.first_seen);
+            let older = sightings
+                .get(&u.id)
+                .is_none_or(|(count, stored)| *count == 0 || stored.as_str() > first.as_str());
+            if older {
+                first_seen.execute(params![u.id, first])?;
+            }
             seen.execute(params![
                 u.id,
                 fmt_ts(u.last_seen),
@@ -273,17 +288,28 @@ pub(super) fn write_batch(
             &values,
         )?;
 
-        let lasts: Vec<String> = result.tags.iter().map(|(_, (_, l))| fmt_ts(*l)).collect();
-        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(result.tags.len() * 5);
-        for (((group_id, key, value), (n, _)), last) in result.tags.iter().zip(&lasts) {
-            values.extend([group_id as &dyn ToSql, key, value, n, last]);
+        // An event's tags share its time, and they come one after another
+        // (sorted by incident): each run of equal times is formatted once.
+        let mut lasts: Vec<(DateTime<Utc>, String)> = Vec::new();
+        let mut last_of = Vec::with_capacity(result.tags.len());
+        for (_, (_, at)) in &result.tags {
+            if lasts.last().is_none_or(|(prev, _)| prev != at) {
+                lasts.push((*at, fmt_ts(*at)));
+            }
+            last_of.push(lasts.len() - 1);
         }
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(result.tags.len() * 5);
+        for (((group_id, key, value), (n, _)), &last) in result.tags.iter().zip(&last_of) {
+            values.extend([group_id as &dyn ToSql, key, value, n, &lasts[last].1]);
+        }
+        // CASE rather than MAX(): a function call per row cost more.
         execute_rows(
             &tx,
             "INSERT INTO group_tag_counts (group_id, key, value, count, last_seen)",
             "ON CONFLICT (group_id, key, value) DO UPDATE SET \
              count = group_tag_counts.count + excluded.count, \
-             last_seen = MAX(group_tag_counts.last_seen, excluded.last_seen)",
+             last_seen = CASE WHEN excluded.last_seen > group_tag_counts.last_seen \
+                 THEN excluded.last_seen ELSE group_tag_counts.last_seen END",
             5,
             &values,
         )?;
