@@ -1116,10 +1116,10 @@ async fn group_stats_buckets_and_top_tags(db: &TestDb) {
     assert!(empty.top_tags.is_empty());
 }
 
-/// A batch whose hourly and tag counters run to many rows (SQLite writes
-/// them several rows per statement): three incidents, each with events in
-/// twenty hours and twenty hosts, stored twice, so that the second batch
-/// adds to every counter the first one created.
+/// A batch whose hourly and tag counters run to many rows: three
+/// incidents, each with events in twenty hours and twenty hosts, stored
+/// twice, so that the second batch adds to every counter the first one
+/// created.
 async fn counters_of_many_incidents_in_one_batch_add_up(db: &TestDb) {
     let p = project(db, "shop").await;
     let batch = |extra: usize| {
