@@ -72,30 +72,30 @@ pub fn decompress(headers: &HeaderMap, body: &Bytes, max: usize) -> Result<Bytes
         "gzip" | "x-gzip" => gunzip(body, max),
         // The `bufread` decoders read the body in place; the `read` ones
         // would first copy it through a zeroed 32 KiB buffer of their own,
-        // allocated for every request.
-        // HTTP's `deflate` is zlib-wrapped, but some clients send raw deflate:
-        // a zlib stream starts with a CMF byte of 0x?8 whose header checksums.
+        // allocated for every request. HTTP's `deflate` is zlib-wrapped, but
+        // some clients send raw deflate: a zlib stream starts with a CMF byte
+        // of 0x?8 whose header checksums.
         "deflate" if is_zlib_header(data) => inflate(
             flate2::bufread::ZlibDecoder::new(data),
             "deflate",
             max,
-            deflate_size_hint(data.len()),
+            data.len(),
         ),
         "deflate" => inflate(
             flate2::bufread::DeflateDecoder::new(data),
             "deflate",
             max,
-            deflate_size_hint(data.len()),
+            data.len(),
         ),
         "br" => inflate(
             brotli::Decompressor::new(data, 4096),
             "brotli",
             max,
-            deflate_size_hint(data.len()),
+            data.len(),
         ),
         "zstd" => match zstd::stream::read::Decoder::with_buffer(data) {
             Ok(mut decoder) => match decoder.window_log_max(ZSTD_WINDOW_LOG_MAX) {
-                Ok(()) => inflate(decoder, "zstd", max, deflate_size_hint(data.len())),
+                Ok(()) => inflate(decoder, "zstd", max, data.len()),
                 Err(e) => Err(ApiError::bad_request(
                     "invalid_encoding",
                     format!("invalid zstd body: {e}"),
@@ -155,7 +155,7 @@ pub fn decode_legacy_store_body(data: &[u8], max: usize) -> Result<Bytes, ApiErr
         flate2::bufread::ZlibDecoder::new(&compressed[..]),
         "zlib",
         max,
-        deflate_size_hint(compressed.len()),
+        compressed.len(),
     )
     .inspect_err(|e| {
         if e.code != "payload_too_large" {
@@ -222,7 +222,7 @@ fn gzip_size_hint(data: &[u8]) -> usize {
         .last_chunk::<4>()
         .map_or(0, |isize| u32::from_le_bytes(*isize) as usize)
         .min(data.len().saturating_mul(1032));
-    declared.max(deflate_size_hint(data.len()))
+    declared.max(data.len())
 }
 
 /// A first guess for the inflated size of `compressed` bytes without a
@@ -254,10 +254,15 @@ fn inflated_too_large(max: usize) -> ApiError {
     ApiError::too_large(format!("decompressed body exceeds {max} bytes"))
 }
 
-/// Reads `reader` to its end into a buffer of `size_hint` bytes (capped at
-/// `max`), refusing more than `max` decompressed bytes.
-fn inflate(reader: impl Read, name: &str, max: usize, size_hint: usize) -> Result<Bytes, ApiError> {
-    let mut out = Vec::with_capacity(size_hint.min(max));
+/// Reads `reader`, which inflates `compressed` bytes, to its end, refusing
+/// more than `max` decompressed bytes.
+fn inflate(
+    reader: impl Read,
+    name: &str,
+    max: usize,
+    compressed: usize,
+) -> Result<Bytes, ApiError> {
+    let mut out = Vec::with_capacity(deflate_size_hint(compressed).min(max));
     read_bounded(reader, &mut out, max).map_err(|e| invalid_body(name, &e))?;
     if out.len() > max {
         return Err(inflated_too_large(max));

@@ -1107,27 +1107,17 @@ mod tests {
         ));
         // Bytes that are not UTF-8, in a string or around one: refused with
         // the offset of the first bad byte.
-        for payload in [
-            &b"{\"message\":\"caf\xe9\"}"[..],
-            b"{\"message\":\"ok\"}\xff",
-        ] {
-            match map_event(payload, &CTX) {
-                Err(SentryError::InvalidJson(why)) => {
-                    assert!(
-                        why.starts_with("not UTF-8 (invalid byte at offset "),
-                        "{why}"
-                    )
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        let at = |payload: &[u8]| match map_event(payload, &CTX) {
+        let why = |payload: &[u8]| match map_event(payload, &CTX) {
             Err(SentryError::InvalidJson(why)) => why,
             other => panic!("{other:?}"),
         };
         assert_eq!(
-            at(b"{\"message\":\"caf\xe9\"}"),
+            why(b"{\"message\":\"caf\xe9\"}"),
             "not UTF-8 (invalid byte at offset 15)"
+        );
+        assert_eq!(
+            why(b"{\"message\":\"ok\"}\xff"),
+            "not UTF-8 (invalid byte at offset 16)"
         );
         // Escaped non-ASCII is UTF-8 text like any other.
         let e = map_event("{\"message\":\"caf\\u00e9 \u{e9}\"}".as_bytes(), &CTX).unwrap();

@@ -1211,6 +1211,45 @@ mod tests {
         pipeline::process(event, &ctx, &Limits::default()).unwrap()
     }
 
+    /// A tag counter keeps the latest time its tag was seen, whatever order
+    /// the events come in, within a batch and across batches. (The batch
+    /// formats a run of equal times once, and the store's API does not show
+    /// this time, hence a look at the table.)
+    #[tokio::test]
+    async fn tag_counters_keep_their_latest_sighting() {
+        use chrono::TimeZone;
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        let project = store.create_project("p", "hash", "efk_p").await.unwrap();
+        let at = |hour| Utc.with_ymd_and_hms(2026, 3, 14, hour, 0, 0).unwrap();
+        let seen_at = |message, hour| {
+            let mut e = event(project.id, message);
+            e.timestamp = at(hour);
+            e
+        };
+        let group = |outcome| match outcome {
+            InsertOutcome::Stored { group_id, .. } => group_id,
+            InsertOutcome::Duplicate => panic!("a new event was a duplicate"),
+        };
+        let first = store
+            .insert_events(&[seen_at("a", 10), seen_at("b", 12), seen_at("a", 11)])
+            .await
+            .unwrap();
+        let (a, b) = (group(first[0]), group(first[1]));
+        // Only an older event of incident a.
+        store.insert_events(&[seen_at("a", 9)]).await.unwrap();
+
+        let last_seen = |id: i64| {
+            sqlx::query_scalar::<_, String>(
+                "SELECT DISTINCT last_seen FROM group_tag_counts WHERE group_id = ?",
+            )
+            .bind(id)
+            .fetch_all(&store.readers)
+        };
+        assert_eq!(last_seen(a).await.unwrap(), [fmt_ts(at(11))]);
+        assert_eq!(last_seen(b).await.unwrap(), [fmt_ts(at(12))]);
+    }
+
     /// The batch insert writes on a connection of its own, beside sqlx's
     /// writer. A batch that fails half-way must leave nothing behind, its
     /// connection must be left outside any transaction (or every later

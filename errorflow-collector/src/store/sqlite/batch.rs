@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::{fmt_ts, parse_ts};
 use crate::model::{GroupStatus, InsertOutcome, NormalizedEvent};
 use crate::store::shared::{self, BatchPlan, LockedGroup, LockedGroups};
-use crate::store::Result;
+use crate::store::{Result, StoreError};
 
 /// Opens the batch writer's connection to the database at `path`, which
 /// the sqlx pool has already created and switched to WAL mode, with the
@@ -198,18 +198,16 @@ pub(super) fn write_batch(
     // was before this statement.
     let result = shared::finish_batch(events, plan, &locked, &inserted, &release_first_seen)?;
     {
-        // Three statements, the last only for a group whose status changes
-        // (reopened or regressed). SQLite rewrites the index entries of every
-        // column an UPDATE sets, whether or not its value changes, and checks
-        // the constraint on `status` (an IN list, for which it builds a
-        // temporary b-tree) whenever `status` is set; so `status` is set only
-        // when it changes, and `first_seen` only when an event is older (or
-        // the group is new: count 0). The first statement reads `count`
-        // before the second adds to it.
-        let mut first_seen = tx.prepare_cached(
-            "UPDATE error_groups SET first_seen = ?2 \
-             WHERE id = ?1 AND (count = 0 OR first_seen > ?2)",
-        )?;
+        // Up to three statements per group. SQLite rewrites the index entries
+        // of every column an UPDATE sets, whether or not its value changes,
+        // and checks the constraint on `status` (an IN list, for which it
+        // builds a temporary b-tree) whenever `status` is set; so `status` is
+        // set only when it changes (reopened or regressed), and `first_seen`
+        // only when the group is new (count 0) or an event is older than its
+        // first sighting, both as read in step (1). Most batches bring no
+        // older event, and skipping the statement spares it a run.
+        let mut first_seen =
+            tx.prepare_cached("UPDATE error_groups SET first_seen = ?2 WHERE id = ?1")?;
         let mut seen = tx.prepare_cached(
             "UPDATE error_groups SET \
                last_release = CASE WHEN count = 0 OR ?2 >= last_seen THEN ?3 ELSE last_release END, \
@@ -227,14 +225,12 @@ pub(super) fn write_batch(
         let status_before: HashMap<i64, GroupStatus> =
             locked.values().map(|g| (g.id, g.status)).collect();
         for u in &result.updates {
-            // The statement's own condition, checked here first: most
-            // batches bring no older event, and a statement that changes
-            // nothing still costs a run of its own.
+            // Stored times are text whose order is time order, as in SQL.
             let first = fmt_ts(u.first_seen);
-            let older = sightings
-                .get(&u.id)
-                .is_none_or(|(count, stored)| *count == 0 || stored.as_str() > first.as_str());
-            if older {
+            let (count, stored) = sightings.get(&u.id).ok_or_else(|| {
+                StoreError::Corrupt(format!("group {} was not read in step (1)", u.id))
+            })?;
+            if *count == 0 || stored.as_str() > first.as_str() {
                 first_seen.execute(params![u.id, first])?;
             }
             seen.execute(params![
