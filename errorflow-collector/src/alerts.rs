@@ -1,5 +1,7 @@
-//! Alerts: a webhook told of every new incident and every regression
-//! (`--alert-webhook URL`), without Kestra.
+//! Alerts: a webhook told of every new incident and every regression,
+//! without Kestra. A project's alerts go to its own webhook when it has one
+//! (set through the API or the project's page), else to the collector's
+//! (`--alert-webhook URL`), else nowhere.
 //!
 //! The body is JSON that chat tools show as it is: `text` (Slack,
 //! Mattermost, Rocket.Chat, Teams' incoming webhooks) and `content`
@@ -9,11 +11,12 @@
 //! Ingest never waits for an alert: it offers the news on a bounded channel
 //! (`try_send`; when full, the alert is dropped and counted). One background
 //! task sends them in order, retrying network errors, 5xx and 429 with
-//! backoff (`backon`), and sends at most [`PER_MINUTE`] a minute: a deploy
-//! that opens a hundred incidents sends that many, then one summary of the
-//! rest. The webhook's URL often holds a secret (Slack's does): it is never
-//! logged.
+//! backoff (`backon`), and sends at most [`PER_MINUTE`] a minute to each
+//! webhook: a deploy that opens a hundred incidents sends that many, then
+//! one summary of the rest. The webhook's URL often holds a secret (Slack's
+//! does): it is never logged.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +47,8 @@ pub enum Kind {
 /// Where and how alerts go.
 #[derive(Debug, Clone)]
 pub struct AlertOptions {
-    pub webhook: Secret,
+    /// The collector's webhook, for projects without one of their own.
+    pub webhook: Option<Secret>,
     /// The collector's public URL, for links to incidents.
     pub public_url: String,
     pub timeout: Duration,
@@ -58,7 +62,7 @@ pub struct AlertOptions {
 }
 
 impl AlertOptions {
-    pub fn new(webhook: Secret, public_url: &str) -> AlertOptions {
+    pub fn new(webhook: Option<Secret>, public_url: &str) -> AlertOptions {
         AlertOptions {
             webhook,
             public_url: public_url.trim_end_matches('/').to_string(),
@@ -71,13 +75,64 @@ impl AlertOptions {
     }
 }
 
+/// The longest webhook URL a project may have.
+pub const MAX_WEBHOOK_URL: usize = 2048;
+
+/// Checks a webhook URL given for a project: absolute `http` or `https`
+/// with a host, at most [`MAX_WEBHOOK_URL`] bytes. Returns it trimmed; the
+/// error says what is wrong without repeating the URL (it may hold a secret).
+pub fn validate_webhook_url(url: &str) -> Result<&str, String> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err("the webhook URL is empty".into());
+    }
+    if url.len() > MAX_WEBHOOK_URL {
+        return Err(format!(
+            "the webhook URL has {} bytes; at most {MAX_WEBHOOK_URL}",
+            url.len()
+        ));
+    }
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| format!("the webhook URL is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "the webhook URL must be http or https, not {:?}",
+            parsed.scheme()
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("the webhook URL has no host".into());
+    }
+    Ok(url)
+}
+
+/// What may be shown of a webhook URL: its scheme and host, since the rest
+/// often is the secret (`https://hooks.slack.com/…`).
+pub fn redact_webhook_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(host), Some(port)) => format!("{}://{host}:{port}/…", u.scheme()),
+            (Some(host), None) => format!("{}://{host}/…", u.scheme()),
+            (None, _) => "…".to_owned(),
+        },
+        Err(_) => "…".to_owned(),
+    }
+}
+
 /// The ingest side: offers news without waiting.
 #[derive(Clone)]
 pub struct Alerts {
     tx: mpsc::Sender<(i64, Kind)>,
+    has_default: bool,
 }
 
 impl Alerts {
+    /// Whether the collector has a webhook of its own (`--alert-webhook`)
+    /// for projects without one.
+    pub fn has_default_webhook(&self) -> bool {
+        self.has_default
+    }
+
     /// Offers the new incidents and regressions among `outcomes`.
     pub fn offer(&self, outcomes: &[InsertOutcome]) {
         for outcome in outcomes {
@@ -175,6 +230,26 @@ impl Payload {
     }
 }
 
+/// One webhook's alerts in the current window.
+struct Window {
+    start: Instant,
+    sent: usize,
+    suppressed: usize,
+}
+
+/// Where a project's alerts go: its own webhook, else the collector's.
+async fn destination(store: &dyn Store, project_id: i64, options: &AlertOptions) -> Option<Secret> {
+    match store.project_alert_webhook(project_id).await {
+        Ok(Some(url)) => Some(Secret::new(url)),
+        Ok(None) => options.webhook.clone(),
+        Err(e) => {
+            // Better the collector's webhook than no alert at all.
+            tracing::warn!(project = project_id, error = %e, "cannot read the project's alert webhook; using the collector's");
+            options.webhook.clone()
+        }
+    }
+}
+
 /// Starts the sending task; returns the handle ingest offers news to.
 pub fn spawn(store: Arc<dyn Store>, options: AlertOptions) -> Result<Alerts, reqwest::Error> {
     let http = reqwest::Client::builder()
@@ -182,35 +257,36 @@ pub fn spawn(store: Arc<dyn Store>, options: AlertOptions) -> Result<Alerts, req
         .user_agent(concat!("errorflow-collector/", env!("CARGO_PKG_VERSION")))
         .build()?;
     let (tx, mut rx) = mpsc::channel::<(i64, Kind)>(QUEUE);
+    let has_default = options.webhook.is_some();
     tokio::spawn(async move {
-        let mut window_start = Instant::now();
-        let mut sent = 0;
-        let mut suppressed = 0;
+        // Per webhook (keyed by its URL, kept only in memory): each one gets
+        // at most `max_per_window` alerts a window, then a summary.
+        let mut windows: HashMap<String, Window> = HashMap::new();
         loop {
             // With alerts held back, the window's end sends their summary
             // even when nothing else comes.
-            let next = if suppressed > 0 {
-                let end = window_start + options.window;
-                tokio::time::timeout_at(end, rx.recv()).await.ok()
-            } else {
-                Some(rx.recv().await)
+            let summary_due = windows
+                .values()
+                .filter(|w| w.suppressed > 0)
+                .map(|w| w.start + options.window)
+                .min();
+            let next = match summary_due {
+                Some(end) => tokio::time::timeout_at(end, rx.recv()).await.ok(),
+                None => Some(rx.recv().await),
             };
-            if window_start.elapsed() >= options.window {
-                if suppressed > 0 {
-                    let summary = Payload::summary(suppressed, &options);
-                    deliver(&http, &options, &summary).await;
+            for (url, window) in &mut windows {
+                if window.start.elapsed() >= options.window {
+                    if window.suppressed > 0 {
+                        let summary = Payload::summary(window.suppressed, &options);
+                        deliver(&http, &options, url, &summary).await;
+                    }
+                    window.sent = 0;
+                    window.suppressed = 0;
                 }
-                window_start = Instant::now();
-                sent = 0;
-                suppressed = 0;
             }
+            windows.retain(|_, w| w.sent > 0);
             let Some(news) = next else { continue };
             let Some((group_id, kind)) = news else { return };
-            if sent >= options.max_per_window {
-                suppressed += 1;
-                crate::telemetry::alert("suppressed");
-                continue;
-            }
             let group = match store.get_group(group_id).await {
                 Ok(Some(g)) => g,
                 // Deleted meanwhile: nothing to tell.
@@ -220,12 +296,28 @@ pub fn spawn(store: Arc<dyn Store>, options: AlertOptions) -> Result<Alerts, req
                     continue;
                 }
             };
-            sent += 1;
+            let Some(webhook) = destination(store.as_ref(), group.project_id, &options).await
+            else {
+                continue;
+            };
+            let window = windows
+                .entry(webhook.expose().to_owned())
+                .or_insert_with(|| Window {
+                    start: Instant::now(),
+                    sent: 0,
+                    suppressed: 0,
+                });
+            if window.sent >= options.max_per_window {
+                window.suppressed += 1;
+                crate::telemetry::alert("suppressed");
+                continue;
+            }
+            window.sent += 1;
             let payload = Payload::incident(kind, &group, &options.public_url);
-            deliver(&http, &options, &payload).await;
+            deliver(&http, &options, webhook.expose(), &payload).await;
         }
     });
-    Ok(Alerts { tx })
+    Ok(Alerts { tx, has_default })
 }
 
 /// Why one attempt failed; only the retryable ones are tried again.
@@ -236,7 +328,7 @@ enum Failure {
 }
 
 /// Posts `payload`, retrying what may pass later; logs and counts the outcome.
-async fn deliver(http: &reqwest::Client, options: &AlertOptions, payload: &Payload) {
+async fn deliver(http: &reqwest::Client, options: &AlertOptions, url: &str, payload: &Payload) {
     let policy = ExponentialBuilder::default()
         .with_min_delay(options.min_backoff)
         .with_max_delay(Duration::from_secs(30))
@@ -244,7 +336,7 @@ async fn deliver(http: &reqwest::Client, options: &AlertOptions, payload: &Paylo
         .with_jitter();
     let attempt = || async {
         let response = http
-            .post(options.webhook.expose())
+            .post(url)
             .json(payload)
             .send()
             .await
@@ -271,5 +363,55 @@ async fn deliver(http: &reqwest::Client, options: &AlertOptions, payload: &Paylo
             crate::telemetry::alert("failed");
             tracing::warn!(event = ?payload.event, error = %why, "alert not delivered");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_urls_are_shown_as_scheme_and_host_only() {
+        for (url, shown) in [
+            (
+                "https://hooks.slack.com/services/T0/B0/secret",
+                "https://hooks.slack.com/…",
+            ),
+            (
+                "http://user:password@chat.internal:8065/hooks/secret?token=x",
+                "http://chat.internal:8065/…",
+            ),
+            ("https://[::1]:9000/hook", "https://[::1]:9000/…"),
+            ("not a url", "…"),
+        ] {
+            assert_eq!(redact_webhook_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn only_http_and_https_urls_with_a_host_are_webhooks() {
+        assert_eq!(
+            validate_webhook_url("  https://hooks.slack.com/services/T0/B0/x \n"),
+            Ok("https://hooks.slack.com/services/T0/B0/x")
+        );
+        assert!(validate_webhook_url("http://10.0.0.5:8080/hook").is_ok());
+        for url in [
+            "",
+            "   ",
+            "hooks.slack.com/services/x",
+            "ftp://example.com/hook",
+            "mailto:ops@example.com",
+            "http://",
+        ] {
+            let err = validate_webhook_url(url).unwrap_err();
+            assert!(!err.is_empty(), "{url:?}");
+        }
+        let long = format!("https://example.com/{}", "x".repeat(MAX_WEBHOOK_URL));
+        assert!(validate_webhook_url(&long)
+            .unwrap_err()
+            .contains("at most 2048"));
+        // The reason never repeats the URL: it may hold a secret.
+        let err = validate_webhook_url("gopher://host/secret-token").unwrap_err();
+        assert!(!err.contains("secret-token"), "{err}");
     }
 }

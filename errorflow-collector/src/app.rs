@@ -327,12 +327,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .then_some(Duration::from_secs(5 * 60));
     let triggers = triage::spawn(state.triage.clone(), 1024, batch_every);
     let mut state = state.with_triggers(triggers);
-    if let Some(webhook) = &config.alert_webhook {
-        let options = crate::alerts::AlertOptions::new(webhook.clone(), &config.public_url);
-        let alerts = crate::alerts::spawn(store.clone(), options)
-            .context("cannot set up the alert webhook's HTTP client")?;
-        state = state.with_alerts(alerts);
-        tracing::info!("new incidents and regressions are sent to the alert webhook");
+    // Always running: a project may have a webhook of its own.
+    let options =
+        crate::alerts::AlertOptions::new(config.alert_webhook.clone(), &config.public_url);
+    let alerts = crate::alerts::spawn(store.clone(), options)
+        .context("cannot set up the alert webhooks' HTTP client")?;
+    state = state.with_alerts(alerts);
+    if config.alert_webhook.is_some() {
+        tracing::info!("new incidents and regressions are sent to the alert webhook, or to their project's own");
     }
     tracing::info!(analyst = ?config.triage.provider, kestra = config.triage.kestra.is_some(), auto = config.triage.auto, "triage ready");
     let app = http::router(state.clone());

@@ -172,6 +172,8 @@ pub struct ServeArgs {
 
     /// Webhook told of every new incident and regression (JSON with `text` and
     /// `content`, so Slack, Mattermost, Discord and Teams show it as it is).
+    /// A project with a webhook of its own (project page, or
+    /// `PUT /api/v1/projects/{id}/alert-webhook`) uses that one instead.
     /// The URL is never logged.
     #[arg(
         long,
@@ -454,7 +456,8 @@ pub struct Config {
     pub quiet_after: Duration,
     /// How long events are kept; `None`: forever.
     pub retention: Option<Duration>,
-    /// Where alerts of new incidents and regressions go; redacted by `Debug`.
+    /// Where alerts of new incidents and regressions go when their project
+    /// has no webhook of its own; redacted by `Debug`.
     pub alert_webhook: Option<Secret>,
     pub log_format: LogFormat,
     pub log_level: String,

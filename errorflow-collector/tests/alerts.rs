@@ -20,6 +20,8 @@ common::backend_tests!(
     new_incidents_and_regressions_are_alerted_once,
     failed_deliveries_are_retried,
     alerts_over_the_cap_are_summed_up,
+    a_projects_own_webhook_takes_its_alerts,
+    without_a_collector_webhook_only_projects_with_one_alert,
 );
 
 /// What the webhook received, and how it answers: the first `failures`
@@ -60,7 +62,15 @@ async fn webhook(failures: usize) -> (String, Arc<Mutex<Hook>>) {
 }
 
 fn with_alerts(t: TestApp, url: &str, tune: impl FnOnce(&mut AlertOptions)) -> TestApp {
-    let mut options = AlertOptions::new(Secret::new(url), "https://errors.example.com/");
+    with_collector_webhook(t, Some(url), tune)
+}
+
+fn with_collector_webhook(
+    t: TestApp,
+    url: Option<&str>,
+    tune: impl FnOnce(&mut AlertOptions),
+) -> TestApp {
+    let mut options = AlertOptions::new(url.map(Secret::new), "https://errors.example.com/");
     options.min_backoff = Duration::from_millis(10);
     tune(&mut options);
     let alerts = alerts::spawn(t.state.store.clone(), options).unwrap();
@@ -168,4 +178,100 @@ async fn alerts_over_the_cap_are_summed_up(t: TestApp) {
         summary.starts_with("3 more new incidents or regressions"),
         "{summary}"
     );
+}
+
+/// `POST /api/v1/events` with these events and another project's key.
+async fn post_events_with(t: &TestApp, key: &str, events: Value) -> StatusCode {
+    let req = axum::http::Request::post("/api/v1/events")
+        .header("content-type", "application/json")
+        .header("x-errorflow-key", key)
+        .body(axum::body::Body::from(
+            json!({ "events": events }).to_string(),
+        ))
+        .unwrap();
+    let r = t.send(req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.status
+}
+
+fn titles(bodies: &[Value]) -> Vec<String> {
+    bodies
+        .iter()
+        .map(|b| {
+            b["incident"]["title"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+async fn a_projects_own_webhook_takes_its_alerts(t: TestApp) {
+    let (collector_url, collector_hook) = webhook(0).await;
+    let (own_url, own_hook) = webhook(0).await;
+    // One alert per window and webhook: each webhook has a window of its
+    // own, so the two projects' alerts do not hold each other back.
+    let t = with_alerts(t, &collector_url, |o| {
+        o.max_per_window = 1;
+        o.window = Duration::from_millis(500);
+    });
+    let (key2, project2) = t.add_project("billing").await;
+    let r = t
+        .call(
+            "PUT",
+            &format!("/api/v1/projects/{project2}/alert-webhook"),
+            Some(json!({ "url": own_url })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["collector_webhook"], true);
+    let shown = r.body["webhook"].as_str().unwrap();
+    assert!(
+        shown.starts_with("http://127.0.0.1:") && shown.ends_with("/…"),
+        "{shown}"
+    );
+
+    t.post_events(json!([event("disk full")])).await;
+    post_events_with(&t, &key2, json!([event("card declined")])).await;
+    let own = received(&own_hook, 1).await;
+    let collector = received(&collector_hook, 1).await;
+    assert_eq!(titles(&own), ["card declined"], "{own:?}");
+    assert_eq!(titles(&collector), ["disk full"], "{collector:?}");
+
+    // Removed: the project's alerts go to the collector's webhook again.
+    let r = t
+        .call(
+            "DELETE",
+            &format!("/api/v1/projects/{project2}/alert-webhook"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // The collector's webhook's window (one alert) ends first.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    post_events_with(&t, &key2, json!([event("refund failed")])).await;
+    let collector = received(&collector_hook, 2).await;
+    assert_eq!(titles(&collector), ["disk full", "refund failed"]);
+    assert_eq!(own_hook.lock().unwrap().bodies.len(), 1);
+}
+
+async fn without_a_collector_webhook_only_projects_with_one_alert(t: TestApp) {
+    let (own_url, own_hook) = webhook(0).await;
+    let t = with_collector_webhook(t, None, |_| {});
+    let (key2, project2) = t.add_project("billing").await;
+    let r = t
+        .get(&format!("/api/v1/projects/{project2}/alert-webhook"))
+        .await;
+    assert_eq!(r.body, json!({"webhook": null, "collector_webhook": false}));
+    t.state
+        .store
+        .set_project_alert_webhook(project2, Some(&own_url))
+        .await
+        .unwrap();
+    // The first project has no webhook, and nor has the collector.
+    t.post_events(json!([event("disk full")])).await;
+    post_events_with(&t, &key2, json!([event("card declined")])).await;
+    let own = received(&own_hook, 1).await;
+    assert_eq!(titles(&own), ["card declined"], "{own:?}");
+    assert_eq!(own_hook.lock().unwrap().paths, ["/hooks/T000/secret-token"]);
 }

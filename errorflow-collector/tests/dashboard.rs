@@ -212,6 +212,7 @@ common::backend_tests!(
     bulk_resolve_and_quiet,
     events_page_lists_and_filters,
     project_page_rotates_the_key_and_sends_a_test_error,
+    project_page_sets_and_removes_the_alert_webhook,
     ai_summary_is_requested_from_triage,
 );
 
@@ -721,6 +722,78 @@ async fn project_page_rotates_the_key_and_sends_a_test_error(db: common::TestDb)
     assert!(page.contains("SELECT order 1042"), "breadcrumbs shown");
     assert!(page.contains("/orders/1042/pay"), "request shown");
     assert!(page.contains("ada"), "user shown");
+}
+
+async fn project_page_sets_and_removes_the_alert_webhook(db: common::TestDb) {
+    let mut d = dash(db).await;
+    d.sign_in().await;
+    let pid = d.project_id;
+    let page_path = format!("/projects/{pid}");
+    let action = format!("/projects/{pid}/alert-webhook");
+    let stored = |d: &Dash| {
+        let store = d.state.store.clone();
+        async move { store.project_alert_webhook(pid).await.unwrap() }
+    };
+    let page = d.get(&page_path).await.body;
+    assert!(
+        page.contains(
+            "No webhook: new incidents and regressions of this project are not posted anywhere."
+        ),
+        "{page}"
+    );
+    assert!(!page.contains("id=\"remove-webhook\""));
+
+    // Without the form's token: refused, nothing stored.
+    let secret_url = "https://hooks.slack.com/services/T000/B000/very-secret";
+    let res = d
+        .post_form(&action, &[("action", "save"), ("url", secret_url)])
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    assert_eq!(stored(&d).await, None);
+
+    // Not a webhook URL: the page again with the reason, escaped; nothing stored.
+    let res = d
+        .post(
+            &action,
+            &[("action", "save"), ("url", "javascript:<b>x</b>")],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", res.body);
+    assert!(res.body.contains("must be http or https"), "{}", res.body);
+    assert!(!res.body.contains("<b>x</b>"));
+    assert_eq!(stored(&d).await, None);
+    let res = d.post(&action, &[("action", "launch")]).await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+
+    // Saved: the page names the host only, never the secret part.
+    let res = d
+        .post(&action, &[("action", "save"), ("url", secret_url)])
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    assert_eq!(
+        res.location(),
+        format!("/projects/{pid}?notice=webhook-saved")
+    );
+    assert_eq!(stored(&d).await.as_deref(), Some(secret_url));
+    let page = d.get(res.location()).await.body;
+    assert!(page.contains("Alert webhook saved"), "{page}");
+    assert!(
+        page.contains("posted to its webhook, <code>https://hooks.slack.com/…</code>"),
+        "{page}"
+    );
+    assert!(!page.contains("very-secret"));
+
+    // Removed.
+    let res = d.post(&action, &[("action", "remove")]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    assert_eq!(stored(&d).await, None);
+    let page = d.get(res.location()).await.body;
+    assert!(page.contains("Alert webhook removed."), "{page}");
+    assert!(page.contains("No webhook:"), "{page}");
+    let missing = d
+        .post("/projects/9999/alert-webhook", &[("action", "remove")])
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 
 async fn ai_summary_is_requested_from_triage(db: common::TestDb) {

@@ -290,6 +290,29 @@ async fn dashboard_in_a_real_browser() {
         .await
         .unwrap();
     shot(&c, "project.png").await;
+    // Give the project a webhook of its own; the page shows its host only.
+    c.find(Locator::Id("webhook-url"))
+        .await
+        .unwrap()
+        .send_keys("https://hooks.slack.com/services/T0/B0/browser-secret")
+        .await
+        .unwrap();
+    click(&c, Locator::Id("save-webhook")).await;
+    wait_for(&c, "#remove-webhook").await;
+    let destination = text_of(&c, "#alert-destination").await;
+    assert!(
+        destination.contains("https://hooks.slack.com/…")
+            && !destination.contains("browser-secret"),
+        "{destination}"
+    );
+    assert_eq!(
+        store
+            .project_alert_webhook(project.id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("https://hooks.slack.com/services/T0/B0/browser-secret")
+    );
     click(&c, Locator::Id("send-test")).await;
     wait_for(&c, "#event-message").await;
     assert!(text_of(&c, "#event-message")

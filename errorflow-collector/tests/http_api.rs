@@ -69,6 +69,7 @@ common::backend_tests!(
     list_filters_sorts_and_pages,
     events_are_found_by_id_with_or_without_dashes,
     projects_are_created_and_keys_rotated,
+    project_alert_webhooks_are_set_shown_redacted_and_removed,
     openapi_and_operations_endpoints,
 );
 
@@ -892,6 +893,108 @@ async fn projects_are_created_and_keys_rotated(t: TestApp) {
     );
 }
 
+async fn project_alert_webhooks_are_set_shown_redacted_and_removed(t: TestApp) {
+    let path = format!("/api/v1/projects/{}/alert-webhook", t.project_id);
+    let secret_url = "https://hooks.slack.com/services/T000/B000/very-secret";
+    // No token, a wrong one, or an ingest key: 401, and nothing is set.
+    for auth in [
+        None,
+        Some("Bearer eft_wrong".to_owned()),
+        Some(format!("Bearer {}", t.key)),
+    ] {
+        let mut req = Request::put(&path).header("content-type", "application/json");
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        let body = Body::from(json!({ "url": secret_url }).to_string());
+        let r = t.send(req.body(body).unwrap()).await;
+        assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let r = t.get(&path).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body, json!({"webhook": null, "collector_webhook": false}));
+
+    // What is not an http(s) URL with a host: 422, and nothing is stored.
+    for (url, why) in [
+        ("", "empty"),
+        ("not a url", "not a URL"),
+        ("ftp://files.example.com/hook", "http or https"),
+        ("javascript:alert(1)", "http or https"),
+        ("file:///etc/passwd", "http or https"),
+    ] {
+        let r = t.call("PUT", &path, Some(json!({ "url": url }))).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(why), "{url:?}: {message}");
+    }
+    let long = format!("https://hooks.example.com/{}", "a".repeat(2048));
+    let r = t.call("PUT", &path, Some(json!({ "url": long }))).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    // Wrongly typed or unknown fields, and no body at all.
+    let r = t.call("PUT", &path, Some(json!({ "url": 42 }))).await;
+    assert!(r.status.is_client_error(), "{}", r.status);
+    let r = t
+        .call("PUT", &path, Some(json!({ "url": secret_url, "extra": 1 })))
+        .await;
+    assert!(r.status.is_client_error(), "{}", r.status);
+    let r = t.call("PUT", &path, None).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    assert_eq!(t.get(&path).await.body["webhook"], Value::Null);
+
+    // Set: shown as its scheme and host only, here and in the listing.
+    let r = t
+        .call("PUT", &path, Some(json!({ "url": secret_url })))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["webhook"], "https://hooks.slack.com/…");
+    let shown = t.get(&path).await.body;
+    assert_eq!(shown["webhook"], "https://hooks.slack.com/…");
+    for body in [shown, t.get("/api/v1/projects").await.body] {
+        assert!(!body.to_string().contains("very-secret"), "{body}");
+    }
+    assert_eq!(
+        t.state
+            .store
+            .project_alert_webhook(t.project_id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(secret_url)
+    );
+    // Another project is untouched.
+    let (_, other) = t.add_project("billing").await;
+    let r = t
+        .get(&format!("/api/v1/projects/{other}/alert-webhook"))
+        .await;
+    assert_eq!(r.body["webhook"], Value::Null);
+
+    // Removed.
+    let r = t.call("DELETE", &path, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["webhook"], Value::Null);
+    assert_eq!(
+        t.state
+            .store
+            .project_alert_webhook(t.project_id)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // No such project: 404 for every method.
+    let missing = "/api/v1/projects/9999/alert-webhook";
+    assert_error(&t.get(missing).await, StatusCode::NOT_FOUND, "not_found");
+    let r = t
+        .call("PUT", missing, Some(json!({ "url": secret_url })))
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        &t.call("DELETE", missing, None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+}
+
 async fn openapi_and_operations_endpoints(t: TestApp) {
     let doc = t
         .send(
@@ -913,6 +1016,7 @@ async fn openapi_and_operations_endpoints(t: TestApp) {
         "/api/v1/groups/{id}/reopen",
         "/api/v1/events/{event_id}",
         "/api/v1/projects",
+        "/api/v1/projects/{id}/alert-webhook",
         "/api/{project_id}/envelope/",
         "/api/{project_id}/store/",
     ] {

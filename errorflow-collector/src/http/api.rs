@@ -33,6 +33,12 @@ pub fn routes() -> Router<AppState> {
         .route("/projects", get(list_projects).post(create_project))
         .route("/projects/{id}", axum::routing::delete(delete_project))
         .route("/projects/{id}/rotate-key", post(rotate_key))
+        .route(
+            "/projects/{id}/alert-webhook",
+            get(get_alert_webhook)
+                .put(set_alert_webhook)
+                .delete(remove_alert_webhook),
+        )
         .route("/groups/{id}/summarize", post(super::triage::summarize))
         .route("/groups/{id}/digest", get(super::triage::digest))
         .route(
@@ -650,4 +656,84 @@ pub async fn rotate_key(
         .ok_or_else(|| ApiError::not_found(format!("no project with id {id}")))?;
     let dsn = credentials::dsn(&state.public_url, &key, id);
     Ok(Json(ProjectWithKey { project, key, dsn }))
+}
+
+/// Where a project's alerts go.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertWebhook {
+    /// The project's own webhook, shown as its scheme and host only
+    /// (`https://hooks.slack.com/…`): the rest of such a URL is its secret.
+    /// `null` when the project has none.
+    pub webhook: Option<String>,
+    /// Whether the collector has a webhook (`--alert-webhook`) that takes
+    /// the alerts of projects without one of their own.
+    pub collector_webhook: bool,
+}
+
+/// No `Debug`: the URL is usually a secret.
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetAlertWebhook {
+    /// Absolute `http` or `https` URL, at most 2,048 bytes; it receives a
+    /// JSON POST for each new incident and regression of the project.
+    pub url: String,
+}
+
+/// What the API says of a project's webhook; 404 when there is no such project.
+async fn alert_webhook_of(state: &AppState, id: i64) -> Result<AlertWebhook, ApiError> {
+    if state.store.get_project(id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no project with id {id}")));
+    }
+    let (webhook, collector_webhook) = state.alert_destination(id).await?;
+    Ok(AlertWebhook {
+        webhook,
+        collector_webhook,
+    })
+}
+
+/// Where the project's alerts go.
+#[utoipa::path(get, path = "/api/v1/projects/{id}/alert-webhook", tag = "projects", security(("token" = [])),
+    params(("id" = i64, Path, description = "project id")),
+    responses((status = 200, body = AlertWebhook), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get_alert_webhook(
+    State(state): State<AppState>,
+    _: Manager,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<AlertWebhook>, ApiError> {
+    Ok(Json(alert_webhook_of(&state, id).await?))
+}
+
+/// Send the project's alerts (new incidents, regressions) to this webhook
+/// instead of the collector's.
+#[utoipa::path(put, path = "/api/v1/projects/{id}/alert-webhook", tag = "projects", security(("token" = [])),
+    params(("id" = i64, Path, description = "project id")),
+    request_body = SetAlertWebhook,
+    responses((status = 200, body = AlertWebhook), (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn set_alert_webhook(
+    State(state): State<AppState>,
+    _: Manager,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<SetAlertWebhook>,
+) -> Result<Json<AlertWebhook>, ApiError> {
+    let url = crate::alerts::validate_webhook_url(&body.url)
+        .map_err(|m| ApiError::unprocessable("invalid_field", m))?;
+    if !state.store.set_project_alert_webhook(id, Some(url)).await? {
+        return Err(ApiError::not_found(format!("no project with id {id}")));
+    }
+    Ok(Json(alert_webhook_of(&state, id).await?))
+}
+
+/// Remove the project's own webhook: its alerts go to the collector's again, if any.
+#[utoipa::path(delete, path = "/api/v1/projects/{id}/alert-webhook", tag = "projects", security(("token" = [])),
+    params(("id" = i64, Path, description = "project id")),
+    responses((status = 200, body = AlertWebhook), (status = 404, body = super::error::ErrorBody)))]
+pub async fn remove_alert_webhook(
+    State(state): State<AppState>,
+    _: Manager,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<AlertWebhook>, ApiError> {
+    if !state.store.set_project_alert_webhook(id, None).await? {
+        return Err(ApiError::not_found(format!("no project with id {id}")));
+    }
+    Ok(Json(alert_webhook_of(&state, id).await?))
 }

@@ -96,10 +96,28 @@ impl AppState {
         self
     }
 
-    /// Tells this webhook of new incidents and regressions.
+    /// Tells the alert webhooks of new incidents and regressions.
     pub fn with_alerts(mut self, alerts: crate::alerts::Alerts) -> AppState {
         self.alerts = Some(alerts);
         self
+    }
+
+    /// Where a project's alerts go, as the API and the dashboard show it:
+    /// its own webhook, scheme and host only (`https://hooks.slack.com/…`),
+    /// and whether the collector has a webhook for projects without one.
+    pub async fn alert_destination(
+        &self,
+        project_id: i64,
+    ) -> Result<(Option<String>, bool), crate::store::StoreError> {
+        let own = self.store.project_alert_webhook(project_id).await?;
+        let collector = self
+            .alerts
+            .as_ref()
+            .is_some_and(crate::alerts::Alerts::has_default_webhook);
+        Ok((
+            own.as_deref().map(crate::alerts::redact_webhook_url),
+            collector,
+        ))
     }
 
     pub fn with_quiet_after(mut self, quiet_after: Duration) -> AppState {

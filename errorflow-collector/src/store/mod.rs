@@ -213,6 +213,12 @@ pub trait Store: Send + Sync + 'static {
     async fn project_by_key_hash(&self, key_hash: &str) -> Result<Option<Project>>;
     /// Replaces the project's ingest key; the old key stops working at once. False if no such project.
     async fn rotate_project_key(&self, id: i64, key_hash: &str, key_prefix: &str) -> Result<bool>;
+    /// The webhook the project's alerts go to, when it has one of its own.
+    /// `Ok(None)` also for a project that does not exist.
+    async fn project_alert_webhook(&self, id: i64) -> Result<Option<String>>;
+    /// Sets (`Some`) or removes (`None`) the project's own alert webhook.
+    /// False if no such project.
+    async fn set_project_alert_webhook(&self, id: i64, url: Option<&str>) -> Result<bool>;
 
     async fn create_token(&self, name: &str, token_hash: &str) -> Result<ApiToken>;
     async fn token_by_hash(&self, token_hash: &str) -> Result<Option<ApiToken>>;

@@ -687,6 +687,24 @@ impl Store for PgStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn project_alert_webhook(&self, id: i64) -> Result<Option<String>> {
+        let url: Option<Option<String>> =
+            sqlx::query_scalar("SELECT alert_webhook FROM projects WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(url.flatten())
+    }
+
+    async fn set_project_alert_webhook(&self, id: i64, url: Option<&str>) -> Result<bool> {
+        let done = sqlx::query("UPDATE projects SET alert_webhook = $1 WHERE id = $2")
+            .bind(url)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn create_token(&self, name: &str, token_hash: &str) -> Result<ApiToken> {
         let sql = format!(
             "INSERT INTO api_tokens (name, token_hash) VALUES ($1, $2) RETURNING {TOKEN_COLUMNS}"

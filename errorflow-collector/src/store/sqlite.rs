@@ -427,6 +427,24 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn project_alert_webhook(&self, id: i64) -> Result<Option<String>> {
+        let url: Option<Option<String>> =
+            sqlx::query_scalar("SELECT alert_webhook FROM projects WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.readers)
+                .await?;
+        Ok(url.flatten())
+    }
+
+    async fn set_project_alert_webhook(&self, id: i64, url: Option<&str>) -> Result<bool> {
+        let done = sqlx::query("UPDATE projects SET alert_webhook = ? WHERE id = ?")
+            .bind(url)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn create_token(&self, name: &str, token_hash: &str) -> Result<ApiToken> {
         let sql = format!(
             "INSERT INTO api_tokens (name, token_hash, created_at) VALUES (?, ?, ?) \

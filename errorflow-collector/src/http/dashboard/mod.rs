@@ -63,6 +63,7 @@ pub fn routes() -> Router<AppState> {
         .route("/projects", get(pages::projects))
         .route("/projects/{id}", get(pages::project))
         .route("/projects/{id}/rotate-key", post(pages::rotate_key))
+        .route("/projects/{id}/alert-webhook", post(pages::alert_webhook))
         .route("/projects/{id}/delete", post(pages::delete_project))
         .route("/projects/{id}/test-event", post(pages::test_event))
         .layer(axum::middleware::map_response(security_headers))
@@ -377,6 +378,8 @@ pub fn notice(key: Option<&str>) -> Option<&'static str> {
         }
         "bulk" => "Selected incidents updated.",
         "test" => "Test error sent through the ingest pipeline.",
+        "webhook-saved" => "Alert webhook saved: this project's alerts go there from now on.",
+        "webhook-removed" => "Alert webhook removed.",
         "summarize" => "AI summary requested; it appears here when ready.",
         _ => return None,
     })

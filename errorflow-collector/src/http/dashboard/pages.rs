@@ -984,6 +984,29 @@ pub struct ProjectPage {
     /// Set only in the answer to a rotation: the one time the key is shown.
     pub new_key: Option<String>,
     pub snippets: Vec<Snippet>,
+    pub alerts: AlertsView,
+}
+
+/// Where the project's alerts go, as the project page shows it.
+#[derive(Debug, Default)]
+pub struct AlertsView {
+    /// The project's own webhook, scheme and host only.
+    pub own: Option<String>,
+    /// The collector has a webhook of its own (`--alert-webhook`).
+    pub collector: bool,
+    /// Why the URL just sent was refused.
+    pub error: Option<String>,
+}
+
+impl AlertsView {
+    async fn of(state: &AppState, project_id: i64) -> Result<AlertsView, DashError> {
+        let (own, collector) = state.alert_destination(project_id).await?;
+        Ok(AlertsView {
+            own,
+            collector,
+            error: None,
+        })
+    }
 }
 
 /// Set-up snippets for a project; `key` is the real key right after a
@@ -1048,17 +1071,27 @@ async fn load_project(state: &AppState, id: &str) -> Result<Project, DashError> 
     state.store.get_project(id).await?.ok_or_else(missing)
 }
 
-fn project_page(state: &AppState, user: &CurrentUser, p: Project, key: Option<String>) -> Response {
+fn project_page(
+    state: &AppState,
+    user: &CurrentUser,
+    p: Project,
+    key: Option<String>,
+    alerts: AlertsView,
+    notice: Option<&'static str>,
+) -> Response {
     let shown_key = key.clone().unwrap_or_else(|| format!("{}…", p.key_prefix));
     let dsn = credentials::dsn(&state.public_url, &shown_key, p.id);
     let snippet_key = key.clone().unwrap_or_else(|| "YOUR_KEY".to_string());
     let snippet_dsn = credentials::dsn(&state.public_url, &snippet_key, p.id);
+    let mut l = user.layout(p.name.clone(), "projects");
+    l.notice = notice;
     let page = ProjectPage {
-        l: user.layout(p.name.clone(), "projects"),
+        l,
         snippets: snippets(&state.public_url, &snippet_dsn, &snippet_key),
         dsn,
         new_key: key,
         p,
+        alerts,
     };
     render(&page)
 }
@@ -1067,9 +1100,49 @@ pub async fn project(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
+    Query(q): Query<NoticeParams>,
 ) -> Page {
     let p = load_project(&state, &id).await?;
-    Ok(project_page(&state, &user, p, None))
+    let alerts = AlertsView::of(&state, p.id).await?;
+    let notice = super::notice(Some(&q.notice));
+    Ok(project_page(&state, &user, p, None, alerts, notice))
+}
+
+/// Sets (`action=save`, with `url`) or removes (`action=remove`) the
+/// project's own alert webhook. A URL that is not one shows the page again
+/// with the reason (422), and the URL is not kept.
+pub async fn alert_webhook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let p = load_project(&state, &id).await?;
+    let url = match form.fields.get("action") {
+        Some("remove") => None,
+        Some("save") => {
+            match crate::alerts::validate_webhook_url(form.fields.get("url").unwrap_or_default()) {
+                Ok(url) => Some(url),
+                Err(why) => {
+                    let mut alerts = AlertsView::of(&state, p.id).await?;
+                    alerts.error = Some(why);
+                    let page = project_page(&state, &form.user, p, None, alerts, None);
+                    return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+                }
+            }
+        }
+        _ => return Err(DashError::BadRequest("Unknown action.".into())),
+    };
+    if !state.store.set_project_alert_webhook(p.id, url).await? {
+        return Err(DashError::NotFound("There is no such project.".into()));
+    }
+    // Never the URL itself: it may hold the webhook's secret.
+    tracing::info!(project = p.id, user = %form.user.name, set = url.is_some(), "project alert webhook changed from the dashboard");
+    let notice = if url.is_some() {
+        "webhook-saved"
+    } else {
+        "webhook-removed"
+    };
+    Ok(Redirect::to(&format!("/projects/{}?notice={notice}", p.id)).into_response())
 }
 
 /// Replaces the project's key and shows the new one, once, in this answer.
@@ -1094,7 +1167,8 @@ pub async fn rotate_key(
     state.forget_cached_keys();
     tracing::info!(project = p.id, user = %form.user.name, "ingest key rotated from the dashboard");
     let p = state.store.get_project(p.id).await?.unwrap_or(p);
-    Ok(project_page(&state, &form.user, p, Some(key)))
+    let alerts = AlertsView::of(&state, p.id).await?;
+    Ok(project_page(&state, &form.user, p, Some(key), alerts, None))
 }
 
 /// A realistic sample error, as the Rust SDK would send it.
