@@ -10,11 +10,12 @@
 //!
 //! Ingest never waits for an alert: it offers the news on a bounded channel
 //! (`try_send`; when full, the alert is dropped and counted). One background
-//! task sends them in order, retrying network errors, 5xx and 429 with
-//! backoff (`backon`), and sends at most [`PER_MINUTE`] a minute to each
-//! webhook: a deploy that opens a hundred incidents sends that many, then
-//! one summary of the rest. The webhook's URL often holds a secret (Slack's
-//! does): it is never logged.
+//! task routes them, at most [`PER_MINUTE`] a minute to each webhook: a
+//! deploy that opens a hundred incidents sends that many, then one summary
+//! of the rest. Each webhook has its own sender task, which sends its alerts
+//! in order, retrying network errors, 5xx and 429 with backoff (`backon`),
+//! so a webhook that hangs delays no other. The webhook's URL often holds a
+//! secret (Slack's does): it is never logged.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -230,12 +231,52 @@ impl Payload {
     }
 }
 
-/// One webhook's alerts in the current window.
-struct Window {
-    start: Instant,
+/// One webhook: its alerts in the current window, and the queue of its
+/// sender task.
+struct Route {
+    window_start: Instant,
     sent: usize,
     suppressed: usize,
+    queue: mpsc::Sender<Payload>,
 }
+
+impl Route {
+    /// Starts the webhook's sender task: one per webhook, so that a webhook
+    /// that hangs or keeps failing (a minute of retries per alert) delays
+    /// only its own alerts, not every project's.
+    fn start(http: &reqwest::Client, options: &Arc<AlertOptions>, url: Secret) -> Route {
+        let (queue, mut pending) = mpsc::channel::<Payload>(PER_WEBHOOK_QUEUE);
+        let (http, options) = (http.clone(), options.clone());
+        tokio::spawn(async move {
+            while let Some(payload) = pending.recv().await {
+                deliver(&http, &options, url.expose(), &payload).await;
+            }
+        });
+        Route {
+            window_start: Instant::now(),
+            sent: 0,
+            suppressed: 0,
+            queue,
+        }
+    }
+
+    /// Queues `payload` for the webhook; dropped and counted when the
+    /// webhook is that far behind.
+    fn send(&self, payload: Payload) {
+        if self.queue.try_send(payload).is_err() {
+            crate::telemetry::alert("dropped");
+        }
+    }
+
+    /// Still needed: alerts counted in this window, or still queued.
+    fn busy(&self) -> bool {
+        self.sent > 0 || self.queue.capacity() < self.queue.max_capacity()
+    }
+}
+
+/// Alerts waiting for one webhook before more are dropped: a minute's worth
+/// and its summary, twice over.
+const PER_WEBHOOK_QUEUE: usize = 2 * (PER_MINUTE + 1);
 
 /// Where a project's alerts go: its own webhook, else the collector's.
 async fn destination(store: &dyn Store, project_id: i64, options: &AlertOptions) -> Option<Secret> {
@@ -258,33 +299,34 @@ pub fn spawn(store: Arc<dyn Store>, options: AlertOptions) -> Result<Alerts, req
         .build()?;
     let (tx, mut rx) = mpsc::channel::<(i64, Kind)>(QUEUE);
     let has_default = options.webhook.is_some();
+    let options = Arc::new(options);
     tokio::spawn(async move {
-        // Per webhook (keyed by its URL, kept only in memory): each one gets
+        // Per webhook, keyed by its URL (kept only in memory): each one gets
         // at most `max_per_window` alerts a window, then a summary.
-        let mut windows: HashMap<String, Window> = HashMap::new();
+        let mut routes: HashMap<String, Route> = HashMap::new();
         loop {
             // With alerts held back, the window's end sends their summary
             // even when nothing else comes.
-            let summary_due = windows
+            let summary_due = routes
                 .values()
-                .filter(|w| w.suppressed > 0)
-                .map(|w| w.start + options.window)
+                .filter(|r| r.suppressed > 0)
+                .map(|r| r.window_start + options.window)
                 .min();
             let next = match summary_due {
                 Some(end) => tokio::time::timeout_at(end, rx.recv()).await.ok(),
                 None => Some(rx.recv().await),
             };
-            for (url, window) in &mut windows {
-                if window.start.elapsed() >= options.window {
-                    if window.suppressed > 0 {
-                        let summary = Payload::summary(window.suppressed, &options);
-                        deliver(&http, &options, url, &summary).await;
+            for route in routes.values_mut() {
+                if route.window_start.elapsed() >= options.window {
+                    if route.suppressed > 0 {
+                        route.send(Payload::summary(route.suppressed, &options));
                     }
-                    window.sent = 0;
-                    window.suppressed = 0;
+                    route.window_start = Instant::now();
+                    route.sent = 0;
+                    route.suppressed = 0;
                 }
             }
-            windows.retain(|_, w| w.sent > 0);
+            routes.retain(|_, r| r.busy());
             let Some(news) = next else { continue };
             let Some((group_id, kind)) = news else { return };
             let group = match store.get_group(group_id).await {
@@ -300,21 +342,16 @@ pub fn spawn(store: Arc<dyn Store>, options: AlertOptions) -> Result<Alerts, req
             else {
                 continue;
             };
-            let window = windows
+            let route = routes
                 .entry(webhook.expose().to_owned())
-                .or_insert_with(|| Window {
-                    start: Instant::now(),
-                    sent: 0,
-                    suppressed: 0,
-                });
-            if window.sent >= options.max_per_window {
-                window.suppressed += 1;
+                .or_insert_with(|| Route::start(&http, &options, webhook));
+            if route.sent >= options.max_per_window {
+                route.suppressed += 1;
                 crate::telemetry::alert("suppressed");
                 continue;
             }
-            window.sent += 1;
-            let payload = Payload::incident(kind, &group, &options.public_url);
-            deliver(&http, &options, webhook.expose(), &payload).await;
+            route.sent += 1;
+            route.send(Payload::incident(kind, &group, &options.public_url));
         }
     });
     Ok(Alerts { tx, has_default })

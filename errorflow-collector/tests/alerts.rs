@@ -22,6 +22,7 @@ common::backend_tests!(
     alerts_over_the_cap_are_summed_up,
     a_projects_own_webhook_takes_its_alerts,
     without_a_collector_webhook_only_projects_with_one_alert,
+    a_hanging_webhook_delays_no_other_projects_alerts,
 );
 
 /// What the webhook received, and how it answers: the first `failures`
@@ -274,4 +275,39 @@ async fn without_a_collector_webhook_only_projects_with_one_alert(t: TestApp) {
     let own = received(&own_hook, 1).await;
     assert_eq!(titles(&own), ["card declined"], "{own:?}");
     assert_eq!(own_hook.lock().unwrap().paths, ["/hooks/T000/secret-token"]);
+}
+
+/// A webhook that takes every request and never answers.
+async fn hanging_webhook() -> String {
+    let app = Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        StatusCode::OK
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}/hooks/hangs")
+}
+
+async fn a_hanging_webhook_delays_no_other_projects_alerts(t: TestApp) {
+    let (collector_url, collector_hook) = webhook(0).await;
+    let t = with_alerts(t, &collector_url, |o| {
+        // Each alert to the hanging webhook holds its sender for a minute.
+        o.timeout = Duration::from_secs(60);
+        o.retries = 0;
+    });
+    let (key2, project2) = t.add_project("billing").await;
+    t.state
+        .store
+        .set_project_alert_webhook(project2, Some(&hanging_webhook().await))
+        .await
+        .unwrap();
+    post_events_with(&t, &key2, json!([event("card declined")])).await;
+    post_events_with(&t, &key2, json!([event("refund failed")])).await;
+    t.post_events(json!([event("disk full")])).await;
+    // `received` gives up after 15 s, far less than the hanging sender's minute.
+    let bodies = received(&collector_hook, 1).await;
+    assert_eq!(titles(&bodies), ["disk full"]);
 }
