@@ -123,7 +123,8 @@ pub fn redact_webhook_url(url: &str) -> String {
 /// The ingest side: offers news without waiting.
 #[derive(Clone)]
 pub struct Alerts {
-    tx: mpsc::Sender<(i64, Kind)>,
+    /// (project id, incident id, what happened).
+    tx: mpsc::Sender<(i64, i64, Kind)>,
     has_default: bool,
 }
 
@@ -134,8 +135,9 @@ impl Alerts {
         self.has_default
     }
 
-    /// Offers the new incidents and regressions among `outcomes`.
-    pub fn offer(&self, outcomes: &[InsertOutcome]) {
+    /// Offers the new incidents and regressions among `outcomes`, the
+    /// outcomes of events of project `project_id`.
+    pub fn offer(&self, project_id: i64, outcomes: &[InsertOutcome]) {
         for outcome in outcomes {
             let InsertOutcome::Stored {
                 group_id,
@@ -150,7 +152,7 @@ impl Alerts {
                 (false, true) => Kind::Regressed,
                 (false, false) => continue,
             };
-            if self.tx.try_send((group_id, kind)).is_err() {
+            if self.tx.try_send((project_id, group_id, kind)).is_err() {
                 crate::telemetry::alert("dropped");
             }
         }
@@ -297,7 +299,7 @@ pub fn spawn(store: Arc<dyn Store>, options: AlertOptions) -> Result<Alerts, req
         .timeout(options.timeout)
         .user_agent(concat!("errorflow-collector/", env!("CARGO_PKG_VERSION")))
         .build()?;
-    let (tx, mut rx) = mpsc::channel::<(i64, Kind)>(QUEUE);
+    let (tx, mut rx) = mpsc::channel::<(i64, i64, Kind)>(QUEUE);
     let has_default = options.webhook.is_some();
     let options = Arc::new(options);
     tokio::spawn(async move {
@@ -328,7 +330,13 @@ pub fn spawn(store: Arc<dyn Store>, options: AlertOptions) -> Result<Alerts, req
             }
             routes.retain(|_, r| r.busy());
             let Some(news) = next else { continue };
-            let Some((group_id, kind)) = news else { return };
+            let Some((project_id, group_id, kind)) = news else {
+                return;
+            };
+            // The destination first: without one, the incident is not even read.
+            let Some(webhook) = destination(store.as_ref(), project_id, &options).await else {
+                continue;
+            };
             let group = match store.get_group(group_id).await {
                 Ok(Some(g)) => g,
                 // Deleted meanwhile: nothing to tell.
@@ -337,10 +345,6 @@ pub fn spawn(store: Arc<dyn Store>, options: AlertOptions) -> Result<Alerts, req
                     tracing::warn!(group = group_id, error = %e, "cannot load the incident to alert");
                     continue;
                 }
-            };
-            let Some(webhook) = destination(store.as_ref(), group.project_id, &options).await
-            else {
-                continue;
             };
             let route = routes
                 .entry(webhook.expose().to_owned())

@@ -23,6 +23,7 @@ common::backend_tests!(
     a_projects_own_webhook_takes_its_alerts,
     without_a_collector_webhook_only_projects_with_one_alert,
     a_hanging_webhook_delays_no_other_projects_alerts,
+    sentry_sdk_events_are_alerted_too,
 );
 
 /// What the webhook received, and how it answers: the first `failures`
@@ -310,4 +311,31 @@ async fn a_hanging_webhook_delays_no_other_projects_alerts(t: TestApp) {
     // `received` gives up after 15 s, far less than the hanging sender's minute.
     let bodies = received(&collector_hook, 1).await;
     assert_eq!(titles(&bodies), ["disk full"]);
+}
+
+/// Events from Sentry SDKs go through the same ingest as ours, alerts included.
+async fn sentry_sdk_events_are_alerted_too(t: TestApp) {
+    let (url, hook) = webhook(0).await;
+    let t = with_alerts(t, &url, |_| {});
+    let req = axum::http::Request::post(format!("/api/{}/store/", t.project_id))
+        .header("content-type", "application/json")
+        .header(
+            "x-sentry-auth",
+            format!("Sentry sentry_version=7, sentry_key={}", t.key),
+        )
+        .body(axum::body::Body::from(
+            json!({"message": "queue stalled", "level": "error", "platform": "python"}).to_string(),
+        ))
+        .unwrap();
+    let r = t.send(req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let bodies = received(&hook, 1).await;
+    assert_eq!(bodies[0]["event"], "incident.new");
+    assert!(
+        bodies[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("queue stalled"),
+        "{bodies:?}"
+    );
 }

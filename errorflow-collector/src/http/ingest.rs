@@ -95,8 +95,7 @@ pub async fn batch(
         )
         .with_details(serde_json::json!({ "rejected": rejected })));
     }
-    let outcomes = state.writer.submit(events).await?;
-    state.offer_outcomes(&outcomes);
+    let outcomes = state.store_events(events).await?;
     let (accepted, duplicates) = count_outcomes(&outcomes);
     telemetry::accepted("batch", accepted);
     telemetry::ingest_latency("batch", started.elapsed());
@@ -145,8 +144,7 @@ pub async fn custom(
         cluster_key: event.cluster_key.clone(),
         duplicate,
     };
-    let outcomes = state.writer.submit(vec![event.clone()]).await?;
-    state.offer_outcomes(&outcomes);
+    let outcomes = state.store_events(vec![event.clone()]).await?;
     count_outcomes(&outcomes);
     telemetry::ingest_latency("custom", started.elapsed());
     Ok(match outcomes.first() {

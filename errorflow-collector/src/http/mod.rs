@@ -125,14 +125,27 @@ impl AppState {
         self
     }
 
-    /// Offers the writer's outcomes to the triage worker and the alerts. Never blocks.
-    pub fn offer_outcomes(&self, outcomes: &[crate::model::InsertOutcome]) {
+    /// Stores one request's events through the writer (answering once they
+    /// are durable), then offers the outcomes to the triage worker and the
+    /// alerts without waiting for either. Every ingest path goes through
+    /// here, so that no kind of event escapes triage or alerting. A
+    /// request's events all belong to its key's project.
+    pub async fn store_events(
+        &self,
+        events: Vec<crate::model::NormalizedEvent>,
+    ) -> Result<Vec<crate::model::InsertOutcome>, crate::writer::WriteError> {
+        let Some(project_id) = events.first().map(|e| e.project_id) else {
+            return Ok(Vec::new());
+        };
+        debug_assert!(events.iter().all(|e| e.project_id == project_id));
+        let outcomes = self.writer.submit(events).await?;
         if let Some(t) = &self.triggers {
-            t.offer(outcomes);
+            t.offer(&outcomes);
         }
         if let Some(a) = &self.alerts {
-            a.offer(outcomes);
+            a.offer(project_id, &outcomes);
         }
+        Ok(outcomes)
     }
 
     /// Replaces the default per-key rate limit of the Sentry endpoints.

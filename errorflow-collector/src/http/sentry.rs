@@ -230,7 +230,7 @@ async fn ingest(
         .or(decoded.header_event_id);
     if !events.is_empty() {
         let n = events.len();
-        let outcomes = state.writer.submit(events).await?;
+        let outcomes = state.store_events(events).await?;
         super::ingest::count_outcomes(&outcomes);
         telemetry::accepted("sentry", n);
     }

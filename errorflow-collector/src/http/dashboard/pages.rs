@@ -988,7 +988,7 @@ pub struct ProjectPage {
 }
 
 /// Where the project's alerts go, as the project page shows it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AlertsView {
     /// The project's own webhook, scheme and host only.
     pub own: Option<String>,
@@ -1282,7 +1282,7 @@ pub async fn test_event(
         tracing::error!(error = %e, "dashboard: the sample event was rejected");
         DashError::Internal
     })?;
-    let outcomes = state.writer.submit(vec![event]).await.map_err(|e| {
+    let outcomes = state.store_events(vec![event]).await.map_err(|e| {
         tracing::error!(error = %e, "dashboard: the sample event was not stored");
         DashError::Internal
     })?;
