@@ -30,7 +30,7 @@ use errorflow_collector::pipeline::{self, sentry as mapping, Context, Limits};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Events per measurement, and per SQLite batch (what the load benchmark's
-/// 64 connections fill on the 2-core machine).
+/// 64 connections fill on a 2-core machine).
 const EVENTS: usize = 4800;
 const BATCH: usize = 24;
 

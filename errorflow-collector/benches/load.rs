@@ -117,7 +117,7 @@ async fn run(duration: Duration) {
     let bin = collector_binary();
 
     // Baseline: a no-op axum handler answering the same requests, measured
-    // right before each collector run. The machines are noisy (the no-op's
+    // right before each collector run. Shared machines are noisy (the no-op's
     // rate drifts by 10-30 % within minutes), so each ratio compares two
     // measurements taken seconds apart, not one taken minutes earlier.
     let noop_port = free_port();

@@ -14,8 +14,7 @@ const PURGE_DELAY_MS: &str = "10";
 /// unused for a second (its `purge_delay`). Under ingest load that kept tens
 /// of MiB of freed pages resident: peak RSS 127–156 MiB in the SQLite batch
 /// benchmark, over the 150 MiB budget, against 108–113 MiB with 10 ms
-/// (mimalloc 2's default) at the same throughput (BENCHMARKS.md,
-/// 2026-11-29, tenth session).
+/// (mimalloc 2's default) at the same throughput (see BENCHMARKS.md).
 ///
 /// mimalloc reads its options from the environment once, as the process
 /// starts, and setting one from Rust takes `unsafe` (which this workspace

@@ -4,7 +4,7 @@
 //! report, each comparison prints a ratio measured with a plain timing loop
 //! (best of several runs) so that the numbers can be read at a glance.
 //!
-//! The breadcrumb comparison in instructions, which this noisy machine does
+//! The breadcrumb comparison in instructions, which a noisy machine does
 //! not move: build with `--no-run`, then run one variant alone under
 //! callgrind, twice with different call counts, and divide the difference
 //! of the totals by the difference of the counts:

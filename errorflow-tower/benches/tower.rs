@@ -5,7 +5,7 @@
 //! Run with `cargo bench -p errorflow-tower --bench tower`. Each comparison
 //! also prints a ratio from a plain timing loop (best of several runs).
 //!
-//! Instruction counts, which this noisy machine does not move: build with
+//! Instruction counts, which a noisy machine does not move: build with
 //! `--no-run`, then run one variant of the router bench alone under
 //! callgrind, twice with different request counts, and divide the
 //! difference of the totals by the difference of the counts:

@@ -506,8 +506,7 @@ impl PgStore {
         // one statement: each round trip here is made while holding the
         // incidents' locks, which every batch of a busy incident waits for
         // (as three statements, they were 2.2 of the 3 ms that a 20-event
-        // batch of Sentry envelopes held them; BENCHMARKS.md, 2026-11-29,
-        // has what one statement gained). Each part reads one array
+        // batch of Sentry envelopes held them). Each part reads one array
         // per column, so Postgres plans the statement once per connection
         // whatever the number of rows; a part with no rows does nothing. The
         // counter rows belong to incidents this transaction has locked, so

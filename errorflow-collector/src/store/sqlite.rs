@@ -225,8 +225,8 @@ const PRAGMAS: &[(&str, &str)] = &[
     // WAL several times. With 8 MiB the batch writer still re-read index
     // pages from the OS on every batch (`pread` was 6 % of its time); 16 MiB
     // took SQLite batches from 20,500 to 27,500 events/s and Sentry
-    // envelopes from 6,600 to 7,300 on the 2026-11-28 machine. 32 MiB was
-    // no faster and pushed RSS past the 150 MiB budget.
+    // envelopes from 6,600 to 7,300 in the load benchmark. 32 MiB was no
+    // faster and pushed RSS past the 150 MiB budget.
     ("cache_size", "-16384"),
     ("temp_store", "MEMORY"),
     // The background checkpointer keeps the WAL short; a writer checkpoints

@@ -267,8 +267,8 @@ pub(super) fn write_batch(
     // (5) Counters for the statistics and the tag breakdown, one row per
     // statement. Sixteen rows per statement took 7 % fewer instructions but
     // raised the collector's peak memory by about 40 MiB under batches of a
-    // hundred events (2026-11-29), probably the statement journal, kept in
-    // memory, that SQLite needs for any statement writing several rows.
+    // hundred events, probably the statement journal, kept in memory, that
+    // SQLite needs for any statement writing several rows.
     {
         let mut hourly = tx.prepare_cached(
             "INSERT INTO group_hourly_counts (group_id, hour, count) VALUES (?1, ?2, ?3) \
