@@ -12,6 +12,7 @@
 //! date and machine belong in BENCHMARKS.md.
 
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use regex::Regex;
 
@@ -41,7 +42,6 @@ fn rust_comments(src: &str) -> Vec<Comment> {
             i += 1;
         }};
     }
-    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
     while i < b.len() {
         let c = b[i];
         let next = b.get(i + 1).copied();
@@ -86,25 +86,8 @@ fn rust_comments(src: &str) -> Vec<Comment> {
                 }
             }
             i += 1;
-        } else if c == b'r'
-            && (i == 0 || !ident(b[i - 1]) || (b[i - 1] == b'b' || b[i - 1] == b'c'))
-            && matches!(next, Some(b'"') | Some(b'#'))
-            && {
-                // `r"` or `r#…#"`: a raw string (not `r#ident`).
-                let mut j = i + 1;
-                while j < b.len() && b[j] == b'#' {
-                    j += 1;
-                }
-                b.get(j) == Some(&b'"')
-            }
-        {
-            i += 1;
-            let mut hashes = 0;
-            while b[i] == b'#' {
-                hashes += 1;
-                i += 1;
-            }
-            i += 1; // the opening quote
+        } else if let Some(hashes) = raw_string_start(b, i) {
+            i += 1 + hashes + 1; // `r`, the hashes, the opening quote
             let closing = format!("\"{}", "#".repeat(hashes));
             let closing = closing.as_bytes();
             while i < b.len() && !b[i..].starts_with(closing) {
@@ -135,6 +118,18 @@ fn rust_comments(src: &str) -> Vec<Comment> {
         }
     }
     out
+}
+
+/// The number of `#` of the raw string (`r"…"`, `r#"…"#`, `br"…"`) that
+/// starts at `b[i]`, if one does (not a raw identifier such as `r#type`, nor
+/// the end of an identifier such as `for"`).
+fn raw_string_start(b: &[u8], i: usize) -> Option<usize> {
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    if b[i] != b'r' || (i > 0 && ident(b[i - 1]) && !matches!(b[i - 1], b'b' | b'c')) {
+        return None;
+    }
+    let hashes = b[i + 1..].iter().take_while(|&&c| c == b'#').count();
+    (b.get(i + 1 + hashes) == Some(&b'"')).then_some(hashes)
 }
 
 /// The `#` comments of a TOML file, skipping `#` inside basic ("…", with
@@ -224,8 +219,8 @@ fn citations() -> Vec<(Regex, &'static str)> {
 /// The findings in one comment: `(reason, matched text)`. Code spans
 /// (`` `…` ``) are blanked first: what they hold is an example value.
 fn findings(comment: &str, rules: &[(Regex, &'static str)]) -> Vec<(&'static str, String)> {
-    let code_span = Regex::new(r"`[^`]*`").unwrap();
-    let prose = code_span.replace_all(comment, "``");
+    static CODE_SPAN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"`[^`]*`").unwrap());
+    let prose = CODE_SPAN.replace_all(comment, "``");
     rules
         .iter()
         .filter_map(|(re, why)| re.find(&prose).map(|m| (*why, m.as_str().to_string())))
