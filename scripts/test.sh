@@ -78,6 +78,21 @@ node_modules_current() {
     [ "$(cat "$clients/node_modules/.errorflow-lock.sha256" 2>/dev/null)" = "$(stamp_of "$clients/package-lock.json")" ]
 }
 
+# The failing tests of a `cargo test` output, one "target: test" a line. Each
+# test binary's second `failures:` block lists its failing tests, one
+# indented name a line, just before `test result: FAILED`.
+failing_tests() {
+  awk '
+    /^ *Running / { sub(/^ *Running /, ""); target = $0; next }
+    /^ *Doc-tests / { sub(/^ *Doc-tests /, ""); target = "doc-tests " $0; next }
+    /^failures:$/ { collecting = 1; buf = ""; next }
+    /^test result: FAILED/ { if (buf != "") printf "%s", buf; collecting = 0; buf = ""; next }
+    collecting && /^$/ { next }
+    collecting && /^    [^ ]/ { sub(/^    /, ""); buf = buf "  " target ": " $0 "\n"; next }
+    collecting { collecting = 0; buf = "" }
+  ' "$1"
+}
+
 # ---- what is missing (fast: no network, no compiling) ----
 packages=()   # Debian packages
 why=()        # what each is for, for the message
@@ -202,17 +217,7 @@ fi
 
 echo
 echo "==== summary ===="
-# Each test binary's second `failures:` block lists its failing tests, one
-# indented name a line, just before `test result: FAILED`.
-failing=$(awk '
-  /^ *Running / { sub(/^ *Running /, ""); target = $0; next }
-  /^ *Doc-tests / { sub(/^ *Doc-tests /, ""); target = "doc-tests " $0; next }
-  /^failures:$/ { collecting = 1; buf = ""; next }
-  /^test result: FAILED/ { if (buf != "") printf "%s", buf; collecting = 0; buf = ""; next }
-  collecting && /^$/ { next }
-  collecting && /^    [^ ]/ { sub(/^    /, ""); buf = buf "  " target ": " $0 "\n"; next }
-  collecting { collecting = 0; buf = "" }
-' "$log")
+failing=$(failing_tests "$log")
 if [ -n "$failing" ]; then
   echo "failing tests:"
   echo "$failing"
