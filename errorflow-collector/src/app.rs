@@ -40,33 +40,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(Command::Backup { file }) => {
-            if file.exists() {
-                bail!(
-                    "{} exists already; the backup writes a new file",
-                    file.display()
-                );
-            }
-            let store = open_store(&config.database_url).await?;
-            let started = std::time::Instant::now();
-            eprintln!(
-                "writing a copy of {} to {} …",
-                redact_url(&config.database_url),
-                file.display()
-            );
-            store
-                .backup_to(file)
-                .await
-                .with_context(|| format!("cannot write the backup {}", file.display()))?;
-            let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-            println!(
-                "backup written: {} ({:.1} MiB in {:.1} s)",
-                file.display(),
-                bytes as f64 / (1024.0 * 1024.0),
-                started.elapsed().as_secs_f64()
-            );
-            Ok(())
-        }
+        Some(Command::Backup { file }) => backup(&config.database_url, file).await,
         Some(Command::Project(cmd)) => project_command(&config, cmd).await,
         Some(Command::User(cmd)) => user_command(&config, cmd).await,
         Some(Command::Token(TokenCommand::Create { name, json })) => {
@@ -100,6 +74,48 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `backup`: a copy of a SQLite database made with VACUUM INTO. It reads the
+/// database as it finds it, opening no store and applying no migration (a
+/// backup changes nothing, and an old collector's database is copied as that
+/// collector left it), and never creates one; Postgres is sent to pg_dump
+/// before anything is opened.
+async fn backup(url: &str, file: &std::path::Path) -> anyhow::Result<()> {
+    let shown = redact_url(url);
+    if store::backend_of(url)? == Backend::Postgres {
+        bail!(
+            "backup writes SQLite databases only; back Postgres up with pg_dump \
+             (e.g. `pg_dump --format=custom --file=errorflow.dump \"$DATABASE_URL\"`)"
+        );
+    }
+    let source = store::sqlite::file_of(url)
+        .with_context(|| format!("cannot read the database URL {shown}"))?;
+    if !source.is_file() {
+        bail!(
+            "the database {} does not exist; there is nothing to back up",
+            source.display()
+        );
+    }
+    if file.exists() {
+        bail!(
+            "{} exists already; the backup writes a new file",
+            file.display()
+        );
+    }
+    let started = std::time::Instant::now();
+    eprintln!("writing a copy of {shown} to {} …", file.display());
+    store::sqlite::backup_file(url, file)
+        .await
+        .with_context(|| format!("cannot write the backup {}", file.display()))?;
+    let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "backup written: {} ({:.1} MiB in {:.1} s)",
+        file.display(),
+        bytes as f64 / (1024.0 * 1024.0),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Connects and migrates, with messages that say what failed and where.

@@ -133,7 +133,8 @@ pub enum Command {
     /// Apply database migrations and exit.
     Migrate,
     /// Write a consistent copy of a SQLite database to FILE, safe while the
-    /// collector runs (for Postgres, use pg_dump).
+    /// collector runs; the database itself is left as it is, not migrated
+    /// (for Postgres, use pg_dump).
     Backup {
         /// The copy to write; it must not exist yet.
         file: PathBuf,

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use common::binary::{command, free_port};
+use common::binary::{command, free_port, pg_database_url, Backend, Database};
 use serde_json::Value;
 
 mod common;
@@ -199,11 +199,9 @@ fn unreachable_databases_are_explained() {
     assert!(!ok);
     assert!(err.contains("no-such-dir does not exist"), "{err}");
 
-    let db = format!("errorflow_cli_missing_{}", std::process::id());
-    let (ok, _, err) = run(
-        &format!("postgres://postgres@127.0.0.1:5432/{db}"),
-        &["migrate"],
-    );
+    // A database that does not exist, on the tests' own Postgres server.
+    let db = format!("errorflow_cli_missing_{}", uuid::Uuid::new_v4().simple());
+    let (ok, _, err) = run(&pg_database_url(&db), &["migrate"]);
     assert!(!ok);
     let cause = format!("database \"{db}\" does not exist");
     assert_eq!(err.matches(&cause).count(), 1, "{err}");
@@ -380,7 +378,7 @@ fn serve_runs_with_a_short_allocator_purge_delay() {
 }
 
 /// `backup` writes a SQLite database that opens on its own with everything
-/// in it; it never overwrites a file, and sends Postgres users to pg_dump.
+/// in it; it never overwrites a file.
 #[test]
 fn backup_writes_a_complete_sqlite_copy() {
     let dir = tempfile::tempdir().unwrap();
@@ -404,13 +402,87 @@ fn backup_writes_a_complete_sqlite_copy() {
     let (ok, _, err) = run(&db, &["backup", copy.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("exists already"), "{err}");
+}
 
-    let (ok, _, err) = run(
-        "postgres://postgres@127.0.0.1:5432/postgres",
-        &["backup", dir.path().join("pg.db").to_str().unwrap()],
-    );
+/// The tables of a database, by name, read without errorflow.
+fn tables(url: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        if url.starts_with("postgres") {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query_scalar(
+                "SELECT table_name::text FROM information_schema.tables \
+                 WHERE table_schema = 'public' ORDER BY 1",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
+        }
+    })
+}
+
+/// `backup` copies and changes nothing: it applies no migration to the
+/// database it is pointed at. On Postgres it says to use pg_dump, leaving an
+/// empty database empty; on SQLite it copies the database as it is, and a
+/// missing file is an error, not a new database.
+#[test]
+fn backup_migrates_no_database() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let pg = Database::create(Backend::Postgres);
+    let dump = dir.path().join("pg.db");
+    let (ok, _, err) = run(&pg.url, &["backup", dump.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("pg_dump"), "{err}");
+    assert_eq!(
+        tables(&pg.url),
+        Vec::<String>::new(),
+        "backup changed {}",
+        pg.url
+    );
+    assert!(!dump.exists());
+
+    let missing = dir.path().join("missing.db");
+    let copy = dir.path().join("copy.db");
+    let (ok, _, err) = run(
+        &format!("sqlite://{}", missing.display()),
+        &["backup", copy.to_str().unwrap()],
+    );
+    assert!(!ok);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(
+        !missing.exists(),
+        "backup created the database it was to copy"
+    );
+    assert!(!copy.exists());
+
+    // A SQLite database that is not errorflow's (or not yet migrated).
+    let other = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("other.db").display()
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&other).await.unwrap();
+        sqlx::query("CREATE TABLE notes (body TEXT)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    });
+    let (ok, out, err) = run(&other, &["backup", copy.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("backup written"), "{out}");
+    assert_eq!(tables(&other), ["notes"]);
+    assert_eq!(tables(&format!("sqlite://{}", copy.display())), ["notes"]);
 }
 
 /// `project delete` asks for --yes, then deletes the project with its data.

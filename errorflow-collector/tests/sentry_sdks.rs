@@ -4,9 +4,10 @@
 //! that `project create` prints. Fields and grouping are checked through the
 //! REST API.
 //!
-//! Nothing is skipped: without python3's `sentry_sdk` or the npm packages in
-//! `tests/sentry_clients/node_modules`, these tests fail and say that
-//! `.ci/run` installs them.
+//! The Python SDK runs in the virtual environment of `ERRORFLOW_TEST_VENV`,
+//! never on the system Python's packages. Nothing is skipped: without that
+//! venv's `sentry_sdk` or the npm packages in `tests/sentry_clients/node_modules`,
+//! these tests fail and say that `./scripts/test.sh` installs them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,17 +60,20 @@ fn group_of<'a>(groups: &'a [Value], event: &Value) -> &'a Value {
 
 #[test]
 fn python_sentry_sdk_reports_to_errorflow() {
-    let probe = Command::new("python3")
-        .args(["-c", "import sentry_sdk; print(sentry_sdk.VERSION)"])
+    let python = common::venv::python();
+    // -s: the user's site-packages stay out too; the venv has the pinned SDK.
+    let probe = Command::new(&python)
+        .args(["-s", "-c", "import sentry_sdk; print(sentry_sdk.VERSION)"])
         .output();
     assert!(
         probe.as_ref().is_ok_and(|o| o.status.success()),
-        "python3 with sentry-sdk is required for this test; `.ci/run` installs it \
-         (pip install sentry-sdk==2.46.0)"
+        "{} has no sentry_sdk ({probe:?}); `./scripts/test.sh` installs \
+         scripts/test-requirements.txt into that venv",
+        python.display()
     );
     let c = start_collector();
-    let mut cmd = Command::new("python3");
-    cmd.arg("python_client.py");
+    let mut cmd = Command::new(&python);
+    cmd.args(["-s", "python_client.py"]);
     run_client(cmd, &c.dsn);
 
     let events = c.events();
@@ -127,7 +131,7 @@ fn python_sentry_sdk_reports_to_errorflow() {
 fn node_sentry_sdk_reports_to_errorflow() {
     assert!(
         clients_dir().join("node_modules/@sentry/node").is_dir(),
-        "@sentry/node is required for this test; `.ci/run` installs it \
+        "@sentry/node is required for this test; `./scripts/test.sh` installs it \
          (npm ci in errorflow-collector/tests/sentry_clients)"
     );
     let c = start_collector();

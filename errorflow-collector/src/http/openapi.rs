@@ -21,6 +21,7 @@ use crate::model;
         api::get_alert_webhook, api::set_alert_webhook, api::remove_alert_webhook,
         triage::summarize, triage::summarize_cluster, triage::digest, triage::digest_lookup, triage::put_triage,
         triage::history, triage::stale, triage::quiet,
+        super::healthz, super::readyz, super::metrics,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, ingest::CustomResponse, sentry::SentryAccepted,
@@ -36,7 +37,7 @@ use crate::model;
         crate::triage::digest::MessageCount, crate::triage::digest::DigestBreadcrumb,
         crate::triage::digest::DigestRequest, crate::triage::digest::DigestActivity,
     )),
-    modifiers(&TokenAuth),
+    modifiers(&TokenAuth, &SeedPaths),
     tags(
         (name = "ingest", description = "Send events (ingest key)"),
         (name = "sentry", description = "Sentry SDK endpoints (ingest key as the DSN's public key)"),
@@ -44,6 +45,7 @@ use crate::model;
         (name = "events", description = "Raw events (management token)"),
         (name = "projects", description = "Projects and ingest keys (management token)"),
         (name = "triage", description = "AI triage, digests and maintenance jobs (management token)"),
+        (name = "operations", description = "Health, readiness and metrics (no authentication)"),
     )
 )]
 pub struct ApiDoc;
@@ -76,7 +78,61 @@ impl Modify for TokenAuth {
     }
 }
 
+/// The seed's `POST /groups/{id}/resolve` is the same operation as
+/// `POST /api/v1/groups/{id}/resolve`: its entry is a copy under its own
+/// operation id (operation ids are unique in a valid document).
+struct SeedPaths;
+
+impl Modify for SeedPaths {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let paths = &mut openapi.paths.paths;
+        if let Some(mut item) = paths.get("/api/v1/groups/{id}/resolve").cloned() {
+            if let Some(op) = item.post.as_mut() {
+                op.operation_id = Some("resolve_seed_path".into());
+                op.description = Some(
+                    "The seed's path for resolving an incident; the same as \
+                     `POST /api/v1/groups/{id}/resolve`."
+                        .into(),
+                );
+            }
+            paths.insert("/groups/{id}/resolve".into(), item);
+        }
+    }
+}
+
 /// `GET /api/v1/openapi.json` (public: it describes, it does not reveal).
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Client generators refuse a document in which two operations share an
+    /// id; utoipa takes the handler's name unless told otherwise, so two
+    /// handlers of one name in different modules collide.
+    #[test]
+    fn operation_ids_are_unique() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+                seen.entry(id.to_owned())
+                    .or_default()
+                    .push(format!("{method} {path}"));
+            }
+        }
+        let shared: Vec<_> = seen.iter().filter(|(_, ops)| ops.len() > 1).collect();
+        assert!(
+            shared.is_empty(),
+            "operation ids used more than once: {shared:?}"
+        );
+        assert!(seen.len() > 20, "{seen:?}");
+    }
 }

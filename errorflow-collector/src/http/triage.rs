@@ -267,7 +267,7 @@ pub struct QuietOutcome {
 
 /// Quiet OPEN incidents idle for longer than the configured period (what
 /// the collector's own quiet job does; for Kestra's `group-quiet-check`).
-#[utoipa::path(post, path = "/api/v1/maintenance/quiet", tag = "triage", security(("token" = [])),
+#[utoipa::path(post, path = "/api/v1/maintenance/quiet", operation_id = "quiet_idle_incidents", tag = "triage", security(("token" = [])),
     responses((status = 200, body = QuietOutcome)))]
 pub async fn quiet(
     State(state): State<AppState>,

@@ -406,10 +406,18 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store named by `url` (`postgres://…`, `postgresql://…` or
 /// `sqlite://…`; a SQLite file is created if missing). Does not migrate.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    match backend_of(url)? {
+        Backend::Postgres => Ok(Arc::new(postgres::PgStore::connect(url).await?)),
+        Backend::Sqlite => Ok(Arc::new(sqlite::SqliteStore::connect(url).await?)),
+    }
+}
+
+/// The backend a database URL names, without connecting.
+pub fn backend_of(url: &str) -> Result<Backend> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+        Ok(Backend::Postgres)
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
+        Ok(Backend::Sqlite)
     } else {
         let scheme = url.split(':').next().unwrap_or_default().to_string();
         Err(StoreError::UnsupportedUrl(scheme))

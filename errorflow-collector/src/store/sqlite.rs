@@ -713,17 +713,7 @@ impl Store for SqliteStore {
     }
 
     async fn backup_to(&self, dest: &std::path::Path) -> Result<()> {
-        // VACUUM INTO reads one snapshot (WAL mode lets ingest go on
-        // meanwhile) and writes a compact, self-contained file: no -wal to
-        // copy along, unlike a copy of the database file.
-        let dest = dest.to_str().ok_or(StoreError::Unsupported(
-            "the backup's path must be valid UTF-8",
-        ))?;
-        sqlx::query("VACUUM INTO ?")
-            .bind(dest)
-            .execute(&self.readers)
-            .await?;
-        Ok(())
+        vacuum_into(&self.readers, dest).await
     }
 
     async fn delete_group_events(&self, group_id: i64, limit: u32) -> Result<u64> {
@@ -1164,6 +1154,45 @@ fn user_from_row(row: &SqliteRow) -> Result<User> {
         name: row.try_get("name")?,
         password_hash: row.try_get("password_hash")?,
     })
+}
+
+/// The file a `sqlite:` URL names (`:memory:` for an in-memory database).
+pub fn file_of(url: &str) -> Result<std::path::PathBuf> {
+    Ok(SqliteConnectOptions::from_str(url)?
+        .get_filename()
+        .to_owned())
+}
+
+/// Writes a copy of the SQLite database at `url` to `dest` through one
+/// read-only connection, without opening a store: the database is left as it
+/// is (no migration, no change of journal mode), and a missing one is an
+/// error rather than a new empty database.
+pub async fn backup_file(url: &str, dest: &std::path::Path) -> Result<()> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(false)
+        .read_only(true)
+        .busy_timeout(BUSY_TIMEOUT);
+    let mut conn = sqlx::ConnectOptions::connect(&options).await?;
+    vacuum_into(&mut conn, dest).await?;
+    sqlx::Connection::close(conn).await?;
+    Ok(())
+}
+
+/// VACUUM INTO reads one snapshot (WAL mode lets ingest go on meanwhile)
+/// and writes a compact, self-contained file: no -wal to copy along, unlike
+/// a copy of the database file.
+async fn vacuum_into<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    dest: &std::path::Path,
+) -> Result<()> {
+    let dest = dest.to_str().ok_or(StoreError::Unsupported(
+        "the backup's path must be valid UTF-8",
+    ))?;
+    sqlx::query("VACUUM INTO ?")
+        .bind(dest)
+        .execute(executor)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

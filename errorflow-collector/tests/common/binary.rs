@@ -48,8 +48,7 @@ impl Database {
                 _dir: dir,
             },
             Backend::Postgres => {
-                let admin = std::env::var("ERRORFLOW_TEST_PG_URL")
-                    .unwrap_or_else(|_| DEFAULT_PG_URL.to_string());
+                let admin = pg_admin_url();
                 // Generated here, never taken from input; identifiers cannot be bound.
                 let name = format!("errorflow_e2e_{}", uuid::Uuid::new_v4().simple());
                 let sql = format!("CREATE DATABASE \"{name}\"");
@@ -60,14 +59,8 @@ impl Database {
                          may CREATE DATABASE"
                     )
                 });
-                let url = match admin.rfind('/') {
-                    Some(slash) if slash > "postgres://".len() => {
-                        format!("{}/{name}", &admin[..slash])
-                    }
-                    _ => format!("{admin}/{name}"),
-                };
                 Database {
-                    url,
+                    url: pg_database_url(&name),
                     postgres: Some((admin, name)),
                     _dir: dir,
                 }
@@ -84,6 +77,22 @@ impl Drop for Database {
                 eprintln!("could not drop test database {name}: {e}");
             }
         }
+    }
+}
+
+/// The Postgres server the tests use: `ERRORFLOW_TEST_PG_URL`, which
+/// `./scripts/test.sh` points at a throwaway cluster when the default
+/// server does not answer.
+pub fn pg_admin_url() -> String {
+    std::env::var("ERRORFLOW_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_string())
+}
+
+/// The URL of database `name` on the tests' Postgres server.
+pub fn pg_database_url(name: &str) -> String {
+    let admin = pg_admin_url();
+    match admin.rfind('/') {
+        Some(slash) if slash > "postgres://".len() => format!("{}/{name}", &admin[..slash]),
+        _ => format!("{admin}/{name}"),
     }
 }
 

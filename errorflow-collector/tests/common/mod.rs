@@ -6,6 +6,7 @@
 
 mod app;
 pub mod binary;
+pub mod venv;
 
 #[allow(unused_imports)]
 pub(crate) use app::backend_tests;
