@@ -149,6 +149,59 @@ fn the_agent_answers_in_the_collectors_schema_without_sql() {
     }
 }
 
+/// The summary flow's agent answers in JSON mode, so plugin-ai fills
+/// `jsonOutput` and leaves `textOutput` null (`AIOutput.builderFrom`); the
+/// schema's hints are `title`s, the only key plugin-ai's schema translation
+/// passes on to the model (`JsonObjectSchemaTranslator`).
+#[test]
+fn the_agent_result_is_stored_from_json_output_with_titled_hints() {
+    let agent = flow("group-summary-agent");
+    let tasks = agent["tasks"].as_array().unwrap();
+    let ai = tasks.iter().find(|t| t["id"] == "agent").unwrap();
+    assert_eq!(ai["configuration"]["responseFormat"]["type"], "JSON");
+    let store = tasks.iter().find(|t| t["id"] == "store").unwrap();
+    assert_eq!(store["body"], "{{ outputs.agent.jsonOutput | toJson }}");
+    assert_eq!(store["contentType"], "application/json");
+    let props = ai["configuration"]["responseFormat"]["jsonSchema"]["properties"]
+        .as_object()
+        .unwrap();
+    for (name, p) in props {
+        assert!(p["title"].is_string(), "{name} has a title");
+        assert!(
+            p.get("description").is_none(),
+            "{name}: plugin-ai ignores description"
+        );
+    }
+    assert!(store["uri"]
+        .as_str()
+        .unwrap()
+        .contains("idempotency_key={{ (inputs.idempotency_key ?? '') | urlencode }}"));
+}
+
+/// The batch loops with `Loop` (ForEach is removed in Kestra 2.0) and a
+/// failed child fails it.
+#[test]
+fn the_batch_uses_loop_and_transmits_failures() {
+    let batch = flow("group-ai-batch");
+    let text = serde_json::to_string(&batch).unwrap();
+    for removed in ["core.flow.ForEach\"", "core.flow.ForEachItem"] {
+        assert!(
+            !text.contains(removed),
+            "{removed} is removed in Kestra 2.0"
+        );
+    }
+    let mut loops = Vec::new();
+    tasks_of(&batch, "io.kestra.plugin.core.flow.Loop", &mut loops);
+    assert_eq!(loops.len(), 1);
+    assert_eq!(loops[0]["transmitFailed"], true);
+    let mut subflows = Vec::new();
+    tasks_of(&batch, "io.kestra.plugin.core.flow.Subflow", &mut subflows);
+    assert_eq!(subflows.len(), 1);
+    assert_eq!(subflows[0]["transmitFailed"], true);
+    assert_eq!(subflows[0]["wait"], true);
+    assert!(subflows[0]["inputs"]["idempotency_key"].is_string());
+}
+
 #[test]
 fn every_collector_url_the_flows_call_is_in_the_openapi_document() {
     let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();

@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::api::{ApiPath, ApiQuery};
 use super::{ApiError, AppState, Manager};
+use crate::store::StoreError;
 use crate::triage::digest::Digest;
 use crate::triage::result::{TriageRecord, TriageResult};
 use crate::triage::{Reason, TriageError};
@@ -147,6 +148,10 @@ pub struct ExternalParams {
     pub model: Option<String>,
     /// Who produced it. Default `kestra`.
     pub analyst: Option<String>,
+    /// Set by the Kestra flows from the trigger's key: a second result with
+    /// the same key stores nothing and is answered with the first one.
+    /// Empty means none. At most 200 characters.
+    pub idempotency_key: Option<String>,
 }
 
 /// Store a triage result produced elsewhere (the Kestra agent flow). The
@@ -162,6 +167,13 @@ pub async fn put_triage(
     ApiQuery(p): ApiQuery<ExternalParams>,
     body: Result<Json<TriageResult>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<TriageRecord>, ApiError> {
+    let key = p.idempotency_key.as_deref().filter(|k| !k.is_empty());
+    if key.is_some_and(|k| k.len() > 200) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "idempotency_key is longer than 200 characters",
+        ));
+    }
     let Json(result) = body?;
     let label = |s: Option<String>, default: &str| {
         crate::triage::result::bound(s.as_deref().unwrap_or(default), 100)
@@ -173,8 +185,15 @@ pub async fn put_triage(
             result,
             &label(p.analyst, "kestra"),
             &label(p.model, "external"),
+            key,
         )
-        .await?
+        .await
+        .map_err(|e| match e {
+            TriageError::Store(StoreError::Conflict(m)) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", m)
+            }
+            other => other.into(),
+        })?
         .map(Json)
         .ok_or_else(|| no_incident(id))
 }

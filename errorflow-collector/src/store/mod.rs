@@ -333,6 +333,15 @@ pub trait Store: Send + Sync + 'static {
     /// array, triaged_at, triage_trend), in one transaction. `None` when
     /// there is no such incident.
     async fn save_triage(&self, triage: &NewTriage) -> Result<Option<TriageRecord>>;
+    /// Stores a result once per idempotency key (the Kestra flows' input):
+    /// a second call with the same key stores nothing and returns the
+    /// result stored first, with `false`. `None` if there is no such
+    /// incident. The key is claimed in the result's own transaction.
+    async fn save_triage_once(
+        &self,
+        triage: &NewTriage,
+        idempotency_key: &str,
+    ) -> Result<Option<(TriageRecord, bool)>>;
     /// The incident's triage results, newest first.
     async fn triage_history(&self, group_id: i64, limit: u32) -> Result<Vec<TriageRecord>>;
     /// OPEN incidents never triaged, or triaged before `triaged_before` and

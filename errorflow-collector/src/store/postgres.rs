@@ -175,6 +175,26 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// The result stored first under an idempotency key (what
+    /// `save_triage_once` answers to a repeated key).
+    async fn first_keyed_result(
+        &self,
+        group_id: i64,
+        triage_id: Option<i64>,
+    ) -> Result<Option<(TriageRecord, bool)>> {
+        let found = match triage_id {
+            Some(id) => self
+                .triage_history(group_id, 100)
+                .await?
+                .into_iter()
+                .find(|r| r.id == id),
+            None => None,
+        };
+        found.map(|r| Some((r, false))).ok_or_else(|| {
+            StoreError::Conflict("the idempotency key was used for another result".into())
+        })
+    }
+
     pub async fn connect(url: &str) -> Result<Self> {
         // A pool reports a server it cannot reach only as a timeout, after
         // `acquire_timeout`; one direct connection first says at once why
@@ -1070,50 +1090,52 @@ impl Store for PgStore {
     }
 
     async fn save_triage(&self, t: &NewTriage) -> Result<Option<TriageRecord>> {
-        let r = &t.result;
-        let steps = serde_json::to_string(&r.next_steps)
-            .map_err(|e| StoreError::Corrupt(format!("next steps: {e}")))?;
         let mut tx = self.pool.begin().await?;
-        let updated: Option<i64> = sqlx::query_scalar(
-            "UPDATE error_groups SET severity = $1, priority = $2, ai_summary = $3, \
-             ai_next_steps = $4, triaged_at = $5, triage_trend = $6 WHERE id = $7 RETURNING id",
-        )
-        .bind(r.severity.as_str())
-        .bind(r.priority)
-        .bind(&r.summary)
-        .bind(&steps)
-        .bind(t.created_at)
-        .bind(&t.trend)
-        .bind(t.group_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if updated.is_none() {
+        let Some(id) = insert_triage(&mut tx, t).await? else {
             return Ok(None);
-        }
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO triage_results (group_id, summary, severity, priority, probable_cause, \
-             next_steps, confidence, analyst, model, prompt_version, fallback_reason, triggered_by, \
-             trend, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             RETURNING id",
-        )
-        .bind(t.group_id)
-        .bind(&r.summary)
-        .bind(r.severity.as_str())
-        .bind(r.priority)
-        .bind(&r.probable_cause)
-        .bind(Json(&r.next_steps))
-        .bind(r.confidence)
-        .bind(&t.analyst)
-        .bind(&t.model)
-        .bind(&t.prompt_version)
-        .bind(&t.fallback_reason)
-        .bind(&t.trigger)
-        .bind(&t.trend)
-        .bind(t.created_at)
-        .fetch_one(&mut *tx)
-        .await?;
+        };
         tx.commit().await?;
         Ok(Some(t.record(id)))
+    }
+
+    async fn save_triage_once(
+        &self,
+        t: &NewTriage,
+        key: &str,
+    ) -> Result<Option<(TriageRecord, bool)>> {
+        let mut tx = self.pool.begin().await?;
+        // A concurrent claim of the same key waits here until the first
+        // transaction ends, then finds the key taken.
+        let claimed = sqlx::query(
+            "INSERT INTO triage_idempotency_keys (idempotency_key, created_at) VALUES ($1, $2) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(t.created_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            let first: Option<i64> = sqlx::query_scalar(
+                "SELECT triage_id FROM triage_idempotency_keys WHERE idempotency_key = $1",
+            )
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return self.first_keyed_result(t.group_id, first).await;
+        }
+        let Some(id) = insert_triage(&mut tx, t).await? else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE triage_idempotency_keys SET triage_id = $1 WHERE idempotency_key = $2")
+            .bind(id)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some((t.record(id), true)))
     }
 
     async fn triage_history(&self, group_id: i64, limit: u32) -> Result<Vec<TriageRecord>> {
@@ -1418,4 +1440,54 @@ async fn release_first_seen(
         }
     }
     Ok(out)
+}
+
+/// The incident update and the history row of one triage result, in the
+/// caller's transaction; `None` if there is no such incident.
+async fn insert_triage(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    t: &NewTriage,
+) -> Result<Option<i64>> {
+    let r = &t.result;
+    let steps = serde_json::to_string(&r.next_steps)
+        .map_err(|e| StoreError::Corrupt(format!("next steps: {e}")))?;
+    let updated: Option<i64> = sqlx::query_scalar(
+        "UPDATE error_groups SET severity = $1, priority = $2, ai_summary = $3, \
+             ai_next_steps = $4, triaged_at = $5, triage_trend = $6 WHERE id = $7 RETURNING id",
+    )
+    .bind(r.severity.as_str())
+    .bind(r.priority)
+    .bind(&r.summary)
+    .bind(&steps)
+    .bind(t.created_at)
+    .bind(&t.trend)
+    .bind(t.group_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if updated.is_none() {
+        return Ok(None);
+    }
+    let id: i64 = sqlx::query_scalar(
+            "INSERT INTO triage_results (group_id, summary, severity, priority, probable_cause, \
+             next_steps, confidence, analyst, model, prompt_version, fallback_reason, triggered_by, \
+             trend, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             RETURNING id",
+        )
+        .bind(t.group_id)
+        .bind(&r.summary)
+        .bind(r.severity.as_str())
+        .bind(r.priority)
+        .bind(&r.probable_cause)
+        .bind(Json(&r.next_steps))
+        .bind(r.confidence)
+        .bind(&t.analyst)
+        .bind(&t.model)
+        .bind(&t.prompt_version)
+        .bind(&t.fallback_reason)
+        .bind(&t.trigger)
+        .bind(&t.trend)
+        .bind(t.created_at)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Some(id))
 }

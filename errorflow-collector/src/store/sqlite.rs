@@ -261,6 +261,26 @@ async fn checkpoint_loop(mut conn: sqlx::SqliteConnection) {
 }
 
 impl SqliteStore {
+    /// The result stored first under an idempotency key (what
+    /// `save_triage_once` answers to a repeated key).
+    async fn first_keyed_result(
+        &self,
+        group_id: i64,
+        triage_id: Option<i64>,
+    ) -> Result<Option<(TriageRecord, bool)>> {
+        let found = match triage_id {
+            Some(id) => self
+                .triage_history(group_id, 100)
+                .await?
+                .into_iter()
+                .find(|r| r.id == id),
+            None => None,
+        };
+        found.map(|r| Some((r, false))).ok_or_else(|| {
+            StoreError::Conflict("the idempotency key was used for another result".into())
+        })
+    }
+
     pub async fn connect(url: &str) -> Result<Self> {
         // Several connections share the database (the batch writer, the
         // other writes, the readers, the checkpointer), which an in-memory
@@ -823,49 +843,50 @@ impl Store for SqliteStore {
     }
 
     async fn save_triage(&self, t: &NewTriage) -> Result<Option<TriageRecord>> {
-        let r = &t.result;
-        let steps = serde_json::to_string(&r.next_steps)
-            .map_err(|e| StoreError::Corrupt(format!("next steps: {e}")))?;
         let mut tx = self.begin_write().await?;
-        let updated: Option<i64> = sqlx::query_scalar(
-            "UPDATE error_groups SET severity = ?, priority = ?, ai_summary = ?, \
-             ai_next_steps = ?, triaged_at = ?, triage_trend = ? WHERE id = ? RETURNING id",
-        )
-        .bind(r.severity.as_str())
-        .bind(r.priority)
-        .bind(&r.summary)
-        .bind(&steps)
-        .bind(fmt_ts(t.created_at))
-        .bind(&t.trend)
-        .bind(t.group_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if updated.is_none() {
+        let Some(id) = insert_triage(&mut tx, t).await? else {
             return Ok(None);
-        }
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO triage_results (group_id, summary, severity, priority, probable_cause, \
-             next_steps, confidence, analyst, model, prompt_version, fallback_reason, triggered_by, \
-             trend, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(t.group_id)
-        .bind(&r.summary)
-        .bind(r.severity.as_str())
-        .bind(r.priority)
-        .bind(&r.probable_cause)
-        .bind(&steps)
-        .bind(r.confidence)
-        .bind(&t.analyst)
-        .bind(&t.model)
-        .bind(&t.prompt_version)
-        .bind(&t.fallback_reason)
-        .bind(&t.trigger)
-        .bind(&t.trend)
-        .bind(fmt_ts(t.created_at))
-        .fetch_one(&mut *tx)
-        .await?;
+        };
         tx.commit().await?;
         Ok(Some(t.record(id)))
+    }
+
+    async fn save_triage_once(
+        &self,
+        t: &NewTriage,
+        key: &str,
+    ) -> Result<Option<(TriageRecord, bool)>> {
+        let mut tx = self.begin_write().await?;
+        let claimed = sqlx::query(
+            "INSERT INTO triage_idempotency_keys (idempotency_key, created_at) VALUES (?, ?) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(fmt_ts(t.created_at))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            let first: Option<i64> = sqlx::query_scalar(
+                "SELECT triage_id FROM triage_idempotency_keys WHERE idempotency_key = ?",
+            )
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return self.first_keyed_result(t.group_id, first).await;
+        }
+        let Some(id) = insert_triage(&mut tx, t).await? else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE triage_idempotency_keys SET triage_id = ? WHERE idempotency_key = ?")
+            .bind(id)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some((t.record(id), true)))
     }
 
     async fn triage_history(&self, group_id: i64, limit: u32) -> Result<Vec<TriageRecord>> {
@@ -1164,6 +1185,55 @@ fn user_from_row(row: &SqliteRow) -> Result<User> {
         name: row.try_get("name")?,
         password_hash: row.try_get("password_hash")?,
     })
+}
+
+/// The incident update and the history row of one triage result, in the
+/// caller's transaction; `None` if there is no such incident.
+async fn insert_triage(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    t: &NewTriage,
+) -> Result<Option<i64>> {
+    let r = &t.result;
+    let steps = serde_json::to_string(&r.next_steps)
+        .map_err(|e| StoreError::Corrupt(format!("next steps: {e}")))?;
+    let updated: Option<i64> = sqlx::query_scalar(
+        "UPDATE error_groups SET severity = ?, priority = ?, ai_summary = ?, \
+             ai_next_steps = ?, triaged_at = ?, triage_trend = ? WHERE id = ? RETURNING id",
+    )
+    .bind(r.severity.as_str())
+    .bind(r.priority)
+    .bind(&r.summary)
+    .bind(&steps)
+    .bind(fmt_ts(t.created_at))
+    .bind(&t.trend)
+    .bind(t.group_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if updated.is_none() {
+        return Ok(None);
+    }
+    let id: i64 = sqlx::query_scalar(
+            "INSERT INTO triage_results (group_id, summary, severity, priority, probable_cause, \
+             next_steps, confidence, analyst, model, prompt_version, fallback_reason, triggered_by, \
+             trend, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(t.group_id)
+        .bind(&r.summary)
+        .bind(r.severity.as_str())
+        .bind(r.priority)
+        .bind(&r.probable_cause)
+        .bind(&steps)
+        .bind(r.confidence)
+        .bind(&t.analyst)
+        .bind(&t.model)
+        .bind(&t.prompt_version)
+        .bind(&t.fallback_reason)
+        .bind(&t.trigger)
+        .bind(&t.trend)
+        .bind(fmt_ts(t.created_at))
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Some(id))
 }
 
 #[cfg(test)]

@@ -345,13 +345,16 @@ impl Triage {
         Ok(record)
     }
 
-    /// Stores a result made elsewhere (the Kestra flow's agent).
+    /// Stores a result made elsewhere (the Kestra flow's agent). With an
+    /// idempotency key, a result already stored under it is returned and
+    /// nothing new is stored (a flow started twice for one trigger).
     pub async fn record_external(
         &self,
         group_id: i64,
         result: TriageResult,
         analyst: &str,
         model: &str,
+        idempotency_key: Option<&str>,
     ) -> Result<Option<TriageRecord>, TriageError> {
         let result = result.validate()?;
         let now = Utc::now();
@@ -361,20 +364,31 @@ impl Triage {
             .digest(group_id, now)
             .await?
             .map(|d| d.trend.as_str().to_string());
-        Ok(self
-            .store
-            .save_triage(&NewTriage {
-                group_id,
-                result,
-                analyst: analyst.to_string(),
-                model: model.to_string(),
-                prompt_version: PROMPT_VERSION.to_string(),
-                fallback_reason: None,
-                trigger: "external".into(),
-                trend,
-                created_at: now,
-            })
-            .await?)
+        let triage = NewTriage {
+            group_id,
+            result,
+            analyst: analyst.to_string(),
+            model: model.to_string(),
+            prompt_version: PROMPT_VERSION.to_string(),
+            fallback_reason: None,
+            trigger: "external".into(),
+            trend,
+            created_at: now,
+        };
+        match idempotency_key {
+            Some(key) => {
+                let saved = self.store.save_triage_once(&triage, key).await?;
+                if let Some((record, false)) = &saved {
+                    tracing::info!(
+                        group = group_id,
+                        triage = record.id,
+                        "a result with this idempotency key is already stored; not stored again"
+                    );
+                }
+                Ok(saved.map(|(record, _)| record))
+            }
+            None => Ok(self.store.save_triage(&triage).await?),
+        }
     }
 
     /// Asks Kestra to run `group-summary-agent` for an incident, when Kestra is configured.
