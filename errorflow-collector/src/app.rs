@@ -408,7 +408,7 @@ fn build_triage(store: Arc<dyn Store>, config: &Config) -> Triage {
     let mut triage = Triage::new(store.clone(), analyst, options);
     if let Some(k) = kestra {
         match kestra::KestraClient::new(k) {
-            Ok(client) => triage = triage.with_kestra(kestra::spawn(client, store, 1024)),
+            Ok(client) => triage = triage.with_kestra(kestra::spawn(client, store)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot set up the Kestra client; flows will not be started")
             }

@@ -25,6 +25,7 @@ const KESTRA_USER: &str = "kestra@example.com";
 const KESTRA_PASSWORD: &str = "kestra-pass:@#";
 const GEMINI_KEY: &str = "gemini-test-key";
 const WITHIN: Duration = Duration::from_secs(30);
+const ADMIN_PASSWORD: &str = "admin-password-1";
 
 fn flows_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/kestra")
@@ -192,6 +193,88 @@ impl Api {
             .clone()
     }
 
+    async fn text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The incident's Kestra runs of `flow`, once the newest has ended.
+    async fn wait_for_run_end(&self, id: i64, flow: &str) -> Vec<Value> {
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            let runs = self.get(&format!("/api/v1/groups/{id}/kestra-runs")).await;
+            let runs: Vec<Value> = runs
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["flow_id"] == flow)
+                .cloned()
+                .collect();
+            if runs.first().is_some_and(|r| !r["finished_at"].is_null()) {
+                return runs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no run of incident {id} ended: {runs:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A dashboard page, signed in as the admin the collector created.
+    async fn dashboard_page(&self, path: &str) -> String {
+        let cookie = |r: &reqwest::Response, name: &str| {
+            r.headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find(|v| v.starts_with(&format!("{name}=")))
+                .map(|v| v.split(';').next().unwrap().to_string())
+                .unwrap_or_else(|| panic!("no {name} cookie"))
+        };
+        let no_redirect = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let form = no_redirect
+            .get(format!("{}/login", self.base))
+            .send()
+            .await
+            .unwrap();
+        let csrf_cookie = cookie(&form, "ef_login_csrf");
+        let body = form.text().await.unwrap();
+        let start = body.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+        let token = &body[start..start + body[start..].find('"').unwrap()];
+        let signed = no_redirect
+            .post(format!("{}/login", self.base))
+            .header("cookie", csrf_cookie)
+            .form(&[
+                ("csrf", token),
+                ("username", "admin"),
+                ("password", ADMIN_PASSWORD),
+                ("next", "/"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed.status(), 303);
+        let session = cookie(&signed, "ef_session");
+        let page = no_redirect
+            .get(format!("{}{path}", self.base))
+            .header("cookie", session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        page.text().await.unwrap()
+    }
+
     async fn kestra_results(&self, id: i64) -> Vec<Value> {
         self.triage(id)
             .await
@@ -228,6 +311,8 @@ fn kestra_env(kestra: &Kestra) -> Vec<(&'static str, String)> {
         ("KESTRA_PASSWORD", KESTRA_PASSWORD.into()),
         // Incidents stay untriaged until a flow triages them (so they are stale).
         ("ERRORFLOW_TRIAGE_AUTO", "false".into()),
+        ("ERRORFLOW_KESTRA_POLL_INTERVAL", "100ms".into()),
+        ("ERRORFLOW_ADMIN_PASSWORD", ADMIN_PASSWORD.into()),
     ]
 }
 
@@ -377,6 +462,40 @@ fn the_four_flows_run_end_to_end(backend: Backend) {
         assert!(failure.message.contains("422"), "{failure:?}");
         assert_eq!(api.kestra_results(users).await.len(), 1);
         assert_eq!(api.kestra_results(poisoned).await.len(), 0);
+
+        // A run the collector started that fails: followed until it ends,
+        // then shown on the incident page, in the API and in /metrics.
+        api.post(&format!("/api/v1/groups/{poisoned}/summarize")).await;
+        let runs = api.wait_for_run_end(poisoned, "group-summary-agent").await;
+        let run = &runs[0];
+        assert_eq!(run["flow_id"], "group-summary-agent");
+        assert_eq!(run["state"], "FAILED", "{run}");
+        assert_eq!(run["failed_task"], "store", "{run}");
+        let error = run["error"].as_str().unwrap();
+        assert!(error.contains("response code '422'"), "{error}");
+        let executed = kestra.execution(run["execution_id"].as_str().unwrap()).unwrap();
+        assert_eq!(executed.state, "FAILED");
+        assert_eq!(executed.inputs["idempotency_key"], run["idempotency_key"]);
+        let metrics = api.text("/metrics").await;
+        assert!(
+            metrics.contains(r#"errorflow_kestra_runs_total{flow="group-summary-agent",state="FAILED"} 1"#),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(r#"errorflow_kestra_runs_total{flow="group-summary-agent",state="SUCCESS"} 1"#),
+            "{metrics}"
+        );
+        let page = api.dashboard_page(&format!("/incidents/{poisoned}")).await;
+        assert!(page.contains("Kestra run failed at task store: Failed http request with response code &#x27;422&#x27;")
+            || page.contains("Kestra run failed at task store: Failed http request with response code &#39;422&#39;"),
+            "{page}");
+        // The successful summary of `payment` ended SUCCESS and shows no failure.
+        let ok = api.wait_for_run_end(payment, "group-summary-agent").await;
+        assert_eq!(ok[0]["state"], "SUCCESS", "{ok:?}");
+        assert!(!api
+            .dashboard_page(&format!("/incidents/{payment}"))
+            .await
+            .contains("Kestra run failed"));
 
         // group-quiet-check: an incident idle for two hours becomes quiet.
         let old = (chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339();
@@ -649,4 +768,88 @@ fn the_executors_api_checks_basic_auth() {
         assert_eq!(r.status(), 422);
         let _ = Instant::now();
     });
+}
+
+/// A flow start owed while Kestra is down survives a restart of the
+/// collector: it waits in the outbox, and the restarted collector sends it
+/// once Kestra is up, exactly once.
+fn owed_flow_starts_survive_a_restart(backend: Backend) {
+    let rt = runtime();
+    let mut collector = Collector::prepare(backend);
+    let stub = rt.block_on(Stub::start());
+    // Kestra's address is known, but nothing listens there yet.
+    let port = common::binary::free_port();
+    let kestra_url = format!("http://127.0.0.1:{port}");
+    let env = vec![
+        ("KESTRA_URL", kestra_url.clone()),
+        ("KESTRA_USERNAME", KESTRA_USER.to_string()),
+        ("KESTRA_PASSWORD", KESTRA_PASSWORD.to_string()),
+        ("ERRORFLOW_TRIAGE_AUTO", "false".to_string()),
+        ("ERRORFLOW_KESTRA_POLL_INTERVAL", "100ms".to_string()),
+    ];
+    serve(&mut collector, &env);
+    let api = Api::new(&collector);
+    let id = rt.block_on(async {
+        let id = api
+            .report("payment-api", "Timeout", "upstream timed out")
+            .await;
+        // Synchronise on the failed attempt (the start is in the outbox).
+        let deadline = Instant::now() + WITHIN;
+        while !api
+            .text("/metrics")
+            .await
+            .contains(r#"errorflow_kestra_triggers_total{result="retry"}"#)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no failed attempt to reach Kestra"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        id
+    });
+    collector.stop();
+    let kestra = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        Kestra::serve(
+            listener,
+            load_flows(&flows_dir()),
+            options(&collector, &stub),
+        )
+    });
+    serve(&mut collector, &env);
+    rt.block_on(async {
+        let ended = kestra.wait_for_ended("error-intake", 1, WITHIN).await;
+        assert_eq!(ended[0].state, "SUCCESS", "{:#?}", ended[0]);
+        assert_eq!(ended[0].inputs["error_event"]["group_id"], id);
+        let key = ended[0].inputs["idempotency_key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(!key.is_empty());
+        // Followed to its end, and not sent again.
+        let runs = api.wait_for_run_end(id, "error-intake").await;
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!(runs[0]["state"], "SUCCESS");
+        assert_eq!(runs[0]["idempotency_key"], key);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let accepted: Vec<_> = kestra
+            .api_calls()
+            .into_iter()
+            .filter(|(_, s)| *s == 200)
+            .collect();
+        assert_eq!(accepted.len(), 1, "{accepted:?}");
+    });
+}
+
+#[test]
+fn owed_flow_starts_survive_a_restart_sqlite() {
+    owed_flow_starts_survive_a_restart(Backend::Sqlite);
+}
+
+#[test]
+fn owed_flow_starts_survive_a_restart_postgres() {
+    owed_flow_starts_survive_a_restart(Backend::Postgres);
 }

@@ -49,7 +49,10 @@ pub async fn summarize(
         .await?
         .ok_or_else(|| no_incident(id))?;
     if let Some(group) = state.store.get_group(id).await? {
-        state.triage.request_summary_flow(id, &group.cluster_key);
+        state
+            .triage
+            .request_summary_flow(id, &group.cluster_key)
+            .await;
     }
     Ok(Json(record))
 }
@@ -297,4 +300,30 @@ pub async fn quiet(
         .map_err(|e| ApiError::internal("invalid quiet period", &e))?;
     let quieted = state.store.quiet_idle(now - idle, now).await?;
     Ok((StatusCode::OK, Json(QuietOutcome { quieted })))
+}
+
+/// The Kestra runs the collector started for an incident, newest first,
+/// with how each ended (state, the task that failed and Kestra's message).
+#[utoipa::path(get, path = "/api/v1/groups/{id}/kestra-runs", tag = "triage", security(("token" = [])),
+    params(("id" = i64, Path, description = "incident id"), HistoryParams),
+    responses((status = 200, body = Vec<crate::model::KestraRun>), (status = 404, body = super::error::ErrorBody)))]
+pub async fn kestra_runs(
+    State(state): State<AppState>,
+    _: Manager,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(p): ApiQuery<HistoryParams>,
+) -> Result<Json<Vec<crate::model::KestraRun>>, ApiError> {
+    let limit = p.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit {limit} out of range 1..=100"),
+        ));
+    }
+    state
+        .store
+        .get_group(id)
+        .await?
+        .ok_or_else(|| no_incident(id))?;
+    Ok(Json(state.store.kestra_runs(id, limit).await?))
 }

@@ -1232,6 +1232,159 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn enqueue_kestra_trigger(
+        &self,
+        flow_id: &str,
+        group_id: Option<i64>,
+        inputs: &str,
+        idempotency_key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO kestra_outbox (flow_id, group_id, inputs, idempotency_key, \
+             next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(flow_id)
+        .bind(group_id)
+        .bind(inputs)
+        .bind(idempotency_key)
+        .bind(at)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn due_kestra_triggers(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<KestraTrigger>> {
+        let rows = sqlx::query(
+            "SELECT id, flow_id, group_id, inputs, idempotency_key, attempts FROM kestra_outbox \
+             WHERE next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KestraTrigger {
+                    id: r.try_get("id")?,
+                    flow_id: r.try_get("flow_id")?,
+                    group_id: r.try_get("group_id")?,
+                    inputs: r.try_get("inputs")?,
+                    idempotency_key: r.try_get("idempotency_key")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn retry_kestra_trigger(
+        &self,
+        id: i64,
+        attempts: i32,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE kestra_outbox SET attempts = $1, next_attempt_at = $2, last_error = $3 WHERE id = $4",
+        )
+        .bind(attempts)
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn drop_kestra_trigger(&self, id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM kestra_outbox WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn kestra_trigger_started(
+        &self,
+        trigger: &KestraTrigger,
+        execution_id: &str,
+        state: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM kestra_outbox WHERE id = $1")
+            .bind(trigger.id)
+            .execute(&mut *tx)
+            .await?;
+        // The incident may have been deleted meanwhile: then the run is kept without it.
+        sqlx::query(
+            "INSERT INTO kestra_executions (flow_id, group_id, execution_id, state, \
+             idempotency_key, created_at) \
+             VALUES ($1, (SELECT id FROM error_groups WHERE id = $2), $3, $4, $5, $6)",
+        )
+        .bind(&trigger.flow_id)
+        .bind(trigger.group_id)
+        .bind(execution_id)
+        .bind(state)
+        .bind(&trigger.idempotency_key)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unfinished_kestra_runs(&self, limit: u32) -> Result<Vec<KestraRun>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KESTRA_RUN_COLUMNS} FROM kestra_executions WHERE finished_at IS NULL \
+             ORDER BY id LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(kestra_run_from_row).collect()
+    }
+
+    async fn finish_kestra_run(
+        &self,
+        id: i64,
+        state: &str,
+        failed_task: Option<&str>,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE kestra_executions SET state = $1, failed_task = $2, error = $3, finished_at = $4 \
+             WHERE id = $5",
+        )
+        .bind(state)
+        .bind(failed_task)
+        .bind(error)
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn kestra_runs(&self, group_id: i64, limit: u32) -> Result<Vec<KestraRun>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KESTRA_RUN_COLUMNS} FROM kestra_executions WHERE group_id = $1 \
+             ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(group_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(kestra_run_from_row).collect()
+    }
+
     // ---- dashboard ----
 
     async fn count_groups(&self, query: &GroupQuery) -> Result<GroupCounts> {
@@ -1440,6 +1593,24 @@ async fn release_first_seen(
         }
     }
     Ok(out)
+}
+
+const KESTRA_RUN_COLUMNS: &str = "id, flow_id, group_id, execution_id, idempotency_key, state, \
+     created_at, finished_at, failed_task, error";
+
+fn kestra_run_from_row(r: &PgRow) -> Result<KestraRun> {
+    Ok(KestraRun {
+        id: r.try_get("id")?,
+        flow_id: r.try_get("flow_id")?,
+        group_id: r.try_get("group_id")?,
+        execution_id: r.try_get("execution_id")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        state: r.try_get("state")?,
+        created_at: r.try_get("created_at")?,
+        finished_at: r.try_get("finished_at")?,
+        failed_task: r.try_get("failed_task")?,
+        error: r.try_get("error")?,
+    })
 }
 
 /// The incident update and the history row of one triage result, in the

@@ -988,6 +988,167 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn enqueue_kestra_trigger(
+        &self,
+        flow_id: &str,
+        group_id: Option<i64>,
+        inputs: &str,
+        idempotency_key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO kestra_outbox (flow_id, group_id, inputs, idempotency_key, \
+             next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(flow_id)
+        .bind(group_id)
+        .bind(inputs)
+        .bind(idempotency_key)
+        .bind(fmt_ts(at))
+        .bind(fmt_ts(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn due_kestra_triggers(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<KestraTrigger>> {
+        let rows = sqlx::query(
+            "SELECT id, flow_id, group_id, inputs, idempotency_key, attempts FROM kestra_outbox \
+             WHERE next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+        )
+        .bind(fmt_ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KestraTrigger {
+                    id: r.try_get("id")?,
+                    flow_id: r.try_get("flow_id")?,
+                    group_id: r.try_get("group_id")?,
+                    inputs: r.try_get("inputs")?,
+                    idempotency_key: r.try_get("idempotency_key")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn retry_kestra_trigger(
+        &self,
+        id: i64,
+        attempts: i32,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE kestra_outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+        )
+        .bind(attempts)
+        .bind(fmt_ts(next_attempt_at))
+        .bind(error)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn drop_kestra_trigger(&self, id: i64) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM kestra_outbox WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn kestra_trigger_started(
+        &self,
+        trigger: &KestraTrigger,
+        execution_id: &str,
+        state: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM kestra_outbox WHERE id = ?")
+            .bind(trigger.id)
+            .execute(&mut *tx)
+            .await?;
+        // The incident may have been deleted meanwhile: then the run is kept without it.
+        sqlx::query(
+            "INSERT INTO kestra_executions (flow_id, group_id, execution_id, state, \
+             idempotency_key, created_at) \
+             VALUES (?, (SELECT id FROM error_groups WHERE id = ?), ?, ?, ?, ?)",
+        )
+        .bind(&trigger.flow_id)
+        .bind(trigger.group_id)
+        .bind(execution_id)
+        .bind(state)
+        .bind(&trigger.idempotency_key)
+        .bind(fmt_ts(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unfinished_kestra_runs(&self, limit: u32) -> Result<Vec<KestraRun>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KESTRA_RUN_COLUMNS} FROM kestra_executions WHERE finished_at IS NULL \
+             ORDER BY id LIMIT ?"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(kestra_run_from_row).collect()
+    }
+
+    async fn finish_kestra_run(
+        &self,
+        id: i64,
+        state: &str,
+        failed_task: Option<&str>,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE kestra_executions SET state = ?, failed_task = ?, error = ?, finished_at = ? \
+             WHERE id = ?",
+        )
+        .bind(state)
+        .bind(failed_task)
+        .bind(error)
+        .bind(fmt_ts(at))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn kestra_runs(&self, group_id: i64, limit: u32) -> Result<Vec<KestraRun>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KESTRA_RUN_COLUMNS} FROM kestra_executions WHERE group_id = ? \
+             ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(group_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(kestra_run_from_row).collect()
+    }
+
     // ---- dashboard ----
 
     async fn count_groups(&self, query: &GroupQuery) -> Result<GroupCounts> {
@@ -1184,6 +1345,25 @@ fn user_from_row(row: &SqliteRow) -> Result<User> {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         password_hash: row.try_get("password_hash")?,
+    })
+}
+
+const KESTRA_RUN_COLUMNS: &str = "id, flow_id, group_id, execution_id, idempotency_key, state, \
+     created_at, finished_at, failed_task, error";
+
+fn kestra_run_from_row(r: &SqliteRow) -> Result<KestraRun> {
+    let finished: Option<String> = r.try_get("finished_at")?;
+    Ok(KestraRun {
+        id: r.try_get("id")?,
+        flow_id: r.try_get("flow_id")?,
+        group_id: r.try_get("group_id")?,
+        execution_id: r.try_get("execution_id")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        state: r.try_get("state")?,
+        created_at: parse_ts(r.try_get("created_at")?)?,
+        finished_at: finished.as_deref().map(parse_ts).transpose()?,
+        failed_task: r.try_get("failed_task")?,
+        error: r.try_get("error")?,
     })
 }
 

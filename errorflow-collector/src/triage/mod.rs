@@ -391,18 +391,24 @@ impl Triage {
         }
     }
 
-    /// Asks Kestra to run `group-summary-agent` for an incident, when Kestra is configured.
-    pub fn request_summary_flow(&self, group_id: i64, cluster_key: &str) -> bool {
-        match &self.kestra {
-            Some(k) => k.offer(FlowRun {
-                flow_id: kestra::GROUP_SUMMARY_AGENT.into(),
-                group_id: Some(group_id),
-                inputs: vec![
-                    Input::Text("cluster_key".into(), cluster_key.to_string()),
-                    Input::Text("group_id".into(), group_id.to_string()),
-                ],
-            }),
-            None => false,
+    /// Asks Kestra to run `group-summary-agent` for an incident, when Kestra
+    /// is configured: the start is in the outbox when this returns true.
+    pub async fn request_summary_flow(&self, group_id: i64, cluster_key: &str) -> bool {
+        let Some(k) = &self.kestra else { return false };
+        let run = FlowRun {
+            flow_id: kestra::GROUP_SUMMARY_AGENT.into(),
+            group_id: Some(group_id),
+            inputs: vec![
+                Input::Text("cluster_key".into(), cluster_key.to_string()),
+                Input::Text("group_id".into(), group_id.to_string()),
+            ],
+        };
+        match k.enqueue(run).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(group = group_id, error = %e, "cannot queue the Kestra summary flow");
+                false
+            }
         }
     }
 
@@ -421,14 +427,15 @@ impl Triage {
             })
             .await?;
         if let Some(event) = events.events.first() {
-            k.offer(FlowRun {
+            k.enqueue(FlowRun {
                 flow_id: kestra::ERROR_INTAKE.into(),
                 group_id: Some(group_id),
                 inputs: vec![Input::Json(
                     "error_event".into(),
                     kestra::error_event(event, &group.cluster_key),
                 )],
-            });
+            })
+            .await?;
         }
         Ok(())
     }
