@@ -26,6 +26,7 @@ const KESTRA_PASSWORD: &str = "kestra-pass:@#";
 const GEMINI_KEY: &str = "gemini-test-key";
 const WITHIN: Duration = Duration::from_secs(30);
 const ADMIN_PASSWORD: &str = "admin-password-1";
+const KESTRA_TOKEN: &str = "kestra-token-7f3a9c1e5b2d4f6a8c0e1b3d5f7a9c2e";
 
 fn flows_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/kestra")
@@ -326,11 +327,15 @@ fn the_four_flows_run_end_to_end(backend: Backend) {
     let rt = runtime();
     let mut collector = Collector::prepare(backend);
     let stub = rt.block_on(Stub::start());
+    // The flows authenticate with ERRORFLOW_KESTRA_TOKEN, which the
+    // collector registers at start-up (no token made by hand).
     let kestra = rt.block_on(Kestra::start(
         load_flows(&flows_dir()),
-        options(&collector, &stub),
+        options(&collector, &stub).secret("ERRORFLOW_TOKEN", KESTRA_TOKEN),
     ));
-    serve(&mut collector, &kestra_env(&kestra));
+    let mut env = kestra_env(&kestra);
+    env.push(("ERRORFLOW_KESTRA_TOKEN", KESTRA_TOKEN.into()));
+    serve(&mut collector, &env);
     let api = Api::new(&collector);
 
     rt.block_on(async {

@@ -18,6 +18,8 @@ CREATE TABLE kestra_outbox (
 );
 
 CREATE INDEX kestra_outbox_due ON kestra_outbox (next_attempt_at);
+-- Deleting an incident deletes its owed starts without a scan.
+CREATE INDEX kestra_outbox_group ON kestra_outbox (group_id);
 
 -- How each started execution ended (polled from Kestra's API).
 ALTER TABLE kestra_executions ADD COLUMN idempotency_key TEXT;
@@ -34,3 +36,5 @@ CREATE TABLE triage_idempotency_keys (
     triage_id       BIGINT REFERENCES triage_results (id) ON DELETE CASCADE,
     created_at      TIMESTAMPTZ NOT NULL
 );
+
+CREATE INDEX triage_idempotency_keys_triage ON triage_idempotency_keys (triage_id);

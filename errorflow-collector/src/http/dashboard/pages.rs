@@ -1668,6 +1668,7 @@ mod tests {
                 }],
             }],
             activity: vec![],
+            kestra_failure: None,
             g: group(),
         }
         .render()
