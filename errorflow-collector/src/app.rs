@@ -545,3 +545,35 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutting down: finishing requests in flight");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_kestra_token_is_registered_once_and_must_be_long() {
+        let store = open_store("sqlite::memory:").await.unwrap();
+        assert!(register_kestra_token(store.as_ref(), Some("short"))
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("shorter than 32"));
+        register_kestra_token(store.as_ref(), None).await.unwrap();
+        assert!(store.list_tokens().await.unwrap().is_empty());
+        let token = "k".repeat(40);
+        register_kestra_token(store.as_ref(), Some(&token))
+            .await
+            .unwrap();
+        register_kestra_token(store.as_ref(), Some(&token))
+            .await
+            .unwrap();
+        let tokens = store.list_tokens().await.unwrap();
+        assert_eq!(tokens.len(), 1, "registered once");
+        assert_eq!(tokens[0].name, "kestra");
+        let found = store
+            .token_by_hash(&credentials::hash_secret(&token))
+            .await
+            .unwrap();
+        assert!(found.is_some());
+    }
+}
