@@ -145,6 +145,31 @@ async fn create_token(store: &dyn Store, name: &str) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// Shortest `ERRORFLOW_KESTRA_TOKEN` accepted (a guessable token would open the REST API).
+pub const MIN_KESTRA_TOKEN_CHARS: usize = 32;
+
+/// `ERRORFLOW_KESTRA_TOKEN`: a management token chosen ahead (the compose
+/// file gives the same value to Kestra as its `ERRORFLOW_TOKEN` secret),
+/// registered under the name `kestra` unless it already is, so that the
+/// flows authenticate from the first start without a hand-made token.
+pub async fn register_kestra_token(store: &dyn Store, token: Option<&str>) -> anyhow::Result<()> {
+    let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(());
+    };
+    if token.chars().count() < MIN_KESTRA_TOKEN_CHARS {
+        bail!(
+            "ERRORFLOW_KESTRA_TOKEN is shorter than {MIN_KESTRA_TOKEN_CHARS} characters; \
+             make one with `openssl rand -hex 32`"
+        );
+    }
+    let hash = credentials::hash_secret(token);
+    if store.token_by_hash(&hash).await?.is_none() {
+        store.create_token("kestra", &hash).await?;
+        tracing::info!("registered ERRORFLOW_KESTRA_TOKEN as the management token \"kestra\"");
+    }
+    Ok(())
+}
+
 async fn create_project(store: &dyn Store, name: &str) -> anyhow::Result<(Project, String)> {
     let name = http::api::validate_project_name(name).map_err(anyhow::Error::msg)?;
     let key = credentials::new_ingest_key();
@@ -328,6 +353,11 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config.database_url).await?;
     let first_start = first_start(store.as_ref(), &config.public_url).await?;
+    register_kestra_token(
+        store.as_ref(),
+        std::env::var("ERRORFLOW_KESTRA_TOKEN").ok().as_deref(),
+    )
+    .await?;
     let admin = first_user(
         store.as_ref(),
         std::env::var("ERRORFLOW_ADMIN_PASSWORD").ok().as_deref(),
@@ -424,7 +454,7 @@ fn build_triage(store: Arc<dyn Store>, config: &Config) -> Triage {
     let mut triage = Triage::new(store.clone(), analyst, options);
     if let Some(k) = kestra {
         match kestra::KestraClient::new(k) {
-            Ok(client) => triage = triage.with_kestra(kestra::spawn(client, store, 1024)),
+            Ok(client) => triage = triage.with_kestra(kestra::spawn(client, store)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot set up the Kestra client; flows will not be started")
             }
@@ -530,4 +560,36 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_kestra_token_is_registered_once_and_must_be_long() {
+        let store = open_store("sqlite::memory:").await.unwrap();
+        assert!(register_kestra_token(store.as_ref(), Some("short"))
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("shorter than 32"));
+        register_kestra_token(store.as_ref(), None).await.unwrap();
+        assert!(store.list_tokens().await.unwrap().is_empty());
+        let token = "k".repeat(40);
+        register_kestra_token(store.as_ref(), Some(&token))
+            .await
+            .unwrap();
+        register_kestra_token(store.as_ref(), Some(&token))
+            .await
+            .unwrap();
+        let tokens = store.list_tokens().await.unwrap();
+        assert_eq!(tokens.len(), 1, "registered once");
+        assert_eq!(tokens[0].name, "kestra");
+        let found = store
+            .token_by_hash(&credentials::hash_secret(&token))
+            .await
+            .unwrap();
+        assert!(found.is_some());
+    }
 }

@@ -279,6 +279,11 @@ pub struct TriageArgs {
     /// Default `main`.
     #[arg(long, env = "KESTRA_NAMESPACE", value_name = "NAMESPACE")]
     pub kestra_namespace: Option<String>,
+    /// How often the Kestra runs the collector started are polled until
+    /// they end (their outcome shows on the incident page and in
+    /// `/metrics`). Default `10s`.
+    #[arg(long, env = "ERRORFLOW_KESTRA_POLL_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub kestra_poll_interval: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -414,6 +419,8 @@ pub struct FileKestra {
     pub password: Option<String>,
     pub tenant: Option<String>,
     pub namespace: Option<String>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub poll_interval: Option<Duration>,
 }
 
 /// Overrides of [`Limits`] in the file; unset keys keep the defaults.
@@ -652,6 +659,9 @@ fn resolve_triage(
             }
             if let Some(n) = nonempty(a.kestra_namespace.clone().or(kestra.namespace)) {
                 k.namespace = n;
+            }
+            if let Some(every) = a.kestra_poll_interval.or(kestra.poll_interval) {
+                k.poll_interval = every.max(Duration::from_millis(100));
             }
             k
         }),

@@ -366,3 +366,41 @@ pub struct EventNeighbors {
     pub older: Option<Uuid>,
     pub newer: Option<Uuid>,
 }
+
+/// A flow start the collector owes Kestra (the outbox, `kestra_outbox`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KestraTrigger {
+    pub id: i64,
+    pub flow_id: String,
+    pub group_id: Option<i64>,
+    /// The flow's inputs as a JSON array of `{"name", "json"}` / `{"name", "text"}`.
+    pub inputs: String,
+    pub idempotency_key: String,
+    /// Failed attempts so far.
+    pub attempts: i32,
+}
+
+/// A Kestra execution the collector started, and how it ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct KestraRun {
+    pub id: i64,
+    pub flow_id: String,
+    pub group_id: Option<i64>,
+    pub execution_id: String,
+    pub idempotency_key: Option<String>,
+    /// Kestra's state: CREATED and RUNNING until it ends (SUCCESS, WARNING,
+    /// FAILED, KILLED, CANCELLED), or NOT_FOUND when Kestra forgot it.
+    pub state: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The task that failed, for a failed run.
+    pub failed_task: Option<String>,
+    /// Kestra's error message for that task (bounded).
+    pub error: Option<String>,
+}
+
+impl KestraRun {
+    pub fn failed(&self) -> bool {
+        matches!(self.state.as_deref(), Some("FAILED" | "KILLED"))
+    }
+}

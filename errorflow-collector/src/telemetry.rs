@@ -57,6 +57,14 @@ fn describe() {
         "Webhook alerts, by result: sent, failed, dropped (queue full), suppressed (over the per-minute cap)."
     );
     metrics::describe_counter!(
+        "errorflow_kestra_triggers_total",
+        "Attempts to start a Kestra flow, by result: started, retry (kept in the outbox), refused."
+    );
+    metrics::describe_counter!(
+        "errorflow_kestra_runs_total",
+        "Kestra runs the collector started that ended, by flow and state (SUCCESS, FAILED, ...)."
+    );
+    metrics::describe_counter!(
         "errorflow_retention_deleted_total",
         "Events and incidents deleted by retention, by kind."
     );
@@ -126,6 +134,19 @@ pub fn alert(result: &'static str) {
 /// Rows of `kind` (`events`, `incidents`) deleted by retention.
 pub fn retention_deleted(kind: &'static str, n: u64) {
     counter!("errorflow_retention_deleted_total", "kind" => kind).increment(n);
+}
+
+/// A Kestra flow start: `started`, `retry` (Kestra unreachable or busy;
+/// kept in the outbox) or `refused` (Kestra answered a client error).
+pub fn kestra_trigger(result: &'static str) {
+    counter!("errorflow_kestra_triggers_total", "result" => result).increment(1);
+}
+
+/// A Kestra run the collector started ended, by flow and final state
+/// (SUCCESS, FAILED, …).
+pub fn kestra_run_finished(flow: &str, state: &str) {
+    counter!("errorflow_kestra_runs_total", "flow" => flow.to_string(), "state" => state.to_string())
+        .increment(1);
 }
 
 /// An automatic triage trigger dropped because the channel was full.

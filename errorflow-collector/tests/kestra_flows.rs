@@ -2,7 +2,7 @@
 //! and every collector URL they call (method, path and query parameters) is
 //! in the OpenAPI document, so a renamed endpoint cannot silently break them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use errorflow_collector::http::openapi::ApiDoc;
@@ -149,6 +149,59 @@ fn the_agent_answers_in_the_collectors_schema_without_sql() {
     }
 }
 
+/// The summary flow's agent answers in JSON mode, so plugin-ai fills
+/// `jsonOutput` and leaves `textOutput` null (`AIOutput.builderFrom`); the
+/// schema's hints are `title`s, the only key plugin-ai's schema translation
+/// passes on to the model (`JsonObjectSchemaTranslator`).
+#[test]
+fn the_agent_result_is_stored_from_json_output_with_titled_hints() {
+    let agent = flow("group-summary-agent");
+    let tasks = agent["tasks"].as_array().unwrap();
+    let ai = tasks.iter().find(|t| t["id"] == "agent").unwrap();
+    assert_eq!(ai["configuration"]["responseFormat"]["type"], "JSON");
+    let store = tasks.iter().find(|t| t["id"] == "store").unwrap();
+    assert_eq!(store["body"], "{{ outputs.agent.jsonOutput | toJson }}");
+    assert_eq!(store["contentType"], "application/json");
+    let props = ai["configuration"]["responseFormat"]["jsonSchema"]["properties"]
+        .as_object()
+        .unwrap();
+    for (name, p) in props {
+        assert!(p["title"].is_string(), "{name} has a title");
+        assert!(
+            p.get("description").is_none(),
+            "{name}: plugin-ai ignores description"
+        );
+    }
+    assert!(store["uri"]
+        .as_str()
+        .unwrap()
+        .contains("idempotency_key={{ (inputs.idempotency_key ?? '') | urlencode }}"));
+}
+
+/// The batch loops with `Loop` (ForEach is removed in Kestra 2.0) and a
+/// failed child fails it.
+#[test]
+fn the_batch_uses_loop_and_transmits_failures() {
+    let batch = flow("group-ai-batch");
+    let text = serde_json::to_string(&batch).unwrap();
+    for removed in ["core.flow.ForEach\"", "core.flow.ForEachItem"] {
+        assert!(
+            !text.contains(removed),
+            "{removed} is removed in Kestra 2.0"
+        );
+    }
+    let mut loops = Vec::new();
+    tasks_of(&batch, "io.kestra.plugin.core.flow.Loop", &mut loops);
+    assert_eq!(loops.len(), 1);
+    assert_eq!(loops[0]["transmitFailed"], true);
+    let mut subflows = Vec::new();
+    tasks_of(&batch, "io.kestra.plugin.core.flow.Subflow", &mut subflows);
+    assert_eq!(subflows.len(), 1);
+    assert_eq!(subflows[0]["transmitFailed"], true);
+    assert_eq!(subflows[0]["wait"], true);
+    assert!(subflows[0]["inputs"]["idempotency_key"].is_string());
+}
+
 #[test]
 fn every_collector_url_the_flows_call_is_in_the_openapi_document() {
     let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
@@ -208,4 +261,92 @@ fn the_triage_endpoints_are_documented() {
     }
     let list = &doc["paths"]["/api/v1/groups"]["get"]["parameters"];
     assert!(list.as_array().unwrap().iter().any(|p| p["name"] == "view"));
+}
+
+fn compose() -> serde_yaml::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/docker-compose.yml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn env_of(service: &serde_yaml::Value) -> BTreeMap<String, String> {
+    service["environment"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap().to_string(),
+                v.as_str().map(str::to_string).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// `docker compose config` needs the compose plugin, which Debian does not
+/// package for this release (its `docker-compose` 1.29 does not know the
+/// `name` key); this checks the structure the deployment relies on.
+#[test]
+fn the_compose_file_pins_kestra_has_healthchecks_and_keeps_passwords_out_of_urls() {
+    let c = compose();
+    let services = c["services"].as_mapping().unwrap();
+    assert_eq!(services.len(), 3);
+    for (name, service) in services {
+        let name = name.as_str().unwrap();
+        let test = &service["healthcheck"]["test"];
+        assert!(
+            test.as_sequence().is_some_and(|t| !t.is_empty()),
+            "{name} has a healthcheck"
+        );
+        if let Some(image) = service["image"].as_str() {
+            let (_, tag) = image
+                .split_once(':')
+                .unwrap_or_else(|| panic!("{name}: {image} has a tag"));
+            assert!(!tag.contains("latest"), "{name}: {image} is pinned");
+        }
+    }
+    // Kestra: a 1.x release line, pinned to a patch release.
+    let kestra = &c["services"]["kestra"];
+    let image = kestra["image"].as_str().unwrap();
+    let version = image
+        .strip_prefix("kestra/kestra:v1.")
+        .unwrap_or_else(|| panic!("{image}"));
+    assert_eq!(
+        version.split('.').count(),
+        2,
+        "{image} names a patch release"
+    );
+    // No password in a URL or pasted into Kestra's YAML configuration.
+    let collector = env_of(&c["services"]["collector"]);
+    assert!(
+        !collector["DATABASE_URL"].contains("PASSWORD"),
+        "{}",
+        collector["DATABASE_URL"]
+    );
+    assert!(!collector["DATABASE_URL"].contains('@'));
+    assert_eq!(collector["PGPASSWORD"], "${POSTGRES_PASSWORD}");
+    let kestra_env = env_of(kestra);
+    let config = &kestra_env["KESTRA_CONFIGURATION"];
+    assert!(!config.contains("${POSTGRES_PASSWORD}") && !config.contains("${KESTRA_PASSWORD}"));
+    assert!(
+        config.contains("password: \"$${KESTRA_DB_PASSWORD}\""),
+        "{config}"
+    );
+    // One token, given to both: the collector registers it, Kestra's secret is made from it.
+    assert!(collector["ERRORFLOW_KESTRA_TOKEN"].starts_with("${ERRORFLOW_KESTRA_TOKEN:?"));
+    assert_eq!(
+        kestra_env["ERRORFLOW_KESTRA_TOKEN"],
+        collector["ERRORFLOW_KESTRA_TOKEN"]
+    );
+    let command = kestra["command"][0].as_str().unwrap();
+    assert!(
+        command.contains("export SECRET_ERRORFLOW_TOKEN="),
+        "{command}"
+    );
+    // The build context leaves target/ out.
+    let ignore =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.dockerignore"))
+            .expect("a .dockerignore at the build context's root");
+    assert!(ignore.lines().any(|l| l.trim() == "target/"), "{ignore}");
+    assert_eq!(c["services"]["collector"]["build"]["context"], "..");
 }

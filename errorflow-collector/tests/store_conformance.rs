@@ -16,6 +16,7 @@ use chrono::{Duration, Timelike, Utc};
 use errorflow_collector::model::*;
 use errorflow_collector::retention;
 use errorflow_collector::store::{Store, StoreError};
+use errorflow_collector::triage::result::{NewTriage, Severity, TriageResult};
 
 use common::{at, event, with_env, with_release, TestDb};
 
@@ -46,6 +47,8 @@ macro_rules! conformance {
 }
 
 conformance!(
+    triage_saved_once_per_idempotency_key,
+    kestra_outbox_lifecycle,
     migrations_are_idempotent,
     projects_create_list_lookup_rotate,
     duplicate_project_name_is_rejected,
@@ -1846,4 +1849,125 @@ async fn retention_chunk_cost(db: &TestDb) {
         secs * 1000.0 / chunks,
         retention::CHUNK
     );
+}
+
+fn kestra_triage(group_id: i64, summary: &str) -> NewTriage {
+    NewTriage {
+        group_id,
+        result: TriageResult {
+            summary: summary.into(),
+            severity: Severity::High,
+            priority: 70,
+            probable_cause: "c".into(),
+            next_steps: vec!["s".into()],
+            confidence: 0.5,
+        },
+        analyst: "kestra".into(),
+        model: "m".into(),
+        prompt_version: "v".into(),
+        fallback_reason: None,
+        trigger: "external".into(),
+        trend: None,
+        created_at: Utc::now(),
+    }
+}
+
+async fn triage_saved_once_per_idempotency_key(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let out = db.insert_events(&[event(p, "a", at(10, 5))]).await.unwrap();
+    let g = group_id(out[0]);
+    let (first, fresh) = db
+        .save_triage_once(&kestra_triage(g, "first"), "key-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(fresh);
+    let (again, fresh) = db
+        .save_triage_once(&kestra_triage(g, "second"), "key-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!fresh);
+    assert_eq!(again.id, first.id, "the first result is answered");
+    assert_eq!(again.result.summary, "first");
+    assert_eq!(db.triage_history(g, 10).await.unwrap().len(), 1);
+    let (other, fresh) = db
+        .save_triage_once(&kestra_triage(g, "third"), "key-2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(fresh);
+    assert_eq!(other.result.summary, "third");
+    assert_eq!(db.triage_history(g, 10).await.unwrap().len(), 2);
+    // No such incident: nothing stored, the key stays free.
+    assert!(db
+        .save_triage_once(&kestra_triage(g + 1000, "x"), "key-3")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        db.save_triage_once(&kestra_triage(g, "x"), "key-3")
+            .await
+            .unwrap()
+            .unwrap()
+            .1
+    );
+}
+
+async fn kestra_outbox_lifecycle(db: &TestDb) {
+    let p = project(db, "shop").await;
+    let out = db.insert_events(&[event(p, "a", at(10, 5))]).await.unwrap();
+    let g = group_id(out[0]);
+    let now = Utc::now();
+    db.enqueue_kestra_trigger("error-intake", Some(g), "[]", "k1", now)
+        .await
+        .unwrap();
+    // The same key is not queued twice.
+    db.enqueue_kestra_trigger("error-intake", Some(g), "[]", "k1", now)
+        .await
+        .unwrap();
+    db.enqueue_kestra_trigger("group-summary-agent", None, "[1]", "k2", now)
+        .await
+        .unwrap();
+    let due = db.due_kestra_triggers(now, 10).await.unwrap();
+    assert_eq!(due.len(), 2, "{due:?}");
+    assert_eq!(due[0].idempotency_key, "k1");
+    assert_eq!(due[0].group_id, Some(g));
+    assert_eq!(due[1].inputs, "[1]");
+    // A failed attempt waits until its next time.
+    db.retry_kestra_trigger(due[1].id, 1, now + Duration::minutes(5), "refused")
+        .await
+        .unwrap();
+    let due_now = db.due_kestra_triggers(now, 10).await.unwrap();
+    assert_eq!(due_now.len(), 1);
+    let later = db
+        .due_kestra_triggers(now + Duration::minutes(6), 10)
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 2);
+    assert_eq!(later[1].attempts, 1);
+    db.drop_kestra_trigger(later[1].id).await.unwrap();
+    // Started: leaves the outbox, becomes a followed run.
+    db.kestra_trigger_started(&due_now[0], "exec-1", Some("CREATED"), now)
+        .await
+        .unwrap();
+    assert!(db
+        .due_kestra_triggers(now + Duration::hours(1), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let running = db.unfinished_kestra_runs(10).await.unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].execution_id, "exec-1");
+    assert_eq!(running[0].idempotency_key.as_deref(), Some("k1"));
+    db.finish_kestra_run(running[0].id, "FAILED", Some("store"), Some("boom"), now)
+        .await
+        .unwrap();
+    assert!(db.unfinished_kestra_runs(10).await.unwrap().is_empty());
+    let runs = db.kestra_runs(g, 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert!(runs[0].failed());
+    assert_eq!(runs[0].failed_task.as_deref(), Some("store"));
+    assert_eq!(runs[0].error.as_deref(), Some("boom"));
+    assert!(runs[0].finished_at.is_some());
 }

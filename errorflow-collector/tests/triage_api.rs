@@ -565,7 +565,7 @@ async fn sqlite_kestra_flows_are_started_for_new_incidents_and_summaries() {
     let mut k = kestra::KestraOptions::new(&base);
     k.username = Some("kestra".into());
     k.password = Some(triage::Secret::new("pw"));
-    let handle = kestra::spawn(kestra::KestraClient::new(k).unwrap(), store.clone(), 16);
+    let handle = kestra::spawn(kestra::KestraClient::new(k).unwrap(), store.clone());
     let service = Arc::new(Triage::builtin(store).with_kestra(handle));
     let triggers = triage::spawn(service.clone(), 16, None);
     let state = t.state.clone().with_triage(service).with_triggers(triggers);

@@ -45,6 +45,7 @@ pub fn routes() -> Router<AppState> {
             "/groups/{id}/triage",
             get(super::triage::history).put(super::triage::put_triage),
         )
+        .route("/groups/{id}/kestra-runs", get(super::triage::kestra_runs))
         .route("/triage/stale", get(super::triage::stale))
         .route("/triage/digest", get(super::triage::digest_lookup))
         .route("/maintenance/quiet", post(super::triage::quiet))

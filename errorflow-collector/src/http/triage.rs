@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::api::{ApiPath, ApiQuery};
 use super::{ApiError, AppState, Manager};
+use crate::store::StoreError;
 use crate::triage::digest::Digest;
 use crate::triage::result::{TriageRecord, TriageResult};
 use crate::triage::{Reason, TriageError};
@@ -48,7 +49,10 @@ pub async fn summarize(
         .await?
         .ok_or_else(|| no_incident(id))?;
     if let Some(group) = state.store.get_group(id).await? {
-        state.triage.request_summary_flow(id, &group.cluster_key);
+        state
+            .triage
+            .request_summary_flow(id, &group.cluster_key)
+            .await;
     }
     Ok(Json(record))
 }
@@ -147,6 +151,10 @@ pub struct ExternalParams {
     pub model: Option<String>,
     /// Who produced it. Default `kestra`.
     pub analyst: Option<String>,
+    /// Set by the Kestra flows from the trigger's key: a second result with
+    /// the same key stores nothing and is answered with the first one.
+    /// Empty means none. At most 200 characters.
+    pub idempotency_key: Option<String>,
 }
 
 /// Store a triage result produced elsewhere (the Kestra agent flow). The
@@ -162,6 +170,13 @@ pub async fn put_triage(
     ApiQuery(p): ApiQuery<ExternalParams>,
     body: Result<Json<TriageResult>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<TriageRecord>, ApiError> {
+    let key = p.idempotency_key.as_deref().filter(|k| !k.is_empty());
+    if key.is_some_and(|k| k.len() > 200) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "idempotency_key is longer than 200 characters",
+        ));
+    }
     let Json(result) = body?;
     let label = |s: Option<String>, default: &str| {
         crate::triage::result::bound(s.as_deref().unwrap_or(default), 100)
@@ -173,8 +188,15 @@ pub async fn put_triage(
             result,
             &label(p.analyst, "kestra"),
             &label(p.model, "external"),
+            key,
         )
-        .await?
+        .await
+        .map_err(|e| match e {
+            TriageError::Store(StoreError::Conflict(m)) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", m)
+            }
+            other => other.into(),
+        })?
         .map(Json)
         .ok_or_else(|| no_incident(id))
 }
@@ -278,4 +300,30 @@ pub async fn quiet(
         .map_err(|e| ApiError::internal("invalid quiet period", &e))?;
     let quieted = state.store.quiet_idle(now - idle, now).await?;
     Ok((StatusCode::OK, Json(QuietOutcome { quieted })))
+}
+
+/// The Kestra runs the collector started for an incident, newest first,
+/// with how each ended (state, the task that failed and Kestra's message).
+#[utoipa::path(get, path = "/api/v1/groups/{id}/kestra-runs", tag = "triage", security(("token" = [])),
+    params(("id" = i64, Path, description = "incident id"), HistoryParams),
+    responses((status = 200, body = Vec<crate::model::KestraRun>), (status = 404, body = super::error::ErrorBody)))]
+pub async fn kestra_runs(
+    State(state): State<AppState>,
+    _: Manager,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(p): ApiQuery<HistoryParams>,
+) -> Result<Json<Vec<crate::model::KestraRun>>, ApiError> {
+    let limit = p.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit {limit} out of range 1..=100"),
+        ));
+    }
+    state
+        .store
+        .get_group(id)
+        .await?
+        .ok_or_else(|| no_incident(id))?;
+    Ok(Json(state.store.kestra_runs(id, limit).await?))
 }

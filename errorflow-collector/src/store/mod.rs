@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use crate::model::{
     Activity, ApiToken, EventNeighbors, EventPage, EventQuery, Group, GroupCounts, GroupPage,
-    GroupQuery, GroupStats, InsertOutcome, NormalizedEvent, Project, Session, StoredEvent,
-    Transition, User,
+    GroupQuery, GroupStats, InsertOutcome, KestraRun, KestraTrigger, NormalizedEvent, Project,
+    Session, StoredEvent, Transition, User,
 };
 use crate::triage::result::{NewTriage, Severity, TriageRecord, TriageResult};
 
@@ -333,6 +333,15 @@ pub trait Store: Send + Sync + 'static {
     /// array, triaged_at, triage_trend), in one transaction. `None` when
     /// there is no such incident.
     async fn save_triage(&self, triage: &NewTriage) -> Result<Option<TriageRecord>>;
+    /// Stores a result once per idempotency key (the Kestra flows' input):
+    /// a second call with the same key stores nothing and returns the
+    /// result stored first, with `false`. `None` if there is no such
+    /// incident. The key is claimed in the result's own transaction.
+    async fn save_triage_once(
+        &self,
+        triage: &NewTriage,
+        idempotency_key: &str,
+    ) -> Result<Option<(TriageRecord, bool)>>;
     /// The incident's triage results, newest first.
     async fn triage_history(&self, group_id: i64, limit: u32) -> Result<Vec<TriageRecord>>;
     /// OPEN incidents never triaged, or triaged before `triaged_before` and
@@ -357,6 +366,55 @@ pub trait Store: Send + Sync + 'static {
         state: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<()>;
+    /// Writes a flow start the collector owes Kestra; a key already queued
+    /// is not queued again.
+    async fn enqueue_kestra_trigger(
+        &self,
+        flow_id: &str,
+        group_id: Option<i64>,
+        inputs: &str,
+        idempotency_key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Queued flow starts due at `now`, oldest first.
+    async fn due_kestra_triggers(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<KestraTrigger>>;
+    /// A failed attempt: try again at `next_attempt_at`.
+    async fn retry_kestra_trigger(
+        &self,
+        id: i64,
+        attempts: i32,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<()>;
+    /// Removes a queued start that will not be sent (Kestra refused it).
+    async fn drop_kestra_trigger(&self, id: i64) -> Result<()>;
+    /// Kestra created the execution: the queued start becomes a followed
+    /// run, in one transaction.
+    async fn kestra_trigger_started(
+        &self,
+        trigger: &KestraTrigger,
+        execution_id: &str,
+        state: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Started runs whose end is not known yet, oldest first.
+    async fn unfinished_kestra_runs(&self, limit: u32) -> Result<Vec<KestraRun>>;
+    /// Records how a run ended.
+    async fn finish_kestra_run(
+        &self,
+        id: i64,
+        state: &str,
+        failed_task: Option<&str>,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// An incident's Kestra runs, newest first.
+    async fn kestra_runs(&self, group_id: i64, limit: u32) -> Result<Vec<KestraRun>>;
+
     // ---- dashboard ----
 
     /// Incidents per status matching the query's filters (its status, sort,

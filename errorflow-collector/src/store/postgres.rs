@@ -175,6 +175,26 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// The result stored first under an idempotency key (what
+    /// `save_triage_once` answers to a repeated key).
+    async fn first_keyed_result(
+        &self,
+        group_id: i64,
+        triage_id: Option<i64>,
+    ) -> Result<Option<(TriageRecord, bool)>> {
+        let found = match triage_id {
+            Some(id) => self
+                .triage_history(group_id, 100)
+                .await?
+                .into_iter()
+                .find(|r| r.id == id),
+            None => None,
+        };
+        found.map(|r| Some((r, false))).ok_or_else(|| {
+            StoreError::Conflict("the idempotency key was used for another result".into())
+        })
+    }
+
     pub async fn connect(url: &str) -> Result<Self> {
         // A pool reports a server it cannot reach only as a timeout, after
         // `acquire_timeout`; one direct connection first says at once why
@@ -1069,50 +1089,52 @@ impl Store for PgStore {
     }
 
     async fn save_triage(&self, t: &NewTriage) -> Result<Option<TriageRecord>> {
-        let r = &t.result;
-        let steps = serde_json::to_string(&r.next_steps)
-            .map_err(|e| StoreError::Corrupt(format!("next steps: {e}")))?;
         let mut tx = self.pool.begin().await?;
-        let updated: Option<i64> = sqlx::query_scalar(
-            "UPDATE error_groups SET severity = $1, priority = $2, ai_summary = $3, \
-             ai_next_steps = $4, triaged_at = $5, triage_trend = $6 WHERE id = $7 RETURNING id",
-        )
-        .bind(r.severity.as_str())
-        .bind(r.priority)
-        .bind(&r.summary)
-        .bind(&steps)
-        .bind(t.created_at)
-        .bind(&t.trend)
-        .bind(t.group_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if updated.is_none() {
+        let Some(id) = insert_triage(&mut tx, t).await? else {
             return Ok(None);
-        }
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO triage_results (group_id, summary, severity, priority, probable_cause, \
-             next_steps, confidence, analyst, model, prompt_version, fallback_reason, triggered_by, \
-             trend, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             RETURNING id",
-        )
-        .bind(t.group_id)
-        .bind(&r.summary)
-        .bind(r.severity.as_str())
-        .bind(r.priority)
-        .bind(&r.probable_cause)
-        .bind(Json(&r.next_steps))
-        .bind(r.confidence)
-        .bind(&t.analyst)
-        .bind(&t.model)
-        .bind(&t.prompt_version)
-        .bind(&t.fallback_reason)
-        .bind(&t.trigger)
-        .bind(&t.trend)
-        .bind(t.created_at)
-        .fetch_one(&mut *tx)
-        .await?;
+        };
         tx.commit().await?;
         Ok(Some(t.record(id)))
+    }
+
+    async fn save_triage_once(
+        &self,
+        t: &NewTriage,
+        key: &str,
+    ) -> Result<Option<(TriageRecord, bool)>> {
+        let mut tx = self.pool.begin().await?;
+        // A concurrent claim of the same key waits here until the first
+        // transaction ends, then finds the key taken.
+        let claimed = sqlx::query(
+            "INSERT INTO triage_idempotency_keys (idempotency_key, created_at) VALUES ($1, $2) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(t.created_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            let first: Option<i64> = sqlx::query_scalar(
+                "SELECT triage_id FROM triage_idempotency_keys WHERE idempotency_key = $1",
+            )
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return self.first_keyed_result(t.group_id, first).await;
+        }
+        let Some(id) = insert_triage(&mut tx, t).await? else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE triage_idempotency_keys SET triage_id = $1 WHERE idempotency_key = $2")
+            .bind(id)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some((t.record(id), true)))
     }
 
     async fn triage_history(&self, group_id: i64, limit: u32) -> Result<Vec<TriageRecord>> {
@@ -1207,6 +1229,159 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn enqueue_kestra_trigger(
+        &self,
+        flow_id: &str,
+        group_id: Option<i64>,
+        inputs: &str,
+        idempotency_key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO kestra_outbox (flow_id, group_id, inputs, idempotency_key, \
+             next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(flow_id)
+        .bind(group_id)
+        .bind(inputs)
+        .bind(idempotency_key)
+        .bind(at)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn due_kestra_triggers(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<KestraTrigger>> {
+        let rows = sqlx::query(
+            "SELECT id, flow_id, group_id, inputs, idempotency_key, attempts FROM kestra_outbox \
+             WHERE next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KestraTrigger {
+                    id: r.try_get("id")?,
+                    flow_id: r.try_get("flow_id")?,
+                    group_id: r.try_get("group_id")?,
+                    inputs: r.try_get("inputs")?,
+                    idempotency_key: r.try_get("idempotency_key")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn retry_kestra_trigger(
+        &self,
+        id: i64,
+        attempts: i32,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE kestra_outbox SET attempts = $1, next_attempt_at = $2, last_error = $3 WHERE id = $4",
+        )
+        .bind(attempts)
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn drop_kestra_trigger(&self, id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM kestra_outbox WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn kestra_trigger_started(
+        &self,
+        trigger: &KestraTrigger,
+        execution_id: &str,
+        state: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM kestra_outbox WHERE id = $1")
+            .bind(trigger.id)
+            .execute(&mut *tx)
+            .await?;
+        // The incident may have been deleted meanwhile: then the run is kept without it.
+        sqlx::query(
+            "INSERT INTO kestra_executions (flow_id, group_id, execution_id, state, \
+             idempotency_key, created_at) \
+             VALUES ($1, (SELECT id FROM error_groups WHERE id = $2), $3, $4, $5, $6)",
+        )
+        .bind(&trigger.flow_id)
+        .bind(trigger.group_id)
+        .bind(execution_id)
+        .bind(state)
+        .bind(&trigger.idempotency_key)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unfinished_kestra_runs(&self, limit: u32) -> Result<Vec<KestraRun>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KESTRA_RUN_COLUMNS} FROM kestra_executions WHERE finished_at IS NULL \
+             ORDER BY id LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(kestra_run_from_row).collect()
+    }
+
+    async fn finish_kestra_run(
+        &self,
+        id: i64,
+        state: &str,
+        failed_task: Option<&str>,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE kestra_executions SET state = $1, failed_task = $2, error = $3, finished_at = $4 \
+             WHERE id = $5",
+        )
+        .bind(state)
+        .bind(failed_task)
+        .bind(error)
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn kestra_runs(&self, group_id: i64, limit: u32) -> Result<Vec<KestraRun>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KESTRA_RUN_COLUMNS} FROM kestra_executions WHERE group_id = $1 \
+             ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(group_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(kestra_run_from_row).collect()
     }
 
     // ---- dashboard ----
@@ -1417,4 +1592,72 @@ async fn release_first_seen(
         }
     }
     Ok(out)
+}
+
+const KESTRA_RUN_COLUMNS: &str = "id, flow_id, group_id, execution_id, idempotency_key, state, \
+     created_at, finished_at, failed_task, error";
+
+fn kestra_run_from_row(r: &PgRow) -> Result<KestraRun> {
+    Ok(KestraRun {
+        id: r.try_get("id")?,
+        flow_id: r.try_get("flow_id")?,
+        group_id: r.try_get("group_id")?,
+        execution_id: r.try_get("execution_id")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        state: r.try_get("state")?,
+        created_at: r.try_get("created_at")?,
+        finished_at: r.try_get("finished_at")?,
+        failed_task: r.try_get("failed_task")?,
+        error: r.try_get("error")?,
+    })
+}
+
+/// The incident update and the history row of one triage result, in the
+/// caller's transaction; `None` if there is no such incident.
+async fn insert_triage(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    t: &NewTriage,
+) -> Result<Option<i64>> {
+    let r = &t.result;
+    let steps = serde_json::to_string(&r.next_steps)
+        .map_err(|e| StoreError::Corrupt(format!("next steps: {e}")))?;
+    let updated: Option<i64> = sqlx::query_scalar(
+        "UPDATE error_groups SET severity = $1, priority = $2, ai_summary = $3, \
+             ai_next_steps = $4, triaged_at = $5, triage_trend = $6 WHERE id = $7 RETURNING id",
+    )
+    .bind(r.severity.as_str())
+    .bind(r.priority)
+    .bind(&r.summary)
+    .bind(&steps)
+    .bind(t.created_at)
+    .bind(&t.trend)
+    .bind(t.group_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if updated.is_none() {
+        return Ok(None);
+    }
+    let id: i64 = sqlx::query_scalar(
+            "INSERT INTO triage_results (group_id, summary, severity, priority, probable_cause, \
+             next_steps, confidence, analyst, model, prompt_version, fallback_reason, triggered_by, \
+             trend, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             RETURNING id",
+        )
+        .bind(t.group_id)
+        .bind(&r.summary)
+        .bind(r.severity.as_str())
+        .bind(r.priority)
+        .bind(&r.probable_cause)
+        .bind(Json(&r.next_steps))
+        .bind(r.confidence)
+        .bind(&t.analyst)
+        .bind(&t.model)
+        .bind(&t.prompt_version)
+        .bind(&t.fallback_reason)
+        .bind(&t.trigger)
+        .bind(&t.trend)
+        .bind(t.created_at)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Some(id))
 }

@@ -261,6 +261,26 @@ async fn checkpoint_loop(mut conn: sqlx::SqliteConnection) {
 }
 
 impl SqliteStore {
+    /// The result stored first under an idempotency key (what
+    /// `save_triage_once` answers to a repeated key).
+    async fn first_keyed_result(
+        &self,
+        group_id: i64,
+        triage_id: Option<i64>,
+    ) -> Result<Option<(TriageRecord, bool)>> {
+        let found = match triage_id {
+            Some(id) => self
+                .triage_history(group_id, 100)
+                .await?
+                .into_iter()
+                .find(|r| r.id == id),
+            None => None,
+        };
+        found.map(|r| Some((r, false))).ok_or_else(|| {
+            StoreError::Conflict("the idempotency key was used for another result".into())
+        })
+    }
+
     pub async fn connect(url: &str) -> Result<Self> {
         // Several connections share the database (the batch writer, the
         // other writes, the readers, the checkpointer), which an in-memory
@@ -813,49 +833,50 @@ impl Store for SqliteStore {
     }
 
     async fn save_triage(&self, t: &NewTriage) -> Result<Option<TriageRecord>> {
-        let r = &t.result;
-        let steps = serde_json::to_string(&r.next_steps)
-            .map_err(|e| StoreError::Corrupt(format!("next steps: {e}")))?;
         let mut tx = self.begin_write().await?;
-        let updated: Option<i64> = sqlx::query_scalar(
-            "UPDATE error_groups SET severity = ?, priority = ?, ai_summary = ?, \
-             ai_next_steps = ?, triaged_at = ?, triage_trend = ? WHERE id = ? RETURNING id",
-        )
-        .bind(r.severity.as_str())
-        .bind(r.priority)
-        .bind(&r.summary)
-        .bind(&steps)
-        .bind(fmt_ts(t.created_at))
-        .bind(&t.trend)
-        .bind(t.group_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if updated.is_none() {
+        let Some(id) = insert_triage(&mut tx, t).await? else {
             return Ok(None);
-        }
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO triage_results (group_id, summary, severity, priority, probable_cause, \
-             next_steps, confidence, analyst, model, prompt_version, fallback_reason, triggered_by, \
-             trend, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(t.group_id)
-        .bind(&r.summary)
-        .bind(r.severity.as_str())
-        .bind(r.priority)
-        .bind(&r.probable_cause)
-        .bind(&steps)
-        .bind(r.confidence)
-        .bind(&t.analyst)
-        .bind(&t.model)
-        .bind(&t.prompt_version)
-        .bind(&t.fallback_reason)
-        .bind(&t.trigger)
-        .bind(&t.trend)
-        .bind(fmt_ts(t.created_at))
-        .fetch_one(&mut *tx)
-        .await?;
+        };
         tx.commit().await?;
         Ok(Some(t.record(id)))
+    }
+
+    async fn save_triage_once(
+        &self,
+        t: &NewTriage,
+        key: &str,
+    ) -> Result<Option<(TriageRecord, bool)>> {
+        let mut tx = self.begin_write().await?;
+        let claimed = sqlx::query(
+            "INSERT INTO triage_idempotency_keys (idempotency_key, created_at) VALUES (?, ?) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(fmt_ts(t.created_at))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            let first: Option<i64> = sqlx::query_scalar(
+                "SELECT triage_id FROM triage_idempotency_keys WHERE idempotency_key = ?",
+            )
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return self.first_keyed_result(t.group_id, first).await;
+        }
+        let Some(id) = insert_triage(&mut tx, t).await? else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE triage_idempotency_keys SET triage_id = ? WHERE idempotency_key = ?")
+            .bind(id)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some((t.record(id), true)))
     }
 
     async fn triage_history(&self, group_id: i64, limit: u32) -> Result<Vec<TriageRecord>> {
@@ -955,6 +976,167 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn enqueue_kestra_trigger(
+        &self,
+        flow_id: &str,
+        group_id: Option<i64>,
+        inputs: &str,
+        idempotency_key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO kestra_outbox (flow_id, group_id, inputs, idempotency_key, \
+             next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(flow_id)
+        .bind(group_id)
+        .bind(inputs)
+        .bind(idempotency_key)
+        .bind(fmt_ts(at))
+        .bind(fmt_ts(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn due_kestra_triggers(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<KestraTrigger>> {
+        let rows = sqlx::query(
+            "SELECT id, flow_id, group_id, inputs, idempotency_key, attempts FROM kestra_outbox \
+             WHERE next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+        )
+        .bind(fmt_ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KestraTrigger {
+                    id: r.try_get("id")?,
+                    flow_id: r.try_get("flow_id")?,
+                    group_id: r.try_get("group_id")?,
+                    inputs: r.try_get("inputs")?,
+                    idempotency_key: r.try_get("idempotency_key")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn retry_kestra_trigger(
+        &self,
+        id: i64,
+        attempts: i32,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE kestra_outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+        )
+        .bind(attempts)
+        .bind(fmt_ts(next_attempt_at))
+        .bind(error)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn drop_kestra_trigger(&self, id: i64) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM kestra_outbox WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn kestra_trigger_started(
+        &self,
+        trigger: &KestraTrigger,
+        execution_id: &str,
+        state: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM kestra_outbox WHERE id = ?")
+            .bind(trigger.id)
+            .execute(&mut *tx)
+            .await?;
+        // The incident may have been deleted meanwhile: then the run is kept without it.
+        sqlx::query(
+            "INSERT INTO kestra_executions (flow_id, group_id, execution_id, state, \
+             idempotency_key, created_at) \
+             VALUES (?, (SELECT id FROM error_groups WHERE id = ?), ?, ?, ?, ?)",
+        )
+        .bind(&trigger.flow_id)
+        .bind(trigger.group_id)
+        .bind(execution_id)
+        .bind(state)
+        .bind(&trigger.idempotency_key)
+        .bind(fmt_ts(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unfinished_kestra_runs(&self, limit: u32) -> Result<Vec<KestraRun>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KESTRA_RUN_COLUMNS} FROM kestra_executions WHERE finished_at IS NULL \
+             ORDER BY id LIMIT ?"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(kestra_run_from_row).collect()
+    }
+
+    async fn finish_kestra_run(
+        &self,
+        id: i64,
+        state: &str,
+        failed_task: Option<&str>,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE kestra_executions SET state = ?, failed_task = ?, error = ?, finished_at = ? \
+             WHERE id = ?",
+        )
+        .bind(state)
+        .bind(failed_task)
+        .bind(error)
+        .bind(fmt_ts(at))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn kestra_runs(&self, group_id: i64, limit: u32) -> Result<Vec<KestraRun>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KESTRA_RUN_COLUMNS} FROM kestra_executions WHERE group_id = ? \
+             ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(group_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(kestra_run_from_row).collect()
     }
 
     // ---- dashboard ----
@@ -1193,6 +1375,74 @@ async fn vacuum_into<'e>(
         .execute(executor)
         .await?;
     Ok(())
+}
+
+const KESTRA_RUN_COLUMNS: &str = "id, flow_id, group_id, execution_id, idempotency_key, state, \
+     created_at, finished_at, failed_task, error";
+
+fn kestra_run_from_row(r: &SqliteRow) -> Result<KestraRun> {
+    let finished: Option<String> = r.try_get("finished_at")?;
+    Ok(KestraRun {
+        id: r.try_get("id")?,
+        flow_id: r.try_get("flow_id")?,
+        group_id: r.try_get("group_id")?,
+        execution_id: r.try_get("execution_id")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        state: r.try_get("state")?,
+        created_at: parse_ts(r.try_get("created_at")?)?,
+        finished_at: finished.as_deref().map(parse_ts).transpose()?,
+        failed_task: r.try_get("failed_task")?,
+        error: r.try_get("error")?,
+    })
+}
+
+/// The incident update and the history row of one triage result, in the
+/// caller's transaction; `None` if there is no such incident.
+async fn insert_triage(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    t: &NewTriage,
+) -> Result<Option<i64>> {
+    let r = &t.result;
+    let steps = serde_json::to_string(&r.next_steps)
+        .map_err(|e| StoreError::Corrupt(format!("next steps: {e}")))?;
+    let updated: Option<i64> = sqlx::query_scalar(
+        "UPDATE error_groups SET severity = ?, priority = ?, ai_summary = ?, \
+             ai_next_steps = ?, triaged_at = ?, triage_trend = ? WHERE id = ? RETURNING id",
+    )
+    .bind(r.severity.as_str())
+    .bind(r.priority)
+    .bind(&r.summary)
+    .bind(&steps)
+    .bind(fmt_ts(t.created_at))
+    .bind(&t.trend)
+    .bind(t.group_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if updated.is_none() {
+        return Ok(None);
+    }
+    let id: i64 = sqlx::query_scalar(
+            "INSERT INTO triage_results (group_id, summary, severity, priority, probable_cause, \
+             next_steps, confidence, analyst, model, prompt_version, fallback_reason, triggered_by, \
+             trend, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(t.group_id)
+        .bind(&r.summary)
+        .bind(r.severity.as_str())
+        .bind(r.priority)
+        .bind(&r.probable_cause)
+        .bind(&steps)
+        .bind(r.confidence)
+        .bind(&t.analyst)
+        .bind(&t.model)
+        .bind(&t.prompt_version)
+        .bind(&t.fallback_reason)
+        .bind(&t.trigger)
+        .bind(&t.trend)
+        .bind(fmt_ts(t.created_at))
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Some(id))
 }
 
 #[cfg(test)]

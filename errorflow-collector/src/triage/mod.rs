@@ -345,13 +345,16 @@ impl Triage {
         Ok(record)
     }
 
-    /// Stores a result made elsewhere (the Kestra flow's agent).
+    /// Stores a result made elsewhere (the Kestra flow's agent). With an
+    /// idempotency key, a result already stored under it is returned and
+    /// nothing new is stored (a flow started twice for one trigger).
     pub async fn record_external(
         &self,
         group_id: i64,
         result: TriageResult,
         analyst: &str,
         model: &str,
+        idempotency_key: Option<&str>,
     ) -> Result<Option<TriageRecord>, TriageError> {
         let result = result.validate()?;
         let now = Utc::now();
@@ -361,34 +364,51 @@ impl Triage {
             .digest(group_id, now)
             .await?
             .map(|d| d.trend.as_str().to_string());
-        Ok(self
-            .store
-            .save_triage(&NewTriage {
-                group_id,
-                result,
-                analyst: analyst.to_string(),
-                model: model.to_string(),
-                prompt_version: PROMPT_VERSION.to_string(),
-                fallback_reason: None,
-                trigger: "external".into(),
-                trend,
-                created_at: now,
-            })
-            .await?)
+        let triage = NewTriage {
+            group_id,
+            result,
+            analyst: analyst.to_string(),
+            model: model.to_string(),
+            prompt_version: PROMPT_VERSION.to_string(),
+            fallback_reason: None,
+            trigger: "external".into(),
+            trend,
+            created_at: now,
+        };
+        match idempotency_key {
+            Some(key) => {
+                let saved = self.store.save_triage_once(&triage, key).await?;
+                if let Some((record, false)) = &saved {
+                    tracing::info!(
+                        group = group_id,
+                        triage = record.id,
+                        "a result with this idempotency key is already stored; not stored again"
+                    );
+                }
+                Ok(saved.map(|(record, _)| record))
+            }
+            None => Ok(self.store.save_triage(&triage).await?),
+        }
     }
 
-    /// Asks Kestra to run `group-summary-agent` for an incident, when Kestra is configured.
-    pub fn request_summary_flow(&self, group_id: i64, cluster_key: &str) -> bool {
-        match &self.kestra {
-            Some(k) => k.offer(FlowRun {
-                flow_id: kestra::GROUP_SUMMARY_AGENT.into(),
-                group_id: Some(group_id),
-                inputs: vec![
-                    Input::Text("cluster_key".into(), cluster_key.to_string()),
-                    Input::Text("group_id".into(), group_id.to_string()),
-                ],
-            }),
-            None => false,
+    /// Asks Kestra to run `group-summary-agent` for an incident, when Kestra
+    /// is configured: the start is in the outbox when this returns true.
+    pub async fn request_summary_flow(&self, group_id: i64, cluster_key: &str) -> bool {
+        let Some(k) = &self.kestra else { return false };
+        let run = FlowRun {
+            flow_id: kestra::GROUP_SUMMARY_AGENT.into(),
+            group_id: Some(group_id),
+            inputs: vec![
+                Input::Text("cluster_key".into(), cluster_key.to_string()),
+                Input::Text("group_id".into(), group_id.to_string()),
+            ],
+        };
+        match k.enqueue(run).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(group = group_id, error = %e, "cannot queue the Kestra summary flow");
+                false
+            }
         }
     }
 
@@ -407,14 +427,15 @@ impl Triage {
             })
             .await?;
         if let Some(event) = events.events.first() {
-            k.offer(FlowRun {
+            k.enqueue(FlowRun {
                 flow_id: kestra::ERROR_INTAKE.into(),
                 group_id: Some(group_id),
                 inputs: vec![Input::Json(
                     "error_event".into(),
                     kestra::error_event(event, &group.cluster_key),
                 )],
-            });
+            })
+            .await?;
         }
         Ok(())
     }

@@ -187,17 +187,38 @@ impl Collector {
     }
 
     pub fn serve(&mut self) {
-        let child = command(&self.db.url)
-            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        self.serve_with(&[]);
+    }
+
+    /// Serves with extra environment variables (Kestra's address, …).
+    pub fn serve_with(&mut self, env: &[(&str, &str)]) {
+        let mut cmd = command(&self.db.url);
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .stdout(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + DEADLINE;
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "collector did not start");
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// Stops the server (SIGKILL: nothing is flushed on the way out).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The project's ingest key (the DSN's user part).
+    pub fn ingest_key(&self) -> String {
+        let rest = self.dsn.split("://").nth(1).unwrap();
+        rest.split('@').next().unwrap().to_string()
     }
 
     pub fn get(&self, path: &str) -> Value {

@@ -435,6 +435,9 @@ pub struct DetailPage {
     pub events: Vec<EventRow>,
     pub tags: Vec<TagView>,
     pub activity: Vec<ActivityView>,
+    /// "Kestra run failed at task store: …" when the incident's latest
+    /// Kestra run failed.
+    pub kestra_failure: Option<String>,
 }
 
 pub async fn detail(
@@ -457,11 +460,16 @@ pub async fn detail(
         limit: 20,
         ..EventQuery::default()
     };
-    let (stats, activity, recent) = tokio::try_join!(
+    let (stats, activity, recent, kestra_runs) = tokio::try_join!(
         state.store.group_stats(id, now),
         state.store.activity(id),
         state.store.list_events(&recent_query),
+        state.store.kestra_runs(id, 1),
     )?;
+    let kestra_failure = kestra_runs
+        .first()
+        .filter(|r| r.failed())
+        .map(views::kestra_failure);
     let wanted = Uuid::parse_str(p.event.trim()).ok();
     let current: Option<StoredEvent> = match wanted {
         Some(eid) => match recent.events.iter().find(|e| e.event_id == eid) {
@@ -551,6 +559,7 @@ pub async fn detail(
         events,
         tags,
         activity,
+        kestra_failure,
         g: group,
     };
     Ok(render(&page))
@@ -794,7 +803,10 @@ pub async fn summarize(
     match state.triage.run(id, crate::triage::Reason::Manual).await {
         // With Kestra configured, its summary flow runs too; its result arrives later.
         Ok(_) => {
-            let _ = state.triage.request_summary_flow(id, &group.cluster_key);
+            let _ = state
+                .triage
+                .request_summary_flow(id, &group.cluster_key)
+                .await;
         }
         Err(e) => {
             tracing::error!(error = %e, incident = id, "dashboard: triage failed");
@@ -1656,6 +1668,7 @@ mod tests {
                 }],
             }],
             activity: vec![],
+            kestra_failure: None,
             g: group(),
         }
         .render()

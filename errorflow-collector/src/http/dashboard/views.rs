@@ -259,6 +259,24 @@ pub fn safe_return(target: Option<&str>, fallback: &str) -> String {
     }
 }
 
+/// What the incident page says about a failed Kestra run:
+/// "Kestra run failed at task store: …" (the flow and execution follow).
+pub fn kestra_failure(run: &crate::model::KestraRun) -> String {
+    let mut s = format!(
+        "Kestra run failed at task {}",
+        run.failed_task.as_deref().unwrap_or("(unknown)")
+    );
+    if let Some(e) = &run.error {
+        s.push_str(": ");
+        s.push_str(e);
+    }
+    s.push_str(&format!(
+        " (flow {}, execution {})",
+        run.flow_id, run.execution_id
+    ));
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
