@@ -61,7 +61,7 @@ impl Client {
         })
     }
 
-    /// The client bound by [`init`], if any.
+    /// The client bound by [`init`](crate::init), if any.
     pub fn current() -> Option<Arc<Client>> {
         if !ACTIVE.load(Ordering::Relaxed) {
             return None;
