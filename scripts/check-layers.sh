@@ -47,6 +47,13 @@ scope -> client
 scope -> layer
 transport -> client
 transport -> layer
+pending -> client
+pending -> layer
+record -> client
+record -> layer
+record -> scope
+options -> client
+options -> panic
 '
 
 crates=("$@")

@@ -4,112 +4,20 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::protocol::{Event, Exception, Level};
-use crate::scope::{EventProcessor, Scope, ScopeHandle};
-use crate::transport::{HttpTransport, Stats, Transport};
-use crate::{scope, scrub, ClientOptions};
-
-/// The SDK's identity, sent with every event.
-pub const SDK_NAME: &str = concat!("errorflow-sdk/", env!("CARGO_PKG_VERSION"));
+use crate::exception::exception_chain;
+use crate::http_transport::HttpTransport;
+use crate::options::ClientOptions;
+use crate::pending::{Finisher, PendingEvent};
+use crate::protocol::{Event, Level};
+use crate::record::LogRecord;
+use crate::scope::{self, Scope, ScopeHandle};
+use crate::transport::{Stats, Transport};
 
 /// A configured client. Obtain the bound one with [`Client::current`].
 pub struct Client {
-    shared: Arc<Shared>,
-    transport: Arc<dyn Transport>,
-}
-
-/// What finishing an event needs from its client; shared with the events
-/// in flight so that they can be finished on the transport's thread.
-struct Shared {
     options: ClientOptions,
-    host: Option<String>,
-}
-
-/// An event captured on the application's thread, with the work that does
-/// not need that thread still to do: the tracing layer's derived fields
-/// (logger, fingerprint, template, fields as tags), the scope's
-/// [`EventProcessor`] (request context), the client's defaults,
-/// `before_send` and scrubbing. [`PendingEvent::finish`] does it; the HTTP
-/// transport calls it on its worker thread, so that capturing stays cheap
-/// and hands few allocations to another thread.
-pub struct PendingEvent {
-    event_id: uuid::Uuid,
-    /// Boxed from the start: an `Event` is large, and a pending event is
-    /// moved from the capture through the queue to the worker. `None` for a
-    /// `tracing` event whose scopes had nothing to merge into it: `finish`
-    /// makes it, so that the calling thread allocates nothing for it.
-    event: Option<Box<Event>>,
-    /// `None` for an event that was finished before it was queued.
-    shared: Option<Arc<Shared>>,
-    processor: Option<Arc<dyn EventProcessor>>,
-    tracing: Option<crate::layer::TracingParts>,
-    /// The current scope's breadcrumbs, when the event had none of its own.
-    breadcrumbs: Option<scope::BreadcrumbSnapshot>,
-}
-
-impl std::fmt::Debug for PendingEvent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingEvent")
-            .field("event_id", &self.event_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PendingEvent {
-    /// An event that needs no more work (sent through [`Transport::send`]).
-    pub(crate) fn finished(event: Event) -> PendingEvent {
-        PendingEvent {
-            event_id: event.event_id,
-            event: Some(Box::new(event)),
-            shared: None,
-            processor: None,
-            tracing: None,
-            breadcrumbs: None,
-        }
-    }
-
-    /// The id the event will be sent with.
-    pub fn event_id(&self) -> uuid::Uuid {
-        self.event_id
-    }
-
-    /// Completes the event; `None` when `before_send` dropped it.
-    pub fn finish(self) -> Option<Event> {
-        let PendingEvent {
-            event_id,
-            event,
-            shared,
-            processor,
-            tracing,
-            breadcrumbs,
-        } = self;
-        let mut event = event.unwrap_or_else(|| {
-            let level = tracing.as_ref().map_or(Level::Error, |t| t.level());
-            Box::new(Event::with_id(event_id, level))
-        });
-        if let Some(breadcrumbs) = breadcrumbs {
-            event.breadcrumbs = breadcrumbs.into_breadcrumbs();
-        }
-        if let Some(tracing) = tracing {
-            crate::layer::finish_event(&mut event, tracing);
-        }
-        if let Some(processor) = processor {
-            processor.process(&mut event);
-        }
-        let mut event = *event;
-        let Some(shared) = shared else {
-            return Some(event);
-        };
-        shared.fill_defaults(&mut event);
-        let mut event = match &shared.options.before_send {
-            Some(hook) => hook(event)?,
-            None => event,
-        };
-        if shared.options.scrub {
-            scrub::scrub_event(&mut event);
-        }
-        Some(event)
-    }
+    finisher: Arc<Finisher>,
+    transport: Arc<dyn Transport>,
 }
 
 static CURRENT: RwLock<Option<Arc<Client>>> = RwLock::new(None);
@@ -138,16 +46,22 @@ impl Client {
             },
             (None, None) => return None,
         };
+        let finisher = Arc::new(Finisher {
+            service: options.service.clone(),
+            environment: options.environment.clone(),
+            release: options.release.clone(),
+            host: hostname(),
+            before_send: options.before_send.clone(),
+            scrub: options.scrub,
+        });
         Some(Client {
-            shared: Arc::new(Shared {
-                host: hostname(),
-                options,
-            }),
+            options,
+            finisher,
             transport,
         })
     }
 
-    /// The client bound by [`init`], if any.
+    /// The client bound by [`init`](crate::init), if any.
     pub fn current() -> Option<Arc<Client>> {
         if !ACTIVE.load(Ordering::Relaxed) {
             return None;
@@ -157,7 +71,7 @@ impl Client {
 
     /// The options the client was built with.
     pub fn options(&self) -> &ClientOptions {
-        &self.shared.options
+        &self.options
     }
 
     /// Delivery counters.
@@ -193,13 +107,13 @@ impl Client {
         capture: Capture,
         scope: Option<&ScopeHandle>,
     ) -> Option<uuid::Uuid> {
-        let sample_rate = self.shared.options.sample_rate;
+        let sample_rate = self.options.sample_rate;
         if sample_rate < 1.0 && random_fraction() >= sample_rate {
             return None;
         }
-        let (event_id, level, mut event, tracing) = match capture {
+        let (event_id, level, mut event, record) = match capture {
             Capture::Event(event) => (event.event_id, event.level, Some(event), None),
-            Capture::Tracing(id, parts) => (id, parts.level(), None, Some(parts)),
+            Capture::Log(id, record) => (id, record.level(), None, Some(record)),
         };
         let is_error = level >= Level::Error;
         // The event is made here only when a scope has something to merge.
@@ -246,9 +160,9 @@ impl Client {
         self.transport.send_pending(PendingEvent {
             event_id,
             event,
-            shared: Some(self.shared.clone()),
+            finisher: Some(self.finisher.clone()),
             processor,
-            tracing,
+            record,
             breadcrumbs,
         });
         Some(event_id)
@@ -256,44 +170,14 @@ impl Client {
 }
 
 /// What [`Client::capture_pending`] captures.
-// The tracing variant is large and is moved into the pending event: boxing
-// it would bring back the allocation that keeping it inline avoids.
+// The log variant is large and is moved into the pending event: boxing it
+// would bring back the allocation that keeping it inline avoids.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Capture {
     /// An event built by the caller.
     Event(Box<Event>),
-    /// A `tracing` event, with its id.
-    Tracing(uuid::Uuid, crate::layer::TracingParts),
-}
-
-impl Shared {
-    fn fill_defaults(&self, event: &mut Event) {
-        let o = &self.options;
-        if event.service.is_none() {
-            event.service.clone_from(&o.service);
-        }
-        if event.environment.is_none() {
-            event.environment.clone_from(&o.environment);
-        }
-        if event.release.is_none() {
-            event.release.clone_from(&o.release);
-        }
-        if event.host.is_none() {
-            event.host.clone_from(&self.host);
-        }
-        if event.platform.is_none() {
-            event.platform = Some("rust".into());
-        }
-        if event.sdk.is_none() {
-            event.sdk = Some(SDK_NAME.into());
-        }
-    }
-}
-
-impl Client {
-    pub(crate) fn is_in_app(&self, function: &str) -> bool {
-        crate::panic::is_in_app(function, &self.shared.options.in_app_include)
-    }
+    /// A log call's record (the `tracing` layer's `error!`), with its id.
+    Log(uuid::Uuid, LogRecord),
 }
 
 fn hostname() -> Option<String> {
@@ -346,13 +230,10 @@ impl Drop for ClientGuard {
     }
 }
 
-/// Builds a client from `options`, binds it for the whole process, installs
-/// the panic hook and returns the guard that flushes on drop.
-///
-/// Without a DSN (and without a custom transport) the SDK is a no-op and the
-/// application runs as usual.
-pub fn init(options: ClientOptions) -> ClientGuard {
-    let panic_hook = options.panic_hook;
+/// Builds a client from `options`, binds it for the whole process, sets up
+/// the options' integrations and returns the guard that flushes on drop.
+/// [`crate::init`] adds the default integrations first.
+pub(crate) fn init(options: ClientOptions) -> ClientGuard {
     let client = Client::new(options).map(Arc::new);
     {
         let mut current = CURRENT.write().unwrap_or_else(|e| e.into_inner());
@@ -363,8 +244,10 @@ pub fn init(options: ClientOptions) -> ClientGuard {
         );
         ACTIVE.store(client.is_some(), Ordering::Relaxed);
     }
-    if client.is_some() && panic_hook {
-        crate::panic::install();
+    if let Some(client) = &client {
+        for integration in &client.options().integrations {
+            integration.setup(client.options());
+        }
     }
     ClientGuard { client }
 }
@@ -406,62 +289,6 @@ pub fn flush(timeout: Duration) -> bool {
 /// Delivery counters of the bound client (zeros when none is bound).
 pub fn stats() -> Stats {
     Client::current().map(|c| c.stats()).unwrap_or_default()
-}
-
-/// The exception chain of `error`, outermost first, following `source()`.
-pub fn exception_chain(
-    error: &(dyn std::error::Error + 'static),
-    mechanism: &str,
-) -> Vec<Exception> {
-    let mut chain = Vec::new();
-    let mut current = Some(error);
-    // A cycle in `source()` would loop forever; real chains are short.
-    while let Some(err) = current {
-        if chain.len() >= 32 {
-            break;
-        }
-        let mut exception = Exception::new(error_type_name(err), err.to_string());
-        if chain.is_empty() {
-            exception.mechanism = Some(mechanism.to_string());
-            exception.handled = Some(true);
-        }
-        chain.push(exception);
-        current = err.source();
-    }
-    chain
-}
-
-/// The best type name available for a `dyn Error`.
-///
-/// Rust has no runtime type names for trait objects, so well-known std
-/// types are recognised by downcasting and the rest are named after the
-/// leading identifier of their `Debug` output (`NotFound { path: … }` →
-/// `NotFound`), which for derived `Debug` is the type or variant name.
-pub fn error_type_name(error: &(dyn std::error::Error + 'static)) -> String {
-    macro_rules! known {
-        ($($ty:ty),*) => {
-            $(if error.is::<$ty>() { return stringify!($ty).replace(' ', ""); })*
-        };
-    }
-    known!(
-        std::io::Error,
-        std::num::ParseIntError,
-        std::num::ParseFloatError,
-        std::str::Utf8Error,
-        std::string::FromUtf8Error,
-        std::fmt::Error,
-        serde_json::Error
-    );
-    let debug = format!("{error:?}");
-    let name: String = debug
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
-        .collect();
-    if name.is_empty() || name.chars().next().is_some_and(|c| c.is_ascii_digit()) {
-        "Error".to_string()
-    } else {
-        name.trim_end_matches(':').to_string()
-    }
 }
 
 /// A uniform random number in [0, 1), safe to draw while the thread's

@@ -22,11 +22,15 @@
 //!
 //! - [`protocol`]: the wire types, the only module built with
 //!   `default-features = false` (the collector's view of the SDK).
-//! - [`ClientOptions`], [`init`], [`ClientGuard`]: configuration and lifecycle.
+//! - [`ClientOptions`], [`init`], [`ClientGuard`], [`Client`]: configuration,
+//!   lifecycle and capture. The client knows no integration: the tracing
+//!   layer and the panic hook reach it through [`Client::current`], and
+//!   `init` sets up the [`Integration`]s the options list.
 //! - [`layer()`]: the `tracing` layer.
+//! - [`panic`](mod@panic): the panic hook, an integration `init` adds by default.
 //! - [`scope`]: context (tags, user, request, breadcrumbs) and how it follows async tasks.
-//! - [`transport`]: the bounded queue and batching HTTP worker.
-//! - [`panic`](mod@panic): the panic hook.
+//! - [`transport`]: the [`Transport`] trait; [`http_transport`]: the bounded
+//!   queue and batching HTTP worker.
 //!
 //! **Architecture Invariant:** capturing never blocks, panics or recurses.
 //! The calling thread only takes what it borrows (message, fields, error
@@ -48,11 +52,19 @@ mod dsn;
 #[cfg(feature = "client")]
 mod error;
 #[cfg(feature = "client")]
+mod exception;
+#[cfg(feature = "client")]
+pub mod http_transport;
+#[cfg(feature = "client")]
 pub mod layer;
 #[cfg(feature = "client")]
 mod options;
 #[cfg(feature = "client")]
 pub mod panic;
+#[cfg(feature = "client")]
+mod pending;
+#[cfg(feature = "client")]
+mod record;
 #[cfg(feature = "client")]
 pub mod scope;
 #[cfg(feature = "client")]
@@ -67,18 +79,39 @@ pub mod transport;
 
 #[cfg(feature = "client")]
 pub use client::{
-    capture_error, capture_event, capture_message, error_type_name, exception_chain, flush, init,
-    is_active, stats, Client, ClientGuard, PendingEvent, SDK_NAME,
+    capture_error, capture_event, capture_message, flush, is_active, stats, Client, ClientGuard,
 };
 #[cfg(feature = "client")]
 pub use dsn::Dsn;
 #[cfg(feature = "client")]
 pub use error::Error;
 #[cfg(feature = "client")]
+pub use exception::{error_type_name, exception_chain};
+#[cfg(feature = "client")]
+pub use http_transport::HttpTransport;
+#[cfg(feature = "client")]
 pub use layer::{layer, ErrorflowLayer};
 #[cfg(feature = "client")]
-pub use options::{BeforeSend, ClientOptions, RetryPolicy};
+pub use options::{ClientOptions, Integration, RetryPolicy};
+#[cfg(feature = "client")]
+pub use pending::{BeforeSend, PendingEvent, SDK_NAME};
 #[cfg(feature = "client")]
 pub use scope::{configure_scope, EventProcessor, Scope};
 #[cfg(feature = "client")]
 pub use transport::{Stats, Transport};
+
+/// Builds a client from `options`, binds it for the whole process, sets up
+/// its integrations (the panic hook first, unless
+/// [`ClientOptions::panic_hook`] is off) and returns the guard that flushes
+/// on drop.
+///
+/// Without a DSN (and without a custom transport) the SDK is a no-op and the
+/// application runs as usual.
+#[cfg(feature = "client")]
+pub fn init(mut options: ClientOptions) -> ClientGuard {
+    if options.panic_hook {
+        let panic: std::sync::Arc<dyn Integration> = std::sync::Arc::new(panic::PanicIntegration);
+        options.integrations.insert(0, panic);
+    }
+    client::init(options)
+}

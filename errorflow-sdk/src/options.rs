@@ -4,12 +4,24 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::dsn::Dsn;
+use crate::pending::BeforeSend;
 use crate::protocol::Event;
 use crate::transport::Transport;
-use crate::Dsn;
 
-/// A hook that may change or drop (by returning `None`) each event before it is queued.
-pub type BeforeSend = Arc<dyn Fn(Event) -> Option<Event> + Send + Sync>;
+/// Something that plugs into the SDK when [`init`](crate::init) binds a
+/// client: the panic hook is one (added by `init` unless
+/// [`ClientOptions::panic_hook`] is off), and an application may add its
+/// own with [`ClientOptions::integration`]. The client itself knows none of
+/// them; an integration reaches it through [`Client::current`](crate::Client::current).
+pub trait Integration: Send + Sync + 'static {
+    /// A short name, shown in the options' `Debug` output.
+    fn name(&self) -> &'static str;
+
+    /// Runs once each time `init` binds a client built from these options,
+    /// after it is bound; not when the SDK is a no-op (no DSN, no transport).
+    fn setup(&self, options: &ClientOptions);
+}
 
 /// How failed deliveries are retried.
 ///
@@ -73,6 +85,7 @@ pub struct ClientOptions {
     pub(crate) debug: bool,
     pub(crate) scrub: bool,
     pub(crate) transport: Option<Arc<dyn Transport>>,
+    pub(crate) integrations: Vec<Arc<dyn Integration>>,
 }
 
 impl Default for ClientOptions {
@@ -112,6 +125,7 @@ impl ClientOptions {
             debug: false,
             scrub: true,
             transport: None,
+            integrations: Vec::new(),
         }
     }
 
@@ -285,6 +299,13 @@ impl ClientOptions {
         self.transport = Some(transport);
         self
     }
+
+    /// Adds an [`Integration`], set up by [`init`](crate::init) after the
+    /// default ones.
+    pub fn integration(mut self, integration: impl Integration) -> ClientOptions {
+        self.integrations.push(Arc::new(integration));
+        self
+    }
 }
 
 impl fmt::Debug for ClientOptions {
@@ -303,6 +324,14 @@ impl fmt::Debug for ClientOptions {
             .field("before_send", &self.before_send.is_some())
             .field("in_app_include", &self.in_app_include)
             .field("debug", &self.debug)
+            .field(
+                "integrations",
+                &self
+                    .integrations
+                    .iter()
+                    .map(|i| i.name())
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }

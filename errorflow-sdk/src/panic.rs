@@ -1,15 +1,32 @@
-//! The panic hook and backtrace parsing.
+//! The panic hook and backtrace parsing: an [`Integration`] that
+//! [`init`](crate::init) sets up unless [`ClientOptions::panic_hook`] is off.
 
 use std::panic::PanicHookInfo;
 use std::sync::Once;
 use std::time::Duration;
 
 use crate::client::Client;
+use crate::options::{ClientOptions, Integration};
 use crate::protocol::{Event, Exception, Frame, Level, Stacktrace};
+use crate::scope::{self, ScopeHandle};
+use crate::transport::in_transport_thread;
 
 /// How long the hook waits for delivery of a panic event before letting the
 /// panic go on (and possibly end the process).
 const PANIC_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The panic hook as an [`Integration`]: its setup is [`install`].
+pub(crate) struct PanicIntegration;
+
+impl Integration for PanicIntegration {
+    fn name(&self) -> &'static str {
+        "panic"
+    }
+
+    fn setup(&self, _options: &ClientOptions) {
+        install();
+    }
+}
 
 /// Installs the panic hook once per process; later calls do nothing.
 ///
@@ -29,7 +46,7 @@ pub fn install() {
 fn capture_panic(info: &PanicHookInfo<'_>) {
     // A panic on the transport's own thread cannot be delivered by it (and
     // flushing would wait on the panicking thread itself).
-    if crate::transport::in_transport_thread() {
+    if in_transport_thread() {
         return;
     }
     // The hook is installed once per process, but a later client may have
@@ -45,9 +62,10 @@ fn capture_panic(info: &PanicHookInfo<'_>) {
     exception.handled = Some(false);
     let backtrace = std::backtrace::Backtrace::force_capture();
     let mut frames = parse_backtrace(&backtrace.to_string());
+    let include = &client.options().in_app_include;
     for frame in &mut frames {
         if let Some(function) = &frame.function {
-            frame.in_app = Some(client.is_in_app(function));
+            frame.in_app = Some(is_in_app(function, include));
         }
     }
     if !frames.is_empty() {
@@ -70,15 +88,15 @@ fn capture_panic(info: &PanicHookInfo<'_>) {
     event
         .extra
         .insert("thread".into(), thread.name().unwrap_or("<unnamed>").into());
-    let scope = crate::scope::current_handle();
+    let scope = scope::current_handle();
     // A panic inside `configure_scope` (or while code holds a scope's lock
     // itself) happens while this thread holds the scope's lock; locking it
     // again would deadlock, so such a panic is reported without scope data.
     // Another thread holding it (recording a breadcrumb in the root scope,
     // say) lets go within microseconds, so that is waited for.
-    let root = crate::scope::root_handle();
+    let root = scope::root_handle();
     if !lockable(&scope) || !lockable(&root) {
-        let _ = client.capture_event_in(event, Some(&crate::scope::ScopeHandle::default()));
+        let _ = client.capture_event_in(event, Some(&ScopeHandle::default()));
         client.flush(PANIC_FLUSH_TIMEOUT);
         return;
     }
@@ -113,8 +131,8 @@ const LOCK_WAIT: Duration = Duration::from_millis(250);
 /// Whether `handle`'s lock can be taken: not held by this thread in
 /// `configure_scope`, and free within [`LOCK_WAIT`] (a lock still held then
 /// is most likely this thread's own).
-fn lockable(handle: &crate::scope::ScopeHandle) -> bool {
-    if crate::scope::held_here(handle) {
+fn lockable(handle: &ScopeHandle) -> bool {
+    if scope::held_here(handle) {
         return false;
     }
     let deadline = std::time::Instant::now() + LOCK_WAIT;

@@ -33,8 +33,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use crate::layer::{convert_level, CrumbFields};
 use crate::protocol::{Breadcrumb, Event, Level, Request, User};
+use crate::record::{convert_level, CrumbFields};
 
 /// Fills in an event's context when it is captured, for context that is
 /// dear to build and seldom needed: middleware keeps a request's parts and
