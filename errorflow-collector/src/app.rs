@@ -68,6 +68,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Project(cmd)) => project_command(&config, cmd).await,
+        Some(Command::Rca(args)) => crate::integrations::github::rca::command(args).await,
         Some(Command::User(cmd)) => user_command(&config, cmd).await,
         Some(Command::Token(TokenCommand::Create { name, json })) => {
             let store = open_store(&config.database_url).await?;

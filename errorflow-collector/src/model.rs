@@ -292,7 +292,7 @@ pub struct Bucket {
     pub count: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TagCount {
     pub value: String,
     pub count: i64,

@@ -881,3 +881,79 @@ async fn local_analysis_maps_python_node_and_rust_frames() {
         }
     }
 }
+
+/// `errorflow-collector rca` against a collector on a socket and a
+/// checkout: JSON naming the faulty commit, and one comment with `--post`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rca_command_reads_the_api_and_the_checkout_and_posts() {
+    let repo = build_repo();
+    let gh = FakeGithub::start(&repo.dir).await;
+    let t = test_app(common::sqlite_store().await).await;
+    let id = incident(&t, python_event(HOSTILE)).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = t.app.clone();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let out = tokio::process::Command::new(common::binary::BIN)
+        .args([
+            "rca",
+            "--url",
+            &url,
+            "--incident",
+            &id.to_string(),
+            "--json",
+            "--post",
+            "acme/shop#7",
+        ])
+        .arg("--repo-dir")
+        .arg(&repo.dir)
+        .env("ERRORFLOW_TOKEN", &t.token)
+        .env("GITHUB_TOKEN", TOKEN)
+        .env("GITHUB_API_URL", &gh.url)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rca: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rca["incident"], id);
+    assert_eq!(rca["suspect_commits"][0]["sha"], repo.faulty.as_str());
+    assert_eq!(rca["suspect_commits"][0]["path"], "shop/cart.py");
+    assert_eq!(
+        rca["files"][0],
+        json!({"path": "shop/cart.py", "line": 5,
+        "url": format!("{}/acme/shop/blob/{}/shop/cart.py#L5", gh.url, git(&repo.dir, &["rev-parse", "v1.4.2"], "2026-03-01T10:00:00Z").trim())})
+    );
+    for key in ["hypothesis", "next_steps", "confidence", "analyst", "saw"] {
+        assert!(!rca[key].is_null(), "{key} missing: {rca}");
+    }
+    let posted = gh.next_comment().await;
+    assert_eq!(posted.path, "/repos/acme/shop/issues/7/comments");
+    assert!(posted.body["body"]
+        .as_str()
+        .unwrap()
+        .contains(&repo.faulty[..12]));
+    // A wrong token: a clear error, no analysis.
+    let out = tokio::process::Command::new(common::binary::BIN)
+        .args([
+            "rca",
+            "--url",
+            &url,
+            "--token",
+            "eft_wrong",
+            "--incident",
+            &id.to_string(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

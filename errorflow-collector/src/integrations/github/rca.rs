@@ -682,6 +682,79 @@ pub fn markdown(rca: &Rca, incident_url: Option<&str>) -> String {
     s
 }
 
+/// `errorflow-collector rca`: the analysis of one incident with a checkout.
+pub async fn command(args: &crate::config::RcaArgs) -> anyhow::Result<()> {
+    use anyhow::{bail, Context as _};
+    let http = super::client::http_client(std::time::Duration::from_secs(30));
+    let base = args.url.trim_end_matches('/');
+    let get = |path: String| {
+        let req = http
+            .get(format!("{base}{path}"))
+            .bearer_auth(args.token.expose());
+        async move {
+            let res = req
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach the collector: {}", e.without_url()))?;
+            let status = res.status();
+            let body: serde_json::Value = res.json().await.unwrap_or_default();
+            if !status.is_success() {
+                bail!(
+                    "the collector answered {status}: {}",
+                    body["error"]["message"].as_str().unwrap_or("")
+                );
+            }
+            Ok::<_, anyhow::Error>(body)
+        }
+    };
+    let digest: Digest =
+        serde_json::from_value(get(format!("/api/v1/groups/{}/digest", args.incident)).await?)
+            .context("the collector's digest is not what this version reads")?;
+    let group = get(format!("/api/v1/groups/{}", args.incident)).await?;
+    let release = group["last_release"].as_str();
+    let target = args.post.as_deref().map(parse_issue_ref).transpose()?;
+    let web = target.as_ref().map(|(repo, _)| {
+        let api = std::env::var("GITHUB_API_URL").unwrap_or_else(|_| super::DEFAULT_API_URL.into());
+        super::web_url(&api, repo)
+    });
+    let source = LocalGit {
+        dir: args.repo_dir.clone(),
+        web,
+    };
+    let ev = gather(&source, &digest, release).await;
+    let rca = analyse(&crate::triage::builtin::BuiltinAnalyst, &digest, &ev).await;
+    let incident_url = format!("{base}/incidents/{}", args.incident);
+    let md = markdown(&rca, Some(&incident_url));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rca)?);
+    } else {
+        print!("{md}");
+    }
+    if let Some((repo, number)) = target {
+        let token = std::env::var("GITHUB_TOKEN").context("--post needs GITHUB_TOKEN")?;
+        let api = std::env::var("GITHUB_API_URL").unwrap_or_else(|_| super::DEFAULT_API_URL.into());
+        let api = super::validate_api_url(&api).map_err(anyhow::Error::msg)?;
+        let client = GithubClient::new(http.clone(), &api, &repo, &token);
+        let url = client.comment(number, &md).await?;
+        eprintln!("posted {url}");
+    }
+    Ok(())
+}
+
+/// `owner/name#N`.
+pub fn parse_issue_ref(s: &str) -> anyhow::Result<(String, i64)> {
+    let (repo, n) = s
+        .split_once('#')
+        .ok_or_else(|| anyhow::anyhow!("--post {s:?} is not owner/name#N"))?;
+    let repo = super::validate_repo(repo).map_err(anyhow::Error::msg)?;
+    let n: i64 = n
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| anyhow::anyhow!("--post {s:?}: {n:?} is not an issue number"))?;
+    Ok((repo.to_string(), n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
