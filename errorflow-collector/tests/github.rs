@@ -957,3 +957,265 @@ async fn rca_command_reads_the_api_and_the_checkout_and_posts() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ------------------------------------------------------------ dashboard
+
+/// A signed-in dashboard session: its cookie and CSRF token.
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+fn form_field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no field {name}"))
+        + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_string()
+}
+
+async fn sign_in(t: &TestApp) -> Session {
+    use errorflow_collector::http::dashboard::auth;
+    let hash = auth::hash_password("correct horse battery").unwrap();
+    t.state
+        .store
+        .create_user("admin", &hash)
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, headers, body) = t
+        .send_raw(Request::get("/login").body(Body::empty()).unwrap())
+        .await;
+    let login_cookie = headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(auth::LOGIN_CSRF_COOKIE))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let token = form_field(&String::from_utf8_lossy(&body), "csrf");
+    let form: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("csrf", token.as_str()),
+            ("username", "admin"),
+            ("password", "correct horse battery"),
+            ("next", "/"),
+        ])
+        .finish();
+    let (status, headers, _) = t
+        .send_raw(
+            Request::post("/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("cookie", login_cookie)
+                .body(Body::from(form))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(auth::SESSION_COOKIE))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut s = Session {
+        cookie,
+        csrf: String::new(),
+    };
+    s.csrf = form_field(&page(t, &s, "/").await.1, "csrf");
+    s
+}
+
+async fn page(t: &TestApp, s: &Session, uri: &str) -> (StatusCode, String, String) {
+    let (status, headers, body) = t
+        .send_raw(
+            Request::get(uri)
+                .header("cookie", &s.cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let location = headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (
+        status,
+        String::from_utf8_lossy(&body).into_owned(),
+        location,
+    )
+}
+
+async fn post_form(
+    t: &TestApp,
+    s: &Session,
+    uri: &str,
+    pairs: &[(&str, &str)],
+    csrf: bool,
+) -> (StatusCode, String, String) {
+    let mut all: Vec<(&str, &str)> = if csrf {
+        vec![("csrf", s.csrf.as_str())]
+    } else {
+        vec![]
+    };
+    all.extend_from_slice(pairs);
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(all)
+        .finish();
+    let (status, headers, body) = t
+        .send_raw(
+            Request::post(uri)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("cookie", &s.cookie)
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await;
+    let location = headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (
+        status,
+        String::from_utf8_lossy(&body).into_owned(),
+        location,
+    )
+}
+
+/// The project page links the repository (CSRF-protected, secrets never
+/// shown); the incident page opens the issue with a button, shows its link
+/// and the suspect commits, and says clearly when GitHub refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_links_the_repository_and_opens_issues() {
+    let repo = build_repo();
+    let gh = FakeGithub::start(&repo.dir).await;
+    let t = test_app(common::sqlite_store().await).await;
+    let s = sign_in(&t).await;
+    let pid = t.project_id;
+    let action = format!("/projects/{pid}/github");
+    let (_, body, _) = page(&t, &s, &format!("/projects/{pid}")).await;
+    assert!(body.contains("Not linked"), "{body}");
+    let fields = [
+        ("action", "save"),
+        ("repo", "acme/shop"),
+        ("token", TOKEN),
+        ("api_url", gh.url.as_str()),
+        ("webhook_secret", SECRET),
+    ];
+    // Without the form's token: refused, nothing stored.
+    let (status, _, _) = post_form(&t, &s, &action, &fields, false).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(t.state.store.github_link(pid).await.unwrap().is_none());
+    // Refused settings: the reason, escaped; the token is not echoed.
+    let (status, body, _) = post_form(
+        &t,
+        &s,
+        &action,
+        &[
+            ("action", "save"),
+            ("repo", "<b>acme</b>"),
+            ("token", TOKEN),
+        ],
+        true,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body.contains("id=\"github-form-error\"")
+            && body.contains("&#60;b&#62;acme")
+            && !body.contains("<b>acme"),
+        "{body}"
+    );
+    assert!(!body.contains(TOKEN));
+    assert!(t.state.store.github_link(pid).await.unwrap().is_none());
+    // Saved.
+    let (status, _, location) = post_form(&t, &s, &action, &fields, true).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, body, _) = page(&t, &s, &location).await;
+    assert!(body.contains("Linked to <code>acme/shop</code>"), "{body}");
+    assert!(!body.contains(TOKEN) && !body.contains(SECRET));
+
+    // The incident page: the button and the suspect commit.
+    let id = incident(&t, python_event("division by zero")).await;
+    let (_, body, _) = page(&t, &s, &format!("/incidents/{id}")).await;
+    assert!(body.contains("id=\"create-github-issue\""), "{body}");
+    assert!(
+        body.contains(&repo.faulty[..12]) && body.contains("Divide the total by the discount rate"),
+        "{body}"
+    );
+    let issue_action = format!("/incidents/{id}/github-issue");
+    let (status, _, _) = post_form(&t, &s, &issue_action, &[], false).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(gh.created_issues().is_empty());
+    let (status, _, location) = post_form(&t, &s, &issue_action, &[], true).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, body, _) = page(&t, &s, &location).await;
+    assert!(
+        body.contains("GitHub issue #1")
+            && body.contains(&format!("{}/acme/shop/issues/1", gh.url)),
+        "{body}"
+    );
+    let (_, list, _) = page(&t, &s, "/").await;
+    assert!(list.contains("GitHub #1"), "{list}");
+
+    // A revoked token: the page says so, nothing stored.
+    let mut ev = python_event("other");
+    ev["exception"][0]["type"] = json!("KeyError");
+    let other = incident(&t, ev).await;
+    let other = if other == id {
+        t.get("/api/v1/groups").await.body["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["id"].as_i64().unwrap())
+            .find(|g| *g != id)
+            .unwrap()
+    } else {
+        other
+    };
+    let (status, _, _) = post_form(
+        &t,
+        &s,
+        &action,
+        &[
+            ("action", "save"),
+            ("repo", "acme/shop"),
+            ("token", "github_pat_revoked"),
+            ("api_url", gh.url.as_str()),
+        ],
+        true,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, location) = post_form(
+        &t,
+        &s,
+        &format!("/incidents/{other}/github-issue"),
+        &[],
+        true,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, body, _) = page(&t, &s, &location).await;
+    assert!(
+        body.contains("id=\"github-error\"") && body.contains("revoked"),
+        "{body}"
+    );
+    assert!(t
+        .state
+        .store
+        .github_issues(&[other])
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -63,7 +63,10 @@ fn permissions_are_read_contents_and_write_issues_only() {
     assert_eq!(w["permissions"], expected);
     for (name, job) in w["jobs"].as_mapping().unwrap() {
         let p = &job["permissions"];
-        assert!(p.is_null() || *p == expected, "job {name:?} widens the permissions: {p:?}");
+        assert!(
+            p.is_null() || *p == expected,
+            "job {name:?} widens the permissions: {p:?}"
+        );
     }
 }
 
@@ -71,8 +74,13 @@ fn permissions_are_read_contents_and_write_issues_only() {
 fn maintainers_are_checked_before_any_step() {
     let w = workflow();
     for (name, job) in w["jobs"].as_mapping().unwrap() {
-        let cond = job["if"].as_str().unwrap_or_else(|| panic!("job {name:?} has no `if`"));
-        assert!(cond.contains("github.event.comment.author_association"), "{cond}");
+        let cond = job["if"]
+            .as_str()
+            .unwrap_or_else(|| panic!("job {name:?} has no `if`"));
+        assert!(
+            cond.contains("github.event.comment.author_association"),
+            "{cond}"
+        );
         for assoc in ["OWNER", "MEMBER", "COLLABORATOR"] {
             assert!(cond.contains(assoc), "{cond}");
         }
@@ -101,7 +109,10 @@ fn actions_are_pinned_and_no_script_interpolates_expressions() {
                 }
             }
             if let Some(run) = step["run"].as_str() {
-                assert!(!run.contains("${{"), "a run script interpolates an expression: {run}");
+                assert!(
+                    !run.contains("${{"),
+                    "a run script interpolates an expression: {run}"
+                );
             }
         }
     }

@@ -159,7 +159,15 @@ pub struct Github {
     http: reqwest::Client,
     /// (api_url, repo, commit, path) → blame ranges. Blame at a commit never changes.
     blame_cache: Mutex<HashMap<(String, String, String, String), Vec<client::BlameRange>>>,
+    /// (project, repo, incident, release) → suspect commits, with when they were read.
+    #[allow(clippy::type_complexity)]
+    suspects_cache:
+        Mutex<HashMap<(i64, String, i64, String), (std::time::Instant, Vec<rca::SuspectCommit>)>>,
 }
+
+/// How long an incident page's suspect commits are kept before GitHub is
+/// asked again (new events may bring a new release, a tag may appear).
+pub const SUSPECTS_TTL: Duration = Duration::from_secs(600);
 
 impl std::fmt::Debug for Github {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -185,6 +193,7 @@ impl Github {
         Github {
             http: client::http_client(timeout),
             blame_cache: Mutex::new(HashMap::new()),
+            suspects_cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -221,6 +230,50 @@ impl Github {
         }
         cache.insert(key, ranges.clone());
         Ok(ranges)
+    }
+
+    /// The suspect commits of an incident, for its page: read through
+    /// GitHub once per incident and release (the release names the code)
+    /// and kept for [`SUSPECTS_TTL`].
+    pub async fn suspects(
+        &self,
+        triage: &crate::triage::Triage,
+        link: &GithubLink,
+        group: &crate::model::Group,
+    ) -> Result<Vec<rca::SuspectCommit>, GithubError> {
+        let key = (
+            link.project_id,
+            link.repo.clone(),
+            group.id,
+            group.last_release.clone().unwrap_or_default(),
+        );
+        if let Some((at, hit)) = self
+            .suspects_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            if at.elapsed() < SUSPECTS_TTL {
+                return Ok(hit.clone());
+            }
+        }
+        let digest = triage
+            .digest(group.id, Utc::now())
+            .await
+            .map_err(|e| GithubError::Config(e.to_string()))?
+            .ok_or_else(|| GithubError::Config("the incident disappeared".into()))?;
+        let client = self.client(link);
+        let source = rca::GithubSource::new(self, &client, &link.api_url);
+        let ev = rca::gather(&source, &digest, group.last_release.as_deref()).await;
+        let mut cache = self
+            .suspects_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= BLAME_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, (std::time::Instant::now(), ev.suspects.clone()));
+        Ok(ev.suspects)
     }
 
     /// The incident's GitHub issue, created on the first call: `(issue,
