@@ -247,12 +247,27 @@ pub async fn webhook_delivery(
         &body,
     )
     .await
+    .inspect_err(|e| {
+        let result = match e {
+            webhook::WebhookError::Unauthorized(_) => "unauthorized",
+            webhook::WebhookError::BadRequest(_) => "invalid",
+            webhook::WebhookError::Store(_) => "error",
+        };
+        metrics::counter!("errorflow_github_webhooks_total", "outcome" => result).increment(1);
+    })
     .map_err(|e| match e {
         webhook::WebhookError::Unauthorized(m) => ApiError::unauthorized(m),
         webhook::WebhookError::BadRequest(m) => ApiError::bad_request("invalid_payload", m),
         webhook::WebhookError::Store(s) => s.into(),
     })?;
     use webhook::Outcome;
+    let name = match &outcome {
+        Outcome::Ignored(_) => "ignored",
+        Outcome::Resolved(_) => "resolved",
+        Outcome::Reopened(_) => "reopened",
+        Outcome::AnalysisStarted(_) => "analysis_started",
+    };
+    metrics::counter!("errorflow_github_webhooks_total", "outcome" => name).increment(1);
     Ok(match outcome {
         Outcome::Ignored(why) => (
             StatusCode::OK,

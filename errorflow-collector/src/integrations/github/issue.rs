@@ -113,9 +113,9 @@ pub fn issue_body(
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "**{}** in `{}`",
+        "**{}** in service {}",
         escape(&d.error_type),
-        escape(&d.service).replace('`', "")
+        escape(&d.service)
     );
     s.push('\n');
     if let Some(c) = &d.culprit {

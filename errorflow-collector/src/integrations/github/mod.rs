@@ -158,12 +158,15 @@ pub fn web_url(api_url: &str, repo: &str) -> String {
 pub struct Github {
     http: reqwest::Client,
     /// (api_url, repo, commit, path) → blame ranges. Blame at a commit never changes.
-    blame_cache: Mutex<HashMap<(String, String, String, String), Vec<client::BlameRange>>>,
+    blame_cache: Mutex<HashMap<BlameKey, Vec<client::BlameRange>>>,
     /// (project, repo, incident, release) → suspect commits, with when they were read.
-    #[allow(clippy::type_complexity)]
-    suspects_cache:
-        Mutex<HashMap<(i64, String, i64, String), (std::time::Instant, Vec<rca::SuspectCommit>)>>,
+    suspects_cache: Mutex<HashMap<SuspectsKey, (std::time::Instant, Vec<rca::SuspectCommit>)>>,
 }
+
+/// (api_url, repo, commit, path).
+type BlameKey = (String, String, String, String);
+/// (project, repo, incident, release).
+type SuspectsKey = (i64, String, i64, String);
 
 /// How long an incident page's suspect commits are kept before GitHub is
 /// asked again (new events may bring a new release, a tag may appear).
@@ -305,9 +308,7 @@ impl Github {
             IssueClaim::Pending => return Err(GithubError::Busy),
             IssueClaim::Claimed => {}
         }
-        let created = self
-            .create_issue(store, triage, public_url, &link, &group)
-            .await;
+        let created = self.create_issue(triage, public_url, &link, &group).await;
         match created {
             Ok((number, url)) => {
                 if let Err(e) = store.finish_github_issue(group_id, number, &url).await {
@@ -337,7 +338,6 @@ impl Github {
 
     async fn create_issue(
         &self,
-        store: &dyn Store,
         triage: &crate::triage::Triage,
         public_url: &str,
         link: &GithubLink,
@@ -352,7 +352,6 @@ impl Github {
                 other => GithubError::Config(other.to_string()),
             })?
             .ok_or_else(|| GithubError::Config("the incident disappeared".into()))?;
-        let _ = store;
         let source = rca::GithubSource::new(self, &client, &link.api_url);
         let evidence = rca::gather(&source, &digest, group.last_release.as_deref()).await;
         let body = issue::issue_body(
