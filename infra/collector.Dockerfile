@@ -7,7 +7,8 @@ COPY . .
 RUN cargo build --release -p errorflow-collector
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/*
+# curl: the compose healthcheck; git: `errorflow-collector rca` reads a checkout with it (infra/github/errorflow-rca.yml).
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl git && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/errorflow-collector /usr/local/bin/errorflow-collector
 USER nobody
 EXPOSE 8000

@@ -148,6 +148,39 @@ pub enum Command {
     /// Manage dashboard users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Root-cause analysis of an incident with its repository in view: reads
+    /// the incident from a collector's REST API, maps its innermost in-app
+    /// frames to files in a checkout, reads the code around them, finds the
+    /// commits that last changed those lines at the incident's release
+    /// (`git blame`), and prints the analysis as Markdown (or JSON). Nothing
+    /// from the checkout is executed.
+    Rca(RcaArgs),
+}
+
+/// `errorflow-collector rca`.
+#[derive(Debug, Args)]
+pub struct RcaArgs {
+    /// The collector's URL, e.g. `https://errors.example.com`.
+    #[arg(long, env = "ERRORFLOW_URL", value_name = "URL")]
+    pub url: String,
+    /// A management token of that collector (`errorflow-collector token create`).
+    #[arg(long, env = "ERRORFLOW_TOKEN", value_name = "TOKEN", hide_env_values = true,
+        value_parser = |s: &str| Ok::<_, String>(crate::triage::Secret::new(s)))]
+    pub token: crate::triage::Secret,
+    /// The incident's id.
+    #[arg(long, value_name = "ID")]
+    pub incident: i64,
+    /// A checkout of the incident's repository (with its tags).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo_dir: PathBuf,
+    /// Print JSON instead of Markdown.
+    #[arg(long)]
+    pub json: bool,
+    /// Also post the analysis as a comment on this issue (`owner/name#N`),
+    /// with the token in `GITHUB_TOKEN` (and `GITHUB_API_URL`, default
+    /// `https://api.github.com`).
+    #[arg(long, value_name = "OWNER/NAME#N")]
+    pub post: Option<String>,
 }
 
 #[derive(Debug, Default, Args)]

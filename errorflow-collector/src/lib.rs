@@ -17,6 +17,7 @@ pub mod app;
 pub mod config;
 pub mod credentials;
 pub mod http;
+pub mod integrations;
 pub mod model;
 pub mod pipeline;
 pub mod retention;

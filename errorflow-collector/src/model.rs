@@ -292,7 +292,7 @@ pub struct Bucket {
     pub count: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TagCount {
     pub value: String,
     pub count: i64,
@@ -403,4 +403,55 @@ impl KestraRun {
     pub fn failed(&self) -> bool {
         matches!(self.state.as_deref(), Some("FAILED" | "KILLED"))
     }
+}
+
+/// A project's GitHub repository and the credentials to reach it. No
+/// `Debug` derive: the token and the webhook secret must never reach a log.
+#[derive(Clone, PartialEq)]
+pub struct GithubLink {
+    pub project_id: i64,
+    /// `owner/name`.
+    pub repo: String,
+    /// The REST API root: `https://api.github.com`, or a GitHub Enterprise
+    /// server's `https://HOST/api/v3`.
+    pub api_url: String,
+    pub token: String,
+    pub webhook_secret: Option<String>,
+}
+
+impl fmt::Debug for GithubLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GithubLink")
+            .field("project_id", &self.project_id)
+            .field("repo", &self.repo)
+            .field("api_url", &self.api_url)
+            .field("token", &"***")
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "***"),
+            )
+            .finish()
+    }
+}
+
+/// The GitHub issue opened for an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct GithubIssue {
+    /// `owner/name`.
+    pub repo: String,
+    pub number: i64,
+    /// The issue's page on GitHub.
+    pub url: String,
+}
+
+/// What [`crate::store::Store::claim_github_issue`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssueClaim {
+    /// The caller holds the claim: it creates the issue, then records it
+    /// ([`crate::store::Store::finish_github_issue`]) or gives the claim up.
+    Claimed,
+    /// The incident already has its issue.
+    Existing(GithubIssue),
+    /// Another request is creating the incident's issue right now.
+    Pending,
 }

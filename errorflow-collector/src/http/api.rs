@@ -39,6 +39,16 @@ pub fn routes() -> Router<AppState> {
                 .put(set_alert_webhook)
                 .delete(remove_alert_webhook),
         )
+        .route(
+            "/projects/{id}/github",
+            get(super::github::get_link)
+                .put(super::github::set_link)
+                .delete(super::github::remove_link),
+        )
+        .route(
+            "/groups/{id}/github-issue",
+            post(super::github::create_issue),
+        )
         .route("/groups/{id}/summarize", post(super::triage::summarize))
         .route("/groups/{id}/digest", get(super::triage::digest))
         .route(
@@ -277,6 +287,8 @@ pub struct GroupDetail {
     pub activity: Vec<Activity>,
     /// The latest triage result with its analyst, model, prompt version and time.
     pub triage: Option<TriageRecord>,
+    /// The incident's GitHub issue, once created.
+    pub github_issue: Option<crate::model::GithubIssue>,
 }
 
 async fn load_group(state: &AppState, id: i64) -> Result<Group, ApiError> {
@@ -300,11 +312,13 @@ pub async fn get_group(
     let stats = state.store.group_stats(id, Utc::now()).await?;
     let activity = state.store.activity(id).await?;
     let triage = state.store.triage_history(id, 1).await?.into_iter().next();
+    let github_issue = state.store.github_issues(&[id]).await?.remove(&id);
     Ok(Json(GroupDetail {
         group,
         stats,
         activity,
         triage,
+        github_issue,
     }))
 }
 

@@ -26,6 +26,7 @@ pub mod api;
 pub mod body;
 pub mod dashboard;
 pub mod error;
+pub mod github;
 pub mod ingest;
 pub mod openapi;
 pub mod rate_limit;
@@ -56,6 +57,8 @@ pub struct AppState {
     keys: Arc<KeyCache>,
     /// Per-key token buckets of the Sentry endpoints.
     pub key_rate: Arc<rate_limit::KeyRateLimiter>,
+    /// The GitHub integration's client and blame cache.
+    pub github: Arc<crate::integrations::github::Github>,
 }
 
 impl AppState {
@@ -81,6 +84,7 @@ impl AppState {
             key_rate: Arc::new(rate_limit::KeyRateLimiter::new(
                 rate_limit::KeyRate::default(),
             )),
+            github: Arc::new(crate::integrations::github::Github::default()),
         }
     }
 
@@ -205,6 +209,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events", post(ingest::batch))
         .route("/errors/custom", post(ingest::custom))
         .merge(sentry::routes())
+        .merge(github::routes())
         .nest("/api/v1", api::routes())
         // The seed's management paths, kept for its dashboard and scripts.
         .route("/groups/{id}/resolve", post(api::resolve))

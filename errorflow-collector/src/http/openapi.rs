@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, error, ingest, sentry, triage};
+use super::{api, error, github, ingest, sentry, triage};
 use crate::model;
 
 #[derive(OpenApi)]
@@ -19,6 +19,7 @@ use crate::model;
         api::list_events, api::get_event,
         api::list_projects, api::create_project, api::rotate_key, api::delete_project,
         api::get_alert_webhook, api::set_alert_webhook, api::remove_alert_webhook,
+        github::get_link, github::set_link, github::remove_link, github::create_issue, github::webhook_delivery,
         triage::summarize, triage::summarize_cluster, triage::digest, triage::digest_lookup, triage::put_triage,
         triage::history, triage::stale, triage::quiet, triage::kestra_runs,
         super::healthz, super::readyz, super::metrics,
@@ -28,6 +29,7 @@ use crate::model;
         api::GroupList, api::GroupDetail, api::EventList, api::TransitionBody,
         api::ProjectWithKey, api::CreateProject, api::ProjectDeleted,
         api::AlertWebhook, api::SetAlertWebhook,
+        github::GithubLinkView, github::SetGithubLink, github::WebhookAnswer, model::GithubIssue,
         model::Group, model::GroupStatus, model::GroupStats, model::Bucket, model::TagCount,
         model::Activity, model::Project, model::StoredEvent,
         triage::StaleList, triage::StaleIncident, triage::QuietOutcome, crate::model::KestraRun,

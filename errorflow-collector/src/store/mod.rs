@@ -14,9 +14,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::model::{
-    Activity, ApiToken, EventNeighbors, EventPage, EventQuery, Group, GroupCounts, GroupPage,
-    GroupQuery, GroupStats, InsertOutcome, KestraRun, KestraTrigger, NormalizedEvent, Project,
-    Session, StoredEvent, Transition, User,
+    Activity, ApiToken, EventNeighbors, EventPage, EventQuery, GithubIssue, GithubLink, Group,
+    GroupCounts, GroupPage, GroupQuery, GroupStats, InsertOutcome, IssueClaim, KestraRun,
+    KestraTrigger, NormalizedEvent, Project, Session, StoredEvent, Transition, User,
 };
 use crate::triage::result::{NewTriage, Severity, TriageRecord, TriageResult};
 
@@ -219,6 +219,45 @@ pub trait Store: Send + Sync + 'static {
     /// Sets (`Some`) or removes (`None`) the project's own alert webhook.
     /// False if no such project.
     async fn set_project_alert_webhook(&self, id: i64, url: Option<&str>) -> Result<bool>;
+
+    // ---- GitHub ----
+
+    /// The project's GitHub repository link, with its credentials.
+    async fn github_link(&self, project_id: i64) -> Result<Option<GithubLink>>;
+    /// Sets (`Some`, replacing any) or removes (`None`) the project's link.
+    /// False if no such project.
+    async fn set_github_link(&self, project_id: i64, link: Option<&GithubLink>) -> Result<bool>;
+    /// The links of every project to this repository (`owner/name`,
+    /// compared without case, as GitHub does).
+    async fn github_links_for_repo(&self, repo: &str) -> Result<Vec<GithubLink>>;
+    /// Claims the creation of the incident's GitHub issue, atomically: of
+    /// two callers at the same moment one gets [`IssueClaim::Claimed`], the
+    /// other [`IssueClaim::Pending`]. A claim older than `stale_before`
+    /// that never became an issue (its creator died) may be taken over.
+    /// The incident must exist.
+    async fn claim_github_issue(
+        &self,
+        group_id: i64,
+        repo: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<IssueClaim>;
+    /// Records the issue created under the caller's claim.
+    async fn finish_github_issue(&self, group_id: i64, number: i64, url: &str) -> Result<()>;
+    /// Gives up a claim that did not become an issue.
+    async fn release_github_issue(&self, group_id: i64) -> Result<()>;
+    /// The GitHub issues of these incidents (those that have one).
+    async fn github_issues(
+        &self,
+        group_ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, GithubIssue>>;
+    /// The incident whose GitHub issue this is, among the project's.
+    async fn group_by_github_issue(
+        &self,
+        project_id: i64,
+        repo: &str,
+        number: i64,
+    ) -> Result<Option<i64>>;
 
     async fn create_token(&self, name: &str, token_hash: &str) -> Result<ApiToken>;
     async fn token_by_hash(&self, token_hash: &str) -> Result<Option<ApiToken>>;

@@ -629,6 +629,16 @@ impl PgStore {
     }
 }
 
+fn github_link_from_row(row: &PgRow) -> Result<GithubLink> {
+    Ok(GithubLink {
+        project_id: row.try_get("project_id")?,
+        repo: row.try_get("repo")?,
+        api_url: row.try_get("api_url")?,
+        token: row.try_get("token")?,
+        webhook_secret: row.try_get("webhook_secret")?,
+    })
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> Backend {
@@ -722,6 +732,167 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn github_link(&self, project_id: i64) -> Result<Option<GithubLink>> {
+        let row = sqlx::query(
+            "SELECT project_id, repo, api_url, token, webhook_secret FROM github_links \
+             WHERE project_id = $1",
+        )
+        .bind(project_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(github_link_from_row).transpose()
+    }
+
+    async fn set_github_link(&self, project_id: i64, link: Option<&GithubLink>) -> Result<bool> {
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM projects WHERE id = $1")
+            .bind(project_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        match link {
+            Some(l) => {
+                // The foreign key refuses a project deleted meanwhile.
+                sqlx::query(
+                    "INSERT INTO github_links (project_id, repo, api_url, token, webhook_secret, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (project_id) DO UPDATE SET \
+                     repo = EXCLUDED.repo, api_url = EXCLUDED.api_url, token = EXCLUDED.token, \
+                     webhook_secret = EXCLUDED.webhook_secret, updated_at = EXCLUDED.updated_at",
+                )
+                .bind(project_id)
+                .bind(&l.repo)
+                .bind(&l.api_url)
+                .bind(&l.token)
+                .bind(&l.webhook_secret)
+                .bind(Utc::now())
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM github_links WHERE project_id = $1")
+                    .bind(project_id)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn github_links_for_repo(&self, repo: &str) -> Result<Vec<GithubLink>> {
+        let rows = sqlx::query(
+            "SELECT project_id, repo, api_url, token, webhook_secret FROM github_links \
+             WHERE lower(repo) = lower($1) ORDER BY project_id",
+        )
+        .bind(repo)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(github_link_from_row).collect()
+    }
+
+    async fn claim_github_issue(
+        &self,
+        group_id: i64,
+        repo: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<IssueClaim> {
+        let claimed: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO github_issues (group_id, repo, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (group_id) DO UPDATE SET repo = EXCLUDED.repo, created_at = EXCLUDED.created_at \
+             WHERE github_issues.number IS NULL AND github_issues.created_at < $4 \
+             RETURNING group_id",
+        )
+        .bind(group_id)
+        .bind(repo)
+        .bind(now)
+        .bind(stale_before)
+        .fetch_optional(&self.pool)
+        .await?;
+        if claimed.is_some() {
+            return Ok(IssueClaim::Claimed);
+        }
+        let row = sqlx::query("SELECT repo, number, url FROM github_issues WHERE group_id = $1")
+            .bind(group_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => match (
+                r.try_get::<Option<i64>, _>("number")?,
+                r.try_get::<Option<String>, _>("url")?,
+            ) {
+                (Some(number), Some(url)) => IssueClaim::Existing(GithubIssue {
+                    repo: r.try_get("repo")?,
+                    number,
+                    url,
+                }),
+                _ => IssueClaim::Pending,
+            },
+            // Released between the two statements: the caller may try again.
+            None => IssueClaim::Pending,
+        })
+    }
+
+    async fn finish_github_issue(&self, group_id: i64, number: i64, url: &str) -> Result<()> {
+        sqlx::query("UPDATE github_issues SET number = $1, url = $2 WHERE group_id = $3")
+            .bind(number)
+            .bind(url)
+            .bind(group_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn release_github_issue(&self, group_id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM github_issues WHERE group_id = $1 AND number IS NULL")
+            .bind(group_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn github_issues(&self, group_ids: &[i64]) -> Result<HashMap<i64, GithubIssue>> {
+        if group_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(
+            "SELECT group_id, repo, number, url FROM github_issues \
+             WHERE group_id = ANY($1) AND number IS NOT NULL AND url IS NOT NULL",
+        )
+        .bind(group_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("group_id")?,
+                    GithubIssue {
+                        repo: r.try_get("repo")?,
+                        number: r.try_get("number")?,
+                        url: r.try_get("url")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn group_by_github_issue(
+        &self,
+        project_id: i64,
+        repo: &str,
+        number: i64,
+    ) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT i.group_id FROM github_issues i JOIN error_groups g ON g.id = i.group_id \
+             WHERE g.project_id = $1 AND lower(i.repo) = lower($2) AND i.number = $3",
+        )
+        .bind(project_id)
+        .bind(repo)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     async fn create_token(&self, name: &str, token_hash: &str) -> Result<ApiToken> {

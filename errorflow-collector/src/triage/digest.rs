@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 use errorflow_sdk::protocol::{Event, Frame};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::result::bound;
@@ -26,7 +26,7 @@ const TEXT: usize = 300;
 const LONG_TEXT: usize = 1000;
 
 /// How an incident's rate moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Trend {
     /// First seen in the last 24 hours.
@@ -50,7 +50,7 @@ impl Trend {
 }
 
 /// Everything an analyst is told about one incident.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Digest {
     pub group_id: i64,
     pub project_id: i64,
@@ -87,7 +87,7 @@ pub struct Digest {
     pub sampled_events: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Counts {
     pub total: i64,
     /// Events in the current hour.
@@ -102,7 +102,7 @@ pub struct Counts {
 }
 
 /// Who and what is affected, from the incident's top tag values.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, Default)]
 pub struct Affected {
     pub services: Vec<TagCount>,
     pub environments: Vec<TagCount>,
@@ -115,7 +115,7 @@ pub struct Affected {
     pub user_count: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DigestException {
     #[serde(rename = "type")]
     pub ty: String,
@@ -127,7 +127,7 @@ pub struct DigestException {
     pub frames: Vec<DigestFrame>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DigestFrame {
     pub function: Option<String>,
     pub location: Option<String>,
@@ -137,13 +137,13 @@ pub struct DigestFrame {
     pub context: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MessageCount {
     pub message: String,
     pub count: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DigestBreadcrumb {
     pub timestamp: Option<DateTime<Utc>>,
     pub category: Option<String>,
@@ -151,7 +151,7 @@ pub struct DigestBreadcrumb {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DigestRequest {
     pub method: Option<String>,
     /// The route template when known, else the URL without its query string.
@@ -159,7 +159,7 @@ pub struct DigestRequest {
     pub status: Option<u16>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DigestActivity {
     pub kind: String,
     pub at: DateTime<Utc>,

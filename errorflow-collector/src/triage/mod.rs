@@ -268,6 +268,11 @@ impl Triage {
         self
     }
 
+    /// The configured analyst (the GitHub analysis asks it too).
+    pub fn analyst(&self) -> Arc<dyn Analyst> {
+        self.analyst.clone()
+    }
+
     pub fn options(&self) -> &TriageOptions {
         &self.options
     }

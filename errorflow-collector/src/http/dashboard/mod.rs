@@ -27,6 +27,7 @@ use super::AppState;
 use crate::store::StoreError;
 
 pub mod auth;
+pub mod github;
 pub mod pages;
 pub mod views;
 
@@ -59,11 +60,13 @@ pub fn routes() -> Router<AppState> {
         .route("/incidents/{id}/reopen", post(pages::reopen))
         .route("/incidents/{id}/summarize", post(pages::summarize))
         .route("/incidents/{id}/delete", post(pages::delete))
+        .route("/incidents/{id}/github-issue", post(github::create_issue))
         .route("/events", get(pages::events))
         .route("/projects", get(pages::projects))
         .route("/projects/{id}", get(pages::project))
         .route("/projects/{id}/rotate-key", post(pages::rotate_key))
         .route("/projects/{id}/alert-webhook", post(pages::alert_webhook))
+        .route("/projects/{id}/github", post(github::link))
         .route("/projects/{id}/delete", post(pages::delete_project))
         .route("/projects/{id}/test-event", post(pages::test_event))
         .layer(axum::middleware::map_response(security_headers))
@@ -380,6 +383,9 @@ pub fn notice(key: Option<&str>) -> Option<&'static str> {
         "test" => "Test error sent through the ingest pipeline.",
         "webhook-saved" => "Alert webhook saved: this project's alerts go there from now on.",
         "webhook-removed" => "Alert webhook removed.",
+        "github-saved" => "GitHub repository saved.",
+        "github-removed" => "GitHub repository unlinked; issues already created stay on GitHub.",
+        "github-issue" => "The incident's GitHub issue is linked below.",
         "summarize" => "AI summary requested; it appears here when ready.",
         _ => return None,
     })

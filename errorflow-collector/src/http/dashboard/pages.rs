@@ -184,6 +184,8 @@ pub struct Row {
     pub last_seen: Rel,
     pub spark: String,
     pub ai_line: Option<String>,
+    /// The incident's GitHub issue, when it has one.
+    pub github_issue: Option<crate::model::GithubIssue>,
 }
 
 #[derive(Template)]
@@ -218,10 +220,13 @@ pub async fn list(
         state.store.list_projects(),
     )?;
     let ids: Vec<i64> = page.groups.iter().map(|g| g.id).collect();
-    let hourly = if ids.is_empty() {
-        HashMap::new()
+    let (hourly, mut issues) = if ids.is_empty() {
+        (HashMap::new(), HashMap::new())
     } else {
-        state.store.hourly_counts(&ids, now).await?
+        tokio::try_join!(
+            state.store.hourly_counts(&ids, now),
+            state.store.github_issues(&ids)
+        )?
     };
     let status = p.status_key();
     let rows = page
@@ -243,6 +248,7 @@ pub async fn list(
             ai_line: views::ai_summary(g.ai_summary.as_deref(), None)
                 .map(|ai| views::first_line(&ai.summary, 160))
                 .filter(|s| !s.is_empty()),
+            github_issue: issues.remove(&g.id),
         })
         .collect();
     let tabs = [
@@ -337,6 +343,9 @@ pub struct DetailParams {
     pub event: String,
     #[serde(default)]
     pub notice: String,
+    /// Why opening the GitHub issue failed (a code; the page shows a fixed text).
+    #[serde(default)]
+    pub github_error: String,
 }
 
 pub struct CtxLine {
@@ -438,6 +447,7 @@ pub struct DetailPage {
     /// "Kestra run failed at task store: …" when the incident's latest
     /// Kestra run failed.
     pub kestra_failure: Option<String>,
+    pub gh: super::github::GithubPanel,
 }
 
 pub async fn detail(
@@ -535,6 +545,7 @@ pub async fn detail(
         })
         .collect();
     let ai = views::ai_summary(group.ai_summary.as_deref(), group.ai_next_steps.as_deref());
+    let gh = super::github::GithubPanel::of(&state, &group, &p.github_error).await?;
     let mut l = user.layout(group.title.clone(), "incidents");
     l.notice = super::notice(Some(&p.notice));
     let page = DetailPage {
@@ -560,6 +571,7 @@ pub async fn detail(
         tags,
         activity,
         kestra_failure,
+        gh,
         g: group,
     };
     Ok(render(&page))
@@ -997,6 +1009,7 @@ pub struct ProjectPage {
     pub new_key: Option<String>,
     pub snippets: Vec<Snippet>,
     pub alerts: AlertsView,
+    pub github: super::github::GithubForm,
 }
 
 /// Where the project's alerts go, as the project page shows it.
@@ -1089,6 +1102,7 @@ fn project_page(
     p: Project,
     key: Option<String>,
     alerts: AlertsView,
+    github: super::github::GithubForm,
     notice: Option<&'static str>,
 ) -> Response {
     let shown_key = key.clone().unwrap_or_else(|| format!("{}…", p.key_prefix));
@@ -1104,8 +1118,21 @@ fn project_page(
         new_key: key,
         p,
         alerts,
+        github,
     };
     render(&page)
+}
+
+/// The project page with this GitHub form (e.g. with the reason its
+/// settings were refused).
+pub async fn project_page_with(
+    state: &AppState,
+    user: &CurrentUser,
+    p: Project,
+    github: super::github::GithubForm,
+) -> Result<Response, DashError> {
+    let alerts = AlertsView::of(state, p.id).await?;
+    Ok(project_page(state, user, p, None, alerts, github, None))
 }
 
 pub async fn project(
@@ -1117,7 +1144,8 @@ pub async fn project(
     let p = load_project(&state, &id).await?;
     let alerts = AlertsView::of(&state, p.id).await?;
     let notice = super::notice(Some(&q.notice));
-    Ok(project_page(&state, &user, p, None, alerts, notice))
+    let github = super::github::GithubForm::of(&state, p.id).await?;
+    Ok(project_page(&state, &user, p, None, alerts, github, notice))
 }
 
 /// Sets (`action=save`, with `url`) or removes (`action=remove`) the
@@ -1137,7 +1165,8 @@ pub async fn alert_webhook(
                 Err(why) => {
                     let mut alerts = AlertsView::of(&state, p.id).await?;
                     alerts.error = Some(why);
-                    let page = project_page(&state, &form.user, p, None, alerts, None);
+                    let github = super::github::GithubForm::of(&state, p.id).await?;
+                    let page = project_page(&state, &form.user, p, None, alerts, github, None);
                     return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
                 }
             }
@@ -1180,7 +1209,16 @@ pub async fn rotate_key(
     tracing::info!(project = p.id, user = %form.user.name, "ingest key rotated from the dashboard");
     let p = state.store.get_project(p.id).await?.unwrap_or(p);
     let alerts = AlertsView::of(&state, p.id).await?;
-    Ok(project_page(&state, &form.user, p, Some(key), alerts, None))
+    let github = super::github::GithubForm::of(&state, p.id).await?;
+    Ok(project_page(
+        &state,
+        &form.user,
+        p,
+        Some(key),
+        alerts,
+        github,
+        None,
+    ))
 }
 
 /// A realistic sample error, as the Rust SDK would send it.
@@ -1569,6 +1607,7 @@ mod tests {
                 last_seen: views::rel(now, now),
                 spark: views::sparkline(&[1; 24]),
                 ai_line: Some("<b>bold</b>".into()),
+                github_issue: None,
             }],
             next_href: Some("/?cursor=a&b".into()),
             first_href: "/".into(),
@@ -1669,6 +1708,7 @@ mod tests {
             }],
             activity: vec![],
             kestra_failure: None,
+            gh: Default::default(),
             g: group(),
         }
         .render()
