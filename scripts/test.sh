@@ -113,6 +113,7 @@ if ! venv_current; then
     need python3-venv "python3 -m venv, for the virtual environment target/test-venv"
   fi
 fi
+have git || need git "the GitHub tests build a repository with a known history (tests/github.rs)"
 have node || need nodejs "the Node Sentry SDK's test"
 if ! node_modules_current && ! have npm; then need npm "npm ci installs the Node Sentry SDK"; fi
 
