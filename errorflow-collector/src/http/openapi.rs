@@ -20,7 +20,7 @@ use crate::model;
         api::list_projects, api::create_project, api::rotate_key, api::delete_project,
         api::get_alert_webhook, api::set_alert_webhook, api::remove_alert_webhook,
         triage::summarize, triage::summarize_cluster, triage::digest, triage::digest_lookup, triage::put_triage,
-        triage::history, triage::stale, triage::quiet,
+        triage::history, triage::stale, triage::quiet, triage::set_priority,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, ingest::CustomResponse, sentry::SentryAccepted,
@@ -29,7 +29,8 @@ use crate::model;
         api::AlertWebhook, api::SetAlertWebhook,
         model::Group, model::GroupStatus, model::GroupStats, model::Bucket, model::TagCount,
         model::Activity, model::Project, model::StoredEvent,
-        triage::StaleList, triage::StaleIncident, triage::QuietOutcome,
+        triage::StaleList, triage::StaleIncident, triage::QuietOutcome, triage::PriorityBody,
+        crate::triage::result::Signal, crate::triage::result::Assessment,
         crate::triage::result::TriageResult, crate::triage::result::TriageRecord, crate::triage::result::Severity,
         crate::triage::digest::Digest, crate::triage::digest::Trend, crate::triage::digest::Counts,
         crate::triage::digest::Affected, crate::triage::digest::DigestException, crate::triage::digest::DigestFrame,

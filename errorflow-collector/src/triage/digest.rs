@@ -72,6 +72,8 @@ pub struct Digest {
     pub regressed_recently: bool,
     /// The environment of the last event, or the most frequent one.
     pub environment: Option<String>,
+    /// The release of the last event.
+    pub release: Option<String>,
     pub affected: Affected,
     /// The latest event's exception chain, outermost first.
     pub exceptions: Vec<DigestException>,
@@ -85,6 +87,10 @@ pub struct Digest {
     pub activity: Vec<DigestActivity>,
     /// How many recent events the digest was built from.
     pub sampled_events: usize,
+    /// The built-in signal model's reading (class, evidence, priority and
+    /// the signals behind it), attached by the triage service so that every
+    /// analyst starts from the same signals.
+    pub assessment: Option<super::result::Assessment>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -253,6 +259,7 @@ pub fn build(
         regressed_at: group.regressed_at,
         regressed_recently,
         environment,
+        release: group.last_release.as_deref().map(|r| bound(r, 100)),
         affected,
         exceptions: latest.map(exceptions).unwrap_or_default(),
         messages: messages(events),
@@ -283,6 +290,7 @@ pub fn build(
             })
             .collect(),
         sampled_events: events.len(),
+        assessment: None,
     }
 }
 
@@ -474,6 +482,8 @@ pub(crate) mod tests {
             regressed_at: None,
             last_release: Some("1.2.3".into()),
             last_environment: Some("prod".into()),
+            priority_override: None,
+            severity_override: None,
         }
     }
 

@@ -481,7 +481,12 @@ mod tests {
         ] {
             let server = serve(vec![openai_reply(bad)]).await;
             let a = LlmAnalyst::new(options(Protocol::OpenAi, &server.base)).unwrap();
-            let analysis = analyse_with_fallback(&a, &digest()).await;
+            let analysis = analyse_with_fallback(
+                &a,
+                &crate::triage::builtin::BuiltinAnalyst::default(),
+                &digest(),
+            )
+            .await;
             assert_eq!(analysis.analyst, "builtin");
             assert!(
                 analysis
@@ -496,10 +501,14 @@ mod tests {
         // An answer without a message at all.
         let server = serve(vec![Reply::json(200, json!({"choices": []}))]).await;
         let a = LlmAnalyst::new(options(Protocol::OpenAi, &server.base)).unwrap();
-        assert!(analyse_with_fallback(&a, &digest())
-            .await
-            .fallback_reason
-            .is_some());
+        assert!(analyse_with_fallback(
+            &a,
+            &crate::triage::builtin::BuiltinAnalyst::default(),
+            &digest()
+        )
+        .await
+        .fallback_reason
+        .is_some());
     }
 
     #[tokio::test]
@@ -571,7 +580,12 @@ mod tests {
         o.max_retries = 1;
         let a = LlmAnalyst::new(o).unwrap();
         let started = Instant::now();
-        let analysis = analyse_with_fallback(&a, &digest()).await;
+        let analysis = analyse_with_fallback(
+            &a,
+            &crate::triage::builtin::BuiltinAnalyst::default(),
+            &digest(),
+        )
+        .await;
         assert_eq!(analysis.analyst, "builtin");
         assert_eq!(
             analysis.fallback_reason.as_deref(),

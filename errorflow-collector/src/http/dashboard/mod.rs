@@ -58,6 +58,7 @@ pub fn routes() -> Router<AppState> {
         .route("/incidents/{id}/quiet", post(pages::quiet))
         .route("/incidents/{id}/reopen", post(pages::reopen))
         .route("/incidents/{id}/summarize", post(pages::summarize))
+        .route("/incidents/{id}/priority", post(pages::set_priority))
         .route("/incidents/{id}/delete", post(pages::delete))
         .route("/events", get(pages::events))
         .route("/projects", get(pages::projects))
@@ -380,7 +381,8 @@ pub fn notice(key: Option<&str>) -> Option<&'static str> {
         "test" => "Test error sent through the ingest pipeline.",
         "webhook-saved" => "Alert webhook saved: this project's alerts go there from now on.",
         "webhook-removed" => "Alert webhook removed.",
-        "summarize" => "AI summary requested; it appears here when ready.",
+        "summarize" => "Triage requested; it appears here when ready.",
+        "priority" => "Priority and severity saved; triage keeps them until you clear them.",
         _ => return None,
     })
 }
