@@ -78,16 +78,16 @@ fn environment(d: &Digest) -> (EnvTier, String) {
 /// Severity from the final priority.
 pub fn severity_for(priority: i32) -> Severity {
     match priority {
-        75.. => Severity::Critical,
-        55..=74 => Severity::High,
-        33..=54 => Severity::Medium,
+        70.. => Severity::Critical,
+        50..=69 => Severity::High,
+        30..=49 => Severity::Medium,
         _ => Severity::Low,
     }
 }
 
 /// The priority an expected (caller-caused) incident never exceeds, however
 /// loud it is.
-const EXPECTED_CAP: i32 = 30;
+const EXPECTED_CAP: i32 = 28;
 /// Priority points of an incident that matches no rule.
 const UNCLASSIFIED_WEIGHT: i32 = 40;
 
@@ -203,7 +203,10 @@ impl BuiltinAnalyst {
         }
         match d.level.as_str() {
             "fatal" => add("level", "fatal".into(), 6),
-            "warning" => add("level", "warning level".into(), -10),
+            // Warnings are the normal level of degradations and early
+            // alarms, whose class already says how bad they are.
+            "warning" if class == Class::Defect => add("level", "warning level".into(), -10),
+            "warning" => add("level", "warning level".into(), -4),
             "info" | "debug" | "log" => add("level", format!("{} level", d.level), -18),
             _ => {}
         }
@@ -590,6 +593,16 @@ mod tests {
                 "prod",
                 stats(4, &[0, 0, 1], &[]),
             ),
+            Case {
+                level: "warning",
+                ..case(
+                    "prod fading warning",
+                    "SlowQuery",
+                    "query took 2s",
+                    "prod",
+                    stats(5, &[0, 0, 0], &[]),
+                )
+            },
             case(
                 "staging database error, steady",
                 "DatabaseError",
@@ -604,16 +617,6 @@ mod tests {
                 "staging",
                 stats(2, &[2, 2, 2], &[]),
             ),
-            Case {
-                level: "warning",
-                ..case(
-                    "prod fading warning",
-                    "SlowQuery",
-                    "query took 2s",
-                    "prod",
-                    stats(5, &[0, 0, 0], &[]),
-                )
-            },
             Case {
                 level: "warning",
                 ..case(

@@ -277,7 +277,8 @@ pub fn build(
                             .map(|u| u.split('?').next().unwrap_or(u).to_string())
                     })
                     .map(|s| bound(&s, TEXT)),
-                status: r.status,
+                // SDKs that do not fill the request's status often tag it.
+                status: r.status.or_else(|| latest.and_then(status_tag)),
             }),
         activity: activity
             .iter()
@@ -292,6 +293,15 @@ pub fn build(
         sampled_events: events.len(),
         assessment: None,
     }
+}
+
+/// The answer's status from the usual tags (`http.status_code`, `status_code`, `status`).
+fn status_tag(event: &Event) -> Option<u16> {
+    ["http.status_code", "status_code", "status"]
+        .iter()
+        .find_map(|k| event.tags.get(*k))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|s| (100..=599).contains(s))
 }
 
 fn counts(group: &Group, stats: &GroupStats) -> Counts {
