@@ -260,6 +260,7 @@ impl BuiltinAnalyst {
                 .map(|m| format!("{}: {:?}", m.field, m.evidence)),
             priority,
             severity: severity_for(priority),
+            explanation: super::result::explanation(&signals),
             signals,
         }
     }

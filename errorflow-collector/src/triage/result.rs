@@ -60,6 +60,8 @@ pub struct Assessment {
     pub priority: i32,
     pub severity: Severity,
     pub signals: Vec<Signal>,
+    /// The signals as one line.
+    pub explanation: String,
 }
 
 /// How bad an incident is.
