@@ -340,7 +340,11 @@ fn stack_components(event: &Event, grouping: &Grouping) -> Vec<String> {
     // A template with placeholders is constant at its call site; text
     // without any is a formatted message (an f-string, `format!`) whose
     // words vary, and the frames already name the call site.
-    if let Some(template) = event.message_template.as_deref().filter(|t| has_placeholder(t)) {
+    if let Some(template) = event
+        .message_template
+        .as_deref()
+        .filter(|t| has_placeholder(t))
+    {
         out.push(format!("message:{}", parameterize(template)));
     }
     out.push(service_component(event));
@@ -351,8 +355,10 @@ fn stack_components(event: &Event, grouping: &Grouping) -> Vec<String> {
 /// `{}`, `{0}`, `{name}`.
 fn has_placeholder(template: &str) -> bool {
     static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"%(?:\([A-Za-z_][A-Za-z0-9_]*\))?[-+ #0-9.]*[sdifrxXoeEgGc]|\{[A-Za-z0-9_:.!<>^]*\}")
-            .expect("valid regex")
+        Regex::new(
+            r"%(?:\([A-Za-z_][A-Za-z0-9_]*\))?[-+ #0-9.]*[sdifrxXoeEgGc]|\{[A-Za-z0-9_:.!<>^]*\}",
+        )
+        .expect("valid regex")
     });
     PLACEHOLDER.is_match(template)
 }
@@ -1177,7 +1183,7 @@ mod tests {
                 "type:NotFound",
                 "frame:app::main",
                 "frame:app::get_user",
-                "service:api"
+                "service:api",
             ],
         );
     }
@@ -1250,8 +1256,16 @@ mod tests {
     #[test]
     fn formatted_messages_without_placeholders_do_not_split_a_stack() {
         // An f-string or `format!` sends its formatted text as the template.
-        let a = message_with_stack("transition", "order 1: invalid transition Paid -> Shipped", "x");
-        let b = message_with_stack("transition", "order 2: invalid transition Cancelled -> Refunded", "y");
+        let a = message_with_stack(
+            "transition",
+            "order 1: invalid transition Paid -> Shipped",
+            "x",
+        );
+        let b = message_with_stack(
+            "transition",
+            "order 2: invalid transition Cancelled -> Refunded",
+            "y",
+        );
         assert_eq!(components(&a), components(&b));
         // A real template still takes part.
         let c = message_with_stack("transition", "order %s: invalid transition %s -> %s", "z");

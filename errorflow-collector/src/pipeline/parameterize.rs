@@ -292,22 +292,37 @@ mod tests {
         check("deadbeef is a word here", "deadbeef is a word here");
         // Prefixed identifiers, as f-strings and format! write them.
         check("invoice inv_3fa2b1c0d9e8 not paid", "invoice <id> not paid");
-        check("payout for acct_1Nf3aB2cD4eF failed", "payout for <id> failed");
-        check("customer cus_NffrFeUfNV2Hib has no card", "customer <id> has no card");
+        check(
+            "payout for acct_1Nf3aB2cD4eF failed",
+            "payout for <id> failed",
+        );
+        check(
+            "customer cus_NffrFeUfNV2Hib has no card",
+            "customer <id> has no card",
+        );
         check("request req-8f3a2b timed out", "request <id> timed out");
         check("session sess:a1b2c3d4 expired", "session <id> expired");
-        check("snake_case and kebab-case stay", "snake_case and kebab-case stay");
+        check(
+            "snake_case and kebab-case stay",
+            "snake_case and kebab-case stay",
+        );
         check("db::query_builder failed", "db::query_builder failed");
         check("retry-123456 failed", "retry-<int> failed");
         check("customer cus_NffrFeUfNVHibQ paid", "customer <id> paid");
-        check("see user_profile and order_items", "see user_profile and order_items");
+        check(
+            "see user_profile and order_items",
+            "see user_profile and order_items",
+        );
     }
 
     #[test]
     fn glued_durations() {
         check("gave up after 12345ms", "gave up after <duration>");
         check("gave up after12345ms", "gave up after<duration>");
-        check("timeout_in_1500ms exceeded", "timeout_in_<duration> exceeded");
+        check(
+            "timeout_in_1500ms exceeded",
+            "timeout_in_<duration> exceeded",
+        );
         check("took 3s", "took <duration>");
     }
 
