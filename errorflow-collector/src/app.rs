@@ -16,7 +16,6 @@ use crate::http::{self, AppState};
 use crate::model::Project;
 use crate::store::{self, redact_url, Backend, Store};
 use crate::telemetry;
-use crate::triage::builtin::BuiltinAnalyst;
 use crate::triage::{self, kestra, Triage};
 use crate::writer::{Writer, WriterOptions};
 
@@ -449,7 +448,7 @@ fn build_triage(store: Arc<dyn Store>, config: &Config) -> Triage {
     let options = config.triage.clone();
     let analyst = options.analyst().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot set up the configured analyst; using the built-in one");
-        Arc::new(BuiltinAnalyst)
+        Arc::new(options.builtin())
     });
     let kestra = options.kestra.clone();
     let mut triage = Triage::new(store.clone(), analyst, options);

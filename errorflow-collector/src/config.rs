@@ -293,6 +293,12 @@ pub struct TriageArgs {
     /// An open incident's triage is stale after this long when it has new events. Default `1h`.
     #[arg(long, env = "ERRORFLOW_TRIAGE_STALE_AFTER", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub triage_stale_after: Option<Duration>,
+    /// A TOML file of triage rules (`[[rule]]` entries: class, patterns,
+    /// weight) read before the built-in table: an entry with a built-in id
+    /// replaces it, a new id is tried first. A bad file stops the start with
+    /// its line. See the README's "AI triage" section.
+    #[arg(long, env = "ERRORFLOW_TRIAGE_RULES", value_name = "FILE")]
+    pub triage_rules: Option<PathBuf>,
     /// Kestra's URL; when set, the collector starts the `error-intake` and
     /// `group-summary-agent` flows and leaves the periodic jobs to Kestra.
     #[arg(long, env = "KESTRA_URL", value_name = "URL")]
@@ -441,6 +447,8 @@ pub struct FileTriage {
     pub auto: Option<bool>,
     #[serde(default, with = "humantime_serde_opt")]
     pub stale_after: Option<Duration>,
+    /// A file of triage rules, as `--triage-rules`.
+    pub rules: Option<PathBuf>,
 }
 
 /// The `[kestra]` table.
@@ -545,6 +553,8 @@ pub enum ConfigError {
     },
     #[error("invalid config file {path}: [limits] {key} must be at least 1")]
     ZeroLimit { path: PathBuf, key: &'static str },
+    #[error("invalid triage rules: {0}")]
+    TriageRules(#[from] crate::triage::rules::RulesError),
 }
 
 impl Config {
@@ -651,7 +661,7 @@ impl Config {
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".to_string()),
             limits,
-            triage: resolve_triage(serve.map(|s| &s.triage), file.triage, file.kestra),
+            triage: resolve_triage(serve.map(|s| &s.triage), file.triage, file.kestra)?,
             key_rate,
         })
     }
@@ -661,13 +671,17 @@ fn resolve_triage(
     args: Option<&TriageArgs>,
     file: FileTriage,
     kestra: FileKestra,
-) -> TriageOptions {
+) -> Result<TriageOptions, ConfigError> {
     let default = TriageArgs::default();
     let a = args.unwrap_or(&default);
     let d = TriageOptions::default();
     let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
     let kestra_url = nonempty(a.kestra_url.clone().or(kestra.url));
-    TriageOptions {
+    let rules = match a.triage_rules.clone().or(file.rules) {
+        Some(path) => std::sync::Arc::new(crate::triage::rules::RuleSet::load(&path)?),
+        None => d.rules.clone(),
+    };
+    Ok(TriageOptions {
         provider: a.llm_provider.or(file.provider).unwrap_or_default(),
         llm_base_url: nonempty(a.llm_base_url.clone().or(file.llm_base_url)),
         llm_model: nonempty(a.llm_model.clone().or(file.llm_model)),
@@ -698,7 +712,8 @@ fn resolve_triage(
             }
             k
         }),
-    }
+        rules,
+    })
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -928,6 +943,39 @@ mod tests {
         assert!(
             !dbg.contains("AIza-secret") && !dbg.contains("kestra-pw"),
             "{dbg}"
+        );
+    }
+
+    #[test]
+    fn triage_rules_come_from_the_file_or_the_flag_and_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.toml");
+        std::fs::write(
+            &rules,
+            "[[rule]]\nid = \"shop.stock\"\nclass = \"data_integrity\"\n\
+             label = \"stock drift\"\nweight = 70\npatterns = ['stock drift']\n",
+        )
+        .unwrap();
+        let config = dir.path().join("c.toml");
+        std::fs::write(
+            &config,
+            format!("[triage]\nrules = {:?}\n", rules.display().to_string()),
+        )
+        .unwrap();
+        let cli = parse(&["--config", config.to_str().unwrap()]);
+        let cfg = Config::resolve(&cli, None).unwrap();
+        assert_eq!(cfg.triage.rules.rules()[0].id, "shop.stock");
+
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[[rule]]\nid = \"x\"\nclass = \"outage\"\n").unwrap();
+        let cli = parse(&["serve", "--triage-rules", bad.to_str().unwrap()]);
+        let e = Config::resolve(&cli, cli.serve_args()).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "invalid triage rules: {}:3: unknown class",
+                bad.display()
+            )),
+            "{e}"
         );
     }
 

@@ -198,6 +198,10 @@ pub struct Group {
     pub regressed_at: Option<DateTime<Utc>>,
     pub last_release: Option<String>,
     pub last_environment: Option<String>,
+    /// Priority set by hand; wins over every triage until cleared.
+    pub priority_override: Option<i32>,
+    /// Severity set by hand; wins over every triage until cleared.
+    pub severity_override: Option<String>,
 }
 
 /// How to order the incident list.

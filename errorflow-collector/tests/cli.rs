@@ -559,3 +559,38 @@ fn a_database_emptied_of_projects_is_not_a_first_start() {
     let tokens: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(tokens.as_array().unwrap().len(), 1, "{tokens}");
 }
+
+/// A rule file with a mistake stops the start and names its line; a good
+/// one (flag or variable) starts.
+#[test]
+fn a_bad_triage_rules_file_stops_the_start_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(&dir);
+    let bad = dir.path().join("rules.toml");
+    std::fs::write(
+        &bad,
+        "[[rule]]\nid = \"shop.stock\"\nclass = \"data_integrity\"\nlabel = \"stock drift\"\n\
+         weight = 70\npatterns = ['stock (drift']\n",
+    )
+    .unwrap();
+    let out = command(&db)
+        .args(["serve", "--listen", "127.0.0.1:0", "--triage-rules"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("{}:6: invalid pattern", bad.display())),
+        "{stderr}"
+    );
+    let out = command(&db)
+        .env("ERRORFLOW_TRIAGE_RULES", &bad)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains(":6: invalid pattern"));
+}

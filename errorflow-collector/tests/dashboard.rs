@@ -214,7 +214,70 @@ common::backend_tests!(
     project_page_rotates_the_key_and_sends_a_test_error,
     project_page_sets_and_removes_the_alert_webhook,
     ai_summary_is_requested_from_triage,
+    summary_counts_are_live_and_priority_is_set_by_hand,
 );
+
+/// A summary written at the first event shows the live count beside it at
+/// the twentieth, and never "1 event"; the hand-set priority form needs its
+/// CSRF token, survives a re-triage and appears in the activity.
+async fn summary_counts_are_live_and_priority_is_set_by_hand(db: common::TestDb) {
+    let mut d = dash(db).await;
+    d.sign_in().await;
+    let id = d
+        .ingest(
+            "ledger",
+            "LedgerError",
+            "ledger imbalance: debits != credits",
+        )
+        .await;
+    let res = d.post(&format!("/incidents/{id}/summarize"), &[]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    for _ in 0..19 {
+        assert_eq!(
+            d.ingest(
+                "ledger",
+                "LedgerError",
+                "ledger imbalance: debits != credits"
+            )
+            .await,
+            id
+        );
+    }
+    let page = d.get(&format!("/incidents/{id}")).await.body;
+    let summary_at = page.find("id=\"ai-summary\"").expect("summary shown");
+    let summary = &page[summary_at..summary_at + page[summary_at..].find("</p>").unwrap()];
+    assert!(!summary.contains("1 event"), "{summary}");
+    assert!(
+        page.contains("Now: 20 events in total"),
+        "live count beside it"
+    );
+    assert!(page.contains("Why this priority:</strong> prod · data integrity"));
+
+    let form = format!("/incidents/{id}/priority");
+    assert!(page.contains(&format!("action=\"{form}\"")));
+    let forged = d
+        .post_form(&form, &[("priority", "3"), ("severity", "low")])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let bad = d
+        .post(&form, &[("priority", "500"), ("severity", "")])
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let res = d
+        .post(&form, &[("priority", "3"), ("severity", "low")])
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    d.post(&format!("/incidents/{id}/summarize"), &[]).await;
+    let g = d.state.store.get_group(id).await.unwrap().unwrap();
+    assert_eq!((g.priority, g.severity.as_str()), (Some(3), "low"));
+    let page = d.get(&format!("/incidents/{id}")).await.body;
+    assert!(page.contains("set by hand"));
+    assert!(
+        page.contains("priority 3 and severity low set by hand"),
+        "in the activity"
+    );
+    assert!(page.contains("<option value=\"low\" selected>"));
+}
 
 async fn pages_need_a_session(db: common::TestDb) {
     let d = dash(db).await;
@@ -816,7 +879,11 @@ async fn ai_summary_is_requested_from_triage(db: common::TestDb) {
     let res = d.post(&format!("/incidents/{id}/summarize"), &[]).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
     let page = d.get(res.location()).await.body;
-    assert!(page.contains("AI summary requested"));
+    assert!(page.contains("Triage requested"));
+    assert!(
+        page.contains("title=\"who wrote this summary\">rules</span>"),
+        "the built-in analyst is labelled as rules, not AI"
+    );
     let group = d.state.store.get_group(id).await.unwrap().unwrap();
     assert!(group.ai_summary.is_some(), "triage stored a summary");
     assert!(page.contains("class=\"card ai\""), "the summary is shown");

@@ -369,6 +369,7 @@ fn new_triage(group_id: i64, priority: i32, at: chrono::DateTime<chrono::Utc>) -
         analyst: "builtin".into(),
         model: "builtin-rules".into(),
         prompt_version: "triage-v1".into(),
+        signals: Vec::new(),
         fallback_reason: None,
         trigger: "manual".into(),
         trend: Some("steady".into()),
@@ -529,7 +530,174 @@ common::backend_tests!(
     ingest_offers_triggers_without_waiting,
     stale_and_attention_follow_events_and_regressions,
     spiking_incidents_are_found_for_the_batch,
+    results_carry_their_signals_and_summaries_no_counts,
+    hand_set_priority_survives_retriage_and_is_in_the_activity,
+    a_changed_picture_asks_for_a_new_triage,
 );
+
+/// The explanation is stored with the result and served; the summary
+/// written at the first event makes no claim about counts that the 20th
+/// event would make false, and the live count is beside it.
+async fn results_carry_their_signals_and_summaries_no_counts(t: TestApp) {
+    let id = t.group_id("balance mismatch for account").await;
+    let r = t
+        .call("POST", &format!("/api/v1/groups/{id}/summarize"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let explanation = r.body["explanation"].as_str().unwrap().to_string();
+    assert!(
+        explanation.starts_with("prod · data integrity: "),
+        "{explanation}"
+    );
+    assert!(explanation.contains("new in 1.0.0"), "{explanation}");
+    let signals = r.body["signals"].as_array().unwrap();
+    let sum: i64 = signals.iter().map(|s| s["points"].as_i64().unwrap()).sum();
+    assert_eq!(sum, r.body["priority"].as_i64().unwrap(), "{signals:?}");
+    assert_eq!(r.body["severity"], "critical", "{}", r.body);
+    for _ in 0..19 {
+        let e = t
+            .post_events(json!([prod_error("balance mismatch for account")]))
+            .await;
+        assert_eq!(e.status, StatusCode::OK, "{}", e.body);
+    }
+    let detail = t.call("GET", &format!("/api/v1/groups/{id}"), None).await;
+    assert_eq!(detail.body["count"], 20, "{}", detail.body);
+    let summary = detail.body["triage"]["summary"].as_str().unwrap();
+    assert!(!summary.contains("1 event"), "{summary}");
+    assert!(!summary.contains(" events"), "{summary}");
+    assert!(summary.contains("checkout (prod)"), "{summary}");
+    assert_eq!(detail.body["triage"]["explanation"], explanation.as_str());
+    let history = t
+        .call("GET", &format!("/api/v1/groups/{id}/triage"), None)
+        .await;
+    assert_eq!(history.body[0]["explanation"], explanation.as_str());
+    assert_eq!(
+        history.body[0]["signals"].as_array().unwrap().len(),
+        signals.len()
+    );
+    // The digest carries the same assessment for every analyst.
+    let digest = t
+        .call("GET", &format!("/api/v1/groups/{id}/digest"), None)
+        .await;
+    assert_eq!(
+        digest.body["assessment"]["class"], "data_integrity",
+        "{}",
+        digest.body
+    );
+    assert!(digest.body["assessment"]["evidence"]
+        .as_str()
+        .unwrap()
+        .contains("balance mismatch"));
+}
+
+async fn hand_set_priority_survives_retriage_and_is_in_the_activity(t: TestApp) {
+    let id = t.group_id("connection refused").await;
+    let path = format!("/api/v1/groups/{id}/priority");
+    let put = |body: Value| {
+        let t = &t;
+        let path = path.clone();
+        async move {
+            t.send(
+                Request::put(path.as_str())
+                    .header("authorization", format!("Bearer {}", t.token))
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_string()))
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let r = put(json!({"priority": 7, "severity": "low"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["priority"], 7);
+    assert_eq!(r.body["severity"], "low");
+    assert_eq!(r.body["priority_override"], 7);
+    // Re-triage keeps the hand-set values; the result itself is still stored.
+    let s = t
+        .call("POST", &format!("/api/v1/groups/{id}/summarize"), None)
+        .await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.body);
+    assert!(s.body["priority"].as_i64().unwrap() > 7);
+    let g = t.call("GET", &format!("/api/v1/groups/{id}"), None).await;
+    assert_eq!(g.body["priority"], 7, "{}", g.body);
+    assert_eq!(g.body["severity"], "low");
+    let activity = g.body["activity"].as_array().unwrap();
+    let set = activity
+        .iter()
+        .find(|a| a["kind"] == "priority_set")
+        .unwrap_or_else(|| panic!("{activity:?}"));
+    assert!(
+        set["reason"].as_str().unwrap().contains("priority 7"),
+        "{set}"
+    );
+    assert!(!set["actor"].as_str().unwrap().is_empty());
+    // Bad input is refused with a JSON error and changes nothing.
+    let bad = put(json!({"priority": 101})).await;
+    common::assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    let bad = put(json!({"severity": "apocalyptic"})).await;
+    assert!(bad.status.is_client_error(), "{}", bad.body);
+    assert!(bad.body["error"]["message"].is_string(), "{}", bad.body);
+    let missing = put(json!({"priority": 5})).await;
+    assert_eq!(missing.status, StatusCode::OK);
+    let none = t
+        .send(
+            Request::put("/api/v1/groups/999999/priority")
+                .header("authorization", format!("Bearer {}", t.token))
+                .header("content-type", "application/json")
+                .body(Body::from(json!({"priority": 5}).to_string()))
+                .unwrap(),
+        )
+        .await;
+    common::assert_error(&none, StatusCode::NOT_FOUND, "not_found");
+    let anon = t
+        .send(
+            Request::put(path.as_str())
+                .header("content-type", "application/json")
+                .body(Body::from(json!({"priority": 5}).to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
+    // Clearing gives both back to the latest triage.
+    let r = put(json!({"priority": null, "severity": null})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["priority"], s.body["priority"]);
+    assert_eq!(r.body["severity"], s.body["severity"]);
+    assert!(r.body["priority_override"].is_null());
+}
+
+async fn a_changed_picture_asks_for_a_new_triage(t: TestApp) {
+    let id = t.group_id("connection refused").await;
+    let triage = Triage::builtin(t.state.store.clone());
+    triage.run(id, Reason::Manual).await.unwrap().unwrap();
+    assert!(triage.changed(50).await.unwrap().is_empty());
+    // A few more events of the same picture: no new triage.
+    for _ in 0..3 {
+        t.post_events(json!([prod_error("connection refused")]))
+            .await;
+    }
+    assert!(triage.changed(50).await.unwrap().is_empty());
+    // A new release is a new picture.
+    let mut e = prod_error("connection refused");
+    e["release"] = json!("1.0.1");
+    t.post_events(json!([e])).await;
+    assert_eq!(triage.changed(50).await.unwrap(), vec![id]);
+    triage.run(id, Reason::Changed).await.unwrap().unwrap();
+    assert!(triage.changed(50).await.unwrap().is_empty());
+    // A new environment too.
+    let mut e = prod_error("connection refused");
+    e["environment"] = json!("staging");
+    t.post_events(json!([e])).await;
+    assert_eq!(triage.changed(50).await.unwrap(), vec![id]);
+    triage.run(id, Reason::Changed).await.unwrap().unwrap();
+    // Ten times the events since the last triage.
+    let count = t.state.store.get_group(id).await.unwrap().unwrap().count;
+    let batch: Vec<Value> = (0..(9 * count))
+        .map(|_| prod_error("connection refused"))
+        .collect();
+    t.post_events(json!(batch)).await;
+    assert_eq!(triage.changed(50).await.unwrap(), vec![id]);
+}
 
 /// A local server recording requests and answering like Kestra (or an
 /// OpenAI-compatible endpoint, with `answer`).

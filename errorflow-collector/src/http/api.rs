@@ -3,7 +3,7 @@
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,7 @@ pub fn routes() -> Router<AppState> {
             get(super::triage::history).put(super::triage::put_triage),
         )
         .route("/groups/{id}/kestra-runs", get(super::triage::kestra_runs))
+        .route("/groups/{id}/priority", put(super::triage::set_priority))
         .route("/triage/stale", get(super::triage::stale))
         .route("/triage/digest", get(super::triage::digest_lookup))
         .route("/maintenance/quiet", post(super::triage::quiet))

@@ -21,7 +21,7 @@ use crate::model;
         api::get_alert_webhook, api::set_alert_webhook, api::remove_alert_webhook,
         github::get_link, github::set_link, github::remove_link, github::create_issue, github::webhook_delivery,
         triage::summarize, triage::summarize_cluster, triage::digest, triage::digest_lookup, triage::put_triage,
-        triage::history, triage::stale, triage::quiet, triage::kestra_runs,
+        triage::history, triage::stale, triage::quiet, triage::kestra_runs, triage::set_priority,
         super::healthz, super::readyz, super::metrics,
     ),
     components(schemas(
@@ -32,7 +32,8 @@ use crate::model;
         github::GithubLinkView, github::SetGithubLink, github::WebhookAnswer, model::GithubIssue,
         model::Group, model::GroupStatus, model::GroupStats, model::Bucket, model::TagCount,
         model::Activity, model::Project, model::StoredEvent,
-        triage::StaleList, triage::StaleIncident, triage::QuietOutcome, crate::model::KestraRun,
+        triage::StaleList, triage::StaleIncident, triage::QuietOutcome, crate::model::KestraRun, triage::PriorityBody,
+        crate::triage::result::Signal, crate::triage::result::Assessment,
         crate::triage::result::TriageResult, crate::triage::result::TriageRecord, crate::triage::result::Severity,
         crate::triage::digest::Digest, crate::triage::digest::Trend, crate::triage::digest::Counts,
         crate::triage::digest::Affected, crate::triage::digest::DigestException, crate::triage::digest::DigestFrame,

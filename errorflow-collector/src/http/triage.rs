@@ -13,8 +13,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::api::{ApiPath, ApiQuery};
 use super::{ApiError, AppState, Manager};
 use crate::store::StoreError;
+use crate::model::Group;
 use crate::triage::digest::Digest;
-use crate::triage::result::{TriageRecord, TriageResult};
+use crate::triage::result::{Severity, TriageRecord, TriageResult};
 use crate::triage::{Reason, TriageError};
 
 impl From<TriageError> for ApiError {
@@ -231,6 +232,47 @@ pub async fn history(
         .await?
         .ok_or_else(|| no_incident(id))?;
     Ok(Json(state.store.triage_history(id, limit).await?))
+}
+
+/// A hand-set priority and severity.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityBody {
+    /// 0–100; `null` (or absent) gives the priority back to triage.
+    #[serde(default)]
+    pub priority: Option<i32>,
+    /// `low`, `medium`, `high` or `critical`; `null` (or absent) gives it back to triage.
+    #[serde(default)]
+    pub severity: Option<Severity>,
+}
+
+/// Set an incident's priority and severity by hand. They are kept across
+/// every later triage until set to `null`, and recorded in the activity
+/// history (`priority_set`).
+#[utoipa::path(put, path = "/api/v1/groups/{id}/priority", tag = "triage", security(("token" = [])),
+    params(("id" = i64, Path, description = "incident id")),
+    request_body = PriorityBody,
+    responses((status = 200, body = Group), (status = 400, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn set_priority(
+    State(state): State<AppState>,
+    Manager(actor): Manager,
+    ApiPath(id): ApiPath<i64>,
+    body: Result<Json<PriorityBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Group>, ApiError> {
+    let Json(body) = body?;
+    if let Some(p) = body.priority.filter(|p| !(0..=100).contains(p)) {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("priority {p} out of range 0..=100"),
+        ));
+    }
+    state
+        .store
+        .set_priority_override(id, body.priority, body.severity, &actor, Utc::now())
+        .await?
+        .map(Json)
+        .ok_or_else(|| no_incident(id))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

@@ -39,7 +39,11 @@ use crate::model::NormalizedEvent;
 ///   the frames; message events with a stack group on their frames; SDK and
 ///   C-runtime frames are matched by exact crate or symbol names; CommonJS
 ///   module code is an entry point.
-pub const FINGERPRINT_VERSION: i32 = 2;
+/// - 3: the raise site decides a stack: the innermost in-app frame (and its
+///   line) per exception, not its callers; a message template takes part
+///   only when it has placeholders; prefixed identifiers (`inv_3fa2b1c0d9e8`)
+///   and durations glued to words are parameterised.
+pub const FINGERPRINT_VERSION: i32 = 3;
 
 /// In-app frames per exception that take part in grouping. Deeper frames
 /// (the framework's dispatch, `main`) add nothing but sensitivity to
@@ -315,10 +319,15 @@ fn default_components(event: &Event, grouping: &Grouping) -> Vec<String> {
 /// incident.)
 fn stack_components(event: &Event, grouping: &Grouping) -> Vec<String> {
     let mut out = vec!["stack".to_owned()];
+    // The raise site decides: the innermost in-app frame and its line. The
+    // callers above it are context: one bug reached through two callers is
+    // one incident.
     let push_frames = |out: &mut Vec<String>, frames: &[GroupingFrame]| {
-        out.extend(frames.iter().map(|f| format!("frame:{}", f.key)));
-        if let Some(line) = frames.last().and_then(|f| f.line.as_deref()) {
-            out.push(format!("line:{line}"));
+        if let Some(site) = frames.last() {
+            out.push(format!("frame:{}", site.key));
+            if let Some(line) = site.line.as_deref() {
+                out.push(format!("line:{line}"));
+            }
         }
     };
     if event.exception.is_empty() {
@@ -328,11 +337,30 @@ fn stack_components(event: &Event, grouping: &Grouping) -> Vec<String> {
         out.push(format!("type:{}", exception.ty));
         push_frames(&mut out, frames);
     }
-    if let Some(template) = &event.message_template {
+    // A template with placeholders is constant at its call site; text
+    // without any is a formatted message (an f-string, `format!`) whose
+    // words vary, and the frames already name the call site.
+    if let Some(template) = event
+        .message_template
+        .as_deref()
+        .filter(|t| has_placeholder(t))
+    {
         out.push(format!("message:{}", parameterize(template)));
     }
     out.push(service_component(event));
     out
+}
+
+/// Whether a logging template has a placeholder: `%s`, `%d`, `%(name)s`,
+/// `{}`, `{0}`, `{name}`.
+fn has_placeholder(template: &str) -> bool {
+    static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(
+            r"%(?:\([A-Za-z_][A-Za-z0-9_]*\))?[-+ #0-9.]*[sdifrxXoeEgGc]|\{[A-Za-z0-9_:.!<>^]*\}",
+        )
+        .expect("valid regex")
+    });
+    PLACEHOLDER.is_match(template)
 }
 
 /// The message as written in the code: a logging call's template (`order
@@ -839,6 +867,31 @@ fn is_library(key: &str, f: &Frame) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Checks which frames grouping selects (all of `expected`'s `frame:`
+    /// entries, outermost first) and that the components keep only the
+    /// innermost one: the raise site.
+    fn assert_frames(e: &Event, expected: &[&str]) {
+        let selected: Vec<String> = Grouping::of(e)
+            .frames
+            .iter()
+            .flatten()
+            .map(|f| format!("frame:{}", f.key))
+            .collect();
+        let frames: Vec<String> = expected
+            .iter()
+            .filter(|c| c.starts_with("frame:"))
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(selected, frames);
+        let last = frames.last().cloned();
+        let kept: Vec<String> = expected
+            .iter()
+            .map(|c| c.to_string())
+            .filter(|c| !c.starts_with("frame:") || Some(c) == last.as_ref())
+            .collect();
+        assert_eq!(components(e), kept);
+    }
     use chrono::{TimeZone, Utc};
     use errorflow_sdk::protocol::{Request, Stacktrace};
     use uuid::Uuid;
@@ -961,7 +1014,11 @@ mod tests {
             ..Frame::default()
         };
         let handler = event(vec![express, js("async Object.<anonymous>"), js("run")]);
-        assert!(components(&handler).contains(&"frame:main".to_owned()));
+        let selected: Vec<String> = Grouping::of(&handler).frames[0]
+            .iter()
+            .map(|f| f.key.clone())
+            .collect();
+        assert!(selected.contains(&"main".to_owned()), "{selected:?}");
     }
 
     #[test]
@@ -1119,15 +1176,15 @@ mod tests {
             ],
             "x",
         );
-        assert_eq!(
-            components(&e),
-            [
+        assert_frames(
+            &e,
+            &[
                 "stack",
                 "type:NotFound",
                 "frame:app::main",
                 "frame:app::get_user",
-                "service:api"
-            ]
+                "service:api",
+            ],
         );
     }
 
@@ -1155,9 +1212,9 @@ mod tests {
             ],
             "x",
         );
-        assert_eq!(
-            components(&e),
-            [
+        assert_frames(
+            &e,
+            &[
                 "stack",
                 "type:NotFound",
                 "frame:_start_worker",
@@ -1166,8 +1223,55 @@ mod tests {
                 "frame:anyhow_ext::wrap",
                 "frame:app::report::{{closure}}",
                 "service:api",
-            ]
+            ],
         );
+    }
+
+    #[test]
+    fn the_raise_site_decides_not_the_callers() {
+        let via = |caller: &str| {
+            rust_event(
+                vec![
+                    frame("app::main", "src/main.rs", 1),
+                    frame(caller, "src/billing.rs", 20),
+                    frame("app::billing::charge", "src/billing.rs", 7),
+                ],
+                "x",
+            )
+        };
+        let checkout = via("app::billing::checkout");
+        let renewal = via("app::billing::renewal");
+        assert_eq!(components(&checkout), components(&renewal));
+        // Another raise site stays another incident.
+        let refund = rust_event(
+            vec![
+                frame("app::main", "src/main.rs", 1),
+                frame("app::billing::refund", "src/billing.rs", 30),
+            ],
+            "x",
+        );
+        assert_ne!(components(&checkout), components(&refund));
+    }
+
+    #[test]
+    fn formatted_messages_without_placeholders_do_not_split_a_stack() {
+        // An f-string or `format!` sends its formatted text as the template.
+        let a = message_with_stack(
+            "transition",
+            "order 1: invalid transition Paid -> Shipped",
+            "x",
+        );
+        let b = message_with_stack(
+            "transition",
+            "order 2: invalid transition Cancelled -> Refunded",
+            "y",
+        );
+        assert_eq!(components(&a), components(&b));
+        // A real template still takes part.
+        let c = message_with_stack("transition", "order %s: invalid transition %s -> %s", "z");
+        assert_ne!(components(&a), components(&c));
+        assert!(has_placeholder("{} -> {name}") && has_placeholder("%(order)s"));
+        assert!(!has_placeholder("progress at 100%, { open"));
     }
 
     /// A message with a stack (an SDK's `attach_stacktrace`): its frames

@@ -56,6 +56,18 @@ const PATTERNS: &[(&str, &str)] = &[
         "ipv6",
         r"(?-u:\b)[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){2,7}(?-u:\b)|::(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4}){0,6}(?-u:\b))?",
     ),
+    // Identifiers with a short prefix, as f-strings and `format!` print
+    // them: `inv_3fa2b1c0d9e8`, `cus_NffrFeUfNV2Hib`, `req-8f3a2b`,
+    // `sess:a1b2c3d4`. Candidates only: `placeholder_for` keeps tokens that
+    // look opaque (digits and letters, or long mixed-case letters); for the
+    // others the token alone is parameterised again (`retry-123456` →
+    // `retry-<int>`), so that words like `snake_case` stay.
+    (
+        "prefixed",
+        r"(?-u:\b)[A-Za-z]{2,12}[_:\-][A-Za-z0-9]{6,}(?-u:\b)",
+    ),
+    // A duration glued to the end of a word (`in_12345ms`, `after1500ms`).
+    ("glued_duration", r"[0-9]+(?:ns|us|ms)(?-u:\b)"),
     (
         "duration",
         r"(?-u:\b)[0-9]+(?:\.[0-9]+)?(?:ns|us|µs|ms|s|m|h|d|(?: ?(?:nanoseconds?|microseconds?|milliseconds?|seconds?|secs?|minutes?|mins?|hours?|days?)))(?-u:\b)",
@@ -136,6 +148,17 @@ fn pass(text: &str) -> Cow<'_, str> {
     for m in PARAMETERS.find_iter(text) {
         let (kind, _) = PATTERNS[m.pattern().as_usize()];
         let Some(placeholder) = placeholder_for(kind, &text[m.range()]) else {
+            if kind == "prefixed" {
+                // Not an identifier: its token may still hold a number.
+                let found = &text[m.range()];
+                let cut = found.find(['_', ':', '-']).map_or(0, |i| i + 1);
+                if let Cow::Owned(token) = pass(&found[cut..]) {
+                    let buf = out.get_or_insert_with(|| String::with_capacity(text.len()));
+                    buf.push_str(&text[last..m.start() + cut]);
+                    buf.push_str(&token);
+                    last = m.end();
+                }
+            }
             continue;
         };
         let buf = out.get_or_insert_with(|| String::with_capacity(text.len()));
@@ -166,7 +189,22 @@ fn placeholder_for(kind: &str, s: &str) -> Option<&'static str> {
             let valid = s.bytes().any(|b| b.is_ascii_digit()) && s.parse::<Ipv6Addr>().is_ok();
             valid.then_some("<ip>")
         }
-        "duration" => Some("<duration>"),
+        "duration" | "glued_duration" => Some("<duration>"),
+        "prefixed" => {
+            let token = s
+                .split(|c| c == '_' || c == ':' || c == '-')
+                .nth(1)
+                .unwrap_or("");
+            let digits = token.bytes().filter(u8::is_ascii_digit).count();
+            let letters = token.len() - digits;
+            let mixed_case = token.bytes().any(|b| b.is_ascii_uppercase())
+                && token.bytes().any(|b| b.is_ascii_lowercase());
+            let opaque = letters > 0
+                && ((digits >= 1 && token.len() >= 8)
+                    || (digits >= 2 && token.len() >= 6)
+                    || (mixed_case && token.len() >= 12));
+            opaque.then_some("<id>")
+        }
         "hex" => {
             if s.starts_with("0x") || s.starts_with("0X") {
                 Some("<hex>")
@@ -252,6 +290,40 @@ mod tests {
         check("bad pointer 0x7ffd5a3c", "bad pointer <hex>");
         check("order 12345678 missing", "order <int> missing");
         check("deadbeef is a word here", "deadbeef is a word here");
+        // Prefixed identifiers, as f-strings and format! write them.
+        check("invoice inv_3fa2b1c0d9e8 not paid", "invoice <id> not paid");
+        check(
+            "payout for acct_1Nf3aB2cD4eF failed",
+            "payout for <id> failed",
+        );
+        check(
+            "customer cus_NffrFeUfNV2Hib has no card",
+            "customer <id> has no card",
+        );
+        check("request req-8f3a2b timed out", "request <id> timed out");
+        check("session sess:a1b2c3d4 expired", "session <id> expired");
+        check(
+            "snake_case and kebab-case stay",
+            "snake_case and kebab-case stay",
+        );
+        check("db::query_builder failed", "db::query_builder failed");
+        check("retry-123456 failed", "retry-<int> failed");
+        check("customer cus_NffrFeUfNVHibQ paid", "customer <id> paid");
+        check(
+            "see user_profile and order_items",
+            "see user_profile and order_items",
+        );
+    }
+
+    #[test]
+    fn glued_durations() {
+        check("gave up after 12345ms", "gave up after <duration>");
+        check("gave up after12345ms", "gave up after<duration>");
+        check(
+            "timeout_in_1500ms exceeded",
+            "timeout_in_<duration> exceeded",
+        );
+        check("took 3s", "took <duration>");
     }
 
     #[test]

@@ -367,10 +367,12 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- triage ----
 
-    /// Stores a triage result in the incident's history and copies it onto
-    /// the incident (severity, priority, ai_summary, ai_next_steps as a JSON
-    /// array, triaged_at, triage_trend), in one transaction. `None` when
-    /// there is no such incident.
+    /// Stores a triage result (with its signals) in the incident's history
+    /// and copies it onto the incident (severity, priority, ai_summary,
+    /// ai_next_steps as a JSON array, triaged_at, triage_trend), in one
+    /// transaction. A hand-set priority or severity is kept. The incident's
+    /// count and number of environments and releases are remembered for
+    /// [`Store::changed_since_triage`]. `None` when there is no such incident.
     async fn save_triage(&self, triage: &NewTriage) -> Result<Option<TriageRecord>>;
     /// Stores a result once per idempotency key (the Kestra flows' input):
     /// a second call with the same key stores nothing and returns the
@@ -381,6 +383,22 @@ pub trait Store: Send + Sync + 'static {
         triage: &NewTriage,
         idempotency_key: &str,
     ) -> Result<Option<(TriageRecord, bool)>>;
+    /// Sets the hand-set priority and severity (each `None` clears it; a
+    /// cleared value goes back to the latest triage's) and records it in the
+    /// activity history as `priority_set` by `actor`. `None` when there is
+    /// no such incident.
+    async fn set_priority_override(
+        &self,
+        group_id: i64,
+        priority: Option<i32>,
+        severity: Option<Severity>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Group>>;
+    /// OPEN incidents whose picture changed since their last triage: ten
+    /// times the events, or an environment or release not seen then; most
+    /// recently seen first.
+    async fn changed_since_triage(&self, limit: u32) -> Result<Vec<i64>>;
     /// The incident's triage results, newest first.
     async fn triage_history(&self, group_id: i64, limit: u32) -> Result<Vec<TriageRecord>>;
     /// OPEN incidents never triaged, or triaged before `triaged_before` and
@@ -521,6 +539,16 @@ pub fn backend_of(url: &str) -> Result<Backend> {
     }
 }
 
+/// The activity note of a hand-set priority and severity.
+pub(crate) fn override_note(priority: Option<i32>, severity: Option<Severity>) -> String {
+    match (priority, severity) {
+        (None, None) => "priority and severity back to triage".to_string(),
+        (Some(p), None) => format!("priority {p} set by hand; severity from triage"),
+        (None, Some(s)) => format!("severity {s} set by hand; priority from triage"),
+        (Some(p), Some(s)) => format!("priority {p} and severity {s} set by hand"),
+    }
+}
+
 /// Builds a stored triage record from its columns (both backends).
 /// `labels` are analyst, model, prompt version and trigger.
 #[allow(clippy::too_many_arguments)]
@@ -536,6 +564,7 @@ pub(crate) fn triage_record(
     labels: [String; 4],
     fallback_reason: Option<String>,
     trend: Option<String>,
+    signals: Vec<crate::triage::result::Signal>,
     created_at: DateTime<Utc>,
 ) -> Result<TriageRecord> {
     let severity = Severity::parse(&severity)
@@ -558,6 +587,8 @@ pub(crate) fn triage_record(
         fallback_reason,
         trigger,
         trend,
+        explanation: crate::triage::result::explanation(&signals),
+        signals,
         created_at,
     })
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::shared::{self, GroupKey, LockedGroup, LockedGroups, Neighbor};
 use super::{triage_record, Backend, Result, Store, StoreError};
 use crate::model::*;
-use crate::triage::result::{NewTriage, TriageRecord};
+use crate::triage::result::{NewTriage, Severity, TriageRecord};
 
 /// Postgres's limit on bound parameters per statement.
 const MAX_BINDS: usize = 65535;
@@ -26,7 +26,8 @@ const DEADLOCK_RETRIES: usize = 5;
 const GROUP_COLUMNS: &str = "id, project_id, cluster_key, fingerprint, fingerprint_version, \
     service, error_type, title, culprit, level, status, count, first_seen, last_seen, severity, \
     priority, summary, ai_summary, ai_next_steps, resolution_reason, resolved_at, \
-    resolved_in_release, regression_count, regressed_at, last_release, last_environment";
+    resolved_in_release, regression_count, regressed_at, last_release, last_environment, \
+    priority_override, severity_override";
 
 fn group_from_row(row: &PgRow) -> Result<Group> {
     Ok(Group {
@@ -56,6 +57,8 @@ fn group_from_row(row: &PgRow) -> Result<Group> {
         regressed_at: row.try_get("regressed_at")?,
         last_release: row.try_get("last_release")?,
         last_environment: row.try_get("last_environment")?,
+        priority_override: row.try_get("priority_override")?,
+        severity_override: row.try_get("severity_override")?,
     })
 }
 
@@ -1312,7 +1315,7 @@ impl Store for PgStore {
         let rows = sqlx::query(
             "SELECT id, group_id, summary, severity, priority, probable_cause, next_steps, \
              confidence, analyst, model, prompt_version, fallback_reason, triggered_by, trend, \
-             created_at FROM triage_results WHERE group_id = $1 ORDER BY id DESC LIMIT $2",
+             created_at, signals FROM triage_results WHERE group_id = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(group_id)
         .bind(i64::from(limit))
@@ -1321,6 +1324,8 @@ impl Store for PgStore {
         rows.iter()
             .map(|row| {
                 let Json(next_steps): Json<Vec<String>> = row.try_get("next_steps")?;
+                let Json(signals): Json<Vec<crate::triage::result::Signal>> =
+                    row.try_get("signals")?;
                 triage_record(
                     row.try_get("id")?,
                     row.try_get("group_id")?,
@@ -1338,10 +1343,64 @@ impl Store for PgStore {
                     ],
                     row.try_get("fallback_reason")?,
                     row.try_get("trend")?,
+                    signals,
                     row.try_get("created_at")?,
                 )
             })
             .collect()
+    }
+
+    async fn set_priority_override(
+        &self,
+        group_id: i64,
+        priority: Option<i32>,
+        severity: Option<Severity>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Group>> {
+        let mut tx = self.pool.begin().await?;
+        let updated: Option<i64> = sqlx::query_scalar(
+            "UPDATE error_groups SET priority_override = $1, severity_override = $2, \
+             priority = CASE WHEN $1::INTEGER IS NOT NULL THEN $1 ELSE (SELECT priority \
+                 FROM triage_results WHERE group_id = $3 ORDER BY id DESC LIMIT 1) END, \
+             severity = COALESCE($2, (SELECT severity FROM triage_results \
+                 WHERE group_id = $3 ORDER BY id DESC LIMIT 1), 'unknown') \
+             WHERE id = $3 RETURNING id",
+        )
+        .bind(priority)
+        .bind(severity.map(Severity::as_str))
+        .bind(group_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if updated.is_none() {
+            return Ok(None);
+        }
+        sqlx::query(
+            "INSERT INTO group_activity (group_id, kind, actor, reason, at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(group_id)
+        .bind("priority_set")
+        .bind(actor)
+        .bind(super::override_note(priority, severity))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.get_group(group_id).await
+    }
+
+    async fn changed_since_triage(&self, limit: u32) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT g.id FROM error_groups g WHERE g.status = 'OPEN' \
+             AND g.triaged_at IS NOT NULL AND g.last_seen > g.triaged_at \
+             AND (g.count >= 10 * g.triaged_count \
+                  OR (SELECT COUNT(*) FROM group_tag_counts t WHERE t.group_id = g.id \
+                      AND t.key IN ('environment', 'release')) > g.triaged_tag_values) \
+             ORDER BY g.last_seen DESC, g.id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn stale_triage(&self, triaged_before: DateTime<Utc>, limit: u32) -> Result<Vec<i64>> {
@@ -1793,8 +1852,12 @@ async fn insert_triage(
     let steps = serde_json::to_string(&r.next_steps)
         .map_err(|e| StoreError::Corrupt(format!("next steps: {e}")))?;
     let updated: Option<i64> = sqlx::query_scalar(
-        "UPDATE error_groups SET severity = $1, priority = $2, ai_summary = $3, \
-             ai_next_steps = $4, triaged_at = $5, triage_trend = $6 WHERE id = $7 RETURNING id",
+        "UPDATE error_groups SET severity = COALESCE(severity_override, $1), \
+         priority = COALESCE(priority_override, $2), ai_summary = $3, ai_next_steps = $4, \
+         triaged_at = $5, triage_trend = $6, triaged_count = count, \
+         triaged_tag_values = (SELECT COUNT(*) FROM group_tag_counts t \
+             WHERE t.group_id = error_groups.id AND t.key IN ('environment', 'release')) \
+         WHERE id = $7 RETURNING id",
     )
     .bind(r.severity.as_str())
     .bind(r.priority)
@@ -1809,26 +1872,27 @@ async fn insert_triage(
         return Ok(None);
     }
     let id: i64 = sqlx::query_scalar(
-            "INSERT INTO triage_results (group_id, summary, severity, priority, probable_cause, \
-             next_steps, confidence, analyst, model, prompt_version, fallback_reason, triggered_by, \
-             trend, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             RETURNING id",
-        )
-        .bind(t.group_id)
-        .bind(&r.summary)
-        .bind(r.severity.as_str())
-        .bind(r.priority)
-        .bind(&r.probable_cause)
-        .bind(Json(&r.next_steps))
-        .bind(r.confidence)
-        .bind(&t.analyst)
-        .bind(&t.model)
-        .bind(&t.prompt_version)
-        .bind(&t.fallback_reason)
-        .bind(&t.trigger)
-        .bind(&t.trend)
-        .bind(t.created_at)
-        .fetch_one(&mut **tx)
-        .await?;
+        "INSERT INTO triage_results (group_id, summary, severity, priority, probable_cause, \
+         next_steps, confidence, analyst, model, prompt_version, fallback_reason, triggered_by, \
+         trend, created_at, signals) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+    )
+    .bind(t.group_id)
+    .bind(&r.summary)
+    .bind(r.severity.as_str())
+    .bind(r.priority)
+    .bind(&r.probable_cause)
+    .bind(Json(&r.next_steps))
+    .bind(r.confidence)
+    .bind(&t.analyst)
+    .bind(&t.model)
+    .bind(&t.prompt_version)
+    .bind(&t.fallback_reason)
+    .bind(&t.trigger)
+    .bind(&t.trend)
+    .bind(t.created_at)
+    .bind(Json(&t.signals))
+    .fetch_one(&mut **tx)
+    .await?;
     Ok(Some(id))
 }

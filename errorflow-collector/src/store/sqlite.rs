@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::shared::{self, Neighbor};
 use super::{triage_record, Backend, Result, Store, StoreError};
 use crate::model::*;
-use crate::triage::result::{NewTriage, TriageRecord};
+use crate::triage::result::{NewTriage, Severity, TriageRecord};
 
 mod batch;
 
@@ -49,7 +49,8 @@ fn parse_opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
 const GROUP_COLUMNS: &str = "id, project_id, cluster_key, fingerprint, fingerprint_version, \
     service, error_type, title, culprit, level, status, count, first_seen, last_seen, severity, \
     priority, summary, ai_summary, ai_next_steps, resolution_reason, resolved_at, \
-    resolved_in_release, regression_count, regressed_at, last_release, last_environment";
+    resolved_in_release, regression_count, regressed_at, last_release, last_environment, \
+    priority_override, severity_override";
 
 fn group_from_row(row: &SqliteRow) -> Result<Group> {
     Ok(Group {
@@ -79,6 +80,8 @@ fn group_from_row(row: &SqliteRow) -> Result<Group> {
         regressed_at: parse_opt_ts(row.try_get("regressed_at")?)?,
         last_release: row.try_get("last_release")?,
         last_environment: row.try_get("last_environment")?,
+        priority_override: row.try_get("priority_override")?,
+        severity_override: row.try_get("severity_override")?,
     })
 }
 
@@ -1057,7 +1060,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "SELECT id, group_id, summary, severity, priority, probable_cause, next_steps, \
              confidence, analyst, model, prompt_version, fallback_reason, triggered_by, trend, \
-             created_at FROM triage_results WHERE group_id = ? ORDER BY id DESC LIMIT ?",
+             created_at, signals FROM triage_results WHERE group_id = ? ORDER BY id DESC LIMIT ?",
         )
         .bind(group_id)
         .bind(i64::from(limit))
@@ -1068,6 +1071,9 @@ impl Store for SqliteStore {
                 let steps: String = row.try_get("next_steps")?;
                 let next_steps: Vec<String> = serde_json::from_str(&steps)
                     .map_err(|e| StoreError::Corrupt(format!("next steps: {e}")))?;
+                let signals: String = row.try_get("signals")?;
+                let signals = serde_json::from_str(&signals)
+                    .map_err(|e| StoreError::Corrupt(format!("signals: {e}")))?;
                 triage_record(
                     row.try_get("id")?,
                     row.try_get("group_id")?,
@@ -1085,10 +1091,65 @@ impl Store for SqliteStore {
                     ],
                     row.try_get("fallback_reason")?,
                     row.try_get("trend")?,
+                    signals,
                     parse_ts(row.try_get("created_at")?)?,
                 )
             })
             .collect()
+    }
+
+    async fn set_priority_override(
+        &self,
+        group_id: i64,
+        priority: Option<i32>,
+        severity: Option<Severity>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Group>> {
+        let mut tx = self.begin_write().await?;
+        let updated: Option<i64> = sqlx::query_scalar(
+            "UPDATE error_groups SET priority_override = ?1, severity_override = ?2, \
+             priority = CASE WHEN ?1 IS NOT NULL THEN ?1 ELSE (SELECT priority FROM triage_results \
+                 WHERE group_id = ?3 ORDER BY id DESC LIMIT 1) END, \
+             severity = COALESCE(?2, (SELECT severity FROM triage_results \
+                 WHERE group_id = ?3 ORDER BY id DESC LIMIT 1), 'unknown') \
+             WHERE id = ?3 RETURNING id",
+        )
+        .bind(priority)
+        .bind(severity.map(Severity::as_str))
+        .bind(group_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if updated.is_none() {
+            return Ok(None);
+        }
+        sqlx::query(
+            "INSERT INTO group_activity (group_id, kind, actor, reason, at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(group_id)
+        .bind("priority_set")
+        .bind(actor)
+        .bind(super::override_note(priority, severity))
+        .bind(fmt_ts(now))
+        .execute(&mut *tx)
+        .await?;
+        let group = self.fetch_group(&mut tx, group_id).await?;
+        tx.commit().await?;
+        Ok(group)
+    }
+
+    async fn changed_since_triage(&self, limit: u32) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT g.id FROM error_groups g WHERE g.status = 'OPEN' \
+             AND g.triaged_at IS NOT NULL AND g.last_seen > g.triaged_at \
+             AND (g.count >= 10 * g.triaged_count \
+                  OR (SELECT COUNT(*) FROM group_tag_counts t WHERE t.group_id = g.id \
+                      AND t.key IN ('environment', 'release')) > g.triaged_tag_values) \
+             ORDER BY g.last_seen DESC, g.id LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?)
     }
 
     async fn stale_triage(&self, triaged_before: DateTime<Utc>, limit: u32) -> Result<Vec<i64>> {
@@ -1579,9 +1640,15 @@ async fn insert_triage(
     let r = &t.result;
     let steps = serde_json::to_string(&r.next_steps)
         .map_err(|e| StoreError::Corrupt(format!("next steps: {e}")))?;
+    let signals = serde_json::to_string(&t.signals)
+        .map_err(|e| StoreError::Corrupt(format!("signals: {e}")))?;
     let updated: Option<i64> = sqlx::query_scalar(
-        "UPDATE error_groups SET severity = ?, priority = ?, ai_summary = ?, \
-             ai_next_steps = ?, triaged_at = ?, triage_trend = ? WHERE id = ? RETURNING id",
+        "UPDATE error_groups SET severity = COALESCE(severity_override, ?), \
+         priority = COALESCE(priority_override, ?), ai_summary = ?, ai_next_steps = ?, \
+         triaged_at = ?, triage_trend = ?, triaged_count = count, \
+         triaged_tag_values = (SELECT COUNT(*) FROM group_tag_counts t \
+             WHERE t.group_id = error_groups.id AND t.key IN ('environment', 'release')) \
+         WHERE id = ? RETURNING id",
     )
     .bind(r.severity.as_str())
     .bind(r.priority)
@@ -1596,26 +1663,28 @@ async fn insert_triage(
         return Ok(None);
     }
     let id: i64 = sqlx::query_scalar(
-            "INSERT INTO triage_results (group_id, summary, severity, priority, probable_cause, \
-             next_steps, confidence, analyst, model, prompt_version, fallback_reason, triggered_by, \
-             trend, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(t.group_id)
-        .bind(&r.summary)
-        .bind(r.severity.as_str())
-        .bind(r.priority)
-        .bind(&r.probable_cause)
-        .bind(&steps)
-        .bind(r.confidence)
-        .bind(&t.analyst)
-        .bind(&t.model)
-        .bind(&t.prompt_version)
-        .bind(&t.fallback_reason)
-        .bind(&t.trigger)
-        .bind(&t.trend)
-        .bind(fmt_ts(t.created_at))
-        .fetch_one(&mut **tx)
-        .await?;
+        "INSERT INTO triage_results (group_id, summary, severity, priority, probable_cause, \
+         next_steps, confidence, analyst, model, prompt_version, fallback_reason, triggered_by, \
+         trend, created_at, signals) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         RETURNING id",
+    )
+    .bind(t.group_id)
+    .bind(&r.summary)
+    .bind(r.severity.as_str())
+    .bind(r.priority)
+    .bind(&r.probable_cause)
+    .bind(&steps)
+    .bind(r.confidence)
+    .bind(&t.analyst)
+    .bind(&t.model)
+    .bind(&t.prompt_version)
+    .bind(&t.fallback_reason)
+    .bind(&t.trigger)
+    .bind(&t.trend)
+    .bind(fmt_ts(t.created_at))
+    .bind(&signals)
+    .fetch_one(&mut **tx)
+    .await?;
     Ok(Some(id))
 }
 

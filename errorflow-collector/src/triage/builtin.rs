@@ -1,303 +1,425 @@
-//! The built-in analyst: offline and deterministic. Severity and priority
-//! come from a score over the digest (level, environment, rate and trend,
-//! reach, regression, error class); the summary and next steps from the
-//! digest and a table of common error classes.
+//! The built-in analyst: offline and deterministic. It reads the digest
+//! through the signal table ([`super::rules`]): the class of the incident
+//! and its evidence set most of the priority; environment, reach, novelty
+//! and trend move it; raw volume moves it little. Every point is explained
+//! by a [`Signal`]. The summary names what failed, where, since when, who is
+//! affected, what changed and the likely cause, and carries no counts (they
+//! go stale; pages and the API show them live beside it).
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use super::digest::{Digest, Trend};
-use super::result::{Severity, TriageResult};
+use super::result::{Assessment, Severity, Signal, TriageResult};
+use super::rules::{Class, RuleSet};
 use super::{Analyst, TriageError};
 
 pub const MODEL: &str = "builtin-rules";
 
-/// A class of errors with what usually causes it and what to do.
-pub struct Rule {
-    pub id: &'static str,
-    /// Lower-case needles searched in the error type, title, messages and
-    /// exception chain; any one matches.
-    pub needles: &'static [&'static str],
-    /// How much the class weighs in the priority (0–25): outages and
-    /// crashes above bad input.
-    pub weight: i32,
-    pub cause: &'static str,
-    pub steps: &'static [&'static str],
+/// How an environment counts: production first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EnvTier {
+    Dev,
+    Staging,
+    Unknown,
+    Prod,
 }
 
-/// First match wins, so the more specific rules come first.
-pub const RULES: &[Rule] = &[
-    Rule {
-        id: "out_of_memory",
-        needles: &["out of memory", "outofmemory", "memoryerror", "oomkilled", "memory allocation of", "heap out of memory"],
-        weight: 25,
-        cause: "The process ran out of memory: a leak, an unbounded collection or cache, or a request that loads too much at once.",
-        steps: &["Check the memory graph of the affected hosts around the first occurrence.", "Look for unbounded buffers, caches or result sets on the code path in the stack trace.", "Raise the memory limit only as a stop-gap while the growth is found."],
-    },
-    Rule {
-        id: "database",
-        needles: &["dberror", "databaseerror", "database", "sqlx", "postgres", "sqlstate", "deadlock", "too many connections", "pool timed out", "operationalerror", "sqlexception"],
-        weight: 24,
-        cause: "The database is failing or unreachable, or its connection pool is exhausted.",
-        steps: &["Check the database's health, connections and slow-query log.", "Check the connection pool size against the number of concurrent requests.", "Look for long transactions or locks held on the tables in the failing queries."],
-    },
-    Rule {
-        id: "connection_refused",
-        needles: &["connection refused", "econnrefused", "connection reset", "econnreset", "no route to host", "broken pipe", "dns error", "name or service not known"],
-        weight: 22,
-        cause: "A dependency is down or unreachable from this service (refused or reset connections).",
-        steps: &["Check that the dependency named in the message is up and listening on the expected address.", "Check recent deploys or network/DNS changes between the two services.", "Make sure callers retry with backoff and fail fast while it is down."],
-    },
-    Rule {
-        id: "timeout",
-        needles: &["timeout", "timed out", "deadline exceeded", "etimedout", "504"],
-        weight: 20,
-        cause: "A call took longer than its deadline: a slow dependency, a saturated pool, or a timeout set too low.",
-        steps: &["Find which dependency the timed-out call goes to and check its latency.", "Compare the timeout with the dependency's normal latency percentiles.", "Check for saturation (connection pools, thread pools, queues) at the time of the spike."],
-    },
-    Rule {
-        id: "upstream",
-        needles: &["upstreamerror", "bad gateway", "502", "503", "service unavailable"],
-        weight: 18,
-        cause: "An upstream service answers errors; this incident is probably a symptom of its failure.",
-        steps: &["Check the upstream service's own incidents and health.", "Make sure the error is handled (retry, circuit breaker, degraded answer) instead of propagated."],
-    },
-    Rule {
-        id: "panic",
-        needles: &["panicked at", "panic", "segmentation fault", "sigsegv", "fatal error"],
-        weight: 20,
-        cause: "The process panicked or crashed: an invariant the code relies on did not hold.",
-        steps: &["Read the panic message and the innermost in-app frame.", "Reproduce with the request or input in the breadcrumbs.", "Replace the failing assumption with error handling."],
-    },
-    Rule {
-        id: "unwrap_none",
-        needles: &["called `option::unwrap()` on a `none` value", "unwrap()` on a `none`", "called `result::unwrap()` on an `err` value"],
-        weight: 18,
-        cause: "Rust code called `unwrap()` on a `None`/`Err`: a value the code assumed present was missing.",
-        steps: &["Open the innermost in-app frame and find the `unwrap()`/`expect()`.", "Handle the missing value (return an error or a default) instead of panicking.", "Add a test with the input that produced `None`."],
-    },
-    Rule {
-        id: "index_out_of_bounds",
-        needles: &["index out of bounds", "indexerror", "index out of range", "arrayindexoutofbounds", "out of range"],
-        weight: 16,
-        cause: "Code indexed past the end of a collection, usually on empty or shorter-than-expected input.",
-        steps: &["Find the indexing in the innermost in-app frame.", "Use checked access (`get`) and handle empty input.", "Add a test with an empty or short collection."],
-    },
-    Rule {
-        id: "null_access",
-        needles: &["nullpointer", "null pointer", "cannot read propert", "undefined is not", "is not a function", "nonetype", "null reference", "nullreferenceexception", "of undefined", "of null"],
-        weight: 16,
-        cause: "Code used a value that was null/undefined/None: missing data or an unchecked optional field.",
-        steps: &["Find the variable that was null in the innermost in-app frame.", "Trace where it should have been set (request data, database row, configuration).", "Check for null and answer a clear error, and add a test for the missing value."],
-    },
-    Rule {
-        id: "auth",
-        needles: &["unauthorized", "forbidden", "authentication", "invalid token", "token expired", "jwt", "permission denied", "401", "403", "invalid credentials"],
-        weight: 12,
-        cause: "Authentication or authorisation fails: expired or rotated credentials, a misconfigured secret, or clients without access.",
-        steps: &["Check whether credentials or signing keys were rotated recently.", "Tell apart one client failing (its credentials) from all clients (the service's configuration).", "Check the clock skew if tokens are time-bound."],
-    },
-    Rule {
-        id: "key_error",
-        needles: &["keyerror", "key not found", "missing key", "no such key", "nosuchkey"],
-        weight: 12,
-        cause: "A lookup used a key that is not there: a renamed field, a missing configuration entry, or unexpected input.",
-        steps: &["Find the missing key in the message and where the mapping comes from.", "Use a lookup with a default or validate the input before use."],
-    },
-    Rule {
-        id: "rate_limit",
-        needles: &["ratelimit", "rate limit", "too many requests", "429", "throttl"],
-        weight: 10,
-        cause: "A rate limit is hit: traffic above the quota, or retries without backoff amplifying load.",
-        steps: &["Check the request rate against the limit and who sends the traffic.", "Make sure clients back off and honour Retry-After."],
-    },
-    Rule {
-        id: "parse",
-        needles: &["parse", "parsing", "deserializ", "unexpected token", "invalid digit", "jsondecodeerror", "syntaxerror", "malformed", "invalid json", "expected value"],
-        weight: 10,
-        cause: "Input could not be parsed: a client sends a different format, or a producer changed its output.",
-        steps: &["Capture one failing payload (see the request and breadcrumbs).", "Check recent changes in the producer of that data.", "Answer a 4xx with a clear message instead of failing."],
-    },
-    Rule {
-        id: "validation",
-        needles: &["validationerror", "validation", "invalid input", "invalid argument", "valueerror", "422", "bad request"],
-        weight: 3,
-        cause: "Requests fail validation: usually clients sending bad input, which is expected and often not a bug.",
-        steps: &["Check whether one client or many send the invalid input.", "If it is expected, report it as a 4xx without an error event, or lower its level."],
-    },
-];
-
-/// The rule matching the digest, if any.
-pub fn classify(d: &Digest) -> Option<&'static Rule> {
-    let mut hay = format!(
-        "{} {} {}",
-        d.error_type,
-        d.title,
-        d.culprit.as_deref().unwrap_or("")
-    );
-    for e in &d.exceptions {
-        hay.push(' ');
-        hay.push_str(&e.ty);
-        hay.push(' ');
-        hay.push_str(&e.value);
-        if let Some(m) = &e.mechanism {
-            hay.push(' ');
-            hay.push_str(m);
+impl EnvTier {
+    /// Reads an environment name (`production`, `prod-eu`, `staging`, `dev`…).
+    pub fn of(name: &str) -> EnvTier {
+        let n = name.trim().to_ascii_lowercase();
+        let has = |needles: &[&str]| needles.iter().any(|x| n.contains(x));
+        if n.is_empty() {
+            EnvTier::Unknown
+        } else if has(&[
+            "preprod", "pre-prod", "staging", "stage", "stg", "uat", "qa",
+        ]) {
+            EnvTier::Staging
+        } else if has(&["dev", "local", "test", "sandbox", "review", "preview", "ci"]) {
+            EnvTier::Dev
+        } else if has(&["prod", "prd", "live", "canary"]) || n == "main" || n == "master" {
+            EnvTier::Prod
+        } else {
+            EnvTier::Unknown
         }
     }
-    for m in &d.messages {
-        hay.push(' ');
-        hay.push_str(&m.message);
+
+    /// The share of the priority an environment keeps.
+    fn factor(self) -> f64 {
+        match self {
+            EnvTier::Prod => 1.0,
+            EnvTier::Unknown => 0.85,
+            EnvTier::Staging => 0.55,
+            EnvTier::Dev => 0.3,
+        }
     }
-    let hay = hay.to_lowercase();
-    RULES
+}
+
+/// The incident's environment: production when any of its events is.
+fn environment(d: &Digest) -> (EnvTier, String) {
+    let mut names: Vec<&str> = d
+        .affected
+        .environments
         .iter()
-        .find(|r| r.needles.iter().any(|n| hay.contains(n)))
+        .map(|t| t.value.as_str())
+        .collect();
+    if let Some(e) = d.environment.as_deref() {
+        names.push(e);
+    }
+    names
+        .into_iter()
+        .map(|n| (EnvTier::of(n), n.to_string()))
+        .max_by_key(|(t, _)| *t)
+        .unwrap_or((EnvTier::Unknown, String::new()))
 }
 
-/// How much an environment weighs: production first.
-fn environment_weight(env: Option<&str>) -> i32 {
-    match env.map(str::to_ascii_lowercase).as_deref() {
-        Some("prod" | "production" | "live" | "prd") => 20,
-        Some(e) if e.starts_with("prod") => 20,
-        Some("staging" | "stage" | "stg" | "preprod" | "uat") => 8,
-        Some("dev" | "development" | "local" | "test" | "testing" | "ci") => 0,
-        Some(_) => 10,
-        None => 10,
-    }
-}
-
-fn level_weight(level: &str) -> i32 {
-    match level {
-        "fatal" => 25,
-        "error" => 15,
-        "warning" => 5,
-        _ => 0,
-    }
-}
-
-/// The score behind severity and priority, each part explained.
-pub fn score(d: &Digest, rule: Option<&Rule>) -> i32 {
-    let mut s = level_weight(&d.level);
-    s += environment_weight(d.environment.as_deref());
-    s += rule.map_or(8, |r| r.weight);
-    // Rate: logarithmic, so 1000/h is not 100× 10/h.
-    s += ((1.0 + d.counts.last_hour as f64).ln() * 3.0)
-        .round()
-        .min(12.0) as i32;
-    s += match d.trend {
-        Trend::Spiking => 12,
-        Trend::New => 6,
-        Trend::Steady => 2,
-        Trend::Fading => -12,
-    };
-    if d.regressed_recently {
-        s += 15;
-    }
-    s += (d.affected.user_count as i32 * 2).min(10);
-    s += (d.affected.paths.len() as i32).min(4);
-    if d.status != "open" {
-        s -= 15;
-    }
-    s.clamp(0, 100)
-}
-
+/// Severity from the final priority.
 pub fn severity_for(priority: i32) -> Severity {
     match priority {
-        75.. => Severity::Critical,
-        55..=74 => Severity::High,
-        30..=54 => Severity::Medium,
+        70.. => Severity::Critical,
+        50..=69 => Severity::High,
+        30..=49 => Severity::Medium,
         _ => Severity::Low,
     }
 }
 
-fn events(n: i64) -> String {
-    match n {
-        1 => "1 event".to_string(),
-        n => format!("{n} events"),
+/// The priority an expected (caller-caused) incident never exceeds, however
+/// loud it is.
+const EXPECTED_CAP: i32 = 28;
+/// Priority points of an incident that matches no rule.
+const UNCLASSIFIED_WEIGHT: i32 = 40;
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
     }
 }
 
-/// The offline analyst.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BuiltinAnalyst;
+/// The offline analyst, with its signal table.
+#[derive(Debug, Clone)]
+pub struct BuiltinAnalyst {
+    rules: Arc<RuleSet>,
+}
+
+impl Default for BuiltinAnalyst {
+    fn default() -> Self {
+        BuiltinAnalyst::new(RuleSet::builtin())
+    }
+}
 
 impl BuiltinAnalyst {
-    pub fn triage(&self, d: &Digest) -> TriageResult {
-        let rule = classify(d);
-        let priority = score(d, rule);
-        let severity = severity_for(priority);
-        let env = d.environment.as_deref().unwrap_or("an unknown environment");
-        let rate = match d.trend {
-            Trend::New => format!("new in the last 24 h ({})", events(d.counts.last_24h)),
-            Trend::Spiking => format!(
-                "spiking: {} this hour, {:.1}× its hourly baseline",
-                events(d.counts.last_hour),
-                d.counts.ratio_to_baseline
+    pub fn new(rules: Arc<RuleSet>) -> BuiltinAnalyst {
+        BuiltinAnalyst { rules }
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Classifies the incident and scores it, each point explained.
+    pub fn assess(&self, d: &Digest) -> Assessment {
+        let matched = self.rules.classify(d);
+        let (class, weight, label) = match &matched {
+            Some(m) => (m.rule.class, m.rule.weight, m.rule.label.clone()),
+            None => (
+                Class::Defect,
+                UNCLASSIFIED_WEIGHT,
+                "unclassified error".to_string(),
             ),
-            Trend::Steady => format!("steady at about {:.1} events/h", d.counts.hourly_baseline),
-            Trend::Fading => format!("fading ({} in 24 h)", events(d.counts.last_24h)),
         };
-        let mut summary = format!(
-            "{} in {} ({}): {} in total, {}.",
-            d.title,
-            d.service,
-            env,
-            events(d.counts.total),
-            rate
-        );
+        let (tier, env_name) = environment(d);
+        let mut class_label = format!("{}: {label}", class.label());
+        if let Some(degree) = matched.as_ref().and_then(|m| m.rule.degree.as_deref()) {
+            if !label.contains(degree) {
+                class_label.push_str(&format!(" ({degree})"));
+            }
+        }
+        let mut signals = vec![Signal {
+            kind: "class".into(),
+            label: class_label,
+            points: weight,
+        }];
+        let mut add = |kind: &str, label: String, points: i32| {
+            signals.push(Signal {
+                kind: kind.into(),
+                label,
+                points,
+            })
+        };
+
+        // Novelty: a regression or a new incident is news.
+        let release = d.release.as_deref().filter(|r| !r.is_empty());
         if d.regressed_recently {
-            summary.push_str(" It regressed after being resolved.");
-        }
-        if d.affected.user_count > 0 {
-            let users = match d.affected.user_count {
-                1 => "1 user".to_string(),
-                n => format!("{n} users"),
+            let label = match release {
+                Some(r) => format!("regressed in {r}"),
+                None => "regressed after being resolved".into(),
             };
-            summary.push_str(&format!(" {users} affected in recent events."));
+            add("novelty", label, 12);
+        } else if d.trend == Trend::New {
+            let label = match release {
+                Some(r) => format!("new in {r}"),
+                None => "new today".into(),
+            };
+            add("novelty", label, 5);
         }
+        match d.trend {
+            Trend::Spiking => add(
+                "trend",
+                format!(
+                    "spiking ({:.0}× its usual rate)",
+                    d.counts.ratio_to_baseline
+                ),
+                8,
+            ),
+            Trend::Fading => add("trend", "fading".into(), -8),
+            _ => {}
+        }
+        // Reach: who and what is affected.
+        let users = d.affected.user_count;
+        if users > 0 {
+            let points = match users {
+                1 => 1,
+                2..=4 => 3,
+                5..=19 => 6,
+                _ => 9,
+            };
+            add("reach", plural(users, "user", "users"), points);
+        }
+        let hosts = d.affected.hosts.len();
+        if hosts >= 2 {
+            add("reach", plural(hosts, "host", "hosts"), 2);
+        }
+        let services = d.affected.services.len();
+        if services >= 2 {
+            add("reach", plural(services, "service", "services"), 3);
+        }
+        let routes = d.affected.paths.len();
+        if routes >= 3 {
+            add("reach", plural(routes, "route", "routes"), 2);
+        }
+        match d.level.as_str() {
+            "fatal" => add("level", "fatal".into(), 6),
+            // Warnings are the normal level of degradations and early
+            // alarms, whose class already says how bad they are.
+            "warning" if class == Class::Defect => add("level", "warning level".into(), -10),
+            "warning" => add("level", "warning level".into(), -4),
+            "info" | "debug" | "log" => add("level", format!("{} level", d.level), -18),
+            _ => {}
+        }
+        if class != Class::Expected && d.exceptions.first().and_then(|e| e.handled) == Some(false) {
+            add("level", "unhandled".into(), 3);
+        }
+        // Volume: logarithmic and small, so loud is not the same as urgent.
+        let volume = ((1.0 + d.counts.last_24h as f64).log10() * 1.5)
+            .round()
+            .min(4.0) as i32;
+        if volume >= 3 {
+            add("volume", "high volume".into(), volume);
+        }
+        if d.status != "open" {
+            add("status", format!("{} incident", d.status), -15);
+        }
+
+        let raw: i32 = if class == Class::Expected {
+            // Reach and spikes of expected errors are mostly bots and retries.
+            let base = signals[0].points;
+            let rest: i32 = signals[1..]
+                .iter()
+                .map(|s| if s.points > 0 { s.points / 2 } else { s.points })
+                .sum();
+            (base + rest).min(EXPECTED_CAP)
+        } else {
+            signals.iter().map(|s| s.points).sum()
+        };
+        let raw = raw.clamp(0, 100);
+        let priority = ((raw as f64) * tier.factor()).round() as i32;
+        let env_label = match (tier, env_name.is_empty()) {
+            (EnvTier::Unknown, true) => "environment unknown".to_string(),
+            _ => env_name.clone(),
+        };
+        signals.insert(
+            0,
+            Signal {
+                kind: "environment".into(),
+                label: env_label,
+                points: priority - raw,
+            },
+        );
+        let priority = priority.clamp(0, 100);
+        Assessment {
+            class: class.as_str().to_string(),
+            rule: matched.as_ref().map(|m| m.rule.id.clone()),
+            label,
+            degree: matched.as_ref().and_then(|m| m.rule.degree.clone()),
+            evidence: matched
+                .as_ref()
+                .map(|m| format!("{}: {:?}", m.field, m.evidence)),
+            priority,
+            severity: severity_for(priority),
+            explanation: super::result::explanation(&signals),
+            signals,
+        }
+    }
+
+    /// The triage result and the assessment behind it.
+    pub fn triage_with(&self, d: &Digest) -> (TriageResult, Assessment) {
+        let a = d.assessment.clone().unwrap_or_else(|| self.assess(d));
+        let matched = self.rules.classify(d);
+        let rule = matched.as_ref().map(|m| m.rule);
+        let class = Class::parse(&a.class).unwrap_or(Class::Defect);
+        let summary = summary(d, &a, class, rule.and_then(|r| r.cause.as_deref()));
         let mut next_steps: Vec<String> = Vec::new();
-        if let Some(frame) = d
-            .exceptions
-            .first()
-            .and_then(|e| e.frames.first())
-            .filter(|f| f.in_app)
-        {
-            let at = match (&frame.location, frame.lineno) {
-                (Some(l), Some(n)) => format!(" ({l}:{n})"),
-                (Some(l), None) => format!(" ({l})"),
-                _ => String::new(),
-            };
-            next_steps.push(format!(
-                "Start at {}{at}, the innermost in-app frame.",
-                frame.function.as_deref().unwrap_or("the top frame")
-            ));
+        if let Some(frame) = innermost_in_app(d) {
+            next_steps.push(format!("Start at {frame}, the innermost in-app frame."));
         }
         if d.regressed_recently {
             next_steps
                 .push("Compare the release that regressed with the one it was resolved in.".into());
         }
-        match rule {
-            Some(r) => next_steps.extend(r.steps.iter().map(|s| s.to_string())),
+        match rule.filter(|r| !r.steps.is_empty()) {
+            Some(r) => next_steps.extend(r.steps.iter().cloned()),
             None => next_steps
                 .push("Read the latest event's exception and breadcrumbs to reproduce it.".into()),
         }
-        if let Some(release) = d.affected.releases.first() {
+        if let Some(release) = d.release.as_deref() {
             if d.trend == Trend::New || d.trend == Trend::Spiking {
-                next_steps.push(format!("Check what changed in release {}.", release.value));
+                next_steps.push(format!("Check what changed in release {release}."));
             }
         }
-        TriageResult {
+        let result = TriageResult {
             summary,
-            severity,
-            priority,
-            probable_cause: rule.map_or_else(
-                || "Not a known error class; the exception chain and breadcrumbs are the best lead.".to_string(),
-                |r| r.cause.to_string(),
-            ),
+            severity: a.severity,
+            priority: a.priority,
+            probable_cause: rule.and_then(|r| r.cause.clone()).unwrap_or_else(|| {
+                "Not a known error class; the exception chain and breadcrumbs are the best lead."
+                    .to_string()
+            }),
             next_steps,
             confidence: if rule.is_some() { 0.6 } else { 0.3 },
+        };
+        (result, a)
+    }
+
+    pub fn triage(&self, d: &Digest) -> TriageResult {
+        self.triage_with(d).0
+    }
+}
+
+/// `function (file:line)` of the innermost in-app frame.
+fn innermost_in_app(d: &Digest) -> Option<String> {
+    let frame = d
+        .exceptions
+        .iter()
+        .flat_map(|e| e.frames.first())
+        .find(|f| f.in_app)?;
+    let at = match (&frame.location, frame.lineno) {
+        (Some(l), Some(n)) => format!(" ({l}:{n})"),
+        (Some(l), None) => format!(" ({l})"),
+        _ => String::new(),
+    };
+    Some(format!(
+        "{}{at}",
+        frame.function.as_deref().unwrap_or("the top frame")
+    ))
+}
+
+/// What failed, where, since when, who is affected, what changed and the
+/// likely cause. No counts: they would be stale by the next event.
+fn summary(d: &Digest, a: &Assessment, class: Class, cause: Option<&str>) -> String {
+    let (tier, env) = environment(d);
+    let mut s = format!("{}, in {}", d.title, d.service);
+    if !env.is_empty() {
+        s.push_str(&format!(" ({env})"));
+    } else if tier == EnvTier::Unknown {
+        s.push_str(" (environment unknown)");
+    }
+    if let Some(r) = &d.request {
+        if let Some(route) = &r.route {
+            let method = r
+                .method
+                .as_deref()
+                .map(|m| format!("{m} "))
+                .unwrap_or_default();
+            s.push_str(&format!(" on {method}{route}"));
+            if let Some(status) = r.status {
+                s.push_str(&format!(" (answered {status})"));
+            }
+        }
+    } else if let Some(c) = d.culprit.as_deref().filter(|c| !c.is_empty()) {
+        s.push_str(&format!(" in {c}"));
+    }
+    if let Some(frame) = innermost_in_app(d) {
+        s.push_str(&format!(", at {frame}"));
+    }
+    s.push_str(". ");
+    s.push_str(&format!(
+        "First seen {}",
+        d.first_seen.format("%Y-%m-%d %H:%M UTC")
+    ));
+    if let Some(release) = d.release.as_deref() {
+        if d.trend == Trend::New {
+            s.push_str(&format!(", new in release {release}"));
+        } else {
+            s.push_str(&format!("; latest release {release}"));
         }
     }
+    if d.regressed_recently {
+        match d.regressed_at {
+            Some(at) => s.push_str(&format!(
+                "; it regressed at {} after being resolved",
+                at.format("%Y-%m-%d %H:%M UTC")
+            )),
+            None => s.push_str("; it regressed after being resolved"),
+        }
+    }
+    if d.trend == Trend::Spiking {
+        s.push_str("; spiking now");
+    }
+    s.push_str(". ");
+    let mut who: Vec<String> = Vec::new();
+    if !d.affected.users.is_empty() {
+        let more = if d.affected.user_count > d.affected.users.len() {
+            " and others"
+        } else {
+            ""
+        };
+        who.push(format!("users {}{more}", d.affected.users.join(", ")));
+    }
+    if d.affected.hosts.len() >= 2 {
+        let hosts: Vec<&str> = d.affected.hosts.iter().map(|t| t.value.as_str()).collect();
+        who.push(format!("hosts {}", hosts.join(", ")));
+    }
+    if d.affected.services.len() >= 2 {
+        let services: Vec<&str> = d
+            .affected
+            .services
+            .iter()
+            .map(|t| t.value.as_str())
+            .collect();
+        who.push(format!("services {}", services.join(", ")));
+    }
+    if who.is_empty() {
+        s.push_str("No user is named in the events. ");
+    } else {
+        s.push_str(&format!("Affects {}. ", who.join("; ")));
+    }
+    let cause_text = match class {
+        Class::Defect if a.rule.is_none() => {
+            "Likely cause: not a known error class; start from the stack trace.".to_string()
+        }
+        _ => format!(
+            "Likely cause ({}: {}): {}",
+            class.label(),
+            a.label,
+            cause.unwrap_or("see the evidence in the events.")
+        ),
+    };
+    s.push_str(&cause_text);
+    super::result::bound(&s, super::result::MAX_SUMMARY_CHARS)
 }
 
 #[async_trait]
@@ -430,6 +552,13 @@ mod tests {
                     stats(1, &[2, 5, 40], &[]),
                 )
             },
+            case(
+                "prod auth failures, steady",
+                "AuthError",
+                "invalid token: signature mismatch",
+                "prod",
+                stats(1, &[1, 1, 1], &[]),
+            ),
             Case {
                 first_seen_hours_ago: 3,
                 users: 4,
@@ -441,6 +570,13 @@ mod tests {
                     stats(0, &[3, 5, 6], &[]),
                 )
             },
+            case(
+                "prod null access, steady",
+                "TypeError",
+                "Cannot read properties of undefined (reading 'id')",
+                "prod",
+                stats(3, &[3, 3, 3], &[]),
+            ),
             Case {
                 users: 2,
                 ..case(
@@ -452,39 +588,11 @@ mod tests {
                 )
             },
             case(
-                "prod null access, steady",
-                "TypeError",
-                "Cannot read properties of undefined (reading 'id')",
-                "prod",
-                stats(3, &[3, 3, 3], &[]),
-            ),
-            case(
-                "staging database error, steady",
-                "DatabaseError",
-                "deadlock detected",
-                "staging",
-                stats(2, &[2, 2, 2], &[]),
-            ),
-            case(
-                "prod auth failures, steady",
-                "AuthError",
-                "invalid token: signature mismatch",
-                "prod",
-                stats(1, &[1, 1, 1], &[]),
-            ),
-            case(
                 "prod KeyError, fading",
                 "KeyError",
                 "'user_id'",
                 "prod",
                 stats(4, &[0, 0, 1], &[]),
-            ),
-            case(
-                "staging validation error, steady",
-                "ValidationError",
-                "email is invalid",
-                "staging",
-                stats(2, &[2, 2, 2], &[]),
             ),
             Case {
                 level: "warning",
@@ -496,6 +604,20 @@ mod tests {
                     stats(5, &[0, 0, 0], &[]),
                 )
             },
+            case(
+                "staging database error, steady",
+                "DatabaseError",
+                "deadlock detected",
+                "staging",
+                stats(2, &[2, 2, 2], &[]),
+            ),
+            case(
+                "staging validation error, steady",
+                "ValidationError",
+                "email is invalid",
+                "staging",
+                stats(2, &[2, 2, 2], &[]),
+            ),
             Case {
                 level: "warning",
                 ..case(
@@ -512,7 +634,7 @@ mod tests {
     fn triage_all() -> Vec<(&'static str, TriageResult)> {
         fixtures()
             .iter()
-            .map(|c| (c.label, BuiltinAnalyst.triage(&digest_for(c))))
+            .map(|c| (c.label, BuiltinAnalyst::default().triage(&digest_for(c))))
             .collect()
     }
 
@@ -522,8 +644,8 @@ mod tests {
         for pair in results.windows(2) {
             let ((a, ra), (b, rb)) = (&pair[0], &pair[1]);
             assert!(
-                ra.priority > rb.priority,
-                "{a} ({}) should outrank {b} ({})\n{results:#?}",
+                ra.priority >= rb.priority,
+                "{a} ({}) should not rank below {b} ({})\n{results:#?}",
                 ra.priority,
                 rb.priority
             );
@@ -557,43 +679,193 @@ mod tests {
             (
                 "panic",
                 "called `Option::unwrap()` on a `None` value",
-                "panic",
+                "defect.panic_unwrap",
             ),
             (
                 "panic",
                 "index out of bounds: the len is 3 but the index is 7",
-                "panic",
+                "defect.index",
             ),
-            ("Timeout", "deadline exceeded", "timeout"),
-            ("ConnectError", "Connection refused", "connection_refused"),
-            ("AuthError", "401 Unauthorized", "auth"),
-            ("TypeError", "Cannot read properties of null", "null_access"),
-            ("KeyError", "'id'", "key_error"),
-            ("JSONDecodeError", "Expecting value", "parse"),
-            ("ValidationError", "bad email", "validation"),
+            ("Timeout", "deadline exceeded", "degradation.timeout"),
+            (
+                "ConnectError",
+                "Connection refused",
+                "availability.dependency_down",
+            ),
+            (
+                "AuthError",
+                "invalid api key sk_live_…",
+                "expected.caller_auth",
+            ),
+            (
+                "TypeError",
+                "Cannot read properties of null",
+                "defect.null_access",
+            ),
+            ("KeyError", "'id'", "defect.key"),
+            ("JSONDecodeError", "Expecting value", "defect.parse"),
+            ("ValidationError", "bad email", "expected.validation"),
+            (
+                "OSError",
+                "[Errno 28] No space left on device",
+                "resource.storage_full",
+            ),
+            (
+                "DiskWarning",
+                "disk usage at 93% on /var/lib/postgresql",
+                "resource.almost_full",
+            ),
+            (
+                "CertWarning",
+                "client certificate for payments expires in 3 days",
+                "security.cert_expiring_soon",
+            ),
+            (
+                "CertWarning",
+                "client certificate for payments expires in 21 days",
+                "security.cert_expiring_later",
+            ),
+            (
+                "SSLError",
+                "certificate verify failed: certificate has expired",
+                "security.cert_expired",
+            ),
+            (
+                "LedgerError",
+                "ledger imbalance: debits != credits for account 42",
+                "data_integrity.ledger",
+            ),
+            (
+                "ShipmentError",
+                "order 991 already shipped; second shipment created",
+                "data_integrity.duplicate_effect",
+            ),
+            (
+                "CardError",
+                "Your card was declined.",
+                "expected.card_declined",
+            ),
+            (
+                "ClientDisconnected",
+                "client disconnected before the response",
+                "expected.client_abort",
+            ),
+            (
+                "Error",
+                "QueuePool limit of size 5 overflow 10 reached, connection timed out",
+                "availability.pool_exhausted",
+            ),
         ];
+        let analyst = BuiltinAnalyst::default();
         for (ty, msg, want) in cases {
             let c = case("x", ty, msg, "prod", stats(1, &[], &[]));
-            let got = classify(&digest_for(&c)).map(|r| r.id);
-            assert_eq!(got, Some(want), "{ty}: {msg}");
+            let a = analyst.assess(&digest_for(&c));
+            assert_eq!(a.rule.as_deref(), Some(want), "{ty}: {msg}");
+            assert!(a.evidence.is_some());
         }
-        // Without a panic mechanism, the unwrap rule names the cause precisely.
-        let c = case(
-            "x",
-            "Error",
-            "called `Option::unwrap()` on a `None` value",
-            "prod",
-            stats(1, &[], &[]),
+    }
+
+    #[test]
+    fn degrees_order_within_a_class() {
+        let analyst = BuiltinAnalyst::default();
+        let p = |ty: &'static str, msg: &'static str| {
+            analyst
+                .assess(&digest_for(&case(
+                    "x",
+                    ty,
+                    msg,
+                    "prod",
+                    stats(1, &[1, 1, 1], &[]),
+                )))
+                .priority
+        };
+        let full = p("OSError", "No space left on device");
+        let almost = p("DiskWarning", "disk usage at 93% on /data");
+        assert!(full > almost, "{full} {almost}");
+        let expired = p(
+            "SSLError",
+            "x509: certificate has expired or is not yet valid",
         );
-        assert_eq!(classify(&digest_for(&c)).map(|r| r.id), Some("unwrap_none"));
+        let days = p("CertWarning", "TLS certificate expires in 3 days");
+        let weeks = p("CertWarning", "TLS certificate expires in 3 weeks");
+        assert!(expired > days && days > weeks, "{expired} {days} {weeks}");
+    }
+
+    #[test]
+    fn environment_outweighs_volume_and_expected_errors_stay_low() {
+        let analyst = BuiltinAnalyst::default();
+        let loud_expected = Case {
+            users: 15,
+            ..case(
+                "x",
+                "ClientDisconnected",
+                "client disconnected",
+                "prod",
+                stats(200, &[300, 400, 2000], &[]),
+            )
+        };
+        let quiet_integrity = case(
+            "x",
+            "InvariantViolation",
+            "balance mismatch for account",
+            "prod",
+            stats(0, &[0, 0, 1], &[]),
+        );
+        let dev_integrity = case(
+            "x",
+            "InvariantViolation",
+            "balance mismatch for account",
+            "dev",
+            stats(0, &[0, 0, 1], &[]),
+        );
+        let loud = analyst.assess(&digest_for(&loud_expected));
+        let quiet = analyst.assess(&digest_for(&quiet_integrity));
+        let dev = analyst.assess(&digest_for(&dev_integrity));
+        assert!(loud.priority <= EXPECTED_CAP, "{loud:?}");
+        assert_eq!(loud.severity, Severity::Low);
+        assert!(quiet.priority > 70, "{quiet:?}");
+        assert!(dev.priority < quiet.priority / 2, "{dev:?}");
+        // Every point is explained: the signals add up to the priority.
+        for a in [&quiet, &dev] {
+            let sum: i32 = a.signals.iter().map(|s| s.points).sum();
+            assert_eq!(sum, a.priority, "{a:?}");
+        }
+        assert_eq!(quiet.signals[0].label, "prod");
+        assert!(quiet.signals[1].label.starts_with("data integrity: "));
+    }
+
+    #[test]
+    fn summary_has_no_counts_and_names_where_and_why() {
+        let c = Case {
+            users: 2,
+            first_seen_hours_ago: 3,
+            ..case(
+                "x",
+                "DatabaseError",
+                "too many connections for role app",
+                "prod",
+                stats(0, &[3, 5, 6], &[]),
+            )
+        };
+        let r = BuiltinAnalyst::default().triage(&digest_for(&c));
+        assert!(!r.summary.contains(" event"), "{}", r.summary);
+        assert!(r.summary.contains("api (prod)"), "{}", r.summary);
+        assert!(r.summary.contains("new in release 1.2.3"), "{}", r.summary);
+        assert!(r.summary.contains("users u0, u1"), "{}", r.summary);
+        assert!(
+            r.summary
+                .contains("availability: connection pool exhausted"),
+            "{}",
+            r.summary
+        );
     }
 
     #[test]
     fn result_is_valid_and_deterministic() {
         for c in fixtures() {
             let d = digest_for(&c);
-            let a = BuiltinAnalyst.triage(&d);
-            assert_eq!(a, BuiltinAnalyst.triage(&d));
+            let a = BuiltinAnalyst::default().triage(&d);
+            assert_eq!(a, BuiltinAnalyst::default().triage(&d));
             assert!(a.clone().validate().is_ok(), "{}: {a:?}", c.label);
             assert!(a.summary.contains(&d.service));
         }

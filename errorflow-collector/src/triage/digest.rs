@@ -72,6 +72,8 @@ pub struct Digest {
     pub regressed_recently: bool,
     /// The environment of the last event, or the most frequent one.
     pub environment: Option<String>,
+    /// The release of the last event.
+    pub release: Option<String>,
     pub affected: Affected,
     /// The latest event's exception chain, outermost first.
     pub exceptions: Vec<DigestException>,
@@ -85,6 +87,10 @@ pub struct Digest {
     pub activity: Vec<DigestActivity>,
     /// How many recent events the digest was built from.
     pub sampled_events: usize,
+    /// The built-in signal model's reading (class, evidence, priority and
+    /// the signals behind it), attached by the triage service so that every
+    /// analyst starts from the same signals.
+    pub assessment: Option<super::result::Assessment>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -253,6 +259,7 @@ pub fn build(
         regressed_at: group.regressed_at,
         regressed_recently,
         environment,
+        release: group.last_release.as_deref().map(|r| bound(r, 100)),
         affected,
         exceptions: latest.map(exceptions).unwrap_or_default(),
         messages: messages(events),
@@ -270,7 +277,8 @@ pub fn build(
                             .map(|u| u.split('?').next().unwrap_or(u).to_string())
                     })
                     .map(|s| bound(&s, TEXT)),
-                status: r.status,
+                // SDKs that do not fill the request's status often tag it.
+                status: r.status.or_else(|| latest.and_then(status_tag)),
             }),
         activity: activity
             .iter()
@@ -283,7 +291,17 @@ pub fn build(
             })
             .collect(),
         sampled_events: events.len(),
+        assessment: None,
     }
+}
+
+/// The answer's status from the usual tags (`http.status_code`, `status_code`, `status`).
+fn status_tag(event: &Event) -> Option<u16> {
+    ["http.status_code", "status_code", "status"]
+        .iter()
+        .find_map(|k| event.tags.get(*k))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|s| (100..=599).contains(s))
 }
 
 fn counts(group: &Group, stats: &GroupStats) -> Counts {
@@ -474,6 +492,8 @@ pub(crate) mod tests {
             regressed_at: None,
             last_release: Some("1.2.3".into()),
             last_environment: Some("prod".into()),
+            priority_override: None,
+            severity_override: None,
         }
     }
 

@@ -35,7 +35,11 @@ Answer with one JSON object with the keys: summary (one or two sentences on what
 severity (low, medium, high or critical), priority (integer 0-100, higher needs attention sooner; weigh production over staging over development, \
 rate and trend, users and paths affected, regressions, and outages, crashes and data loss above validation errors), \
 probable_cause (the most likely cause, or what is unknown), next_steps (2 to 6 short concrete steps), \
-confidence (0 to 1). Base every statement on the data; say when the data is insufficient.";
+confidence (0 to 1). Base every statement on the data; say when the data is insufficient. \
+The data's `assessment` is the rule-based reading of the same incident: its class (availability, data_integrity, security, \
+resource_exhaustion, degradation, expected, defect), the evidence that matched, and the signals (environment, class, novelty, \
+trend, reach, level) behind its priority and severity. Start from that priority and severity; change them only when the data shows \
+the rules misread the incident, and say why in probable_cause.";
 
 /// The user message: the digest as JSON inside the fence, the marker
 /// stripped from the data so it cannot close the block early.
@@ -363,6 +367,23 @@ mod tests {
         digest::build(&g, &stats(1, &[2], &[]), &[], &[], now())
     }
 
+    #[test]
+    fn the_prompt_carries_the_signals_as_data() {
+        let mut d = digest();
+        let a = crate::triage::builtin::BuiltinAnalyst::default().assess(&d);
+        let explanation = a.explanation.clone();
+        assert!(explanation.starts_with("prod · "), "{explanation}");
+        d.assessment = Some(a);
+        let prompt = user_prompt(&d);
+        let begin = prompt.find(&format!("BEGIN {FENCE}")).unwrap();
+        let end = prompt.rfind(&format!("END {FENCE}")).unwrap();
+        let inside = &prompt[begin..end];
+        assert!(inside.contains("\"assessment\""), "{prompt}");
+        assert!(inside.contains(&explanation), "{prompt}");
+        assert!(inside.contains("\"evidence\""), "{prompt}");
+        assert!(SYSTEM_PROMPT.contains("assessment"));
+    }
+
     fn answer() -> Value {
         json!({"summary": "The checkout database refuses connections.", "severity": "critical",
                "priority": 90, "probable_cause": "database down", "next_steps": ["check the database"],
@@ -481,7 +502,12 @@ mod tests {
         ] {
             let server = serve(vec![openai_reply(bad)]).await;
             let a = LlmAnalyst::new(options(Protocol::OpenAi, &server.base)).unwrap();
-            let analysis = analyse_with_fallback(&a, &digest()).await;
+            let analysis = analyse_with_fallback(
+                &a,
+                &crate::triage::builtin::BuiltinAnalyst::default(),
+                &digest(),
+            )
+            .await;
             assert_eq!(analysis.analyst, "builtin");
             assert!(
                 analysis
@@ -496,10 +522,14 @@ mod tests {
         // An answer without a message at all.
         let server = serve(vec![Reply::json(200, json!({"choices": []}))]).await;
         let a = LlmAnalyst::new(options(Protocol::OpenAi, &server.base)).unwrap();
-        assert!(analyse_with_fallback(&a, &digest())
-            .await
-            .fallback_reason
-            .is_some());
+        assert!(analyse_with_fallback(
+            &a,
+            &crate::triage::builtin::BuiltinAnalyst::default(),
+            &digest()
+        )
+        .await
+        .fallback_reason
+        .is_some());
     }
 
     #[tokio::test]
@@ -571,7 +601,12 @@ mod tests {
         o.max_retries = 1;
         let a = LlmAnalyst::new(o).unwrap();
         let started = Instant::now();
-        let analysis = analyse_with_fallback(&a, &digest()).await;
+        let analysis = analyse_with_fallback(
+            &a,
+            &crate::triage::builtin::BuiltinAnalyst::default(),
+            &digest(),
+        )
+        .await;
         assert_eq!(analysis.analyst, "builtin");
         assert_eq!(
             analysis.fallback_reason.as_deref(),

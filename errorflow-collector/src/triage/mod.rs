@@ -34,13 +34,14 @@ pub mod digest;
 pub mod kestra;
 pub mod llm;
 pub mod result;
+pub mod rules;
 #[cfg(test)]
 mod testing;
 
 use builtin::BuiltinAnalyst;
 use digest::{Digest, Trend};
 use kestra::{FlowRun, Input, KestraHandle};
-use result::{NewTriage, TriageRecord, TriageResult, PROMPT_VERSION};
+use result::{Assessment, NewTriage, Signal, TriageRecord, TriageResult, PROMPT_VERSION};
 
 /// Errors of triage. None of them ever reaches an ingest request.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +128,8 @@ pub struct TriageOptions {
     /// At most one automatic triage per incident in this period.
     pub debounce: Duration,
     pub kestra: Option<kestra::KestraOptions>,
+    /// The built-in analyst's signal table (the default one, or with a user's file applied).
+    pub rules: Arc<rules::RuleSet>,
 }
 
 impl Default for TriageOptions {
@@ -142,15 +145,21 @@ impl Default for TriageOptions {
             stale_after: Duration::from_secs(3600),
             debounce: Duration::from_secs(600),
             kestra: None,
+            rules: rules::RuleSet::builtin(),
         }
     }
 }
 
 impl TriageOptions {
+    /// The built-in analyst with these options' signal table.
+    pub fn builtin(&self) -> BuiltinAnalyst {
+        BuiltinAnalyst::new(self.rules.clone())
+    }
+
     /// The analyst these options name.
     pub fn analyst(&self) -> Result<Arc<dyn Analyst>, TriageError> {
         let (protocol, default_base, default_model) = match self.provider {
-            Provider::Builtin => return Ok(Arc::new(BuiltinAnalyst)),
+            Provider::Builtin => return Ok(Arc::new(self.builtin())),
             Provider::Openai => (
                 llm::Protocol::OpenAi,
                 "https://api.openai.com/v1",
@@ -182,6 +191,9 @@ pub enum Reason {
     Regression,
     Spike,
     Stale,
+    /// The picture changed since the last triage: ten times the events, a
+    /// new release or a new environment.
+    Changed,
 }
 
 impl Reason {
@@ -192,6 +204,7 @@ impl Reason {
             Reason::Regression => "regression",
             Reason::Spike => "spike",
             Reason::Stale => "stale",
+            Reason::Changed => "changed",
         }
     }
 }
@@ -207,9 +220,13 @@ pub struct Analysis {
     pub fallback_reason: Option<String>,
 }
 
-/// Runs `analyst`, falling back to the built-in analyst on any failure or
-/// invalid output (recorded in `fallback_reason`).
-pub async fn analyse_with_fallback(analyst: &dyn Analyst, digest: &Digest) -> Analysis {
+/// Runs `analyst`, falling back to `builtin` on any failure or invalid
+/// output (recorded in `fallback_reason`).
+pub async fn analyse_with_fallback(
+    analyst: &dyn Analyst,
+    builtin: &BuiltinAnalyst,
+    digest: &Digest,
+) -> Analysis {
     match analyst.analyse(digest).await {
         Ok(result) => Analysis {
             result,
@@ -222,7 +239,7 @@ pub async fn analyse_with_fallback(analyst: &dyn Analyst, digest: &Digest) -> An
                 "analyst failed; using the built-in analyst");
             crate::telemetry::triage_fallback(analyst.name());
             Analysis {
-                result: BuiltinAnalyst.triage(digest),
+                result: builtin.triage(digest),
                 analyst: "builtin",
                 model: builtin::MODEL.to_string(),
                 fallback_reason: Some(e.to_string()),
@@ -231,10 +248,36 @@ pub async fn analyse_with_fallback(analyst: &dyn Analyst, digest: &Digest) -> An
     }
 }
 
+/// The signals stored with a result: the signal model's, plus a note when
+/// another analyst set a different priority.
+pub fn signals_for(
+    assessment: Option<&Assessment>,
+    result: &TriageResult,
+    analyst: &str,
+    model: &str,
+) -> Vec<Signal> {
+    let Some(a) = assessment else {
+        return Vec::new();
+    };
+    let mut signals = a.signals.clone();
+    if analyst != "builtin" && result.priority != a.priority {
+        signals.push(Signal {
+            kind: "model".into(),
+            label: format!(
+                "{model} set priority {} (signals gave {})",
+                result.priority, a.priority
+            ),
+            points: result.priority - a.priority,
+        });
+    }
+    signals
+}
+
 /// The triage service: builds digests, runs the analyst with fallback, stores results.
 pub struct Triage {
     store: Arc<dyn Store>,
     analyst: Arc<dyn Analyst>,
+    builtin: BuiltinAnalyst,
     kestra: Option<KestraHandle>,
     options: TriageOptions,
 }
@@ -253,6 +296,7 @@ impl Triage {
         Triage {
             store,
             analyst,
+            builtin: options.builtin(),
             kestra: None,
             options,
         }
@@ -260,7 +304,8 @@ impl Triage {
 
     /// The built-in analyst and no Kestra: what tests and a bare start use.
     pub fn builtin(store: Arc<dyn Store>) -> Triage {
-        Triage::new(store, Arc::new(BuiltinAnalyst), TriageOptions::default())
+        let options = TriageOptions::default();
+        Triage::new(store, Arc::new(options.builtin()), options)
     }
 
     pub fn with_kestra(mut self, handle: KestraHandle) -> Triage {
@@ -300,20 +345,16 @@ impl Triage {
             })
             .await?;
         let activity = self.store.activity(group_id).await?;
-        Ok(Some(digest::build(
-            &group,
-            &stats,
-            &events.events,
-            &activity,
-            now,
-        )))
+        let mut digest = digest::build(&group, &stats, &events.events, &activity, now);
+        digest.assessment = Some(self.builtin.assess(&digest));
+        Ok(Some(digest))
     }
 
     /// Runs the configured analyst, falling back to the built-in one on any
     /// failure or invalid output. Returns the result, the analyst and model
     /// that produced it, and why the fallback was used.
     pub async fn analyse(&self, digest: &Digest) -> Analysis {
-        analyse_with_fallback(self.analyst.as_ref(), digest).await
+        analyse_with_fallback(self.analyst.as_ref(), &self.builtin, digest).await
     }
 
     /// Triages one incident now and stores the result; `None` if there is no such incident.
@@ -333,6 +374,7 @@ impl Triage {
             fallback_reason,
         } = self.analyse(&digest).await;
         crate::telemetry::triaged(analyst, reason.as_str());
+        let signals = signals_for(digest.assessment.as_ref(), &result, analyst, &model);
         let record = self
             .store
             .save_triage(&NewTriage {
@@ -344,6 +386,7 @@ impl Triage {
                 fallback_reason,
                 trigger: reason.as_str().to_string(),
                 trend: Some(digest.trend.as_str().to_string()),
+                signals,
                 created_at: now,
             })
             .await?;
@@ -365,10 +408,14 @@ impl Triage {
         let now = Utc::now();
         // The trend is recomputed so the "needs attention" view sees spikes
         // whichever analyst answered.
-        let trend = self
-            .digest(group_id, now)
-            .await?
-            .map(|d| d.trend.as_str().to_string());
+        let digest = self.digest(group_id, now).await?;
+        let trend = digest.as_ref().map(|d| d.trend.as_str().to_string());
+        let signals = signals_for(
+            digest.as_ref().and_then(|d| d.assessment.as_ref()),
+            &result,
+            analyst,
+            model,
+        );
         let triage = NewTriage {
             group_id,
             result,
@@ -378,6 +425,7 @@ impl Triage {
             fallback_reason: None,
             trigger: "external".into(),
             trend,
+            signals,
             created_at: now,
         };
         match idempotency_key {
@@ -454,6 +502,11 @@ impl Triage {
         Ok(self.store.stale_triage(before, limit).await?)
     }
 
+    /// Open incidents whose picture changed since their last triage.
+    pub async fn changed(&self, limit: u32) -> Result<Vec<i64>, TriageError> {
+        Ok(self.store.changed_since_triage(limit).await?)
+    }
+
     /// Open incidents seen recently that are spiking now.
     pub async fn spiking(&self, limit: u32) -> Result<Vec<i64>, TriageError> {
         let page = self
@@ -519,6 +572,9 @@ impl Triggers {
     }
 }
 
+/// How often the worker looks for incidents whose picture changed.
+pub const CHANGE_CHECK_EVERY: Duration = Duration::from_secs(60);
+
 /// Starts the triage worker (automatic triggers, debounced) and, unless
 /// Kestra's `group-ai-batch` flow does it, the periodic batch for stale and
 /// spiking incidents. Returns the ingest side of the trigger channel.
@@ -538,8 +594,9 @@ pub fn spawn(triage: Arc<Triage>, capacity: usize, batch_every: Option<Duration>
             if !auto {
                 continue;
             }
-            // A regression is news even right after a triage; the rest is debounced.
-            if reason != Reason::Regression
+            // A regression or a changed picture is news even right after a
+            // triage; the rest is debounced.
+            if !matches!(reason, Reason::Regression | Reason::Changed)
                 && last.get(&group_id).is_some_and(|t| t.elapsed() < debounce)
             {
                 continue;
@@ -553,6 +610,29 @@ pub fn spawn(triage: Arc<Triage>, capacity: usize, batch_every: Option<Duration>
             }
         }
     });
+    if auto {
+        // A changed picture is checked often: the query reads only
+        // incidents seen since their last triage.
+        let tx = triggers.tx.clone();
+        let triage = triage.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CHANGE_CHECK_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match triage.changed(50).await {
+                    Ok(ids) => {
+                        for id in ids {
+                            if tx.send((id, Reason::Changed)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "changed-incident check failed"),
+                }
+            }
+        });
+    }
     if let (true, Some(every)) = (auto, batch_every) {
         let tx = triggers.tx.clone();
         tokio::spawn(async move {

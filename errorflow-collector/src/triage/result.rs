@@ -16,7 +16,53 @@ use super::TriageError;
 
 /// Version of the prompt and digest layout; stored with every result so a
 /// change of prompt can be told apart in the history.
-pub const PROMPT_VERSION: &str = "triage-v1";
+pub const PROMPT_VERSION: &str = "triage-v2";
+
+/// One reason behind a priority: "prod", "data integrity: balance or ledger
+/// invariant violated", "new in 1.4.2", "5 users".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Signal {
+    /// `environment`, `class`, `level`, `novelty`, `trend`, `reach`,
+    /// `volume`, `status`, `model` or `manual`.
+    pub kind: String,
+    /// What a person reads.
+    pub label: String,
+    /// How many priority points it moved (negative lowers it).
+    pub points: i32,
+}
+
+/// The signals joined for one line: "prod · data integrity: … · 5 users".
+pub fn explanation(signals: &[Signal]) -> String {
+    signals
+        .iter()
+        .map(|s| s.label.as_str())
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+/// What the built-in signal model concludes about an incident: its class
+/// with the evidence, the priority and severity that follow, and the
+/// signals that set them. Stored with every triage result and given to
+/// LLM analysts as data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Assessment {
+    /// `availability`, `data_integrity`, `security`, `resource_exhaustion`,
+    /// `degradation`, `expected` or `defect`.
+    pub class: String,
+    /// The matching rule of the table, when one matched.
+    pub rule: Option<String>,
+    /// The rule's reading of the evidence, e.g. "storage full".
+    pub label: String,
+    /// How far a resource is gone, when the rule says ("full", "almost full").
+    pub degree: Option<String>,
+    /// The text that matched, and where (`message: "no space left on device"`).
+    pub evidence: Option<String>,
+    pub priority: i32,
+    pub severity: Severity,
+    pub signals: Vec<Signal>,
+    /// The signals as one line.
+    pub explanation: String,
+}
 
 /// How bad an incident is.
 #[derive(
@@ -194,6 +240,10 @@ pub struct TriageRecord {
     pub trigger: String,
     /// The digest's trend when the result was made (`new`, `spiking`, `steady`, `fading`).
     pub trend: Option<String>,
+    /// The signals that set the priority, strongest reasons first.
+    pub signals: Vec<Signal>,
+    /// The signals as one line, for people.
+    pub explanation: String,
     pub created_at: DateTime<Utc>,
 }
 
@@ -208,6 +258,7 @@ pub struct NewTriage {
     pub fallback_reason: Option<String>,
     pub trigger: String,
     pub trend: Option<String>,
+    pub signals: Vec<Signal>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -224,6 +275,8 @@ impl NewTriage {
             fallback_reason: self.fallback_reason.clone(),
             trigger: self.trigger.clone(),
             trend: self.trend.clone(),
+            explanation: explanation(&self.signals),
+            signals: self.signals.clone(),
             created_at: self.created_at,
         }
     }

@@ -59,6 +59,7 @@ pub fn routes() -> Router<AppState> {
         .route("/incidents/{id}/quiet", post(pages::quiet))
         .route("/incidents/{id}/reopen", post(pages::reopen))
         .route("/incidents/{id}/summarize", post(pages::summarize))
+        .route("/incidents/{id}/priority", post(pages::set_priority))
         .route("/incidents/{id}/delete", post(pages::delete))
         .route("/incidents/{id}/github-issue", post(github::create_issue))
         .route("/events", get(pages::events))
@@ -386,7 +387,8 @@ pub fn notice(key: Option<&str>) -> Option<&'static str> {
         "github-saved" => "GitHub repository saved.",
         "github-removed" => "GitHub repository unlinked; issues already created stay on GitHub.",
         "github-issue" => "The incident's GitHub issue is linked below.",
-        "summarize" => "AI summary requested; it appears here when ready.",
+        "summarize" => "Triage requested; it appears here when ready.",
+        "priority" => "Priority and severity saved; triage keeps them until you clear them.",
         _ => return None,
     })
 }

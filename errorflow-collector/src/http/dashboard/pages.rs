@@ -436,6 +436,15 @@ pub struct DetailPage {
     pub summarize: bool,
     pub ai: Option<views::AiSummary>,
     pub ai_severity_class: &'static str,
+    /// Who wrote the summary: "rules" for the built-in analyst, else the model's name.
+    pub ai_label: String,
+    /// The signals behind the latest triage's priority, as one line.
+    pub explanation: String,
+    /// Live counts shown beside the summary (never frozen into its text).
+    pub live_last_24h: i64,
+    pub priority_value: String,
+    pub severity_choice: &'static str,
+    pub overridden: bool,
     pub hourly_svg: String,
     pub daily_svg: String,
     pub event: Option<EventView>,
@@ -470,16 +479,18 @@ pub async fn detail(
         limit: 20,
         ..EventQuery::default()
     };
-    let (stats, activity, recent, kestra_runs) = tokio::try_join!(
+    let (stats, activity, recent, kestra_runs, latest) = tokio::try_join!(
         state.store.group_stats(id, now),
         state.store.activity(id),
         state.store.list_events(&recent_query),
         state.store.kestra_runs(id, 1),
+        state.store.triage_history(id, 1),
     )?;
     let kestra_failure = kestra_runs
         .first()
         .filter(|r| r.failed())
         .map(views::kestra_failure);
+    let latest = latest.into_iter().next();
     let wanted = Uuid::parse_str(p.event.trim()).ok();
     let current: Option<StoredEvent> = match wanted {
         Some(eid) => match recent.events.iter().find(|e| e.event_id == eid) {
@@ -562,6 +573,27 @@ pub async fn detail(
                 .unwrap_or_default(),
         ),
         ai,
+        ai_label: latest
+            .as_ref()
+            .map(|t| views::analyst_label(&t.analyst, &t.model))
+            .unwrap_or_else(|| "rules".into()),
+        explanation: latest
+            .as_ref()
+            .map(|t| t.explanation.clone())
+            .unwrap_or_default(),
+        live_last_24h: stats.hourly.iter().map(|b| b.count).sum(),
+        priority_value: group
+            .priority_override
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        severity_choice: match group.severity_override.as_deref() {
+            Some("low") => "low",
+            Some("medium") => "medium",
+            Some("high") => "high",
+            Some("critical") => "critical",
+            _ => "",
+        },
+        overridden: group.priority_override.is_some() || group.severity_override.is_some(),
         hourly_svg: views::bar_chart(&stats.hourly, "%H:00", "events per hour, last 24 hours"),
         daily_svg: views::bar_chart(&stats.daily, "%b %d", "events per day, last 14 days"),
         event: current.as_ref().map(|e| event_view(e, now)),
@@ -827,6 +859,39 @@ pub async fn summarize(
     }
     tracing::info!(incident = id, user = %form.user.name, "AI summary requested from the dashboard");
     Ok(Redirect::to(&format!("/incidents/{id}?notice=summarize")).into_response())
+}
+
+/// Sets (or, with empty fields, clears) the hand-set priority and severity.
+pub async fn set_priority(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let id = parse_id(&id)?;
+    let priority = match form.fields.get("priority").map(str::trim) {
+        None | Some("") => None,
+        Some(p) => Some(
+            p.parse::<i32>()
+                .ok()
+                .filter(|p| (0..=100).contains(p))
+                .ok_or_else(|| {
+                    DashError::BadRequest("Priority must be a whole number from 0 to 100.".into())
+                })?,
+        ),
+    };
+    let severity = match form.fields.get("severity").map(str::trim) {
+        None | Some("") => None,
+        Some(s) => Some(
+            crate::triage::result::Severity::parse(s)
+                .ok_or_else(|| DashError::BadRequest("Unknown severity.".into()))?,
+        ),
+    };
+    state
+        .store
+        .set_priority_override(id, priority, severity, &form.user.actor(), Utc::now())
+        .await?
+        .ok_or_else(|| DashError::NotFound(format!("There is no incident #{id}.")))?;
+    Ok(Redirect::to(&format!("/incidents/{id}?notice=priority")).into_response())
 }
 
 /// Resolve or quiet the incidents ticked in the list.
@@ -1564,6 +1629,8 @@ mod tests {
             regressed_at: None,
             last_release: None,
             last_environment: None,
+            priority_override: None,
+            severity_override: None,
         }
     }
 
@@ -1692,6 +1759,12 @@ mod tests {
             summarize: false,
             ai: views::ai_summary(group().ai_summary.as_deref(), None),
             ai_severity_class: "sev-unknown",
+            ai_label: "rules".into(),
+            explanation: "prod · <b>x</b>".into(),
+            live_last_24h: 3,
+            priority_value: String::new(),
+            severity_choice: "",
+            overridden: false,
             hourly_svg: views::bar_chart(&stats.hourly, "%H:00", "per hour"),
             daily_svg: String::new(),
             event: Some(ev),

@@ -149,6 +149,16 @@ pub struct AiSummary {
     pub next_steps: Vec<String>,
 }
 
+/// The label of a triage result's author: "rules" for the built-in
+/// analyst (it is not a model), the model's name otherwise.
+pub fn analyst_label(analyst: &str, model: &str) -> String {
+    if analyst == "builtin" || model.is_empty() {
+        "rules".to_string()
+    } else {
+        model.to_string()
+    }
+}
+
 pub fn ai_summary(ai_summary: Option<&str>, ai_next_steps: Option<&str>) -> Option<AiSummary> {
     let text = ai_summary.map(str::trim).filter(|s| !s.is_empty())?;
     let mut out = AiSummary::default();
