@@ -1868,6 +1868,7 @@ fn kestra_triage(group_id: i64, summary: &str) -> NewTriage {
         fallback_reason: None,
         trigger: "external".into(),
         trend: None,
+        signals: Vec::new(),
         created_at: Utc::now(),
     }
 }

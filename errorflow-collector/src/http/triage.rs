@@ -12,8 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::api::{ApiPath, ApiQuery};
 use super::{ApiError, AppState, Manager};
-use crate::store::StoreError;
 use crate::model::Group;
+use crate::store::StoreError;
 use crate::triage::digest::Digest;
 use crate::triage::result::{Severity, TriageRecord, TriageResult};
 use crate::triage::{Reason, TriageError};

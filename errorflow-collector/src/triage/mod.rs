@@ -318,6 +318,12 @@ impl Triage {
         self.analyst.clone()
     }
 
+    /// The built-in analyst, with the operator's rules: the fallback of
+    /// every other analyst.
+    pub fn builtin_analyst(&self) -> &BuiltinAnalyst {
+        &self.builtin
+    }
+
     pub fn options(&self) -> &TriageOptions {
         &self.options
     }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{BlameCommit, GithubClient};
 use super::{Github, GithubError};
+use crate::triage::builtin::BuiltinAnalyst;
 use crate::triage::digest::{Digest, DigestFrame};
 use crate::triage::Analyst;
 
@@ -529,9 +530,15 @@ pub struct Rca {
 /// Asks the analyst (built-in or a model: the digest reaches a model only
 /// fenced as data, and its answer is validated JSON) and joins its answer
 /// with what the repository shows.
-pub async fn analyse(analyst: &dyn Analyst, digest: &Digest, ev: &Evidence) -> Rca {
+pub async fn analyse(
+    analyst: &dyn Analyst,
+    builtin: &BuiltinAnalyst,
+    digest: &Digest,
+    ev: &Evidence,
+) -> Rca {
     let analysis =
-        crate::triage::analyse_with_fallback(analyst, &with_repository_code(digest, ev)).await;
+        crate::triage::analyse_with_fallback(analyst, builtin, &with_repository_code(digest, ev))
+            .await;
     let r = analysis.result;
     let mut hypothesis = r.probable_cause.clone();
     let located = ev.frames.iter().find(|f| f.path.is_some());
@@ -740,7 +747,8 @@ pub async fn command(args: &crate::config::RcaArgs) -> anyhow::Result<()> {
         web,
     };
     let ev = gather(&source, &digest, release).await;
-    let rca = analyse(&crate::triage::builtin::BuiltinAnalyst, &digest, &ev).await;
+    let builtin = BuiltinAnalyst::default();
+    let rca = analyse(&builtin, &builtin, &digest, &ev).await;
     let incident_url = format!("{base}/incidents/{}", args.incident);
     let md = markdown(&rca, Some(&incident_url));
     if args.json {
@@ -885,7 +893,7 @@ mod tests {
             ..Evidence::default()
         };
         let model = HostileModel(std::sync::Mutex::new(None));
-        let rca = analyse(&model, &d, &ev).await;
+        let rca = analyse(&model, &BuiltinAnalyst::default(), &d, &ev).await;
         let seen = model.0.lock().unwrap().clone().unwrap();
         assert_eq!(
             seen.exceptions[0].frames[0].context,

@@ -242,7 +242,13 @@ pub async fn post_analysis(
     let client = ctx.github.client(link);
     let source = super::rca::GithubSource::new(&ctx.github, &client, &link.api_url);
     let ev = super::rca::gather(&source, &digest, group.last_release.as_deref()).await;
-    let rca = super::rca::analyse(ctx.triage.analyst().as_ref(), &digest, &ev).await;
+    let rca = super::rca::analyse(
+        ctx.triage.analyst().as_ref(),
+        ctx.triage.builtin_analyst(),
+        &digest,
+        &ev,
+    )
+    .await;
     let url = format!(
         "{}/incidents/{group_id}",
         ctx.public_url.trim_end_matches('/')
