@@ -1,0 +1,188 @@
+//! Hostile input at the HTTP layer: no expensive work before
+//! authentication, bounded envelopes, the rate limit before decoding.
+//! Every test runs on both backends, by name: `sqlite::…` and `postgres::…`.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use errorflow_collector::credentials;
+use errorflow_collector::http::rate_limit::KeyRate;
+use errorflow_collector::pipeline::sentry::MAX_ENVELOPE_ITEMS;
+use serde_json::json;
+
+use common::{assert_error, TestApp};
+
+fn brotli(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 9, 22);
+        w.write_all(data).unwrap();
+    }
+    out
+}
+
+/// An envelope whose header line is `header`, then one attachment of
+/// `size` bytes of `a`: brotli makes a few hundred bytes of it.
+fn bomb(header: &serde_json::Value, size: usize) -> Vec<u8> {
+    let mut data = format!("{header}\n{{\"type\":\"attachment\"}}\n").into_bytes();
+    data.resize(data.len() + size, b'a');
+    data.push(b'\n');
+    let body = brotli(&data);
+    assert!(body.len() < 64 * 1024, "{} bytes", body.len());
+    body
+}
+
+fn post(path: &str, body: Vec<u8>, encoding: &str) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", "application/x-sentry-envelope")
+        .header("content-encoding", encoding)
+        .body(Body::from(body))
+        .unwrap()
+}
+
+common::backend_tests!(
+    setup => crate::common::test_app;
+    no_key_is_refused_before_the_body_is_inflated,
+    envelopes_hold_a_bounded_number_of_items,
+    the_rate_limit_comes_before_decoding,
+    large_inflated_bodies_are_decoded_off_the_async_workers,
+);
+
+/// Without a key beside the body, only the envelope header is inflated
+/// before the key is checked: a compression bomb with no key, or with the
+/// key of another project, is a 401 or 403, not a 413 found by inflating it.
+async fn no_key_is_refused_before_the_body_is_inflated(t: TestApp) {
+    let path = format!("/api/{}/envelope/", t.project_id);
+    // 30 MiB inflated: more than the 20 MiB limit, so inflating it all
+    // would answer 413.
+    let size = 30 << 20;
+    let r = t.send(post(&path, bomb(&json!({}), size), "br")).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+
+    let (other_key, _) = t.add_project("other").await;
+    let dsn = credentials::dsn("http://127.0.0.1:8000", &other_key, t.project_id);
+    let r = t
+        .send(post(&path, bomb(&json!({ "dsn": dsn }), size), "br"))
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+
+    // With the right key in the header, the bomb meets the limit.
+    let dsn = credentials::dsn("http://127.0.0.1:8000", &t.key, t.project_id);
+    let r = t
+        .send(post(&path, bomb(&json!({ "dsn": dsn }), size), "br"))
+        .await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+
+    // A header line longer than what is inflated before the key: 400.
+    let long = json!({ "x": "y".repeat(64 * 1024) });
+    let r = t.send(post(&path, bomb(&long, 10), "br")).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_envelope");
+}
+
+/// An envelope of more than MAX_ENVELOPE_ITEMS items is refused (413)
+/// without storing any of its events.
+async fn envelopes_hold_a_bounded_number_of_items(t: TestApp) {
+    let path = format!("/api/{}/envelope/?sentry_key={}", t.project_id, t.key);
+    let envelope = |items: usize| {
+        let mut body = String::from("{}\n{\"type\":\"event\"}\n{\"message\":\"first\"}\n");
+        for _ in 1..items {
+            body.push_str("{\"type\":\"client_report\"}\n{}\n");
+        }
+        body.into_bytes()
+    };
+    let r = t
+        .send(post(&path, envelope(MAX_ENVELOPE_ITEMS + 1), "identity"))
+        .await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&MAX_ENVELOPE_ITEMS.to_string()),
+        "{}",
+        r.body
+    );
+    let events = t.get("/api/v1/events").await;
+    assert_eq!(events.body["events"].as_array().unwrap().len(), 0);
+    // At the limit exactly is fine, compressed too.
+    let r = t
+        .send(post(&path, brotli(&envelope(MAX_ENVELOPE_ITEMS)), "br"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+/// A key over its rate gets 429 before its body is decoded: a malformed
+/// body is not even looked at.
+async fn the_rate_limit_comes_before_decoding(t: TestApp) {
+    let state = t.state.clone().with_key_rate(KeyRate {
+        per_second: 1,
+        burst: 1,
+    });
+    let t = t.with_state(state);
+    let path = format!("/api/{}/envelope/?sentry_key={}", t.project_id, t.key);
+    // Built first: the bucket refills within a second.
+    let bomb = bomb(&json!({}), 30 << 20);
+    let ok = b"{}\n{\"type\":\"event\"}\n{\"message\":\"x\"}\n".to_vec();
+    let r = t.send(post(&path, ok, "identity")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = t
+        .send(post(&path, b"not an envelope".to_vec(), "identity"))
+        .await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let r = t.send(post(&path, bomb, "br")).await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}
+
+/// A small compressed body that inflates to megabytes is inflated off the
+/// async workers, whatever its compressed size: on a runtime with one
+/// worker, a task that ticks every millisecond keeps ticking while the
+/// request inflates it.
+async fn large_inflated_bodies_are_decoded_off_the_async_workers(t: TestApp) {
+    let mut json = br#"{"service":"a","error_type":"b","message":""#.to_vec();
+    json.resize(json.len() + (19 << 20), b'a');
+    json.extend_from_slice(b"\"}");
+    let body = brotli(&json);
+    assert!(body.len() < 32 * 1024, "{} bytes", body.len());
+    let app = t.app.clone();
+    let key = t.key.clone();
+    // The handler runs on a runtime of its own with a single thread, so
+    // that an inline inflate would stall the ticker beside it.
+    let (gap, took, status) = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use tower::ServiceExt;
+            let req = Request::post("/errors/custom")
+                .header("content-type", "application/json")
+                .header("content-encoding", "br")
+                .header("x-errorflow-key", key)
+                .body(Body::from(body))
+                .unwrap();
+            let started = Instant::now();
+            let request = tokio::spawn(app.oneshot(req));
+            let mut last = Instant::now();
+            let mut gap = Duration::ZERO;
+            while !request.is_finished() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                gap = gap.max(last.elapsed());
+                last = Instant::now();
+            }
+            let status = request.await.unwrap().unwrap().status();
+            (gap, started.elapsed(), status)
+        })
+    })
+    .join()
+    .unwrap();
+    // The message is over the pipeline's limits, or stored truncated.
+    assert!(status.is_success() || status.is_client_error(), "{status}");
+    assert!(
+        gap < took / 3,
+        "the runtime stalled {gap:?} of the request's {took:?}"
+    );
+}
