@@ -328,8 +328,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let triggers = triage::spawn(state.triage.clone(), 1024, batch_every);
     let mut state = state.with_triggers(triggers);
     // Always running: a project may have a webhook of its own.
-    let options =
+    let mut options =
         crate::alerts::AlertOptions::new(config.alert_webhook.clone(), &config.public_url);
+    options.policy = config.webhook_policy.clone();
+    if let Some(url) = &config.alert_webhook {
+        if let Err(why) = crate::alerts::validate_webhook_url(url.expose(), &options.policy) {
+            bail!("--alert-webhook: {why}");
+        }
+    }
     let alerts = crate::alerts::spawn(store.clone(), options)
         .context("cannot set up the alert webhooks' HTTP client")?;
     state = state.with_alerts(alerts);
@@ -391,6 +397,7 @@ pub fn build_state(store: Arc<dyn Store>, config: &Config) -> AppState {
         telemetry::metrics_handle(),
     )
     .with_key_rate(config.key_rate)
+    .with_webhook_policy(config.webhook_policy.clone())
     .with_triage(Arc::new(triage))
     .with_quiet_after(config.quiet_after)
 }

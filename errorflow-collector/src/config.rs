@@ -183,6 +183,20 @@ pub struct ServeArgs {
     )]
     pub alert_webhook: Option<String>,
 
+    /// Internal destinations alert webhooks may reach after all, comma
+    /// separated: addresses (`127.0.0.1`), networks (`10.0.0.0/8`) or host
+    /// names (`chat.internal`). By default webhooks never reach loopback,
+    /// private, link-local, unique-local, multicast or cloud metadata
+    /// addresses, checked on the address each name resolves to when the
+    /// connection is made.
+    #[arg(
+        long,
+        env = "ERRORFLOW_ALLOW_WEBHOOK_HOSTS",
+        value_name = "HOST|ADDR|NET,...",
+        value_delimiter = ','
+    )]
+    pub allow_webhook_hosts: Option<Vec<String>>,
+
     #[command(flatten)]
     pub limits: LimitArgs,
 
@@ -378,6 +392,7 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "retention_opt")]
     pub retention: Option<Retention>,
     pub alert_webhook: Option<String>,
+    pub allow_webhook_hosts: Option<Vec<String>>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
     #[serde(default)]
@@ -459,6 +474,8 @@ pub struct Config {
     /// Where alerts of new incidents and regressions go when their project
     /// has no webhook of its own; redacted by `Debug`.
     pub alert_webhook: Option<Secret>,
+    /// Internal destinations alert webhooks may reach (`--allow-webhook-hosts`).
+    pub webhook_policy: std::sync::Arc<crate::outbound::AddressPolicy>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub limits: Limits,
@@ -478,6 +495,7 @@ impl fmt::Debug for Config {
             .field("quiet_after", &self.quiet_after)
             .field("retention", &self.retention)
             .field("alert_webhook", &self.alert_webhook)
+            .field("webhook_policy", &self.webhook_policy)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field("limits", &self.limits)
@@ -504,6 +522,10 @@ pub enum ConfigError {
     },
     #[error("invalid config file {path}: [limits] {key} must be at least 1")]
     ZeroLimit { path: PathBuf, key: &'static str },
+    #[error(
+        "invalid --allow-webhook-hosts (ERRORFLOW_ALLOW_WEBHOOK_HOSTS, allow_webhook_hosts): {0}"
+    )]
+    AllowList(String),
 }
 
 impl Config {
@@ -603,6 +625,15 @@ impl Config {
                 .or(file.alert_webhook)
                 .filter(|url| !url.trim().is_empty())
                 .map(Secret::new),
+            webhook_policy: std::sync::Arc::new(
+                crate::outbound::AddressPolicy::parse(
+                    &serve
+                        .and_then(|s| s.allow_webhook_hosts.clone())
+                        .or(file.allow_webhook_hosts)
+                        .unwrap_or_default(),
+                )
+                .map_err(ConfigError::AllowList)?,
+            ),
             log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
             log_level: cli
                 .log_level

@@ -18,6 +18,7 @@ pub mod config;
 pub mod credentials;
 pub mod http;
 pub mod model;
+pub mod outbound;
 pub mod pipeline;
 pub mod retention;
 pub mod store;

@@ -5,12 +5,15 @@
 mod common;
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use errorflow_collector::credentials;
 use errorflow_collector::http::rate_limit::KeyRate;
+use errorflow_collector::outbound::{self, AddressPolicy};
 use errorflow_collector::pipeline::sentry::MAX_ENVELOPE_ITEMS;
 use serde_json::json;
 
@@ -50,6 +53,7 @@ common::backend_tests!(
     envelopes_hold_a_bounded_number_of_items,
     the_rate_limit_comes_before_decoding,
     large_inflated_bodies_are_decoded_off_the_async_workers,
+    webhooks_to_internal_addresses_are_refused_up_front,
 );
 
 /// Without a key beside the body, only the envelope header is inflated
@@ -185,4 +189,130 @@ async fn large_inflated_bodies_are_decoded_off_the_async_workers(t: TestApp) {
         gap < took / 3,
         "the runtime stalled {gap:?} of the request's {took:?}"
     );
+}
+
+/// `PUT …/alert-webhook` refuses every spelling of an internal address
+/// with 422, and stores nothing; the operator's allow-list lets one through.
+async fn webhooks_to_internal_addresses_are_refused_up_front(t: TestApp) {
+    let path = format!("/api/v1/projects/{}/alert-webhook", t.project_id);
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:5432/",
+        "http://[::1]:22/",
+        "http://0.0.0.0/",
+        "http://2130706433/",
+        "http://0x7f.1/",
+        "http://localhost/hook",
+        "http://[::ffff:127.0.0.1]/",
+        "http://10.1.2.3/",
+        "http://[fd00:ec2::254]/",
+    ] {
+        let r = t.call("PUT", &path, Some(json!({ "url": url }))).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("--allow-webhook-hosts"),
+            "{url}: {message}"
+        );
+    }
+    assert_eq!(t.get(&path).await.body["webhook"], serde_json::Value::Null);
+    let policy = Arc::new(AddressPolicy::parse(&["127.0.0.0/8"]).unwrap());
+    let t = {
+        let state = t.state.clone().with_webhook_policy(policy);
+        t.with_state(state)
+    };
+    let r = t
+        .call(
+            "PUT",
+            &path,
+            Some(json!({ "url": "http://2130706433:9/x" })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+/// A local HTTP server that counts its requests, answering the first with
+/// `answer` and the others with 410.
+struct Receiver {
+    base: String,
+    hits: Arc<AtomicUsize>,
+}
+
+async fn receiver(answer: axum::response::Response<Body>) -> Receiver {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let answer = Arc::new(Mutex::new(Some(answer)));
+    let app =
+        axum::Router::new().fallback(move || {
+            let (h, answer) = (h.clone(), answer.clone());
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                answer.lock().unwrap().take().unwrap_or_else(|| {
+                    axum::response::IntoResponse::into_response(StatusCode::GONE)
+                })
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Receiver {
+        base: format!("http://{addr}"),
+        hits,
+    }
+}
+
+fn redirect_to(location: &str) -> axum::response::Response<Body> {
+    axum::response::Response::builder()
+        .status(StatusCode::TEMPORARY_REDIRECT)
+        .header("location", location)
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// The webhook client follows no redirect (a 307 would re-send the POST
+/// elsewhere), and checks the address a name resolves to when it connects:
+/// `localhost` resolves to loopback, which the default policy refuses.
+#[tokio::test]
+async fn the_webhook_client_is_never_redirected_nor_reaches_internal_names() {
+    let target = receiver(StatusCode::OK.into_response_body()).await;
+    let hook = receiver(redirect_to(&format!("{}/elsewhere", target.base))).await;
+    let allowed = Arc::new(AddressPolicy::parse(&["127.0.0.1"]).unwrap());
+    let client = outbound::webhook_client(Duration::from_secs(5), allowed).unwrap();
+    let r = client
+        .post(format!("{}/hooks/T0/secret", hook.base))
+        .json(&json!({"text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(hook.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        target.hits.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+
+    // DNS gives loopback for `localhost`: refused when connecting, even
+    // though the URL names no address.
+    let strict = outbound::webhook_client(Duration::from_secs(5), Arc::default()).unwrap();
+    let port = target.base.rsplit(':').next().unwrap();
+    let err = strict
+        .post(format!("http://localhost:{port}/hook"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_connect() || err.is_request(), "{err:?}");
+    assert_eq!(target.hits.load(Ordering::SeqCst), 0);
+}
+
+trait IntoBody {
+    fn into_response_body(self) -> axum::response::Response<Body>;
+}
+
+impl IntoBody for StatusCode {
+    fn into_response_body(self) -> axum::response::Response<Body> {
+        axum::response::IntoResponse::into_response(self)
+    }
 }

@@ -56,6 +56,8 @@ pub struct AppState {
     keys: Arc<KeyCache>,
     /// Per-key token buckets of the Sentry endpoints.
     pub key_rate: Arc<rate_limit::KeyRateLimiter>,
+    /// The internal destinations alert webhooks may reach (none by default).
+    pub webhook_policy: Arc<crate::outbound::AddressPolicy>,
 }
 
 impl AppState {
@@ -81,7 +83,14 @@ impl AppState {
             key_rate: Arc::new(rate_limit::KeyRateLimiter::new(
                 rate_limit::KeyRate::default(),
             )),
+            webhook_policy: Arc::default(),
         }
+    }
+
+    /// Lets webhooks reach these internal destinations (`--allow-webhook-hosts`).
+    pub fn with_webhook_policy(mut self, policy: Arc<crate::outbound::AddressPolicy>) -> AppState {
+        self.webhook_policy = policy;
+        self
     }
 
     /// Uses this triage service instead of the built-in default.

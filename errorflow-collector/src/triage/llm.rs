@@ -171,10 +171,11 @@ impl Attempt {
 
 impl LlmAnalyst {
     pub fn new(options: LlmOptions) -> Result<LlmAnalyst, TriageError> {
-        let http = reqwest::Client::builder()
+        // Redirects only within the API's origin: the key travels in a
+        // header reqwest does not know to strip (`x-goog-api-key`, `x-api-key`).
+        let http = crate::outbound::service_client()
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("errorflow-collector/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| TriageError::Config(format!("cannot build HTTP client: {e}")))?;
         let budget = Budget::per_minute(options.requests_per_minute.max(1));

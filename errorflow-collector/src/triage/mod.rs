@@ -35,7 +35,7 @@ pub mod kestra;
 pub mod llm;
 pub mod result;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use builtin::BuiltinAnalyst;
 use digest::{Digest, Trend};

@@ -1120,7 +1120,8 @@ pub async fn alert_webhook(
     let url = match form.fields.get("action") {
         Some("remove") => None,
         Some("save") => {
-            match crate::alerts::validate_webhook_url(form.fields.get("url").unwrap_or_default()) {
+            let url = form.fields.get("url").unwrap_or_default();
+            match crate::alerts::validate_webhook_url(url, &state.webhook_policy) {
                 Ok(url) => Some(url),
                 Err(why) => {
                     let mut alerts = AlertsView::of(&state, p.id).await?;
