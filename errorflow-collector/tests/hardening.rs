@@ -54,6 +54,8 @@ common::backend_tests!(
     the_rate_limit_comes_before_decoding,
     large_inflated_bodies_are_decoded_off_the_async_workers,
     webhooks_to_internal_addresses_are_refused_up_front,
+    parallel_wrong_passwords_are_locked_out,
+    a_burst_of_sign_ins_waits_for_few_verifications,
 );
 
 /// Without a key beside the body, only the envelope header is inflated
@@ -315,4 +317,147 @@ impl IntoBody for StatusCode {
     fn into_response_body(self) -> axum::response::Response<Body> {
         axum::response::IntoResponse::into_response(self)
     }
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn with_admin(t: &TestApp) {
+    let hash = errorflow_collector::http::dashboard::auth::hash_password(PASSWORD).unwrap();
+    t.state
+        .store
+        .create_user("admin", &hash)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// A sign-in from `from` (the connection's address): status and body.
+async fn sign_in(
+    app: axum::Router,
+    user: &str,
+    password: &str,
+    from: &str,
+    next: &str,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    use tower::ServiceExt;
+    let addr: std::net::SocketAddr = format!("{from}:40000").parse().unwrap();
+    let mut form = Request::get("/login").body(Body::empty()).unwrap();
+    form.extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    let res = app.clone().oneshot(form).await.unwrap();
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("ef_login_csrf="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let html = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let html = String::from_utf8_lossy(&html);
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).unwrap() + marker.len();
+    let csrf = &html[start..start + html[start..].find('"').unwrap()];
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("csrf", csrf),
+            ("username", user),
+            ("password", password),
+            ("next", next),
+        ])
+        .finish();
+    let mut req = Request::post("/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookie)
+        .body(Body::from(body))
+        .unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    let res = app.oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// 30 wrong passwords at once for one name from one address: the lock is
+/// checked and counted before each verification, so at most five are
+/// verified (401) and the rest refused (429). The real user, signing in
+/// from another address, is not locked out.
+async fn parallel_wrong_passwords_are_locked_out(t: TestApp) {
+    with_admin(&t).await;
+    let attempts = (0..30).map(|i| {
+        let app = t.app.clone();
+        tokio::spawn(
+            async move { sign_in(app, "admin", &format!("wrong {i}"), "10.0.0.66", "/").await },
+        )
+    });
+    let mut statuses = Vec::new();
+    for a in attempts.collect::<Vec<_>>() {
+        statuses.push(a.await.unwrap().0);
+    }
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    let verified = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(refused + verified, 30, "{statuses:?}");
+    assert!(verified <= 5, "{verified} verified: {statuses:?}");
+    // The attacker's address stays locked, even with the right password…
+    let (status, headers, _) = sign_in(t.app.clone(), "admin", PASSWORD, "10.0.0.66", "/").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.contains_key("retry-after"));
+    // …while the admin from their own address signs in.
+    let (status, _, body) = sign_in(t.app.clone(), "admin", PASSWORD, "10.0.0.7", "/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+}
+
+/// With one verification slot and no waiting, parallel sign-ins of
+/// different names from different addresses (which no lock stops) are
+/// answered 429 rather than verified all at once.
+async fn a_burst_of_sign_ins_waits_for_few_verifications(t: TestApp) {
+    use errorflow_collector::http::dashboard::DashState;
+    let mut state = t.state.clone();
+    let mut dash = DashState::new("http://127.0.0.1:8000");
+    dash.verifications = tokio::sync::Semaphore::new(1);
+    dash.verify_wait = Duration::ZERO;
+    state.dashboard = Arc::new(dash);
+    let t = t.with_state(state);
+    let attempts = (0..30).map(|i| {
+        let app = t.app.clone();
+        tokio::spawn(async move {
+            sign_in(
+                app,
+                &format!("user{i}"),
+                "wrong",
+                &format!("10.1.0.{i}"),
+                "/",
+            )
+            .await
+        })
+    });
+    let mut busy = 0;
+    for a in attempts.collect::<Vec<_>>() {
+        let (status, headers, body) = a.await.unwrap();
+        match status {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(body.contains("Too many sign-ins at once"), "{body}");
+                assert_eq!(headers["retry-after"], "1");
+                busy += 1;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(busy > 0, "every verification ran at once");
 }
