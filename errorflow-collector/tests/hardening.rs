@@ -56,6 +56,7 @@ common::backend_tests!(
     webhooks_to_internal_addresses_are_refused_up_front,
     parallel_wrong_passwords_are_locked_out,
     a_burst_of_sign_ins_waits_for_few_verifications,
+    sign_in_redirects_only_to_local_paths,
 );
 
 /// Without a key beside the body, only the envelope header is inflated
@@ -460,4 +461,26 @@ async fn a_burst_of_sign_ins_waits_for_few_verifications(t: TestApp) {
         }
     }
     assert!(busy > 0, "every verification ran at once");
+}
+
+/// After signing in, `next` takes the browser only to a path of this site:
+/// a tab, a control character or an encoded slash falls back to `/`, and
+/// never a 500 once the session exists.
+async fn sign_in_redirects_only_to_local_paths(t: TestApp) {
+    with_admin(&t).await;
+    for (next, to) in [
+        ("/incidents/1?status=open", "/incidents/1?status=open"),
+        ("/\t/evil.example", "/"),
+        ("/%09/evil.example", "/"),
+        ("//evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("/\u{1}x", "/"),
+        ("/x\r\nSet-Cookie: a=b", "/"),
+        ("https://evil.example/", "/"),
+    ] {
+        let (status, headers, body) =
+            sign_in(t.app.clone(), "admin", PASSWORD, "10.2.0.1", next).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{next:?}: {body}");
+        assert_eq!(headers["location"], to, "{next:?}");
+    }
 }
