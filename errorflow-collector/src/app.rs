@@ -364,13 +364,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         println!("{text}");
     }
     println!("dashboard: {}/", config.public_url);
-    // Connection info gives the dashboard the client address for sign-in throttling.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    // The server loop gives the dashboard the client address (sign-in
+    // throttling) and bounds how long a request may take to arrive.
+    http::server::serve(listener, app, config.timeouts, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -197,6 +197,16 @@ pub struct ServeArgs {
     )]
     pub allow_webhook_hosts: Option<Vec<String>>,
 
+    /// How long a client may take to send a request's line and headers
+    /// before its connection is closed (`30s`, `1m`). Default 10 s.
+    #[arg(long, env = "ERRORFLOW_HEADER_READ_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Option<Duration>,
+
+    /// How long a client may take to send a request's body, from the end
+    /// of its headers; later, ingest answers 408. Default 30 s.
+    #[arg(long, env = "ERRORFLOW_BODY_READ_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Option<Duration>,
+
     #[command(flatten)]
     pub limits: LimitArgs,
 
@@ -393,6 +403,10 @@ pub struct FileConfig {
     pub retention: Option<Retention>,
     pub alert_webhook: Option<String>,
     pub allow_webhook_hosts: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub header_read_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub body_read_timeout: Option<Duration>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
     #[serde(default)]
@@ -476,6 +490,8 @@ pub struct Config {
     pub alert_webhook: Option<Secret>,
     /// Internal destinations alert webhooks may reach (`--allow-webhook-hosts`).
     pub webhook_policy: std::sync::Arc<crate::outbound::AddressPolicy>,
+    /// Read timeouts of every connection.
+    pub timeouts: crate::http::server::Timeouts,
     pub log_format: LogFormat,
     pub log_level: String,
     pub limits: Limits,
@@ -496,6 +512,7 @@ impl fmt::Debug for Config {
             .field("retention", &self.retention)
             .field("alert_webhook", &self.alert_webhook)
             .field("webhook_policy", &self.webhook_policy)
+            .field("timeouts", &self.timeouts)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field("limits", &self.limits)
@@ -634,6 +651,16 @@ impl Config {
                 )
                 .map_err(ConfigError::AllowList)?,
             ),
+            timeouts: crate::http::server::Timeouts {
+                header_read: serve
+                    .and_then(|s| s.header_read_timeout)
+                    .or(file.header_read_timeout)
+                    .unwrap_or(crate::http::server::Timeouts::default().header_read),
+                body_read: serve
+                    .and_then(|s| s.body_read_timeout)
+                    .or(file.body_read_timeout)
+                    .unwrap_or(crate::http::server::Timeouts::default().body_read),
+            },
             log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
             log_level: cli
                 .log_level

@@ -484,3 +484,78 @@ async fn sign_in_redirects_only_to_local_paths(t: TestApp) {
         assert_eq!(headers["location"], to, "{next:?}");
     }
 }
+
+/// Serves `t`'s app on a real socket with one-second read timeouts.
+async fn served(t: &TestApp) -> std::net::SocketAddr {
+    use errorflow_collector::http::server::{serve, Timeouts};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let timeouts = Timeouts {
+        header_read: Duration::from_secs(1),
+        body_read: Duration::from_secs(1),
+    };
+    let app = t.app.clone();
+    tokio::spawn(serve(listener, app, timeouts, std::future::pending()));
+    addr
+}
+
+/// Writes `head`, then `drip` every 200 ms (for at most 10 s) until the
+/// server answers or closes; returns what it answered and when.
+async fn trickle(
+    addr: std::net::SocketAddr,
+    head: String,
+    drip: &'static [u8],
+) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let reader = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        let _ = read.read_to_end(&mut answer).await;
+        (
+            String::from_utf8_lossy(&answer).into_owned(),
+            started.elapsed(),
+        )
+    });
+    write.write_all(head.as_bytes()).await.unwrap();
+    while !reader.is_finished() && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if write.write_all(drip).await.is_err() {
+            break;
+        }
+    }
+    let _ = write.shutdown().await;
+    reader.await.unwrap()
+}
+
+/// A client that sends its headers a line at a time, slower than the
+/// header timeout allows, is disconnected; one that trickles its body gets
+/// 408. Neither holds its connection for long.
+#[tokio::test]
+async fn trickling_clients_are_cut_off() {
+    let t = common::test_app(common::sqlite_store().await).await;
+    let addr = served(&t).await;
+    let (answer, took) = trickle(addr, "GET /healthz HTTP/1.1\r\n".into(), b"X-Slow: 1\r\n").await;
+    assert!(took < Duration::from_secs(4), "held for {took:?}: {answer}");
+    assert!(!answer.contains("200 OK"), "{answer}");
+
+    let head = format!(
+        "POST /errors/custom HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         x-errorflow-key: {}\r\ncontent-length: 1000\r\n\r\n{{",
+        t.key
+    );
+    let (answer, took) = trickle(addr, head, b" ").await;
+    assert!(took < Duration::from_secs(4), "held for {took:?}: {answer}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+
+    // A request sent at once is served as usual.
+    let (answer, _) = trickle(
+        addr,
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into(),
+        b"",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

@@ -43,6 +43,13 @@ pub async fn read_limited(headers: &HeaderMap, body: Body, max: usize) -> Result
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if is_limit {
             too_large()
+        } else if super::server::is_body_timeout(&e) {
+            telemetry::rejected("timeout", 1);
+            ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("cannot read request body: {e}"),
+            )
         } else {
             ApiError::bad_request("invalid_body", format!("cannot read request body: {e}"))
         }

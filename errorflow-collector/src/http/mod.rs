@@ -30,6 +30,7 @@ pub mod ingest;
 pub mod openapi;
 pub mod rate_limit;
 pub mod sentry;
+pub mod server;
 pub mod triage;
 
 pub use error::ApiError;
