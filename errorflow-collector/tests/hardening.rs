@@ -57,6 +57,7 @@ common::backend_tests!(
     parallel_wrong_passwords_are_locked_out,
     a_burst_of_sign_ins_waits_for_few_verifications,
     sign_in_redirects_only_to_local_paths,
+    a_key_of_another_project_is_refused_without_naming_it,
 );
 
 /// Without a key beside the body, only the envelope header is inflated
@@ -558,4 +559,15 @@ async fn trickling_clients_are_cut_off() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// The 403 for a key of another project does not say which project owns it.
+async fn a_key_of_another_project_is_refused_without_naming_it(t: TestApp) {
+    let (other_key, other_id) = t.add_project("secret-project").await;
+    let path = format!("/api/{}/envelope/?sentry_key={other_key}", t.project_id);
+    let ok = b"{}\n{\"type\":\"event\"}\n{\"message\":\"x\"}\n".to_vec();
+    let r = t.send(post(&path, ok, "identity")).await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(!message.contains(&other_id.to_string()), "{message}");
 }

@@ -358,10 +358,8 @@ async fn authenticate(state: &AppState, key: &str, project_id: i64) -> Result<Pr
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!(
-                "this key belongs to project {}, not {project_id}",
-                project.id
-            ),
+            // Not which project it belongs to: that is not the caller's business.
+            format!("this key does not belong to project {project_id}"),
         ));
     }
     Ok(project)
