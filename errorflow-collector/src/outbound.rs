@@ -86,7 +86,7 @@ impl AddressPolicy {
     /// Whether this host name was listed: every address it resolves to is allowed.
     pub fn allows_host(&self, host: &str) -> bool {
         let host = normalise_host(host);
-        self.hosts.iter().any(|h| *h == host)
+        self.hosts.contains(&host)
     }
 
     /// Whether a webhook may connect to `ip`: a public address, or one the
