@@ -28,6 +28,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::model::{Group, InsertOutcome};
+use crate::outbound::{self, AddressPolicy};
 use crate::store::Store;
 use crate::triage::Secret;
 
@@ -60,6 +61,8 @@ pub struct AlertOptions {
     /// in one message when the window ends.
     pub max_per_window: usize,
     pub window: Duration,
+    /// The internal destinations webhooks may reach (none by default).
+    pub policy: Arc<AddressPolicy>,
 }
 
 impl AlertOptions {
@@ -72,6 +75,7 @@ impl AlertOptions {
             min_backoff: Duration::from_millis(500),
             max_per_window: PER_MINUTE,
             window: Duration::from_secs(60),
+            policy: Arc::default(),
         }
     }
 }
@@ -80,9 +84,11 @@ impl AlertOptions {
 pub const MAX_WEBHOOK_URL: usize = 2048;
 
 /// Checks a webhook URL given for a project: absolute `http` or `https`
-/// with a host, at most [`MAX_WEBHOOK_URL`] bytes. Returns it trimmed; the
-/// error says what is wrong without repeating the URL (it may hold a secret).
-pub fn validate_webhook_url(url: &str) -> Result<&str, String> {
+/// with a host, at most [`MAX_WEBHOOK_URL`] bytes, not an internal address
+/// unless `policy` allows it ([`outbound::check_url`]). Returns it trimmed;
+/// the error says what is wrong without repeating the URL (it may hold a
+/// secret).
+pub fn validate_webhook_url<'a>(url: &'a str, policy: &AddressPolicy) -> Result<&'a str, String> {
     let url = url.trim();
     if url.is_empty() {
         return Err("the webhook URL is empty".into());
@@ -104,6 +110,7 @@ pub fn validate_webhook_url(url: &str) -> Result<&str, String> {
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err("the webhook URL has no host".into());
     }
+    outbound::check_url(&parsed, policy)?;
     Ok(url)
 }
 
@@ -295,10 +302,7 @@ async fn destination(store: &dyn Store, project_id: i64, options: &AlertOptions)
 
 /// Starts the sending task; returns the handle ingest offers news to.
 pub fn spawn(store: Arc<dyn Store>, options: AlertOptions) -> Result<Alerts, reqwest::Error> {
-    let http = reqwest::Client::builder()
-        .timeout(options.timeout)
-        .user_agent(concat!("errorflow-collector/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let http = outbound::webhook_client(options.timeout, options.policy.clone())?;
     let (tx, mut rx) = mpsc::channel::<(i64, i64, Kind)>(QUEUE);
     let has_default = options.webhook.is_some();
     let options = Arc::new(options);
@@ -375,6 +379,16 @@ async fn deliver(http: &reqwest::Client, options: &AlertOptions, url: &str, payl
         .with_max_delay(Duration::from_secs(30))
         .with_max_times(options.retries)
         .with_jitter();
+    // Literal addresses never meet the client's resolver: checked here,
+    // before each delivery, against the policy of this collector.
+    let checked = reqwest::Url::parse(url)
+        .map_err(|e| e.to_string())
+        .and_then(|u| outbound::check_url(&u, &options.policy));
+    if let Err(why) = checked {
+        crate::telemetry::alert("failed");
+        tracing::warn!(event = ?payload.event, error = %why, "alert not delivered");
+        return;
+    }
     let attempt = || async {
         let response = http
             .post(url)
@@ -386,6 +400,10 @@ async fn deliver(http: &reqwest::Client, options: &AlertOptions, url: &str, payl
         let status = response.status();
         if status.is_success() {
             Ok(())
+        } else if status.is_redirection() {
+            Err(Failure::Fatal(format!(
+                "the webhook answered {status}; webhooks are never redirected"
+            )))
         } else if status.is_server_error() || status.as_u16() == 429 {
             Err(Failure::Retryable(format!("the webhook answered {status}")))
         } else {
@@ -432,10 +450,17 @@ mod tests {
     #[test]
     fn only_http_and_https_urls_with_a_host_are_webhooks() {
         assert_eq!(
-            validate_webhook_url("  https://hooks.slack.com/services/T0/B0/x \n"),
+            validate_webhook_url(
+                "  https://hooks.slack.com/services/T0/B0/x \n",
+                &AddressPolicy::default()
+            ),
             Ok("https://hooks.slack.com/services/T0/B0/x")
         );
-        assert!(validate_webhook_url("http://10.0.0.5:8080/hook").is_ok());
+        assert!(
+            validate_webhook_url("http://10.0.0.5:8080/hook", &AddressPolicy::default()).is_err()
+        );
+        let internal = AddressPolicy::parse(&["10.0.0.0/8"]).unwrap();
+        assert!(validate_webhook_url("http://10.0.0.5:8080/hook", &internal).is_ok());
         for url in [
             "",
             "   ",
@@ -444,15 +469,16 @@ mod tests {
             "mailto:ops@example.com",
             "http://",
         ] {
-            let err = validate_webhook_url(url).unwrap_err();
+            let err = validate_webhook_url(url, &AddressPolicy::default()).unwrap_err();
             assert!(!err.is_empty(), "{url:?}");
         }
         let long = format!("https://example.com/{}", "x".repeat(MAX_WEBHOOK_URL));
-        assert!(validate_webhook_url(&long)
+        assert!(validate_webhook_url(&long, &AddressPolicy::default())
             .unwrap_err()
             .contains("at most 2048"));
         // The reason never repeats the URL: it may hold a secret.
-        let err = validate_webhook_url("gopher://host/secret-token").unwrap_err();
+        let err = validate_webhook_url("gopher://host/secret-token", &AddressPolicy::default())
+            .unwrap_err();
         assert!(!err.contains("secret-token"), "{err}");
     }
 }

@@ -374,8 +374,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let triggers = triage::spawn(state.triage.clone(), 1024, batch_every);
     let mut state = state.with_triggers(triggers);
     // Always running: a project may have a webhook of its own.
-    let options =
+    let mut options =
         crate::alerts::AlertOptions::new(config.alert_webhook.clone(), &config.public_url);
+    options.policy = config.webhook_policy.clone();
+    if let Some(url) = &config.alert_webhook {
+        if let Err(why) = crate::alerts::validate_webhook_url(url.expose(), &options.policy) {
+            bail!("--alert-webhook: {why}");
+        }
+    }
     let alerts = crate::alerts::spawn(store.clone(), options)
         .context("cannot set up the alert webhooks' HTTP client")?;
     state = state.with_alerts(alerts);
@@ -404,13 +410,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         println!("{text}");
     }
     println!("dashboard: {}/", config.public_url);
-    // Connection info gives the dashboard the client address for sign-in throttling.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    // The server loop gives the dashboard the client address (sign-in
+    // throttling) and bounds how long a request may take to arrive.
+    http::server::serve(listener, app, config.timeouts, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -437,6 +439,7 @@ pub fn build_state(store: Arc<dyn Store>, config: &Config) -> AppState {
         telemetry::metrics_handle(),
     )
     .with_key_rate(config.key_rate)
+    .with_webhook_policy(config.webhook_policy.clone())
     .with_triage(Arc::new(triage))
     .with_quiet_after(config.quiet_after)
 }

@@ -217,6 +217,30 @@ pub struct ServeArgs {
     )]
     pub alert_webhook: Option<String>,
 
+    /// Internal destinations alert webhooks may reach after all, comma
+    /// separated: addresses (`127.0.0.1`), networks (`10.0.0.0/8`) or host
+    /// names (`chat.internal`). By default webhooks never reach loopback,
+    /// private, link-local, unique-local, multicast or cloud metadata
+    /// addresses, checked on the address each name resolves to when the
+    /// connection is made.
+    #[arg(
+        long,
+        env = "ERRORFLOW_ALLOW_WEBHOOK_HOSTS",
+        value_name = "HOST|ADDR|NET,...",
+        value_delimiter = ','
+    )]
+    pub allow_webhook_hosts: Option<Vec<String>>,
+
+    /// How long a client may take to send a request's line and headers
+    /// before its connection is closed (`30s`, `1m`). Default 10 s.
+    #[arg(long, env = "ERRORFLOW_HEADER_READ_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Option<Duration>,
+
+    /// How long a client may take to send a request's body, from the end
+    /// of its headers; later, ingest answers 408. Default 30 s.
+    #[arg(long, env = "ERRORFLOW_BODY_READ_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Option<Duration>,
+
     #[command(flatten)]
     pub limits: LimitArgs,
 
@@ -423,6 +447,11 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "retention_opt")]
     pub retention: Option<Retention>,
     pub alert_webhook: Option<String>,
+    pub allow_webhook_hosts: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub header_read_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub body_read_timeout: Option<Duration>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
     #[serde(default)]
@@ -508,6 +537,10 @@ pub struct Config {
     /// Where alerts of new incidents and regressions go when their project
     /// has no webhook of its own; redacted by `Debug`.
     pub alert_webhook: Option<Secret>,
+    /// Internal destinations alert webhooks may reach (`--allow-webhook-hosts`).
+    pub webhook_policy: std::sync::Arc<crate::outbound::AddressPolicy>,
+    /// Read timeouts of every connection.
+    pub timeouts: crate::http::server::Timeouts,
     pub log_format: LogFormat,
     pub log_level: String,
     pub limits: Limits,
@@ -527,6 +560,8 @@ impl fmt::Debug for Config {
             .field("quiet_after", &self.quiet_after)
             .field("retention", &self.retention)
             .field("alert_webhook", &self.alert_webhook)
+            .field("webhook_policy", &self.webhook_policy)
+            .field("timeouts", &self.timeouts)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field("limits", &self.limits)
@@ -555,6 +590,10 @@ pub enum ConfigError {
     ZeroLimit { path: PathBuf, key: &'static str },
     #[error("invalid triage rules: {0}")]
     TriageRules(#[from] crate::triage::rules::RulesError),
+    #[error(
+        "invalid --allow-webhook-hosts (ERRORFLOW_ALLOW_WEBHOOK_HOSTS, allow_webhook_hosts): {0}"
+    )]
+    AllowList(String),
 }
 
 impl Config {
@@ -654,6 +693,25 @@ impl Config {
                 .or(file.alert_webhook)
                 .filter(|url| !url.trim().is_empty())
                 .map(Secret::new),
+            webhook_policy: std::sync::Arc::new(
+                crate::outbound::AddressPolicy::parse(
+                    &serve
+                        .and_then(|s| s.allow_webhook_hosts.clone())
+                        .or(file.allow_webhook_hosts)
+                        .unwrap_or_default(),
+                )
+                .map_err(ConfigError::AllowList)?,
+            ),
+            timeouts: crate::http::server::Timeouts {
+                header_read: serve
+                    .and_then(|s| s.header_read_timeout)
+                    .or(file.header_read_timeout)
+                    .unwrap_or(crate::http::server::Timeouts::default().header_read),
+                body_read: serve
+                    .and_then(|s| s.body_read_timeout)
+                    .or(file.body_read_timeout)
+                    .unwrap_or(crate::http::server::Timeouts::default().body_read),
+            },
             log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
             log_level: cli
                 .log_level

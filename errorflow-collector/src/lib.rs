@@ -19,6 +19,7 @@ pub mod credentials;
 pub mod http;
 pub mod integrations;
 pub mod model;
+pub mod outbound;
 pub mod pipeline;
 pub mod retention;
 pub mod store;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use axum::Router;
 use errorflow_collector::alerts::{self, AlertOptions};
+use errorflow_collector::outbound::AddressPolicy;
 use errorflow_collector::triage::Secret;
 use serde_json::{json, Value};
 
@@ -72,11 +73,19 @@ fn with_collector_webhook(
     url: Option<&str>,
     tune: impl FnOnce(&mut AlertOptions),
 ) -> TestApp {
+    // The test's webhooks listen on 127.0.0.1, which webhooks may reach
+    // only when the operator allows it.
+    let policy = Arc::new(AddressPolicy::parse(&["127.0.0.1"]).unwrap());
     let mut options = AlertOptions::new(url.map(Secret::new), "https://errors.example.com/");
     options.min_backoff = Duration::from_millis(10);
+    options.policy = policy.clone();
     tune(&mut options);
     let alerts = alerts::spawn(t.state.store.clone(), options).unwrap();
-    let state = t.state.clone().with_alerts(alerts);
+    let state = t
+        .state
+        .clone()
+        .with_alerts(alerts)
+        .with_webhook_policy(policy);
     t.with_state(state)
 }
 

@@ -731,7 +731,7 @@ pub async fn set_alert_webhook(
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<SetAlertWebhook>,
 ) -> Result<Json<AlertWebhook>, ApiError> {
-    let url = crate::alerts::validate_webhook_url(&body.url)
+    let url = crate::alerts::validate_webhook_url(&body.url, &state.webhook_policy)
         .map_err(|m| ApiError::unprocessable("invalid_field", m))?;
     if !state.store.set_project_alert_webhook(id, Some(url)).await? {
         return Err(ApiError::not_found(format!("no project with id {id}")));

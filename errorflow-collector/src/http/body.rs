@@ -43,10 +43,41 @@ pub async fn read_limited(headers: &HeaderMap, body: Body, max: usize) -> Result
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if is_limit {
             too_large()
+        } else if super::server::is_body_timeout(&e) {
+            telemetry::rejected("timeout", 1);
+            ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("cannot read request body: {e}"),
+            )
         } else {
             ApiError::bad_request("invalid_body", format!("cannot read request body: {e}"))
         }
     })
+}
+
+/// What [`decompress_within`] inflated of a body: all of it, or only the
+/// first `budget` bytes of a body that inflates to more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inflated {
+    Whole(Bytes),
+    Prefix(Bytes),
+}
+
+/// The result of a bounded decoder: every byte, or the first `max + 1`.
+enum Out {
+    Whole(Vec<u8>),
+    Over(Vec<u8>),
+}
+
+impl Out {
+    fn of(out: Vec<u8>, max: usize) -> Out {
+        if out.len() > max {
+            Out::Over(out)
+        } else {
+            Out::Whole(out)
+        }
+    }
 }
 
 /// Undoes the request's `Content-Encoding` (gzip, deflate, br, zstd or
@@ -54,6 +85,24 @@ pub async fn read_limited(headers: &HeaderMap, body: Body, max: usize) -> Result
 /// with 413 after inflating at most `max + 1` bytes; a corrupt body is 400,
 /// an unknown encoding 415.
 pub fn decompress(headers: &HeaderMap, body: &Bytes, max: usize) -> Result<Bytes, ApiError> {
+    match decompress_within(headers, body, max)? {
+        Inflated::Whole(data) => Ok(data),
+        Inflated::Prefix(_) => Err(inflated_too_large(max)),
+    }
+}
+
+/// Undoes the request's `Content-Encoding` as [`decompress`] does, but
+/// inflates at most `budget + 1` bytes and returns the first `budget` of a
+/// body that inflates to more instead of refusing it. Handlers call it
+/// on the async worker with a small budget: a body that fits is decoded
+/// there, any other one is inflated again off the async workers, and its
+/// prefix already holds the envelope header, so that a key sent only in
+/// there is checked before the whole body is inflated.
+pub fn decompress_within(
+    headers: &HeaderMap,
+    body: &Bytes,
+    budget: usize,
+) -> Result<Inflated, ApiError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -63,13 +112,13 @@ pub fn decompress(headers: &HeaderMap, body: &Bytes, max: usize) -> Result<Bytes
     let data = &body[..];
     let decoded = match encoding.as_str() {
         "" | "identity" => {
-            if body.len() > max {
-                telemetry::rejected("too_large", 1);
-                return Err(ApiError::too_large(format!("body exceeds {max} bytes")));
-            }
-            return Ok(body.clone());
+            return Ok(if body.len() > budget {
+                Inflated::Prefix(body.slice(..budget))
+            } else {
+                Inflated::Whole(body.clone())
+            });
         }
-        "gzip" | "x-gzip" => gunzip(body, max),
+        "gzip" | "x-gzip" => gunzip(body, budget),
         // The `bufread` decoders read the body in place; the `read` ones
         // would first copy it through a zeroed 32 KiB buffer of their own,
         // allocated for every request. HTTP's `deflate` is zlib-wrapped, but
@@ -78,24 +127,24 @@ pub fn decompress(headers: &HeaderMap, body: &Bytes, max: usize) -> Result<Bytes
         "deflate" if is_zlib_header(data) => inflate(
             flate2::bufread::ZlibDecoder::new(data),
             "deflate",
-            max,
+            budget,
             data.len(),
         ),
         "deflate" => inflate(
             flate2::bufread::DeflateDecoder::new(data),
             "deflate",
-            max,
+            budget,
             data.len(),
         ),
         "br" => inflate(
             brotli::Decompressor::new(data, 4096),
             "brotli",
-            max,
+            budget,
             data.len(),
         ),
         "zstd" => match zstd::stream::read::Decoder::with_buffer(data) {
             Ok(mut decoder) => match decoder.window_log_max(ZSTD_WINDOW_LOG_MAX) {
-                Ok(()) => inflate(decoder, "zstd", max, data.len()),
+                Ok(()) => inflate(decoder, "zstd", budget, data.len()),
                 Err(e) => Err(ApiError::bad_request(
                     "invalid_encoding",
                     format!("invalid zstd body: {e}"),
@@ -113,11 +162,23 @@ pub fn decompress(headers: &HeaderMap, body: &Bytes, max: usize) -> Result<Bytes
             )));
         }
     };
-    decoded.inspect_err(|e| {
-        if e.code != "payload_too_large" {
+    match decoded {
+        Ok(out) => Ok(inflated(out, budget)),
+        Err(e) => {
             telemetry::rejected("invalid_encoding", 1);
+            Err(e)
         }
-    })
+    }
+}
+
+fn inflated(out: Out, budget: usize) -> Inflated {
+    match out {
+        Out::Whole(data) => Inflated::Whole(data.into()),
+        Out::Over(mut data) => {
+            data.truncate(budget);
+            Inflated::Prefix(data.into())
+        }
+    }
 }
 
 /// Whether a body without `Content-Encoding` is in the legacy form of
@@ -139,6 +200,14 @@ pub fn is_legacy_store_body(data: &[u8]) -> bool {
 /// same bound as [`decompress`]: never more than `max` bytes inflated
 /// (413 beyond), 400 for invalid base64 or zlib.
 pub fn decode_legacy_store_body(data: &[u8], max: usize) -> Result<Bytes, ApiError> {
+    match decode_legacy_store_body_within(data, max)? {
+        Inflated::Whole(data) => Ok(data),
+        Inflated::Prefix(_) => Err(inflated_too_large(max)),
+    }
+}
+
+/// [`decode_legacy_store_body`] with a budget, as [`decompress_within`].
+pub fn decode_legacy_store_body_within(data: &[u8], budget: usize) -> Result<Inflated, ApiError> {
     use base64::Engine as _;
     // Some clients end the body with a newline; base64 itself has no blanks.
     let text = data.trim_ascii();
@@ -151,17 +220,18 @@ pub fn decode_legacy_store_body(data: &[u8], max: usize) -> Result<Bytes, ApiErr
                 format!("invalid base64 body (legacy store format): {e}"),
             )
         })?;
-    inflate(
+    match inflate(
         flate2::bufread::ZlibDecoder::new(&compressed[..]),
         "zlib",
-        max,
+        budget,
         compressed.len(),
-    )
-    .inspect_err(|e| {
-        if e.code != "payload_too_large" {
+    ) {
+        Ok(out) => Ok(inflated(out, budget)),
+        Err(e) => {
             telemetry::rejected("invalid_encoding", 1);
+            Err(e)
         }
-    })
+    }
 }
 
 fn is_zlib_header(data: &[u8]) -> bool {
@@ -180,7 +250,7 @@ thread_local! {
 /// Inflates a gzip body of one or more members (RFC 1952 allows several, one
 /// after the other), as `flate2`'s `MultiGzDecoder` does, but with the
 /// thread's decoder: `MultiGzDecoder` cannot be reset for a new body.
-fn gunzip(body: &Bytes, max: usize) -> Result<Bytes, ApiError> {
+fn gunzip(body: &Bytes, max: usize) -> Result<Out, ApiError> {
     GZIP.with(|slot| {
         // Nothing in here can reach `gunzip` again, so the cell is free.
         let mut slot = slot.borrow_mut();
@@ -201,11 +271,8 @@ fn gunzip(body: &Bytes, max: usize) -> Result<Bytes, ApiError> {
             // request's bytes in the thread's decoder.
             input = decoder.reset(Cursor::new(Bytes::new()));
             read.map_err(|e| invalid_body("gzip", &e))?;
-            if out.len() > max {
-                return Err(inflated_too_large(max));
-            }
-            if input.position() >= body.len() as u64 {
-                return Ok(out.into());
+            if out.len() > max || input.position() >= body.len() as u64 {
+                return Ok(Out::of(out, max));
             }
         }
     })
@@ -254,20 +321,12 @@ fn inflated_too_large(max: usize) -> ApiError {
     ApiError::too_large(format!("decompressed body exceeds {max} bytes"))
 }
 
-/// Reads `reader`, which inflates `compressed` bytes, to its end, refusing
-/// more than `max` decompressed bytes.
-fn inflate(
-    reader: impl Read,
-    name: &str,
-    max: usize,
-    compressed: usize,
-) -> Result<Bytes, ApiError> {
+/// Reads `reader`, which inflates `compressed` bytes, to its end, but never
+/// more than `max + 1` decompressed bytes.
+fn inflate(reader: impl Read, name: &str, max: usize, compressed: usize) -> Result<Out, ApiError> {
     let mut out = Vec::with_capacity(deflate_size_hint(compressed).min(max));
     read_bounded(reader, &mut out, max).map_err(|e| invalid_body(name, &e))?;
-    if out.len() > max {
-        return Err(inflated_too_large(max));
-    }
-    Ok(out.into())
+    Ok(Out::of(out, max))
 }
 
 #[cfg(test)]
@@ -346,6 +405,29 @@ mod tests {
             assert!(body.len() < 64 << 10, "{encoding} compresses well");
             let err = decompress(&headers(encoding), &body, 1 << 20).unwrap_err();
             assert_eq!(err.status, 413, "{encoding}");
+        }
+    }
+
+    /// Within a budget, a body that inflates to more gives its first
+    /// `budget` bytes, whatever the encoding; a smaller one all of them.
+    #[test]
+    fn a_budget_gives_the_start_of_a_larger_body() {
+        let mut data = b"{\"dsn\": \"x\"}\n".to_vec();
+        data.resize(4 << 20, b'a');
+        for encoding in ["gzip", "deflate", "br", "zstd", "identity"] {
+            let body = Bytes::from(encode(encoding, &data));
+            let out = decompress_within(&headers(encoding), &body, 1000).unwrap();
+            assert_eq!(
+                out,
+                Inflated::Prefix(Bytes::copy_from_slice(&data[..1000])),
+                "{encoding}"
+            );
+            let out = decompress_within(&headers(encoding), &body, 4 << 20).unwrap();
+            assert_eq!(
+                out,
+                Inflated::Whole(Bytes::from(data.clone())),
+                "{encoding}"
+            );
         }
     }
 

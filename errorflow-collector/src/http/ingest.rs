@@ -127,16 +127,32 @@ pub async fn custom(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let body = read_body(&headers, body, &state.limits).await?;
-    let json = decompress(&headers, &body, &state.limits)?;
-    let event = pipeline::decode_custom(&json, Uuid::now_v7()).map_err(decode_error)?;
     let ctx = Context {
         project_id: project.id,
         received_at: Utc::now(),
     };
-    let event = pipeline::process(event, &ctx, &state.limits).map_err(|e| {
-        telemetry::rejected("invalid_event", 1);
-        ApiError::unprocessable("invalid_event", e.to_string())
-    })?;
+    let decode = move |json: &[u8], limits: &Limits| {
+        let event = pipeline::decode_custom(json, Uuid::now_v7()).map_err(decode_error)?;
+        pipeline::process(event, &ctx, limits).map_err(|e| {
+            telemetry::rejected("invalid_event", 1);
+            ApiError::unprocessable("invalid_event", e.to_string())
+        })
+    };
+    // A body that inflates to a few kilobytes is decoded on the async
+    // worker; any other one is inflated and decoded off the workers, so that
+    // a small compressed body that inflates to megabytes never stalls them.
+    let event = match body::decompress_within(&headers, &body, INLINE_DECODE_BYTES)? {
+        body::Inflated::Whole(json) => decode(&json, &state.limits)?,
+        body::Inflated::Prefix(_) => {
+            let limits = state.limits.clone();
+            tokio::task::spawn_blocking(move || {
+                let json = decompress(&headers, &body, &limits)?;
+                decode(&json, &limits)
+            })
+            .await
+            .map_err(|e| ApiError::internal("ingest task failed", &e))??
+        }
+    };
     let answer = |event: &NormalizedEvent, group_id, duplicate| CustomResponse {
         event_id: event.event_id,
         group_id,
@@ -159,6 +175,11 @@ pub async fn custom(
         _ => (StatusCode::OK, Json(answer(&event, None, true))).into_response(),
     })
 }
+
+/// Bodies that inflate to at most this many bytes are decoded on the async
+/// worker: a thread hop costs more than decoding a few kilobytes. Larger
+/// ones, however small their compressed form, are decoded off the workers.
+pub(crate) const INLINE_DECODE_BYTES: usize = 32 * 1024;
 
 /// Counts stored and duplicate events and records the incident metrics.
 pub(crate) fn count_outcomes(outcomes: &[InsertOutcome]) -> (usize, usize) {

@@ -31,6 +31,7 @@ pub mod ingest;
 pub mod openapi;
 pub mod rate_limit;
 pub mod sentry;
+pub mod server;
 pub mod triage;
 
 pub use error::ApiError;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub key_rate: Arc<rate_limit::KeyRateLimiter>,
     /// The GitHub integration's client and blame cache.
     pub github: Arc<crate::integrations::github::Github>,
+    /// The internal destinations alert webhooks may reach (none by default).
+    pub webhook_policy: Arc<crate::outbound::AddressPolicy>,
 }
 
 impl AppState {
@@ -85,7 +88,14 @@ impl AppState {
                 rate_limit::KeyRate::default(),
             )),
             github: Arc::new(crate::integrations::github::Github::default()),
+            webhook_policy: Arc::default(),
         }
+    }
+
+    /// Lets webhooks reach these internal destinations (`--allow-webhook-hosts`).
+    pub fn with_webhook_policy(mut self, policy: Arc<crate::outbound::AddressPolicy>) -> AppState {
+        self.webhook_policy = policy;
+        self
     }
 
     /// Uses this triage service instead of the built-in default.
@@ -219,7 +229,17 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(TraceLayer::new_for_http())
+        // The span names the path only: a query may carry a key (`?sentry_key=`).
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                tracing::debug_span!(
+                    "request",
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    version = ?req.version(),
+                )
+            }),
+        )
         .with_state(state)
 }
 

@@ -5,14 +5,20 @@
 //!
 //! Order of checks: key from `X-Sentry-Auth`, `Authorization: Sentry …` or
 //! `?sentry_key=` (401/403, and 403 when the key belongs to another project)
-//! → body size as sent (413) → bounded decompression (400/413/415; for
-//! `/store/` also the legacy base64-of-zlib body of old SDKs) →
-//! envelope framing and event JSON (400; 413 for an event item over
-//! `max_event_bytes`) → the key in the envelope header's `dsn` when no other
-//! was sent → per-key rate limit (429 with `Retry-After` and
-//! `X-Sentry-Rate-Limits`) → pipeline (422) → group-committed write. Every
-//! event of an envelope passes every check before any is written, so a bad
-//! item never leaves half an envelope stored.
+//! → body size as sent (413) → at most 32 KiB inflated on the async worker
+//! (400/415) → when no key came beside the body, the key in the envelope
+//! header's `dsn`, read from that first line alone (401/403) → per-key rate
+//! limit, one token for the request (429 with `Retry-After` and
+//! `X-Sentry-Rate-Limits`) → the whole body inflated and decoded, off the
+//! async workers unless it inflated to 32 KiB or less (400/413; for
+//! `/store/` also the legacy base64-of-zlib body of old SDKs; 413 for an
+//! event item over `max_event_bytes` or more than
+//! [`MAX_ENVELOPE_ITEMS`](crate::pipeline::sentry::MAX_ENVELOPE_ITEMS)
+//! items) → the rate limit for the envelope's other events (429) → pipeline
+//! (422) → group-committed write. Nothing but the envelope header is
+//! inflated or parsed before the key is known. Every event of an envelope
+//! passes every check before any is written, so a bad item never leaves
+//! half an envelope stored.
 //!
 //! The answer is Sentry's: `200 {"id": "<event id, 32 hex>"}` (`{}` for an
 //! envelope without event). Items other than `event` are accepted and skipped.
@@ -39,9 +45,7 @@ use crate::telemetry;
 const X_SENTRY_AUTH: HeaderName = HeaderName::from_static("x-sentry-auth");
 const X_SENTRY_RATE_LIMITS: HeaderName = HeaderName::from_static("x-sentry-rate-limits");
 
-/// Bodies smaller than this are decoded on the async worker: a thread hop
-/// costs more than decoding a few kilobytes.
-const INLINE_DECODE_BYTES: usize = 32 * 1024;
+use super::ingest::INLINE_DECODE_BYTES;
 
 /// The Sentry routes, with CORS (any origin, POST, Sentry's headers) on them only.
 pub fn routes() -> Router<AppState> {
@@ -105,7 +109,7 @@ pub struct SentryAccepted {
         (status = 400, description = "malformed envelope, event JSON or encoding", body = super::error::ErrorBody),
         (status = 401, description = "no key in the header, the query or the envelope's `dsn`", body = super::error::ErrorBody),
         (status = 403, description = "unknown key, or a key of another project", body = super::error::ErrorBody),
-        (status = 413, description = "body, decompressed body or event too large", body = super::error::ErrorBody),
+        (status = 413, description = "body, decompressed body or event too large, or more than 1000 items", body = super::error::ErrorBody),
         (status = 415, description = "unsupported Content-Encoding", body = super::error::ErrorBody),
         (status = 429, description = "rate limited; see `Retry-After` and `X-Sentry-Rate-Limits`", body = super::error::ErrorBody),
     )
@@ -169,11 +173,10 @@ enum Kind {
     Store,
 }
 
-/// What decoding a body produced: the processed events and, for an
-/// envelope, the key of its header's DSN.
+/// What decoding a body produced: the processed events and the envelope
+/// header's event id.
 struct Decoded {
     events: Vec<NormalizedEvent>,
-    dsn_key: Option<String>,
     header_event_id: Option<Uuid>,
 }
 
@@ -193,34 +196,49 @@ async fn ingest(
         )
     })?;
     // A key sent beside the body is checked before the body is read.
-    let mut project = match request_key(&headers, query.as_deref()) {
+    let project = match request_key(&headers, query.as_deref()) {
         Some(key) => Some(authenticate(&state, &key, project_id).await?),
         None if kind == Kind::Store => return Err(missing_key()),
         None => None,
     };
     let body = body::read_limited(&headers, body, state.limits.max_body_bytes).await?;
+    // At most INLINE_DECODE_BYTES are inflated here, on the async worker:
+    // a body that fits is decoded here too, a larger one off the workers.
+    let inline = inflate_inline(&headers, &body, kind)?;
+    let project = match project {
+        Some(p) => p,
+        // Only the envelope header is read before the key in it is checked.
+        None => {
+            let key = envelope_header_key(&inline)?.ok_or_else(missing_key)?;
+            authenticate(&state, &key, project_id).await?
+        }
+    };
+    // The request costs a token of the key's bucket before it is decoded,
+    // so that a client over its limit costs no decoding; its other events
+    // are counted once decoded.
+    if let Err(secs) = state.key_rate.check(project.id, 1) {
+        telemetry::rejected("rate_limited", 1);
+        return Ok(rate_limited(secs));
+    }
     let ctx = Context {
         project_id,
         received_at: Utc::now(),
     };
-    let decoded = if body.len() < INLINE_DECODE_BYTES {
-        decode(&headers, &body, &ctx, &state.limits, kind)?
-    } else {
-        let limits = state.limits.clone();
-        tokio::task::spawn_blocking(move || decode(&headers, &body, &ctx, &limits, kind))
+    let decoded = match inline {
+        body::Inflated::Whole(data) => decode(data, &ctx, &state.limits, kind)?,
+        body::Inflated::Prefix(_) => {
+            let limits = state.limits.clone();
+            tokio::task::spawn_blocking(move || {
+                let data = inflate_all(&headers, &body, kind, limits.max_decompressed_bytes)?;
+                decode(data, &ctx, &limits, kind)
+            })
             .await
             .map_err(|e| ApiError::internal("ingest task failed", &e))??
-    };
-    let project = match project.take() {
-        Some(p) => p,
-        None => match decoded.dsn_key.as_deref() {
-            Some(key) => authenticate(&state, key, project_id).await?,
-            None => return Err(missing_key()),
-        },
+        }
     };
     let events = decoded.events;
-    let count = u32::try_from(events.len()).unwrap_or(u32::MAX);
-    if let Err(secs) = state.key_rate.check(project.id, count) {
+    let more = u32::try_from(events.len().saturating_sub(1)).unwrap_or(u32::MAX);
+    if let Err(secs) = state.key_rate.check(project.id, more) {
         telemetry::rejected("rate_limited", events.len());
         return Ok(rate_limited(secs));
     }
@@ -240,6 +258,70 @@ async fn ingest(
         None => json!({}),
     })
     .into_response())
+}
+
+/// Inflates at most [`INLINE_DECODE_BYTES`] of the body (the legacy store
+/// format included): all of a small body, the start of a larger one.
+fn inflate_inline(
+    headers: &HeaderMap,
+    body: &Bytes,
+    kind: Kind,
+) -> Result<body::Inflated, ApiError> {
+    let outer = body::decompress_within(headers, body, INLINE_DECODE_BYTES)?;
+    match outer {
+        body::Inflated::Whole(data) if is_legacy(headers, &data, kind) => {
+            body::decode_legacy_store_body_within(&data, INLINE_DECODE_BYTES)
+        }
+        other => Ok(other),
+    }
+}
+
+/// Inflates the whole body (the legacy store format included), never more
+/// than `max` bytes (413).
+fn inflate_all(
+    headers: &HeaderMap,
+    body: &Bytes,
+    kind: Kind,
+    max: usize,
+) -> Result<Bytes, ApiError> {
+    let data = body::decompress(headers, body, max)?;
+    if is_legacy(headers, &data, kind) {
+        return body::decode_legacy_store_body(&data, max);
+    }
+    Ok(data)
+}
+
+fn is_legacy(headers: &HeaderMap, data: &[u8], kind: Kind) -> bool {
+    kind == Kind::Store
+        && !headers.contains_key(header::CONTENT_ENCODING)
+        && body::is_legacy_store_body(data)
+}
+
+/// The key of the DSN in the envelope header, the first line of the
+/// inflated body (or of its start): nothing else of the envelope is read.
+fn envelope_header_key(inline: &body::Inflated) -> Result<Option<String>, ApiError> {
+    let line = match inline {
+        body::Inflated::Whole(data) => data.split(|&b| b == b'\n').next().unwrap_or_default(),
+        body::Inflated::Prefix(data) => match data.iter().position(|&b| b == b'\n') {
+            Some(end) => &data[..end],
+            None => {
+                telemetry::rejected("malformed", 1);
+                return Err(ApiError::bad_request(
+                    "invalid_envelope",
+                    format!("the envelope header line is longer than {INLINE_DECODE_BYTES} bytes"),
+                ));
+            }
+        },
+    };
+    // The header line alone is an envelope without items.
+    let header = mapping::parse_envelope(line, 0)
+        .map_err(sentry_error)?
+        .header;
+    Ok(header
+        .dsn
+        .as_deref()
+        .and_then(mapping::dsn_key)
+        .map(|(key, _)| key.to_owned()))
 }
 
 /// The key of `X-Sentry-Auth`, `Authorization: Sentry …` or `?sentry_key=`.
@@ -276,10 +358,8 @@ async fn authenticate(state: &AppState, key: &str, project_id: i64) -> Result<Pr
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!(
-                "this key belongs to project {}, not {project_id}",
-                project.id
-            ),
+            // Not which project it belongs to: that is not the caller's business.
+            format!("this key does not belong to project {project_id}"),
         ));
     }
     Ok(project)
@@ -299,25 +379,11 @@ fn rate_limited(secs: u64) -> Response {
     response
 }
 
-/// Decompresses and decodes the body and runs every event through the
-/// pipeline; any failure refuses the whole request.
-fn decode(
-    headers: &HeaderMap,
-    body: &Bytes,
-    ctx: &Context,
-    limits: &Limits,
-    kind: Kind,
-) -> Result<Decoded, ApiError> {
-    let mut data = body::decompress(headers, body, limits.max_decompressed_bytes)?;
-    if kind == Kind::Store
-        && !headers.contains_key(header::CONTENT_ENCODING)
-        && body::is_legacy_store_body(&data)
-    {
-        data = body::decode_legacy_store_body(&data, limits.max_decompressed_bytes)?;
-    }
+/// Decodes the inflated body and runs every event through the pipeline;
+/// any failure refuses the whole request.
+fn decode(data: Bytes, ctx: &Context, limits: &Limits, kind: Kind) -> Result<Decoded, ApiError> {
     let mut out = Decoded {
         events: Vec::new(),
-        dsn_key: None,
         header_event_id: None,
     };
     match kind {
@@ -339,12 +405,6 @@ fn decode(
             let envelope =
                 mapping::parse_envelope(&data, limits.max_event_bytes).map_err(sentry_error)?;
             out.header_event_id = envelope.header.event_id();
-            out.dsn_key = envelope
-                .header
-                .dsn
-                .as_deref()
-                .and_then(mapping::dsn_key)
-                .map(|(key, _)| key.to_owned());
             for (n, item) in envelope.items.iter().filter(|i| i.is_event()).enumerate() {
                 if n >= limits.max_events_per_batch {
                     return Err(ApiError::too_large(format!(
@@ -380,7 +440,9 @@ fn sentry_error(e: SentryError) -> ApiError {
     telemetry::rejected("malformed", 1);
     let message = e.to_string();
     match e {
-        SentryError::EventTooLarge { .. } => ApiError::too_large(message),
+        SentryError::EventTooLarge { .. } | SentryError::TooManyItems { .. } => {
+            ApiError::too_large(message)
+        }
         SentryError::InvalidJson(_) | SentryError::NotAnObject => {
             ApiError::bad_request("invalid_json", message)
         }

@@ -128,6 +128,8 @@ pub enum SentryError {
         length: usize,
         max: usize,
     },
+    #[error("the envelope has more than {max} items")]
+    TooManyItems { max: usize },
     #[error("invalid event JSON: {0}")]
     InvalidJson(String),
     #[error("an event must be a JSON object")]
@@ -139,15 +141,25 @@ pub enum SentryError {
 impl SentryError {
     /// Whether the error is about size (413) rather than shape (400).
     pub fn is_too_large(&self) -> bool {
-        matches!(self, SentryError::EventTooLarge { .. })
+        matches!(
+            self,
+            SentryError::EventTooLarge { .. } | SentryError::TooManyItems { .. }
+        )
     }
 }
+
+/// Items one envelope may hold. SDKs send an event with a few attachments,
+/// a session or a client report; a thousand leaves room for batching
+/// clients while a body of tiny items cannot make the collector parse and
+/// hold millions of them.
+pub const MAX_ENVELOPE_ITEMS: usize = 1000;
 
 /// Splits an envelope: a header line of JSON, then items, each a header line
 /// (`type`, optional `length`) and a payload. With `length`, the payload is
 /// exactly that many bytes, followed by a newline or the end; without, it
 /// runs to the next newline. Event payloads longer than `max_event_bytes`
-/// are refused; other items are bounded only by the body's size.
+/// are refused; other items are bounded only by the body's size; more than
+/// [`MAX_ENVELOPE_ITEMS`] items are refused.
 pub fn parse_envelope(body: &[u8], max_event_bytes: usize) -> Result<Envelope<'_>, SentryError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(SentryError::Empty);
@@ -166,6 +178,11 @@ pub fn parse_envelope(body: &[u8], max_event_bytes: usize) -> Result<Envelope<'_
             break;
         }
         let index = items.len();
+        if index >= MAX_ENVELOPE_ITEMS {
+            return Err(SentryError::TooManyItems {
+                max: MAX_ENVELOPE_ITEMS,
+            });
+        }
         let (line, after) = split_line(rest);
         let item: ItemHeader =
             serde_json::from_slice(line).map_err(|e| SentryError::ItemHeader {

@@ -165,7 +165,7 @@ impl fmt::Debug for KestraClient {
 
 impl KestraClient {
     pub fn new(options: KestraOptions) -> Result<KestraClient, TriageError> {
-        let http = reqwest::Client::builder()
+        let http = crate::outbound::service_client()
             .timeout(options.timeout)
             .build()
             .map_err(|e| TriageError::Config(format!("cannot build HTTP client: {e}")))?;

@@ -36,7 +36,7 @@ pub mod llm;
 pub mod result;
 pub mod rules;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use builtin::BuiltinAnalyst;
 use digest::{Digest, Trend};

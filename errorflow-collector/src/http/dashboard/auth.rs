@@ -141,10 +141,23 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<i64>, secure: bool) -
     c
 }
 
-/// Throttling of failed sign-ins, in memory, per user name and per client
-/// address. After `max_failures` failures in a row a key is locked for
-/// `base_lockout`, doubling with each further lockout (capped at
-/// `max_lockout`). A success clears the user name's record.
+/// Throttling of sign-ins, in memory, per user name *from one client
+/// address* and per client address. Each attempt is counted as a failure
+/// before its password is verified, in the same critical section as the
+/// lock check ([`Throttle::begin`]), so that parallel attempts cannot all
+/// pass the check before any failure is counted; a success takes its count
+/// back. After `user_failures` attempts on a name from one address, or
+/// `ip_failures` from one address on any names, that pair or address is
+/// locked for `base_lockout`, doubling with each further lockout (capped at
+/// `max_lockout`).
+///
+/// The per-name lock is tied to the address that failed: a stranger who
+/// tries `admin` with wrong passwords locks `admin` out *from their own
+/// address* only, never the real admin signing in from elsewhere. An
+/// attacker with many addresses gets `user_failures` guesses per address
+/// per lockout period, and every address at most `ip_failures` on all names
+/// together; the argon2 verification itself is also limited to a few at a
+/// time (see `DashState`).
 pub struct Throttle {
     entries: Mutex<HashMap<String, Entry>>,
     pub user_failures: u32,
@@ -179,8 +192,13 @@ impl Default for Throttle {
 }
 
 impl Throttle {
+    fn user_key(user: &str, ip: Option<IpAddr>) -> String {
+        let ip = ip.map_or_else(|| "-".to_string(), |ip| ip.to_string());
+        format!("user:{}@{ip}", user.to_ascii_lowercase())
+    }
+
     fn keys(user: &str, ip: Option<IpAddr>) -> Vec<(String, bool)> {
-        let mut keys = vec![(format!("user:{}", user.to_ascii_lowercase()), true)];
+        let mut keys = vec![(Self::user_key(user, ip), true)];
         if let Some(ip) = ip {
             keys.push((format!("ip:{ip}"), false));
         }
@@ -190,6 +208,15 @@ impl Throttle {
     /// How long the caller must still wait before trying `user` from `ip`, if locked.
     pub fn locked(&self, user: &str, ip: Option<IpAddr>, now: Instant) -> Option<Duration> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        Self::wait(&entries, user, ip, now)
+    }
+
+    fn wait(
+        entries: &HashMap<String, Entry>,
+        user: &str,
+        ip: Option<IpAddr>,
+        now: Instant,
+    ) -> Option<Duration> {
         Self::keys(user, ip)
             .iter()
             .filter_map(|(k, _)| entries.get(k))
@@ -199,9 +226,30 @@ impl Throttle {
             .max()
     }
 
-    /// Records a failed sign-in.
+    /// Starts an attempt: refused with the time left when locked, else
+    /// counted as a failure at once (taken back by [`Throttle::success`]).
+    pub fn begin(&self, user: &str, ip: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(wait) = Self::wait(&entries, user, ip, now) {
+            return Err(wait);
+        }
+        self.count(&mut entries, user, ip, now);
+        Ok(())
+    }
+
+    /// Records a failed sign-in (for callers that did not [`Throttle::begin`]).
     pub fn failure(&self, user: &str, ip: Option<IpAddr>, now: Instant) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        self.count(&mut entries, user, ip, now);
+    }
+
+    fn count(
+        &self,
+        entries: &mut HashMap<String, Entry>,
+        user: &str,
+        ip: Option<IpAddr>,
+        now: Instant,
+    ) {
         if entries.len() >= THROTTLE_MAX_KEYS {
             entries.retain(|_, e| now.duration_since(e.last) < THROTTLE_FORGET);
         }
@@ -237,10 +285,25 @@ impl Throttle {
         }
     }
 
-    /// Records a successful sign-in: the user name starts afresh.
-    pub fn success(&self, user: &str) {
+    /// Takes back the failure [`Throttle::begin`] counted for an attempt
+    /// whose password was never checked.
+    pub fn undo(&self, user: &str, ip: Option<IpAddr>) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.remove(&format!("user:{}", user.to_ascii_lowercase()));
+        for (key, _) in Self::keys(user, ip) {
+            if let Some(e) = entries.get_mut(&key) {
+                e.failures = e.failures.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Records a successful sign-in: the name starts afresh from this
+    /// address, and the address gets its attempt back.
+    pub fn success(&self, user: &str, ip: Option<IpAddr>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.remove(&Self::user_key(user, ip));
+        if let Some(e) = ip.and_then(|ip| entries.get_mut(&format!("ip:{ip}"))) {
+            e.failures = e.failures.saturating_sub(1);
+        }
     }
 }
 
@@ -299,8 +362,11 @@ mod tests {
         }
         assert_eq!(t.locked("admin", ip, start), None);
         t.failure("admin", ip, start);
-        let wait = t.locked("Admin", None, start).expect("locked by name");
+        let wait = t.locked("Admin", ip, start).expect("locked by name");
         assert_eq!(wait, Duration::from_secs(30));
+        // From another address, the name is not locked.
+        let elsewhere: Option<IpAddr> = Some("10.9.9.9".parse().unwrap());
+        assert_eq!(t.locked("admin", elsewhere, start), None);
         // Another user from the same address is not locked yet.
         assert_eq!(t.locked("bob", ip, start), None);
         // After the lockout, five more failures lock for twice as long.
@@ -309,12 +375,9 @@ mod tests {
         for _ in 0..5 {
             t.failure("admin", ip, later);
         }
-        assert_eq!(
-            t.locked("admin", None, later),
-            Some(Duration::from_secs(60))
-        );
-        t.success("admin");
-        assert_eq!(t.locked("admin", None, later), None);
+        assert_eq!(t.locked("admin", ip, later), Some(Duration::from_secs(60)));
+        t.success("admin", ip);
+        assert_eq!(t.locked("admin", ip, later), None);
     }
 
     #[test]
@@ -327,5 +390,23 @@ mod tests {
         }
         assert!(t.locked("someone-else", ip, now).is_some());
         assert!(t.locked("someone-else", None, now).is_none());
+    }
+
+    /// The check and the count are one step: of many attempts that begin
+    /// before any ends, only `user_failures` get through.
+    #[test]
+    fn attempts_are_counted_when_they_begin() {
+        let t = Throttle::default();
+        let ip: Option<IpAddr> = Some("10.0.0.3".parse().unwrap());
+        let now = Instant::now();
+        let passed = (0..30)
+            .filter(|_| t.begin("admin", ip, now).is_ok())
+            .count();
+        assert_eq!(passed, 5);
+        t.undo("admin", ip);
+        assert!(
+            t.begin("admin", ip, now).is_err(),
+            "a lockout is not undone"
+        );
     }
 }

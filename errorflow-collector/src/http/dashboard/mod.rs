@@ -31,11 +31,21 @@ pub mod github;
 pub mod pages;
 pub mod views;
 
+/// Password verifications (argon2, about 19 MiB of memory each) running
+/// at once, at most.
+pub const VERIFICATIONS: usize = 4;
+/// How long a sign-in waits for a verification slot before it gets 429.
+pub const VERIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Dashboard state shared by the handlers.
 pub struct DashState {
     pub throttle: auth::Throttle,
     /// Cookies get `Secure` when the public URL is https.
     pub secure_cookies: bool,
+    /// Slots for password verifications: a burst of sign-ins queues here
+    /// (for at most `verify_wait`) instead of taking memory without bound.
+    pub verifications: tokio::sync::Semaphore,
+    pub verify_wait: std::time::Duration,
 }
 
 impl DashState {
@@ -43,6 +53,8 @@ impl DashState {
         DashState {
             throttle: auth::Throttle::default(),
             secure_cookies: public_url.starts_with("https://"),
+            verifications: tokio::sync::Semaphore::new(VERIFICATIONS),
+            verify_wait: VERIFY_WAIT,
         }
     }
 }

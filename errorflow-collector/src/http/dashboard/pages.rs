@@ -1225,7 +1225,8 @@ pub async fn alert_webhook(
     let url = match form.fields.get("action") {
         Some("remove") => None,
         Some("save") => {
-            match crate::alerts::validate_webhook_url(form.fields.get("url").unwrap_or_default()) {
+            let url = form.fields.get("url").unwrap_or_default();
+            match crate::alerts::validate_webhook_url(url, &state.webhook_policy) {
                 Ok(url) => Some(url),
                 Err(why) => {
                     let mut alerts = AlertsView::of(&state, p.id).await?;
@@ -1496,33 +1497,50 @@ pub async fn login(State(state): State<AppState>, form: PlainForm) -> Page {
     }
     let ip = super::client_ip(&form.parts);
     let throttle = &state.dashboard.throttle;
-    if let Some(wait) = throttle.locked(&username, ip, Instant::now()) {
-        tracing::warn!(user = %username, ip = ?ip, "dashboard: sign-in refused while locked");
+    let too_many = |wait: std::time::Duration, message: String| {
+        let secs = wait.as_secs().max(1);
         let mut res = login_page(
             &state,
             StatusCode::TOO_MANY_REQUESTS,
             &next,
             &username,
-            Some(format!(
-                "Too many failed sign-ins. Try again in {} s.",
-                wait.as_secs().max(1)
-            )),
+            Some(message.replace("{secs}", &secs.to_string())),
         );
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, wait.as_secs().max(1).into());
-        return Ok(res);
+        res.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        res
+    };
+    // Checked and counted in one step, before the password is verified.
+    if let Err(wait) = throttle.begin(&username, ip, Instant::now()) {
+        tracing::warn!(user = %username, ip = ?ip, "dashboard: sign-in refused while locked");
+        return Ok(too_many(
+            wait,
+            "Too many failed sign-ins. Try again in {secs} s.".into(),
+        ));
     }
     let user = state.store.user_by_name(&username).await?;
     let hash = user
         .as_ref()
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(|| auth::dummy_hash().to_string());
+    // A few verifications at a time: each takes ~19 MiB for argon2.
+    let dash = &state.dashboard;
+    let permit = match tokio::time::timeout(dash.verify_wait, dash.verifications.acquire()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            throttle.undo(&username, ip);
+            tracing::warn!(ip = ?ip, "dashboard: sign-in refused, too many at once");
+            return Ok(too_many(
+                std::time::Duration::from_secs(1),
+                "Too many sign-ins at once. Try again in {secs} s.".into(),
+            ));
+        }
+    };
     // argon2 is deliberately slow: keep it off the async workers.
     let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
         .await
         .unwrap_or(false);
+    drop(permit);
     let Some(user) = user.filter(|_| ok) else {
-        throttle.failure(&username, ip, Instant::now());
         tracing::warn!(user = %username, ip = ?ip, "dashboard: failed sign-in");
         return Ok(login_page(
             &state,
@@ -1532,7 +1550,7 @@ pub async fn login(State(state): State<AppState>, form: PlainForm) -> Page {
             Some("Wrong user name or password.".into()),
         ));
     };
-    throttle.success(&username);
+    throttle.success(&username, ip);
     let token = auth::random_token();
     let now = Utc::now();
     state

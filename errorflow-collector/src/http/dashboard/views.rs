@@ -262,9 +262,22 @@ pub fn urlencode(s: &str) -> String {
 }
 
 /// A local redirect target: a path on this site, never another origin.
+/// Only visible ASCII is accepted: browsers drop tabs and newlines from a
+/// `Location` (`/<TAB>/evil.example` becomes `//evil.example`, another
+/// origin) and treat `\\` as `/`; the same holds for the percent-decoded
+/// form, which some browsers and proxies decode. Whatever is accepted is
+/// a valid header value, so building the redirect never fails.
 pub fn safe_return(target: Option<&str>, fallback: &str) -> String {
+    let local = |t: &str| t.starts_with('/') && !t.starts_with("//") && !t.contains('\\');
+    let decoded_local = |t: &str| local(t) && !t.chars().any(char::is_control);
     match target {
-        Some(t) if t.starts_with('/') && !t.starts_with("//") && !t.contains('\\') => t.to_string(),
+        Some(t)
+            if local(t)
+                && t.bytes().all(|b| b.is_ascii_graphic())
+                && decoded_local(&percent_decoded(t)) =>
+        {
+            t.to_string()
+        }
         _ => fallback.to_string(),
     }
 }
@@ -285,6 +298,27 @@ pub fn kestra_failure(run: &crate::model::KestraRun) -> String {
         run.flow_id, run.execution_id
     ));
     s
+}
+
+/// `%XX` sequences decoded, the bytes read as Latin-1 (only ASCII matters
+/// to [`safe_return`]'s check).
+fn percent_decoded(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(char::from((h * 16 + l) as u8));
+                i += 3;
+                continue;
+            }
+        }
+        out.push(char::from(bytes[i]));
+        i += 1;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -350,6 +384,23 @@ mod tests {
         assert_eq!(safe_return(Some("//evil.example"), "/"), "/");
         assert_eq!(safe_return(Some("https://evil.example"), "/"), "/");
         assert_eq!(safe_return(Some("/\\evil"), "/"), "/");
+        for evil in [
+            "/\t/evil.example",
+            "/%09/evil.example",
+            "/%2F/evil.example",
+            "/%5Cevil.example",
+            "/\r\nSet-Cookie: x=1",
+            "/\u{1}x",
+            "/\u{7f}",
+            "/caf\u{e9}",
+            " /x",
+        ] {
+            assert_eq!(safe_return(Some(evil), "/"), "/", "{evil:?}");
+        }
+        assert_eq!(
+            safe_return(Some("/incidents/3?q=a%20b"), "/"),
+            "/incidents/3?q=a%20b"
+        );
         assert_eq!(query_string(&[("q", "a b&c"), ("x", "")]), "?q=a%20b%26c");
     }
 }
