@@ -597,8 +597,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_api_key_never_appears_in_errors() {
-        // Nothing listens on this port.
-        let mut o = options(Protocol::Gemini, "http://127.0.0.1:9");
+        // A port bound for this test and not listening: refused.
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let base = format!("http://{}", closed.local_addr().unwrap());
+        let mut o = options(Protocol::Gemini, &base);
         o.max_retries = 0;
         let err = LlmAnalyst::new(o)
             .unwrap()

@@ -164,6 +164,15 @@ pub async fn sqlite_store_unmigrated() -> TestDb {
     }
 }
 
+/// A TCP port the OS handed out, bound and not listening, for as long as the
+/// returned socket lives: connecting to it is refused. Unlike a fixed port
+/// (1, 9), nothing else can be listening there.
+pub fn closed_port() -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket
+}
+
 /// A point in time with whole seconds, which both backends store exactly.
 pub fn at(h: u32, m: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 14, h, m, 0).unwrap()
