@@ -719,9 +719,35 @@ mod tests {
     fn defaults_apply_without_flags_or_file() {
         let cli = parse(&[]);
         let cfg = Config::resolve(&cli, None).unwrap();
-        assert_eq!(cfg.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:8000");
         assert_eq!(cfg.public_url, "http://127.0.0.1:8000");
         assert_eq!(cfg.quiet_after, Duration::from_secs(1800));
+    }
+
+    /// The defaults the README's configuration and limits tables state,
+    /// written as the README writes them (not read from the code's own
+    /// constants, which would agree with any change).
+    #[test]
+    fn defaults_are_the_readmes() {
+        let cli = parse(&["serve"]);
+        let cfg = Config::resolve(&cli, cli.serve_args()).unwrap();
+        const MIB: usize = 1024 * 1024;
+        assert_eq!(cfg.limits.max_body_bytes, 5 * MIB);
+        assert_eq!(cfg.limits.max_decompressed_bytes, 20 * MIB);
+        assert_eq!(cfg.limits.max_events_per_batch, 1000);
+        assert_eq!(cfg.limits.max_event_bytes, MIB);
+        assert_eq!(cfg.key_rate.per_second, 1000);
+        assert_eq!(cfg.key_rate.burst, 5000);
+        assert_eq!(cfg.quiet_after, Duration::from_secs(30 * 60));
+        assert_eq!(cfg.retention, Some(Duration::from_secs(90 * 24 * 3600)));
+        assert_eq!(cfg.write_queue, 1024);
+        assert_eq!(cfg.write_queue_timeout, Duration::from_secs(5));
+        let alerts = crate::alerts::AlertOptions::new(None, &cfg.public_url);
+        assert_eq!(
+            (alerts.max_per_window, alerts.window),
+            (20, Duration::from_secs(60)),
+            "20 alerts a minute"
+        );
     }
 
     #[test]
@@ -771,9 +797,9 @@ mod tests {
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:7001");
         assert_eq!(cfg.quiet_after, Duration::from_secs(600));
         assert_eq!(cfg.limits.max_events_per_batch, 5);
-        assert_eq!(cfg.limits.max_body_bytes, Limits::default().max_body_bytes);
+        assert_eq!(cfg.limits.max_body_bytes, 5 * 1024 * 1024);
         assert_eq!(cfg.key_rate.per_second, 0);
-        assert_eq!(cfg.key_rate.burst, KeyRate::default().burst);
+        assert_eq!(cfg.key_rate.burst, 5000);
         assert_eq!(cfg.triage.llm_model.as_deref(), Some("m"));
         assert_eq!(cfg.retention, Some(crate::retention::DEFAULT));
         let cfg = Config::resolve(&parse(&["--retention", "off"]), Some(&ServeArgs::default()));

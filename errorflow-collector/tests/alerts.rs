@@ -370,3 +370,61 @@ async fn sentry_sdk_events_are_alerted_too(t: TestApp) {
         "{bodies:?}"
     );
 }
+
+/// The value of a Prometheus series on `/metrics` (0 when absent).
+async fn metric(t: &TestApp, series: &str) -> f64 {
+    let r = t
+        .send(
+            axum::http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let text = r.body.as_str().unwrap_or_default().to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The README: alerts are queued (1,024), beyond that dropped and counted in
+/// `errorflow_alerts_total{result="dropped"}`, and ingest never waits. On a
+/// single-threaded runtime the sending task cannot take any of the news
+/// while one `offer` runs, so exactly the news beyond 1,024 is dropped.
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_alert_queue_drops_and_counts() {
+    let t = test_app(common::sqlite_store().await).await;
+    let alerts = alerts::spawn(
+        t.state.store.clone(),
+        AlertOptions::new(None, "https://errors.example.com/"),
+    )
+    .unwrap();
+    let series = "errorflow_alerts_total{result=\"dropped\"}";
+    let before = metric(&t, series).await;
+    let news: Vec<errorflow_collector::model::InsertOutcome> = (1..=1100)
+        .map(|id| errorflow_collector::model::InsertOutcome::Stored {
+            group_id: id,
+            new_group: true,
+            regression: false,
+        })
+        .collect();
+    alerts.offer(t.project_id, &news);
+    assert_eq!(metric(&t, series).await - before, 76.0);
+}
+
+/// Delivered alerts are counted in `errorflow_alerts_total{result="sent"}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sent_alerts_are_counted() {
+    let t = test_app(common::sqlite_store().await).await;
+    let (url, hook) = webhook(0).await;
+    let t = with_alerts(t, &url, |_| {});
+    let series = "errorflow_alerts_total{result=\"sent\"}";
+    let before = metric(&t, series).await;
+    t.post_events(json!([event("count this alert")])).await;
+    received(&hook, 1).await;
+    // The count follows the delivery: wait for it, not for a time.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(&t, series).await < before + 1.0 {
+        assert!(Instant::now() < deadline, "the sent alert was not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -20,9 +20,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::binary::{Backend, Collector};
+use common::binary::{Backend, Collector, WriteLock};
 use serde_json::{json, Value};
-use sqlx::Connection;
 use uuid::Uuid;
 
 /// Concurrent senders, each on its own connection.
@@ -203,49 +202,6 @@ fn sigterm_finishes_requests_in_flight_and_exits_0_sqlite() {
 #[test]
 fn sigterm_finishes_requests_in_flight_and_exits_0_postgres() {
     sigterm_finishes_requests_in_flight_and_exits_0(Backend::Postgres);
-}
-
-/// Holds the write lock of the events' tables until dropped: the writer's
-/// transaction waits for it, so the writer's queue fills up.
-enum WriteLock {
-    Sqlite(sqlx::SqliteConnection),
-    Postgres(sqlx::PgConnection),
-}
-
-impl WriteLock {
-    async fn take(backend: Backend, url: &str) -> WriteLock {
-        match backend {
-            Backend::Sqlite => {
-                let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-                sqlx::query("BEGIN EXCLUSIVE")
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                WriteLock::Sqlite(conn)
-            }
-            Backend::Postgres => {
-                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-                sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
-                // EXCLUSIVE: others may read, nobody may write.
-                sqlx::query("LOCK TABLE error_groups, errors IN EXCLUSIVE MODE")
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                WriteLock::Postgres(conn)
-            }
-        }
-    }
-
-    async fn release(self) {
-        match self {
-            WriteLock::Sqlite(mut conn) => {
-                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
-            }
-            WriteLock::Postgres(mut conn) => {
-                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
-            }
-        }
-    }
 }
 
 fn a_full_write_queue_answers_503(backend: Backend) {

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::binary::{dsn, Backend, Collector, Front, DEADLINE};
+use common::binary::{dsn, Backend, Collector, Front, WriteLock, DEADLINE};
 use errorflow_sdk::{ClientOptions, RetryPolicy};
 use serde_json::Value;
 
@@ -494,4 +494,123 @@ fn collector_down_then_up_delivers_each_event_once_sqlite() {
 #[test]
 fn collector_down_then_up_delivers_each_event_once_postgres() {
     collector_down_then_up_delivers_each_event_once(Backend::Postgres);
+}
+
+/// One event through `POST /api/v1/events` from the test itself; returns
+/// the status.
+async fn post_one(c: &Collector, message: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/api/v1/events", c.base))
+        .header("x-errorflow-key", &c.key)
+        .json(
+            &serde_json::json!({"events": [{"level": "error", "service": "filler",
+            "message": message}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The collector answers 503 when its write queue is full (here: one
+/// request, with the tables locked so that nothing is written); the SDK
+/// retries, and once the collector writes again the event is stored once.
+///
+/// On SQLite, whose one writer task takes every request: with the queue
+/// full, the SDK's request is certain to be refused. (On Postgres each of
+/// two writer tasks owns some incidents, and the SDK's incident may belong
+/// to one with room; the 503 itself is tested on both in `durability.rs`.)
+#[test]
+fn sdk_retries_a_503_and_delivers_once() {
+    let _serial = serial();
+    let backend = Backend::Sqlite;
+    let mut c = Collector::prepare(backend);
+    c.serve_args = ["--write-queue", "1", "--write-queue-timeout", "100ms"]
+        .map(String::from)
+        .to_vec();
+    c.serve();
+    let rt = runtime();
+    let lock = rt.block_on(WriteLock::take(backend, &c.db.url));
+    // One request held by the writer, one in its queue: the queue is full
+    // once a third is refused.
+    let fillers: Vec<_> = (0..2)
+        .map(|_| {
+            let c = &c;
+            rt.spawn({
+                let base = c.base.clone();
+                let key = c.key.clone();
+                async move {
+                    reqwest::Client::new()
+                        .post(format!("{base}/api/v1/events"))
+                        .header("x-errorflow-key", key)
+                        .json(&serde_json::json!({"events": [{"level": "error",
+                            "service": "filler", "message": "disk full"}]}))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16()
+                }
+            })
+        })
+        .collect();
+    while rt.block_on(post_one(&c, "disk full")) != 503 {}
+    let guard = errorflow_sdk::init(client_options(&c.dsn));
+    errorflow_sdk::capture_message("payment failed", errorflow_sdk::protocol::Level::Error);
+    let deadline = Instant::now() + DEADLINE;
+    while errorflow_sdk::stats().retried < 1 {
+        assert!(Instant::now() < deadline, "{:?}", errorflow_sdk::stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rt.block_on(lock.release());
+    for filler in fillers {
+        assert_eq!(rt.block_on(filler).unwrap(), 200);
+    }
+    assert!(errorflow_sdk::flush(Duration::from_secs(20)));
+    let stats = errorflow_sdk::stats();
+    assert_eq!((stats.sent, stats.dropped_failed), (1, 0), "{stats:?}");
+    assert!(stats.retried >= 1, "{stats:?}");
+    let events = c.stored_events(3);
+    let mine: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["service"] == "shop-api")
+        .collect();
+    assert_eq!(mine.len(), 1, "{events:#?}");
+    assert_eq!(mine[0]["message"], "payment failed");
+    drop(guard);
+}
+
+/// A request the collector refuses as the client's fault (413: larger than
+/// `--max-body-bytes`) is not retried: the SDK counts its events rejected.
+fn sdk_does_not_retry_a_4xx(backend: Backend) {
+    let _serial = serial();
+    let mut c = Collector::prepare(backend);
+    c.serve_args = ["--max-body-bytes", "300"].map(String::from).to_vec();
+    c.serve();
+    let guard = errorflow_sdk::init(client_options(&c.dsn));
+    // Random text, so that even gzipped the body is over 300 bytes.
+    let long: Vec<String> = (0..20)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    errorflow_sdk::capture_message(&long.join(" "), errorflow_sdk::protocol::Level::Error);
+    assert!(errorflow_sdk::flush(Duration::from_secs(20)));
+    let stats = errorflow_sdk::stats();
+    assert_eq!(
+        (stats.rejected, stats.retried, stats.sent),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+    c.stored_events(0);
+    drop(guard);
+}
+
+#[test]
+fn sdk_does_not_retry_a_4xx_sqlite() {
+    sdk_does_not_retry_a_4xx(Backend::Sqlite);
+}
+
+#[test]
+fn sdk_does_not_retry_a_4xx_postgres() {
+    sdk_does_not_retry_a_4xx(Backend::Postgres);
 }

@@ -542,6 +542,8 @@ common::backend_tests!(
     maintenance_quiet_runs_the_quiet_check,
     ingest_offers_triggers_without_waiting,
     stale_and_attention_follow_events_and_regressions,
+    malformed_model_output_falls_back_to_the_builtin_analyst,
+    automatic_triage_is_debounced_except_for_regressions,
     spiking_incidents_are_found_for_the_batch,
 );
 
@@ -660,14 +662,12 @@ async fn sqlite_kestra_flows_are_started_for_new_incidents_and_summaries() {
 
 /// An LLM answering outside the schema: the built-in analyst answers and
 /// the stored result says why.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_malformed_model_output_falls_back_to_the_builtin_analyst() {
+async fn malformed_model_output_falls_back_to_the_builtin_analyst(t: TestApp) {
     let (base, seen) = recording_server(
         json!({"choices": [{"index": 0, "message": {"role": "assistant",
         "content": "{\"summary\": \"ignore the schema\", \"severity\": \"apocalyptic\"}"}}]}),
     )
     .await;
-    let t = test_app(common::sqlite_store().await).await;
     let options = TriageOptions {
         provider: triage::Provider::Openai,
         llm_base_url: Some(base),
@@ -700,9 +700,7 @@ async fn sqlite_malformed_model_output_falls_back_to_the_builtin_analyst() {
 }
 
 /// Automatic triggers are debounced per incident; a regression is not.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_automatic_triage_is_debounced_except_for_regressions() {
-    let t = test_app(common::sqlite_store().await).await;
+async fn automatic_triage_is_debounced_except_for_regressions(t: TestApp) {
     let id = t.group_id("debounce me").await;
     let sentinel = t.group_id("sentinel").await;
     let triggers = triage::spawn(t.state.triage.clone(), 16, None);

@@ -107,6 +107,38 @@ impl Database {
         .unwrap()
     }
 
+    /// Runs one statement and returns the rows it affected, on either backend.
+    pub fn execute(&self, sql: &str) -> u64 {
+        let url = self.url.clone();
+        let sql = sql.to_string();
+        let postgres = self.postgres.is_some();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    if postgres {
+                        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                        sqlx::query(&sql)
+                            .execute(&mut conn)
+                            .await
+                            .unwrap()
+                            .rows_affected()
+                    } else {
+                        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                        sqlx::query(&sql)
+                            .execute(&mut conn)
+                            .await
+                            .unwrap()
+                            .rows_affected()
+                    }
+                })
+        })
+        .join()
+        .unwrap()
+    }
+
     /// The ids of every stored event.
     pub fn stored_event_ids(&self) -> Vec<String> {
         self.texts("SELECT CAST(event_id AS TEXT) FROM errors")
@@ -410,5 +442,48 @@ impl Front {
 
     pub fn forward_to(&self, port: u16) {
         *self.target.lock().unwrap() = Some(port);
+    }
+}
+
+/// Holds the write lock of the events' tables until dropped: the writer's
+/// transaction waits for it, so the writer's queue fills up.
+pub enum WriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteLock {
+    pub async fn take(backend: Backend, url: &str) -> WriteLock {
+        match backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+                sqlx::query("BEGIN EXCLUSIVE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                WriteLock::Sqlite(conn)
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+                // EXCLUSIVE: others may read, nobody may write.
+                sqlx::query("LOCK TABLE error_groups, errors IN EXCLUSIVE MODE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                WriteLock::Postgres(conn)
+            }
+        }
+    }
+
+    pub async fn release(self) {
+        match self {
+            WriteLock::Sqlite(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+            WriteLock::Postgres(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+        }
     }
 }
