@@ -496,15 +496,16 @@ fn collector_down_then_up_delivers_each_event_once_postgres() {
     collector_down_then_up_delivers_each_event_once(Backend::Postgres);
 }
 
-/// One event through `POST /api/v1/events` from the test itself; returns
-/// the status.
-async fn post_one(c: &Collector, message: &str) -> u16 {
+/// One event of service `service` through `POST /api/v1/events` from the
+/// test itself; returns the status.
+async fn post_one(base: String, key: String, service: String) -> u16 {
     reqwest::Client::new()
-        .post(format!("{}/api/v1/events", c.base))
-        .header("x-errorflow-key", &c.key)
+        .post(format!("{base}/api/v1/events"))
+        .header("x-errorflow-key", key)
         .json(
-            &serde_json::json!({"events": [{"level": "error", "service": "filler",
-            "message": message}]}),
+            &serde_json::json!({"events": [{"event_id": uuid::Uuid::new_v4(),
+            "level": "error", "service": service, "environment": "prod",
+            "message": "disk full"}]}),
         )
         .send()
         .await
@@ -513,18 +514,37 @@ async fn post_one(c: &Collector, message: &str) -> u16 {
         .as_u16()
 }
 
-/// The collector answers 503 when its write queue is full (here: one
-/// request, with the tables locked so that nothing is written); the SDK
-/// retries, and once the collector writes again the event is stored once.
+/// The collector's `errorflow_ingest_queue_depth`: events admitted to the
+/// writer and not yet written.
+async fn queue_depth(base: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("errorflow_ingest_queue_depth ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// The collector answers 503 when its write queue is full; the SDK retries,
+/// and once the collector writes again its event is stored once.
 ///
-/// On SQLite, whose one writer task takes every request: with the queue
-/// full, the SDK's request is certain to be refused. (On Postgres each of
-/// two writer tasks owns some incidents, and the SDK's incident may belong
-/// to one with room; the 503 itself is tested on both in `durability.rs`.)
+/// On Postgres, whose lock waits have no timeout: with the events' tables
+/// locked nothing is written, and with `--write-queue 1` each of the two
+/// writer tasks holds one request and queues one more. Fillers for distinct
+/// incidents are sent until the writer holds those four (its queue depth
+/// says so); then every request, the SDK's included, is refused.
 #[test]
 fn sdk_retries_a_503_and_delivers_once() {
     let _serial = serial();
-    let backend = Backend::Sqlite;
+    let backend = Backend::Postgres;
     let mut c = Collector::prepare(backend);
     c.serve_args = ["--write-queue", "1", "--write-queue-timeout", "100ms"]
         .map(String::from)
@@ -532,30 +552,37 @@ fn sdk_retries_a_503_and_delivers_once() {
     c.serve();
     let rt = runtime();
     let lock = rt.block_on(WriteLock::take(backend, &c.db.url));
-    // One request held by the writer, one in its queue: the queue is full
-    // once a third is refused.
-    let fillers: Vec<_> = (0..2)
-        .map(|_| {
-            let c = &c;
-            rt.spawn({
-                let base = c.base.clone();
-                let key = c.key.clone();
-                async move {
-                    reqwest::Client::new()
-                        .post(format!("{base}/api/v1/events"))
-                        .header("x-errorflow-key", key)
-                        .json(&serde_json::json!({"events": [{"level": "error",
-                            "service": "filler", "message": "disk full"}]}))
-                        .send()
-                        .await
-                        .unwrap()
-                        .status()
-                        .as_u16()
-                }
-            })
-        })
-        .collect();
-    while rt.block_on(post_one(&c, "disk full")) != 503 {}
+    let mut fillers = Vec::new();
+    let services = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+        "juliet", "kilo", "lima", "mike", "november", "oscar", "papa",
+    ];
+    for service in services {
+        if rt.block_on(queue_depth(&c.base)) >= 4.0 {
+            break;
+        }
+        let filler = rt.spawn(post_one(
+            c.base.clone(),
+            c.key.clone(),
+            format!("filler-{service}"),
+        ));
+        // Answered 503 at once, or admitted: wait until one or the other shows.
+        let depth = rt.block_on(queue_depth(&c.base));
+        let deadline = Instant::now() + DEADLINE;
+        while !filler.is_finished() && rt.block_on(queue_depth(&c.base)) <= depth {
+            assert!(
+                Instant::now() < deadline,
+                "the filler was neither refused nor admitted"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        fillers.push(filler);
+    }
+    assert_eq!(
+        rt.block_on(queue_depth(&c.base)),
+        4.0,
+        "two writer tasks, each with a queue of one"
+    );
     let guard = errorflow_sdk::init(client_options(&c.dsn));
     errorflow_sdk::capture_message("payment failed", errorflow_sdk::protocol::Level::Error);
     let deadline = Instant::now() + DEADLINE;
@@ -564,14 +591,20 @@ fn sdk_retries_a_503_and_delivers_once() {
         std::thread::sleep(Duration::from_millis(20));
     }
     rt.block_on(lock.release());
+    let mut admitted = 0;
     for filler in fillers {
-        assert_eq!(rt.block_on(filler).unwrap(), 200);
+        match rt.block_on(filler).unwrap() {
+            200 => admitted += 1,
+            503 => {}
+            other => panic!("a filler got {other}"),
+        }
     }
+    assert_eq!(admitted, 4);
     assert!(errorflow_sdk::flush(Duration::from_secs(20)));
     let stats = errorflow_sdk::stats();
     assert_eq!((stats.sent, stats.dropped_failed), (1, 0), "{stats:?}");
     assert!(stats.retried >= 1, "{stats:?}");
-    let events = c.stored_events(3);
+    let events = c.stored_events(5);
     let mine: Vec<&Value> = events
         .iter()
         .filter(|e| e["service"] == "shop-api")
