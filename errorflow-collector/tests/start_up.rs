@@ -15,7 +15,8 @@ async fn post_event(c: &Collector, message: &str) {
     let r = reqwest::Client::new()
         .post(format!("{}/api/v1/events", c.base))
         .header("x-errorflow-key", &c.key)
-        .json(&json!({"events": [{"level": "error", "service": "checkout",
+        .json(&json!({"events": [{"event_id": uuid::Uuid::new_v4(),
+            "level": "error", "service": "checkout",
             "environment": "prod", "message": message}]}))
         .send()
         .await
