@@ -13,7 +13,7 @@
 //! drops its own database. Without Postgres it fails.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::time::{Duration, Instant};
