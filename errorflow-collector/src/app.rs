@@ -350,8 +350,15 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     let store = open_store(&config.database_url).await?;
+    // Bound before anything uses the public URL: with `--listen …:0` the OS
+    // picks the port, and links and DSNs name that port.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    config.bound_to(local);
     let first_start = first_start(store.as_ref(), &config.public_url).await?;
     register_kestra_token(
         store.as_ref(),
@@ -390,10 +397,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(analyst = ?config.triage.provider, kestra = config.triage.kestra.is_some(), auto = config.triage.auto, "triage ready");
     let app = http::router(state.clone());
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let local = listener.local_addr()?;
     tokio::spawn(quiet_job(store.clone(), config.quiet_after));
     match config.retention {
         Some(keep) => {
@@ -427,6 +430,8 @@ pub fn build_state(store: Arc<dyn Store>, config: &Config) -> AppState {
         store.clone(),
         WriterOptions {
             writers,
+            queue_capacity: config.write_queue,
+            enqueue_timeout: config.write_queue_timeout,
             ..WriterOptions::default()
         },
     );

@@ -271,6 +271,13 @@ pub struct LimitArgs {
     /// Sentry endpoints: events a key may send at once above the sustained rate. Default 5000.
     #[arg(long, env = "ERRORFLOW_KEY_EVENTS_BURST", value_name = "N")]
     pub key_events_burst: Option<u32>,
+    /// Requests waiting for the database writer before new ones wait for room. Default 1024.
+    #[arg(long, env = "ERRORFLOW_WRITE_QUEUE", value_name = "N", value_parser = positive)]
+    pub write_queue: Option<usize>,
+    /// How long a request waits for room in a full write queue before it gets 503
+    /// (with `Retry-After`). Default `5s`.
+    #[arg(long, env = "ERRORFLOW_WRITE_QUEUE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub write_queue_timeout: Option<Duration>,
 }
 
 /// A count or size that must not be zero (a zero limit would refuse everything).
@@ -505,6 +512,11 @@ pub struct FileLimits {
     pub key_events_per_second: Option<u32>,
     /// Sentry ingest: events a key may send at once above the sustained rate.
     pub key_events_burst: Option<u32>,
+    /// Requests waiting for the database writer before new ones wait for room.
+    pub write_queue: Option<usize>,
+    /// How long a request waits for room in a full write queue before 503.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub write_queue_timeout: Option<Duration>,
 }
 
 fn retention_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Retention>, D::Error> {
@@ -548,6 +560,11 @@ pub struct Config {
     pub triage: TriageOptions,
     /// Per-key rate limit of the Sentry endpoints.
     pub key_rate: KeyRate,
+    /// Requests waiting for the writer, and how long one waits for room.
+    pub write_queue: usize,
+    pub write_queue_timeout: Duration,
+    /// Whether `public_url` was derived from `listen` rather than given.
+    pub public_url_from_listen: bool,
 }
 
 impl fmt::Debug for Config {
@@ -567,6 +584,8 @@ impl fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("triage", &self.triage)
             .field("key_rate", &self.key_rate)
+            .field("write_queue", &self.write_queue)
+            .field("write_queue_timeout", &self.write_queue_timeout)
             .finish()
     }
 }
@@ -610,6 +629,7 @@ impl Config {
                 ("max_decompressed_bytes", l.max_decompressed_bytes),
                 ("max_events_per_batch", l.max_events_per_batch),
                 ("max_event_bytes", l.max_event_bytes),
+                ("write_queue", l.write_queue),
             ] {
                 if value == Some(0) {
                     return Err(ConfigError::ZeroLimit {
@@ -627,10 +647,9 @@ impl Config {
                     .parse()
                     .expect("default listen address parses")
             });
-        let public_url = serve
-            .and_then(|s| s.public_url.clone())
-            .or(file.public_url)
-            .unwrap_or_else(|| format!("http://{listen}"));
+        let given_public_url = serve.and_then(|s| s.public_url.clone()).or(file.public_url);
+        let public_url_from_listen = given_public_url.is_none();
+        let public_url = given_public_url.unwrap_or_else(|| format!("http://{listen}"));
         // A flag (or its variable) wins over the file, which wins over the default.
         let flags = serve.map(|s| &s.limits);
         let pick = |flag: Option<usize>, file: Option<usize>, default: usize| {
@@ -661,6 +680,7 @@ impl Config {
             ..defaults
         };
         let default_rate = KeyRate::default();
+        let writer_defaults = crate::writer::WriterOptions::default();
         let key_rate = KeyRate {
             per_second: flags
                 .and_then(|l| l.key_events_per_second)
@@ -721,7 +741,25 @@ impl Config {
             limits,
             triage: resolve_triage(serve.map(|s| &s.triage), file.triage, file.kestra)?,
             key_rate,
+            write_queue: flags
+                .and_then(|l| l.write_queue)
+                .or(file.limits.write_queue)
+                .unwrap_or(writer_defaults.queue_capacity),
+            write_queue_timeout: flags
+                .and_then(|l| l.write_queue_timeout)
+                .or(file.limits.write_queue_timeout)
+                .unwrap_or(writer_defaults.enqueue_timeout),
+            public_url_from_listen,
         })
+    }
+
+    /// After binding: with port 0 the OS chose the port, and a public URL
+    /// derived from the listen address names the port actually bound.
+    pub fn bound_to(&mut self, local: SocketAddr) {
+        if self.public_url_from_listen {
+            self.public_url = format!("http://{local}");
+        }
+        self.listen = local;
     }
 }
 
@@ -798,9 +836,35 @@ mod tests {
     fn defaults_apply_without_flags_or_file() {
         let cli = parse(&[]);
         let cfg = Config::resolve(&cli, None).unwrap();
-        assert_eq!(cfg.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:8000");
         assert_eq!(cfg.public_url, "http://127.0.0.1:8000");
         assert_eq!(cfg.quiet_after, Duration::from_secs(1800));
+    }
+
+    /// The defaults the README's configuration and limits tables state,
+    /// written as the README writes them (not read from the code's own
+    /// constants, which would agree with any change).
+    #[test]
+    fn defaults_are_the_readmes() {
+        let cli = parse(&["serve"]);
+        let cfg = Config::resolve(&cli, cli.serve_args()).unwrap();
+        const MIB: usize = 1024 * 1024;
+        assert_eq!(cfg.limits.max_body_bytes, 5 * MIB);
+        assert_eq!(cfg.limits.max_decompressed_bytes, 20 * MIB);
+        assert_eq!(cfg.limits.max_events_per_batch, 1000);
+        assert_eq!(cfg.limits.max_event_bytes, MIB);
+        assert_eq!(cfg.key_rate.per_second, 1000);
+        assert_eq!(cfg.key_rate.burst, 5000);
+        assert_eq!(cfg.quiet_after, Duration::from_secs(30 * 60));
+        assert_eq!(cfg.retention, Some(Duration::from_secs(90 * 24 * 3600)));
+        assert_eq!(cfg.write_queue, 1024);
+        assert_eq!(cfg.write_queue_timeout, Duration::from_secs(5));
+        let alerts = crate::alerts::AlertOptions::new(None, &cfg.public_url);
+        assert_eq!(
+            (alerts.max_per_window, alerts.window),
+            (20, Duration::from_secs(60)),
+            "20 alerts a minute"
+        );
     }
 
     #[test]
@@ -850,9 +914,9 @@ mod tests {
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:7001");
         assert_eq!(cfg.quiet_after, Duration::from_secs(600));
         assert_eq!(cfg.limits.max_events_per_batch, 5);
-        assert_eq!(cfg.limits.max_body_bytes, Limits::default().max_body_bytes);
+        assert_eq!(cfg.limits.max_body_bytes, 5 * 1024 * 1024);
         assert_eq!(cfg.key_rate.per_second, 0);
-        assert_eq!(cfg.key_rate.burst, KeyRate::default().burst);
+        assert_eq!(cfg.key_rate.burst, 5000);
         assert_eq!(cfg.triage.llm_model.as_deref(), Some("m"));
         assert_eq!(cfg.retention, Some(crate::retention::DEFAULT));
         let cfg = Config::resolve(&parse(&["--retention", "off"]), Some(&ServeArgs::default()));

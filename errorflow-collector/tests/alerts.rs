@@ -89,8 +89,7 @@ fn with_collector_webhook(
     t.with_state(state)
 }
 
-/// Waits until the webhook has `n` bodies, then a little longer to see
-/// that no more come.
+/// Waits until the webhook has `n` bodies and returns them.
 async fn received(hook: &Mutex<Hook>, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while hook.lock().unwrap().bodies.len() < n {
@@ -101,8 +100,29 @@ async fn received(hook: &Mutex<Hook>, n: usize) -> Vec<Value> {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     hook.lock().unwrap().bodies.clone()
+}
+
+/// Checks that the webhook gets nothing after its `n` bodies: a new
+/// incident is sent through `key`'s project, and its alert must come next.
+/// Each webhook's alerts are sent in order, so anything else (a duplicate)
+/// would have come before it. Returns the `n` bodies.
+async fn nothing_more(t: &TestApp, key: &str, hook: &Mutex<Hook>, n: usize) -> Vec<Value> {
+    // A new incident each time (digits and hex would be parameterised away).
+    let words = ["zero", "one", "two", "three", "four", "five", "six"];
+    let sentinel = format!("sentinel after {}", words[n]);
+    post_events_with(t, key, json!([event(&sentinel)])).await;
+    let mut bodies = received(hook, n + 1).await;
+    assert_eq!(bodies.len(), n + 1, "{bodies:#?}");
+    let last = bodies.pop().unwrap();
+    assert!(
+        last["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&sentinel),
+        "expected the sentinel's alert after {n}, got {last:#}"
+    );
+    bodies
 }
 
 async fn new_incidents_and_regressions_are_alerted_once(t: TestApp) {
@@ -113,7 +133,8 @@ async fn new_incidents_and_regressions_are_alerted_once(t: TestApp) {
     // The same incident again: no news.
     t.post_events(json!([event("disk full")])).await;
     t.post_events(json!([event("cache cold")])).await;
-    let bodies = received(&hook, 2).await;
+    received(&hook, 2).await;
+    let bodies = nothing_more(&t, &t.key, &hook, 2).await;
     assert_eq!(bodies.len(), 2, "{bodies:?}");
     let id = bodies[0]["incident"]["id"].as_i64().unwrap();
     let link = format!("https://errors.example.com/incidents/{id}");
@@ -141,12 +162,12 @@ async fn new_incidents_and_regressions_are_alerted_once(t: TestApp) {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     t.post_events(json!([event("disk full")])).await;
-    let bodies = received(&hook, 3).await;
-    assert_eq!(bodies.len(), 3, "{bodies:?}");
-    assert_eq!(bodies[2]["event"], "incident.regressed");
-    assert_eq!(bodies[2]["incident"]["id"], id);
-    assert_eq!(bodies[2]["incident"]["regression_count"], 1);
-    assert!(bodies[2]["text"]
+    received(&hook, 4).await;
+    let bodies = nothing_more(&t, &t.key, &hook, 4).await;
+    assert_eq!(bodies[3]["event"], "incident.regressed");
+    assert_eq!(bodies[3]["incident"]["id"], id);
+    assert_eq!(bodies[3]["incident"]["regression_count"], 1);
+    assert!(bodies[3]["text"]
         .as_str()
         .unwrap()
         .starts_with("Regression in checkout"));
@@ -156,9 +177,13 @@ async fn failed_deliveries_are_retried(t: TestApp) {
     let (url, hook) = webhook(2).await;
     let t = with_alerts(t, &url, |_| {});
     t.post_events(json!([event("flaky webhook")])).await;
-    let bodies = received(&hook, 1).await;
-    assert_eq!(bodies.len(), 1);
+    received(&hook, 1).await;
     assert_eq!(hook.lock().unwrap().requests, 3, "two 500s, then delivered");
+    let bodies = nothing_more(&t, &t.key, &hook, 1).await;
+    assert!(bodies[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("flaky webhook"));
 }
 
 async fn alerts_over_the_cap_are_summed_up(t: TestApp) {
@@ -179,8 +204,9 @@ async fn alerts_over_the_cap_are_summed_up(t: TestApp) {
     t.post_events(Value::Array(burst)).await;
     // Two alerts at once, then one summary of the other three when the
     // window ends, though nothing else arrives.
-    let bodies = received(&hook, 3).await;
-    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    received(&hook, 3).await;
+    // The window ended with the summary: the next alert goes at once.
+    let bodies = nothing_more(&t, &t.key, &hook, 3).await;
     assert_eq!(bodies[0]["event"], "incident.new");
     assert_eq!(bodies[1]["event"], "incident.new");
     assert!(bodies[2]["event"].is_null());
@@ -220,11 +246,12 @@ fn titles(bodies: &[Value]) -> Vec<String> {
 async fn a_projects_own_webhook_takes_its_alerts(t: TestApp) {
     let (collector_url, collector_hook) = webhook(0).await;
     let (own_url, own_hook) = webhook(0).await;
-    // One alert per window and webhook: each webhook has a window of its
-    // own, so the two projects' alerts do not hold each other back.
+    // Two alerts per window and webhook: each webhook has a window of its
+    // own, so the two projects' three alerts are all sent at once (one
+    // window for both would hold the third back, to a summary).
     let t = with_alerts(t, &collector_url, |o| {
-        o.max_per_window = 1;
-        o.window = Duration::from_millis(500);
+        o.max_per_window = 2;
+        o.window = Duration::from_secs(3600);
     });
     let (key2, project2) = t.add_project("billing").await;
     let r = t
@@ -258,8 +285,6 @@ async fn a_projects_own_webhook_takes_its_alerts(t: TestApp) {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    // The collector's webhook's window (one alert) ends first.
-    tokio::time::sleep(Duration::from_millis(600)).await;
     post_events_with(&t, &key2, json!([event("refund failed")])).await;
     let collector = received(&collector_hook, 2).await;
     assert_eq!(titles(&collector), ["disk full", "refund failed"]);
@@ -282,9 +307,13 @@ async fn without_a_collector_webhook_only_projects_with_one_alert(t: TestApp) {
     // The first project has no webhook, and nor has the collector.
     t.post_events(json!([event("disk full")])).await;
     post_events_with(&t, &key2, json!([event("card declined")])).await;
-    let own = received(&own_hook, 1).await;
+    received(&own_hook, 1).await;
+    let own = nothing_more(&t, &key2, &own_hook, 1).await;
     assert_eq!(titles(&own), ["card declined"], "{own:?}");
-    assert_eq!(own_hook.lock().unwrap().paths, ["/hooks/T000/secret-token"]);
+    assert_eq!(
+        own_hook.lock().unwrap().paths[0],
+        "/hooks/T000/secret-token"
+    );
 }
 
 /// A webhook that takes every request and never answers.
@@ -318,7 +347,8 @@ async fn a_hanging_webhook_delays_no_other_projects_alerts(t: TestApp) {
     post_events_with(&t, &key2, json!([event("refund failed")])).await;
     t.post_events(json!([event("disk full")])).await;
     // `received` gives up after 15 s, far less than the hanging sender's minute.
-    let bodies = received(&collector_hook, 1).await;
+    received(&collector_hook, 1).await;
+    let bodies = nothing_more(&t, &t.key, &collector_hook, 1).await;
     assert_eq!(titles(&bodies), ["disk full"]);
 }
 
@@ -338,7 +368,8 @@ async fn sentry_sdk_events_are_alerted_too(t: TestApp) {
         .unwrap();
     let r = t.send(req).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let bodies = received(&hook, 1).await;
+    received(&hook, 1).await;
+    let bodies = nothing_more(&t, &t.key, &hook, 1).await;
     assert_eq!(bodies[0]["event"], "incident.new");
     assert!(
         bodies[0]["text"]
@@ -347,4 +378,62 @@ async fn sentry_sdk_events_are_alerted_too(t: TestApp) {
             .contains("queue stalled"),
         "{bodies:?}"
     );
+}
+
+/// The value of a Prometheus series on `/metrics` (0 when absent).
+async fn metric(t: &TestApp, series: &str) -> f64 {
+    let r = t
+        .send(
+            axum::http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let text = r.body.as_str().unwrap_or_default().to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The README: alerts are queued (1,024), beyond that dropped and counted in
+/// `errorflow_alerts_total{result="dropped"}`, and ingest never waits. On a
+/// single-threaded runtime the sending task cannot take any of the news
+/// while one `offer` runs, so exactly the news beyond 1,024 is dropped.
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_alert_queue_drops_and_counts() {
+    let t = test_app(common::sqlite_store().await).await;
+    let alerts = alerts::spawn(
+        t.state.store.clone(),
+        AlertOptions::new(None, "https://errors.example.com/"),
+    )
+    .unwrap();
+    let series = "errorflow_alerts_total{result=\"dropped\"}";
+    let before = metric(&t, series).await;
+    let news: Vec<errorflow_collector::model::InsertOutcome> = (1..=1100)
+        .map(|id| errorflow_collector::model::InsertOutcome::Stored {
+            group_id: id,
+            new_group: true,
+            regression: false,
+        })
+        .collect();
+    alerts.offer(t.project_id, &news);
+    assert_eq!(metric(&t, series).await - before, 76.0);
+}
+
+/// Delivered alerts are counted in `errorflow_alerts_total{result="sent"}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sent_alerts_are_counted() {
+    let t = test_app(common::sqlite_store().await).await;
+    let (url, hook) = webhook(0).await;
+    let t = with_alerts(t, &url, |_| {});
+    let series = "errorflow_alerts_total{result=\"sent\"}";
+    let before = metric(&t, series).await;
+    t.post_events(json!([event("count this alert")])).await;
+    received(&hook, 1).await;
+    // The count follows the delivery: wait for it, not for a time.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(&t, series).await < before + 1.0 {
+        assert!(Instant::now() < deadline, "the sent alert was not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use common::binary::{command, free_port, pg_database_url, Backend, Database};
+use common::binary::{command, listening_url, pg_database_url, Backend, Database};
 use serde_json::Value;
 
 mod common;
@@ -15,6 +15,15 @@ fn run(db: &str, args: &[&str]) -> (bool, String, String) {
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
     )
+}
+
+/// The port of a printed URL such as `http://127.0.0.1:PORT/`.
+fn port_of(url: &str) -> u16 {
+    url.trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
 }
 
 fn sqlite_url(dir: &tempfile::TempDir) -> String {
@@ -187,8 +196,12 @@ fn unsupported_database_urls_are_explained() {
 /// cause once: not a pool's timeout, not SQLite's bare "unable to open".
 #[test]
 fn unreachable_databases_are_explained() {
-    // Port 1 on the loopback: nothing listens there, so the connection is refused.
-    let (ok, _, err) = run("postgres://postgres@127.0.0.1:1/x", &["migrate"]);
+    // A port bound for this test and not listening: the connection is refused.
+    let closed = common::closed_port();
+    let (ok, _, err) = run(
+        &format!("postgres://postgres@{}/x", closed.local_addr().unwrap()),
+        &["migrate"],
+    );
     assert!(!ok);
     assert!(err.contains("refused"), "{err}");
     assert!(!err.contains("timed out"), "{err}");
@@ -213,9 +226,9 @@ fn unreachable_databases_are_explained() {
 fn first_start_prints_a_working_dsn() {
     let dir = tempfile::tempdir().unwrap();
     let db = sqlite_url(&dir);
-    let port = free_port();
+    // Port 0: the OS picks the port, and the links name the one it picked.
     let mut child = command(&db)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -226,6 +239,8 @@ fn first_start_prints_a_working_dsn() {
         dashboard,
     } = read_first_start(&mut child);
     let token = token.expect("token printed");
+    let port = port_of(&dashboard);
+    assert_ne!(port, 0);
     assert_eq!(dashboard, format!("http://127.0.0.1:{port}/"));
     assert!(dsn.ends_with(&format!("127.0.0.1:{port}/1")), "{dsn}");
 
@@ -284,9 +299,8 @@ fn first_start_prints_a_working_dsn() {
 fn no_subcommand_serves_with_the_environments_settings() {
     let dir = tempfile::tempdir().unwrap();
     let db = sqlite_url(&dir);
-    let port = free_port();
     let mut child = command(&db)
-        .env("ERRORFLOW_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ERRORFLOW_LISTEN", "127.0.0.1:0")
         .env("ERRORFLOW_MAX_EVENTS_PER_BATCH", "2")
         .env("ERRORFLOW_LOG", "info")
         .env_remove("NO_COLOR")
@@ -295,7 +309,7 @@ fn no_subcommand_serves_with_the_environments_settings() {
         .spawn()
         .unwrap();
     let FirstStart { key, dashboard, .. } = read_first_start(&mut child);
-    assert_eq!(dashboard, format!("http://127.0.0.1:{port}/"));
+    let port = port_of(&dashboard);
 
     let event = |i: u32| {
         serde_json::json!({
@@ -341,26 +355,18 @@ fn no_subcommand_serves_with_the_environments_settings() {
 fn serve_runs_with_a_short_allocator_purge_delay() {
     for (given, expected) in [(None, "10"), (Some("0"), "0")] {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let mut command = command(&sqlite_url(&dir));
         command
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
             .stderr(Stdio::null());
         match given {
             Some(value) => command.env("MIMALLOC_PURGE_DELAY", value),
             None => command.env_remove("MIMALLOC_PURGE_DELAY"),
         };
         let mut child = command.spawn().unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "collector did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        // The process that answers is the one started (exec keeps its id).
+        // Listening, so past the restart (exec keeps its id).
+        listening_url(&mut child);
         let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
         let vars: Vec<String> = environ
             .split(|b| *b == 0)
@@ -521,9 +527,8 @@ fn a_database_emptied_of_projects_is_not_a_first_start() {
     let dir = tempfile::tempdir().unwrap();
     let db = sqlite_url(&dir);
     let start = || {
-        let port = free_port();
         command(&db)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["serve", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap()

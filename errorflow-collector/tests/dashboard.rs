@@ -215,6 +215,9 @@ common::backend_tests!(
     project_page_sets_and_removes_the_alert_webhook,
     ai_summary_is_requested_from_triage,
     summary_counts_are_live_and_priority_is_set_by_hand,
+    sessions_last_7_days_and_only_a_hash_is_stored,
+    set_password_ends_the_users_sessions,
+    the_test_error_tries_the_webhook,
 );
 
 /// A summary written at the first event shows the live count beside it at
@@ -369,7 +372,8 @@ async fn pages_carry_security_headers_and_assets_are_embedded(db: common::TestDb
             "{uri}: {csp}"
         );
         assert_eq!(res.headers[header::X_FRAME_OPTIONS], "DENY");
-        assert!(res.headers.contains_key(header::REFERRER_POLICY));
+        assert_eq!(res.headers[header::REFERRER_POLICY], "same-origin");
+        assert_eq!(res.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert!(
             !res.body.contains("<script>") && !res.body.contains("style="),
             "{uri}: inline script or style"
@@ -984,4 +988,123 @@ fn user_commands() {
         Some("a long passphrase\n"),
     );
     assert!(!ok && err.contains("no dashboard user"), "{err}");
+}
+
+/// The README: sessions live server-side for 7 days, and only a hash of the
+/// cookie is stored; an expired session is refused.
+async fn sessions_last_7_days_and_only_a_hash_is_stored(db: common::TestDb) {
+    let mut d = dash(db).await;
+    let res = d.try_sign_in("admin", PASSWORD).await;
+    let cookie = res.cookie(auth::SESSION_COOKIE).expect("session cookie");
+    assert!(cookie.contains("Max-Age=604800"), "7 days: {cookie}");
+    let value = cookie
+        .split(';')
+        .next()
+        .and_then(|c| c.split_once('='))
+        .map(|(_, v)| v.to_string())
+        .unwrap();
+    d.session = Some(format!("{}={value}", auth::SESSION_COOKIE));
+    assert_eq!(d.get("/").await.status, StatusCode::OK);
+    let stored =
+        d.db.texts("SELECT CAST(token_hash AS TEXT) FROM sessions")
+            .await;
+    assert_eq!(stored, [auth::session_hash(&value)]);
+    assert!(!stored[0].contains(&value));
+    let all = d
+        .db
+        .texts("SELECT CAST(expires_at AS TEXT) || ' ' || CAST(created_at AS TEXT) FROM sessions")
+        .await;
+    assert!(!all[0].contains(&value));
+    let expires =
+        d.db.texts("SELECT CAST(expires_at AS TEXT) FROM sessions")
+            .await;
+    let expires = parse_db_time(&expires[0]);
+    let left = expires - chrono::Utc::now();
+    assert!(
+        left <= chrono::Duration::days(7)
+            && left > chrono::Duration::days(7) - chrono::Duration::minutes(5),
+        "the session ends in {left}"
+    );
+    // Past its end, the cookie no longer works.
+    d.db.execute("UPDATE sessions SET expires_at = '2000-01-01T00:00:00.000Z'")
+        .await;
+    let res = d.get("/").await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    assert!(res.location().starts_with("/login"), "{}", res.location());
+}
+
+/// A timestamp as either backend prints it.
+fn parse_db_time(text: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z"))
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .with_timezone(&chrono::Utc)
+}
+
+/// `user set-password`, the binary as the README shows it, ends the user's
+/// sessions; the new password signs in, the old one no longer does.
+async fn set_password_ends_the_users_sessions(db: common::TestDb) {
+    use std::io::Write as _;
+    let mut d = dash(db).await;
+    d.sign_in().await;
+    assert_eq!(d.get("/").await.status, StatusCode::OK);
+    let new_password = "a new and long passphrase";
+    let mut child = common::binary::command(&d.db.url)
+        .args(["user", "set-password", "admin", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{new_password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let res = d.get("/").await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "the session ended");
+    assert!(res.location().starts_with("/login"));
+    assert_eq!(
+        d.try_sign_in("admin", PASSWORD).await.status,
+        StatusCode::UNAUTHORIZED,
+        "the old password is refused"
+    );
+    assert_eq!(
+        d.try_sign_in("admin", new_password).await.status,
+        StatusCode::SEE_OTHER
+    );
+}
+
+/// The README: the project page's **Send test error** opens an incident, and
+/// so tries the alert webhook.
+async fn the_test_error_tries_the_webhook(db: common::TestDb) {
+    use errorflow_collector::alerts::{self, AlertOptions};
+    let Dash { t, .. } = dash(db).await;
+    let (url, bodies) = common::webhook_receiver().await;
+    let alerts = alerts::spawn(
+        t.state.store.clone(),
+        AlertOptions::new(
+            Some(errorflow_collector::triage::Secret::new(url)),
+            "https://errors.example.com/",
+        ),
+    )
+    .unwrap();
+    let state = t.state.clone().with_alerts(alerts);
+    let mut d = Dash {
+        t: t.with_state(state),
+        session: None,
+        csrf: String::new(),
+    };
+    d.sign_in().await;
+    let res = d
+        .post(&format!("/projects/{}/test-event", d.project_id), &[])
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let body = common::wait_for_body(&bodies, "payment for order").await;
+    assert_eq!(body["event"], "incident.new");
+    let incident = res.location().trim_start_matches("/incidents/");
+    let incident = incident.split('?').next().unwrap();
+    assert_eq!(body["incident"]["id"].to_string(), incident);
 }

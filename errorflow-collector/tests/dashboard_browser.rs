@@ -16,7 +16,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::binary::free_port;
 use errorflow_collector::app::build_state;
 use errorflow_collector::config::{Cli, Config};
 use errorflow_collector::credentials;
@@ -63,13 +62,28 @@ async fn start_driver() -> (Driver, Client, tempfile::TempDir) {
         .unwrap_or_else(|| {
             panic!("chromedriver not found: install it with `apt-get install -y chromium chromium-driver` (.ci/run does this)")
         });
-    let port = free_port();
-    let child = Command::new(&chromedriver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
+    // Port 0: chromedriver takes a port the OS hands out and says which.
+    let mut child = Command::new(&chromedriver)
+        .arg("--port=0")
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
+    let port = {
+        use std::io::BufRead as _;
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .expect("chromedriver exited before saying its port")
+                .unwrap();
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                break rest.trim_end_matches('.').parse::<u16>().unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        port
+    };
     let driver = Driver(child);
     let profile = tempfile::tempdir().unwrap();
     let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(json!({
@@ -155,9 +169,17 @@ async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_in_a_real_browser() {
-    // The collector on a real socket, SQLite.
-    let db = common::sqlite_store().await;
+async fn dashboard_in_a_real_browser_sqlite() {
+    dashboard_in_a_real_browser(common::sqlite_store().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_a_real_browser_postgres() {
+    dashboard_in_a_real_browser(common::pg_store().await).await;
+}
+
+/// The collector on a real socket, on `db`.
+async fn dashboard_in_a_real_browser(db: common::TestDb) {
     let store = db.store.clone();
     let key = credentials::new_ingest_key();
     let project = store
@@ -360,17 +382,32 @@ async fn dashboard_in_a_real_browser() {
     wait_for(&c, "#event-message").await;
     shot(&c, "incident-375.png").await;
 
-    // Keyboard: the first Tab reaches the skip link.
+    // Keyboard: the first Tab, pressed on a freshly loaded page, reaches
+    // the skip link.
     c.goto(&format!("{base}/")).await.unwrap();
     wait_for(&c, "ul.incidents").await;
+    let before: serde_json::Value = c
+        .execute("return document.activeElement === document.body", vec![])
+        .await
+        .unwrap();
+    assert_eq!(before, json!(true), "nothing has the focus yet");
+    use fantoccini::actions::InputSource as _;
+    let tab = fantoccini::actions::KeyActions::new("keyboard".to_string())
+        .then(fantoccini::actions::KeyAction::Down {
+            value: fantoccini::key::Key::Tab.into(),
+        })
+        .then(fantoccini::actions::KeyAction::Up {
+            value: fantoccini::key::Key::Tab.into(),
+        });
+    c.perform_actions(tab).await.unwrap();
     let focused: serde_json::Value = c
         .execute(
-            "document.activeElement.blur(); return document.querySelector('a.skip').getAttribute('href')",
+            "const a = document.activeElement; return [a.tagName, a.className, a.getAttribute('href')]",
             vec![],
         )
         .await
         .unwrap();
-    assert_eq!(focused, json!("#main"));
+    assert_eq!(focused, json!(["A", "skip", "#main"]));
 
     // Delete asks first: dismissed, nothing happens; accepted, the
     // incident is gone and the list says so.

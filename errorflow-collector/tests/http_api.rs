@@ -503,45 +503,135 @@ async fn oversized_bodies_are_refused(t: TestApp) {
     assert_eq!(t.stored_count().await, 1);
 }
 
+/// Every management route, as the README lists them: each answers 401
+/// without a token, with a wrong one and with an ingest key, before doing
+/// anything (the incident and project below are still there afterwards).
+const MANAGEMENT_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/groups"),
+    ("GET", "/api/v1/groups/{id}"),
+    ("DELETE", "/api/v1/groups/{id}"),
+    ("GET", "/api/v1/groups/{id}/events"),
+    ("GET", "/api/v1/groups/{id}/activity"),
+    ("POST", "/api/v1/groups/{id}/resolve"),
+    ("POST", "/api/v1/groups/{id}/quiet"),
+    ("POST", "/api/v1/groups/{id}/reopen"),
+    ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/events/{event_id}"),
+    ("GET", "/api/v1/projects"),
+    ("POST", "/api/v1/projects"),
+    ("DELETE", "/api/v1/projects/{id}"),
+    ("POST", "/api/v1/projects/{id}/rotate-key"),
+    ("GET", "/api/v1/projects/{id}/alert-webhook"),
+    ("PUT", "/api/v1/projects/{id}/alert-webhook"),
+    ("DELETE", "/api/v1/projects/{id}/alert-webhook"),
+    ("POST", "/api/v1/groups/{id}/summarize"),
+    ("GET", "/api/v1/groups/{id}/digest"),
+    ("GET", "/api/v1/groups/{id}/triage"),
+    ("PUT", "/api/v1/groups/{id}/triage"),
+    ("GET", "/api/v1/triage/stale"),
+    ("GET", "/api/v1/triage/digest"),
+    ("POST", "/api/v1/maintenance/quiet"),
+    ("POST", "/groups/{id}/resolve"),
+    ("POST", "/groups/{id}/summarize"),
+];
+
+/// Routes that take no management token: ingest (its own key), probes, the API document.
+const OPEN_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/v1/events"),
+    ("POST", "/errors/custom"),
+    ("POST", "/api/{project_id}/envelope/"),
+    ("POST", "/api/{project_id}/store/"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/api/v1/openapi.json"),
+];
+
 async fn management_api_requires_a_token(t: TestApp) {
-    for path in [
-        "/api/v1/groups",
-        "/api/v1/events",
-        "/api/v1/projects",
-        "/api/v1/groups/1",
-    ] {
-        let r = t
-            .send(Request::get(path).body(Body::empty()).unwrap())
-            .await;
-        assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
-        let r = t
-            .send(
-                Request::get(path)
-                    .header("authorization", "Bearer eft_wrong")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
-        assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    t.post_events(json!([event("still here")])).await;
+    let group = t.groups("").await[0]["id"].as_i64().unwrap();
+    let event_id = t.get("/api/v1/events").await.body["events"][0]["event_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wrong = [
+        None,
+        Some("Bearer eft_wrong".to_string()),
+        // An ingest key is not a management token.
+        Some(format!("Bearer {}", t.key)),
+    ];
+    for (method, path) in MANAGEMENT_ROUTES {
+        let uri = path
+            .replace("{id}", &group.to_string())
+            .replace("{event_id}", &event_id)
+            .replace("{project_id}", &t.project_id.to_string());
+        for auth in &wrong {
+            let mut req = Request::builder()
+                .method(*method)
+                .uri(&uri)
+                .header("content-type", "application/json");
+            if let Some(auth) = auth {
+                req = req.header("authorization", auth);
+            }
+            let body =
+                Body::from(json!({"name": "x", "url": "https://h.example.com/x"}).to_string());
+            let r = t.send(req.body(body).unwrap()).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {uri} with {auth:?}: {}",
+                r.body
+            );
+            assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+        }
     }
-    // An ingest key is not a management token.
-    let r = t
+    // Nothing was done.
+    let groups = t.groups("").await;
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0]["status"], "open");
+    let projects = t.get("/api/v1/projects").await.body;
+    assert_eq!(projects.as_array().map_or(0, Vec::len), 1, "{projects}");
+
+    // The table is complete: every operation of the API document is in it
+    // or among the open routes.
+    let doc = t
         .send(
-            Request::get("/api/v1/groups")
-                .header("authorization", format!("Bearer {}", t.key))
+            Request::get("/api/v1/openapi.json")
                 .body(Body::empty())
                 .unwrap(),
         )
-        .await;
-    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
-    let r = t
-        .send(
-            Request::post("/groups/1/resolve")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
-    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+        .await
+        .body;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let method = method.to_ascii_uppercase();
+            let known = |table: &[(&str, &str)]| {
+                table
+                    .iter()
+                    .any(|(m, p)| *m == method && same_route(p, path))
+            };
+            assert!(
+                known(MANAGEMENT_ROUTES) || known(OPEN_ROUTES),
+                "{method} {path} is in neither MANAGEMENT_ROUTES nor OPEN_ROUTES"
+            );
+        }
+    }
+}
+
+/// Whether two route templates match, whatever their parameters are named.
+fn same_route(a: &str, b: &str) -> bool {
+    let shape = |p: &str| -> Vec<String> {
+        p.split('/')
+            .map(|s| {
+                if s.starts_with('{') {
+                    "{}".to_string()
+                } else {
+                    s.to_string()
+                }
+            })
+            .collect()
+    };
+    shape(a) == shape(b)
 }
 
 async fn group_detail_has_counts_tags_and_history(t: TestApp) {
@@ -1061,6 +1151,7 @@ async fn openapi_and_operations_endpoints(t: TestApp) {
         .send(Request::get("/readyz").body(Body::empty()).unwrap())
         .await;
     assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, json!({"status": "ready"}));
 
     t.post_events(json!([event("count me")])).await;
     let m = t
@@ -1117,10 +1208,18 @@ async fn postgres_concurrent_first_events_make_one_incident() {
     assert_eq!(first.stored_count().await, 64);
 }
 
-/// The background job quiets idle incidents; a new event reopens them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_quiet_job_quiets_idle_incidents() {
-    let t = test_app(common::sqlite_store().await).await;
+    quiet_job_quiets_idle_incidents(test_app(common::sqlite_store().await).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_quiet_job_quiets_idle_incidents() {
+    quiet_job_quiets_idle_incidents(test_app(common::pg_store().await).await).await;
+}
+
+/// The background job quiets idle incidents; a new event reopens them.
+async fn quiet_job_quiets_idle_incidents(t: TestApp) {
     t.post_events(json!([event("idle soon")])).await;
     let job = tokio::spawn(errorflow_collector::app::quiet_job(
         t.state.store.clone(),
@@ -1149,4 +1248,44 @@ async fn sqlite_quiet_job_quiets_idle_incidents() {
     let last = history.as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["kind"], "unquieted");
     assert_eq!(history[1]["actor"], "system");
+}
+
+/// `/readyz` says whether the database answers: with the Postgres database
+/// refusing connections (its open ones ended), 503 and a JSON error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_readyz_is_503_when_the_database_does_not_answer() {
+    use sqlx::Connection;
+    let t = test_app(common::pg_store().await).await;
+    let ready = t
+        .send(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(ready.status, StatusCode::OK);
+    let name = t.db.url.rsplit('/').next().unwrap().to_string();
+    let admin = std::env::var("ERRORFLOW_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    // The name was generated by the test helpers; identifiers cannot be bound.
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let r = t
+        .send(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    sqlx::query(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let r = t
+        .send(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "ready again: {}", r.body);
 }

@@ -325,7 +325,7 @@ fn serve(c: &mut Collector, env: &[(&'static str, String)]) {
 /// All four flows against one collector.
 fn the_four_flows_run_end_to_end(backend: Backend) {
     let rt = runtime();
-    let mut collector = Collector::prepare(backend);
+    let mut collector = Collector::fronted(backend);
     let stub = rt.block_on(Stub::start());
     // The flows authenticate with ERRORFLOW_KESTRA_TOKEN, which the
     // collector registers at start-up (no token made by hand).
@@ -552,7 +552,7 @@ fn the_four_flows_run_end_to_end_postgres() {
 /// fails and nothing reaches the collector. Fixed, the same run stores.
 fn the_old_store_step_fails(backend: Backend) {
     let rt = runtime();
-    let mut collector = Collector::prepare(backend);
+    let mut collector = Collector::fronted(backend);
     let stub = rt.block_on(Stub::start());
     let fixed = flow_text("group-summary-agent");
     let new_body = "body: \"{{ outputs.agent.jsonOutput | toJson }}\"";
@@ -614,7 +614,7 @@ fn the_old_store_step_fails_postgres() {
 #[test]
 fn the_agent_flow_works_with_an_openai_compatible_provider() {
     let rt = runtime();
-    let mut collector = Collector::prepare(Backend::Sqlite);
+    let mut collector = Collector::fronted(Backend::Sqlite);
     let stub = rt.block_on(Stub::start());
     let text = flow_text("group-summary-agent");
     let mut flow = parse_flow(&text);
@@ -780,11 +780,12 @@ fn the_executors_api_checks_basic_auth() {
 /// once Kestra is up, exactly once.
 fn owed_flow_starts_survive_a_restart(backend: Backend) {
     let rt = runtime();
-    let mut collector = Collector::prepare(backend);
+    let mut collector = Collector::fronted(backend);
     let stub = rt.block_on(Stub::start());
     // Kestra's address is known, but nothing listens there yet.
-    let port = common::binary::free_port();
-    let kestra_url = format!("http://127.0.0.1:{port}");
+    // A front holds its port and closes every connection until Kestra is up.
+    let kestra_front = common::binary::Front::start();
+    let kestra_url = kestra_front.base();
     let env = vec![
         ("KESTRA_URL", kestra_url.clone()),
         ("KESTRA_USERNAME", KESTRA_USER.to_string()),
@@ -814,16 +815,12 @@ fn owed_flow_starts_survive_a_restart(backend: Backend) {
         id
     });
     collector.stop();
-    let kestra = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        Kestra::serve(
-            listener,
-            load_flows(&flows_dir()),
-            options(&collector, &stub),
-        )
-    });
+    let kestra = rt.block_on(Kestra::start(
+        load_flows(&flows_dir()),
+        options(&collector, &stub),
+    ));
+    let kestra_port = kestra.base.rsplit(':').next().unwrap().parse().unwrap();
+    kestra_front.forward_to(kestra_port);
     serve(&mut collector, &env);
     rt.block_on(async {
         let ended = kestra.wait_for_ended("error-intake", 1, WITHIN).await;

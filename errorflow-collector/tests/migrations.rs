@@ -22,29 +22,44 @@ const FIRST_RELEASE_SCHEMA: i64 = 3;
 const EVENT_A: &str = "6f1c0b8e-3b1f-4bb1-9a57-0d7e2f7d1c11";
 const EVENT_B: &str = "0b3a6e55-93a4-4f4e-8d0c-2f61a1d4f0aa";
 
+/// Every SQLite migration, as `migrate` names them, in order. Written out:
+/// a migration that goes missing, is renumbered or renamed fails here.
+const SQLITE_MIGRATIONS: &[&str] = &[
+    "1 init",
+    "2 triage",
+    "3 dashboard users",
+    "4 event json once",
+    "5 releases",
+    "6 event time indexes ascending",
+    "7 ids never reused",
+    "8 project alert webhook",
+    "9 triage signals and overrides",
+    "10 kestra outbox",
+    "11 github",
+];
+
+/// Every Postgres migration, as `migrate` names them, in order.
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    "1 init",
+    "2 triage",
+    "3 dashboard users",
+    "4 event json once",
+    "5 releases",
+    "6 event data json",
+    "7 event data lz4",
+    "8 event references by trigger",
+    "9 event time indexes ascending",
+    "10 event data text",
+    "11 project alert webhook",
+    "12 triage signals and overrides",
+    "13 kestra outbox",
+    "14 github",
+];
+
 /// `migrate` names what it applied, and on a first-release database that
 /// is every later migration, in order.
-fn assert_upgraded_past_first_release(applied: &[String]) {
-    let versions: Vec<i64> = applied
-        .iter()
-        .map(|m| {
-            m.split_once(' ')
-                .expect("\"<version> <description>\"")
-                .0
-                .parse()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(
-        versions.first(),
-        Some(&(FIRST_RELEASE_SCHEMA + 1)),
-        "{applied:?}"
-    );
-    assert!(versions.windows(2).all(|w| w[1] == w[0] + 1), "{applied:?}");
-    assert!(
-        applied.iter().any(|m| m == "4 event json once"),
-        "{applied:?}"
-    );
+fn assert_upgraded_past_first_release(applied: &[String], all: &[&str]) {
+    assert_eq!(applied, &all[FIRST_RELEASE_SCHEMA as usize..]);
 }
 
 /// Applies the migrations up to [`FIRST_RELEASE_SCHEMA`] from `sql/<backend>`.
@@ -151,7 +166,7 @@ async fn sqlite_upgrade_keeps_events_and_records_releases() {
         sqlx::query(&sql).execute(&pool).await.expect(&sql);
     }
     let applied = db.migrate().await.expect("upgrade to the current schema");
-    assert_upgraded_past_first_release(&applied);
+    assert_upgraded_past_first_release(&applied, SQLITE_MIGRATIONS);
 
     check_upgrade(&db).await;
     let releases: Vec<(String, String)> =
@@ -198,7 +213,7 @@ async fn postgres_upgrade_keeps_events_and_records_releases() {
         sqlx::query(&sql).execute(&pool).await.expect(&sql);
     }
     let applied = db.migrate().await.expect("upgrade to the current schema");
-    assert_upgraded_past_first_release(&applied);
+    assert_upgraded_past_first_release(&applied, POSTGRES_MIGRATIONS);
 
     check_upgrade(&db).await;
     let releases: Vec<(String, chrono::DateTime<Utc>)> =
@@ -230,13 +245,21 @@ async fn postgres_upgrade_keeps_events_and_records_releases() {
     pool.close().await;
 }
 
-/// Event documents are compressed with lz4 (0007) on a server that has it,
-/// as Debian's Postgres does: checked on the column and on a stored Sentry-size
-/// document, which Postgres compresses once it is over about 2 KB.
+/// Event documents are compressed with lz4 (0007) on a server built with
+/// it, as Debian's Postgres is: checked on the column and on a stored
+/// Sentry-size document, which Postgres compresses once it is over about
+/// 2 KB. A server built without lz4 keeps its default compression, and the
+/// migration still succeeds: the test checks whichever the server is.
 #[tokio::test]
-async fn postgres_event_documents_are_compressed_with_lz4() {
+async fn postgres_event_documents_are_compressed_with_lz4_where_the_server_has_it() {
     let db = common::pg_store().await;
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let (server_has_lz4,): (bool,) = sqlx::query_as(
+        "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     let (column,): (String,) = sqlx::query_as(
         "SELECT attcompression::text FROM pg_attribute \
          WHERE attrelid = 'errors'::regclass AND attname = 'data'",
@@ -244,7 +267,12 @@ async fn postgres_event_documents_are_compressed_with_lz4() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(column, "l", "errors.data should use lz4 on this server");
+    // `l`: lz4; empty: the server's default.
+    let expected_column = if server_has_lz4 { "l" } else { "" };
+    assert_eq!(
+        column, expected_column,
+        "lz4 on this server: {server_has_lz4}"
+    );
 
     let project = db.create_project("shop", "h1", "efk_aaaa").await.unwrap();
     let mut e = event(project.id, "fp", Utc::now());
@@ -262,7 +290,8 @@ async fn postgres_event_documents_are_compressed_with_lz4() {
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!(method.as_deref(), Some("lz4"));
+    let expected_method = if server_has_lz4 { "lz4" } else { "pglz" };
+    assert_eq!(method.as_deref(), Some(expected_method));
     pool.close().await;
 }
 
@@ -544,7 +573,10 @@ async fn collectors_starting_together_on_a_new_postgres_database() {
     // Each reports what was pending when it looked: everything, or nothing
     // if another had already applied it.
     for pending in &reported {
-        assert!(pending.is_empty() || pending[0] == "1 init", "{pending:?}");
+        assert!(
+            pending.is_empty() || pending == POSTGRES_MIGRATIONS,
+            "{pending:?}"
+        );
     }
     assert!(reported.iter().any(|p| !p.is_empty()));
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
@@ -553,8 +585,7 @@ async fn collectors_starting_together_on_a_new_postgres_database() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    let expected: Vec<i64> = (1..=versions.len() as i64).collect();
+    let expected: Vec<i64> = (1..=POSTGRES_MIGRATIONS.len() as i64).collect();
     assert_eq!(versions, expected);
-    assert_eq!(reported.iter().map(Vec::len).max(), Some(versions.len()));
     pool.close().await;
 }

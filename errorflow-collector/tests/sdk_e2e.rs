@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::binary::{Backend, Collector, DEADLINE};
+use common::binary::{dsn, Backend, Collector, Front, WriteLock, DEADLINE};
 use errorflow_sdk::{ClientOptions, RetryPolicy};
 use serde_json::Value;
 
@@ -181,7 +181,7 @@ fn axum_service_reports_every_failure_kind(backend: Backend) {
     // Five events: two `error!`s, a 500, a panic (reported once, by the
     // hook, not again by the middleware) and a logged error chain (whose
     // 500 answer is not reported a second time).
-    let events = collector.wait_for_events(5);
+    let events = collector.stored_events(5);
     let groups = collector.groups();
     assert_eq!(groups.len(), 4, "{groups:#?}");
     let ids: HashSet<&str> = events
@@ -341,6 +341,7 @@ fn cli_reports_error_and_panic(backend: Backend) {
         .args([
             "--exact",
             "cli_child_process",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -357,7 +358,7 @@ fn cli_reports_error_and_panic(backend: Backend) {
         "the child must panic in the example:\n{stdout}\n{stderr}"
     );
     // The process has exited: whatever is stored was delivered before exit.
-    let events = collector.wait_for_events(2);
+    let events = collector.stored_events(2);
     let groups = collector.groups();
     assert_eq!(groups.len(), 2, "{groups:#?}");
     for e in &events {
@@ -422,12 +423,16 @@ fn cli_reports_error_and_panic_postgres() {
 
 /// Not a test of its own: the body of the child process of
 /// `cli_reports_error_and_panic_*`, which runs the example CLI (and panics).
-/// Without [`CHILD_ENV`] it does nothing.
+/// Ignored in a normal run, which runs it through those tests; run on its
+/// own, without [`CHILD_ENV`], it fails.
 #[test]
+#[ignore = "the child process of cli_reports_error_and_panic_*, which runs it"]
 fn cli_child_process() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        example_cli::run();
-    }
+    assert!(
+        std::env::var_os(CHILD_ENV).is_some(),
+        "cli_child_process runs only as the child of cli_reports_error_and_panic_*"
+    );
+    example_cli::run();
 }
 
 /// The collector is down when the events are captured and comes up later:
@@ -436,7 +441,14 @@ fn collector_down_then_up_delivers_each_event_once(backend: Backend) {
     let _serial = serial();
     init_tracing();
     let mut collector = Collector::prepare(backend);
-    let guard = errorflow_sdk::init(client_options(&collector.dsn));
+    // The SDK sends to a front on a port held for the whole test, which
+    // drops connections until the collector is up.
+    let front = Front::start();
+    let guard = errorflow_sdk::init(client_options(&dsn(
+        &front.base(),
+        &collector.key,
+        collector.project_id,
+    )));
     for i in 0..5 {
         tracing::error!(attempt = i, "inventory sync {} failed", i);
     }
@@ -448,6 +460,7 @@ fn collector_down_then_up_delivers_each_event_once(backend: Backend) {
     }
     assert_eq!(errorflow_sdk::stats().sent, 0);
     collector.serve();
+    front.forward_to(collector.port);
     assert!(errorflow_sdk::flush(Duration::from_secs(20)));
     let stats = errorflow_sdk::stats();
     assert_eq!(
@@ -455,7 +468,7 @@ fn collector_down_then_up_delivers_each_event_once(backend: Backend) {
         (5, 5, 0),
         "{stats:?}"
     );
-    let events = collector.wait_for_events(5);
+    let events = collector.stored_events(5);
     let ids: HashSet<&str> = events
         .iter()
         .map(|e| e["event_id"].as_str().unwrap())
@@ -481,4 +494,156 @@ fn collector_down_then_up_delivers_each_event_once_sqlite() {
 #[test]
 fn collector_down_then_up_delivers_each_event_once_postgres() {
     collector_down_then_up_delivers_each_event_once(Backend::Postgres);
+}
+
+/// One event of service `service` through `POST /api/v1/events` from the
+/// test itself; returns the status.
+async fn post_one(base: String, key: String, service: String) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{base}/api/v1/events"))
+        .header("x-errorflow-key", key)
+        .json(
+            &serde_json::json!({"events": [{"event_id": uuid::Uuid::new_v4(),
+            "level": "error", "service": service, "environment": "prod",
+            "message": "disk full"}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The collector's `errorflow_ingest_queue_depth`: events admitted to the
+/// writer and not yet written.
+async fn queue_depth(base: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("errorflow_ingest_queue_depth ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// The collector answers 503 when its write queue is full; the SDK retries,
+/// and once the collector writes again its event is stored once.
+///
+/// On Postgres, whose lock waits have no timeout: with the events' tables
+/// locked nothing is written, and with `--write-queue 1` each of the two
+/// writer tasks holds one request and queues one more. Fillers for distinct
+/// incidents are sent until the writer holds those four (its queue depth
+/// says so); then every request, the SDK's included, is refused.
+#[test]
+fn sdk_retries_a_503_and_delivers_once() {
+    let _serial = serial();
+    let backend = Backend::Postgres;
+    let mut c = Collector::prepare(backend);
+    c.serve_args = ["--write-queue", "1", "--write-queue-timeout", "100ms"]
+        .map(String::from)
+        .to_vec();
+    c.serve();
+    let rt = runtime();
+    let lock = rt.block_on(WriteLock::take(backend, &c.db.url));
+    let mut fillers = Vec::new();
+    let services = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+        "juliet", "kilo", "lima", "mike", "november", "oscar", "papa",
+    ];
+    for service in services {
+        if rt.block_on(queue_depth(&c.base)) >= 4.0 {
+            break;
+        }
+        let filler = rt.spawn(post_one(
+            c.base.clone(),
+            c.key.clone(),
+            format!("filler-{service}"),
+        ));
+        // Answered 503 at once, or admitted: wait until one or the other shows.
+        let depth = rt.block_on(queue_depth(&c.base));
+        let deadline = Instant::now() + DEADLINE;
+        while !filler.is_finished() && rt.block_on(queue_depth(&c.base)) <= depth {
+            assert!(
+                Instant::now() < deadline,
+                "the filler was neither refused nor admitted"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        fillers.push(filler);
+    }
+    assert_eq!(
+        rt.block_on(queue_depth(&c.base)),
+        4.0,
+        "two writer tasks, each with a queue of one"
+    );
+    let guard = errorflow_sdk::init(client_options(&c.dsn));
+    errorflow_sdk::capture_message("payment failed", errorflow_sdk::protocol::Level::Error);
+    let deadline = Instant::now() + DEADLINE;
+    while errorflow_sdk::stats().retried < 1 {
+        assert!(Instant::now() < deadline, "{:?}", errorflow_sdk::stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rt.block_on(lock.release());
+    let mut admitted = 0;
+    for filler in fillers {
+        match rt.block_on(filler).unwrap() {
+            200 => admitted += 1,
+            503 => {}
+            other => panic!("a filler got {other}"),
+        }
+    }
+    assert_eq!(admitted, 4);
+    assert!(errorflow_sdk::flush(Duration::from_secs(20)));
+    let stats = errorflow_sdk::stats();
+    assert_eq!((stats.sent, stats.dropped_failed), (1, 0), "{stats:?}");
+    assert!(stats.retried >= 1, "{stats:?}");
+    let events = c.stored_events(5);
+    let mine: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["service"] == "shop-api")
+        .collect();
+    assert_eq!(mine.len(), 1, "{events:#?}");
+    assert_eq!(mine[0]["message"], "payment failed");
+    drop(guard);
+}
+
+/// A request the collector refuses as the client's fault (413: larger than
+/// `--max-body-bytes`) is not retried: the SDK counts its events rejected.
+fn sdk_does_not_retry_a_4xx(backend: Backend) {
+    let _serial = serial();
+    let mut c = Collector::prepare(backend);
+    c.serve_args = ["--max-body-bytes", "300"].map(String::from).to_vec();
+    c.serve();
+    let guard = errorflow_sdk::init(client_options(&c.dsn));
+    // Random text, so that even gzipped the body is over 300 bytes.
+    let long: Vec<String> = (0..20)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    errorflow_sdk::capture_message(&long.join(" "), errorflow_sdk::protocol::Level::Error);
+    assert!(errorflow_sdk::flush(Duration::from_secs(20)));
+    let stats = errorflow_sdk::stats();
+    assert_eq!(
+        (stats.rejected, stats.retried, stats.sent),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+    c.stored_events(0);
+    drop(guard);
+}
+
+#[test]
+fn sdk_does_not_retry_a_4xx_sqlite() {
+    sdk_does_not_retry_a_4xx(Backend::Sqlite);
+}
+
+#[test]
+fn sdk_does_not_retry_a_4xx_postgres() {
+    sdk_does_not_retry_a_4xx(Backend::Postgres);
 }

@@ -21,9 +21,9 @@ fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sentry_clients")
 }
 
-/// A collector on a free port with a fresh SQLite database, one project and a token.
-fn start_collector() -> Collector {
-    Collector::start(Backend::Sqlite)
+/// A collector with a fresh database on `backend`, one project and a token.
+fn start_collector(backend: Backend) -> Collector {
+    Collector::start(backend)
 }
 
 /// Runs a client program with `SENTRY_DSN`, failing with its output.
@@ -58,8 +58,7 @@ fn group_of<'a>(groups: &'a [Value], event: &Value) -> &'a Value {
         .expect("the event's incident is listed")
 }
 
-#[test]
-fn python_sentry_sdk_reports_to_errorflow() {
+fn python_sentry_sdk_reports_to_errorflow(backend: Backend) {
     let python = common::venv::python();
     // -s: the user's site-packages stay out too; the venv has the pinned SDK.
     let probe = Command::new(&python)
@@ -71,7 +70,7 @@ fn python_sentry_sdk_reports_to_errorflow() {
          scripts/test-requirements.txt into that venv",
         python.display()
     );
-    let c = start_collector();
+    let c = start_collector(backend);
     let mut cmd = Command::new(&python);
     cmd.args(["-s", "python_client.py"]);
     run_client(cmd, &c.dsn);
@@ -127,14 +126,13 @@ fn python_sentry_sdk_reports_to_errorflow() {
     assert_eq!(message["level"], "warning");
 }
 
-#[test]
-fn node_sentry_sdk_reports_to_errorflow() {
+fn node_sentry_sdk_reports_to_errorflow(backend: Backend) {
     assert!(
         clients_dir().join("node_modules/@sentry/node").is_dir(),
         "@sentry/node is required for this test; `./scripts/test.sh` installs it \
          (npm ci in errorflow-collector/tests/sentry_clients)"
     );
-    let c = start_collector();
+    let c = start_collector(backend);
     let mut cmd = Command::new("node");
     cmd.arg("node_client.js");
     run_client(cmd, &c.dsn);
@@ -190,8 +188,7 @@ fn node_sentry_sdk_reports_to_errorflow() {
     );
 }
 
-#[test]
-fn rust_sentry_crate_reports_to_errorflow() {
+fn rust_sentry_crate_reports_to_errorflow(backend: Backend) {
     // The example is a workspace member; build it with the cargo running this test.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
@@ -205,7 +202,7 @@ fn rust_sentry_crate_reports_to_errorflow() {
     let bin = exe.parent().unwrap().parent().unwrap().join("rust-shop");
     assert!(bin.exists(), "{} not built", bin.display());
 
-    let c = start_collector();
+    let c = start_collector(backend);
     run_client(Command::new(&bin), &c.dsn);
 
     let events = c.events();
@@ -287,4 +284,34 @@ fn rust_sentry_crate_reports_to_errorflow() {
             assert_eq!(f["in_app"], false, "{name}");
         }
     }
+}
+
+#[test]
+fn python_sentry_sdk_reports_to_errorflow_sqlite() {
+    python_sentry_sdk_reports_to_errorflow(Backend::Sqlite);
+}
+
+#[test]
+fn python_sentry_sdk_reports_to_errorflow_postgres() {
+    python_sentry_sdk_reports_to_errorflow(Backend::Postgres);
+}
+
+#[test]
+fn node_sentry_sdk_reports_to_errorflow_sqlite() {
+    node_sentry_sdk_reports_to_errorflow(Backend::Sqlite);
+}
+
+#[test]
+fn node_sentry_sdk_reports_to_errorflow_postgres() {
+    node_sentry_sdk_reports_to_errorflow(Backend::Postgres);
+}
+
+#[test]
+fn rust_sentry_crate_reports_to_errorflow_sqlite() {
+    rust_sentry_crate_reports_to_errorflow(Backend::Sqlite);
+}
+
+#[test]
+fn rust_sentry_crate_reports_to_errorflow_postgres() {
+    rust_sentry_crate_reports_to_errorflow(Backend::Postgres);
 }

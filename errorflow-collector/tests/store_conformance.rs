@@ -10,7 +10,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
 
 use chrono::{Duration, Timelike, Utc};
 use errorflow_collector::model::*;
@@ -83,10 +82,6 @@ conformance!(
     concurrent_first_exclusive_events_create_one_group,
     concurrent_overlapping_batches_keep_exact_counts,
     concurrent_overlapping_exclusive_batches_keep_exact_counts,
-    #[ignore = "throughput measurement; run with --release -- --ignored --nocapture"]
-    insert_throughput,
-    #[ignore = "cost measurement; run with --release -- --ignored --nocapture"]
-    retention_chunk_cost,
 );
 
 /// The two ways the writer stores a batch: [`Store::insert_events`], and
@@ -1785,70 +1780,6 @@ async fn overlapping_batches_keep_exact_counts(db: &TestDb, insert: Insert) {
         assert_eq!(stats.hourly.iter().map(|b| b.count).sum::<i64>(), g.count);
         assert_eq!(db.activity(g.id).await.unwrap().len(), 1, "created once");
     }
-}
-
-async fn insert_throughput(db: &TestDb) {
-    const TOTAL: usize = 100_000;
-    const BATCH: usize = 500;
-    let p = project(db, "bench").await;
-    let now = Utc::now();
-    let events: Vec<_> = (0..TOTAL)
-        .map(|i| {
-            event(
-                p,
-                &format!("fp{}", i % 50),
-                now - Duration::seconds((i % 3600) as i64),
-            )
-        })
-        .collect();
-    let started = Instant::now();
-    for batch in events.chunks(BATCH) {
-        db.insert_events(batch).await.unwrap();
-    }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "{:?}: {TOTAL} events in batches of {BATCH}: {secs:.2}s, {:.0} events/s",
-        db.backend(),
-        TOTAL as f64 / secs
-    );
-}
-
-/// How long one retention chunk holds the write path: 100,000 expired
-/// events in 50 incidents (plus as many kept), deleted by the background
-/// pass's own chunks. Prints the time per chunk.
-async fn retention_chunk_cost(db: &TestDb) {
-    const TOTAL: usize = 100_000;
-    let p = project(db, "bench").await;
-    let old = at(8, 0);
-    let events: Vec<_> = (0..2 * TOTAL)
-        .map(|i| {
-            let mut ev = event(p, &format!("fp{}", i % 50), old);
-            // Every other event is kept.
-            ev.received_at = if i % 2 == 0 { old } else { at(12, 0) };
-            ev
-        })
-        .collect();
-    for batch in events.chunks(1000) {
-        db.insert_events(batch).await.unwrap();
-    }
-    let options = retention::PurgeOptions {
-        chunk: retention::CHUNK,
-        pause: std::time::Duration::ZERO,
-    };
-    let started = Instant::now();
-    let purged = retention::purge(db.as_ref(), at(10, 0), options)
-        .await
-        .unwrap();
-    let secs = started.elapsed().as_secs_f64();
-    assert_eq!(purged.events, TOTAL as u64);
-    let chunks = TOTAL as f64 / f64::from(retention::CHUNK);
-    println!(
-        "{:?}: {TOTAL} expired of {} events deleted in {secs:.2}s: {:.1} ms per chunk of {}",
-        db.backend(),
-        2 * TOTAL,
-        secs * 1000.0 / chunks,
-        retention::CHUNK
-    );
 }
 
 fn kestra_triage(group_id: i64, summary: &str) -> NewTriage {

@@ -329,7 +329,15 @@ async fn maintenance_quiet_runs_the_quiet_check(t: TestApp) {
     assert_eq!(r.body["quieted"], 0, "not idle for 30 minutes yet");
     let state = t.state.clone().with_quiet_after(Duration::ZERO);
     let t = t.with_state(state);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Idle for zero time means seen strictly before now: wait for the clock
+    // to pass the incident's last event, not for a fixed time.
+    let last_seen: chrono::DateTime<chrono::Utc> = serde_json::from_value(
+        t.call("GET", "/api/v1/groups", None).await.body["groups"][0]["last_seen"].clone(),
+    )
+    .unwrap();
+    while chrono::Utc::now() <= last_seen {
+        tokio::task::yield_now().await;
+    }
     let r = t.call("POST", "/api/v1/maintenance/quiet", None).await;
     assert_eq!(r.body["quieted"], 1, "{}", r.body);
     let g = &t.call("GET", "/api/v1/groups", None).await.body["groups"][0];
@@ -346,12 +354,16 @@ async fn ingest_offers_triggers_without_waiting(t: TestApp) {
     assert_eq!(r.status, StatusCode::OK);
     let (id, reason) = rx.try_recv().expect("a new incident is offered");
     assert_eq!(reason, Reason::New);
-    // The channel is now full (nobody reads it): ingest still succeeds at once.
+    // The channel is now full (nobody reads it, ever): ingest still
+    // succeeds. Were it to wait for room, it would wait forever.
     t.post_events(json!([prod_error("trigger two")])).await;
-    let started = std::time::Instant::now();
-    let r = t.post_events(json!([prod_error("trigger three")])).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        t.post_events(json!([prod_error("trigger three")])),
+    )
+    .await
+    .expect("ingest waited for the full trigger channel");
     assert_eq!(r.status, StatusCode::OK);
-    assert!(started.elapsed() < Duration::from_secs(2));
     assert!(id > 0);
 }
 
@@ -512,7 +524,9 @@ async fn spiking_incidents_are_found_for_the_batch(t: TestApp) {
         InsertOutcome::Stored { group_id, .. } => group_id,
         InsertOutcome::Duplicate => unreachable!(),
     };
-    let spiking = t.state.triage.spiking(50).await.unwrap();
+    // Asked at the moment the events were stored: the check does not
+    // depend on whether a clock hour ends meanwhile.
+    let spiking = t.state.triage.spiking_at(50, now).await.unwrap();
     assert_eq!(spiking, vec![hot]);
     // The batch's list of stale incidents holds every untriaged open one.
     assert_eq!(t.state.triage.stale(50).await.unwrap().len(), 3);
@@ -529,6 +543,8 @@ common::backend_tests!(
     maintenance_quiet_runs_the_quiet_check,
     ingest_offers_triggers_without_waiting,
     stale_and_attention_follow_events_and_regressions,
+    malformed_model_output_falls_back_to_the_builtin_analyst,
+    automatic_triage_is_debounced_except_for_regressions,
     spiking_incidents_are_found_for_the_batch,
     results_carry_their_signals_and_summaries_no_counts,
     hand_set_priority_survives_retriage_and_is_in_the_activity,
@@ -814,14 +830,12 @@ async fn sqlite_kestra_flows_are_started_for_new_incidents_and_summaries() {
 
 /// An LLM answering outside the schema: the built-in analyst answers and
 /// the stored result says why.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_malformed_model_output_falls_back_to_the_builtin_analyst() {
+async fn malformed_model_output_falls_back_to_the_builtin_analyst(t: TestApp) {
     let (base, seen) = recording_server(
         json!({"choices": [{"index": 0, "message": {"role": "assistant",
         "content": "{\"summary\": \"ignore the schema\", \"severity\": \"apocalyptic\"}"}}]}),
     )
     .await;
-    let t = test_app(common::sqlite_store().await).await;
     let options = TriageOptions {
         provider: triage::Provider::Openai,
         llm_base_url: Some(base),
@@ -854,42 +868,42 @@ async fn sqlite_malformed_model_output_falls_back_to_the_builtin_analyst() {
 }
 
 /// Automatic triggers are debounced per incident; a regression is not.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_automatic_triage_is_debounced_except_for_regressions() {
-    let t = test_app(common::sqlite_store().await).await;
+async fn automatic_triage_is_debounced_except_for_regressions(t: TestApp) {
     let id = t.group_id("debounce me").await;
+    let sentinel = t.group_id("sentinel").await;
     let triggers = triage::spawn(t.state.triage.clone(), 16, None);
-    let stored = |new_group, regression| errorflow_collector::model::InsertOutcome::Stored {
-        group_id: id,
-        new_group,
-        regression,
+    let stored =
+        |group_id, new_group, regression| errorflow_collector::model::InsertOutcome::Stored {
+            group_id,
+            new_group,
+            regression,
+        };
+    let history_len = |id: i64| {
+        let t = &t;
+        async move {
+            t.call("GET", &format!("/api/v1/groups/{id}/triage"), None)
+                .await
+                .body
+                .as_array()
+                .map_or(0, Vec::len)
+        }
     };
-    let history_len = || async {
-        t.call("GET", &format!("/api/v1/groups/{id}/triage"), None)
-            .await
-            .body
-            .as_array()
-            .map_or(0, Vec::len)
-    };
-    triggers.offer(&[stored(true, false)]);
-    triggers.offer(&[stored(true, false)]);
-    let mut n = 0;
-    for _ in 0..40 {
-        n = history_len().await;
-        if n >= 1 {
+    triggers.offer(&[stored(id, true, false)]);
+    triggers.offer(&[stored(id, true, false)]);
+    // The worker takes triggers in order: once the sentinel's triage is
+    // stored, the second trigger has been handled, run or debounced.
+    triggers.offer(&[stored(sentinel, true, false)]);
+    for _ in 0..200 {
+        if history_len(sentinel).await >= 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        history_len().await,
-        1,
-        "the second trigger was debounced ({n})"
-    );
-    triggers.offer(&[stored(false, true)]);
-    for _ in 0..40 {
-        if history_len().await == 2 {
+    assert_eq!(history_len(sentinel).await, 1, "the sentinel was triaged");
+    assert_eq!(history_len(id).await, 1, "the second trigger was debounced");
+    triggers.offer(&[stored(id, false, true)]);
+    for _ in 0..200 {
+        if history_len(id).await == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -2,8 +2,7 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{closed_port, fast_retry, serial, FakeCollector, Reply};
 use errorflow_sdk::protocol::Level;
@@ -113,25 +112,11 @@ fn capture_error_and_message_are_delivered() {
     assert_eq!((stats.queued, stats.sent), (2, 2));
 }
 
-#[test]
-fn retries_5xx_and_delivers_exactly_once() {
-    let _serial = serial();
-    let fake = FakeCollector::start();
-    fake.plan([Reply::Status(500), Reply::Status(503)]);
-    let _guard = errorflow_sdk::init(options(&fake));
-    for i in 0..3 {
-        errorflow_sdk::capture_message(&format!("m{i}"), Level::Error);
-    }
-    assert!(errorflow_sdk::flush(Duration::from_secs(10)));
-    let events = fake.events();
-    assert_eq!(events.len(), 3);
-    let ids: HashSet<_> = events.iter().map(|e| e.event_id).collect();
-    assert_eq!(ids.len(), 3);
-    let statuses: Vec<u16> = fake.requests().iter().map(|r| r.1).collect();
-    assert_eq!(statuses, [500, 503, 200]);
-    let stats = errorflow_sdk::stats();
-    assert_eq!((stats.sent, stats.retried, stats.dropped_failed), (3, 2, 0));
-}
+// Retrying 5xx and not retrying 4xx are tested against the real collector
+// (errorflow-collector/tests/sdk_e2e.rs: a full write queue answers 503, a
+// body over its limit 413), and so is a collector that comes up late. The
+// collector's SDK route never answers 429, so Retry-After on 429 is tested
+// here, against a server answering as the protocol documents.
 
 #[test]
 fn honours_retry_after_on_429() {
@@ -149,48 +134,10 @@ fn honours_retry_after_on_429() {
 }
 
 #[test]
-fn does_not_retry_4xx() {
-    let _serial = serial();
-    let fake = FakeCollector::start();
-    fake.plan([Reply::Status(413)]);
-    let _guard = errorflow_sdk::init(options(&fake));
-    errorflow_sdk::capture_message("too big", Level::Error);
-    assert!(errorflow_sdk::flush(Duration::from_secs(5)));
-    assert_eq!(fake.requests().len(), 1);
-    let stats = errorflow_sdk::stats();
-    assert_eq!((stats.rejected, stats.retried, stats.sent), (1, 0, 0));
-}
-
-#[test]
-fn collector_down_then_up_delivers_each_event_once() {
-    let _serial = serial();
-    let port = closed_port();
-    let dsn = format!("http://testkey@127.0.0.1:{port}/1");
-    let _guard = errorflow_sdk::init(
-        ClientOptions::new()
-            .dsn(&dsn)
-            .retry(fast_retry())
-            .batch_interval(Duration::from_millis(20))
-            .panic_hook(false),
-    );
-    for i in 0..5 {
-        errorflow_sdk::capture_message(&format!("while down {i}"), Level::Error);
-    }
-    std::thread::sleep(Duration::from_millis(700));
-    assert!(errorflow_sdk::stats().retried > 0);
-    let fake = FakeCollector::start_on(port);
-    assert!(errorflow_sdk::flush(Duration::from_secs(15)));
-    let events = fake.wait_for(5, Duration::from_secs(5));
-    assert_eq!(events.len(), 5);
-    let ids: HashSet<_> = events.iter().map(|e| e.event_id).collect();
-    assert_eq!(ids.len(), 5);
-    assert_eq!(errorflow_sdk::stats().sent, 5);
-}
-
-#[test]
 fn full_queue_drops_and_counts_without_blocking() {
     let _serial = serial();
-    let dsn = format!("http://testkey@127.0.0.1:{}/1", closed_port());
+    let (_closed, port) = closed_port();
+    let dsn = format!("http://testkey@127.0.0.1:{port}/1");
     let guard = errorflow_sdk::init(
         ClientOptions::new()
             .dsn(&dsn)
@@ -204,22 +151,25 @@ fn full_queue_drops_and_counts_without_blocking() {
             .shutdown_timeout(Duration::from_millis(100))
             .panic_hook(false),
     );
-    let start = Instant::now();
+    // Capturing never waits for room: with the worker stuck retrying, all
+    // but the queue's few are dropped (had it waited, none would be).
     for i in 0..1000 {
         errorflow_sdk::capture_message(&format!("flood {i}"), Level::Error);
     }
-    let elapsed = start.elapsed();
-    assert!(
-        elapsed < Duration::from_millis(500),
-        "enqueueing took {elapsed:?}"
-    );
     let stats = errorflow_sdk::stats();
     assert!(stats.dropped_queue_full >= 980, "{stats:?}");
     assert_eq!(stats.queued + stats.dropped_queue_full, 1000);
-    // The worker is stuck retrying: the guard's flush gives up after its timeout.
-    let start = Instant::now();
-    drop(guard);
-    assert!(start.elapsed() < Duration::from_secs(2));
+    // The worker is stuck retrying for 30 s: the guard's flush gives up
+    // after its 100 ms timeout. A guard that waited for the retries would
+    // still be waiting when this gives up.
+    let (done, dropped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(guard);
+        let _ = done.send(());
+    });
+    dropped
+        .recv_timeout(Duration::from_secs(20))
+        .expect("dropping the guard waited for the retries");
 }
 
 #[test]

@@ -255,8 +255,10 @@ impl LlmAnalyst {
         })?;
         let status = res.status();
         if !status.is_success() {
-            let retry_after = retry_after(res.headers());
+            let header_retry_after = retry_after(res.headers());
             let text = res.text().await.unwrap_or_default();
+            // Gemini says when to retry in the body, not in a header.
+            let retry_after = header_retry_after.or_else(|| retry_delay_in_body(&text));
             let err = TriageError::Status {
                 status: status.as_u16(),
                 body: super::result::bound(&text, 300),
@@ -311,6 +313,31 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .parse::<u64>()
         .ok()
         .map(Duration::from_secs)
+}
+
+/// The retry delay of a Google API error body: `error.details[]` holds a
+/// `google.rpc.RetryInfo` whose `retryDelay` is a protobuf Duration in JSON
+/// (`"37s"`, `"1.5s"`), as Gemini answers a 429 `RESOURCE_EXHAUSTED`.
+pub fn retry_delay_in_body(body: &str) -> Option<Duration> {
+    let value: Value = serde_json::from_str(body).ok()?;
+    value
+        .pointer("/error/details")?
+        .as_array()?
+        .iter()
+        .filter(|d| {
+            d.get("@type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with("google.rpc.RetryInfo"))
+        })
+        .find_map(|d| {
+            let secs: f64 = d
+                .get("retryDelay")?
+                .as_str()?
+                .strip_suffix('s')?
+                .parse()
+                .ok()?;
+            Duration::try_from_secs_f64(secs).ok()
+        })
 }
 
 #[async_trait]
@@ -571,6 +598,80 @@ mod tests {
         );
     }
 
+    /// Gemini's 429: `RESOURCE_EXHAUSTED`, with the delay in a `RetryInfo`
+    /// of the body's `details` and no `Retry-After` header.
+    fn gemini_resource_exhausted(delay: &str) -> Reply {
+        Reply::json(
+            429,
+            json!({"error": {
+                "code": 429,
+                "message": "You exceeded your current quota, please check your plan and billing details.",
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [
+                    {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                     "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                                     "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]},
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
+                ]
+            }}),
+        )
+    }
+
+    #[test]
+    fn the_retry_delay_is_read_from_a_google_error_body() {
+        let body = |delay: &str| {
+            json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}]}})
+            .to_string()
+        };
+        assert_eq!(
+            retry_delay_in_body(&body("37s")),
+            Some(Duration::from_secs(37))
+        );
+        assert_eq!(
+            retry_delay_in_body(&body("1.5s")),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(retry_delay_in_body(&body("soon")), None);
+        assert_eq!(retry_delay_in_body("{}"), None);
+        assert_eq!(retry_delay_in_body("not json"), None);
+    }
+
+    #[tokio::test]
+    async fn honours_geminis_retry_delay_on_resource_exhausted() {
+        let server = serve(vec![
+            gemini_resource_exhausted("1s"),
+            gemini_reply(&answer().to_string()),
+        ])
+        .await;
+        let a = LlmAnalyst::new(options(Protocol::Gemini, &server.base)).unwrap();
+        let started = Instant::now();
+        let r = a.analyse(&digest()).await.unwrap();
+        assert_eq!(r.priority, 90);
+        let requests = server.requests();
+        assert_eq!(requests.len(), 2);
+        // The backoff alone would have waited about 10 ms.
+        assert!(
+            started.elapsed() >= Duration::from_millis(950),
+            "waited {:?}",
+            started.elapsed()
+        );
+        // A delay beyond the limit is not waited for.
+        let server = serve(vec![gemini_resource_exhausted("3600s")]).await;
+        let mut o = options(Protocol::Gemini, &server.base);
+        o.max_retry_after = Duration::from_secs(5);
+        let err = LlmAnalyst::new(o)
+            .unwrap()
+            .analyse(&digest())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, TriageError::Status { status: 429, .. }),
+            "{err}"
+        );
+        assert_eq!(server.requests().len(), 1);
+    }
+
     #[tokio::test]
     async fn a_retry_after_beyond_the_limit_fails_at_once() {
         let server = serve(vec![
@@ -611,28 +712,32 @@ mod tests {
 
     #[tokio::test]
     async fn a_timeout_falls_back() {
+        // The model never answers within the test: only the timeout ends
+        // the requests.
         let server = serve(vec![
-            openai_reply(&answer().to_string()).delayed(Duration::from_secs(3))
+            openai_reply(&answer().to_string()).delayed(Duration::from_secs(3600))
         ])
         .await;
         let mut o = options(Protocol::OpenAi, &server.base);
         o.timeout = Duration::from_millis(200);
         o.max_retries = 1;
         let a = LlmAnalyst::new(o).unwrap();
-        let started = Instant::now();
-        let analysis = analyse_with_fallback(
-            &a,
-            &crate::triage::builtin::BuiltinAnalyst::default(),
-            &digest(),
+        let analysis = tokio::time::timeout(
+            Duration::from_secs(60),
+            analyse_with_fallback(
+                &a,
+                &crate::triage::builtin::BuiltinAnalyst::default(),
+                &digest(),
+            ),
         )
-        .await;
+        .await
+        .expect("the request timeout ended the requests");
         assert_eq!(analysis.analyst, "builtin");
         assert_eq!(
             analysis.fallback_reason.as_deref(),
             Some("request timed out")
         );
         assert_eq!(server.requests().len(), 2, "a timeout is retried");
-        assert!(started.elapsed() < Duration::from_secs(2));
     }
 
     #[tokio::test]
@@ -651,8 +756,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_api_key_never_appears_in_errors() {
-        // Nothing listens on this port.
-        let mut o = options(Protocol::Gemini, "http://127.0.0.1:9");
+        // A port bound for this test and not listening: refused.
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let base = format!("http://{}", closed.local_addr().unwrap());
+        let mut o = options(Protocol::Gemini, &base);
         o.max_retries = 0;
         let err = LlmAnalyst::new(o)
             .unwrap()

@@ -515,6 +515,17 @@ impl Triage {
 
     /// Open incidents seen recently that are spiking now.
     pub async fn spiking(&self, limit: u32) -> Result<Vec<i64>, TriageError> {
+        self.spiking_at(limit, Utc::now()).await
+    }
+
+    /// Open incidents seen in the hour before `now` that are spiking at
+    /// `now` (hourly counts are bucketed by clock hour, so the caller that
+    /// stored the events knows which hour they fell in).
+    pub async fn spiking_at(
+        &self,
+        limit: u32,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Vec<i64>, TriageError> {
         let page = self
             .store
             .list_groups(&GroupQuery {
@@ -524,7 +535,6 @@ impl Triage {
                 ..GroupQuery::default()
             })
             .await?;
-        let now = Utc::now();
         let mut out = Vec::new();
         for g in page
             .groups

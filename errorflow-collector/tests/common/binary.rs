@@ -4,7 +4,7 @@
 //! DSN is known before it starts), and blocking REST API helpers.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::Connection;
@@ -69,6 +69,82 @@ impl Database {
     }
 }
 
+impl Database {
+    /// Runs a query whose one column reads as text, on either backend.
+    pub fn texts(&self, sql: &str) -> Vec<String> {
+        let url = self.url.clone();
+        let sql = sql.to_string();
+        let postgres = self.postgres.is_some();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    if postgres {
+                        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                        sqlx::query_scalar::<_, String>(&sql)
+                            .fetch_all(&mut conn)
+                            .await
+                            .unwrap()
+                    } else {
+                        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                        sqlx::query_scalar::<_, String>(&sql)
+                            .fetch_all(&mut conn)
+                            .await
+                            .unwrap()
+                    }
+                })
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// Runs one statement and returns the rows it affected, on either backend.
+    pub fn execute(&self, sql: &str) -> u64 {
+        let url = self.url.clone();
+        let sql = sql.to_string();
+        let postgres = self.postgres.is_some();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    if postgres {
+                        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                        sqlx::query(&sql)
+                            .execute(&mut conn)
+                            .await
+                            .unwrap()
+                            .rows_affected()
+                    } else {
+                        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                        sqlx::query(&sql)
+                            .execute(&mut conn)
+                            .await
+                            .unwrap()
+                            .rows_affected()
+                    }
+                })
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// The ids of every stored event.
+    pub fn stored_event_ids(&self) -> Vec<String> {
+        self.texts("SELECT CAST(event_id AS TEXT) FROM errors")
+    }
+
+    /// The sum of the incidents' event counts.
+    pub fn incident_count_sum(&self) -> i64 {
+        self.texts("SELECT CAST(COALESCE(SUM(count), 0) AS TEXT) FROM error_groups")[0]
+            .parse()
+            .unwrap()
+    }
+}
+
 impl Drop for Database {
     fn drop(&mut self) {
         if let Some((admin, name)) = &self.postgres {
@@ -115,25 +191,24 @@ pub fn pg_execute(url: &str, sql: &str) -> Result<(), sqlx::Error> {
     .unwrap()
 }
 
-/// The collector binary with one project and one management token, on a
-/// port chosen up front so that the DSN is known before it is started.
+/// The collector binary with one project and one management token. It
+/// listens on a port the OS hands out (`--listen 127.0.0.1:0`) and keeps
+/// bound; the port is read from the address it prints.
 pub struct Collector {
     child: Option<Child>,
     pub port: u16,
     pub base: String,
     pub dsn: String,
     pub token: String,
+    pub key: String,
+    pub project_id: i64,
+    /// Extra arguments of `serve`.
+    pub serve_args: Vec<String>,
+    /// A front holding `base` across restarts (see [`Collector::fronted`]).
+    front: Option<Front>,
     http: reqwest::Client,
     rt: tokio::runtime::Runtime,
-    db: Database,
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    pub db: Database,
 }
 
 pub fn collector_cli(db: &str, args: &[&str]) -> Value {
@@ -151,26 +226,56 @@ pub fn collector_cli(db: &str, args: &[&str]) -> Value {
     })
 }
 
+/// The DSN of a project at `base` (`http://host:port`).
+pub fn dsn(base: &str, key: &str, project_id: i64) -> String {
+    let rest = base.strip_prefix("http://").expect("an http:// base URL");
+    format!("http://{key}@{rest}/{project_id}")
+}
+
+/// Reads `child`'s standard output up to the line `dashboard: URL/` that
+/// `serve` prints once it listens, and returns the URL; the rest of the
+/// output is drained by a thread. Synchronised on that line, not on time:
+/// should the process exit first, its end of output fails the test.
+pub fn listening_url(child: &mut Child) -> String {
+    use std::io::BufRead as _;
+    let stdout = child.stdout.take().expect("serve's stdout is piped");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(line)) => match line.strip_prefix("dashboard: ") {
+                Some(url) => break url.trim_end_matches('/').to_string(),
+                None => seen.push(line),
+            },
+            _ => panic!(
+                "the collector exited before listening ({:?}); it printed {seen:#?}",
+                child.wait()
+            ),
+        }
+    };
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    url
+}
+
 impl Collector {
     /// Creates the database, project and token, without serving yet.
     pub fn prepare(backend: Backend) -> Collector {
         let db = Database::create(backend);
-        let port = free_port();
-        let base = format!("http://127.0.0.1:{port}");
-        let project = collector_cli(
-            &db.url,
-            &["project", "create", "shop", "--json", "--public-url", &base],
-        );
+        let project = collector_cli(&db.url, &["project", "create", "shop", "--json"]);
         for field in ["id", "name", "key", "dsn"] {
             assert!(!project[field].is_null(), "project create: {project}");
         }
         let token = collector_cli(&db.url, &["token", "create", "--name", "e2e", "--json"]);
         Collector {
             child: None,
-            port,
-            base,
-            dsn: project["dsn"].as_str().unwrap().to_owned(),
+            port: 0,
+            base: String::new(),
+            dsn: String::new(),
             token: token["token"].as_str().unwrap().to_owned(),
+            key: project["key"].as_str().unwrap().to_owned(),
+            project_id: project["id"].as_i64().unwrap(),
+            serve_args: Vec::new(),
+            front: None,
             http: reqwest::Client::new(),
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -180,12 +285,27 @@ impl Collector {
         }
     }
 
+    /// Prepared behind a [`Front`]: `base` and `dsn` are known before it
+    /// serves and stay the same across restarts (what a service in front of
+    /// it, like Kestra calling back, needs).
+    pub fn fronted(backend: Backend) -> Collector {
+        let mut c = Collector::prepare(backend);
+        let front = Front::start();
+        c.base = front.base();
+        c.dsn = dsn(&c.base, &c.key, c.project_id);
+        c.front = Some(front);
+        c
+    }
+
     pub fn start(backend: Backend) -> Collector {
         let mut c = Collector::prepare(backend);
         c.serve();
         c
     }
 
+    /// `serve` with the extra arguments, on a port the OS picks; returns
+    /// once it listens. Called again after [`Collector::kill`] or
+    /// [`Collector::terminate`], it restarts on the same database.
     pub fn serve(&mut self) {
         self.serve_with(&[]);
     }
@@ -193,17 +313,59 @@ impl Collector {
     /// Serves with extra environment variables (Kestra's address, …).
     pub fn serve_with(&mut self, env: &[(&str, &str)]) {
         let mut cmd = command(&self.db.url);
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
-            .stdout(Stdio::null());
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(&self.serve_args)
+            .stdout(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap();
+        let mut child = cmd.spawn().unwrap();
+        let listening = listening_url(&mut child);
+        self.port = listening
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {listening}"));
+        match &self.front {
+            // The front keeps the address others were given; it now leads here.
+            Some(front) => front.forward_to(self.port),
+            None => {
+                self.base = listening;
+                self.dsn = dsn(&self.base, &self.key, self.project_id);
+            }
+        }
         self.child = Some(child);
-        let deadline = Instant::now() + DEADLINE;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "collector did not start");
-            std::thread::sleep(Duration::from_millis(25));
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("serving").id()
+    }
+
+    /// SIGKILL: the process ends at once, with no chance to clean up.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("serving");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the process to end (at most `within`) and
+    /// returns its exit status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("serving");
+        let pid = child.id().to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        match rx.recv_timeout(within) {
+            Ok(status) => status.unwrap(),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                panic!("the collector did not exit within {within:?} of SIGTERM");
+            }
         }
     }
 
@@ -260,23 +422,20 @@ impl Collector {
         self.get(&format!("/api/v1/events/{}", event_id.as_str().unwrap()))
     }
 
-    /// Polls the event list until `n` events are stored, then checks that no
-    /// more arrive for a short while (a duplicate would show up here).
-    pub fn wait_for_events(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let events = self.events();
-            if events.len() >= n {
-                assert_eq!(events.len(), n, "more events than expected: {events:#?}");
-                return events;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {n} events arrived: {events:#?}",
-                events.len()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// The stored events, which must be exactly `n`, each with its own
+    /// event id. Call it once every sender has had its answers (the SDK
+    /// flushed, or the process exited after flushing): the collector answers
+    /// 2xx only after the events are committed, so nothing sent can still
+    /// arrive, and a duplicate delivery would already be stored here.
+    pub fn stored_events(&self, n: usize) -> Vec<Value> {
+        let events = self.events();
+        assert_eq!(events.len(), n, "stored events: {events:#?}");
+        let ids: std::collections::HashSet<&str> = events
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), n, "an event was stored twice: {events:#?}");
+        events
     }
 }
 
@@ -285,6 +444,97 @@ impl Drop for Collector {
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// A TCP front for a collector that is not up yet: it holds a port the OS
+/// handed out, and closes each connection at once (as a proxy with no
+/// backend would) until [`Front::forward_to`] names the collector, then
+/// passes connections through to it.
+pub struct Front {
+    pub addr: std::net::SocketAddr,
+    target: std::sync::Arc<std::sync::Mutex<Option<u16>>>,
+}
+
+impl Front {
+    pub fn start() -> Front {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = std::sync::Arc::new(std::sync::Mutex::new(None::<u16>));
+        let shared = target.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                let Some(port) = *shared.lock().unwrap() else {
+                    drop(client);
+                    continue;
+                };
+                let Ok(upstream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                    continue;
+                };
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                };
+                pipe(client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                pipe(upstream, client);
+            }
+        });
+        Front { addr, target }
+    }
+
+    /// `http://ADDR`, the base URL the front answers on.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn forward_to(&self, port: u16) {
+        *self.target.lock().unwrap() = Some(port);
+    }
+}
+
+/// Holds the write lock of the events' tables until dropped: the writer's
+/// transaction waits for it, so the writer's queue fills up.
+pub enum WriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteLock {
+    pub async fn take(backend: Backend, url: &str) -> WriteLock {
+        match backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+                sqlx::query("BEGIN EXCLUSIVE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                WriteLock::Sqlite(conn)
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+                // EXCLUSIVE: others may read, nobody may write.
+                sqlx::query("LOCK TABLE error_groups, errors IN EXCLUSIVE MODE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                WriteLock::Postgres(conn)
+            }
+        }
+    }
+
+    pub async fn release(self) {
+        match self {
+            WriteLock::Sqlite(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+            WriteLock::Postgres(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
         }
     }
 }

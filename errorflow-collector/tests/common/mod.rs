@@ -80,6 +80,40 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Runs one statement (no parameters) on the test database, either backend.
+    pub async fn execute(&self, sql: &str) {
+        match &self.cleanup {
+            Cleanup::Postgres { .. } => {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+            }
+            Cleanup::Sqlite(_) => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::query("PRAGMA busy_timeout = 10000")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+
+    /// Runs a query whose one column reads as text, either backend.
+    pub async fn texts(&self, sql: &str) -> Vec<String> {
+        match &self.cleanup {
+            Cleanup::Postgres { .. } => {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+            }
+            Cleanup::Sqlite(_) => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+            }
+        }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Cleanup::Postgres { admin_url, name } = &self.cleanup {
@@ -165,6 +199,15 @@ pub async fn sqlite_store_unmigrated() -> TestDb {
     }
 }
 
+/// A TCP port the OS handed out, bound and not listening, for as long as the
+/// returned socket lives: connecting to it is refused. Unlike a fixed port
+/// (1, 9), nothing else can be listening there.
+pub fn closed_port() -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket
+}
+
 /// A point in time with whole seconds, which both backends store exactly.
 pub fn at(h: u32, m: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 14, h, m, 0).unwrap()
@@ -225,4 +268,51 @@ pub fn with_release(mut ev: NormalizedEvent, release: &str) -> NormalizedEvent {
     ev.tags.insert("release".to_string(), release.to_string());
     ev.event.release = Some(release.to_string());
     ev
+}
+
+/// A local HTTP receiver on a port the OS handed out, kept for the test:
+/// records the JSON bodies POSTed to it and answers 200. Returns its URL.
+pub async fn webhook_receiver() -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rec = bodies.clone();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let rec = rec.clone();
+        async move {
+            rec.lock()
+                .unwrap()
+                .push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+            axum::http::StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hooks/test"), bodies)
+}
+
+/// Waits (polling, up to 20 s) until `bodies` holds one whose `text`
+/// contains `needle`, and returns it.
+pub async fn wait_for_body(
+    bodies: &std::sync::Mutex<Vec<serde_json::Value>>,
+    needle: &str,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(found) = bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|b| b["text"].as_str().is_some_and(|t| t.contains(needle)))
+        {
+            return found.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no alert with {needle:?}: {:?}",
+            bodies.lock().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -50,11 +50,6 @@ impl FakeCollector {
         FakeCollector::serve(listener)
     }
 
-    pub fn start_on(port: u16) -> FakeCollector {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-        FakeCollector::serve(listener)
-    }
-
     fn serve(listener: std::net::TcpListener) -> FakeCollector {
         listener.set_nonblocking(true).unwrap();
         let fake = FakeCollector {
@@ -195,9 +190,13 @@ impl Transport for Memory {
 }
 
 /// A port with nothing listening (bound then released).
-pub fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+/// A port the OS handed out, bound and not listening while the socket
+/// lives: connections to it are refused, and nothing else can take it.
+pub fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
 }
 
 /// Fast retries so that tests finish quickly.
