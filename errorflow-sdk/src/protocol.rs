@@ -226,6 +226,20 @@ pub struct Event {
     /// The SDK that sent the event (`errorflow-sdk/0.1.0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sdk: Option<String>,
+    /// The threads running when the event happened (Sentry's `threads`),
+    /// each with its stack when the SDK sent one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub threads: Vec<Thread>,
+    /// Annotations of the event's values by the SDK or a relay, as Sentry's
+    /// `_meta`: a tree shaped like the event whose `""` entries say what was
+    /// done to the value at that place (`rem`: removed or replaced, and by
+    /// which rule).
+    #[serde(
+        default,
+        rename = "_meta",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub meta: Option<serde_json::Value>,
 }
 
 impl Event {
@@ -265,6 +279,8 @@ impl Event {
             breadcrumbs: Vec::new(),
             fingerprint: None,
             sdk: None,
+            threads: Vec::new(),
+            meta: None,
         }
     }
 }
@@ -303,6 +319,24 @@ impl Exception {
     }
 }
 
+/// One thread of the process, as Sentry reports them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Thread {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The thread that crashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crashed: Option<bool>,
+    /// The thread that captured the event (Sentry's `current`, or the Java
+    /// SDK's `errored`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stacktrace: Option<Stacktrace>,
+}
+
 /// Stack frames, **innermost last** (the frame that raised is the last one), as in Sentry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Stacktrace {
@@ -335,6 +369,16 @@ pub struct Frame {
     pub post_context: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instruction_addr: Option<String>,
+    /// Native code: the binary or library the frame is in (Sentry's
+    /// `package`: `/usr/lib/system/libdyld.dylib`, an app bundle's executable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// Native code: the start address of the frame's function, as sent (`0x…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbol_addr: Option<String>,
+    /// Native code: the load address of the frame's image, as sent (`0x…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_addr: Option<String>,
 }
 
 /// The HTTP request being served when the error happened.

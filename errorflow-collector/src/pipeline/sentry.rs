@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use errorflow_sdk::protocol::{
-    Breadcrumb, Event, Exception, Frame, Level, Request, Stacktrace, User,
+    Breadcrumb, Event, Exception, Frame, Level, Request, Stacktrace, Thread, User,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -47,7 +47,10 @@ use uuid::Uuid;
 
 mod wire;
 
-use wire::{RawBreadcrumb, RawEvent, RawException, RawFrame, RawStacktrace, RawThread};
+use super::frames;
+use wire::{
+    RawBreadcrumb, RawDebugMeta, RawEvent, RawException, RawFrame, RawStacktrace, RawThread,
+};
 
 /// What the mapping needs besides the payload.
 #[derive(Debug, Clone, Copy)]
@@ -275,7 +278,9 @@ pub fn map_event(payload: &[u8], ctx: &SentryContext) -> Result<Event, SentryErr
 }
 
 /// Maps a decoded Sentry event, taking its strings and JSON values over.
-fn map_raw(raw: RawEvent, ctx: &SentryContext) -> Result<Event, SentryError> {
+fn map_raw(mut raw: RawEvent, ctx: &SentryContext) -> Result<Event, SentryError> {
+    take_legacy_interfaces(&mut raw);
+    let security = raw_security(&mut raw);
     let (message, template) = message(&raw);
     let event_id = match raw.event_id {
         None | Some(Value::Null) => ctx.fallback_event_id,
@@ -311,21 +316,65 @@ fn map_raw(raw: RawEvent, ctx: &SentryContext) -> Result<Event, SentryError> {
     event.message = message;
     event.message_template = template;
 
-    let frame_rules = FrameRules::for_platform(platform.as_deref());
-    let mut exceptions: Vec<Exception> = raw
-        .exception
+    let images = raw.debug_meta.0.take().map(images).unwrap_or_default();
+    let frames = Frames {
+        rules: FrameRules::for_platform(platform.as_deref()),
+        images: &images,
+    };
+    let mut raw_exceptions = raw.exception.0;
+    let mut top_stack = raw.stacktrace.0.take();
+    // Raven's template error: its location is the one frame of the stack.
+    if top_stack.is_none() {
+        if let Some(template) = raw.template.0.take() {
+            top_stack = Some(RawStacktrace {
+                frames: wire::Seq(vec![template]),
+            });
+        }
+    }
+    // An old SDK's single exception with the stack beside it rather than in
+    // it: the stack is the exception's, as Sentry moves it.
+    if let [only] = raw_exceptions.as_mut_slice() {
+        if only.stacktrace.0.is_none() && only.legacy_stacktrace.0.is_none() {
+            only.stacktrace.0 = top_stack.take();
+        }
+    }
+    let threads: Vec<Thread> = raw
+        .threads
         .0
         .into_iter()
-        .filter_map(|e| exception(e, frame_rules))
+        .map(|t| thread(t, frames))
         .collect();
+    let mut exceptions: Vec<Exception> = Vec::with_capacity(raw_exceptions.len());
+    let mut thread_ids = Vec::with_capacity(raw_exceptions.len());
+    for e in raw_exceptions {
+        let thread_id = e.thread_id.0.clone();
+        if let Some(e) = exception(e, frames) {
+            exceptions.push(e);
+            thread_ids.push(thread_id);
+        }
+    }
+    // The exception raised last (Sentry lists it last) without a stack of
+    // its own takes its thread's: the thread of its `thread_id`, else the
+    // one that crashed or was current.
+    if let (Some(outer), Some(thread_id)) = (exceptions.last_mut(), thread_ids.last()) {
+        if outer.stacktrace.is_none() {
+            let own = thread_id.as_deref().and_then(|id| {
+                threads
+                    .iter()
+                    .find(|t| t.id.as_deref() == Some(id) && t.stacktrace.is_some())
+            });
+            outer.stacktrace = own
+                .or_else(|| pick_thread(&threads))
+                .and_then(|t| t.stacktrace.clone());
+        }
+    }
     exceptions.reverse();
+    event.stacktrace = top_stack.and_then(|s| stacktrace(s, frames));
+    if event.stacktrace.is_none() && exceptions.is_empty() {
+        event.stacktrace = pick_thread(&threads).and_then(|t| t.stacktrace.clone());
+    }
     event.exception = exceptions;
-    let threads = raw.threads.0;
-    event.stacktrace = raw
-        .stacktrace
-        .0
-        .and_then(|s| stacktrace(s, frame_rules))
-        .or_else(|| thread_stacktrace(threads, frame_rules));
+    event.threads = threads;
 
     if let Some(contexts) = raw.contexts.filter(Value::is_object) {
         event.trace_id = contexts
@@ -335,6 +384,7 @@ fn map_raw(raw: RawEvent, ctx: &SentryContext) -> Result<Event, SentryError> {
             .map(str::to_owned);
         event.extra.insert("contexts".into(), contexts);
     }
+    security_report(security, &mut event);
     if let Some(Value::Object(extra)) = raw.extra {
         for (k, v) in extra {
             event.extra.entry(k).or_insert(v);
@@ -358,8 +408,117 @@ fn map_raw(raw: RawEvent, ctx: &SentryContext) -> Result<Event, SentryError> {
             None => name.to_owned(),
         })
     });
+    event.meta = raw.meta.filter(|m| m.as_object().is_some_and(|m| !m.is_empty()));
     event.platform = platform;
     Ok(event)
+}
+
+/// Moves each interface sent under its legacy name (`sentry.interfaces.Http`
+/// for `request`, …, the list Relay accepts) to its canonical field, unless
+/// the event also sent the canonical one, which wins as in Sentry.
+fn take_legacy_interfaces(raw: &mut RawEvent) {
+    fn take<T: Default>(canonical: &mut T, legacy: &mut T, absent: impl Fn(&T) -> bool) {
+        if absent(canonical) {
+            *canonical = std::mem::take(legacy);
+        }
+    }
+    take(&mut raw.exception, &mut raw.legacy_exception, |e| e.0.is_empty());
+    take(&mut raw.stacktrace, &mut raw.legacy_stacktrace, |s| s.0.is_none());
+    take(&mut raw.template, &mut raw.legacy_template, |t| t.0.is_none());
+    take(&mut raw.threads, &mut raw.legacy_threads, |t| t.0.is_empty());
+    take(&mut raw.debug_meta, &mut raw.legacy_debug_meta, |d| d.0.is_none());
+    take(&mut raw.breadcrumbs, &mut raw.legacy_breadcrumbs, |b| b.0.is_empty());
+    take(&mut raw.contexts, &mut raw.legacy_contexts, Option::is_none);
+    take(&mut raw.user, &mut raw.legacy_user, Option::is_none);
+    take(&mut raw.request, &mut raw.legacy_request, Option::is_none);
+    take(&mut raw.csp, &mut raw.legacy_csp, Option::is_none);
+    take(&mut raw.hpkp, &mut raw.legacy_hpkp, Option::is_none);
+    take(&mut raw.expectct, &mut raw.legacy_expectct, Option::is_none);
+    take(&mut raw.expectstaple, &mut raw.legacy_expectstaple, Option::is_none);
+    take(&mut raw.nel, &mut raw.legacy_nel, Option::is_none);
+    for e in &mut raw.exception.0 {
+        take(&mut e.stacktrace, &mut e.legacy_stacktrace, |s| s.0.is_none());
+    }
+}
+
+/// The browser security reports of an event, by their canonical names.
+fn raw_security(raw: &mut RawEvent) -> [(&'static str, Option<Value>); 5] {
+    [
+        ("csp", raw.csp.take()),
+        ("hpkp", raw.hpkp.take()),
+        ("expectct", raw.expectct.take()),
+        ("expectstaple", raw.expectstaple.take()),
+        ("nel", raw.nel.take()),
+    ]
+}
+
+/// Keeps a browser's security report (CSP, HPKP, Expect-CT, Expect-Staple,
+/// NEL) in `extra` under its interface name and, when the event has no
+/// message of its own, says what it reports, as Sentry's titles do
+/// (`Blocked 'script' from 'evil.example'`).
+fn security_report(reports: [(&'static str, Option<Value>); 5], event: &mut Event) {
+    for (name, report) in reports {
+        let Some(report) = report.filter(Value::is_object) else {
+            continue;
+        };
+        if event.message.is_none() {
+            event.message = security_message(name, &report);
+        }
+        event.extra.insert(name.to_owned(), report);
+    }
+}
+
+fn security_message(name: &str, report: &Value) -> Option<String> {
+    let text = |key: &str| str_of(report.get(key)).filter(|s| !s.is_empty());
+    match name {
+        "csp" => {
+            let directive = text("effective_directive").or_else(|| {
+                text("violated_directive")
+                    .and_then(|d| d.split_whitespace().next().map(str::to_owned))
+            })?;
+            let kind = match directive.as_str() {
+                "child-src" => "child",
+                "connect-src" => "connect",
+                "font-src" => "font",
+                "form-action" => "form",
+                "img-src" => "image",
+                "manifest-src" => "manifest",
+                "media-src" => "media",
+                "object-src" => "object",
+                "script-src" | "script-src-elem" | "script-src-attr" => "script",
+                "style-src" | "style-src-elem" | "style-src-attr" => "style",
+                "frame-src" => "frame",
+                "worker-src" => "worker",
+                other => other,
+            };
+            let blocked = text("blocked_uri").unwrap_or_default();
+            Some(match blocked.as_str() {
+                "" | "self" => format!("Blocked '{kind}' from 'self'"),
+                "inline" | "eval" => format!("Blocked unsafe {blocked} '{kind}'"),
+                uri => format!("Blocked '{kind}' from '{}'", uri_host(uri)),
+            })
+        }
+        "hpkp" => Some(format!(
+            "Public key pinning validation failed for '{}'",
+            text("hostname")?
+        )),
+        "expectct" => Some(format!("Expect-CT failed for '{}'", text("hostname")?)),
+        "expectstaple" => Some(format!("Expect-Staple failed for '{}'", text("hostname")?)),
+        "nel" => Some(format!(
+            "Network error: {}",
+            text("type").or_else(|| report.get("body").and_then(|b| str_of(b.get("type"))))?
+        )),
+        _ => None,
+    }
+}
+
+/// The host of a URI (`https://cdn.example/x.js` → `cdn.example`), or the
+/// URI itself when it has none (`data:`, `blob:`).
+fn uri_host(uri: &str) -> &str {
+    match uri.split_once("://") {
+        Some((_, rest)) => rest.split(['/', '?', '#']).next().unwrap_or(rest),
+        None => uri,
+    }
 }
 
 /// `9ec79c33ec9942ab8353589fcb2e04dc` or `9ec79c33-ec99-42ab-8353-589fcb2e04dc`.
@@ -463,8 +622,14 @@ fn message(raw: &RawEvent) -> (Option<String>, Option<String>) {
     let Some(entry) = entry else {
         return (str_of(raw.message.as_ref()).filter(|m| !m.is_empty()), None);
     };
-    let formatted = str_of(entry.get("formatted")).filter(|m| !m.is_empty());
     let template = str_of(entry.get("message")).filter(|m| !m.is_empty());
+    // Without `formatted`, Sentry formats `message` with `params` itself.
+    let formatted = str_of(entry.get("formatted"))
+        .filter(|m| !m.is_empty())
+        .or_else(|| {
+            let params = entry.get("params")?;
+            format_params(template.as_deref()?, params)
+        });
     match (formatted, template) {
         (Some(f), Some(t)) if f != t => (Some(f), Some(t)),
         (Some(f), _) => (Some(f), None),
@@ -473,10 +638,47 @@ fn message(raw: &RawEvent) -> (Option<String>, Option<String>) {
     }
 }
 
-fn exception(e: RawException, rules: FrameRules) -> Option<Exception> {
+/// A logging template formatted with its parameters as Python's `%`
+/// operator does: `%s`, `%d`, `%r`, … in order from an array of `params`,
+/// `%(name)s` from an object, `%%` a percent sign. `None` when the
+/// parameters do not fit the template.
+fn format_params(template: &str, params: &Value) -> Option<String> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut positional = params.as_array().map(|a| a.iter());
+    let mut rest = template;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 1..];
+        if let Some(after) = rest.strip_prefix('%') {
+            out.push('%');
+            rest = after;
+            continue;
+        }
+        let value = if let Some(named) = rest.strip_prefix('(') {
+            let (name, after) = named.split_once(')')?;
+            rest = after;
+            params.get(name)?
+        } else {
+            positional.as_mut()?.next()?
+        };
+        // The conversion: flags, width and precision, then its letter.
+        let end = rest.find(|c: char| c.is_ascii_alphabetic())?;
+        rest = &rest[end + 1..];
+        out.push_str(&text(value));
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+fn exception(e: RawException, frames: Frames<'_>) -> Option<Exception> {
     let ty = e.ty.0.filter(|t| !t.is_empty());
     let value = e.value.0;
-    if ty.is_none() && value.is_none() {
+    let stack = e.stacktrace.0.and_then(|s| stacktrace(s, frames));
+    if ty.is_none() && value.is_none() && stack.is_none() {
         return None;
     }
     let (mechanism, handled) = match e.mechanism.0 {
@@ -489,28 +691,40 @@ fn exception(e: RawException, rules: FrameRules) -> Option<Exception> {
         module: e.module.0,
         mechanism,
         handled,
-        stacktrace: e.stacktrace.0.and_then(|s| stacktrace(s, rules)),
+        stacktrace: stack,
     })
 }
 
-/// The stack of the thread that crashed or was current, for events without exception.
-fn thread_stacktrace(mut threads: Vec<RawThread>, rules: FrameRules) -> Option<Stacktrace> {
-    let pick = threads
-        .iter()
-        .position(|t| t.crashed.0 == Some(true))
-        .or_else(|| threads.iter().position(|t| t.current.0 == Some(true)))
-        .or((!threads.is_empty()).then_some(0))?;
-    stacktrace(threads.swap_remove(pick).stacktrace.0?, rules)
+fn thread(t: RawThread, frames: Frames<'_>) -> Thread {
+    let current = t.current.0 == Some(true) || t.errored.0 == Some(true);
+    Thread {
+        id: t.id.0,
+        name: t.name.0,
+        crashed: t.crashed.0,
+        current: current.then_some(true).or(t.current.0),
+        stacktrace: t.stacktrace.0.and_then(|s| stacktrace(s, frames)),
+    }
 }
 
-fn stacktrace(s: RawStacktrace, rules: FrameRules) -> Option<Stacktrace> {
-    let frames: Vec<Frame> = s.frames.0.into_iter().map(|f| frame(f, rules)).collect();
+/// The thread whose stack stands for the event: the one that crashed, else
+/// the one that captured the event (`current`, or the Java SDK's
+/// `errored`), else the first; only threads with a stack count.
+fn pick_thread(threads: &[Thread]) -> Option<&Thread> {
+    let with_stack = || threads.iter().filter(|t| t.stacktrace.is_some());
+    with_stack()
+        .find(|t| t.crashed == Some(true))
+        .or_else(|| with_stack().find(|t| t.current == Some(true)))
+        .or_else(|| with_stack().next())
+}
+
+fn stacktrace(s: RawStacktrace, frames: Frames<'_>) -> Option<Stacktrace> {
+    let frames: Vec<Frame> = s.frames.0.into_iter().map(|f| frame(f, frames)).collect();
     (!frames.is_empty()).then_some(Stacktrace { frames })
 }
 
-fn frame(f: RawFrame, rules: FrameRules) -> Frame {
+fn frame(f: RawFrame, frames: Frames<'_>) -> Frame {
     let mut frame = Frame {
-        function: f.function.0,
+        function: f.function.0.or(f.symbol.0),
         module: f.module.0,
         filename: f.filename.0,
         abs_path: f.abs_path.0,
@@ -521,9 +735,71 @@ fn frame(f: RawFrame, rules: FrameRules) -> Frame {
         pre_context: f.pre_context.0,
         post_context: f.post_context.0,
         instruction_addr: f.instruction_addr.0,
+        package: f.package.0,
+        symbol_addr: f.symbol_addr.0,
+        image_addr: f.image_addr.0,
     };
-    rules.apply(&mut frame);
+    if frame.package.is_none() && !frames.images.is_empty() {
+        frame.package = frame
+            .instruction_addr
+            .as_deref()
+            .and_then(parse_addr)
+            .and_then(|addr| {
+                frames
+                    .images
+                    .iter()
+                    .find(|i| i.start <= addr && addr < i.end)
+            })
+            .map(|i| i.code_file.clone());
+    }
+    frames.rules.apply(&mut frame);
     frame
+}
+
+/// What mapping a frame needs besides the frame: the platform's rules and
+/// the event's loaded images.
+#[derive(Debug, Clone, Copy)]
+struct Frames<'a> {
+    rules: FrameRules,
+    images: &'a [Image],
+}
+
+/// A loaded binary of a native event (`debug_meta.images`): its address
+/// range and path.
+#[derive(Debug)]
+struct Image {
+    start: u64,
+    end: u64,
+    code_file: String,
+}
+
+fn images(meta: RawDebugMeta) -> Vec<Image> {
+    meta.images
+        .0
+        .into_iter()
+        .filter_map(|i| {
+            let start = parse_addr(i.image_addr.0.as_deref()?)?;
+            let size = match i.image_size? {
+                Value::Number(n) => n.as_u64()?,
+                Value::String(s) => parse_addr(&s).or_else(|| s.parse().ok())?,
+                _ => return None,
+            };
+            Some(Image {
+                start,
+                end: start.checked_add(size)?,
+                code_file: i.code_file.0.filter(|f| !f.is_empty())?,
+            })
+        })
+        .collect()
+}
+
+/// An address as Sentry writes them: `0x…` hex, or decimal.
+fn parse_addr(s: &str) -> Option<u64> {
+    let s = s.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
 }
 
 /// Per-platform clean-up of frames, so that grouping sees stable names and
@@ -540,7 +816,7 @@ impl FrameRules {
     fn for_platform(platform: Option<&str>) -> FrameRules {
         match platform {
             Some("javascript") => FrameRules::JavaScript,
-            Some("rust" | "native" | "c" | "cocoa") => FrameRules::Native,
+            Some(p) if p == "rust" || frames::is_native_platform(p) => FrameRules::Native,
             _ => FrameRules::AsSent,
         }
     }
@@ -632,13 +908,30 @@ const NATIVE_NOT_APP_EXACT: &[&str] = &[
     "<unknown>",
 ];
 
-/// Native/Rust: function names without the `::h0123456789abcdef` symbol hash
-/// and without generic arguments; runtime and SDK frames are not in-app.
+/// Native/Rust: function names without the `::h0123456789abcdef` symbol
+/// hash, a console SDK's build-id prefix, generic arguments and a C++ or
+/// Swift parameter list; a module that is only a build id is dropped.
+/// Runtime and SDK frames are not in-app; without the SDK's word, the
+/// frame's binary (`package`) decides (see [`frames::package_in_app`]).
 fn native_frame(frame: &mut Frame) {
+    if frame.module.as_deref().is_some_and(frames::is_build_id) {
+        frame.module = None;
+    }
+    if let Some(package) = frame.package.as_deref() {
+        if frames::is_sdk_package(package) {
+            frame.in_app = Some(false);
+        } else if frame.in_app.is_none() {
+            frame.in_app = frames::package_in_app(package);
+        }
+    }
     let Some(function) = frame.function.as_deref() else {
         return;
     };
-    let name = strip_generics(strip_symbol_hash(function));
+    let name = strip_generics(frames::strip_build_id(strip_symbol_hash(function)));
+    let name = match frames::trim_parameters(&name) {
+        trimmed if trimmed.len() < name.len() => trimmed.to_owned(),
+        _ => name,
+    };
     if is_native_runtime(&name) {
         frame.in_app = Some(false);
     }
