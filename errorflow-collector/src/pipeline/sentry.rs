@@ -454,8 +454,10 @@ fn raw_security(raw: &mut RawEvent) -> [(&'static str, Option<Value>); 5] {
 
 /// Keeps a browser's security report (CSP, HPKP, Expect-CT, Expect-Staple,
 /// NEL) in `extra` under its interface name and, when the event has no
-/// message of its own, says what it reports, as Sentry's titles do
-/// (`Blocked 'script' from 'evil.example'`).
+/// message of its own, says what it reports in Sentry's words, without
+/// their quotes (`Blocked script from evil.example`): titles and grouping
+/// take quoted values for variable parts, and the directive and host are
+/// what tells one report from another.
 fn security_report(reports: [(&'static str, Option<Value>); 5], event: &mut Event) {
     for (name, report) in reports {
         let Some(report) = report.filter(Value::is_object) else {
@@ -493,17 +495,17 @@ fn security_message(name: &str, report: &Value) -> Option<String> {
             };
             let blocked = text("blocked_uri").unwrap_or_default();
             Some(match blocked.as_str() {
-                "" | "self" => format!("Blocked '{kind}' from 'self'"),
-                "inline" | "eval" => format!("Blocked unsafe {blocked} '{kind}'"),
-                uri => format!("Blocked '{kind}' from '{}'", uri_host(uri)),
+                "" | "self" => format!("Blocked {kind} from self"),
+                "inline" | "eval" => format!("Blocked unsafe {blocked} {kind}"),
+                uri => format!("Blocked {kind} from {}", uri_host(uri)),
             })
         }
         "hpkp" => Some(format!(
-            "Public key pinning validation failed for '{}'",
+            "Public key pinning validation failed for {}",
             text("hostname")?
         )),
-        "expectct" => Some(format!("Expect-CT failed for '{}'", text("hostname")?)),
-        "expectstaple" => Some(format!("Expect-Staple failed for '{}'", text("hostname")?)),
+        "expectct" => Some(format!("Expect-CT failed for {}", text("hostname")?)),
+        "expectstaple" => Some(format!("Expect-Staple failed for {}", text("hostname")?)),
         "nel" => Some(format!(
             "Network error: {}",
             text("type").or_else(|| report.get("body").and_then(|b| str_of(b.get("type"))))?
