@@ -408,8 +408,9 @@ fn first_line(s: &str) -> &str {
 /// Where the error happened: the innermost grouping frame of the outermost
 /// exception that has one; else, for native frames that have only
 /// addresses, the binary of the innermost one that may be the
-/// application's; else the transaction; else the logger; else the
-/// request's URL (Sentry's culprit for an event with only a request).
+/// application's; else the transaction; else the logger; else, for an
+/// event with neither message nor exception, the request's URL (Sentry's
+/// culprit for an event with only a request).
 fn culprit(event: &Event, grouping: &Grouping) -> Option<String> {
     grouping
         .frames
@@ -420,6 +421,9 @@ fn culprit(event: &Event, grouping: &Grouping) -> Option<String> {
         .or_else(|| event.transaction.clone())
         .or_else(|| event.logger.clone())
         .or_else(|| {
+            if !event.exception.is_empty() || message_template(event).is_some() {
+                return None;
+            }
             let url = event.request.as_ref()?.url.as_deref()?;
             let end = url.find(['?', '#']).unwrap_or(url.len());
             Some(url[..end].to_owned()).filter(|u| !u.is_empty())

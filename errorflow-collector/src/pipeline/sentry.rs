@@ -1551,6 +1551,127 @@ mod tests {
         }
     }
 
+    #[test]
+    fn legacy_interface_names_map_to_their_canonical_fields() {
+        let e = map(json!({
+            "sentry.interfaces.Message": {"message": "order %s of %(who)s", "params": ["17"]},
+            "sentry.interfaces.Exception": {"type": "E", "value": "v",
+                "sentry.interfaces.Stacktrace": {"frames": [{"function": "f"}]}},
+            "sentry.interfaces.Http": {"url": "http://x/a", "method": "GET"},
+            "sentry.interfaces.User": {"id": "u"},
+            "sentry.interfaces.Breadcrumbs": [{"message": "b"}],
+            "sentry.interfaces.Contexts": {"os": {"name": "iOS"}},
+            "sentry.interfaces.Threads": [{"id": 1, "crashed": true, "stacktrace": {"frames": [{"function": "t"}]}}],
+            "sentry.interfaces.Hpkp": {"hostname": "shop.test"},
+        }));
+        assert_eq!(e.exception[0].ty, "E");
+        let frames = &e.exception[0].stacktrace.as_ref().unwrap().frames;
+        assert_eq!(frames[0].function.as_deref(), Some("f"));
+        assert_eq!(e.request.unwrap().url.as_deref(), Some("http://x/a"));
+        assert_eq!(e.user.unwrap().id.as_deref(), Some("u"));
+        assert_eq!(e.breadcrumbs[0].message.as_deref(), Some("b"));
+        assert_eq!(e.extra["contexts"]["os"]["name"], "iOS");
+        assert_eq!(e.threads[0].id.as_deref(), Some("1"));
+        assert_eq!(e.extra["hpkp"]["hostname"], "shop.test");
+        // Named parameters from an array do not fit: the template stands.
+        assert_eq!(e.message.as_deref(), Some("order %s of %(who)s"));
+        assert_eq!(e.message_template, None);
+
+        let e = map(json!({"exception": {"values": []}, "sentry.interfaces.Exception": [{"type": "L"}]}));
+        assert_eq!(e.exception[0].ty, "L", "an empty canonical list is absent");
+        let e = map(json!({"user": {"id": "new"}, "sentry.interfaces.User": {"id": "old"}}));
+        assert_eq!(e.user.unwrap().id.as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn logentry_params_are_formatted_as_python_does() {
+        let fmt = |t: &str, p: Value| format_params(t, &p);
+        assert_eq!(
+            fmt("%s paid %d%% of %.2f", json!(["ann", 50, 9.5])).as_deref(),
+            Some("ann paid 50% of 9.5")
+        );
+        assert_eq!(
+            fmt("%(user)s in %(city)r", json!({"user": "ann", "city": "Oslo"})).as_deref(),
+            Some("ann in Oslo")
+        );
+        assert_eq!(fmt("%s and %s", json!(["one"])), None, "too few");
+        let e = map(json!({"logentry": {"message": "sku %s", "params": ["A-1"]}}));
+        assert_eq!(
+            (e.message.as_deref(), e.message_template.as_deref()),
+            (Some("sku A-1"), Some("sku %s"))
+        );
+    }
+
+    #[test]
+    fn thread_and_stack_selection() {
+        let frames = |name: &str| json!({"frames": [{"function": name}]});
+        let stack_of = |e: &Event| {
+            e.stacktrace.as_ref().unwrap().frames[0]
+                .function
+                .clone()
+                .unwrap()
+        };
+        // Crashed, then current or errored, then the first with frames.
+        let e = map(json!({"threads": [
+            {"id": 1}, {"id": 2, "stacktrace": frames("first")},
+            {"id": 3, "errored": true, "stacktrace": frames("errored")},
+        ]}));
+        assert_eq!(stack_of(&e), "errored");
+        assert_eq!(e.threads[2].current, Some(true));
+        let e = map(json!({"threads": [
+            {"id": 1, "crashed": true}, {"id": 2, "stacktrace": frames("first")},
+        ]}));
+        assert_eq!(stack_of(&e), "first", "a crashed thread without stack does not count");
+        // An exception's own stack wins; without one, its thread's.
+        let e = map(json!({
+            "exception": [{"type": "E", "thread_id": "b"}],
+            "threads": [{"id": "a", "crashed": true, "stacktrace": frames("a")}, {"id": "b", "stacktrace": frames("b")}],
+        }));
+        let own = &e.exception[0].stacktrace.as_ref().unwrap().frames;
+        assert_eq!(own[0].function.as_deref(), Some("b"));
+        assert!(e.stacktrace.is_none());
+        let e = map(json!({
+            "exception": [{"type": "E", "stacktrace": frames("own")}],
+            "threads": [{"id": "a", "crashed": true, "stacktrace": frames("a")}],
+        }));
+        let own = &e.exception[0].stacktrace.as_ref().unwrap().frames;
+        assert_eq!(own[0].function.as_deref(), Some("own"));
+        // Two exceptions and a top-level stack: it stays the event's.
+        let e = map(json!({"exception": [{"type": "A"}, {"type": "B"}], "stacktrace": frames("top")}));
+        assert_eq!(stack_of(&e), "top");
+    }
+
+    #[test]
+    fn security_reports_are_titled_by_what_they_report() {
+        let csp = |blocked: &str| {
+            map(json!({"csp": {"effective_directive": "img-src", "blocked_uri": blocked}}))
+                .message
+                .unwrap()
+        };
+        assert_eq!(csp("https://cdn.test/a.png"), "Blocked image from cdn.test");
+        assert_eq!(csp("inline"), "Blocked unsafe inline image");
+        let e = map(json!({"expectct": {"hostname": "shop.test"}, "message": "own"}));
+        assert_eq!(e.message.as_deref(), Some("own"), "an own message wins");
+        assert_eq!(e.extra["expectct"]["hostname"], "shop.test");
+    }
+
+    #[test]
+    fn native_frames_keep_their_binary_and_addresses() {
+        let e = map(json!({"platform": "cocoa",
+            "debug_meta": {"images": [{"code_file": "/usr/lib/libobjc.A.dylib", "image_addr": "0x1000", "image_size": "0x1000"}]},
+            "exception": {"type": "E", "stacktrace": {"frames": [
+                {"instruction_addr": "0x1800", "symbol": "objc_msgSend"},
+                {"function": "x", "package": "/Users/me/Shop.app/Contents/MacOS/Shop", "in_app": false},
+                {"function": "y", "package": "/Users/me/Shop.app/Contents/Frameworks/Sentry.framework/Sentry", "in_app": true},
+            ]}}}));
+        let f = &e.exception[0].stacktrace.as_ref().unwrap().frames;
+        assert_eq!(f[0].package.as_deref(), Some("/usr/lib/libobjc.A.dylib"));
+        assert_eq!(f[0].function.as_deref(), Some("objc_msgSend"));
+        assert_eq!(f[0].in_app, Some(false));
+        assert_eq!(f[1].in_app, Some(false), "the SDK's word stands");
+        assert_eq!(f[2].in_app, Some(false), "but never for the SDK's own framework");
+    }
+
     // The captured SDK payloads.
 
     #[test]
