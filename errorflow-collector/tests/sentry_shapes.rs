@@ -48,7 +48,10 @@ fn new_id() -> String {
 }
 
 fn auth_header(t: &TestApp) -> String {
-    format!("Sentry sentry_key={}, sentry_version=7, sentry_client=raven-python/6.10.0", t.key)
+    format!(
+        "Sentry sentry_key={}, sentry_version=7, sentry_client=raven-python/6.10.0",
+        t.key
+    )
 }
 
 /// What one event became: the stored event and its incident.
@@ -245,12 +248,21 @@ async fn every_legacy_interface_name_is_read(t: TestApp) {
     let l = send_both(&t, &native).await;
     let data = &l.event["data"];
     assert_eq!(l.group["title"], "SIGSEGV: Segfault");
-    assert_eq!(l.group["culprit"], "draw_sprite", "the thread's innermost app frame");
+    assert_eq!(
+        l.group["culprit"], "draw_sprite",
+        "the thread's innermost app frame"
+    );
     let frames = &data["exception"][0]["stacktrace"]["frames"];
-    assert_eq!(frames[1]["package"], "/opt/game/bin/game", "from the loaded images");
+    assert_eq!(
+        frames[1]["package"], "/opt/game/bin/game",
+        "from the loaded images"
+    );
     assert_eq!(frames[1]["in_app"], true);
     assert_eq!(data["threads"].as_array().unwrap().len(), 2);
-    assert_eq!(data["threads"][0]["stacktrace"]["frames"][0]["in_app"], false);
+    assert_eq!(
+        data["threads"][0]["stacktrace"]["frames"][0]["in_app"],
+        false
+    );
 }
 
 async fn legacy_template_and_security_reports(t: TestApp) {
@@ -302,8 +314,7 @@ async fn a_single_exception_object_and_a_top_level_stack(t: TestApp) {
     assert_eq!(l.group["culprit"], "io.shop.api.ApiRequest::perform");
     let data = &l.event["data"];
     assert_eq!(
-        data["exception"][0]["stacktrace"]["frames"][1]["function"],
-        "perform",
+        data["exception"][0]["stacktrace"]["frames"][1]["function"], "perform",
         "the top-level stack is the exception's"
     );
     assert!(data.get("stacktrace").is_none(), "{data}");
@@ -347,7 +358,8 @@ async fn events_with_neither_message_nor_exception_are_stored_unlabeled(t: TestA
     assert_ne!(c.group["id"], a.group["id"]);
 
     // Empty exception and empty stack: nothing but the event.
-    let empty = json!({"platform": "other", "exception": {"values": []}, "stacktrace": {"frames": []}});
+    let empty =
+        json!({"platform": "other", "exception": {"values": []}, "stacktrace": {"frames": []}});
     let l = send_both(&t, &empty).await;
     assert_eq!(l.group["title"], "<unlabeled event>");
     // A stack and nothing else: titled unlabeled, culprited by its frame.
@@ -412,7 +424,13 @@ async fn apple_frames_are_the_apps_by_their_binary(t: TestApp) {
         .collect();
     assert_eq!(
         in_app,
-        [Some(false), Some(false), Some(false), Some(true), Some(false)]
+        [
+            Some(false),
+            Some(false),
+            Some(false),
+            Some(true),
+            Some(false)
+        ]
     );
     let own = &frames[3];
     assert_eq!(own["package"], format!("{app}/Shop"));
@@ -461,7 +479,10 @@ async fn console_build_ids_are_not_names(t: TestApp) {
     assert_eq!(l.group["culprit"], "nnMain");
     let frame = &l.event["data"]["exception"][0]["stacktrace"]["frames"][0];
     assert_eq!(frame["function"], "nnMain");
-    assert!(frame.get("module").is_none(), "a build id is no module: {frame}");
+    assert!(
+        frame.get("module").is_none(),
+        "a build id is no module: {frame}"
+    );
     // A new build (another id) is the same incident.
     let mut rebuilt = event.clone();
     rebuilt["exception"]["values"][0]["stacktrace"]["frames"][0]["function"] =

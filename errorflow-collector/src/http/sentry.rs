@@ -372,10 +372,12 @@ fn process(
 ) -> Result<NormalizedEvent, ApiError> {
     // Sentry stores an event that has neither message nor exception (as
     // `<unlabeled event>`); so does the collector for Sentry's SDKs.
-    pipeline::process_with(event, ctx, limits, pipeline::normalize::Content::Optional).map_err(|e| {
-        telemetry::rejected("invalid_event", 1);
-        ApiError::unprocessable("invalid_event", e.to_string())
-    })
+    pipeline::process_with(event, ctx, limits, pipeline::normalize::Content::Optional).map_err(
+        |e| {
+            telemetry::rejected("invalid_event", 1);
+            ApiError::unprocessable("invalid_event", e.to_string())
+        },
+    )
 }
 
 fn sentry_error(e: SentryError) -> ApiError {

@@ -177,7 +177,8 @@ pub fn trim_parameters(name: &str) -> &str {
             continue;
         }
         let before = name[..i].chars().next_back();
-        let after_name = before.is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | '>' | '$'));
+        let after_name =
+            before.is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | '>' | '$'));
         if i > 0 && (after_name || name[..i].ends_with("operator()")) {
             return name[..i].trim_end();
         }
@@ -192,7 +193,8 @@ mod tests {
 
     #[test]
     fn apple_binaries() {
-        let app = "/var/containers/Bundle/Application/575F9D39-D486-4728-B035-84923A0BE206/Shop.app/Shop";
+        let app =
+            "/var/containers/Bundle/Application/575F9D39-D486-4728-B035-84923A0BE206/Shop.app/Shop";
         assert_eq!(package_in_app(app), Some(true));
         assert_eq!(
             package_in_app("/private/var/containers/Bundle/Application/X/Shop.app/Frameworks/Sentry.framework/Sentry"),
@@ -225,16 +227,28 @@ mod tests {
 
     #[test]
     fn linux_android_and_windows_binaries() {
-        assert_eq!(package_in_app("/lib/x86_64-linux-gnu/libc.so.6"), Some(false));
+        assert_eq!(
+            package_in_app("/lib/x86_64-linux-gnu/libc.so.6"),
+            Some(false)
+        );
         assert_eq!(package_in_app("/system/lib64/libc.so"), Some(false));
         assert_eq!(
             package_in_app("/data/app/com.shop-1/lib/arm64/libgame.so"),
             Some(true)
         );
-        assert_eq!(package_in_app("/data/app/com.shop-1/lib/arm64/libsentry.so"), Some(false));
+        assert_eq!(
+            package_in_app("/data/app/com.shop-1/lib/arm64/libsentry.so"),
+            Some(false)
+        );
         assert_eq!(package_in_app("/opt/shop/bin/shopd"), Some(true));
-        assert_eq!(package_in_app("C:\\Windows\\System32\\ntdll.dll"), Some(false));
-        assert_eq!(package_in_app("C:\\Windows\\System32\\user32.dll"), Some(false));
+        assert_eq!(
+            package_in_app("C:\\Windows\\System32\\ntdll.dll"),
+            Some(false)
+        );
+        assert_eq!(
+            package_in_app("C:\\Windows\\System32\\user32.dll"),
+            Some(false)
+        );
         assert_eq!(package_in_app("C:\\Games\\Shop\\shop.exe"), Some(true));
         assert_eq!(image_name("C:\\Games\\Shop\\shop.exe"), "shop.exe");
         assert_eq!(image_name("/usr/lib/libc.so.6"), "libc.so.6");
@@ -243,9 +257,16 @@ mod tests {
 
     #[test]
     fn names_without_build_ids_and_parameters() {
-        assert_eq!(strip_build_id("792DEB574467EFAF89F8386B018D1357::nnMain"), "nnMain");
+        assert_eq!(
+            strip_build_id("792DEB574467EFAF89F8386B018D1357::nnMain"),
+            "nnMain"
+        );
         assert_eq!(strip_build_id("game::World::tick"), "game::World::tick");
-        assert_eq!(strip_build_id("deadbeef::f"), "deadbeef::f", "too short for a build id");
+        assert_eq!(
+            strip_build_id("deadbeef::f"),
+            "deadbeef::f",
+            "too short for a build id"
+        );
         assert!(is_build_id("0D570D257E61E339E740A6DB116D5442C1643083"));
         assert!(is_build_id("575f9d39-d486-4728-b035-84923a0be206"));
         assert!(!is_build_id("nnMain"));
@@ -254,11 +275,23 @@ mod tests {
             trim_parameters("ViewController.causeCrash(Any) -> ()"),
             "ViewController.causeCrash"
         );
-        assert_eq!(trim_parameters("ns::Parser::parse(char const*, int)"), "ns::Parser::parse");
+        assert_eq!(
+            trim_parameters("ns::Parser::parse(char const*, int)"),
+            "ns::Parser::parse"
+        );
         assert_eq!(trim_parameters("Vec<int>::push(int)"), "Vec<int>::push");
-        assert_eq!(trim_parameters("Functor::operator()(int)"), "Functor::operator()");
-        assert_eq!(trim_parameters("-[SentryClient crash]"), "-[SentryClient crash]");
+        assert_eq!(
+            trim_parameters("Functor::operator()(int)"),
+            "Functor::operator()"
+        );
+        assert_eq!(
+            trim_parameters("-[SentryClient crash]"),
+            "-[SentryClient crash]"
+        );
         assert_eq!(trim_parameters("main"), "main");
-        assert_eq!(trim_parameters("(anonymous namespace)::f"), "(anonymous namespace)::f");
+        assert_eq!(
+            trim_parameters("(anonymous namespace)::f"),
+            "(anonymous namespace)::f"
+        );
     }
 }

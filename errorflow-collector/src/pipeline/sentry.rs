@@ -338,7 +338,7 @@ fn map_raw(mut raw: RawEvent, ctx: &SentryContext) -> Result<Event, SentryError>
             only.stacktrace.0 = top_stack.take();
         }
     }
-    let threads: Vec<Thread> = raw
+    let mut threads: Vec<Thread> = raw
         .threads
         .0
         .into_iter()
@@ -361,17 +361,17 @@ fn map_raw(mut raw: RawEvent, ctx: &SentryContext) -> Result<Event, SentryError>
             let own = thread_id.as_deref().and_then(|id| {
                 threads
                     .iter()
-                    .find(|t| t.id.as_deref() == Some(id) && t.stacktrace.is_some())
+                    .position(|t| t.id.as_deref() == Some(id) && t.stacktrace.is_some())
             });
             outer.stacktrace = own
                 .or_else(|| pick_thread(&threads))
-                .and_then(|t| t.stacktrace.clone());
+                .and_then(|i| thread_stack(&mut threads, i));
         }
     }
     exceptions.reverse();
     event.stacktrace = top_stack.and_then(|s| stacktrace(s, frames));
     if event.stacktrace.is_none() && exceptions.is_empty() {
-        event.stacktrace = pick_thread(&threads).and_then(|t| t.stacktrace.clone());
+        event.stacktrace = pick_thread(&threads).and_then(|i| thread_stack(&mut threads, i));
     }
     event.exception = exceptions;
     event.threads = threads;
@@ -408,7 +408,9 @@ fn map_raw(mut raw: RawEvent, ctx: &SentryContext) -> Result<Event, SentryError>
             None => name.to_owned(),
         })
     });
-    event.meta = raw.meta.filter(|m| m.as_object().is_some_and(|m| !m.is_empty()));
+    event.meta = raw
+        .meta
+        .filter(|m| m.as_object().is_some_and(|m| !m.is_empty()));
     event.platform = platform;
     Ok(event)
 }
@@ -422,22 +424,40 @@ fn take_legacy_interfaces(raw: &mut RawEvent) {
             *canonical = std::mem::take(legacy);
         }
     }
-    take(&mut raw.exception, &mut raw.legacy_exception, |e| e.0.is_empty());
-    take(&mut raw.stacktrace, &mut raw.legacy_stacktrace, |s| s.0.is_none());
-    take(&mut raw.template, &mut raw.legacy_template, |t| t.0.is_none());
-    take(&mut raw.threads, &mut raw.legacy_threads, |t| t.0.is_empty());
-    take(&mut raw.debug_meta, &mut raw.legacy_debug_meta, |d| d.0.is_none());
-    take(&mut raw.breadcrumbs, &mut raw.legacy_breadcrumbs, |b| b.0.is_empty());
+    take(&mut raw.exception, &mut raw.legacy_exception, |e| {
+        e.0.is_empty()
+    });
+    take(&mut raw.stacktrace, &mut raw.legacy_stacktrace, |s| {
+        s.0.is_none()
+    });
+    take(&mut raw.template, &mut raw.legacy_template, |t| {
+        t.0.is_none()
+    });
+    take(&mut raw.threads, &mut raw.legacy_threads, |t| {
+        t.0.is_empty()
+    });
+    take(&mut raw.debug_meta, &mut raw.legacy_debug_meta, |d| {
+        d.0.is_none()
+    });
+    take(&mut raw.breadcrumbs, &mut raw.legacy_breadcrumbs, |b| {
+        b.0.is_empty()
+    });
     take(&mut raw.contexts, &mut raw.legacy_contexts, Option::is_none);
     take(&mut raw.user, &mut raw.legacy_user, Option::is_none);
     take(&mut raw.request, &mut raw.legacy_request, Option::is_none);
     take(&mut raw.csp, &mut raw.legacy_csp, Option::is_none);
     take(&mut raw.hpkp, &mut raw.legacy_hpkp, Option::is_none);
     take(&mut raw.expectct, &mut raw.legacy_expectct, Option::is_none);
-    take(&mut raw.expectstaple, &mut raw.legacy_expectstaple, Option::is_none);
+    take(
+        &mut raw.expectstaple,
+        &mut raw.legacy_expectstaple,
+        Option::is_none,
+    );
     take(&mut raw.nel, &mut raw.legacy_nel, Option::is_none);
     for e in &mut raw.exception.0 {
-        take(&mut e.stacktrace, &mut e.legacy_stacktrace, |s| s.0.is_none());
+        take(&mut e.stacktrace, &mut e.legacy_stacktrace, |s| {
+            s.0.is_none()
+        });
     }
 }
 
@@ -708,15 +728,31 @@ fn thread(t: RawThread, frames: Frames<'_>) -> Thread {
     }
 }
 
-/// The thread whose stack stands for the event: the one that crashed, else
-/// the one that captured the event (`current`, or the Java SDK's
-/// `errored`), else the first; only threads with a stack count.
-fn pick_thread(threads: &[Thread]) -> Option<&Thread> {
-    let with_stack = || threads.iter().filter(|t| t.stacktrace.is_some());
+/// The index of the thread whose stack stands for the event: the one that
+/// crashed, else the one that captured the event (`current`, or the Java
+/// SDK's `errored`), else the first; only threads with a stack count.
+fn pick_thread(threads: &[Thread]) -> Option<usize> {
+    let with_stack = || {
+        threads
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.stacktrace.is_some())
+    };
     with_stack()
-        .find(|t| t.crashed == Some(true))
-        .or_else(|| with_stack().find(|t| t.current == Some(true)))
+        .find(|(_, t)| t.crashed == Some(true))
+        .or_else(|| with_stack().find(|(_, t)| t.current == Some(true)))
         .or_else(|| with_stack().next())
+        .map(|(i, _)| i)
+}
+
+/// The stack of thread `i`, to stand for the event. A lone thread (what
+/// SDKs attach to a message with `attach_stacktrace`) says nothing besides
+/// that stack: it is taken out rather than stored twice.
+fn thread_stack(threads: &mut Vec<Thread>, i: usize) -> Option<Stacktrace> {
+    if threads.len() == 1 {
+        return threads.pop().and_then(|t| t.stacktrace);
+    }
+    threads.get(i).and_then(|t| t.stacktrace.clone())
 }
 
 fn stacktrace(s: RawStacktrace, frames: Frames<'_>) -> Option<Stacktrace> {
@@ -1577,7 +1613,9 @@ mod tests {
         assert_eq!(e.message.as_deref(), Some("order %s of %(who)s"));
         assert_eq!(e.message_template, None);
 
-        let e = map(json!({"exception": {"values": []}, "sentry.interfaces.Exception": [{"type": "L"}]}));
+        let e = map(
+            json!({"exception": {"values": []}, "sentry.interfaces.Exception": [{"type": "L"}]}),
+        );
         assert_eq!(e.exception[0].ty, "L", "an empty canonical list is absent");
         let e = map(json!({"user": {"id": "new"}, "sentry.interfaces.User": {"id": "old"}}));
         assert_eq!(e.user.unwrap().id.as_deref(), Some("new"));
@@ -1591,7 +1629,11 @@ mod tests {
             Some("ann paid 50% of 9.5")
         );
         assert_eq!(
-            fmt("%(user)s in %(city)r", json!({"user": "ann", "city": "Oslo"})).as_deref(),
+            fmt(
+                "%(user)s in %(city)r",
+                json!({"user": "ann", "city": "Oslo"})
+            )
+            .as_deref(),
             Some("ann in Oslo")
         );
         assert_eq!(fmt("%s and %s", json!(["one"])), None, "too few");
@@ -1621,7 +1663,11 @@ mod tests {
         let e = map(json!({"threads": [
             {"id": 1, "crashed": true}, {"id": 2, "stacktrace": frames("first")},
         ]}));
-        assert_eq!(stack_of(&e), "first", "a crashed thread without stack does not count");
+        assert_eq!(
+            stack_of(&e),
+            "first",
+            "a crashed thread without stack does not count"
+        );
         // An exception's own stack wins; without one, its thread's.
         let e = map(json!({
             "exception": [{"type": "E", "thread_id": "b"}],
@@ -1637,7 +1683,8 @@ mod tests {
         let own = &e.exception[0].stacktrace.as_ref().unwrap().frames;
         assert_eq!(own[0].function.as_deref(), Some("own"));
         // Two exceptions and a top-level stack: it stays the event's.
-        let e = map(json!({"exception": [{"type": "A"}, {"type": "B"}], "stacktrace": frames("top")}));
+        let e =
+            map(json!({"exception": [{"type": "A"}, {"type": "B"}], "stacktrace": frames("top")}));
         assert_eq!(stack_of(&e), "top");
     }
 
@@ -1658,18 +1705,22 @@ mod tests {
     #[test]
     fn native_frames_keep_their_binary_and_addresses() {
         let e = map(json!({"platform": "cocoa",
-            "debug_meta": {"images": [{"code_file": "/usr/lib/libobjc.A.dylib", "image_addr": "0x1000", "image_size": "0x1000"}]},
-            "exception": {"type": "E", "stacktrace": {"frames": [
-                {"instruction_addr": "0x1800", "symbol": "objc_msgSend"},
-                {"function": "x", "package": "/Users/me/Shop.app/Contents/MacOS/Shop", "in_app": false},
-                {"function": "y", "package": "/Users/me/Shop.app/Contents/Frameworks/Sentry.framework/Sentry", "in_app": true},
-            ]}}}));
+        "debug_meta": {"images": [{"code_file": "/usr/lib/libobjc.A.dylib", "image_addr": "0x1000", "image_size": "0x1000"}]},
+        "exception": {"type": "E", "stacktrace": {"frames": [
+            {"instruction_addr": "0x1800", "symbol": "objc_msgSend"},
+            {"function": "x", "package": "/Users/me/Shop.app/Contents/MacOS/Shop", "in_app": false},
+            {"function": "y", "package": "/Users/me/Shop.app/Contents/Frameworks/Sentry.framework/Sentry", "in_app": true},
+        ]}}}));
         let f = &e.exception[0].stacktrace.as_ref().unwrap().frames;
         assert_eq!(f[0].package.as_deref(), Some("/usr/lib/libobjc.A.dylib"));
         assert_eq!(f[0].function.as_deref(), Some("objc_msgSend"));
         assert_eq!(f[0].in_app, Some(false));
         assert_eq!(f[1].in_app, Some(false), "the SDK's word stands");
-        assert_eq!(f[2].in_app, Some(false), "but never for the SDK's own framework");
+        assert_eq!(
+            f[2].in_app,
+            Some(false),
+            "but never for the SDK's own framework"
+        );
     }
 
     // The captured SDK payloads.

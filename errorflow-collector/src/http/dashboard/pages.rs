@@ -660,7 +660,11 @@ fn event_view(e: &StoredEvent, now: DateTime<Utc>) -> EventView {
             push("route", "route", r.route.clone());
             push("query", "query_string", r.query_string.clone());
             push("status", "status", r.status.map(|s| s.to_string()));
-            push("latency", "latency", r.latency_ms.map(|l| format!("{l} ms")));
+            push(
+                "latency",
+                "latency",
+                r.latency_ms.map(|l| format!("{l} ms")),
+            );
             push("client ip", "env.REMOTE_ADDR", r.client_ip.clone());
             for (k, v) in &r.headers {
                 request.push(field("request.headers", k, v.clone()));
