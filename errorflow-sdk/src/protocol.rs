@@ -234,11 +234,7 @@ pub struct Event {
     /// `_meta`: a tree shaped like the event whose `""` entries say what was
     /// done to the value at that place (`rem`: removed or replaced, and by
     /// which rule).
-    #[serde(
-        default,
-        rename = "_meta",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "_meta", skip_serializing_if = "Option::is_none")]
     pub meta: Option<serde_json::Value>,
 }
 
@@ -512,5 +508,40 @@ mod tests {
         });
         let s = serde_json::to_string(&e).unwrap();
         assert_eq!(serde_json::from_str::<Event>(&s).unwrap(), e);
+    }
+
+    #[test]
+    fn native_frames_threads_and_meta_are_optional_on_the_wire() {
+        // Absent, they are not written: older readers see what they saw.
+        let plain = serde_json::to_value(Event::with_id(Uuid::nil(), Level::Error)).unwrap();
+        for key in ["threads", "_meta", "meta"] {
+            assert!(plain.get(key).is_none(), "{key}: {plain}");
+        }
+        let frame = serde_json::to_value(Frame::default()).unwrap();
+        assert_eq!(frame, serde_json::json!({}));
+
+        let mut e = Event::with_id(Uuid::nil(), Level::Error);
+        e.threads.push(Thread {
+            id: Some("7".into()),
+            crashed: Some(true),
+            stacktrace: Some(Stacktrace {
+                frames: vec![Frame {
+                    package: Some("/usr/lib/libc.so.6".into()),
+                    instruction_addr: Some("0x10".into()),
+                    symbol_addr: Some("0x8".into()),
+                    image_addr: Some("0x0".into()),
+                    ..Frame::default()
+                }],
+            }),
+            ..Thread::default()
+        });
+        e.meta = Some(serde_json::json!({"user": {"email": {"": {"rem": [["@email", "s"]]}}}}));
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["_meta"]["user"]["email"][""]["rem"][0][0], "@email");
+        assert_eq!(
+            json["threads"][0]["stacktrace"]["frames"][0]["package"],
+            "/usr/lib/libc.so.6"
+        );
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), e);
     }
 }
