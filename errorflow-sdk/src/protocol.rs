@@ -226,6 +226,16 @@ pub struct Event {
     /// The SDK that sent the event (`errorflow-sdk/0.1.0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sdk: Option<String>,
+    /// The threads running when the event happened (Sentry's `threads`),
+    /// each with its stack when the SDK sent one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub threads: Vec<Thread>,
+    /// Annotations of the event's values by the SDK or a relay, as Sentry's
+    /// `_meta`: a tree shaped like the event whose `""` entries say what was
+    /// done to the value at that place (`rem`: removed or replaced, and by
+    /// which rule).
+    #[serde(default, rename = "_meta", skip_serializing_if = "Option::is_none")]
+    pub meta: Option<serde_json::Value>,
 }
 
 impl Event {
@@ -265,6 +275,8 @@ impl Event {
             breadcrumbs: Vec::new(),
             fingerprint: None,
             sdk: None,
+            threads: Vec::new(),
+            meta: None,
         }
     }
 }
@@ -303,6 +315,24 @@ impl Exception {
     }
 }
 
+/// One thread of the process, as Sentry reports them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Thread {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The thread that crashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crashed: Option<bool>,
+    /// The thread that captured the event (Sentry's `current`, or the Java
+    /// SDK's `errored`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stacktrace: Option<Stacktrace>,
+}
+
 /// Stack frames, **innermost last** (the frame that raised is the last one), as in Sentry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Stacktrace {
@@ -335,6 +365,16 @@ pub struct Frame {
     pub post_context: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instruction_addr: Option<String>,
+    /// Native code: the binary or library the frame is in (Sentry's
+    /// `package`: `/usr/lib/system/libdyld.dylib`, an app bundle's executable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// Native code: the start address of the frame's function, as sent (`0x…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbol_addr: Option<String>,
+    /// Native code: the load address of the frame's image, as sent (`0x…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_addr: Option<String>,
 }
 
 /// The HTTP request being served when the error happened.
@@ -468,5 +508,40 @@ mod tests {
         });
         let s = serde_json::to_string(&e).unwrap();
         assert_eq!(serde_json::from_str::<Event>(&s).unwrap(), e);
+    }
+
+    #[test]
+    fn native_frames_threads_and_meta_are_optional_on_the_wire() {
+        // Absent, they are not written: older readers see what they saw.
+        let plain = serde_json::to_value(Event::with_id(Uuid::nil(), Level::Error)).unwrap();
+        for key in ["threads", "_meta", "meta"] {
+            assert!(plain.get(key).is_none(), "{key}: {plain}");
+        }
+        let frame = serde_json::to_value(Frame::default()).unwrap();
+        assert_eq!(frame, serde_json::json!({}));
+
+        let mut e = Event::with_id(Uuid::nil(), Level::Error);
+        e.threads.push(Thread {
+            id: Some("7".into()),
+            crashed: Some(true),
+            stacktrace: Some(Stacktrace {
+                frames: vec![Frame {
+                    package: Some("/usr/lib/libc.so.6".into()),
+                    instruction_addr: Some("0x10".into()),
+                    symbol_addr: Some("0x8".into()),
+                    image_addr: Some("0x0".into()),
+                    ..Frame::default()
+                }],
+            }),
+            ..Thread::default()
+        });
+        e.meta = Some(serde_json::json!({"user": {"email": {"": {"rem": [["@email", "s"]]}}}}));
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["_meta"]["user"]["email"][""]["rem"][0][0], "@email");
+        assert_eq!(
+            json["threads"][0]["stacktrace"]["frames"][0]["package"],
+            "/usr/lib/libc.so.6"
+        );
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), e);
     }
 }

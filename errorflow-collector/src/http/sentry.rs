@@ -430,10 +430,14 @@ fn process(
     ctx: &Context,
     limits: &Limits,
 ) -> Result<NormalizedEvent, ApiError> {
-    pipeline::process(event, ctx, limits).map_err(|e| {
-        telemetry::rejected("invalid_event", 1);
-        ApiError::unprocessable("invalid_event", e.to_string())
-    })
+    // Sentry stores an event that has neither message nor exception (as
+    // `<unlabeled event>`); so does the collector for Sentry's SDKs.
+    pipeline::process_with(event, ctx, limits, pipeline::normalize::Content::Optional).map_err(
+        |e| {
+            telemetry::rejected("invalid_event", 1);
+            ApiError::unprocessable("invalid_event", e.to_string())
+        },
+    )
 }
 
 fn sentry_error(e: SentryError) -> ApiError {

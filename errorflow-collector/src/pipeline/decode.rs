@@ -281,6 +281,8 @@ impl CustomError {
             breadcrumbs: Vec::new(),
             fingerprint: None,
             sdk: Some("legacy-custom-error".to_owned()),
+            threads: Vec::new(),
+            meta: None,
         }
     }
 }

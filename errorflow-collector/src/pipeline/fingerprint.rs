@@ -188,6 +188,7 @@ struct GroupingFrame {
 impl Grouping {
     fn of(event: &Event) -> Grouping {
         let platform = event.platform.as_deref().unwrap_or("");
+        let event_platform = platform;
         let stacks = stacks(event);
         // When the SDK flagged frames, trust it; otherwise guess from names.
         let flagged = stacks
@@ -220,6 +221,10 @@ impl Grouping {
                         }
                         let display = match platform {
                             Platform::JavaScript => js_display(f),
+                            // Native code: the symbol alone, as Sentry shows it.
+                            _ if super::frames::is_native_platform(event_platform) => {
+                                f.function.clone()
+                            }
                             _ => None,
                         };
                         let line = source_line(f);
@@ -296,12 +301,31 @@ fn default_components(event: &Event, grouping: &Grouping) -> Vec<String> {
         Some(e) => (e.ty.clone(), template.unwrap_or("")),
         None => (event.level.as_str().to_owned(), template.unwrap_or("")),
     };
-    vec![
+    let mut out = vec![
         "message".to_owned(),
         kind,
         parameterize(text),
         service_component(event),
-    ]
+    ];
+    // An event with nothing but its context (Sentry's `<unlabeled
+    // event>`): its request's route, when it has one, tells such events apart.
+    if event.exception.is_empty() && template.is_none() {
+        if let Some(route) = unlabeled_route(event) {
+            out.push(format!("route:{route}"));
+        }
+    }
+    out
+}
+
+/// The route or path template of an unlabeled event's request.
+fn unlabeled_route(event: &Event) -> Option<String> {
+    let request = event.request.as_ref()?;
+    let route = match request.route.as_deref().filter(|r| !r.is_empty()) {
+        Some(route) => route.to_owned(),
+        None => super::parameterize::path_template(url_path(request.url.as_deref()?)),
+    };
+    let method = request.method.as_deref().unwrap_or("");
+    Some(format!("{method} {route}").trim().to_owned()).filter(|r| !r.is_empty())
 }
 
 /// Grouping by the place in the code: for each exception of the chain, its
@@ -393,25 +417,59 @@ fn title(event: &Event) -> String {
                 format!("{}: {}", e.ty, parameterize(first))
             }
         }
-        None => parameterize(first_line(message_template(event).unwrap_or(""))),
+        None => match message_template(event) {
+            Some(template) => parameterize(first_line(template)),
+            // Sentry's title for an event with neither message nor exception.
+            None => UNLABELED_TITLE.to_owned(),
+        },
     };
     super::normalize::truncate(title, MAX_TITLE_CHARS)
 }
+
+/// The title of an event with neither message nor exception, as in Sentry.
+pub const UNLABELED_TITLE: &str = "<unlabeled event>";
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("").trim_end()
 }
 
 /// Where the error happened: the innermost grouping frame of the outermost
-/// exception that has one; else the transaction; else the logger.
+/// exception that has one; else, for native frames that have only
+/// addresses, the binary of the innermost one that may be the
+/// application's; else the transaction; else the logger; else, for an
+/// event with neither message nor exception, the request's URL (Sentry's
+/// culprit for an event with only a request).
 fn culprit(event: &Event, grouping: &Grouping) -> Option<String> {
     grouping
         .frames
         .iter()
         .find_map(|frames| frames.last())
         .map(|f| f.display.clone().unwrap_or_else(|| f.key.clone()))
+        .or_else(|| image_culprit(event))
         .or_else(|| event.transaction.clone())
         .or_else(|| event.logger.clone())
+        .or_else(|| {
+            if !event.exception.is_empty() || message_template(event).is_some() {
+                return None;
+            }
+            let url = event.request.as_ref()?.url.as_deref()?;
+            let end = url.find(['?', '#']).unwrap_or(url.len());
+            Some(url[..end].to_owned()).filter(|u| !u.is_empty())
+        })
+}
+
+/// The image name (`libgame.so`) of the innermost frame with a binary that
+/// is not known to be someone else's, in the first stack that has one.
+fn image_culprit(event: &Event) -> Option<String> {
+    stacks(event).into_iter().find_map(|frames| {
+        let with_package = || frames.iter().rev().filter(|f| f.package.is_some());
+        with_package()
+            .find(|f| f.in_app == Some(true))
+            .or_else(|| with_package().find(|f| f.in_app.is_none()))
+            .and_then(|f| f.package.as_deref())
+            .map(|p| super::frames::image_name(p).to_owned())
+            .filter(|name| !name.is_empty() && name != "???")
+    })
 }
 
 /// The path part of a URL or path: no scheme, host, query or fragment.

@@ -33,6 +33,7 @@ use crate::model::NormalizedEvent;
 
 pub mod decode;
 pub mod fingerprint;
+pub mod frames;
 pub mod normalize;
 pub mod parameterize;
 pub mod sentry;
@@ -98,6 +99,17 @@ pub struct Rejected(pub String);
 
 /// Runs the pipeline stages on one decoded event, in their one fixed order.
 pub fn process(event: Event, ctx: &Context, limits: &Limits) -> Result<NormalizedEvent, Rejected> {
-    let event = normalize::normalize(event, ctx, limits)?;
+    process_with(event, ctx, limits, normalize::Content::Required)
+}
+
+/// [`process`] for a protocol whose events may carry neither message nor
+/// exception (Sentry's: see [`normalize::Content`]).
+pub fn process_with(
+    event: Event,
+    ctx: &Context,
+    limits: &Limits,
+    content: normalize::Content,
+) -> Result<NormalizedEvent, Rejected> {
+    let event = normalize::normalize_with(event, ctx, limits, content)?;
     Ok(fingerprint::build(event, ctx))
 }

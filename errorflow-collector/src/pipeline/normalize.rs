@@ -31,9 +31,33 @@ const MAX_CONTEXT_LINES: usize = 5;
 /// more precise, only bigger.
 const MAX_FINGERPRINT_COMPONENTS: usize = 32;
 
+/// Threads kept of an event (Sentry's `threads`): the first ones, which
+/// SDKs list from the crashed or current thread on.
+const MAX_THREADS: usize = 50;
+
 /// Bounds, cleans and completes `event`. Rejects events that carry nothing
 /// to group on: neither a message nor an exception.
-pub fn normalize(mut event: Event, ctx: &Context, limits: &Limits) -> Result<Event, Rejected> {
+pub fn normalize(event: Event, ctx: &Context, limits: &Limits) -> Result<Event, Rejected> {
+    normalize_with(event, ctx, limits, Content::Required)
+}
+
+/// Whether an event must carry a message or an exception.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// errorflow's own protocol and the seed's: an event says what happened.
+    Required,
+    /// Sentry's: an event without either is still stored, as Sentry stores
+    /// it (`<unlabeled event>`, titled from what it has).
+    Optional,
+}
+
+/// [`normalize`], with the content rule of the event's protocol.
+pub fn normalize_with(
+    mut event: Event,
+    ctx: &Context,
+    limits: &Limits,
+    content: Content,
+) -> Result<Event, Rejected> {
     let l = limits;
 
     event.message = non_empty(event.message.map(|m| value(m, l.max_message_chars)));
@@ -45,7 +69,7 @@ pub fn normalize(mut event: Event, ctx: &Context, limits: &Limits) -> Result<Eve
     // Cap before checking, so that a normalised event is never rejected when
     // normalised again.
     event.exception.truncate(l.max_exceptions);
-    if event.message.is_none() && event.exception.is_empty() {
+    if content == Content::Required && event.message.is_none() && event.exception.is_empty() {
         return Err(Rejected(
             "event has neither message nor exception".to_owned(),
         ));
@@ -85,6 +109,22 @@ pub fn normalize(mut event: Event, ctx: &Context, limits: &Limits) -> Result<Eve
         .stacktrace
         .map(|s| normalize_stacktrace(s, l))
         .filter(|s| !s.frames.is_empty());
+    event.threads.truncate(MAX_THREADS);
+    for thread in &mut event.threads {
+        thread.id = non_empty(thread.id.take().map(|s| name(s, l)));
+        thread.name = non_empty(thread.name.take().map(|s| name(s, l)));
+        thread.stacktrace = thread
+            .stacktrace
+            .take()
+            .map(|s| normalize_stacktrace(s, l))
+            .filter(|s| !s.frames.is_empty());
+    }
+    if let Some(meta) = &mut event.meta {
+        strip_nul_json(meta);
+    }
+    event.meta = event
+        .meta
+        .filter(|m| m.as_object().is_some_and(|m| !m.is_empty()));
 
     event.tags = normalize_map(std::mem::take(&mut event.tags), l.max_tags, l);
     event.extra = std::mem::take(&mut event.extra)
@@ -152,6 +192,9 @@ fn normalize_frame(frame: &mut Frame, l: &Limits) {
     frame.abs_path = v(frame.abs_path.take());
     frame.context_line = v(frame.context_line.take());
     frame.instruction_addr = non_empty(frame.instruction_addr.take().map(|s| name(s, l)));
+    frame.symbol_addr = non_empty(frame.symbol_addr.take().map(|s| name(s, l)));
+    frame.image_addr = non_empty(frame.image_addr.take().map(|s| name(s, l)));
+    frame.package = v(frame.package.take());
     // Lines closest to the frame's line are the useful ones: the last of
     // the lines before it and the first of the lines after it.
     let excess = frame.pre_context.len().saturating_sub(MAX_CONTEXT_LINES);

@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use errorflow_sdk::protocol::{
-    Breadcrumb, Event, Exception, Frame, Level, Request, Stacktrace, User,
+    Breadcrumb, Event, Exception, Frame, Level, Request, Stacktrace, Thread, User,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -47,7 +47,10 @@ use uuid::Uuid;
 
 mod wire;
 
-use wire::{RawBreadcrumb, RawEvent, RawException, RawFrame, RawStacktrace, RawThread};
+use super::frames;
+use wire::{
+    RawBreadcrumb, RawDebugMeta, RawEvent, RawException, RawFrame, RawStacktrace, RawThread,
+};
 
 /// What the mapping needs besides the payload.
 #[derive(Debug, Clone, Copy)]
@@ -292,7 +295,9 @@ pub fn map_event(payload: &[u8], ctx: &SentryContext) -> Result<Event, SentryErr
 }
 
 /// Maps a decoded Sentry event, taking its strings and JSON values over.
-fn map_raw(raw: RawEvent, ctx: &SentryContext) -> Result<Event, SentryError> {
+fn map_raw(mut raw: RawEvent, ctx: &SentryContext) -> Result<Event, SentryError> {
+    take_legacy_interfaces(&mut raw);
+    let security = raw_security(&mut raw);
     let (message, template) = message(&raw);
     let event_id = match raw.event_id {
         None | Some(Value::Null) => ctx.fallback_event_id,
@@ -328,21 +333,65 @@ fn map_raw(raw: RawEvent, ctx: &SentryContext) -> Result<Event, SentryError> {
     event.message = message;
     event.message_template = template;
 
-    let frame_rules = FrameRules::for_platform(platform.as_deref());
-    let mut exceptions: Vec<Exception> = raw
-        .exception
+    let images = raw.debug_meta.0.take().map(images).unwrap_or_default();
+    let frames = Frames {
+        rules: FrameRules::for_platform(platform.as_deref()),
+        images: &images,
+    };
+    let mut raw_exceptions = raw.exception.0;
+    let mut top_stack = raw.stacktrace.0.take();
+    // Raven's template error: its location is the one frame of the stack.
+    if top_stack.is_none() {
+        if let Some(template) = raw.template.0.take() {
+            top_stack = Some(RawStacktrace {
+                frames: wire::Seq(vec![template]),
+            });
+        }
+    }
+    // An old SDK's single exception with the stack beside it rather than in
+    // it: the stack is the exception's, as Sentry moves it.
+    if let [only] = raw_exceptions.as_mut_slice() {
+        if only.stacktrace.0.is_none() && only.legacy_stacktrace.0.is_none() {
+            only.stacktrace.0 = top_stack.take();
+        }
+    }
+    let mut threads: Vec<Thread> = raw
+        .threads
         .0
         .into_iter()
-        .filter_map(|e| exception(e, frame_rules))
+        .map(|t| thread(t, frames))
         .collect();
+    let mut exceptions: Vec<Exception> = Vec::with_capacity(raw_exceptions.len());
+    let mut thread_ids = Vec::with_capacity(raw_exceptions.len());
+    for e in raw_exceptions {
+        let thread_id = e.thread_id.0.clone();
+        if let Some(e) = exception(e, frames) {
+            exceptions.push(e);
+            thread_ids.push(thread_id);
+        }
+    }
+    // The exception raised last (Sentry lists it last) without a stack of
+    // its own takes its thread's: the thread of its `thread_id`, else the
+    // one that crashed or was current.
+    if let (Some(outer), Some(thread_id)) = (exceptions.last_mut(), thread_ids.last()) {
+        if outer.stacktrace.is_none() {
+            let own = thread_id.as_deref().and_then(|id| {
+                threads
+                    .iter()
+                    .position(|t| t.id.as_deref() == Some(id) && t.stacktrace.is_some())
+            });
+            outer.stacktrace = own
+                .or_else(|| pick_thread(&threads))
+                .and_then(|i| thread_stack(&mut threads, i));
+        }
+    }
     exceptions.reverse();
+    event.stacktrace = top_stack.and_then(|s| stacktrace(s, frames));
+    if event.stacktrace.is_none() && exceptions.is_empty() {
+        event.stacktrace = pick_thread(&threads).and_then(|i| thread_stack(&mut threads, i));
+    }
     event.exception = exceptions;
-    let threads = raw.threads.0;
-    event.stacktrace = raw
-        .stacktrace
-        .0
-        .and_then(|s| stacktrace(s, frame_rules))
-        .or_else(|| thread_stacktrace(threads, frame_rules));
+    event.threads = threads;
 
     if let Some(contexts) = raw.contexts.filter(Value::is_object) {
         event.trace_id = contexts
@@ -352,6 +401,7 @@ fn map_raw(raw: RawEvent, ctx: &SentryContext) -> Result<Event, SentryError> {
             .map(str::to_owned);
         event.extra.insert("contexts".into(), contexts);
     }
+    security_report(security, &mut event);
     if let Some(Value::Object(extra)) = raw.extra {
         for (k, v) in extra {
             event.extra.entry(k).or_insert(v);
@@ -375,8 +425,139 @@ fn map_raw(raw: RawEvent, ctx: &SentryContext) -> Result<Event, SentryError> {
             None => name.to_owned(),
         })
     });
+    event.meta = raw
+        .meta
+        .filter(|m| m.as_object().is_some_and(|m| !m.is_empty()));
     event.platform = platform;
     Ok(event)
+}
+
+/// Moves each interface sent under its legacy name (`sentry.interfaces.Http`
+/// for `request`, …, the list Relay accepts) to its canonical field, unless
+/// the event also sent the canonical one, which wins as in Sentry.
+fn take_legacy_interfaces(raw: &mut RawEvent) {
+    fn take<T: Default>(canonical: &mut T, legacy: &mut T, absent: impl Fn(&T) -> bool) {
+        if absent(canonical) {
+            *canonical = std::mem::take(legacy);
+        }
+    }
+    take(&mut raw.exception, &mut raw.legacy_exception, |e| {
+        e.0.is_empty()
+    });
+    take(&mut raw.stacktrace, &mut raw.legacy_stacktrace, |s| {
+        s.0.is_none()
+    });
+    take(&mut raw.template, &mut raw.legacy_template, |t| {
+        t.0.is_none()
+    });
+    take(&mut raw.threads, &mut raw.legacy_threads, |t| {
+        t.0.is_empty()
+    });
+    take(&mut raw.debug_meta, &mut raw.legacy_debug_meta, |d| {
+        d.0.is_none()
+    });
+    take(&mut raw.breadcrumbs, &mut raw.legacy_breadcrumbs, |b| {
+        b.0.is_empty()
+    });
+    take(&mut raw.contexts, &mut raw.legacy_contexts, Option::is_none);
+    take(&mut raw.user, &mut raw.legacy_user, Option::is_none);
+    take(&mut raw.request, &mut raw.legacy_request, Option::is_none);
+    take(&mut raw.csp, &mut raw.legacy_csp, Option::is_none);
+    take(&mut raw.hpkp, &mut raw.legacy_hpkp, Option::is_none);
+    take(&mut raw.expectct, &mut raw.legacy_expectct, Option::is_none);
+    take(
+        &mut raw.expectstaple,
+        &mut raw.legacy_expectstaple,
+        Option::is_none,
+    );
+    take(&mut raw.nel, &mut raw.legacy_nel, Option::is_none);
+    for e in &mut raw.exception.0 {
+        take(&mut e.stacktrace, &mut e.legacy_stacktrace, |s| {
+            s.0.is_none()
+        });
+    }
+}
+
+/// The browser security reports of an event, by their canonical names.
+fn raw_security(raw: &mut RawEvent) -> [(&'static str, Option<Value>); 5] {
+    [
+        ("csp", raw.csp.take()),
+        ("hpkp", raw.hpkp.take()),
+        ("expectct", raw.expectct.take()),
+        ("expectstaple", raw.expectstaple.take()),
+        ("nel", raw.nel.take()),
+    ]
+}
+
+/// Keeps a browser's security report (CSP, HPKP, Expect-CT, Expect-Staple,
+/// NEL) in `extra` under its interface name and, when the event has no
+/// message of its own, says what it reports in Sentry's words, without
+/// their quotes (`Blocked script from evil.example`): titles and grouping
+/// take quoted values for variable parts, and the directive and host are
+/// what tells one report from another.
+fn security_report(reports: [(&'static str, Option<Value>); 5], event: &mut Event) {
+    for (name, report) in reports {
+        let Some(report) = report.filter(Value::is_object) else {
+            continue;
+        };
+        if event.message.is_none() {
+            event.message = security_message(name, &report);
+        }
+        event.extra.insert(name.to_owned(), report);
+    }
+}
+
+fn security_message(name: &str, report: &Value) -> Option<String> {
+    let text = |key: &str| str_of(report.get(key)).filter(|s| !s.is_empty());
+    match name {
+        "csp" => {
+            let directive = text("effective_directive").or_else(|| {
+                text("violated_directive")
+                    .and_then(|d| d.split_whitespace().next().map(str::to_owned))
+            })?;
+            let kind = match directive.as_str() {
+                "child-src" => "child",
+                "connect-src" => "connect",
+                "font-src" => "font",
+                "form-action" => "form",
+                "img-src" => "image",
+                "manifest-src" => "manifest",
+                "media-src" => "media",
+                "object-src" => "object",
+                "script-src" | "script-src-elem" | "script-src-attr" => "script",
+                "style-src" | "style-src-elem" | "style-src-attr" => "style",
+                "frame-src" => "frame",
+                "worker-src" => "worker",
+                other => other,
+            };
+            let blocked = text("blocked_uri").unwrap_or_default();
+            Some(match blocked.as_str() {
+                "" | "self" => format!("Blocked {kind} from self"),
+                "inline" | "eval" => format!("Blocked unsafe {blocked} {kind}"),
+                uri => format!("Blocked {kind} from {}", uri_host(uri)),
+            })
+        }
+        "hpkp" => Some(format!(
+            "Public key pinning validation failed for {}",
+            text("hostname")?
+        )),
+        "expectct" => Some(format!("Expect-CT failed for {}", text("hostname")?)),
+        "expectstaple" => Some(format!("Expect-Staple failed for {}", text("hostname")?)),
+        "nel" => Some(format!(
+            "Network error: {}",
+            text("type").or_else(|| report.get("body").and_then(|b| str_of(b.get("type"))))?
+        )),
+        _ => None,
+    }
+}
+
+/// The host of a URI (`https://cdn.example/x.js` → `cdn.example`), or the
+/// URI itself when it has none (`data:`, `blob:`).
+fn uri_host(uri: &str) -> &str {
+    match uri.split_once("://") {
+        Some((_, rest)) => rest.split(['/', '?', '#']).next().unwrap_or(rest),
+        None => uri,
+    }
 }
 
 /// `9ec79c33ec9942ab8353589fcb2e04dc` or `9ec79c33-ec99-42ab-8353-589fcb2e04dc`.
@@ -480,8 +661,14 @@ fn message(raw: &RawEvent) -> (Option<String>, Option<String>) {
     let Some(entry) = entry else {
         return (str_of(raw.message.as_ref()).filter(|m| !m.is_empty()), None);
     };
-    let formatted = str_of(entry.get("formatted")).filter(|m| !m.is_empty());
     let template = str_of(entry.get("message")).filter(|m| !m.is_empty());
+    // Without `formatted`, Sentry formats `message` with `params` itself.
+    let formatted = str_of(entry.get("formatted"))
+        .filter(|m| !m.is_empty())
+        .or_else(|| {
+            let params = entry.get("params")?;
+            format_params(template.as_deref()?, params)
+        });
     match (formatted, template) {
         (Some(f), Some(t)) if f != t => (Some(f), Some(t)),
         (Some(f), _) => (Some(f), None),
@@ -490,10 +677,47 @@ fn message(raw: &RawEvent) -> (Option<String>, Option<String>) {
     }
 }
 
-fn exception(e: RawException, rules: FrameRules) -> Option<Exception> {
+/// A logging template formatted with its parameters as Python's `%`
+/// operator does: `%s`, `%d`, `%r`, … in order from an array of `params`,
+/// `%(name)s` from an object, `%%` a percent sign. `None` when the
+/// parameters do not fit the template.
+fn format_params(template: &str, params: &Value) -> Option<String> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut positional = params.as_array().map(|a| a.iter());
+    let mut rest = template;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 1..];
+        if let Some(after) = rest.strip_prefix('%') {
+            out.push('%');
+            rest = after;
+            continue;
+        }
+        let value = if let Some(named) = rest.strip_prefix('(') {
+            let (name, after) = named.split_once(')')?;
+            rest = after;
+            params.get(name)?
+        } else {
+            positional.as_mut()?.next()?
+        };
+        // The conversion: flags, width and precision, then its letter.
+        let end = rest.find(|c: char| c.is_ascii_alphabetic())?;
+        rest = &rest[end + 1..];
+        out.push_str(&text(value));
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+fn exception(e: RawException, frames: Frames<'_>) -> Option<Exception> {
     let ty = e.ty.0.filter(|t| !t.is_empty());
     let value = e.value.0;
-    if ty.is_none() && value.is_none() {
+    let stack = e.stacktrace.0.and_then(|s| stacktrace(s, frames));
+    if ty.is_none() && value.is_none() && stack.is_none() {
         return None;
     }
     let (mechanism, handled) = match e.mechanism.0 {
@@ -506,28 +730,56 @@ fn exception(e: RawException, rules: FrameRules) -> Option<Exception> {
         module: e.module.0,
         mechanism,
         handled,
-        stacktrace: e.stacktrace.0.and_then(|s| stacktrace(s, rules)),
+        stacktrace: stack,
     })
 }
 
-/// The stack of the thread that crashed or was current, for events without exception.
-fn thread_stacktrace(mut threads: Vec<RawThread>, rules: FrameRules) -> Option<Stacktrace> {
-    let pick = threads
-        .iter()
-        .position(|t| t.crashed.0 == Some(true))
-        .or_else(|| threads.iter().position(|t| t.current.0 == Some(true)))
-        .or((!threads.is_empty()).then_some(0))?;
-    stacktrace(threads.swap_remove(pick).stacktrace.0?, rules)
+fn thread(t: RawThread, frames: Frames<'_>) -> Thread {
+    let current = t.current.0 == Some(true) || t.errored.0 == Some(true);
+    Thread {
+        id: t.id.0,
+        name: t.name.0,
+        crashed: t.crashed.0,
+        current: current.then_some(true).or(t.current.0),
+        stacktrace: t.stacktrace.0.and_then(|s| stacktrace(s, frames)),
+    }
 }
 
-fn stacktrace(s: RawStacktrace, rules: FrameRules) -> Option<Stacktrace> {
-    let frames: Vec<Frame> = s.frames.0.into_iter().map(|f| frame(f, rules)).collect();
+/// The index of the thread whose stack stands for the event: the one that
+/// crashed, else the one that captured the event (`current`, or the Java
+/// SDK's `errored`), else the first; only threads with a stack count.
+fn pick_thread(threads: &[Thread]) -> Option<usize> {
+    let with_stack = || {
+        threads
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.stacktrace.is_some())
+    };
+    with_stack()
+        .find(|(_, t)| t.crashed == Some(true))
+        .or_else(|| with_stack().find(|(_, t)| t.current == Some(true)))
+        .or_else(|| with_stack().next())
+        .map(|(i, _)| i)
+}
+
+/// The stack of thread `i`, to stand for the event. A lone thread (what
+/// SDKs attach to a message with `attach_stacktrace`) says nothing besides
+/// that stack: it is taken out rather than stored twice.
+fn thread_stack(threads: &mut Vec<Thread>, i: usize) -> Option<Stacktrace> {
+    if threads.len() == 1 {
+        return threads.pop().and_then(|t| t.stacktrace);
+    }
+    threads.get(i).and_then(|t| t.stacktrace.clone())
+}
+
+fn stacktrace(s: RawStacktrace, frames: Frames<'_>) -> Option<Stacktrace> {
+    let frames: Vec<Frame> = s.frames.0.into_iter().map(|f| frame(f, frames)).collect();
     (!frames.is_empty()).then_some(Stacktrace { frames })
 }
 
-fn frame(f: RawFrame, rules: FrameRules) -> Frame {
+fn frame(f: RawFrame, frames: Frames<'_>) -> Frame {
     let mut frame = Frame {
-        function: f.function.0,
+        function: f.function.0.or(f.symbol.0),
         module: f.module.0,
         filename: f.filename.0,
         abs_path: f.abs_path.0,
@@ -538,9 +790,71 @@ fn frame(f: RawFrame, rules: FrameRules) -> Frame {
         pre_context: f.pre_context.0,
         post_context: f.post_context.0,
         instruction_addr: f.instruction_addr.0,
+        package: f.package.0,
+        symbol_addr: f.symbol_addr.0,
+        image_addr: f.image_addr.0,
     };
-    rules.apply(&mut frame);
+    if frame.package.is_none() && !frames.images.is_empty() {
+        frame.package = frame
+            .instruction_addr
+            .as_deref()
+            .and_then(parse_addr)
+            .and_then(|addr| {
+                frames
+                    .images
+                    .iter()
+                    .find(|i| i.start <= addr && addr < i.end)
+            })
+            .map(|i| i.code_file.clone());
+    }
+    frames.rules.apply(&mut frame);
     frame
+}
+
+/// What mapping a frame needs besides the frame: the platform's rules and
+/// the event's loaded images.
+#[derive(Debug, Clone, Copy)]
+struct Frames<'a> {
+    rules: FrameRules,
+    images: &'a [Image],
+}
+
+/// A loaded binary of a native event (`debug_meta.images`): its address
+/// range and path.
+#[derive(Debug)]
+struct Image {
+    start: u64,
+    end: u64,
+    code_file: String,
+}
+
+fn images(meta: RawDebugMeta) -> Vec<Image> {
+    meta.images
+        .0
+        .into_iter()
+        .filter_map(|i| {
+            let start = parse_addr(i.image_addr.0.as_deref()?)?;
+            let size = match i.image_size? {
+                Value::Number(n) => n.as_u64()?,
+                Value::String(s) => parse_addr(&s).or_else(|| s.parse().ok())?,
+                _ => return None,
+            };
+            Some(Image {
+                start,
+                end: start.checked_add(size)?,
+                code_file: i.code_file.0.filter(|f| !f.is_empty())?,
+            })
+        })
+        .collect()
+}
+
+/// An address as Sentry writes them: `0x…` hex, or decimal.
+fn parse_addr(s: &str) -> Option<u64> {
+    let s = s.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
 }
 
 /// Per-platform clean-up of frames, so that grouping sees stable names and
@@ -557,7 +871,7 @@ impl FrameRules {
     fn for_platform(platform: Option<&str>) -> FrameRules {
         match platform {
             Some("javascript") => FrameRules::JavaScript,
-            Some("rust" | "native" | "c" | "cocoa") => FrameRules::Native,
+            Some(p) if p == "rust" || frames::is_native_platform(p) => FrameRules::Native,
             _ => FrameRules::AsSent,
         }
     }
@@ -649,13 +963,30 @@ const NATIVE_NOT_APP_EXACT: &[&str] = &[
     "<unknown>",
 ];
 
-/// Native/Rust: function names without the `::h0123456789abcdef` symbol hash
-/// and without generic arguments; runtime and SDK frames are not in-app.
+/// Native/Rust: function names without the `::h0123456789abcdef` symbol
+/// hash, a console SDK's build-id prefix, generic arguments and a C++ or
+/// Swift parameter list; a module that is only a build id is dropped.
+/// Runtime and SDK frames are not in-app; without the SDK's word, the
+/// frame's binary (`package`) decides (see [`frames::package_in_app`]).
 fn native_frame(frame: &mut Frame) {
+    if frame.module.as_deref().is_some_and(frames::is_build_id) {
+        frame.module = None;
+    }
+    if let Some(package) = frame.package.as_deref() {
+        if frames::is_sdk_package(package) {
+            frame.in_app = Some(false);
+        } else if frame.in_app.is_none() {
+            frame.in_app = frames::package_in_app(package);
+        }
+    }
     let Some(function) = frame.function.as_deref() else {
         return;
     };
-    let name = strip_generics(strip_symbol_hash(function));
+    let name = strip_generics(frames::strip_build_id(strip_symbol_hash(function)));
+    let name = match frames::trim_parameters(&name) {
+        trimmed if trimmed.len() < name.len() => trimmed.to_owned(),
+        _ => name,
+    };
     if is_native_runtime(&name) {
         frame.in_app = Some(false);
     }
@@ -1271,6 +1602,142 @@ mod tests {
         ] {
             assert!(is_native_runtime(runtime), "{runtime}");
         }
+    }
+
+    #[test]
+    fn legacy_interface_names_map_to_their_canonical_fields() {
+        let e = map(json!({
+            "sentry.interfaces.Message": {"message": "order %s of %(who)s", "params": ["17"]},
+            "sentry.interfaces.Exception": {"type": "E", "value": "v",
+                "sentry.interfaces.Stacktrace": {"frames": [{"function": "f"}]}},
+            "sentry.interfaces.Http": {"url": "http://x/a", "method": "GET"},
+            "sentry.interfaces.User": {"id": "u"},
+            "sentry.interfaces.Breadcrumbs": [{"message": "b"}],
+            "sentry.interfaces.Contexts": {"os": {"name": "iOS"}},
+            "sentry.interfaces.Threads": [{"id": 1, "crashed": true, "stacktrace": {"frames": [{"function": "t"}]}}],
+            "sentry.interfaces.Hpkp": {"hostname": "shop.test"},
+        }));
+        assert_eq!(e.exception[0].ty, "E");
+        let frames = &e.exception[0].stacktrace.as_ref().unwrap().frames;
+        assert_eq!(frames[0].function.as_deref(), Some("f"));
+        assert_eq!(e.request.unwrap().url.as_deref(), Some("http://x/a"));
+        assert_eq!(e.user.unwrap().id.as_deref(), Some("u"));
+        assert_eq!(e.breadcrumbs[0].message.as_deref(), Some("b"));
+        assert_eq!(e.extra["contexts"]["os"]["name"], "iOS");
+        assert_eq!(e.threads[0].id.as_deref(), Some("1"));
+        assert_eq!(e.extra["hpkp"]["hostname"], "shop.test");
+        // Named parameters from an array do not fit: the template stands.
+        assert_eq!(e.message.as_deref(), Some("order %s of %(who)s"));
+        assert_eq!(e.message_template, None);
+
+        let e = map(
+            json!({"exception": {"values": []}, "sentry.interfaces.Exception": [{"type": "L"}]}),
+        );
+        assert_eq!(e.exception[0].ty, "L", "an empty canonical list is absent");
+        let e = map(json!({"user": {"id": "new"}, "sentry.interfaces.User": {"id": "old"}}));
+        assert_eq!(e.user.unwrap().id.as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn logentry_params_are_formatted_as_python_does() {
+        let fmt = |t: &str, p: Value| format_params(t, &p);
+        assert_eq!(
+            fmt("%s paid %d%% of %.2f", json!(["ann", 50, 9.5])).as_deref(),
+            Some("ann paid 50% of 9.5")
+        );
+        assert_eq!(
+            fmt(
+                "%(user)s in %(city)r",
+                json!({"user": "ann", "city": "Oslo"})
+            )
+            .as_deref(),
+            Some("ann in Oslo")
+        );
+        assert_eq!(fmt("%s and %s", json!(["one"])), None, "too few");
+        let e = map(json!({"logentry": {"message": "sku %s", "params": ["A-1"]}}));
+        assert_eq!(
+            (e.message.as_deref(), e.message_template.as_deref()),
+            (Some("sku A-1"), Some("sku %s"))
+        );
+    }
+
+    #[test]
+    fn thread_and_stack_selection() {
+        let frames = |name: &str| json!({"frames": [{"function": name}]});
+        let stack_of = |e: &Event| {
+            e.stacktrace.as_ref().unwrap().frames[0]
+                .function
+                .clone()
+                .unwrap()
+        };
+        // Crashed, then current or errored, then the first with frames.
+        let e = map(json!({"threads": [
+            {"id": 1}, {"id": 2, "stacktrace": frames("first")},
+            {"id": 3, "errored": true, "stacktrace": frames("errored")},
+        ]}));
+        assert_eq!(stack_of(&e), "errored");
+        assert_eq!(e.threads[2].current, Some(true));
+        let e = map(json!({"threads": [
+            {"id": 1, "crashed": true}, {"id": 2, "stacktrace": frames("first")},
+        ]}));
+        assert_eq!(
+            stack_of(&e),
+            "first",
+            "a crashed thread without stack does not count"
+        );
+        // An exception's own stack wins; without one, its thread's.
+        let e = map(json!({
+            "exception": [{"type": "E", "thread_id": "b"}],
+            "threads": [{"id": "a", "crashed": true, "stacktrace": frames("a")}, {"id": "b", "stacktrace": frames("b")}],
+        }));
+        let own = &e.exception[0].stacktrace.as_ref().unwrap().frames;
+        assert_eq!(own[0].function.as_deref(), Some("b"));
+        assert!(e.stacktrace.is_none());
+        let e = map(json!({
+            "exception": [{"type": "E", "stacktrace": frames("own")}],
+            "threads": [{"id": "a", "crashed": true, "stacktrace": frames("a")}],
+        }));
+        let own = &e.exception[0].stacktrace.as_ref().unwrap().frames;
+        assert_eq!(own[0].function.as_deref(), Some("own"));
+        // Two exceptions and a top-level stack: it stays the event's.
+        let e =
+            map(json!({"exception": [{"type": "A"}, {"type": "B"}], "stacktrace": frames("top")}));
+        assert_eq!(stack_of(&e), "top");
+    }
+
+    #[test]
+    fn security_reports_are_titled_by_what_they_report() {
+        let csp = |blocked: &str| {
+            map(json!({"csp": {"effective_directive": "img-src", "blocked_uri": blocked}}))
+                .message
+                .unwrap()
+        };
+        assert_eq!(csp("https://cdn.test/a.png"), "Blocked image from cdn.test");
+        assert_eq!(csp("inline"), "Blocked unsafe inline image");
+        let e = map(json!({"expectct": {"hostname": "shop.test"}, "message": "own"}));
+        assert_eq!(e.message.as_deref(), Some("own"), "an own message wins");
+        assert_eq!(e.extra["expectct"]["hostname"], "shop.test");
+    }
+
+    #[test]
+    fn native_frames_keep_their_binary_and_addresses() {
+        let e = map(json!({"platform": "cocoa",
+        "debug_meta": {"images": [{"code_file": "/usr/lib/libobjc.A.dylib", "image_addr": "0x1000", "image_size": "0x1000"}]},
+        "exception": {"type": "E", "stacktrace": {"frames": [
+            {"instruction_addr": "0x1800", "symbol": "objc_msgSend"},
+            {"function": "x", "package": "/Users/me/Shop.app/Contents/MacOS/Shop", "in_app": false},
+            {"function": "y", "package": "/Users/me/Shop.app/Contents/Frameworks/Sentry.framework/Sentry", "in_app": true},
+        ]}}}));
+        let f = &e.exception[0].stacktrace.as_ref().unwrap().frames;
+        assert_eq!(f[0].package.as_deref(), Some("/usr/lib/libobjc.A.dylib"));
+        assert_eq!(f[0].function.as_deref(), Some("objc_msgSend"));
+        assert_eq!(f[0].in_app, Some(false));
+        assert_eq!(f[1].in_app, Some(false), "the SDK's word stands");
+        assert_eq!(
+            f[2].in_app,
+            Some(false),
+            "but never for the SDK's own framework"
+        );
     }
 
     // The captured SDK payloads.

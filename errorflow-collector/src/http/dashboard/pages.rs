@@ -359,6 +359,27 @@ pub struct FrameView {
     pub location: String,
     pub in_app: bool,
     pub context: Vec<CtxLine>,
+    /// Native code: the binary's file name and the addresses, when sent
+    /// (`libgame.so · 0x1dc3c0faec`); the full path is `package_path`.
+    pub native: String,
+    pub package_path: String,
+}
+
+/// One thread of the event (Sentry's `threads`).
+pub struct ThreadView {
+    pub name: String,
+    pub crashed: bool,
+    pub current: bool,
+    /// Innermost first.
+    pub frames: Vec<FrameView>,
+}
+
+/// A value shown on the page, with what the SDK or a relay did to it
+/// (`_meta`), when anything.
+pub struct Field {
+    pub key: String,
+    pub value: String,
+    pub note: String,
 }
 
 pub struct ExceptionView {
@@ -389,9 +410,14 @@ pub struct EventView {
     pub trace_id: String,
     pub exceptions: Vec<ExceptionView>,
     pub breadcrumbs: Vec<CrumbView>,
-    pub request: Vec<(String, String)>,
-    pub user: Vec<(String, String)>,
-    pub tags: Vec<(String, String)>,
+    pub request: Vec<Field>,
+    pub user: Vec<Field>,
+    pub tags: Vec<Field>,
+    pub threads: Vec<ThreadView>,
+    /// What `_meta` says of the message, when anything.
+    pub message_note: String,
+    /// Every annotation of `_meta`: the value's path and what was done.
+    pub scrubbed: Vec<(String, String)>,
     pub raw: String,
 }
 
@@ -616,7 +642,30 @@ fn event_view(e: &StoredEvent, now: DateTime<Utc>) -> EventView {
     let mut request = Vec::new();
     let mut user = Vec::new();
     let mut tags = Vec::new();
+    let mut threads = Vec::new();
+    let mut scrubbed = Vec::new();
+    let mut message_note = String::new();
     if let Some(ev) = &raw_event {
+        if let Some(meta) = &ev.meta {
+            meta_notes(meta, &mut String::new(), &mut scrubbed);
+        }
+        let note = |path: &str| {
+            scrubbed
+                .iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, n)| n.clone())
+                .unwrap_or_default()
+        };
+        message_note = ["logentry.formatted", "logentry.message", "message"]
+            .iter()
+            .map(|p| note(p))
+            .find(|n| !n.is_empty())
+            .unwrap_or_default();
+        let field = |section: &str, key: &str, value: String| Field {
+            note: note(&format!("{section}.{key}")),
+            key: key.to_string(),
+            value,
+        };
         let mut chain: Vec<&protocol::Exception> = ev.exception.iter().collect();
         if chain.is_empty() {
             if let Some(st) = &ev.stacktrace {
@@ -652,38 +701,62 @@ fn event_view(e: &StoredEvent, now: DateTime<Utc>) -> EventView {
             })
             .collect();
         if let Some(r) = &ev.request {
-            let mut push = |k: &str, v: Option<String>| {
+            let mut push = |k: &str, meta_key: &str, v: Option<String>| {
                 if let Some(v) = v.filter(|v| !v.is_empty()) {
-                    request.push((k.to_string(), v));
+                    let mut f = field("request", meta_key, v);
+                    f.key = k.to_string();
+                    request.push(f);
                 }
             };
-            push("method", r.method.clone());
-            push("url", r.url.clone());
-            push("route", r.route.clone());
-            push("query", r.query_string.clone());
-            push("status", r.status.map(|s| s.to_string()));
-            push("latency", r.latency_ms.map(|l| format!("{l} ms")));
-            push("client ip", r.client_ip.clone());
+            push("method", "method", r.method.clone());
+            push("url", "url", r.url.clone());
+            push("route", "route", r.route.clone());
+            push("query", "query_string", r.query_string.clone());
+            push("status", "status", r.status.map(|s| s.to_string()));
+            push(
+                "latency",
+                "latency",
+                r.latency_ms.map(|l| format!("{l} ms")),
+            );
+            push("client ip", "env.REMOTE_ADDR", r.client_ip.clone());
             for (k, v) in &r.headers {
-                request.push((k.clone(), v.clone()));
+                request.push(field("request.headers", k, v.clone()));
             }
         }
         if let Some(u) = &ev.user {
-            for (k, v) in [
-                ("id", &u.id),
-                ("email", &u.email),
-                ("username", &u.username),
-                ("ip address", &u.ip_address),
+            for (k, meta_key, v) in [
+                ("id", "id", &u.id),
+                ("email", "email", &u.email),
+                ("username", "username", &u.username),
+                ("ip address", "ip_address", &u.ip_address),
             ] {
                 if let Some(v) = v {
-                    user.push((k.to_string(), v.clone()));
+                    let mut f = field("user", meta_key, v.clone());
+                    f.key = k.to_string();
+                    user.push(f);
                 }
             }
         }
         tags = ev
             .tags
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| field("tags", k, v.clone()))
+            .collect();
+        threads = ev
+            .threads
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ThreadView {
+                name: match (&t.name, &t.id) {
+                    (Some(name), Some(id)) => format!("{name} ({id})"),
+                    (Some(name), None) => name.clone(),
+                    (None, Some(id)) => format!("thread {id}"),
+                    (None, None) => format!("thread #{}", i + 1),
+                },
+                crashed: t.crashed == Some(true),
+                current: t.current == Some(true),
+                frames: t.stacktrace.as_ref().map(frames).unwrap_or_default(),
+            })
             .collect();
     }
     EventView {
@@ -701,8 +774,80 @@ fn event_view(e: &StoredEvent, now: DateTime<Utc>) -> EventView {
         request,
         user,
         tags,
+        threads,
+        message_note,
+        scrubbed,
         raw: serde_json::to_string_pretty(&e.data).unwrap_or_default(),
     }
+}
+
+/// The annotations of a `_meta` tree, by the dotted path of the value they
+/// describe (`request.headers.Authorization`): Sentry writes them under the
+/// key `""` of the value's place, `rem` listing the rules that removed or
+/// replaced (part of) it, `len` the original length, `err` processing errors.
+fn meta_notes(meta: &serde_json::Value, path: &mut String, out: &mut Vec<(String, String)>) {
+    /// Annotations shown; a `_meta` tree is bounded by the event's size, but
+    /// a page need not list thousands.
+    const MAX_NOTES: usize = 100;
+    let Some(map) = meta.as_object() else {
+        return;
+    };
+    for (key, value) in map {
+        if out.len() >= MAX_NOTES {
+            return;
+        }
+        if key.is_empty() {
+            if let Some(note) = meta_note(value) {
+                out.push((path.clone(), note));
+            }
+            continue;
+        }
+        let len = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key);
+        meta_notes(value, path, out);
+        path.truncate(len);
+    }
+}
+
+/// `scrubbed by @password (substituted); original length 12`.
+fn meta_note(annotation: &serde_json::Value) -> Option<String> {
+    let mut parts = Vec::new();
+    for rem in annotation
+        .get("rem")
+        .and_then(|r| r.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let rule = rem.get(0).and_then(|r| r.as_str()).unwrap_or("a rule");
+        let how = match rem.get(1).and_then(|t| t.as_str()) {
+            Some("s") => " (substituted)",
+            Some("x") => " (removed)",
+            Some("m") => " (masked)",
+            Some("p") => " (pseudonymized)",
+            Some("e") => " (encrypted)",
+            _ => "",
+        };
+        parts.push(format!("scrubbed by {rule}{how}"));
+    }
+    for err in annotation
+        .get("err")
+        .and_then(|e| e.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let kind = err
+            .as_str()
+            .or_else(|| err.get(0).and_then(|k| k.as_str()))
+            .unwrap_or("error");
+        parts.push(format!("error: {kind}"));
+    }
+    if let Some(len) = annotation.get("len").and_then(|l| l.as_u64()) {
+        parts.push(format!("original length {len}"));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 fn frames(st: &protocol::Stacktrace) -> Vec<FrameView> {
@@ -749,11 +894,25 @@ fn frames(st: &protocol::Stacktrace) -> Vec<FrameView> {
                     });
                 }
             }
+            let native = [
+                f.package
+                    .as_deref()
+                    .map(|p| crate::pipeline::frames::image_name(p).to_string()),
+                f.instruction_addr.clone(),
+                f.symbol_addr.clone().map(|a| format!("symbol {a}")),
+                f.image_addr.clone().map(|a| format!("image {a}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" · ");
             FrameView {
                 function,
                 location,
                 in_app: f.in_app == Some(true),
                 context,
+                native,
+                package_path: f.package.clone().unwrap_or_default(),
             }
         })
         .collect()

@@ -34,6 +34,10 @@ use serde_json::Value;
 /// The top level of a Sentry event. Small or open-ended parts stay
 /// `serde_json::Value`; the bulk of an event (exceptions, frames with their
 /// context lines, breadcrumbs) is typed.
+///
+/// Older clients (Raven) name the interfaces by their legacy names
+/// (`sentry.interfaces.Exception`, …): each gets a field of its own, and the
+/// mapping takes the canonical one when an event sends both, as Sentry does.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawEvent {
@@ -52,15 +56,55 @@ pub(super) struct RawEvent {
     pub logentry: Option<Value>,
     #[serde(rename = "sentry.interfaces.Message")]
     pub legacy_message: Option<Value>,
-    pub exception: List<RawException>,
+    pub exception: Exceptions,
+    #[serde(rename = "sentry.interfaces.Exception")]
+    pub legacy_exception: Exceptions,
     pub stacktrace: Obj<RawStacktrace>,
+    #[serde(rename = "sentry.interfaces.Stacktrace")]
+    pub legacy_stacktrace: Obj<RawStacktrace>,
+    /// Raven's location of a template error: one frame's fields.
+    pub template: Obj<RawFrame>,
+    #[serde(rename = "sentry.interfaces.Template")]
+    pub legacy_template: Obj<RawFrame>,
     pub threads: List<RawThread>,
+    #[serde(rename = "sentry.interfaces.Threads")]
+    pub legacy_threads: List<RawThread>,
+    pub debug_meta: Obj<RawDebugMeta>,
+    #[serde(rename = "sentry.interfaces.DebugMeta")]
+    pub legacy_debug_meta: Obj<RawDebugMeta>,
     pub contexts: Option<Value>,
+    #[serde(rename = "sentry.interfaces.Contexts")]
+    pub legacy_contexts: Option<Value>,
     pub extra: Option<Value>,
     pub user: Option<Value>,
+    #[serde(rename = "sentry.interfaces.User")]
+    pub legacy_user: Option<Value>,
     pub request: Option<Value>,
+    #[serde(rename = "sentry.interfaces.Http")]
+    pub legacy_request: Option<Value>,
     pub breadcrumbs: List<RawBreadcrumb>,
+    #[serde(rename = "sentry.interfaces.Breadcrumbs")]
+    pub legacy_breadcrumbs: List<RawBreadcrumb>,
     pub fingerprint: Option<Value>,
+    // Browsers' security reports, which Sentry stores as events.
+    pub csp: Option<Value>,
+    #[serde(rename = "sentry.interfaces.Csp")]
+    pub legacy_csp: Option<Value>,
+    pub hpkp: Option<Value>,
+    #[serde(rename = "sentry.interfaces.Hpkp")]
+    pub legacy_hpkp: Option<Value>,
+    pub expectct: Option<Value>,
+    #[serde(rename = "sentry.interfaces.ExpectCT")]
+    pub legacy_expectct: Option<Value>,
+    pub expectstaple: Option<Value>,
+    #[serde(rename = "sentry.interfaces.ExpectStaple")]
+    pub legacy_expectstaple: Option<Value>,
+    pub nel: Option<Value>,
+    #[serde(rename = "sentry.interfaces.Nel")]
+    pub legacy_nel: Option<Value>,
+    /// What the SDK or a relay did to the event's values (scrubbing, trimming).
+    #[serde(rename = "_meta")]
+    pub meta: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +116,28 @@ pub(super) struct RawException {
     pub module: Text,
     pub mechanism: Obj<RawMechanism>,
     pub stacktrace: Obj<RawStacktrace>,
+    #[serde(rename = "sentry.interfaces.Stacktrace")]
+    pub legacy_stacktrace: Obj<RawStacktrace>,
+    pub thread_id: Text,
+}
+
+/// An exception object that may instead hold the list: `{"values": [...]}`
+/// or a single exception's own fields (old SDKs send `exception` both ways).
+/// The fields are [`RawException`]'s, spelled out: `#[serde(flatten)]`
+/// would first buffer the whole `values` array of every event.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawExceptionOrValues {
+    values: Option<Seq<RawException, false>>,
+    #[serde(rename = "type")]
+    ty: Text,
+    value: Text,
+    module: Text,
+    mechanism: Obj<RawMechanism>,
+    stacktrace: Obj<RawStacktrace>,
+    #[serde(rename = "sentry.interfaces.Stacktrace")]
+    legacy_stacktrace: Obj<RawStacktrace>,
+    thread_id: Text,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,8 +151,12 @@ pub(super) struct RawMechanism {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawThread {
+    pub id: Text,
+    pub name: Text,
     pub crashed: Flag,
     pub current: Flag,
+    /// The Java SDK's mark of the thread that captured the event.
+    pub errored: Flag,
     pub stacktrace: Obj<RawStacktrace>,
 }
 
@@ -102,6 +172,8 @@ pub(super) struct RawStacktrace {
 #[serde(default)]
 pub(super) struct RawFrame {
     pub function: Text,
+    /// The symbol's name, for native frames that have no `function`.
+    pub symbol: Text,
     pub module: Text,
     pub filename: Text,
     pub abs_path: Text,
@@ -112,6 +184,25 @@ pub(super) struct RawFrame {
     pub pre_context: Lines,
     pub post_context: Lines,
     pub instruction_addr: Text,
+    pub symbol_addr: Text,
+    pub image_addr: Text,
+    pub package: Text,
+}
+
+/// The loaded images of a native event, which name the binary of a frame
+/// that has only an address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawDebugMeta {
+    pub images: Array<RawImage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawImage {
+    pub code_file: Text,
+    pub image_addr: Text,
+    pub image_size: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -346,6 +437,47 @@ impl<'de, T: Deserialize<'de>, const WRAPPED: bool> Deserialize<'de> for Seq<T, 
             scalars_are_absent!(Seq<T, WRAPPED>, Seq::default());
         }
         d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// Sentry's `exception`: an array of exceptions, `{"values": [...]}`, or a
+/// single exception object (Raven clients). Anything else is none.
+#[derive(Debug, Default)]
+pub(super) struct Exceptions(pub Vec<RawException>);
+
+impl<'de> Deserialize<'de> for Exceptions {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Exceptions;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Exceptions, A::Error> {
+                let Seq(items) = Seq::<RawException, false>::deserialize(
+                    de::value::SeqAccessDeserializer::new(seq),
+                )?;
+                Ok(Exceptions(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Exceptions, A::Error> {
+                let either =
+                    RawExceptionOrValues::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Exceptions(match either.values {
+                    Some(Seq(values)) => values,
+                    None => vec![RawException {
+                        ty: either.ty,
+                        value: either.value,
+                        module: either.module,
+                        mechanism: either.mechanism,
+                        stacktrace: either.stacktrace,
+                        legacy_stacktrace: either.legacy_stacktrace,
+                        thread_id: either.thread_id,
+                    }],
+                }))
+            }
+            scalars_are_absent!(Exceptions, Exceptions::default());
+        }
+        d.deserialize_any(V)
     }
 }
 
