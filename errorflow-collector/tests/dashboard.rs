@@ -1083,15 +1083,21 @@ async fn the_test_error_tries_the_webhook(db: common::TestDb) {
     use errorflow_collector::alerts::{self, AlertOptions};
     let Dash { t, .. } = dash(db).await;
     let (url, bodies) = common::webhook_receiver().await;
-    let alerts = alerts::spawn(
-        t.state.store.clone(),
-        AlertOptions::new(
-            Some(errorflow_collector::triage::Secret::new(url)),
-            "https://errors.example.com/",
-        ),
-    )
-    .unwrap();
-    let state = t.state.clone().with_alerts(alerts);
+    // The receiver is on the loopback address, which the operator must allow.
+    let policy = std::sync::Arc::new(
+        errorflow_collector::outbound::AddressPolicy::parse(&["127.0.0.1"]).unwrap(),
+    );
+    let mut options = AlertOptions::new(
+        Some(errorflow_collector::triage::Secret::new(url)),
+        "https://errors.example.com/",
+    );
+    options.policy = policy.clone();
+    let alerts = alerts::spawn(t.state.store.clone(), options).unwrap();
+    let state = t
+        .state
+        .clone()
+        .with_alerts(alerts)
+        .with_webhook_policy(policy);
     let mut d = Dash {
         t: t.with_state(state),
         session: None,

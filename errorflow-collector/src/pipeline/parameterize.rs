@@ -191,10 +191,7 @@ fn placeholder_for(kind: &str, s: &str) -> Option<&'static str> {
         }
         "duration" | "glued_duration" => Some("<duration>"),
         "prefixed" => {
-            let token = s
-                .split(|c| c == '_' || c == ':' || c == '-')
-                .nth(1)
-                .unwrap_or("");
+            let token = s.split(['_', ':', '-']).nth(1).unwrap_or("");
             let digits = token.bytes().filter(u8::is_ascii_digit).count();
             let letters = token.len() - digits;
             let mixed_case = token.bytes().any(|b| b.is_ascii_uppercase())

@@ -194,7 +194,7 @@ struct RawRule {
 
 /// What a rule file asks for, in order.
 enum Entry {
-    Rule(Rule),
+    Rule(Box<Rule>),
     Disable(String),
 }
 
@@ -216,7 +216,7 @@ impl RuleSet {
                     rules: entries
                         .into_iter()
                         .filter_map(|e| match e {
-                            Entry::Rule(r) => Some(r),
+                            Entry::Rule(r) => Some(*r),
                             Entry::Disable(_) => None,
                         })
                         .collect(),
@@ -235,8 +235,8 @@ impl RuleSet {
             match entry {
                 Entry::Disable(id) => rules.retain(|r| r.id != id),
                 Entry::Rule(rule) => match rules.iter_mut().find(|r| r.id == rule.id) {
-                    Some(slot) => *slot = rule,
-                    None => added.push(rule),
+                    Some(slot) => *slot = *rule,
+                    None => added.push(*rule),
                 },
             }
         }
@@ -356,7 +356,7 @@ impl Rule {
             note("status", status.to_string());
         }
         if !self.levels.is_empty() {
-            if !self.levels.iter().any(|l| *l == ev.level) {
+            if !self.levels.contains(&ev.level) {
                 return None;
             }
             note("level", ev.level.clone());
@@ -525,7 +525,7 @@ fn parse(text: &str, origin: &str) -> Result<Vec<Entry>, RulesError> {
                 format!("rule {id:?} matches nothing: give patterns, types, paths, breadcrumbs, status or levels"),
             ));
         }
-        out.push(Entry::Rule(rule));
+        out.push(Entry::Rule(Box::new(rule)));
     }
     Ok(out)
 }
