@@ -521,6 +521,12 @@ const MANAGEMENT_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/projects"),
     ("DELETE", "/api/v1/projects/{id}"),
     ("POST", "/api/v1/projects/{id}/rotate-key"),
+    ("GET", "/api/v1/projects/{id}/github"),
+    ("PUT", "/api/v1/projects/{id}/github"),
+    ("DELETE", "/api/v1/projects/{id}/github"),
+    ("POST", "/api/v1/groups/{id}/github-issue"),
+    ("GET", "/api/v1/groups/{id}/kestra-runs"),
+    ("PUT", "/api/v1/groups/{id}/priority"),
     ("GET", "/api/v1/projects/{id}/alert-webhook"),
     ("PUT", "/api/v1/projects/{id}/alert-webhook"),
     ("DELETE", "/api/v1/projects/{id}/alert-webhook"),
@@ -545,6 +551,8 @@ const OPEN_ROUTES: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/api/v1/openapi.json"),
+    // Authenticated by the delivery's HMAC signature (tests/github.rs).
+    ("POST", "/integrations/github/webhook"),
 ];
 
 async fn management_api_requires_a_token(t: TestApp) {
