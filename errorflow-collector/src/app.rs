@@ -526,7 +526,7 @@ pub async fn first_user(
     Ok(Some(if generated {
         format!("dashboard sign-in: created user \"admin\" with password (shown once): {password}")
     } else {
-        "dashboard: created user \"admin\" with the password in ERRORFLOW_ADMIN_PASSWORD"
+        "dashboard sign-in: created user \"admin\" with the password in ERRORFLOW_ADMIN_PASSWORD"
             .to_string()
     }))
 }
