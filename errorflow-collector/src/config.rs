@@ -217,9 +217,10 @@ pub struct ServeArgs {
     )]
     pub alert_webhook: Option<String>,
 
-    /// Internal destinations alert webhooks may reach after all, comma
-    /// separated: addresses (`127.0.0.1`), networks (`10.0.0.0/8`) or host
-    /// names (`chat.internal`). By default webhooks never reach loopback,
+    /// Internal destinations alert webhooks and projects' GitHub API URLs
+    /// may reach after all, comma separated: addresses (`127.0.0.1`),
+    /// networks (`10.0.0.0/8`) or host names (`chat.internal`). By default
+    /// they never reach loopback,
     /// private, link-local, unique-local, multicast or cloud metadata
     /// addresses, checked on the address each name resolves to when the
     /// connection is made.

@@ -24,12 +24,24 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 backend_tests!(
-    setup => crate::common::test_app;
+    setup => crate::app;
     link_is_set_shown_without_secrets_and_removed,
+    an_internal_api_url_is_refused,
     an_incident_gets_one_issue_with_its_frames_and_suspect_commit,
     unknown_repo_and_revoked_token_leave_nothing_stored,
     webhook_needs_the_signature_and_keeps_incident_and_issue_in_step,
 );
+
+/// The app, allowed to reach these tests' GitHub API on the loopback
+/// address: a project's `api_url` follows the outgoing address policy,
+/// which refuses internal addresses unless the operator lists them.
+async fn app(db: common::TestDb) -> TestApp {
+    let t = test_app(db).await;
+    let policy =
+        Arc::new(errorflow_collector::outbound::AddressPolicy::parse(&["127.0.0.1"]).unwrap());
+    let state = t.state.clone().with_webhook_policy(policy);
+    t.with_state(state)
+}
 
 const TOKEN: &str = "github_pat_good_0123456789";
 const SECRET: &str = "webhook-secret-42";
@@ -571,6 +583,44 @@ async fn link_is_set_shown_without_secrets_and_removed(t: TestApp) {
     }
 }
 
+/// Internal addresses the operator did not allow are refused as an
+/// `api_url` (the server would otherwise call them with the token), and
+/// nothing is stored.
+async fn an_internal_api_url_is_refused(t: TestApp) {
+    for api_url in [
+        "http://169.254.169.254/latest",
+        "http://10.0.0.5/api/v3",
+        // Only 127.0.0.1 is allowed here, not the rest of loopback.
+        "http://[::1]:8080",
+    ] {
+        let r = t
+            .call(
+                "PUT",
+                &format!("/api/v1/projects/{}/github", t.project_id),
+                Some(json!({"repo": "acme/shop", "token": TOKEN, "api_url": api_url})),
+            )
+            .await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("--allow-webhook-hosts"),
+            "{api_url}: {}",
+            r.body
+        );
+    }
+    let r = t
+        .call(
+            "GET",
+            &format!("/api/v1/projects/{}/github", t.project_id),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["token_set"], false, "{}", r.body);
+}
+
 async fn an_incident_gets_one_issue_with_its_frames_and_suspect_commit(t: TestApp) {
     let repo = build_repo();
     let gh = FakeGithub::start(&repo.dir).await;
@@ -834,7 +884,7 @@ async fn webhook_needs_the_signature_and_keeps_incident_and_issue_in_step(t: Tes
 #[tokio::test]
 async fn local_analysis_maps_python_node_and_rust_frames() {
     let repo = build_repo();
-    let t = test_app(common::sqlite_store().await).await;
+    let t = app(common::sqlite_store().await).await;
     let frames = [
         ("/srv/app/shop/cart.py", 5, "shop/cart.py"),
         ("webpack://shop/./src/cart.js", 3, "web/src/cart.js"),
@@ -888,7 +938,7 @@ async fn local_analysis_maps_python_node_and_rust_frames() {
 async fn rca_command_reads_the_api_and_the_checkout_and_posts() {
     let repo = build_repo();
     let gh = FakeGithub::start(&repo.dir).await;
-    let t = test_app(common::sqlite_store().await).await;
+    let t = app(common::sqlite_store().await).await;
     let id = incident(&t, python_event(HOSTILE)).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -1099,7 +1149,7 @@ async fn post_form(
 async fn dashboard_links_the_repository_and_opens_issues() {
     let repo = build_repo();
     let gh = FakeGithub::start(&repo.dir).await;
-    let t = test_app(common::sqlite_store().await).await;
+    let t = app(common::sqlite_store().await).await;
     let s = sign_in(&t).await;
     let pid = t.project_id;
     let action = format!("/projects/{pid}/github");

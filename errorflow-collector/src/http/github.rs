@@ -71,11 +71,19 @@ pub fn validate_link(
     token: &str,
     api_url: Option<&str>,
     webhook_secret: Option<&str>,
+    policy: &crate::outbound::AddressPolicy,
 ) -> Result<GithubLink, String> {
     let repo = gh::validate_repo(repo)?.to_string();
     gh::validate_secret("token", token)?;
     let api_url = match api_url.map(str::trim).filter(|u| !u.is_empty()) {
-        Some(u) => gh::validate_api_url(u)?,
+        Some(u) => {
+            let url = gh::validate_api_url(u)?;
+            // Literal internal addresses are refused here; host names again
+            // on each address they resolve to, when the client connects.
+            let parsed = reqwest::Url::parse(&url).map_err(|e| format!("api_url: {e}"))?;
+            crate::outbound::check_url(&parsed, policy).map_err(|e| format!("api_url: {e}"))?;
+            url
+        }
         None => gh::DEFAULT_API_URL.to_string(),
     };
     let webhook_secret = match webhook_secret.filter(|s| !s.is_empty()) {
@@ -132,6 +140,7 @@ pub async fn set_link(
         &body.token,
         body.api_url.as_deref(),
         body.webhook_secret.as_deref(),
+        &state.webhook_policy,
     )
     .map_err(|m| ApiError::unprocessable("invalid_field", m))?;
     if !state.store.set_github_link(id, Some(&link)).await? {

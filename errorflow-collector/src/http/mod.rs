@@ -93,7 +93,13 @@ impl AppState {
     }
 
     /// Lets webhooks reach these internal destinations (`--allow-webhook-hosts`).
+    /// The internal destinations outgoing requests may reach: alert
+    /// webhooks and projects' GitHub API URLs.
     pub fn with_webhook_policy(mut self, policy: Arc<crate::outbound::AddressPolicy>) -> AppState {
+        self.github = Arc::new(crate::integrations::github::Github::new(
+            crate::integrations::github::DEFAULT_TIMEOUT,
+            policy.clone(),
+        ));
         self.webhook_policy = policy;
         self
     }

@@ -148,6 +148,7 @@ pub async fn link(
                 f("token"),
                 Some(f("api_url")),
                 Some(f("webhook_secret")),
+                &state.webhook_policy,
             ) {
                 Ok(l) => Some(l),
                 Err(why) => {

@@ -37,15 +37,14 @@ impl fmt::Debug for GithubClient {
     }
 }
 
-/// The HTTP client every GitHub call goes through: no redirects, timeouts.
-pub fn http_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .user_agent(concat!("errorflow-collector/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+/// The HTTP client every GitHub call goes through: no redirects (a
+/// redirect to another origin would hand the token over), no `Referer`,
+/// timeouts, and the outgoing address policy at connect time.
+pub fn http_client(
+    timeout: Duration,
+    policy: std::sync::Arc<crate::outbound::AddressPolicy>,
+) -> reqwest::Client {
+    crate::outbound::webhook_client(timeout, policy).unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// One line of a blame: the commit that last changed it.

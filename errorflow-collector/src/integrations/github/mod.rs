@@ -16,6 +16,7 @@
 //! text can choose the repository, the issue or the action.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -185,16 +186,23 @@ const BLAME_CACHE_MAX: usize = 512;
 /// longer than any GitHub call of a creation, timeouts included.
 const CLAIM_STALE_AFTER: chrono::Duration = chrono::Duration::minutes(2);
 
+/// How long one GitHub call may take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl Default for Github {
     fn default() -> Self {
-        Github::new(Duration::from_secs(20))
+        Github::new(DEFAULT_TIMEOUT, Arc::default())
     }
 }
 
 impl Github {
-    pub fn new(timeout: Duration) -> Github {
+    /// A project's `api_url` is the operator's or a management user's
+    /// choice, so GitHub calls follow the same address policy as alert
+    /// webhooks: no internal address unless `--allow-webhook-hosts` lists
+    /// it, checked on the resolved address when connecting.
+    pub fn new(timeout: Duration, policy: Arc<crate::outbound::AddressPolicy>) -> Github {
         Github {
-            http: client::http_client(timeout),
+            http: client::http_client(timeout, policy),
             blame_cache: Mutex::new(HashMap::new()),
             suspects_cache: Mutex::new(HashMap::new()),
         }

@@ -710,7 +710,15 @@ pub fn markdown(rca: &Rca, incident_url: Option<&str>) -> String {
 /// `errorflow-collector rca`: the analysis of one incident with a checkout.
 pub async fn command(args: &crate::config::RcaArgs) -> anyhow::Result<()> {
     use anyhow::{bail, Context as _};
-    let http = super::client::http_client(std::time::Duration::from_secs(30));
+    // The operator's own command: it reaches the collector and GitHub
+    // wherever they are (no address policy), and follows no redirect,
+    // since its requests carry tokens.
+    let timeout = std::time::Duration::from_secs(30);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .user_agent(concat!("errorflow-collector/", env!("CARGO_PKG_VERSION")))
+        .build()?;
     let base = args.url.trim_end_matches('/');
     let get = |path: String| {
         let req = http
