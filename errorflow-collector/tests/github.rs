@@ -713,10 +713,27 @@ async fn an_incident_gets_one_issue_with_its_frames_and_suspect_commit(t: TestAp
 
     // Shown in the API.
     let g = t.get(&format!("/api/v1/groups/{id}")).await.body;
-    assert_eq!(
-        g["github_issue"],
-        json!({"repo": "acme/shop", "number": 1, "url": format!("{}/acme/shop/issues/1", gh.url)})
-    );
+    let issue =
+        json!({"repo": "acme/shop", "number": 1, "url": format!("{}/acme/shop/issues/1", gh.url)});
+    assert_eq!(g["github_issue"], issue);
+    // And in the incident list, for this incident only.
+    let other = incident(
+        &t,
+        json!({"event_id": uuid::Uuid::new_v4(), "level": "error", "service": "shop", "message": "another error"}),
+    )
+    .await;
+    let list = t.get("/api/v1/groups?status=all").await.body;
+    let listed = |gid: i64| {
+        list["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["id"] == gid)
+            .unwrap_or_else(|| panic!("incident {gid} listed: {list}"))
+            .clone()
+    };
+    assert_eq!(listed(id)["github_issue"], issue);
+    assert_eq!(listed(other)["github_issue"], Value::Null);
     // Unknown incident.
     let r = t
         .call("POST", "/api/v1/groups/9999/github-issue", None)

@@ -167,16 +167,38 @@ pub const ATTENTION_PRIORITY: i32 = 70;
 
 #[derive(Serialize, ToSchema)]
 pub struct GroupList {
-    pub groups: Vec<Group>,
+    pub groups: Vec<GroupListItem>,
     pub next_cursor: Option<String>,
 }
 
-impl From<GroupPage> for GroupList {
-    fn from(p: GroupPage) -> Self {
-        GroupList {
-            groups: p.groups,
-            next_cursor: p.next_cursor,
-        }
+/// An incident of a list, with its GitHub issue when one was created.
+#[derive(Serialize, ToSchema)]
+pub struct GroupListItem {
+    #[serde(flatten)]
+    pub group: Group,
+    pub github_issue: Option<crate::model::GithubIssue>,
+}
+
+impl GroupList {
+    /// The page's incidents with their GitHub issues (one query for the page).
+    async fn of(
+        state: &AppState,
+        groups: Vec<Group>,
+        next_cursor: Option<String>,
+    ) -> Result<GroupList, ApiError> {
+        let ids: Vec<i64> = groups.iter().map(|g| g.id).collect();
+        let mut issues = state.store.github_issues(&ids).await?;
+        let groups = groups
+            .into_iter()
+            .map(|group| GroupListItem {
+                github_issue: issues.remove(&group.id),
+                group,
+            })
+            .collect();
+        Ok(GroupList {
+            groups,
+            next_cursor,
+        })
     }
 }
 
@@ -206,10 +228,7 @@ pub async fn list_groups(
                 .store
                 .attention_groups(p.project, ATTENTION_PRIORITY, since, limit)
                 .await?;
-            return Ok(Json(GroupList {
-                groups,
-                next_cursor: None,
-            }));
+            return Ok(Json(GroupList::of(&state, groups, None).await?));
         }
         Some(other) => {
             return Err(ApiError::bad_request(
@@ -275,7 +294,10 @@ pub async fn list_groups(
         limit,
         cursor: p.cursor.filter(|s| !s.is_empty()),
     };
-    Ok(Json(state.store.list_groups(&query).await?.into()))
+    let page: GroupPage = state.store.list_groups(&query).await?;
+    Ok(Json(
+        GroupList::of(&state, page.groups, page.next_cursor).await?,
+    ))
 }
 
 /// An incident with its counts over time, top tag values and activity.

@@ -26,7 +26,7 @@ use crate::model;
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, ingest::CustomResponse, sentry::SentryAccepted,
-        api::GroupList, api::GroupDetail, api::EventList, api::TransitionBody,
+        api::GroupList, api::GroupListItem, api::GroupDetail, api::EventList, api::TransitionBody,
         api::ProjectWithKey, api::CreateProject, api::ProjectDeleted,
         api::AlertWebhook, api::SetAlertWebhook,
         github::GithubLinkView, github::SetGithubLink, github::WebhookAnswer, model::GithubIssue,
