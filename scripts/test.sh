@@ -224,7 +224,7 @@ if [ -n "$failing" ]; then
   echo "$failing"
 fi
 # cargo names targets that failed to build or run.
-grep -E '^error: (could not compile|[0-9]+ targets? failed)' -A20 "$log" | grep -E '^(error|    `)' || true
+grep -a -E '^error: (could not compile|[0-9]+ targets? failed)' -A20 "$log" | grep -E '^(error|    `)' || true
 if [ ${#failed[@]} -eq 0 ]; then
   echo "all tests passed; benchmarks compile; cargo doc is clean"
   exit 0

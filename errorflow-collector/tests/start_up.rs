@@ -28,7 +28,14 @@ fn the_alert_webhook_flag_sends_new_incidents(backend: Backend) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (url, bodies) = rt.block_on(common::webhook_receiver());
     let mut c = Collector::prepare(backend);
-    c.serve_args = vec!["--alert-webhook".into(), url];
+    // The receiver is on the loopback address, which webhooks reach only
+    // when the operator allows it.
+    c.serve_args = vec![
+        "--alert-webhook".into(),
+        url,
+        "--allow-webhook-hosts".into(),
+        "127.0.0.1".into(),
+    ];
     c.serve();
     rt.block_on(async {
         post_event(&c, "disk full").await;
