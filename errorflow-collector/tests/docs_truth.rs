@@ -315,7 +315,7 @@ fn the_scanner_reads_comments_not_strings() {
             .collect()
     };
     let rust = r####"//! Measured on 2026-11-28.
-/// Faster on the tenth session's machine.
+/// Faster on the tenth session's build box.
 fn f<'a>(s: &'a str) -> char {
     let url = "https://example.com/2026-11-28 // not a comment";
     let raw = r#"a "quoted" // 2026-11-28 fourteenth session"#;
