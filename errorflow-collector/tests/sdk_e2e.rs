@@ -558,7 +558,10 @@ fn sdk_retries_a_503_and_delivers_once() {
         "juliet", "kilo", "lima", "mike", "november", "oscar", "papa",
     ];
     for service in services {
-        if rt.block_on(queue_depth(&c.base)) >= 4.0 {
+        // Read before the filler is sent: read after, an admission that was
+        // already counted would never show as a rise.
+        let depth = rt.block_on(queue_depth(&c.base));
+        if depth >= 4.0 {
             break;
         }
         let filler = rt.spawn(post_one(
@@ -567,7 +570,6 @@ fn sdk_retries_a_503_and_delivers_once() {
             format!("filler-{service}"),
         ));
         // Answered 503 at once, or admitted: wait until one or the other shows.
-        let depth = rt.block_on(queue_depth(&c.base));
         let deadline = Instant::now() + DEADLINE;
         while !filler.is_finished() && rt.block_on(queue_depth(&c.base)) <= depth {
             assert!(
