@@ -41,7 +41,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Backup { file }) => backup(&config.database_url, file).await,
         Some(Command::Project(cmd)) => project_command(&config, cmd).await,
-        Some(Command::Rca(args)) => crate::integrations::github::rca::command(args).await,
+        Some(Command::Rca(args)) => {
+            crate::integrations::github::rca::command(args, &config.triage).await
+        }
         Some(Command::User(cmd)) => user_command(&config, cmd).await,
         Some(Command::Token(TokenCommand::Create { name, json })) => {
             let store = open_store(&config.database_url).await?;

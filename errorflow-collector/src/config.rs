@@ -181,6 +181,10 @@ pub struct RcaArgs {
     /// `https://api.github.com`).
     #[arg(long, value_name = "OWNER/NAME#N")]
     pub post: Option<String>,
+    /// The analyst asked for the hypothesis (the configuration file's
+    /// `[triage]` table applies too).
+    #[command(flatten)]
+    pub analyst: AnalystArgs,
 }
 
 #[derive(Debug, Default, Args)]
@@ -290,10 +294,11 @@ fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
-/// AI triage and Kestra settings.
+/// Which analyst triages (and analyses root causes), shared by `serve`
+/// and `rca`.
 #[derive(Debug, Default, Args)]
-#[command(next_help_heading = "AI triage")]
-pub struct TriageArgs {
+#[command(next_help_heading = "Analyst")]
+pub struct AnalystArgs {
     /// Analyst: `builtin` (offline rules, the default), `openai` (any
     /// OpenAI-compatible chat-completions endpoint) or `gemini`.
     #[arg(long, env = "ERRORFLOW_LLM_PROVIDER", value_enum)]
@@ -319,18 +324,26 @@ pub struct TriageArgs {
     /// Model requests per minute, retries included. Default 30.
     #[arg(long, env = "ERRORFLOW_LLM_REQUESTS_PER_MINUTE", value_name = "N")]
     pub llm_requests_per_minute: Option<u32>,
-    /// Triage new incidents, regressions, spikes and stale incidents automatically. Default `true`.
-    #[arg(long, env = "ERRORFLOW_TRIAGE_AUTO", value_name = "BOOL")]
-    pub triage_auto: Option<bool>,
-    /// An open incident's triage is stale after this long when it has new events. Default `1h`.
-    #[arg(long, env = "ERRORFLOW_TRIAGE_STALE_AFTER", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub triage_stale_after: Option<Duration>,
     /// A TOML file of triage rules (`[[rule]]` entries: class, patterns,
     /// weight) read before the built-in table: an entry with a built-in id
     /// replaces it, a new id is tried first. A bad file stops the start with
     /// its line. See the README's "AI triage" section.
     #[arg(long, env = "ERRORFLOW_TRIAGE_RULES", value_name = "FILE")]
     pub triage_rules: Option<PathBuf>,
+}
+
+/// AI triage and Kestra settings.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "AI triage")]
+pub struct TriageArgs {
+    #[command(flatten)]
+    pub llm: AnalystArgs,
+    /// Triage new incidents, regressions, spikes and stale incidents automatically. Default `true`.
+    #[arg(long, env = "ERRORFLOW_TRIAGE_AUTO", value_name = "BOOL")]
+    pub triage_auto: Option<bool>,
+    /// An open incident's triage is stale after this long when it has new events. Default `1h`.
+    #[arg(long, env = "ERRORFLOW_TRIAGE_STALE_AFTER", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub triage_stale_after: Option<Duration>,
     /// Kestra's URL; when set, the collector starts the `error-intake` and
     /// `group-summary-agent` flows and leaves the periodic jobs to Kestra.
     #[arg(long, env = "KESTRA_URL", value_name = "URL")]
@@ -740,7 +753,15 @@ impl Config {
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".to_string()),
             limits,
-            triage: resolve_triage(serve.map(|s| &s.triage), file.triage, file.kestra)?,
+            triage: resolve_triage(
+                serve.map(|s| &s.triage),
+                match &cli.command {
+                    Some(Command::Rca(rca)) => Some(&rca.analyst),
+                    _ => serve.map(|s| &s.triage.llm),
+                },
+                file.triage,
+                file.kestra,
+            )?,
             key_rate,
             write_queue: flags
                 .and_then(|l| l.write_queue)
@@ -766,25 +787,28 @@ impl Config {
 
 fn resolve_triage(
     args: Option<&TriageArgs>,
+    analyst: Option<&AnalystArgs>,
     file: FileTriage,
     kestra: FileKestra,
 ) -> Result<TriageOptions, ConfigError> {
     let default = TriageArgs::default();
     let a = args.unwrap_or(&default);
+    let default_analyst = AnalystArgs::default();
+    let l = analyst.unwrap_or(&default_analyst);
     let d = TriageOptions::default();
     let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
     let kestra_url = nonempty(a.kestra_url.clone().or(kestra.url));
-    let rules = match a.triage_rules.clone().or(file.rules) {
+    let rules = match l.triage_rules.clone().or(file.rules) {
         Some(path) => std::sync::Arc::new(crate::triage::rules::RuleSet::load(&path)?),
         None => d.rules.clone(),
     };
     Ok(TriageOptions {
-        provider: a.llm_provider.or(file.provider).unwrap_or_default(),
-        llm_base_url: nonempty(a.llm_base_url.clone().or(file.llm_base_url)),
-        llm_model: nonempty(a.llm_model.clone().or(file.llm_model)),
-        llm_api_key: nonempty(a.llm_api_key.clone().or(file.llm_api_key)).map(Secret::new),
-        llm_timeout: a.llm_timeout.or(file.llm_timeout).unwrap_or(d.llm_timeout),
-        llm_requests_per_minute: a
+        provider: l.llm_provider.or(file.provider).unwrap_or_default(),
+        llm_base_url: nonempty(l.llm_base_url.clone().or(file.llm_base_url)),
+        llm_model: nonempty(l.llm_model.clone().or(file.llm_model)),
+        llm_api_key: nonempty(l.llm_api_key.clone().or(file.llm_api_key)).map(Secret::new),
+        llm_timeout: l.llm_timeout.or(file.llm_timeout).unwrap_or(d.llm_timeout),
+        llm_requests_per_minute: l
             .llm_requests_per_minute
             .or(file.llm_requests_per_minute)
             .unwrap_or(d.llm_requests_per_minute),

@@ -1003,6 +1003,54 @@ async fn rca_command_reads_the_api_and_the_checkout_and_posts() {
         .as_str()
         .unwrap()
         .contains(&repo.faulty[..12]));
+    // With a model configured (the same flags and environment as
+    // `serve`), the model answers and is shown the code and the suspect
+    // commit inside the data fence.
+    let (llm, seen) = common::recording_server(json!({"choices": [{"index": 0,
+        "message": {"role": "assistant", "content": json!({
+            "summary": "Division by a zero discount.", "severity": "high", "priority": 80,
+            "probable_cause": "discount can be zero", "next_steps": ["Guard discount == 0"],
+            "confidence": 0.6}).to_string()}}]}))
+    .await;
+    let out = tokio::process::Command::new(common::binary::BIN)
+        .args([
+            "rca",
+            "--url",
+            &url,
+            "--incident",
+            &id.to_string(),
+            "--json",
+        ])
+        .args(["--llm-provider", "openai", "--llm-base-url", &llm])
+        .arg("--repo-dir")
+        .arg(&repo.dir)
+        .env("ERRORFLOW_TOKEN", &t.token)
+        .env("ERRORFLOW_LLM_API_KEY", "sk-test")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rca: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rca["analyst"], "openai", "{rca}");
+    assert!(rca["hypothesis"]
+        .as_str()
+        .unwrap()
+        .starts_with("discount can be zero"));
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].0, "/chat/completions");
+    let body: Value = serde_json::from_slice(&requests[0].2).unwrap();
+    let prompt = body["messages"][1]["content"].as_str().unwrap();
+    let fenced = prompt
+        .split("BEGIN ERRORFLOW_INCIDENT_DATA")
+        .nth(1)
+        .unwrap();
+    assert!(fenced.contains(&repo.faulty), "{prompt}");
+    assert!(fenced.contains("(subtotal + tax) / discount"), "{prompt}");
     // A wrong token: a clear error, no analysis.
     let out = tokio::process::Command::new(common::binary::BIN)
         .args([

@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, Request, StatusCode, Uri};
-use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
 use errorflow_collector::model::{InsertOutcome, Transition};
 use errorflow_collector::triage::result::{NewTriage, Severity, TriageResult};
 use errorflow_collector::triage::{self, kestra, Reason, Triage, TriageOptions, Triggers};
@@ -715,35 +714,12 @@ async fn a_changed_picture_asks_for_a_new_triage(t: TestApp) {
     assert_eq!(triage.changed(50).await.unwrap(), vec![id]);
 }
 
-/// A local server recording requests and answering like Kestra (or an
-/// OpenAI-compatible endpoint, with `answer`).
-async fn recording_server(answer: Value) -> (String, Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>>) {
-    let seen: Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>> = Arc::default();
-    let rec = seen.clone();
-    let app = Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
-        let rec = rec.clone();
-        let answer = answer.clone();
-        async move {
-            rec.lock()
-                .unwrap()
-                .push((uri.path().to_string(), headers, body));
-            axum::Json(answer)
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}"), seen)
-}
-
 /// New incidents start `error-intake` and summarize starts
 /// `group-summary-agent`, in Kestra's multipart wire format.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_kestra_flows_are_started_for_new_incidents_and_summaries() {
     let (base, seen) =
-        recording_server(json!({"id": "exec-1", "state": {"current": "CREATED"}})).await;
+        common::recording_server(json!({"id": "exec-1", "state": {"current": "CREATED"}})).await;
     let t = test_app(common::sqlite_store().await).await;
     let store = t.state.store.clone();
     let mut k = kestra::KestraOptions::new(&base);
@@ -831,7 +807,7 @@ async fn sqlite_kestra_flows_are_started_for_new_incidents_and_summaries() {
 /// An LLM answering outside the schema: the built-in analyst answers and
 /// the stored result says why.
 async fn malformed_model_output_falls_back_to_the_builtin_analyst(t: TestApp) {
-    let (base, seen) = recording_server(
+    let (base, seen) = common::recording_server(
         json!({"choices": [{"index": 0, "message": {"role": "assistant",
         "content": "{\"summary\": \"ignore the schema\", \"severity\": \"apocalyptic\"}"}}]}),
     )

@@ -91,6 +91,23 @@ pub struct Digest {
     /// the signals behind it), attached by the triage service so that every
     /// analyst starts from the same signals.
     pub assessment: Option<super::result::Assessment>,
+    /// The commits that last changed the innermost in-app frames' lines,
+    /// newest first, none made after the incident was first seen. Filled
+    /// only by the root-cause analysis, which reads the repository.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suspect_commits: Vec<DigestCommit>,
+}
+
+/// A suspect commit as an analyst sees it. Its message is the
+/// repository's text, data like every other field of the digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DigestCommit {
+    pub sha: String,
+    pub author: String,
+    pub date: String,
+    pub message: String,
+    pub path: String,
+    pub line: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -292,6 +309,7 @@ pub fn build(
             .collect(),
         sampled_events: events.len(),
         assessment: None,
+        suspect_commits: Vec::new(),
     }
 }
 

@@ -39,7 +39,9 @@ confidence (0 to 1). Base every statement on the data; say when the data is insu
 The data's `assessment` is the rule-based reading of the same incident: its class (availability, data_integrity, security, \
 resource_exhaustion, degradation, expected, defect), the evidence that matched, and the signals (environment, class, novelty, \
 trend, reach, level) behind its priority and severity. Start from that priority and severity; change them only when the data shows \
-the rules misread the incident, and say why in probable_cause.";
+the rules misread the incident, and say why in probable_cause. \
+When the data has `suspect_commits` (the commits that last changed the failing lines, read from the repository) and frames whose \
+`context` is the repository's code, weigh them in probable_cause and next_steps.";
 
 /// The user message: the digest as JSON inside the fence, the marker
 /// stripped from the data so it cannot close the block early. Stripped

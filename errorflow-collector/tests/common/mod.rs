@@ -316,3 +316,32 @@ pub async fn wait_for_body(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The requests a [`recording_server`] saw.
+pub type Recorded = Arc<std::sync::Mutex<Vec<(String, axum::http::HeaderMap, axum::body::Bytes)>>>;
+
+/// A local server recording each request (path, headers, body) and
+/// answering every one with `answer`: Kestra's answer to a flow start, or
+/// an OpenAI-compatible chat completion.
+pub async fn recording_server(answer: serde_json::Value) -> (String, Recorded) {
+    let seen: Recorded = Arc::default();
+    let rec = seen.clone();
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let rec = rec.clone();
+            let answer = answer.clone();
+            async move {
+                rec.lock()
+                    .unwrap()
+                    .push((uri.path().to_string(), headers, body));
+                axum::Json(answer)
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), seen)
+}

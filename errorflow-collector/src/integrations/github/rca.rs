@@ -59,16 +59,9 @@ pub struct FrameEvidence {
     pub code: Vec<(u32, String)>,
 }
 
-/// A commit that last changed one of the frames' lines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SuspectCommit {
-    pub sha: String,
-    pub author: String,
-    pub date: String,
-    pub message: String,
-    pub path: String,
-    pub line: u32,
-}
+/// A commit that last changed one of the frames' lines (the digest's type,
+/// since the analyst is shown the same commits).
+pub use crate::triage::digest::DigestCommit as SuspectCommit;
 
 /// What was found in the repository for an incident.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -629,10 +622,12 @@ pub async fn analyse(
 }
 
 /// The digest with each mapped frame's context replaced by the code read
-/// from the repository at the release (the analyst sees it as part of the
-/// fenced data, like any other text of the incident).
+/// from the repository at the release, and the suspect commits (the
+/// analyst sees both as part of the fenced data, like any other text of the
+/// incident).
 fn with_repository_code(digest: &Digest, ev: &Evidence) -> Digest {
     let mut d = digest.clone();
+    d.suspect_commits = ev.suspects.clone();
     for fe in ev.frames.iter().filter(|f| !f.code.is_empty()) {
         for ex in &mut d.exceptions {
             for f in &mut ex.frames {
@@ -708,7 +703,10 @@ pub fn markdown(rca: &Rca, incident_url: Option<&str>) -> String {
 }
 
 /// `errorflow-collector rca`: the analysis of one incident with a checkout.
-pub async fn command(args: &crate::config::RcaArgs) -> anyhow::Result<()> {
+pub async fn command(
+    args: &crate::config::RcaArgs,
+    triage: &crate::triage::TriageOptions,
+) -> anyhow::Result<()> {
     use anyhow::{bail, Context as _};
     // The operator's own command: it reaches the collector and GitHub
     // wherever they are (no address policy), and follows no redirect,
@@ -755,8 +753,13 @@ pub async fn command(args: &crate::config::RcaArgs) -> anyhow::Result<()> {
         web,
     };
     let ev = gather(&source, &digest, release).await;
-    let builtin = BuiltinAnalyst::default();
-    let rca = analyse(&builtin, &builtin, &digest, &ev).await;
+    // The configured analyst; the built-in one (with the configured rules)
+    // answers when a model fails or gives an invalid answer.
+    let analyst = triage
+        .analyst()
+        .context("cannot set up the configured analyst")?;
+    let builtin = triage.builtin();
+    let rca = analyse(analyst.as_ref(), &builtin, &digest, &ev).await;
     let incident_url = format!("{base}/incidents/{}", args.incident);
     let md = markdown(&rca, Some(&incident_url));
     if args.json {
@@ -898,6 +901,14 @@ mod tests {
                 url: Some("https://github.com/acme/shop/blob/abc/shop/cart.py#L5".into()),
                 code: vec![(5, "return total / discount".into())],
             }],
+            suspects: vec![SuspectCommit {
+                sha: "0123456789abcdef0123456789abcdef01234567".into(),
+                author: "Dev".into(),
+                date: "2026-01-02T03:04:05Z".into(),
+                message: "Apply the discount".into(),
+                path: "shop/cart.py".into(),
+                line: 5,
+            }],
             ..Evidence::default()
         };
         let model = HostileModel(std::sync::Mutex::new(None));
@@ -907,6 +918,12 @@ mod tests {
             seen.exceptions[0].frames[0].context,
             ["5: return total / discount"]
         );
+        // The model is shown the suspect commit, inside the fence.
+        assert_eq!(seen.suspect_commits, rca.suspect_commits);
+        let prompt = crate::triage::llm::user_prompt(&seen);
+        let fenced = prompt.split("BEGIN ").nth(1).unwrap();
+        assert!(fenced.contains("0123456789abcdef0123456789abcdef01234567"));
+        assert!(fenced.contains("Apply the discount"));
         let md = markdown(&rca, Some("https://errors.example.com/incidents/1"));
         for bad in [
             "@org",
