@@ -71,7 +71,55 @@ common::backend_tests!(
     projects_are_created_and_keys_rotated,
     project_alert_webhooks_are_set_shown_redacted_and_removed,
     openapi_and_operations_endpoints,
+    every_ingest_route_has_the_keys_rate_limit,
 );
+
+/// `/api/v1/events` and `/errors/custom` take tokens from the key's bucket
+/// like Sentry's endpoints: over it, 429 with `Retry-After` and nothing
+/// stored; a batch larger than the whole burst still passes on a full
+/// bucket (it takes all of it).
+async fn every_ingest_route_has_the_keys_rate_limit(t: TestApp) {
+    let (other_key, _) = t.add_project("other").await;
+    let state = t
+        .state
+        .clone()
+        .with_key_rate(errorflow_collector::http::rate_limit::KeyRate {
+            per_second: 1,
+            burst: 3,
+        });
+    let t = t.with_state(state);
+    let r = t
+        .post_events(json!([event("one"), event("two"), event("three")]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let before = t.stored_count().await;
+    assert_eq!(before, 3);
+    // The bucket is empty: one more event waits at least a second.
+    let r = t.post_events(json!([event("four")])).await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    let r = t
+        .post_custom(json!({"service": "api", "error_type": "Boom", "message": "five"}))
+        .await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(t.stored_count().await, before, "nothing of a 429 is stored");
+    // Another key has its own, full bucket: a batch of ten is more than
+    // its burst of three and passes once.
+    let batch: Vec<Value> = (0..10).map(|i| event(&format!("other {i}"))).collect();
+    let r = t
+        .send(
+            Request::post("/api/v1/events")
+                .header("content-type", "application/json")
+                .header("x-errorflow-key", &other_key)
+                .body(Body::from(json!({ "events": batch }).to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["accepted"], 10);
+}
 
 async fn batch_is_stored_grouped_and_idempotent(t: TestApp) {
     let events = json!([

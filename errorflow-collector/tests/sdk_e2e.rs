@@ -616,6 +616,75 @@ fn sdk_retries_a_503_and_delivers_once() {
     drop(guard);
 }
 
+/// The collector answers 429 with `Retry-After` when the key is over its
+/// rate; the SDK waits and sends again, and each event is stored once.
+///
+/// With a rate of one event a second and a burst of one, a drainer sending
+/// back to back keeps the key's bucket empty; the SDK captures a message
+/// every 200 ms until one of its requests has been refused (a request that
+/// came just after a refill is accepted, as it should be).
+#[test]
+fn sdk_waits_out_a_429_and_delivers_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _serial = serial();
+    let mut c = Collector::prepare(Backend::Sqlite);
+    c.serve_args = ["--key-events-per-second", "1", "--key-events-burst", "1"]
+        .map(String::from)
+        .to_vec();
+    c.serve();
+    let rt = runtime();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let drainer = {
+        let (base, key, stop) = (c.base.clone(), c.key.clone(), stop.clone());
+        rt.spawn(async move {
+            let (mut admitted, mut limited) = (0, 0);
+            while !stop.load(Ordering::SeqCst) {
+                match post_one(base.clone(), key.clone(), "drainer".into()).await {
+                    200 => admitted += 1,
+                    429 => limited += 1,
+                    other => panic!("the drainer got {other}"),
+                }
+            }
+            (admitted, limited)
+        })
+    };
+    let guard = errorflow_sdk::init(client_options(&c.dsn));
+    let deadline = Instant::now() + DEADLINE;
+    let mut captured = 0;
+    while errorflow_sdk::stats().retried < 1 {
+        assert!(Instant::now() < deadline, "{:?}", errorflow_sdk::stats());
+        errorflow_sdk::capture_message(
+            &format!("payment {captured} failed"),
+            errorflow_sdk::protocol::Level::Error,
+        );
+        captured += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (admitted, limited) = rt.block_on(drainer).unwrap();
+    assert!(limited >= 1, "the drainer kept the bucket empty");
+    assert!(errorflow_sdk::flush(Duration::from_secs(30)));
+    let stats = errorflow_sdk::stats();
+    assert_eq!(
+        (stats.sent, stats.dropped_failed, stats.rejected),
+        (captured, 0, 0),
+        "{stats:?}"
+    );
+    let events = c.stored_events(admitted + captured as usize);
+    let mut mine: Vec<&str> = events
+        .iter()
+        .filter(|e| e["service"] == "shop-api")
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    mine.sort();
+    let mut expected: Vec<String> = (0..captured)
+        .map(|i| format!("payment {i} failed"))
+        .collect();
+    expected.sort();
+    assert_eq!(mine, expected);
+    drop(guard);
+}
+
 /// A request the collector refuses as the client's fault (413: larger than
 /// `--max-body-bytes`) is not retried: the SDK counts its events rejected.
 fn sdk_does_not_retry_a_4xx(backend: Backend) {

@@ -112,11 +112,11 @@ fn capture_error_and_message_are_delivered() {
     assert_eq!((stats.queued, stats.sent), (2, 2));
 }
 
-// Retrying 5xx and not retrying 4xx are tested against the real collector
-// (errorflow-collector/tests/sdk_e2e.rs: a full write queue answers 503, a
-// body over its limit 413), and so is a collector that comes up late. The
-// collector's SDK route never answers 429, so Retry-After on 429 is tested
-// here, against a server answering as the protocol documents.
+// Retrying 5xx and 429 and not retrying 4xx are tested against the real
+// collector (errorflow-collector/tests/sdk_e2e.rs: a full write queue
+// answers 503, a key over its rate 429, a body over its limit 413), and so
+// is a collector that comes up late. The exact wait a `Retry-After` asks
+// for is checked here, where the test chooses when 429 is answered.
 
 #[test]
 fn honours_retry_after_on_429() {

@@ -2,9 +2,11 @@
 //! `POST /errors/custom` (the seed's single-event body).
 //!
 //! Order of checks, each answered with its own status: key (401/403) →
-//! content type and encoding (415) → body size (413) → bounded
-//! decompression in [`super::body`] (400/413) → body decoding (400/422/413) → per-event
-//! pipeline (rejections listed, neighbours kept) → group-committed write.
+//! content type and encoding (415) → body size (413) → the key's rate, one
+//! event (429) → bounded decompression in [`super::body`] (400/413) → body
+//! decoding (400/422/413) → per-event pipeline (rejections listed,
+//! neighbours kept) → the key's rate, the batch's other events (429) →
+//! group-committed write.
 
 use std::time::Instant;
 
@@ -45,6 +47,7 @@ pub struct CustomResponse {
         (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
         (status = 403, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
         (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
+        (status = 429, description = "the key is over its rate; `Retry-After` says when to send again", body = super::error::ErrorBody),
         (status = 503, body = super::error::ErrorBody),
     )
 )]
@@ -56,6 +59,7 @@ pub async fn batch(
 ) -> Result<Json<BatchResponse>, ApiError> {
     let started = Instant::now();
     let body = read_body(&headers, body, &state.limits).await?;
+    check_rate(&state, project.id, 1)?;
     let limits = state.limits.clone();
     let ctx = Context {
         project_id: project.id,
@@ -95,6 +99,11 @@ pub async fn batch(
         )
         .with_details(serde_json::json!({ "rejected": rejected })));
     }
+    let n = u32::try_from(events.len() + rejected.len()).unwrap_or(u32::MAX);
+    if let Err(secs) = state.key_rate.check_rest(project.id, n) {
+        telemetry::rejected("rate_limited", n as usize);
+        return Err(super::rate_limit::rate_limited(secs));
+    }
     let outcomes = state.store_events(events).await?;
     let (accepted, duplicates) = count_outcomes(&outcomes);
     telemetry::accepted("batch", accepted);
@@ -117,6 +126,8 @@ pub async fn batch(
         (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
         (status = 403, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
         (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
+        (status = 429, description = "the key is over its rate; `Retry-After` says when to send again", body = super::error::ErrorBody),
+        (status = 503, body = super::error::ErrorBody),
     )
 )]
 pub async fn custom(
@@ -127,6 +138,7 @@ pub async fn custom(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let body = read_body(&headers, body, &state.limits).await?;
+    check_rate(&state, project.id, 1)?;
     let ctx = Context {
         project_id: project.id,
         received_at: Utc::now(),
@@ -180,6 +192,16 @@ pub async fn custom(
 /// worker: a thread hop costs more than decoding a few kilobytes. Larger
 /// ones, however small their compressed form, are decoded off the workers.
 pub(crate) const INLINE_DECODE_BYTES: usize = 32 * 1024;
+
+/// Takes `events` tokens from the key's bucket before they cost work: a
+/// client over its rate gets 429 with `Retry-After`, and its request is
+/// not stored (the SDK sends it again then).
+fn check_rate(state: &AppState, project_id: i64, events: u32) -> Result<(), ApiError> {
+    state.key_rate.check(project_id, events).map_err(|secs| {
+        telemetry::rejected("rate_limited", events as usize);
+        super::rate_limit::rate_limited(secs)
+    })
+}
 
 /// Counts stored and duplicate events and records the incident metrics.
 pub(crate) fn count_outcomes(outcomes: &[InsertOutcome]) -> (usize, usize) {

@@ -1,4 +1,4 @@
-//! Per-key rate limiting of Sentry ingest: a token bucket per project key,
+//! Per-key rate limiting of ingest (every protocol): a token bucket per project key,
 //! in memory, from the `governor` crate (GCRA, lock-free, one small state
 //! per key).
 //!
@@ -38,37 +38,62 @@ type Keyed = RateLimiter<i64, DefaultKeyedStateStore<i64>, DefaultClock>;
 /// The buckets of every project key.
 pub struct KeyRateLimiter {
     limiter: Option<Keyed>,
+    /// The bucket's size: a request of more events takes all of it.
+    burst: NonZeroU32,
     clock: DefaultClock,
 }
 
 impl KeyRateLimiter {
     pub fn new(rate: KeyRate) -> KeyRateLimiter {
-        let limiter = NonZeroU32::new(rate.per_second).map(|per_second| {
-            let burst = NonZeroU32::new(rate.burst.max(rate.per_second)).unwrap_or(per_second);
-            RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
-        });
+        let burst = NonZeroU32::new(rate.burst.max(rate.per_second)).unwrap_or(NonZeroU32::MIN);
+        let limiter = NonZeroU32::new(rate.per_second)
+            .map(|per_second| RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)));
         KeyRateLimiter {
             limiter,
+            burst,
             clock: DefaultClock::default(),
         }
     }
 
-    /// Takes `events` tokens from the project's bucket, or says how long to
-    /// wait (whole seconds, at least 1) before the client may send again.
+    /// Takes `events` tokens from the project's bucket (all of them when
+    /// `events` is more than the bucket holds, so that a batch larger than
+    /// the burst passes once the bucket is full), or says how long to wait
+    /// (whole seconds, at least 1) before the client may send again.
     pub fn check(&self, project_id: i64, events: u32) -> Result<(), u64> {
         let (Some(limiter), Some(n)) = (&self.limiter, NonZeroU32::new(events)) else {
             return Ok(());
         };
+        let n = n.min(self.burst);
         match limiter.check_key_n(&project_id, n) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => {
                 let wait = not_until.wait_time_from(self.clock.now());
                 Err(whole_seconds(wait))
             }
-            // More events in one request than the whole burst: never possible.
+            // More than the burst: not possible after the clamp above.
             Err(_) => Err(1),
         }
     }
+}
+
+impl KeyRateLimiter {
+    /// The rest of a request of `events` events, after [`Self::check`] took
+    /// one token for it before decoding. A request of more events than the
+    /// burst passes on a full bucket and empties it.
+    pub fn check_rest(&self, project_id: i64, events: u32) -> Result<(), u64> {
+        self.check(project_id, events.min(self.burst.get()).saturating_sub(1))
+    }
+}
+
+/// The 429 for a key over its rate; `Retry-After` says when to send again.
+pub fn rate_limited(secs: u64) -> super::ApiError {
+    let mut err = super::ApiError::new(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many events for this key; retry in {secs} s"),
+    );
+    err.retry_after = Some(secs);
+    err
 }
 
 fn whole_seconds(d: Duration) -> u64 {
@@ -91,7 +116,15 @@ mod tests {
         let wait = l.check(1, 1).unwrap_err();
         assert!((1..=2).contains(&wait), "{wait}");
         assert_eq!(l.check(2, 1), Ok(()), "other keys have their own bucket");
-        assert_eq!(l.check(2, 10), Err(1), "more than the burst at once");
+        assert!(
+            l.check(2, 10).is_err(),
+            "the whole bucket, which is not full"
+        );
+        // A request of more events than the burst, on a full bucket: its
+        // first token, then the rest, which empties the bucket.
+        assert_eq!(l.check(3, 1), Ok(()));
+        assert_eq!(l.check_rest(3, 10), Ok(()));
+        assert!(l.check(3, 1).is_err());
     }
 
     #[test]

@@ -237,8 +237,8 @@ async fn ingest(
         }
     };
     let events = decoded.events;
-    let more = u32::try_from(events.len().saturating_sub(1)).unwrap_or(u32::MAX);
-    if let Err(secs) = state.key_rate.check(project.id, more) {
+    let n = u32::try_from(events.len()).unwrap_or(u32::MAX);
+    if let Err(secs) = state.key_rate.check_rest(project.id, n) {
         telemetry::rejected("rate_limited", events.len());
         return Ok(rate_limited(secs));
     }
@@ -365,14 +365,9 @@ async fn authenticate(state: &AppState, key: &str, project_id: i64) -> Result<Pr
     Ok(project)
 }
 
+/// The 429 with Sentry's `X-Sentry-Rate-Limits` header besides `Retry-After`.
 fn rate_limited(secs: u64) -> Response {
-    let mut err = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        format!("too many events for this key; retry in {secs} s"),
-    );
-    err.retry_after = Some(secs);
-    let mut response = err.into_response();
+    let mut response = super::rate_limit::rate_limited(secs).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("{secs}::key")) {
         response.headers_mut().insert(X_SENTRY_RATE_LIMITS, v);
     }
