@@ -24,6 +24,12 @@
 # starts a throwaway cluster in a temporary directory for this run and stops it
 # afterwards. Each test creates and drops its own database; nothing is skipped:
 # a test that cannot reach Postgres fails.
+#
+# NATS (queue mode's tests): uses ERRORFLOW_TEST_NATS_URL (default
+# nats://127.0.0.1:4222); when nothing answers there, it starts a throwaway
+# `nats-server -js` for this run (Debian package `nats-server`, installed as
+# root when missing; the NATS restart test always runs a private one). Each
+# test creates and deletes its own stream.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -36,6 +42,7 @@ fi
 
 default_url="postgres://postgres@127.0.0.1:5432/postgres"
 export ERRORFLOW_TEST_PG_URL="${ERRORFLOW_TEST_PG_URL:-$default_url}"
+export ERRORFLOW_TEST_NATS_URL="${ERRORFLOW_TEST_NATS_URL:-nats://127.0.0.1:4222}"
 venv="$root/target/test-venv"
 requirements=scripts/test-requirements.txt
 clients=errorflow-collector/tests/sentry_clients
@@ -93,6 +100,15 @@ failing_tests() {
   ' "$1"
 }
 
+have_nats_server() { have nats-server || [ -x /usr/sbin/nats-server ]; }
+nats_server_bin() { command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server; }
+# Whether something accepts TCP connections at a nats://HOST:PORT URL.
+nats_ready() {
+  local hostport=${1#nats://}
+  hostport=${hostport%%,*}
+  timeout 2 bash -c "exec 3<>/dev/tcp/${hostport%:*}/${hostport##*:}" 2>/dev/null
+}
+
 # ---- what is missing (fast: no network, no compiling) ----
 packages=()   # Debian packages
 why=()        # what each is for, for the message
@@ -114,6 +130,7 @@ if ! venv_current; then
   fi
 fi
 have git || need git "the GitHub tests build a repository with a known history (tests/github.rs)"
+have_nats_server || need nats-server "queue mode's tests run NATS JetStream (tests/queue.rs)"
 have node || need nodejs "the Node Sentry SDK's test"
 if ! node_modules_current && ! have npm; then need npm "npm ci installs the Node Sentry SDK"; fi
 
@@ -178,6 +195,10 @@ if $setup_only; then
   exit 0
 fi
 
+# What to stop and remove when the script ends, however it ends.
+on_exit=()
+trap 'for c in "${on_exit[@]}"; do eval "$c"; done' EXIT
+
 # ---- Postgres ----
 if ! pg_ready "$ERRORFLOW_TEST_PG_URL"; then
   pg_bin=$(pg_bin_dir)
@@ -190,10 +211,23 @@ if ! pg_ready "$ERRORFLOW_TEST_PG_URL"; then
   "${runas[@]}" "$pg_bin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
     -o "-p $port -k $pgdir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
   cleanup="$pg_bin/pg_ctl -D $pgdir/data -m immediate stop"
-  trap '"${runas[@]}" $cleanup >/dev/null 2>&1 || true; rm -rf "$pgdir"' EXIT
+  on_exit+=("${runas[*]} $cleanup >/dev/null 2>&1 || true; rm -rf '$pgdir'")
   export ERRORFLOW_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
 fi
 echo "Postgres for tests: $ERRORFLOW_TEST_PG_URL"
+
+# ---- NATS ----
+if ! nats_ready "$ERRORFLOW_TEST_NATS_URL"; then
+  natsdir=$(mktemp -d /tmp/errorflow-nats.XXXXXX)
+  nport=$(( 20000 + RANDOM % 20000 ))
+  echo "starting a throwaway NATS JetStream server in $natsdir on port $nport"
+  "$(nats_server_bin)" -js -a 127.0.0.1 -p "$nport" -sd "$natsdir" >"$natsdir/log" 2>&1 &
+  nats_pid=$!
+  on_exit+=("kill $nats_pid 2>/dev/null || true; rm -rf '$natsdir'")
+  export ERRORFLOW_TEST_NATS_URL="nats://127.0.0.1:$nport"
+  for _ in $(seq 100); do nats_ready "$ERRORFLOW_TEST_NATS_URL" && break; sleep 0.1; done
+fi
+echo "NATS for tests: $ERRORFLOW_TEST_NATS_URL"
 
 # ---- tests ----
 # --no-fail-fast: a failing target does not keep the others from running. The

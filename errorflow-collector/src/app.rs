@@ -25,6 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init_logging(config.log_format, &config.log_level);
     match &cli.command {
         None | Some(Command::Serve(_)) => serve(config).await,
+        Some(Command::Writer(_)) => writer(config).await,
         Some(Command::Migrate) => {
             let (_, applied) = open_and_migrate(&config.database_url).await?;
             let shown = redact_url(&config.database_url);
@@ -372,6 +373,9 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         std::env::var("ERRORFLOW_ADMIN_PASSWORD").ok().as_deref(),
     )
     .await?;
+    if let Some(queue) = config.queue.clone() {
+        return serve_ingest_node(config, store, listener, queue, first_start, admin).await;
+    }
     let state = build_state(store.clone(), &config);
     // Without Kestra, the collector's own scheduler runs the periodic triage
     // batch; with it, Kestra's `group-ai-batch` flow does.
@@ -422,8 +426,146 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Queue mode's ingest node: everything `serve` does up to the write, which
+/// is a publish to the stream; triage, alerts and the periodic jobs run in
+/// the writers.
+async fn serve_ingest_node(
+    config: Config,
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    queue: crate::queue::QueueOptions,
+    first_start: Option<String>,
+    admin: Option<String>,
+) -> anyhow::Result<()> {
+    require_postgres(store.as_ref())?;
+    let publisher = crate::queue::Publisher::connect(queue.clone()).await?;
+    let state = build_state_for(store.clone(), &config, false).with_queue(publisher);
+    tracing::info!(
+        queue = %queue.url, stream = %queue.stream, partitions = queue.partitions,
+        listen = %config.listen, database = %redact_url(&config.database_url),
+        "errorflow ingest node started: events go to the queue, the writers store them"
+    );
+    if let Some(text) = first_start {
+        println!("{text}");
+    }
+    if let Some(text) = admin {
+        println!("{text}");
+    }
+    println!("dashboard: {}/", config.public_url);
+    let app = http::router(state);
+    http::server::serve(listener, app, config.timeouts, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn require_postgres(store: &dyn Store) -> anyhow::Result<()> {
+    if store.backend() != Backend::Postgres {
+        bail!(
+            "queue mode needs Postgres (DATABASE_URL=postgres://…), which the ingest nodes and writers share"
+        );
+    }
+    Ok(())
+}
+
+/// `errorflow-collector writer`: consumes the queue's partitions into
+/// Postgres (see [`crate::queue::writer`]), and serves `/healthz`,
+/// `/readyz` and `/metrics`.
+pub async fn writer(mut config: Config) -> anyhow::Result<()> {
+    let Some(queue) = config.queue.clone() else {
+        bail!("writer needs --queue nats://HOST:4222 (ERRORFLOW_QUEUE_URL)");
+    };
+    let store = open_store(&config.database_url).await?;
+    require_postgres(store.as_ref())?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    config.bound_to(local);
+    let js = crate::queue::connect(&queue).await?;
+    let state = build_state_for(store.clone(), &config, false);
+    let triggers = triage::spawn_worker(state.triage.clone(), 1024);
+    let mut options =
+        crate::alerts::AlertOptions::new(config.alert_webhook.clone(), &config.public_url);
+    options.policy = config.webhook_policy.clone();
+    if let Some(url) = &config.alert_webhook {
+        if let Err(why) = crate::alerts::validate_webhook_url(url.expose(), &options.policy) {
+            bail!("--alert-webhook: {why}");
+        }
+    }
+    let alerts = crate::alerts::spawn(store.clone(), options)
+        .context("cannot set up the alert webhooks' HTTP client")?;
+    let hooks = crate::queue::writer::Hooks {
+        triggers: Some(triggers.clone()),
+        alerts: Some(alerts),
+    };
+    let on_leader = {
+        let (store, triage, config) = (store.clone(), state.triage.clone(), config.clone());
+        move || {
+            let batch_every = config
+                .triage
+                .kestra
+                .is_none()
+                .then_some(Duration::from_secs(5 * 60));
+            triage::spawn_periodic(triage.clone(), &triggers, batch_every);
+            if let (Some(handle), Some(k)) = (triage.kestra(), config.triage.kestra.clone()) {
+                match kestra::KestraClient::new(k) {
+                    Ok(client) => handle.spawn_workers(client),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot set up the Kestra client; flows will not be started")
+                    }
+                }
+            }
+            tokio::spawn(quiet_job(store.clone(), config.quiet_after));
+            if let Some(keep) = config.retention {
+                tokio::spawn(crate::retention::job(store, keep));
+            }
+        }
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let ops = http::operations_router(state.clone(), Some(js.client().clone()));
+    let server = http::server::serve(
+        listener,
+        ops,
+        config.timeouts,
+        until_stopped(stopped.clone()),
+    );
+    tracing::info!(
+        queue = %queue.url, stream = %queue.stream, partitions = queue.partitions,
+        listen = %local, database = %redact_url(&config.database_url),
+        "errorflow writer started"
+    );
+    println!("writer: {}/readyz", config.public_url);
+    let consume = crate::queue::writer::run(
+        js,
+        &config.database_url,
+        queue,
+        state.writer.clone(),
+        hooks,
+        on_leader,
+        until_stopped(stopped),
+    );
+    let (served, consumed) = tokio::join!(server, consume);
+    served?;
+    consumed?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
 /// The state shared by the handlers, with writer tasks sized for the backend.
 pub fn build_state(store: Arc<dyn Store>, config: &Config) -> AppState {
+    build_state_for(store, config, true)
+}
+
+/// [`build_state`]; `kestra_workers` false leaves the Kestra outbox to be
+/// sent by another process (queue mode's leading writer).
+fn build_state_for(store: Arc<dyn Store>, config: &Config, kestra_workers: bool) -> AppState {
     let writers = match store.backend() {
         Backend::Sqlite => 1,
         Backend::Postgres => 2,
@@ -437,7 +579,7 @@ pub fn build_state(store: Arc<dyn Store>, config: &Config) -> AppState {
             ..WriterOptions::default()
         },
     );
-    let triage = build_triage(store.clone(), config);
+    let triage = build_triage(store.clone(), config, kestra_workers);
     AppState::new(
         store,
         writer,
@@ -454,7 +596,7 @@ pub fn build_state(store: Arc<dyn Store>, config: &Config) -> AppState {
 /// The triage service named by the configuration. A model client that
 /// cannot be built falls back to the built-in analyst (and says so) rather
 /// than stopping ingest from starting.
-fn build_triage(store: Arc<dyn Store>, config: &Config) -> Triage {
+fn build_triage(store: Arc<dyn Store>, config: &Config, kestra_workers: bool) -> Triage {
     let options = config.triage.clone();
     let analyst = options.analyst().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot set up the configured analyst; using the built-in one");
@@ -462,6 +604,9 @@ fn build_triage(store: Arc<dyn Store>, config: &Config) -> Triage {
     });
     let kestra = options.kestra.clone();
     let mut triage = Triage::new(store.clone(), analyst, options);
+    if let (Some(_), false) = (&kestra, kestra_workers) {
+        return triage.with_kestra(kestra::KestraHandle::outbox_only(store));
+    }
     if let Some(k) = kestra {
         match kestra::KestraClient::new(k) {
             Ok(client) => triage = triage.with_kestra(kestra::spawn(client, store)),

@@ -118,7 +118,7 @@ impl Cli {
     pub fn serve_args(&self) -> Option<&ServeArgs> {
         match &self.command {
             None => Some(&self.serve),
-            Some(Command::Serve(args)) => Some(args),
+            Some(Command::Serve(args) | Command::Writer(args)) => Some(args),
             Some(_) => None,
         }
     }
@@ -130,6 +130,11 @@ impl Cli {
 pub enum Command {
     /// Run the collector (the default).
     Serve(ServeArgs),
+    /// Queue mode: consume the stream's partitions and write their events
+    /// to Postgres (with `--queue`; takes `serve`'s flags for triage,
+    /// alerts, retention and the quiet check, which the writers run; its
+    /// listen address serves `/healthz`, `/readyz` and `/metrics` only).
+    Writer(ServeArgs),
     /// Apply database migrations and exit.
     Migrate,
     /// Write a consistent copy of a SQLite database to FILE, safe while the
@@ -251,6 +256,30 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub triage: TriageArgs,
+
+    #[command(flatten)]
+    pub queue: QueueArgs,
+}
+
+/// Queue mode (scale-out on NATS JetStream); see the README's "Scale out".
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Queue mode")]
+pub struct QueueArgs {
+    /// NATS server(s) with JetStream, e.g. `nats://127.0.0.1:4222`. With it,
+    /// `serve` is an ingest node that publishes events to the stream (and
+    /// answers 2xx once JetStream has them), and `writer` consumes them into
+    /// Postgres. Without it, one process does everything.
+    #[arg(long = "queue", env = "ERRORFLOW_QUEUE_URL", value_name = "URL")]
+    pub queue_url: Option<String>,
+    /// The stream's name (and its subjects' first token). Default `errorflow`.
+    #[arg(long, env = "ERRORFLOW_QUEUE_STREAM", value_name = "NAME")]
+    pub queue_stream: Option<String>,
+    /// Partitions of the stream (fixed for its life; at most 4096). Default 16.
+    #[arg(long, env = "ERRORFLOW_QUEUE_PARTITIONS", value_name = "N", value_parser = positive)]
+    pub queue_partitions: Option<usize>,
+    /// Copies of each message in a NATS cluster, when the stream is created. Default 1.
+    #[arg(long, env = "ERRORFLOW_QUEUE_REPLICAS", value_name = "N", value_parser = positive)]
+    pub queue_replicas: Option<usize>,
 }
 
 /// Ingest limits; each also a key of the file's `[limits]` table.
@@ -270,10 +299,11 @@ pub struct LimitArgs {
     /// a Sentry envelope gets 413). Default 1 MiB.
     #[arg(long, env = "ERRORFLOW_MAX_EVENT_BYTES", value_name = "BYTES", value_parser = positive)]
     pub max_event_bytes: Option<usize>,
-    /// Sentry endpoints: sustained events per second per project key, 0 for no limit. Default 1000.
+    /// Every ingest endpoint: sustained events per second per project key, 0 for no limit
+    /// (over it, 429 with `Retry-After`). Default 1000.
     #[arg(long, env = "ERRORFLOW_KEY_EVENTS_PER_SECOND", value_name = "N")]
     pub key_events_per_second: Option<u32>,
-    /// Sentry endpoints: events a key may send at once above the sustained rate. Default 5000.
+    /// Every ingest endpoint: events a key may send at once above the sustained rate. Default 5000.
     #[arg(long, env = "ERRORFLOW_KEY_EVENTS_BURST", value_name = "N")]
     pub key_events_burst: Option<u32>,
     /// Requests waiting for the database writer before new ones wait for room. Default 1024.
@@ -577,6 +607,8 @@ pub struct Config {
     /// Requests waiting for the writer, and how long one waits for room.
     pub write_queue: usize,
     pub write_queue_timeout: Duration,
+    /// Queue mode, when `--queue` is given.
+    pub queue: Option<crate::queue::QueueOptions>,
     /// Whether `public_url` was derived from `listen` rather than given.
     pub public_url_from_listen: bool,
 }
@@ -621,6 +653,10 @@ pub enum ConfigError {
     },
     #[error("invalid config file {path}: [limits] {key} must be at least 1")]
     ZeroLimit { path: PathBuf, key: &'static str },
+    #[error("--queue-partitions: at most {max}, not {given}")]
+    TooManyPartitions { given: usize, max: u32 },
+    #[error("--queue-stream {0:?}: use 1 to 64 letters, digits, `-` or `_` (a JetStream stream name and subject token)")]
+    StreamName(String),
     #[error("invalid triage rules: {0}")]
     TriageRules(#[from] crate::triage::rules::RulesError),
     #[error(
@@ -771,6 +807,10 @@ impl Config {
                 .and_then(|l| l.write_queue_timeout)
                 .or(file.limits.write_queue_timeout)
                 .unwrap_or(writer_defaults.enqueue_timeout),
+            queue: match serve.map(|s| &s.queue) {
+                Some(q) => resolve_queue(q)?,
+                None => None,
+            },
             public_url_from_listen,
         })
     }
@@ -783,6 +823,35 @@ impl Config {
         }
         self.listen = local;
     }
+}
+
+fn resolve_queue(q: &QueueArgs) -> Result<Option<crate::queue::QueueOptions>, ConfigError> {
+    let Some(url) = q.queue_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let mut o = crate::queue::QueueOptions::new(url.trim());
+    if let Some(stream) = q.queue_stream.as_deref().filter(|s| !s.trim().is_empty()) {
+        let stream = stream.trim();
+        let valid = stream.len() <= 64
+            && stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(ConfigError::StreamName(stream.to_string()));
+        }
+        o.stream = stream.to_string();
+    }
+    if let Some(n) = q.queue_partitions {
+        let max = crate::queue::writer::MAX_PARTITIONS;
+        o.partitions = u32::try_from(n)
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or(ConfigError::TooManyPartitions { given: n, max })?;
+    }
+    if let Some(n) = q.queue_replicas {
+        o.replicas = n;
+    }
+    Ok(Some(o))
 }
 
 fn resolve_triage(
@@ -1091,6 +1160,31 @@ mod tests {
             !dbg.contains("AIza-secret") && !dbg.contains("kestra-pw"),
             "{dbg}"
         );
+    }
+
+    #[test]
+    fn queue_mode_is_off_by_default_and_its_flags_are_checked() {
+        let cli = parse(&["serve"]);
+        assert!(Config::resolve(&cli, cli.serve_args())
+            .unwrap()
+            .queue
+            .is_none());
+        let cli = parse(&["writer", "--queue", "nats://n:4222"]);
+        let q = Config::resolve(&cli, cli.serve_args())
+            .unwrap()
+            .queue
+            .unwrap();
+        assert_eq!(
+            (q.url.as_str(), q.stream.as_str(), q.partitions, q.replicas),
+            ("nats://n:4222", "errorflow", 16, 1),
+            "the README's defaults"
+        );
+        let cli = parse(&["serve", "--queue", "nats://n:4222", "--queue-stream", "a.b"]);
+        let e = Config::resolve(&cli, cli.serve_args()).err().unwrap();
+        assert!(e.to_string().contains("--queue-stream \"a.b\""), "{e}");
+        let cli = parse(&["serve", "--queue", "nats://n", "--queue-partitions", "5000"]);
+        let e = Config::resolve(&cli, cli.serve_args()).err().unwrap();
+        assert!(e.to_string().contains("at most 4096"), "{e}");
     }
 
     #[test]

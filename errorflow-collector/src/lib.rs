@@ -21,6 +21,7 @@ pub mod integrations;
 pub mod model;
 pub mod outbound;
 pub mod pipeline;
+pub mod queue;
 pub mod retention;
 pub mod store;
 pub mod telemetry;

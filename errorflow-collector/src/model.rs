@@ -95,6 +95,9 @@ pub enum InsertOutcome {
     },
     /// The project already had an event with this id; nothing changed.
     Duplicate,
+    /// Queue mode: durable in the queue; a writer stores it (or finds it a
+    /// duplicate) and runs its triage and alerts.
+    Queued,
 }
 
 /// Lifecycle state of an incident. Stored uppercase, as in the seed; the

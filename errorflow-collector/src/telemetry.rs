@@ -72,6 +72,10 @@ fn describe() {
         "errorflow_ingest_queue_depth",
         "Events waiting for the group-commit writer."
     );
+    metrics::describe_gauge!(
+        "errorflow_queue_partitions_owned",
+        "Queue mode: partitions of the stream this writer owns."
+    );
     metrics::describe_histogram!(
         "errorflow_write_batch_events",
         "Events per group-commit transaction."
@@ -109,6 +113,11 @@ pub fn ingest_latency(endpoint: &'static str, elapsed: Duration) {
 
 pub fn queue_depth(depth: usize) {
     gauge!("errorflow_ingest_queue_depth").set(depth as f64);
+}
+
+/// Partitions of the queue this writer owns (queue mode).
+pub fn owned_partitions(n: usize) {
+    gauge!("errorflow_queue_partitions_owned").set(n as f64);
 }
 
 pub fn batch_written(events: usize, elapsed: Duration) {

@@ -54,6 +54,9 @@ pub enum WriteError {
     Overloaded,
     #[error("the collector is shutting down")]
     ShuttingDown,
+    /// Queue mode: the queue did not take the events.
+    #[error("the event queue is unavailable; retry later")]
+    Unavailable,
     #[error(transparent)]
     /// The transaction holding the events failed; shared by every request in it.
     Store(Arc<StoreError>),

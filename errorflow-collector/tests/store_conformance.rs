@@ -119,7 +119,7 @@ async fn project(store: &Arc<dyn Store>, name: &str) -> i64 {
 fn group_id(outcome: InsertOutcome) -> i64 {
     match outcome {
         InsertOutcome::Stored { group_id, .. } => group_id,
-        InsertOutcome::Duplicate => panic!("expected a stored event"),
+        other => panic!("expected a stored event, not {other:?}"),
     }
 }
 
@@ -634,7 +634,7 @@ async fn regresses(
     }
     match db.insert_events(&[ev]).await.unwrap()[0] {
         InsertOutcome::Stored { regression, .. } => regression,
-        InsertOutcome::Duplicate => panic!("expected a stored event"),
+        other => panic!("expected a stored event, not {other:?}"),
     }
 }
 

@@ -404,7 +404,7 @@ async fn stale_and_attention_follow_events_and_regressions(t: TestApp) {
         .iter()
         .map(|o| match o {
             InsertOutcome::Stored { group_id, .. } => *group_id,
-            InsertOutcome::Duplicate => unreachable!(),
+            other => unreachable!("{other:?}"),
         })
         .collect();
     let (a, b) = (ids[0], ids[1]);
@@ -521,7 +521,7 @@ async fn spiking_incidents_are_found_for_the_batch(t: TestApp) {
     let outcomes = store.insert_events(&events).await.unwrap();
     let hot = match outcomes[0] {
         InsertOutcome::Stored { group_id, .. } => group_id,
-        InsertOutcome::Duplicate => unreachable!(),
+        other => unreachable!("{other:?}"),
     };
     // Asked at the moment the events were stored: the check does not
     // depend on whether a clock hour ends meanwhile.

@@ -127,7 +127,7 @@ impl From<StoreError> for ApiError {
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> ApiError {
         match e {
-            WriteError::Overloaded | WriteError::ShuttingDown => {
+            WriteError::Overloaded | WriteError::ShuttingDown | WriteError::Unavailable => {
                 let mut err = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",

@@ -30,7 +30,8 @@ use crate::telemetry;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CustomResponse {
     pub event_id: Uuid,
-    /// Null when the event was a duplicate of one already stored.
+    /// Null when the event was a duplicate of one already stored, or (202)
+    /// is queued for a writer.
     pub group_id: Option<i64>,
     pub trace_id: String,
     pub cluster_key: String,
@@ -123,6 +124,7 @@ pub async fn batch(
     responses(
         (status = 201, description = "stored", body = CustomResponse),
         (status = 200, description = "an event with this event_id was already stored", body = CustomResponse),
+        (status = 202, description = "queue mode: durable in the queue, stored by a writer soon (`group_id` null)", body = CustomResponse),
         (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
         (status = 403, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
         (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
@@ -184,6 +186,12 @@ pub async fn custom(
             )
                 .into_response()
         }
+        Some(InsertOutcome::Queued) => {
+            telemetry::accepted("custom", 1);
+            // Durable in the queue; its incident is known once a writer
+            // stored it.
+            (StatusCode::ACCEPTED, Json(answer(&event, None, false))).into_response()
+        }
         _ => (StatusCode::OK, Json(answer(&event, None, true))).into_response(),
     })
 }
@@ -218,6 +226,7 @@ pub(crate) fn count_outcomes(outcomes: &[InsertOutcome]) -> (usize, usize) {
                 regressed += usize::from(*regression);
             }
             InsertOutcome::Duplicate => duplicates += 1,
+            InsertOutcome::Queued => stored += 1,
         }
     }
     telemetry::duplicates(duplicates);

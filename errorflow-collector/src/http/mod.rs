@@ -62,6 +62,8 @@ pub struct AppState {
     pub github: Arc<crate::integrations::github::Github>,
     /// The internal destinations alert webhooks may reach (none by default).
     pub webhook_policy: Arc<crate::outbound::AddressPolicy>,
+    /// Queue mode: events go to the stream instead of the writer.
+    pub queue: Option<crate::queue::Publisher>,
 }
 
 impl AppState {
@@ -89,7 +91,15 @@ impl AppState {
             )),
             github: Arc::new(crate::integrations::github::Github::default()),
             webhook_policy: Arc::default(),
+            queue: None,
         }
+    }
+
+    /// Queue mode: events are published to the stream (answered once
+    /// JetStream acknowledged them) and written by the writers.
+    pub fn with_queue(mut self, publisher: crate::queue::Publisher) -> AppState {
+        self.queue = Some(publisher);
+        self
     }
 
     /// Lets webhooks reach these internal destinations (`--allow-webhook-hosts`).
@@ -158,6 +168,15 @@ impl AppState {
             return Ok(Vec::new());
         };
         debug_assert!(events.iter().all(|e| e.project_id == project_id));
+        if let Some(queue) = &self.queue {
+            return match queue.publish(&events).await {
+                Ok(()) => Ok(vec![crate::model::InsertOutcome::Queued; events.len()]),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot queue events");
+                    Err(crate::writer::WriteError::Unavailable)
+                }
+            };
+        }
         let outcomes = self.writer.submit(events).await?;
         if let Some(t) = &self.triggers {
             t.offer(&outcomes);
@@ -278,11 +297,66 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Readiness: the database answers.
+/// A queue writer's own endpoints: `/healthz`, `/metrics`, and `/readyz`,
+/// which needs both the database and the queue (`nats`).
+pub fn operations_router(state: AppState, nats: Option<async_nats::Client>) -> Router {
+    let ready = move |State(state): State<AppState>| {
+        let nats = nats.clone();
+        async move {
+            let database = state.store.ping().await.is_ok();
+            let queue = nats.as_ref().is_none_or(|c| {
+                matches!(
+                    c.connection_state(),
+                    async_nats::connection::State::Connected
+                )
+            });
+            let up = |b: bool| if b { "up" } else { "down" };
+            let body = serde_json::json!({
+                "status": if database && queue { "ready" } else { "unavailable" },
+                "queue": up(queue), "database": up(database)
+            });
+            let status = if database && queue {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, axum::Json(body))
+        }
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Readiness: the database answers; in queue mode, the queue is reachable.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "`{\"status\": \"ready\"}`", body = serde_json::Value),
-        (status = 503, description = "the database is unreachable", body = error::ErrorBody)))]
+    responses((status = 200, description = "`{\"status\": \"ready\"}`; in queue mode also `\"queue\"` and `\"database\"`, each `up` or `down`", body = serde_json::Value),
+        (status = 503, description = "the database (the queue, in queue mode) is unreachable", body = error::ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> Response {
+    if let Some(queue) = &state.queue {
+        // An ingest node needs the queue to accept events; the database
+        // only for keys it has not cached and for the API, so with the
+        // database down it still takes events and stays ready.
+        let database = state.store.ping().await.is_ok();
+        let up = |b: bool| if b { "up" } else { "down" };
+        if !queue.connected() {
+            tracing::warn!("readiness check failed: the queue is unreachable");
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "queue unreachable",
+            );
+            err.retry_after = Some(1);
+            return err.into_response();
+        }
+        return axum::Json(serde_json::json!({
+            "status": "ready", "queue": up(true), "database": up(database)
+        }))
+        .into_response();
+    }
     match state.store.ping().await {
         Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
         Err(e) => {
@@ -320,6 +394,10 @@ struct KeyCache {
     tokens: RwLock<HashMap<String, (String, Instant)>>,
     /// When this process last recorded each token's use in the store.
     token_uses: RwLock<HashMap<String, Instant>>,
+    /// When a key look-up last failed because the store did: for a few
+    /// seconds after, a key seen lately is taken from the cache without
+    /// asking (a look-up during an outage can wait for the pool's timeout).
+    store_failed_at: RwLock<Option<Instant>>,
 }
 
 /// How often a token's `last_used_at` is written at most, per process (here)
@@ -327,6 +405,12 @@ struct KeyCache {
 pub const TOKEN_USE_INTERVAL: Duration = Duration::from_secs(60);
 
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
+/// After a failed key look-up, keys seen lately are taken from the cache
+/// for this long before the store is asked again.
+const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long a key last confirmed by the store is accepted while the store
+/// cannot be reached.
+pub const KEY_CACHE_STALE_MAX: Duration = Duration::from_secs(24 * 3600);
 const KEY_CACHE_MAX: usize = 10_000;
 
 impl KeyCache {
@@ -369,6 +453,15 @@ impl KeyCache {
             .map(|(v, _)| v.clone())
     }
 
+    /// An entry however old, up to [`KEY_CACHE_STALE_MAX`]: for when the
+    /// store cannot be asked.
+    fn get_stale<T: Clone>(map: &RwLock<HashMap<String, (T, Instant)>>, hash: &str) -> Option<T> {
+        let map = map.read().unwrap_or_else(|e| e.into_inner());
+        map.get(hash)
+            .filter(|(_, at)| at.elapsed() < KEY_CACHE_STALE_MAX)
+            .map(|(v, _)| v.clone())
+    }
+
     fn put<T>(map: &RwLock<HashMap<String, (T, Instant)>>, hash: String, value: T) {
         let mut map = map.write().unwrap_or_else(|e| e.into_inner());
         if map.len() >= KEY_CACHE_MAX {
@@ -405,7 +498,37 @@ pub(crate) async fn project_for_key(state: &AppState, key: &str) -> Result<Proje
     if let Some(p) = KeyCache::get(&state.keys.projects, &hash) {
         return Ok(p);
     }
-    match state.store.project_by_key_hash(&hash).await? {
+    // The database is unreachable: a key seen lately is still good (queue
+    // mode keeps taking events through a database outage).
+    let failed_lately = state
+        .keys
+        .store_failed_at
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some_and(|at| at.elapsed() < STORE_RETRY_AFTER);
+    if failed_lately {
+        if let Some(p) = KeyCache::get_stale(&state.keys.projects, &hash) {
+            return Ok(p);
+        }
+    }
+    let found = match state.store.project_by_key_hash(&hash).await {
+        Ok(found) => found,
+        Err(e) => {
+            *state
+                .keys
+                .store_failed_at
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            match KeyCache::get_stale(&state.keys.projects, &hash) {
+                Some(p) => {
+                    tracing::warn!(error = %e, "key checked against the cache only: the database failed");
+                    return Ok(p);
+                }
+                None => return Err(e.into()),
+            }
+        }
+    };
+    match found {
         Some(p) => {
             KeyCache::put(&state.keys.projects, hash, p.clone());
             Ok(p)

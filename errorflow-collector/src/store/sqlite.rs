@@ -1769,7 +1769,7 @@ mod tests {
         };
         let group = |outcome| match outcome {
             InsertOutcome::Stored { group_id, .. } => group_id,
-            InsertOutcome::Duplicate => panic!("a new event was a duplicate"),
+            other => panic!("a new event was {other:?}"),
         };
         let first = store
             .insert_events(&[seen_at("a", 10), seen_at("b", 12), seen_at("a", 11)])

@@ -375,10 +375,31 @@ impl KestraHandle {
 
 /// Starts the outbox sender and the poller of started runs.
 pub fn spawn(client: KestraClient, store: Arc<dyn Store>) -> KestraHandle {
-    let wake = Arc::new(Notify::new());
-    tokio::spawn(send_due(client.clone(), store.clone(), wake.clone()));
-    tokio::spawn(follow_runs(client, store.clone()));
-    KestraHandle { store, wake }
+    let handle = KestraHandle::outbox_only(store);
+    handle.spawn_workers(client);
+    handle
+}
+
+impl KestraHandle {
+    /// A handle that only writes flow starts to the outbox: in queue mode
+    /// the one writer that leads sends them (it polls the outbox every
+    /// second), so that each start is sent by one process.
+    pub fn outbox_only(store: Arc<dyn Store>) -> KestraHandle {
+        KestraHandle {
+            store,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Starts this process's outbox sender and the poller of started runs.
+    pub fn spawn_workers(&self, client: KestraClient) {
+        tokio::spawn(send_due(
+            client.clone(),
+            self.store.clone(),
+            self.wake.clone(),
+        ));
+        tokio::spawn(follow_runs(client, self.store.clone()));
+    }
 }
 
 /// Sends the outbox's due starts, then waits to be woken (or a second).

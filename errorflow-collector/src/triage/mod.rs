@@ -595,6 +595,14 @@ pub const CHANGE_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// Kestra's `group-ai-batch` flow does it, the periodic batch for stale and
 /// spiking incidents. Returns the ingest side of the trigger channel.
 pub fn spawn(triage: Arc<Triage>, capacity: usize, batch_every: Option<Duration>) -> Triggers {
+    let triggers = spawn_worker(triage.clone(), capacity);
+    spawn_periodic(triage, &triggers, batch_every);
+    triggers
+}
+
+/// Starts the triage worker only: it triages what it is offered (in queue
+/// mode, each writer's own incidents), debounced.
+pub fn spawn_worker(triage: Arc<Triage>, capacity: usize) -> Triggers {
     let (triggers, mut rx) = Triggers::channel(capacity);
     let auto = triage.options.auto;
     let debounce = triage.options.debounce;
@@ -626,6 +634,14 @@ pub fn spawn(triage: Arc<Triage>, capacity: usize, batch_every: Option<Duration>
             }
         }
     });
+    triggers
+}
+
+/// Starts the periodic checks that feed `triggers`: incidents whose picture
+/// changed and, with `batch_every`, the batch of stale and spiking ones. In
+/// queue mode only the leading writer runs them.
+pub fn spawn_periodic(triage: Arc<Triage>, triggers: &Triggers, batch_every: Option<Duration>) {
+    let auto = triage.options.auto;
     if auto {
         // A changed picture is checked often: the query reads only
         // incidents seen since their last triage.
@@ -675,7 +691,6 @@ pub fn spawn(triage: Arc<Triage>, capacity: usize, batch_every: Option<Duration>
             }
         });
     }
-    triggers
 }
 
 #[cfg(test)]

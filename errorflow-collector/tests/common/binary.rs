@@ -237,13 +237,20 @@ pub fn dsn(base: &str, key: &str, project_id: i64) -> String {
 /// output is drained by a thread. Synchronised on that line, not on time:
 /// should the process exit first, its end of output fails the test.
 pub fn listening_url(child: &mut Child) -> String {
+    printed_url(child, "dashboard: ")
+}
+
+/// Reads `child`'s standard output up to the first line starting with
+/// `prefix` and returns the rest of that line without a trailing `/`
+/// (`writer: URL/readyz` for a queue writer); see [`listening_url`].
+pub fn printed_url(child: &mut Child, prefix: &str) -> String {
     use std::io::BufRead as _;
     let stdout = child.stdout.take().expect("serve's stdout is piped");
     let mut lines = std::io::BufReader::new(stdout).lines();
     let mut seen = Vec::new();
     let url = loop {
         match lines.next() {
-            Some(Ok(line)) => match line.strip_prefix("dashboard: ") {
+            Some(Ok(line)) => match line.strip_prefix(prefix) {
                 Some(url) => break url.trim_end_matches('/').to_string(),
                 None => seen.push(line),
             },
@@ -276,7 +283,14 @@ impl Collector {
             project_id: project["id"].as_i64().unwrap(),
             serve_args: Vec::new(),
             front: None,
-            http: reqwest::Client::new(),
+            // Idle connections are dropped before the server's header
+            // read timeout (10 s) closes them: this runtime only runs
+            // during a call, so a closed connection would be noticed only
+            // when reused, as an error.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
