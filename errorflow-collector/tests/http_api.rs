@@ -521,6 +521,8 @@ const MANAGEMENT_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/projects"),
     ("DELETE", "/api/v1/projects/{id}"),
     ("POST", "/api/v1/projects/{id}/rotate-key"),
+    ("GET", "/api/v1/tokens"),
+    ("DELETE", "/api/v1/tokens/{id}"),
     ("GET", "/api/v1/projects/{id}/github"),
     ("PUT", "/api/v1/projects/{id}/github"),
     ("DELETE", "/api/v1/projects/{id}/github"),

@@ -213,6 +213,35 @@ impl AppState {
     pub fn forget_cached_keys(&self) {
         self.keys.clear();
     }
+
+    /// Trusts a looked-up key or token for `ttl` instead of
+    /// [`KEY_CACHE_TTL`] (starts with an empty cache).
+    pub fn with_key_cache_ttl(mut self, ttl: Duration) -> AppState {
+        self.keys = Arc::new(KeyCache::with_ttl(ttl));
+        self
+    }
+
+    /// Revokes (deletes) a management token for `actor` and forgets cached
+    /// tokens, so that this collector refuses it at once (other collectors
+    /// once their cache entry expires). The log names the token by name and
+    /// id, never by its value. `None` when there is no such token.
+    pub async fn revoke_token(
+        &self,
+        id: i64,
+        actor: &str,
+    ) -> Result<Option<crate::model::ApiToken>, StoreError> {
+        let revoked = self.store.delete_token(id).await?;
+        if let Some(t) = &revoked {
+            self.forget_cached_keys();
+            tracing::info!(
+                token_id = t.id,
+                token_name = %t.name,
+                actor,
+                "management token revoked"
+            );
+        }
+        Ok(revoked)
+    }
 }
 
 /// The whole application.
@@ -310,26 +339,46 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Caches key and token look-ups briefly: ingest checks a key per request.
-/// Only successful look-ups are cached, so a new key works at once; a
-/// rotated key stops working in this process at once and in other processes
-/// after at most [`KEY_CACHE_TTL`].
-#[derive(Default)]
+/// Caches key and token look-ups briefly: ingest checks a key per request,
+/// the REST API a token. Only successful look-ups are cached, so a new key
+/// works at once; a rotated key, a deleted project's key and a revoked token
+/// stop working in the process that changed them at once, and in other
+/// processes once their entry is older than the cache's TTL
+/// ([`KEY_CACHE_TTL`] unless [`AppState::with_key_cache_ttl`] says otherwise).
 struct KeyCache {
     projects: RwLock<HashMap<String, (Project, Instant)>>,
     tokens: RwLock<HashMap<String, (String, Instant)>>,
     /// When this process last recorded each token's use in the store.
     token_uses: RwLock<HashMap<String, Instant>>,
+    ttl: Duration,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache::with_ttl(KEY_CACHE_TTL)
+    }
 }
 
 /// How often a token's `last_used_at` is written at most, per process (here)
 /// and across processes (in the UPDATE's condition).
 pub const TOKEN_USE_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How long a collector keeps trusting a key or token it has looked up: the
+/// longest a change made by another collector (a rotated key, a deleted
+/// project, a revoked token) takes to reach this one.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 const KEY_CACHE_MAX: usize = 10_000;
 
 impl KeyCache {
+    fn with_ttl(ttl: Duration) -> KeyCache {
+        KeyCache {
+            projects: RwLock::default(),
+            tokens: RwLock::default(),
+            token_uses: RwLock::default(),
+            ttl,
+        }
+    }
+
     fn clear(&self) {
         self.projects
             .write()
@@ -362,10 +411,10 @@ impl KeyCache {
         true
     }
 
-    fn get<T: Clone>(map: &RwLock<HashMap<String, (T, Instant)>>, hash: &str) -> Option<T> {
+    fn get<T: Clone>(&self, map: &RwLock<HashMap<String, (T, Instant)>>, hash: &str) -> Option<T> {
         let map = map.read().unwrap_or_else(|e| e.into_inner());
         map.get(hash)
-            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
             .map(|(v, _)| v.clone())
     }
 
@@ -402,7 +451,7 @@ impl FromRequestParts<AppState> for IngestProject {
 /// no project has it. Shared by every ingest endpoint, ours and Sentry's.
 pub(crate) async fn project_for_key(state: &AppState, key: &str) -> Result<Project, ApiError> {
     let hash = hash_secret(key);
-    if let Some(p) = KeyCache::get(&state.keys.projects, &hash) {
+    if let Some(p) = state.keys.get(&state.keys.projects, &hash) {
         return Ok(p);
     }
     match state.store.project_by_key_hash(&hash).await? {
@@ -432,7 +481,7 @@ impl FromRequestParts<AppState> for Manager {
             ApiError::unauthorized("missing management token: send `Authorization: Bearer TOKEN`")
         })?;
         let hash = hash_secret(token);
-        if let Some(actor) = KeyCache::get(&state.keys.tokens, &hash) {
+        if let Some(actor) = state.keys.get(&state.keys.tokens, &hash) {
             note_token_use(state, &hash);
             return Ok(Manager(actor));
         }
