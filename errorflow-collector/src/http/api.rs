@@ -133,7 +133,33 @@ where
             debug_assert!(bytes.is_empty());
             return Ok(ApiJson(T::default()));
         }
-        Ok(ApiJson(Json::<T>::from_request(req, state).await?.0))
+        Ok(ApiJson(CheckedJson::<T>::from_request(req, state).await?.0))
+    }
+}
+
+/// `Json` whose rejections are JSON [`ApiError`]s and which refuses a NUL
+/// in any string of the body with 422, naming the field (see [`super::nul`]).
+pub struct CheckedJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for CheckedJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes =
+            axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+                .await
+                .map_err(|e| ApiError::too_large(e.body_text()))?;
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes.clone()));
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        if let Some(field) = super::nul::nul_in_json(&bytes) {
+            return Err(super::nul::json_nul_error(&field));
+        }
+        Ok(CheckedJson(value))
     }
 }
 

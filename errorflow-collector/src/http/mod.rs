@@ -28,6 +28,7 @@ pub mod dashboard;
 pub mod error;
 pub mod github;
 pub mod ingest;
+pub mod nul;
 pub mod openapi;
 pub mod rate_limit;
 pub mod sentry;
@@ -263,6 +264,7 @@ pub fn router(state: AppState) -> Router {
         .route("/groups/{id}/summarize", post(triage::summarize_cluster))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(nul::refuse_nul_in_uri))
         .layer(CatchPanicLayer::custom(panic_response))
         // The span names the path only: a query may carry a key (`?sentry_key=`).
         .layer(
