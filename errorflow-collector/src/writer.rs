@@ -54,6 +54,10 @@ pub enum WriteError {
     Overloaded,
     #[error("the collector is shutting down")]
     ShuttingDown,
+    /// The events' project was deleted (by another collector, whose change
+    /// this one's key cache had not seen yet); nothing of them was stored.
+    #[error("ingest key not recognised")]
+    ProjectGone,
     #[error(transparent)]
     /// The transaction holding the events failed; shared by every request in it.
     Store(Arc<StoreError>),

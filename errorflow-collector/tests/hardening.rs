@@ -61,6 +61,7 @@ common::backend_tests!(
     a_revoked_token_is_refused_here_at_once_and_elsewhere_after_the_cache,
     a_token_may_revoke_itself,
     revoking_an_unknown_token_is_a_json_404,
+    a_cached_key_of_a_project_deleted_elsewhere_is_a_403_storing_nothing,
 );
 
 /// Without a key beside the body, only the envelope header is inflated
@@ -985,4 +986,71 @@ fn sqlite_management_text_never_fails() {
 #[test]
 fn postgres_management_text_never_fails() {
     management_text_never_fails(true);
+}
+
+/// A project deleted by another collector (here: through the store, behind
+/// this collector's back) while this one still trusts its cached key: the
+/// key's next events are refused with 403 as an unknown key's are, on every
+/// ingest route, and nothing of them is stored. The cache is given an hour,
+/// so that it is the cached key, not a fresh look-up, that is refused.
+async fn a_cached_key_of_a_project_deleted_elsewhere_is_a_403_storing_nothing(t: TestApp) {
+    use tower::ServiceExt as _;
+    for (i, route) in ["ours", "custom", "sentry"].into_iter().enumerate() {
+        let (key, id) = t.add_project(&format!("doomed-{i}")).await;
+        let app = errorflow_collector::http::router(
+            t.state
+                .clone()
+                .with_key_cache_ttl(Duration::from_secs(3600)),
+        );
+        let request = |message: &str| {
+            let (path, body) = match route {
+                "ours" => (
+                    "/api/v1/events".to_string(),
+                    json!({"events": [common::message_event(message)]}),
+                ),
+                "custom" => (
+                    "/errors/custom".to_string(),
+                    json!({"service": "s", "error_type": "E", "message": message}),
+                ),
+                _ => (
+                    format!("/api/{id}/store/?sentry_key={key}"),
+                    json!({"message": message, "level": "error"}),
+                ),
+            };
+            Request::post(path)
+                .header("content-type", "application/json")
+                .header("x-errorflow-key", &key)
+                .body(Body::from(body.to_string()))
+                .unwrap()
+        };
+        let send = |req: Request<Body>| async {
+            let res = app.clone().oneshot(req).await.unwrap();
+            let status = res.status();
+            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            (status, body)
+        };
+        let (status, body) = send(request("first")).await;
+        assert!(status.is_success(), "{route}: {status} {body}");
+        errorflow_collector::store::delete_project_in_chunks(t.db.store.as_ref(), id)
+            .await
+            .unwrap()
+            .expect("the project existed");
+        let (status, body) = send(request("late")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{route}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden", "{route}: {body}");
+        let incidents =
+            t.db.texts(&format!(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM error_groups WHERE project_id = {id}"
+            ))
+            .await;
+        assert_eq!(incidents, ["0"], "{route}");
+        let events = t.get(&format!("/api/v1/events?project={id}")).await;
+        assert_eq!(events.body["events"], json!([]), "{route}: {}", events.body);
+    }
+    // The first project's key still works.
+    let r = t.post_events(json!([common::message_event("alive")])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }

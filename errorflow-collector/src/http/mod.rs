@@ -159,7 +159,23 @@ impl AppState {
             return Ok(Vec::new());
         };
         debug_assert!(events.iter().all(|e| e.project_id == project_id));
-        let outcomes = self.writer.submit(events).await?;
+        let n = events.len();
+        let outcomes = match self.writer.submit(events).await {
+            Ok(outcomes) => outcomes,
+            Err(crate::writer::WriteError::Store(e)) => {
+                // A project deleted by another collector while this one
+                // still trusted its cached key: the write failed on the
+                // missing project (foreign keys; its transaction stored
+                // nothing), and the key is refused as any unknown key is.
+                if let Ok(None) = self.store.get_project(project_id).await {
+                    self.forget_cached_keys();
+                    crate::telemetry::rejected("forbidden", n);
+                    return Err(crate::writer::WriteError::ProjectGone);
+                }
+                return Err(crate::writer::WriteError::Store(e));
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(t) = &self.triggers {
             t.offer(&outcomes);
         }
