@@ -76,6 +76,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Token(TokenCommand::Revoke { token, json })) => {
+            let store = open_store(&config.database_url).await?;
+            let found = find_token(store.as_ref(), token).await?;
+            let revoked = store
+                .delete_token(found.id)
+                .await?
+                .with_context(|| format!("token {:?} was revoked meanwhile", found.name))?;
+            tracing::info!(
+                token_id = revoked.id,
+                token_name = %revoked.name,
+                actor = "cli",
+                "management token revoked"
+            );
+            if *json {
+                println!("{}", serde_json::to_string(&revoked)?);
+            } else {
+                println!(
+                    "revoked token {:?} (id {}); running collectors refuse it within {} s",
+                    revoked.name,
+                    revoked.id,
+                    crate::http::KEY_CACHE_TTL.as_secs()
+                );
+            }
+            Ok(())
+        }
     }
 }
 
@@ -275,6 +300,29 @@ async fn find_project(store: &dyn Store, project: &str) -> anyhow::Result<Projec
     {
         Some(found) => Ok(found),
         None => bail!("no project with id or name {project:?}"),
+    }
+}
+
+/// The one token with this id or name. A name several tokens share is
+/// refused with their ids: revoking the wrong one would lock out a client.
+async fn find_token(store: &dyn Store, token: &str) -> anyhow::Result<crate::model::ApiToken> {
+    let mut found: Vec<_> = store
+        .list_tokens()
+        .await?
+        .into_iter()
+        .filter(|t| t.name == token || t.id.to_string() == token)
+        .collect();
+    match found.len() {
+        0 => bail!("no token with id or name {token:?} (see `errorflow-collector token list`)"),
+        1 => Ok(found.remove(0)),
+        _ => {
+            let ids: Vec<String> = found.iter().map(|t| t.id.to_string()).collect();
+            bail!(
+                "{} tokens match {token:?} (ids {}); revoke one by its id",
+                found.len(),
+                ids.join(", ")
+            )
+        }
     }
 }
 
@@ -546,6 +594,7 @@ pub async fn writer(mut config: Config) -> anyhow::Result<()> {
         js,
         &config.database_url,
         queue,
+        store.clone(),
         state.writer.clone(),
         hooks,
         on_leader,

@@ -456,6 +456,14 @@ pub enum TokenCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Revoke a management token: running collectors refuse it within 10 s.
+    Revoke {
+        /// Token id or name (a name shared by several tokens must be given as an id).
+        token: String,
+        /// Print the revoked token as `{id, name, created_at, last_used_at}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

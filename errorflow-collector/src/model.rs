@@ -158,7 +158,7 @@ pub struct Project {
 }
 
 /// A management API token (the secret itself is only stored hashed).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ApiToken {
     pub id: i64,
     pub name: String,

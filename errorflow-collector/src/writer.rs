@@ -57,6 +57,10 @@ pub enum WriteError {
     /// Queue mode: the queue did not take the events.
     #[error("the event queue is unavailable; retry later")]
     Unavailable,
+    /// The events' project was deleted (by another collector, whose change
+    /// this one's key cache had not seen yet); nothing of them was stored.
+    #[error("ingest key not recognised")]
+    ProjectGone,
     #[error(transparent)]
     /// The transaction holding the events failed; shared by every request in it.
     Store(Arc<StoreError>),

@@ -185,6 +185,107 @@ fn project_and_token_commands() {
     assert!(!out.contains(token), "tokens are never listed");
 }
 
+/// `token revoke` by name and by id: the token leaves the list, the log
+/// names it without its value, and an unknown or shared name is an error
+/// with a non-zero exit status that says what to do. Both backends.
+#[test]
+fn token_revoke_by_name_and_by_id() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let db = Database::create(backend);
+        let db = db.url.as_str();
+        let create = |name: &str| {
+            let (ok, out, err) = run(db, &["token", "create", "--name", name, "--json"]);
+            assert!(ok, "{err}");
+            let v: Value = serde_json::from_str(out.trim()).unwrap();
+            v["token"].as_str().unwrap().to_string()
+        };
+        let ci = create("ci");
+        let _deploy = create("deploy");
+        let _twin_a = create("twin");
+        let _twin_b = create("twin");
+        let listed = || -> Vec<(i64, String)> {
+            let (ok, out, err) = run(db, &["token", "list", "--json"]);
+            assert!(ok, "{err}");
+            let v: Value = serde_json::from_str(out.trim()).unwrap();
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    (
+                        t["id"].as_i64().unwrap(),
+                        t["name"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        };
+        let before = listed();
+
+        // By name, with the log at info: it names the token, not its value.
+        let out = command(db)
+            .env("ERRORFLOW_LOG", "info")
+            .args(["token", "revoke", "ci"])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        );
+        assert!(out.status.success(), "{stderr}");
+        let ci_id = before.iter().find(|(_, n)| n == "ci").unwrap().0;
+        assert!(
+            stdout.contains("\"ci\"") && stdout.contains(&format!("id {ci_id}")),
+            "{stdout}"
+        );
+        assert!(
+            stderr.contains("management token revoked")
+                && stderr.contains("ci")
+                && stderr.contains(&ci_id.to_string()),
+            "{stderr}"
+        );
+        assert!(!stdout.contains(&ci) && !stderr.contains(&ci));
+        assert!(listed().iter().all(|(_, n)| n != "ci"));
+
+        // By id.
+        let deploy_id = before.iter().find(|(_, n)| n == "deploy").unwrap().0;
+        let (ok, out, err) = run(db, &["token", "revoke", &deploy_id.to_string(), "--json"]);
+        assert!(ok, "{err}");
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["id"], deploy_id);
+        assert_eq!(v["name"], "deploy");
+        assert!(listed().iter().all(|(_, n)| n != "deploy"));
+
+        // Unknown, and already revoked: an error, exit status non-zero.
+        for unknown in ["nobody", "ci", "999999"] {
+            let out = command(db)
+                .args(["token", "revoke", unknown])
+                .output()
+                .unwrap();
+            let err = String::from_utf8(out.stderr).unwrap();
+            assert!(!out.status.success(), "{unknown}: {err}");
+            assert_ne!(out.status.code(), Some(0));
+            assert!(err.contains("no token with id or name"), "{err}");
+        }
+        // A name two tokens share: refused, naming their ids; nothing revoked.
+        let (ok, _, err) = run(db, &["token", "revoke", "twin"]);
+        assert!(!ok);
+        let twins: Vec<i64> = before
+            .iter()
+            .filter(|(_, n)| n == "twin")
+            .map(|(id, _)| *id)
+            .collect();
+        assert!(
+            err.contains("2 tokens") && twins.iter().all(|id| err.contains(&id.to_string())),
+            "{err}"
+        );
+        assert_eq!(listed().iter().filter(|(_, n)| n == "twin").count(), 2);
+
+        // A new token never takes a revoked token's id.
+        create("later");
+        let later = listed().into_iter().find(|(_, n)| n == "later").unwrap().0;
+        assert!(later > deploy_id && later > ci_id, "{later}");
+    }
+}
+
 #[test]
 fn unsupported_database_urls_are_explained() {
     let (ok, _, err) = run("mysql://x", &["migrate"]);

@@ -51,6 +51,7 @@ fn rust_error(ty: &str, value: &str, function: &str, line: u32) -> Value {
 
 common::backend_tests!(
     setup => super::test_app;
+    composed_and_decomposed_text_is_one_incident,
     batch_is_stored_grouped_and_idempotent,
     one_bad_event_does_not_reject_its_neighbours,
     gzip_batches_are_accepted,
@@ -569,6 +570,8 @@ const MANAGEMENT_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/projects"),
     ("DELETE", "/api/v1/projects/{id}"),
     ("POST", "/api/v1/projects/{id}/rotate-key"),
+    ("GET", "/api/v1/tokens"),
+    ("DELETE", "/api/v1/tokens/{id}"),
     ("GET", "/api/v1/projects/{id}/github"),
     ("PUT", "/api/v1/projects/{id}/github"),
     ("DELETE", "/api/v1/projects/{id}/github"),
@@ -1344,4 +1347,51 @@ async fn postgres_readyz_is_503_when_the_database_does_not_answer() {
         .send(Request::get("/readyz").body(Body::empty()).unwrap())
         .await;
     assert_eq!(r.status, StatusCode::OK, "ready again: {}", r.body);
+}
+
+/// "café" sent composed (`é`, NFC) and decomposed (`e` and U+0301, NFD)
+/// is one text: on each protocol, the two events land in one incident.
+async fn composed_and_decomposed_text_is_one_incident(t: TestApp) {
+    let nfc = "payment failed for caf\u{e9} 42";
+    let nfd = "payment failed for cafe\u{301} 42";
+    assert_ne!(nfc, nfd);
+    let sentry = format!("/api/{}/store/?sentry_key={}", t.project_id, t.key);
+    let send = |protocol: &'static str, text: &'static str| {
+        let (path, body) = match protocol {
+            "ours" => (
+                "/api/v1/events".to_string(),
+                json!({"events": [{"event_id": uuid::Uuid::new_v4(), "level": "error", "service": "shop",
+                    "exception": [{"type": "CheckoutError", "value": text}]}]}),
+            ),
+            "custom" => (
+                "/errors/custom".to_string(),
+                json!({"service": "shop-custom", "error_type": "CheckoutError", "message": text}),
+            ),
+            _ => (
+                sentry.clone(),
+                json!({"level": "error", "server_name": "web-1", "tags": {"service": "shop-sentry"},
+                    "exception": {"values": [{"type": "CheckoutError", "value": text}]}}),
+            ),
+        };
+        t.ingest_request(&path, body.to_string())
+    };
+    for protocol in ["ours", "custom", "sentry"] {
+        let mut groups = Vec::new();
+        for text in [nfc, nfd] {
+            let r = t.send(send(protocol, text)).await;
+            assert!(r.status.is_success(), "{protocol}: {} {}", r.status, r.body);
+            let events = t.get("/api/v1/events?limit=1").await.body;
+            groups.push(events["events"][0]["group_id"].clone());
+        }
+        assert_eq!(groups[0], groups[1], "{protocol}: NFC and NFD split");
+    }
+    let all = t.get("/api/v1/groups?status=all").await.body;
+    assert_eq!(all["groups"].as_array().unwrap().len(), 3, "{all}");
+    // The stored text is the composed form.
+    let events = t.get("/api/v1/events?limit=1").await.body;
+    assert!(
+        events["events"][0].to_string().contains("caf\u{e9}"),
+        "{}",
+        events["events"][0]
+    );
 }

@@ -36,6 +36,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     "9 triage signals and overrides",
     "10 kestra outbox",
     "11 github",
+    "12 token ids never reused",
 ];
 
 /// Every Postgres migration, as `migrate` names them, in order.

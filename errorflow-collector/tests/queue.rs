@@ -493,7 +493,13 @@ fn a_nats_restart_answers_503_meanwhile_and_loses_nothing() {
             let mut i = 0;
             while !stop.load(Ordering::SeqCst) {
                 let events: Vec<Value> = (0..5).map(|j| event((i + j) % 5)).collect();
-                for s in rt.block_on(send(&http, std::slice::from_ref(&url), &key, events, &acked)) {
+                for s in rt.block_on(send(
+                    &http,
+                    std::slice::from_ref(&url),
+                    &key,
+                    events,
+                    &acked,
+                )) {
                     *refusals.entry(s).or_default() += 1;
                 }
                 i += 1;
@@ -572,4 +578,69 @@ fn the_scale_out_compose_file_runs_both_roles_on_one_stream() {
     ))
     .unwrap();
     assert!(nginx.contains("server ingest:8000 resolve;"));
+}
+
+/// Events queued for a project that is deleted before a writer stores
+/// them can never be stored: the writer drops them (and says so in its
+/// metrics) instead of retrying them forever, and the partition goes on.
+#[test]
+fn queued_events_of_a_deleted_project_do_not_hold_up_the_partition() {
+    let nats = nats_url();
+    let stream = Stream::new(&nats);
+    let mut c = Collector::prepare(Backend::Postgres);
+    let node = Proc::start("serve", &c.db.url, &nats, &stream.name);
+    c.base = node.url.clone();
+    let rt = runtime();
+    let http = reqwest::Client::new();
+    let doomed =
+        common::binary::collector_cli(&c.db.url, &["project", "create", "doomed", "--json"]);
+    let doomed_key = doomed["key"].as_str().unwrap().to_string();
+    let nodes = [node.url.clone()];
+    let gone = Acked::default();
+    // No writer yet: the events wait in the stream.
+    for kind in 0..8 {
+        rt.block_on(send(&http, &nodes, &doomed_key, vec![event(kind)], &gone));
+    }
+    let r = rt
+        .block_on(
+            http.delete(format!("{}/api/v1/projects/{}", node.url, doomed["id"]))
+                .bearer_auth(&c.token)
+                .send(),
+        )
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.status());
+    let writer = Proc::start("writer", &c.db.url, &nats, &stream.name);
+    let acked = Acked::default();
+    for kind in 0..8 {
+        rt.block_on(send(&http, &nodes, &c.key, vec![event(kind)], &acked));
+    }
+    assert_stored_exactly(&c, &acked.ids());
+    // Each of the deleted project's events is dropped once a writer takes
+    // its partition; the metric says when all were.
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    loop {
+        let metrics = rt
+            .block_on(async {
+                http.get(format!("{}/metrics", writer.url))
+                    .send()
+                    .await?
+                    .text()
+                    .await
+            })
+            .unwrap();
+        let dropped: f64 = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("errorflow_events_rejected_total{reason=\"project_deleted\"} ")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0);
+        if dropped == 8.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline && dropped < 8.0, "{metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_stored_exactly(&c, &acked.ids());
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{ApiError, AppState, Manager};
 use crate::credentials;
 use crate::model::{
-    Activity, EventPage, EventQuery, Group, GroupPage, GroupQuery, GroupSort, GroupStats,
+    Activity, ApiToken, EventPage, EventQuery, Group, GroupPage, GroupQuery, GroupSort, GroupStats,
     GroupStatus, Project, StoredEvent, Transition,
 };
 use crate::triage::result::TriageRecord;
@@ -33,6 +33,8 @@ pub fn routes() -> Router<AppState> {
         .route("/projects", get(list_projects).post(create_project))
         .route("/projects/{id}", axum::routing::delete(delete_project))
         .route("/projects/{id}/rotate-key", post(rotate_key))
+        .route("/tokens", get(list_tokens))
+        .route("/tokens/{id}", axum::routing::delete(revoke_token))
         .route(
             "/projects/{id}/alert-webhook",
             get(get_alert_webhook)
@@ -131,7 +133,33 @@ where
             debug_assert!(bytes.is_empty());
             return Ok(ApiJson(T::default()));
         }
-        Ok(ApiJson(Json::<T>::from_request(req, state).await?.0))
+        Ok(ApiJson(CheckedJson::<T>::from_request(req, state).await?.0))
+    }
+}
+
+/// `Json` whose rejections are JSON [`ApiError`]s and which refuses a NUL
+/// in any string of the body with 422, naming the field (see [`super::nul`]).
+pub struct CheckedJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for CheckedJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes =
+            axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+                .await
+                .map_err(|e| ApiError::too_large(e.body_text()))?;
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes.clone()));
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        if let Some(field) = super::nul::nul_in_json(&bytes) {
+            return Err(super::nul::json_nul_error(&field));
+        }
+        Ok(CheckedJson(value))
     }
 }
 
@@ -694,6 +722,36 @@ pub async fn rotate_key(
         .ok_or_else(|| ApiError::not_found(format!("no project with id {id}")))?;
     let dsn = credentials::dsn(&state.public_url, &key, id);
     Ok(Json(ProjectWithKey { project, key, dsn }))
+}
+
+/// Management tokens: id, name, when created and last used; never the
+/// token or its hash.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", security(("token" = [])),
+    responses((status = 200, body = Vec<ApiToken>)))]
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    _: Manager,
+) -> Result<Json<Vec<ApiToken>>, ApiError> {
+    Ok(Json(state.store.list_tokens().await?))
+}
+
+/// Revoke a management token: this collector refuses it from the next
+/// request, other collectors within their key cache's TTL (10 s). The
+/// token authenticating this request may revoke itself. Answers the
+/// revoked token (never its value).
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", security(("token" = [])),
+    params(("id" = i64, Path, description = "token id")),
+    responses((status = 200, body = ApiToken), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Manager(actor): Manager,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<ApiToken>, ApiError> {
+    state
+        .revoke_token(id, &actor)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no token with id {id}")))
 }
 
 /// Where a project's alerts go.

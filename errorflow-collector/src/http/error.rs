@@ -136,6 +136,12 @@ impl From<WriteError> for ApiError {
                 err.retry_after = Some(1);
                 err
             }
+            // The same answer as for a key no project has: it is one now.
+            WriteError::ProjectGone => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "ingest key not recognised",
+            ),
             // Nothing a client sent makes a write fail: always our fault.
             WriteError::Store(e) => ApiError::internal("storage failed", &e),
         }

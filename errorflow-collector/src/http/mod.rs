@@ -28,6 +28,7 @@ pub mod dashboard;
 pub mod error;
 pub mod github;
 pub mod ingest;
+pub mod nul;
 pub mod openapi;
 pub mod rate_limit;
 pub mod sentry;
@@ -177,7 +178,23 @@ impl AppState {
                 }
             };
         }
-        let outcomes = self.writer.submit(events).await?;
+        let n = events.len();
+        let outcomes = match self.writer.submit(events).await {
+            Ok(outcomes) => outcomes,
+            Err(crate::writer::WriteError::Store(e)) => {
+                // A project deleted by another collector while this one
+                // still trusted its cached key: the write failed on the
+                // missing project (foreign keys; its transaction stored
+                // nothing), and the key is refused as any unknown key is.
+                if let Ok(None) = self.store.get_project(project_id).await {
+                    self.forget_cached_keys();
+                    crate::telemetry::rejected("forbidden", n);
+                    return Err(crate::writer::WriteError::ProjectGone);
+                }
+                return Err(crate::writer::WriteError::Store(e));
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(t) = &self.triggers {
             t.offer(&outcomes);
         }
@@ -232,6 +249,35 @@ impl AppState {
     pub fn forget_cached_keys(&self) {
         self.keys.clear();
     }
+
+    /// Trusts a looked-up key or token for `ttl` instead of
+    /// [`KEY_CACHE_TTL`] (starts with an empty cache).
+    pub fn with_key_cache_ttl(mut self, ttl: Duration) -> AppState {
+        self.keys = Arc::new(KeyCache::with_ttl(ttl));
+        self
+    }
+
+    /// Revokes (deletes) a management token for `actor` and forgets cached
+    /// tokens, so that this collector refuses it at once (other collectors
+    /// once their cache entry expires). The log names the token by name and
+    /// id, never by its value. `None` when there is no such token.
+    pub async fn revoke_token(
+        &self,
+        id: i64,
+        actor: &str,
+    ) -> Result<Option<crate::model::ApiToken>, StoreError> {
+        let revoked = self.store.delete_token(id).await?;
+        if let Some(t) = &revoked {
+            self.forget_cached_keys();
+            tracing::info!(
+                token_id = t.id,
+                token_name = %t.name,
+                actor,
+                "management token revoked"
+            );
+        }
+        Ok(revoked)
+    }
 }
 
 /// The whole application.
@@ -253,6 +299,7 @@ pub fn router(state: AppState) -> Router {
         .route("/groups/{id}/summarize", post(triage::summarize_cluster))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(nul::refuse_nul_in_uri))
         .layer(CatchPanicLayer::custom(panic_response))
         // The span names the path only: a query may carry a key (`?sentry_key=`).
         .layer(
@@ -384,11 +431,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Caches key and token look-ups briefly: ingest checks a key per request.
-/// Only successful look-ups are cached, so a new key works at once; a
-/// rotated key stops working in this process at once and in other processes
-/// after at most [`KEY_CACHE_TTL`].
-#[derive(Default)]
+/// Caches key and token look-ups briefly: ingest checks a key per request,
+/// the REST API a token. Only successful look-ups are cached, so a new key
+/// works at once; a rotated key, a deleted project's key and a revoked token
+/// stop working in the process that changed them at once, and in other
+/// processes once their entry is older than the cache's TTL
+/// ([`KEY_CACHE_TTL`] unless [`AppState::with_key_cache_ttl`] says otherwise).
 struct KeyCache {
     projects: RwLock<HashMap<String, (Project, Instant)>>,
     tokens: RwLock<HashMap<String, (String, Instant)>>,
@@ -398,12 +446,22 @@ struct KeyCache {
     /// seconds after, a key seen lately is taken from the cache without
     /// asking (a look-up during an outage can wait for the pool's timeout).
     store_failed_at: RwLock<Option<Instant>>,
+    ttl: Duration,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache::with_ttl(KEY_CACHE_TTL)
+    }
 }
 
 /// How often a token's `last_used_at` is written at most, per process (here)
 /// and across processes (in the UPDATE's condition).
 pub const TOKEN_USE_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How long a collector keeps trusting a key or token it has looked up: the
+/// longest a change made by another collector (a rotated key, a deleted
+/// project, a revoked token) takes to reach this one.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 /// After a failed key look-up, keys seen lately are taken from the cache
 /// for this long before the store is asked again.
@@ -414,6 +472,16 @@ pub const KEY_CACHE_STALE_MAX: Duration = Duration::from_secs(24 * 3600);
 const KEY_CACHE_MAX: usize = 10_000;
 
 impl KeyCache {
+    fn with_ttl(ttl: Duration) -> KeyCache {
+        KeyCache {
+            projects: RwLock::default(),
+            tokens: RwLock::default(),
+            token_uses: RwLock::default(),
+            store_failed_at: RwLock::default(),
+            ttl,
+        }
+    }
+
     fn clear(&self) {
         self.projects
             .write()
@@ -446,10 +514,10 @@ impl KeyCache {
         true
     }
 
-    fn get<T: Clone>(map: &RwLock<HashMap<String, (T, Instant)>>, hash: &str) -> Option<T> {
+    fn get<T: Clone>(&self, map: &RwLock<HashMap<String, (T, Instant)>>, hash: &str) -> Option<T> {
         let map = map.read().unwrap_or_else(|e| e.into_inner());
         map.get(hash)
-            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
             .map(|(v, _)| v.clone())
     }
 
@@ -495,7 +563,7 @@ impl FromRequestParts<AppState> for IngestProject {
 /// no project has it. Shared by every ingest endpoint, ours and Sentry's.
 pub(crate) async fn project_for_key(state: &AppState, key: &str) -> Result<Project, ApiError> {
     let hash = hash_secret(key);
-    if let Some(p) = KeyCache::get(&state.keys.projects, &hash) {
+    if let Some(p) = state.keys.get(&state.keys.projects, &hash) {
         return Ok(p);
     }
     // The database is unreachable: a key seen lately is still good (queue
@@ -555,7 +623,7 @@ impl FromRequestParts<AppState> for Manager {
             ApiError::unauthorized("missing management token: send `Authorization: Bearer TOKEN`")
         })?;
         let hash = hash_secret(token);
-        if let Some(actor) = KeyCache::get(&state.keys.tokens, &hash) {
+        if let Some(actor) = state.keys.get(&state.keys.tokens, &hash) {
             note_token_use(state, &hash);
             return Ok(Manager(actor));
         }

@@ -169,7 +169,7 @@ pub async fn put_triage(
     _: Manager,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(p): ApiQuery<ExternalParams>,
-    body: Result<Json<TriageResult>, axum::extract::rejection::JsonRejection>,
+    body: Result<super::api::CheckedJson<TriageResult>, ApiError>,
 ) -> Result<Json<TriageRecord>, ApiError> {
     let key = p.idempotency_key.as_deref().filter(|k| !k.is_empty());
     if key.is_some_and(|k| k.len() > 200) {
@@ -178,7 +178,7 @@ pub async fn put_triage(
             "idempotency_key is longer than 200 characters",
         ));
     }
-    let Json(result) = body?;
+    let super::api::CheckedJson(result) = body?;
     let label = |s: Option<String>, default: &str| {
         crate::triage::result::bound(s.as_deref().unwrap_or(default), 100)
     };
@@ -258,9 +258,9 @@ pub async fn set_priority(
     State(state): State<AppState>,
     Manager(actor): Manager,
     ApiPath(id): ApiPath<i64>,
-    body: Result<Json<PriorityBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<super::api::CheckedJson<PriorityBody>, ApiError>,
 ) -> Result<Json<Group>, ApiError> {
-    let Json(body) = body?;
+    let super::api::CheckedJson(body) = body?;
     if let Some(p) = body.priority.filter(|p| !(0..=100).contains(p)) {
         return Err(ApiError::unprocessable(
             "invalid_field",

@@ -43,7 +43,12 @@ use crate::model::NormalizedEvent;
 ///   line) per exception, not its callers; a message template takes part
 ///   only when it has placeholders; prefixed identifiers (`inv_3fa2b1c0d9e8`)
 ///   and durations glued to words are parameterised.
-pub const FINGERPRINT_VERSION: i32 = 3;
+/// - 4: text is in Unicode NFC before it is fingerprinted (normalisation), so
+///   composed and decomposed forms of the same words group together. Text
+///   already in NFC (all ASCII, and what nearly every platform sends) gives
+///   the same components as in version 3, so its incidents keep matching;
+///   only decomposed text gets new fingerprints, those of its composed form.
+pub const FINGERPRINT_VERSION: i32 = 4;
 
 /// In-app frames per exception that take part in grouping. Deeper frames
 /// (the framework's dispatch, `main`) add nothing but sensitivity to

@@ -89,11 +89,12 @@ pub fn normalize_with(
     // Lowercase before bounding: lowercasing may change the number of
     // characters, and bounding last keeps the result within the limit.
     event.environment = Some(
-        non_empty(
-            event
-                .environment
-                .map(|e| truncate(strip_controls(&e).trim().to_lowercase(), l.max_name_chars)),
-        )
+        non_empty(event.environment.map(|e| {
+            truncate(
+                strip_controls(&nfc(e)).trim().to_lowercase(),
+                l.max_name_chars,
+            )
+        }))
         .unwrap_or_else(|| truncate(DEFAULT_ENVIRONMENT.to_owned(), l.max_name_chars)),
     );
     event.release = non_empty(event.release.map(|s| name(s, l)));
@@ -272,6 +273,7 @@ fn normalize_map(
 /// A short identifier: control characters other than `\n` and `\t` removed,
 /// surrounding whitespace trimmed, at most `max_name_chars` characters.
 fn name(s: String, l: &Limits) -> String {
+    let s = nfc(s);
     let cleaned = strip_controls(&s);
     let trimmed = cleaned.trim();
     if trimmed.len() == s.len() {
@@ -281,10 +283,24 @@ fn name(s: String, l: &Limits) -> String {
     }
 }
 
-/// Free text: NUL characters removed (PostgreSQL refuses them in `text` and
-/// `jsonb`), at most `max` characters.
+/// Free text: in NFC, NUL characters removed (PostgreSQL refuses them in
+/// `text` and `jsonb`), at most `max` characters.
 fn value(s: String, max: usize) -> String {
-    truncate(strip_nul(s), max)
+    truncate(strip_nul(nfc(s)), max)
+}
+
+/// Text in Unicode's composed form (NFC), so that the same words sent
+/// composed (`café` with `é`) or decomposed (`e` and a combining accent,
+/// as macOS file names and some keyboards give them) are one text, and
+/// group as one incident. ASCII and text already in NFC, nearly all of it,
+/// come back as they came, without a copy; the quick check answers most
+/// of the rest without composing.
+fn nfc(s: String) -> String {
+    use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+    if s.is_ascii() || is_nfc_quick(s.chars()) == IsNormalized::Yes {
+        return s;
+    }
+    s.nfc().collect()
 }
 
 /// Truncates `s` to at most `max` characters, on a character boundary, with
@@ -374,6 +390,21 @@ mod tests {
         e.timestamp = None;
         e.message = Some("boom".into());
         e
+    }
+
+    #[test]
+    fn text_is_composed_and_ascii_is_not_copied() {
+        assert_eq!(nfc("cafe\u{301}".to_owned()), "caf\u{e9}");
+        assert_eq!(nfc("caf\u{e9}".to_owned()), "caf\u{e9}");
+        let ascii = "plain".to_owned();
+        let at = ascii.as_ptr();
+        let same = nfc(ascii);
+        assert_eq!(same.as_ptr(), at);
+        let mut e = event();
+        e.exception = vec![Exception::new("Cafe\u{301}Error", "cafe\u{301}")];
+        let n = normalize(e, &ctx(), &Limits::default()).unwrap();
+        assert_eq!(n.exception[0].ty, "Caf\u{e9}Error");
+        assert_eq!(n.exception[0].value, "caf\u{e9}");
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //! leader lock.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, AckKind};
@@ -38,6 +39,7 @@ use tokio::task::JoinHandle;
 
 use super::QueueOptions;
 use crate::model::InsertOutcome;
+use crate::store::Store;
 use crate::telemetry;
 use crate::writer::Writer;
 
@@ -93,10 +95,12 @@ fn lock_class(stream: &str) -> i32 {
 /// Runs the writer role until `shutdown` resolves: takes partitions,
 /// consumes them, and once it holds the leader lock calls `on_leader`
 /// (once) to start the periodic jobs.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     js: jetstream::Context,
     database_url: &str,
     options: QueueOptions,
+    store: Arc<dyn Store>,
     writer: Writer,
     hooks: Hooks,
     on_leader: impl FnOnce() + Send,
@@ -195,6 +199,7 @@ pub async fn run(
                     js.clone(),
                     options.clone(),
                     p,
+                    store.clone(),
                     writer.clone(),
                     hooks.clone(),
                     stopped,
@@ -254,6 +259,7 @@ async fn consume(
     js: jetstream::Context,
     options: QueueOptions,
     partition: u32,
+    store: Arc<dyn Store>,
     writer: Writer,
     hooks: Hooks,
     mut stop: watch::Receiver<bool>,
@@ -312,7 +318,15 @@ async fn consume(
         if messages.is_empty() {
             continue;
         }
-        write_batch(partition, messages, &writer, &hooks, &mut stop).await;
+        write_batch(
+            partition,
+            messages,
+            store.as_ref(),
+            &writer,
+            &hooks,
+            &mut stop,
+        )
+        .await;
     }
 }
 
@@ -320,21 +334,25 @@ async fn consume(
 /// it. A message that does not decode is terminated (it would block the
 /// partition forever) and counted. Told to stop while the batch cannot be
 /// written, it leaves the batch unacknowledged: it comes again, to this
-/// partition's next owner, after [`ACK_WAIT`].
+/// partition's next owner, after [`ACK_WAIT`]. Events of a project deleted
+/// since they were queued are dropped (they can never be stored, and would
+/// hold up the partition).
 async fn write_batch(
     partition: u32,
     messages: Vec<jetstream::Message>,
+    store: &dyn Store,
     writer: &Writer,
     hooks: &Hooks,
     stop: &mut watch::Receiver<bool>,
 ) {
     let mut events = Vec::with_capacity(messages.len());
-    let mut kept = Vec::with_capacity(messages.len());
+    // Each message kept, with its event's project.
+    let mut kept: Vec<(jetstream::Message, i64)> = Vec::with_capacity(messages.len());
     for m in messages {
         match super::decode(&m.payload) {
             Ok(e) => {
+                kept.push((m, e.project_id));
                 events.push(e);
-                kept.push(m);
             }
             Err(why) => {
                 tracing::error!(partition, error = %why, "a queued message is not an event; dropped");
@@ -346,40 +364,80 @@ async fn write_batch(
     if events.is_empty() {
         return;
     }
-    let projects: Vec<i64> = events.iter().map(|e| e.project_id).collect();
     let mut delay = Duration::from_millis(200);
     let outcomes = loop {
         match writer.submit(events).await {
             Ok(outcomes) => break outcomes,
             Err(e) => {
-                tracing::warn!(partition, events = kept.len(), error = %e, "cannot write a queued batch; will retry");
-                // Still being worked on: not redelivered meanwhile.
-                for m in &kept {
-                    let _ = m.ack_with(AckKind::Progress).await;
+                if !drop_deleted_projects(partition, store, &mut kept).await {
+                    tracing::warn!(partition, events = kept.len(), error = %e, "cannot write a queued batch; will retry");
+                    // Still being worked on: not redelivered meanwhile.
+                    for (m, _) in &kept {
+                        let _ = m.ack_with(AckKind::Progress).await;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.changed() => {}
+                    }
+                    if *stop.borrow() {
+                        return;
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.changed() => {}
-                }
-                if *stop.borrow() {
+                if kept.is_empty() {
                     return;
                 }
-                delay = (delay * 2).min(Duration::from_secs(5));
                 // They decoded a moment ago.
                 events = kept
                     .iter()
-                    .filter_map(|m| super::decode(&m.payload).ok())
+                    .filter_map(|(m, _)| super::decode(&m.payload).ok())
                     .collect();
             }
         }
     };
+    let projects: Vec<i64> = kept.iter().map(|(_, p)| *p).collect();
     hooks.offer(&projects, &outcomes);
     let (stored, _) = crate::http::ingest::count_outcomes(&outcomes);
     telemetry::accepted("queue", stored);
-    for m in &kept {
+    for (m, _) in &kept {
         if let Err(e) = m.ack().await {
             // The message comes again and is stored as a duplicate.
             tracing::debug!(partition, error = %e, "acknowledgement lost");
         }
     }
+}
+
+/// Removes (and terminates) the messages of projects that no longer exist;
+/// true when there were any. A store that cannot say leaves them.
+async fn drop_deleted_projects(
+    partition: u32,
+    store: &dyn Store,
+    kept: &mut Vec<(jetstream::Message, i64)>,
+) -> bool {
+    let mut projects: Vec<i64> = kept.iter().map(|(_, p)| *p).collect();
+    projects.sort_unstable();
+    projects.dedup();
+    let mut gone = Vec::new();
+    for p in projects {
+        if let Ok(None) = store.get_project(p).await {
+            gone.push(p);
+        }
+    }
+    if gone.is_empty() {
+        return false;
+    }
+    let mut dropped = 0;
+    let mut remaining = Vec::with_capacity(kept.len());
+    for (m, p) in kept.drain(..) {
+        if gone.contains(&p) {
+            let _ = m.ack_with(AckKind::Term).await;
+            dropped += 1;
+        } else {
+            remaining.push((m, p));
+        }
+    }
+    *kept = remaining;
+    tracing::warn!(partition, events = dropped, projects = ?gone, "dropped queued events of deleted projects");
+    telemetry::rejected("project_deleted", dropped);
+    true
 }

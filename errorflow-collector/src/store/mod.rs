@@ -263,6 +263,10 @@ pub trait Store: Send + Sync + 'static {
     async fn token_by_hash(&self, token_hash: &str) -> Result<Option<ApiToken>>;
     /// Every management token, oldest first.
     async fn list_tokens(&self) -> Result<Vec<ApiToken>>;
+    /// Deletes (revokes) the token with this id and returns what it was;
+    /// `None` when there is none. Token ids are never reused, so a stale
+    /// id cannot revoke a newer token.
+    async fn delete_token(&self, id: i64) -> Result<Option<ApiToken>>;
     /// Sets the token's `last_used_at` to `now` unless it is already later
     /// than `unless_since`, so that a busy client writes at most once per
     /// interval even across processes. True if it wrote.

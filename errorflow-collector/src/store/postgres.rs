@@ -925,6 +925,15 @@ impl Store for PgStore {
         rows.iter().map(token_from_row).collect()
     }
 
+    async fn delete_token(&self, id: i64) -> Result<Option<ApiToken>> {
+        let sql = format!("DELETE FROM api_tokens WHERE id = $1 RETURNING {TOKEN_COLUMNS}");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
     async fn mark_token_used(
         &self,
         token_hash: &str,

@@ -643,8 +643,13 @@ impl Store for SqliteStore {
     }
 
     async fn create_token(&self, name: &str, token_hash: &str) -> Result<ApiToken> {
+        // The id: above every token id ever deleted (migration 0012), so a
+        // revoked token's id never names a newer token.
         let sql = format!(
-            "INSERT INTO api_tokens (name, token_hash, created_at) VALUES (?, ?, ?) \
+            "INSERT INTO api_tokens (id, name, token_hash, created_at) VALUES \
+             (MAX(COALESCE((SELECT MAX(id) FROM api_tokens), 0), \
+                  COALESCE((SELECT floor FROM id_floors WHERE name = 'api_tokens'), 0)) + 1, \
+              ?, ?, ?) \
              RETURNING {TOKEN_COLUMNS}"
         );
         let row = sqlx::query(&sql)
@@ -669,6 +674,15 @@ impl Store for SqliteStore {
         let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id");
         let rows = sqlx::query(&sql).fetch_all(&self.readers).await?;
         rows.iter().map(token_from_row).collect()
+    }
+
+    async fn delete_token(&self, id: i64) -> Result<Option<ApiToken>> {
+        let sql = format!("DELETE FROM api_tokens WHERE id = ? RETURNING {TOKEN_COLUMNS}");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
     }
 
     async fn mark_token_used(

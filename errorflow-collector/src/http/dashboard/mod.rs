@@ -334,7 +334,14 @@ impl FormFields {
         let bytes = axum::body::to_bytes(req.into_body(), MAX_FORM_BYTES)
             .await
             .map_err(|_| DashError::BadRequest("form too large".into()))?;
-        Ok(FormFields::parse(&bytes))
+        let fields = FormFields::parse(&bytes);
+        // See `http::nul`: Postgres cannot store a NUL in text.
+        if let Some(name) = crate::http::nul::nul_in_form(&fields.0) {
+            return Err(DashError::BadRequest(format!(
+                "The form field {name:?} contains a NUL byte, which is not allowed."
+            )));
+        }
+        Ok(fields)
     }
 }
 
