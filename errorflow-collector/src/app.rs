@@ -435,16 +435,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     let triggers = triage::spawn(state.triage.clone(), 1024, batch_every);
     let mut state = state.with_triggers(triggers);
     // Always running: a project may have a webhook of its own.
-    let mut options =
-        crate::alerts::AlertOptions::new(config.alert_webhook.clone(), &config.public_url);
-    options.policy = config.webhook_policy.clone();
-    if let Some(url) = &config.alert_webhook {
-        if let Err(why) = crate::alerts::validate_webhook_url(url.expose(), &options.policy) {
-            bail!("--alert-webhook: {why}");
-        }
-    }
-    let alerts = crate::alerts::spawn(store.clone(), options)
-        .context("cannot set up the alert webhooks' HTTP client")?;
+    let alerts = spawn_alerts(store.clone(), &config)?;
     state = state.with_alerts(alerts);
     if config.alert_webhook.is_some() {
         tracing::info!("new incidents and regressions are sent to the alert webhook, or to their project's own");
@@ -532,16 +523,7 @@ pub async fn writer(mut config: Config) -> anyhow::Result<()> {
     let js = crate::queue::connect(&queue).await?;
     let state = build_state_for(store.clone(), &config, false);
     let triggers = triage::spawn_worker(state.triage.clone(), 1024);
-    let mut options =
-        crate::alerts::AlertOptions::new(config.alert_webhook.clone(), &config.public_url);
-    options.policy = config.webhook_policy.clone();
-    if let Some(url) = &config.alert_webhook {
-        if let Err(why) = crate::alerts::validate_webhook_url(url.expose(), &options.policy) {
-            bail!("--alert-webhook: {why}");
-        }
-    }
-    let alerts = crate::alerts::spawn(store.clone(), options)
-        .context("cannot set up the alert webhooks' HTTP client")?;
+    let alerts = spawn_alerts(store.clone(), &config)?;
     let hooks = crate::queue::writer::Hooks {
         triggers: Some(triggers.clone()),
         alerts: Some(alerts),
@@ -605,6 +587,20 @@ pub async fn writer(mut config: Config) -> anyhow::Result<()> {
     consumed?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the alert sender: the collector's `--alert-webhook` (checked
+/// against the outgoing address policy) and every project's own.
+fn spawn_alerts(store: Arc<dyn Store>, config: &Config) -> anyhow::Result<crate::alerts::Alerts> {
+    let mut options =
+        crate::alerts::AlertOptions::new(config.alert_webhook.clone(), &config.public_url);
+    options.policy = config.webhook_policy.clone();
+    if let Some(url) = &config.alert_webhook {
+        if let Err(why) = crate::alerts::validate_webhook_url(url.expose(), &options.policy) {
+            bail!("--alert-webhook: {why}");
+        }
+    }
+    crate::alerts::spawn(store, options).context("cannot set up the alert webhooks' HTTP client")
 }
 
 /// The state shared by the handlers, with writer tasks sized for the backend.
