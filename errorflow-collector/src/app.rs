@@ -445,6 +445,7 @@ pub fn build_state(store: Arc<dyn Store>, config: &Config) -> AppState {
     )
     .with_key_rate(config.key_rate)
     .with_webhook_policy(config.webhook_policy.clone())
+    .with_scrub(config.scrub.clone())
     .with_triage(Arc::new(triage))
     .with_quiet_after(config.quiet_after)
 }

@@ -36,6 +36,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     "9 triage signals and overrides",
     "10 kestra outbox",
     "11 github",
+    "13 project scrub fields",
 ];
 
 /// Every Postgres migration, as `migrate` names them, in order.
@@ -54,6 +55,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     "12 triage signals and overrides",
     "13 kestra outbox",
     "14 github",
+    "16 project scrub fields",
 ];
 
 /// `migrate` names what it applied, and on a first-release database that

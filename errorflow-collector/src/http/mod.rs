@@ -62,6 +62,9 @@ pub struct AppState {
     pub github: Arc<crate::integrations::github::Github>,
     /// The internal destinations alert webhooks may reach (none by default).
     pub webhook_policy: Arc<crate::outbound::AddressPolicy>,
+    /// The collector's scrubbing rules (`--scrub`, `--scrub-ip`); each
+    /// project adds its own names ([`AppState::scrub_rules`]).
+    pub scrub: Arc<crate::pipeline::scrub::Rules>,
 }
 
 impl AppState {
@@ -89,7 +92,52 @@ impl AppState {
             )),
             github: Arc::new(crate::integrations::github::Github::default()),
             webhook_policy: Arc::default(),
+            scrub: Arc::default(),
         }
+    }
+
+    /// Scrubs events by these rules (`--scrub`, `--scrub-ip`) instead of
+    /// the default ones.
+    pub fn with_scrub(mut self, rules: crate::pipeline::scrub::Rules) -> AppState {
+        self.scrub = Arc::new(rules);
+        self
+    }
+
+    /// The rules a project's events are scrubbed by: the collector's, with
+    /// the project's own names (cached like keys, for [`KEY_CACHE_TTL`]).
+    pub async fn scrub_rules(
+        &self,
+        project_id: i64,
+    ) -> Result<Arc<crate::pipeline::scrub::Rules>, StoreError> {
+        if !self.scrub.enabled {
+            return Ok(self.scrub.clone());
+        }
+        let key = project_id.to_string();
+        if let Some(rules) = KeyCache::get(&self.keys.scrub, &key) {
+            return Ok(rules);
+        }
+        let fields = self
+            .store
+            .project_scrub_fields(project_id)
+            .await?
+            .unwrap_or_default();
+        let rules = if fields.is_empty() {
+            self.scrub.clone()
+        } else {
+            Arc::new(self.scrub.as_ref().clone().with_fields(&fields))
+        };
+        KeyCache::put(&self.keys.scrub, key, rules.clone());
+        Ok(rules)
+    }
+
+    /// Forgets the cached scrubbing rules, after a project's names changed
+    /// (other collectors see the change within [`KEY_CACHE_TTL`]).
+    pub fn forget_scrub_rules(&self) {
+        self.keys
+            .scrub
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Lets webhooks reach these internal destinations (`--allow-webhook-hosts`).
@@ -320,6 +368,8 @@ struct KeyCache {
     tokens: RwLock<HashMap<String, (String, Instant)>>,
     /// When this process last recorded each token's use in the store.
     token_uses: RwLock<HashMap<String, Instant>>,
+    /// Each project's scrubbing rules, by project id.
+    scrub: RwLock<HashMap<String, (Arc<crate::pipeline::scrub::Rules>, Instant)>>,
 }
 
 /// How often a token's `last_used_at` is written at most, per process (here)
@@ -336,6 +386,10 @@ impl KeyCache {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         self.tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.scrub
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .clear();

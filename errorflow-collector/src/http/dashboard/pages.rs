@@ -1553,10 +1553,13 @@ pub async fn test_event(
         project_id: p.id,
         received_at: now,
     };
-    let event = pipeline::process(sample_event(now), &ctx, &state.limits).map_err(|e| {
-        tracing::error!(error = %e, "dashboard: the sample event was rejected");
-        DashError::Internal
-    })?;
+    let rules = state.scrub_rules(p.id).await?;
+    let content = pipeline::normalize::Content::Required;
+    let event = pipeline::process_with(sample_event(now), &ctx, &state.limits, content, &rules)
+        .map_err(|e| {
+            tracing::error!(error = %e, "dashboard: the sample event was rejected");
+            DashError::Internal
+        })?;
     let outcomes = state.store_events(vec![event]).await.map_err(|e| {
         tracing::error!(error = %e, "dashboard: the sample event was not stored");
         DashError::Internal
