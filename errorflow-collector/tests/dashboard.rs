@@ -874,7 +874,10 @@ async fn project_page_sets_the_scrubbed_fields(db: common::TestDb) {
         async move { store.project_scrub_fields(pid).await.unwrap().unwrap() }
     };
     let page = d.get(&format!("/projects/{pid}")).await.body;
-    assert!(page.contains("replaced with <code>[Filtered]</code>"), "{page}");
+    assert!(
+        page.contains("replaced with <code>[Filtered]</code>"),
+        "{page}"
+    );
 
     // Without the form's token: refused, nothing stored.
     let res = d.post_form(&action, &[("fields", "order_no")]).await;
@@ -892,12 +895,20 @@ async fn project_page_sets_the_scrubbed_fields(db: common::TestDb) {
         .post(&action, &[("fields", "order_no, Customer-Ref\nx.y")])
         .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
-    assert_eq!(res.location(), format!("/projects/{pid}?notice=scrub-saved"));
+    assert_eq!(
+        res.location(),
+        format!("/projects/{pid}?notice=scrub-saved")
+    );
     assert_eq!(stored(&d).await, ["order_no", "customer-ref", "x.y"]);
     let page = d.get(res.location()).await.body;
     assert!(page.contains("Scrubbed fields saved"), "{page}");
-    assert!(page.contains("value=\"order_no, customer-ref, x.y\""), "{page}");
-    let missing = d.post("/projects/9999/scrub-fields", &[("fields", "")]).await;
+    assert!(
+        page.contains("value=\"order_no, customer-ref, x.y\""),
+        "{page}"
+    );
+    let missing = d
+        .post("/projects/9999/scrub-fields", &[("fields", "")])
+        .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 

@@ -175,7 +175,10 @@ async fn stored_text(t: &TestApp) -> String {
 
 fn assert_no_secret(text: &str, what: &str) {
     for (kind, secret) in SECRETS {
-        assert!(!text.contains(secret), "{what}: {kind} ({secret}) leaked:\n{text}");
+        assert!(
+            !text.contains(secret),
+            "{what}: {kind} ({secret}) leaked:\n{text}"
+        );
     }
 }
 
@@ -190,7 +193,10 @@ async fn every_protocol_is_scrubbed_before_storing(t: TestApp) {
     assert_eq!(t.db.texts("SELECT data FROM errors").await.len(), 4);
     assert!(stored.contains("[Filtered]"));
     for (kind, kept) in KEPT {
-        assert!(stored.contains(kept), "{kind} ({kept}) was removed:\n{stored}");
+        assert!(
+            stored.contains(kept),
+            "{kind} ({kept}) was removed:\n{stored}"
+        );
     }
     // Each protocol's own event kept its non-secret parts.
     let docs = t.db.texts("SELECT data FROM errors").await;
@@ -202,9 +208,15 @@ async fn every_protocol_is_scrubbed_before_storing(t: TestApp) {
         }
         assert_eq!(doc["user"]["id"], "user-7", "{doc}");
         assert_eq!(doc["extra"]["db"]["port"], 5432, "{doc}");
-        assert_eq!(doc["extra"]["model"]["tokenizer_name"], "bert-base-cased", "{doc}");
+        assert_eq!(
+            doc["extra"]["model"]["tokenizer_name"], "bert-base-cased",
+            "{doc}"
+        );
         assert_eq!(doc["tags"]["order"], "4012888888881882", "{doc}");
-        assert_eq!(doc["request"]["headers"]["Authorization"], "[Filtered]", "{doc}");
+        assert_eq!(
+            doc["request"]["headers"]["Authorization"], "[Filtered]",
+            "{doc}"
+        );
     }
 }
 
@@ -237,7 +249,10 @@ async fn project_fields_are_scrubbed_from_then_on(t: TestApp) {
     let path = format!("/api/v1/projects/{}/scrub-fields", t.project_id);
     let r = t.get(&path).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert_eq!(r.body, json!({"fields": [], "scrubbing": true, "scrub_ip": false}));
+    assert_eq!(
+        r.body,
+        json!({"fields": [], "scrubbing": true, "scrub_ip": false})
+    );
 
     let event = |marker: &str| {
         let mut e = common::message_event(marker);
@@ -247,11 +262,18 @@ async fn project_fields_are_scrubbed_from_then_on(t: TestApp) {
     // Read once, so that the rules without the name are cached.
     t.post_events(json!([event("before")])).await;
     let r = t
-        .call("PUT", &path, Some(json!({"fields": ["Customer-Ref", " customer-ref ", "x.y"]})))
+        .call(
+            "PUT",
+            &path,
+            Some(json!({"fields": ["Customer-Ref", " customer-ref ", "x.y"]})),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["fields"], json!(["customer-ref", "x.y"]));
-    assert_eq!(t.get(&path).await.body["fields"], json!(["customer-ref", "x.y"]));
+    assert_eq!(
+        t.get(&path).await.body["fields"],
+        json!(["customer-ref", "x.y"])
+    );
 
     t.post_events(json!([event("after")])).await;
     let docs = t.db.texts("SELECT data FROM errors").await;
@@ -274,7 +296,9 @@ async fn project_fields_are_scrubbed_from_then_on(t: TestApp) {
         .unwrap();
     assert_eq!(t.send(req).await.status, StatusCode::OK);
     let docs = t.db.texts("SELECT data FROM errors").await;
-    assert!(docs.iter().any(|d| d.contains("CUST-4711") && d.contains("\"other\"")));
+    assert!(docs
+        .iter()
+        .any(|d| d.contains("CUST-4711") && d.contains("\"other\"")));
 
     // Cleared: the defaults only.
     let r = t.call("PUT", &path, Some(json!({"fields": []}))).await;
@@ -289,20 +313,37 @@ async fn bad_scrub_fields_are_refused(t: TestApp) {
         (json!({"fields": ["ok", "has space"]}), "has space"),
         (json!({"fields": [""]}), "1 to 64"),
         (json!({"fields": ["x".repeat(65)]}), "1 to 64"),
-        (json!({"fields": (0..51).map(|i| format!("f{i}")).collect::<Vec<_>>()}), "at most 50"),
+        (
+            json!({"fields": (0..51).map(|i| format!("f{i}")).collect::<Vec<_>>()}),
+            "at most 50",
+        ),
     ] {
         let r = t.call("PUT", &path, Some(body)).await;
         assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
-        assert!(r.body["error"]["message"].as_str().unwrap().contains(says), "{}", r.body);
+        assert!(
+            r.body["error"]["message"].as_str().unwrap().contains(says),
+            "{}",
+            r.body
+        );
     }
     let r = t.call("PUT", &path, Some(json!({"names": ["x"]}))).await;
     assert!(r.status.is_client_error(), "{}", r.body);
     let r = t.call("PUT", &path, None).await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
     assert_eq!(t.get(&path).await.body["fields"], json!([]));
-    let r = t.call("PUT", "/api/v1/projects/9999/scrub-fields", Some(json!({"fields": []}))).await;
+    let r = t
+        .call(
+            "PUT",
+            "/api/v1/projects/9999/scrub-fields",
+            Some(json!({"fields": []})),
+        )
+        .await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
-    assert_error(&t.get("/api/v1/projects/9999/scrub-fields").await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        &t.get("/api/v1/projects/9999/scrub-fields").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 }
 
 /// A local OpenAI-compatible server that records each request's body and
@@ -314,7 +355,8 @@ async fn model_server() -> (String, Arc<Mutex<Vec<Bytes>>>) {
         "probable_cause": "The gateway refused.", "next_steps": ["check the gateway"],
         "confidence": 0.6})
     .to_string();
-    let answer = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]});
+    let answer =
+        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]});
     let app = Router::new().fallback(move |body: Bytes| {
         let rec = rec.clone();
         let answer = answer.clone();

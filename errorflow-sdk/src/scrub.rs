@@ -68,9 +68,9 @@ pub fn contains_sensitive(normalised: &[u8]) -> bool {
             && SENSITIVE.iter().any(|needle| {
                 let rest = &normalised[i..];
                 rest.starts_with(needle.as_bytes())
-                    && !BENIGN.iter().any(|(word, benign)| {
-                        word == needle && rest.starts_with(benign.as_bytes())
-                    })
+                    && !BENIGN
+                        .iter()
+                        .any(|(word, benign)| word == needle && rest.starts_with(benign.as_bytes()))
             })
     })
 }

@@ -38,8 +38,8 @@ use uuid::Uuid;
 
 use super::{body, project_for_key, ApiError, AppState};
 use crate::model::{NormalizedEvent, Project};
-use crate::pipeline::sentry::{self as mapping, SentryContext, SentryError};
 use crate::pipeline::scrub::Rules;
+use crate::pipeline::sentry::{self as mapping, SentryContext, SentryError};
 use crate::pipeline::{self, Context, Limits};
 use crate::telemetry;
 
@@ -442,12 +442,10 @@ fn process(
     // Sentry stores an event that has neither message nor exception (as
     // `<unlabeled event>`); so does the collector for Sentry's SDKs.
     let content = pipeline::normalize::Content::Optional;
-    pipeline::process_with(event, ctx, limits, content, rules).map_err(
-        |e| {
-            telemetry::rejected("invalid_event", 1);
-            ApiError::unprocessable("invalid_event", e.to_string())
-        },
-    )
+    pipeline::process_with(event, ctx, limits, content, rules).map_err(|e| {
+        telemetry::rejected("invalid_event", 1);
+        ApiError::unprocessable("invalid_event", e.to_string())
+    })
 }
 
 fn sentry_error(e: SentryError) -> ApiError {

@@ -427,7 +427,10 @@ fn value_after(b: &[u8], start: usize) -> Option<(usize, usize)> {
             .iter()
             .position(|&c| {
                 c.is_ascii_whitespace()
-                    || matches!(c, b'&' | b',' | b';' | b')' | b']' | b'}' | b'"' | b'\'' | b'<' | b'>')
+                    || matches!(
+                        c,
+                        b'&' | b',' | b';' | b')' | b']' | b'}' | b'"' | b'\'' | b'<' | b'>'
+                    )
             })
             .map_or(b.len(), |p| start + p);
         (start, end)
@@ -520,8 +523,8 @@ fn card(b: &[u8], i: usize) -> Option<(usize, usize)> {
         }
         ends[groups] = (j, count);
         groups += 1;
-        let separated = matches!(b.get(j), Some(b' ' | b'-'))
-            && b.get(j + 1).is_some_and(u8::is_ascii_digit);
+        let separated =
+            matches!(b.get(j), Some(b' ' | b'-')) && b.get(j + 1).is_some_and(u8::is_ascii_digit);
         if !separated || groups == ends.len() {
             break;
         }
@@ -671,13 +674,22 @@ mod tests {
 
     #[test]
     fn card_numbers_are_luhn_checked() {
-        assert_eq!(default("card 4111111111111111 declined"), "card [Filtered] declined");
+        assert_eq!(
+            default("card 4111111111111111 declined"),
+            "card [Filtered] declined"
+        );
         assert_eq!(default("4111 1111 1111 1111"), "[Filtered]");
         assert_eq!(default("4111-1111-1111-1111, exp 12"), "[Filtered], exp 12");
         assert_eq!(default("amex 378282246310005."), "amex [Filtered].");
-        assert_eq!(default("card 4111 1111 1111 1111 2027"), "card [Filtered] 2027");
+        assert_eq!(
+            default("card 4111 1111 1111 1111 2027"),
+            "card [Filtered] 2027"
+        );
         // Fails Luhn: an order number, kept.
-        assert_eq!(default("order 4111111111111112 failed"), "order 4111111111111112 failed");
+        assert_eq!(
+            default("order 4111111111111112 failed"),
+            "order 4111111111111112 failed"
+        );
         // Luhn-valid, but no card starts with 1, 7, 8, 9 or 0: a timestamp.
         assert_eq!(default("at 1795805563250"), "at 1795805563250");
         // Part of a longer number or word.
@@ -687,9 +699,15 @@ mod tests {
 
     #[test]
     fn ibans_are_check_digit_validated() {
-        assert_eq!(default("to DE89370400440532013000 now"), "to [Filtered] now");
+        assert_eq!(
+            default("to DE89370400440532013000 now"),
+            "to [Filtered] now"
+        );
         assert_eq!(default("GB82 WEST 1234 5698 7654 32"), "[Filtered]");
-        assert_eq!(default("GB82 WEST 1234 5698 7654 32 FAILED"), "[Filtered] FAILED");
+        assert_eq!(
+            default("GB82 WEST 1234 5698 7654 32 FAILED"),
+            "[Filtered] FAILED"
+        );
         // A wrong check digit: kept.
         assert_eq!(default("DE88370400440532013000"), "DE88370400440532013000");
         assert_eq!(default("HTTP2 error AB12"), "HTTP2 error AB12");
@@ -707,7 +725,10 @@ mod tests {
             "Authorization: [Filtered]\nAccept: */*"
         );
         assert_eq!(default("Cookie: sid=abc; theme=dark"), "Cookie: [Filtered]");
-        assert_eq!(default("auth: failed for user 42"), "auth: failed for user 42");
+        assert_eq!(
+            default("auth: failed for user 42"),
+            "auth: failed for user 42"
+        );
     }
 
     #[test]
@@ -720,7 +741,10 @@ mod tests {
             default(r#"body {"user": "ann", "api_key": "sk-12\"34", "n": 1}"#),
             r#"body {"user": "ann", "api_key": "[Filtered]", "n": 1}"#
         );
-        assert_eq!(default("db_password='s3cr3t' rejected"), "db_password='[Filtered]' rejected");
+        assert_eq!(
+            default("db_password='s3cr3t' rejected"),
+            "db_password='[Filtered]' rejected"
+        );
         assert_eq!(default("tokenizer_name=bert"), "tokenizer_name=bert");
         assert_eq!(default("a == b"), "a == b");
     }
@@ -731,9 +755,15 @@ mod tests {
             default("cannot connect to postgres://app:pa55@db:5432/x"),
             "cannot connect to postgres://app:[Filtered]@db:5432/x"
         );
-        assert_eq!(default("see https://example.com:8443/a@b"), "see https://example.com:8443/a@b");
+        assert_eq!(
+            default("see https://example.com:8443/a@b"),
+            "see https://example.com:8443/a@b"
+        );
         let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----";
-        assert_eq!(default(&format!("bad key {key} here")), "bad key [Filtered] here");
+        assert_eq!(
+            default(&format!("bad key {key} here")),
+            "bad key [Filtered] here"
+        );
         assert_eq!(default("-----BEGIN PRIVATE KEY-----\nMIIE"), "[Filtered]");
         let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
         assert_eq!(default(cert), cert);
@@ -757,7 +787,10 @@ mod tests {
 
     #[test]
     fn non_ascii_text_is_left_whole() {
-        assert_eq!(default("mot de passe é password=é1 ü"), "mot de passe é password=[Filtered] ü");
+        assert_eq!(
+            default("mot de passe é password=é1 ü"),
+            "mot de passe é password=[Filtered] ü"
+        );
     }
 
     fn event() -> Event {
@@ -769,7 +802,10 @@ mod tests {
             ("order".into(), "4111111111111112".into()),
         ]);
         e.extra = BTreeMap::from([
-            ("config".into(), json!({"db": {"password": "x", "port": 5432}, "cards": [4111111111111111u64]})),
+            (
+                "config".into(),
+                json!({"db": {"password": "x", "port": 5432}, "cards": [4111111111111111u64]}),
+            ),
             ("tokenizer_name".into(), json!("bert")),
             ("client".into(), json!({"X-Forwarded-For": "10.0.0.1"})),
         ]);
@@ -806,17 +842,29 @@ mod tests {
         assert_eq!(e.exception[0].value, "token=[Filtered] rejected");
         assert_eq!(e.tags["session_id"], FILTERED);
         assert_eq!(e.tags["order"], "4111111111111112");
-        assert_eq!(e.extra["config"], json!({"db": {"password": FILTERED, "port": 5432}, "cards": [FILTERED]}));
+        assert_eq!(
+            e.extra["config"],
+            json!({"db": {"password": FILTERED, "port": 5432}, "cards": [FILTERED]})
+        );
         assert_eq!(e.extra["tokenizer_name"], "bert");
         let r = e.request.as_ref().unwrap();
-        assert_eq!(r.url.as_deref(), Some("https://u:[Filtered]@shop.test/a?token=[Filtered]&page=2"));
+        assert_eq!(
+            r.url.as_deref(),
+            Some("https://u:[Filtered]@shop.test/a?token=[Filtered]&page=2")
+        );
         assert_eq!(r.headers["Authorization"], FILTERED);
         assert_eq!(r.headers["Accept"], "*/*");
         // IP addresses are kept by default.
         assert_eq!(r.headers["X-Forwarded-For"], "10.0.0.1");
         assert_eq!(r.client_ip.as_deref(), Some("10.0.0.1"));
-        assert_eq!(e.user.as_ref().unwrap().ip_address.as_deref(), Some("10.0.0.1"));
-        assert_eq!(e.breadcrumbs[0].message.as_deref(), Some("Bearer [Filtered]"));
+        assert_eq!(
+            e.user.as_ref().unwrap().ip_address.as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            e.breadcrumbs[0].message.as_deref(),
+            Some("Bearer [Filtered]")
+        );
         assert_eq!(e.breadcrumbs[0].data["Cookie"], FILTERED);
 
         // Idempotent: scrubbing a scrubbed event changes nothing.
@@ -837,7 +885,10 @@ mod tests {
         assert_eq!(r.headers["X-Forwarded-For"], FILTERED);
         assert_eq!(r.client_ip, None);
         let user = e.user.as_ref().unwrap();
-        assert_eq!((user.id.as_deref(), user.ip_address.as_deref()), (Some("u-1"), None));
+        assert_eq!(
+            (user.id.as_deref(), user.ip_address.as_deref()),
+            (Some("u-1"), None)
+        );
         assert_eq!(e.extra["client"]["X-Forwarded-For"], FILTERED);
     }
 

@@ -486,8 +486,9 @@ impl Store for SqliteStore {
                 .await?;
         fields
             .map(|f| {
-                serde_json::from_str(&f)
-                    .map_err(|e| StoreError::Corrupt(format!("bad scrub_fields of project {id}: {e}")))
+                serde_json::from_str(&f).map_err(|e| {
+                    StoreError::Corrupt(format!("bad scrub_fields of project {id}: {e}"))
+                })
             })
             .transpose()
     }

@@ -1464,17 +1464,7 @@ pub async fn rotate_key(
     let p = state.store.get_project(p.id).await?.unwrap_or(p);
     let alerts = AlertsView::of(&state, p.id).await?;
     let github = super::github::GithubForm::of(&state, p.id).await?;
-    project_page(
-        &state,
-        &form.user,
-        p,
-        Some(key),
-        alerts,
-        github,
-        None,
-        None,
-    )
-    .await
+    project_page(&state, &form.user, p, Some(key), alerts, github, None, None).await
 }
 
 /// Replaces the project's own scrubbed field names (`fields`: names
