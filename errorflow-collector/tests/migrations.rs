@@ -587,7 +587,11 @@ async fn collectors_starting_together_on_a_new_postgres_database() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    let expected: Vec<i64> = (1..=POSTGRES_MIGRATIONS.len() as i64).collect();
+    // The versions listed, which need not be contiguous.
+    let expected: Vec<i64> = POSTGRES_MIGRATIONS
+        .iter()
+        .map(|m| m.split(' ').next().unwrap().parse().unwrap())
+        .collect();
     assert_eq!(versions, expected);
     pool.close().await;
 }
