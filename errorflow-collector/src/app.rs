@@ -634,6 +634,7 @@ fn build_state_for(store: Arc<dyn Store>, config: &Config, kestra_workers: bool)
     )
     .with_key_rate(config.key_rate)
     .with_webhook_policy(config.webhook_policy.clone())
+    .with_scrub(config.scrub.clone())
     .with_triage(Arc::new(triage))
     .with_quiet_after(config.quiet_after)
 }

@@ -40,7 +40,7 @@ Examples:
 #[command(name = "errorflow-collector", version, about = ABOUT, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Optional TOML configuration file (keys: listen, database_url, public_url,
-    /// quiet_after, retention, alert_webhook, log_format, log_level, and `[limits]`, `[triage]` and `[kestra]` tables).
+    /// quiet_after, retention, alert_webhook, scrub, scrub_ip, log_format, log_level, and `[limits]`, `[triage]` and `[kestra]` tables).
     #[arg(long, global = true, env = "ERRORFLOW_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -240,6 +240,20 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allow_webhook_hosts: Option<Vec<String>>,
+
+    /// Server-side scrubbing of every event, whatever sent it: `on` replaces
+    /// passwords, tokens, card numbers, IBANs, private keys and other
+    /// secrets with `[Filtered]` before the event is grouped, stored or
+    /// sent to a model; `off` stores events as sent. Default `on`.
+    #[arg(long, env = "ERRORFLOW_SCRUB", value_name = "on|off", value_enum)]
+    pub scrub: Option<ScrubMode>,
+
+    /// Also remove IP addresses from events: the user's, the request's,
+    /// forwarding headers (`X-Forwarded-For`, …) and addresses in text.
+    /// `--scrub-ip` alone means `true`. Default `false`.
+    #[arg(long, env = "ERRORFLOW_SCRUB_IP", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    pub scrub_ip: Option<bool>,
 
     /// How long a client may take to send a request's line and headers
     /// before its connection is closed (`30s`, `1m`). Default 10 s.
@@ -494,6 +508,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--scrub`: whether events are scrubbed of secrets at ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScrubMode {
+    #[default]
+    On,
+    Off,
+}
+
 /// The optional configuration file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -507,6 +530,8 @@ pub struct FileConfig {
     pub retention: Option<Retention>,
     pub alert_webhook: Option<String>,
     pub allow_webhook_hosts: Option<Vec<String>>,
+    pub scrub: Option<ScrubMode>,
+    pub scrub_ip: Option<bool>,
     #[serde(default, with = "humantime_serde_opt")]
     pub header_read_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
@@ -603,6 +628,9 @@ pub struct Config {
     pub alert_webhook: Option<Secret>,
     /// Internal destinations alert webhooks may reach (`--allow-webhook-hosts`).
     pub webhook_policy: std::sync::Arc<crate::outbound::AddressPolicy>,
+    /// Server-side scrubbing (`--scrub`, `--scrub-ip`); a project's own
+    /// names are added per request.
+    pub scrub: crate::pipeline::scrub::Rules,
     /// Read timeouts of every connection.
     pub timeouts: crate::http::server::Timeouts,
     pub log_format: LogFormat,
@@ -632,6 +660,7 @@ impl fmt::Debug for Config {
             .field("retention", &self.retention)
             .field("alert_webhook", &self.alert_webhook)
             .field("webhook_policy", &self.webhook_policy)
+            .field("scrub", &self.scrub)
             .field("timeouts", &self.timeouts)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
@@ -779,6 +808,17 @@ impl Config {
                         .unwrap_or_default(),
                 )
                 .map_err(ConfigError::AllowList)?,
+            ),
+            scrub: crate::pipeline::scrub::Rules::new(
+                serve
+                    .and_then(|s| s.scrub)
+                    .or(file.scrub)
+                    .unwrap_or_default()
+                    == ScrubMode::On,
+                serve
+                    .and_then(|s| s.scrub_ip)
+                    .or(file.scrub_ip)
+                    .unwrap_or(false),
             ),
             timeouts: crate::http::server::Timeouts {
                 header_read: serve

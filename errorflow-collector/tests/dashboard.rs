@@ -198,6 +198,7 @@ impl Dash {
 }
 
 common::backend_tests!(
+    project_page_sets_the_scrubbed_fields,
     pages_need_a_session,
     sign_in_sets_a_safe_cookie_and_sign_out_ends_it,
     wrong_passwords_are_refused_and_throttled,
@@ -859,6 +860,54 @@ async fn project_page_sets_and_removes_the_alert_webhook(db: common::TestDb) {
     assert!(page.contains("No webhook:"), "{page}");
     let missing = d
         .post("/projects/9999/alert-webhook", &[("action", "remove")])
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+async fn project_page_sets_the_scrubbed_fields(db: common::TestDb) {
+    let mut d = dash(db).await;
+    d.sign_in().await;
+    let pid = d.project_id;
+    let action = format!("/projects/{pid}/scrub-fields");
+    let stored = |d: &Dash| {
+        let store = d.state.store.clone();
+        async move { store.project_scrub_fields(pid).await.unwrap().unwrap() }
+    };
+    let page = d.get(&format!("/projects/{pid}")).await.body;
+    assert!(
+        page.contains("replaced with <code>[Filtered]</code>"),
+        "{page}"
+    );
+
+    // Without the form's token: refused, nothing stored.
+    let res = d.post_form(&action, &[("fields", "order_no")]).await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    assert!(stored(&d).await.is_empty());
+
+    // A bad name: the page again with the reason, escaped; nothing stored.
+    let res = d.post(&action, &[("fields", "ok <b>x</b>")]).await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", res.body);
+    assert!(res.body.contains("id=\"scrub-error\""), "{}", res.body);
+    assert!(!res.body.contains("<b>x</b>"));
+    assert!(stored(&d).await.is_empty());
+
+    let res = d
+        .post(&action, &[("fields", "order_no, Customer-Ref\nx.y")])
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    assert_eq!(
+        res.location(),
+        format!("/projects/{pid}?notice=scrub-saved")
+    );
+    assert_eq!(stored(&d).await, ["order_no", "customer-ref", "x.y"]);
+    let page = d.get(res.location()).await.body;
+    assert!(page.contains("Scrubbed fields saved"), "{page}");
+    assert!(
+        page.contains("value=\"order_no, customer-ref, x.y\""),
+        "{page}"
+    );
+    let missing = d
+        .post("/projects/9999/scrub-fields", &[("fields", "")])
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }

@@ -581,6 +581,8 @@ const MANAGEMENT_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/projects/{id}/alert-webhook"),
     ("PUT", "/api/v1/projects/{id}/alert-webhook"),
     ("DELETE", "/api/v1/projects/{id}/alert-webhook"),
+    ("GET", "/api/v1/projects/{id}/scrub-fields"),
+    ("PUT", "/api/v1/projects/{id}/scrub-fields"),
     ("POST", "/api/v1/groups/{id}/summarize"),
     ("GET", "/api/v1/groups/{id}/digest"),
     ("GET", "/api/v1/groups/{id}/triage"),

@@ -20,8 +20,9 @@
 //!
 //! # Crate map
 //!
-//! - [`protocol`]: the wire types, the only module built with
-//!   `default-features = false` (the collector's view of the SDK).
+//! - [`protocol`]: the wire types, and [`scrub`], the names of sensitive
+//!   fields: the only modules built with `default-features = false` (the
+//!   collector's view of the SDK; its server-side scrubbing shares the list).
 //! - [`ClientOptions`], [`init`], [`ClientGuard`], [`Client`]: configuration,
 //!   lifecycle and capture. The client knows no integration: the tracing
 //!   layer and the panic hook reach it through [`Client::current`], and
@@ -67,7 +68,6 @@ mod pending;
 mod record;
 #[cfg(feature = "client")]
 pub mod scope;
-#[cfg(feature = "client")]
 pub mod scrub;
 #[cfg(feature = "client")]
 pub mod template;

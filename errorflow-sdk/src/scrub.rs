@@ -6,11 +6,14 @@ use crate::protocol::Event;
 pub const FILTERED: &str = "[Filtered]";
 
 /// The first letters of [`SENSITIVE`]'s words (checked by a test).
-const NEEDLE_STARTS: &[u8] = b"acpst";
+const NEEDLE_STARTS: &[u8] = b"acmpst";
 
+/// Sentry's default sensitive field names (its server-side scrubber's list),
+/// matched as parts of a name: `db_password`, `x_auth_token`, `sessionid`.
 const SENSITIVE: &[&str] = &[
     "password",
     "passwd",
+    "mysql_pwd",
     "secret",
     "token",
     "authorization",
@@ -20,13 +23,22 @@ const SENSITIVE: &[&str] = &[
     "apikey",
     "session",
     "credential",
+    "csrf",
+    "private_key",
+    "privatekey",
 ];
+
+/// Words that contain a sensitive word without naming a secret: a match of
+/// the first at the start of the second does not count. `author_id` and
+/// `tokenizer_name` are kept; `authorization` is a word of its own above,
+/// and `author_token` still matches `token`.
+const BENIGN: &[(&str, &str)] = &[("auth", "author"), ("token", "tokeniz")];
 
 /// Whether a field, tag, header or query parameter name suggests a secret.
 ///
-/// The match is a case-insensitive substring match, so `X-Api-Key` does not
-/// match (`api-key` has a dash) but `x_api_key` and `session_id` do; dashes
-/// are normalised to underscores first for that reason.
+/// The match is a case-insensitive substring match, with dashes read as
+/// underscores, so `X-Api-Key`, `x_api_key` and `session_id` all match;
+/// the few words of [`BENIGN`] (`author`, `tokenizer`) do not.
 pub fn is_sensitive(name: &str) -> bool {
     // This runs for every key of every event on the calling thread, so the
     // name is normalised into a stack buffer instead of a new `String`.
@@ -34,7 +46,7 @@ pub fn is_sensitive(name: &str) -> bool {
     let bytes = name.as_bytes();
     if bytes.len() > buf.len() {
         let lower = name.to_ascii_lowercase().replace('-', "_");
-        return SENSITIVE.iter().any(|s| lower.contains(s));
+        return contains_sensitive(lower.as_bytes());
     }
     for (dst, &b) in buf.iter_mut().zip(bytes) {
         *dst = if b == b'-' {
@@ -43,14 +55,23 @@ pub fn is_sensitive(name: &str) -> bool {
             b.to_ascii_lowercase()
         };
     }
-    let normalised = &buf[..bytes.len()];
+    contains_sensitive(&buf[..bytes.len()])
+}
+
+/// Whether a lowercase name, dashes as underscores, contains a word of
+/// [`SENSITIVE`] that does not start a word of [`BENIGN`].
+pub fn contains_sensitive(normalised: &[u8]) -> bool {
     // Every needle starts with one of these letters: positions where none
     // is found are skipped without comparing the needles.
     normalised.iter().enumerate().any(|(i, b)| {
         NEEDLE_STARTS.contains(b)
-            && SENSITIVE
-                .iter()
-                .any(|needle| normalised[i..].starts_with(needle.as_bytes()))
+            && SENSITIVE.iter().any(|needle| {
+                let rest = &normalised[i..];
+                rest.starts_with(needle.as_bytes())
+                    && !BENIGN
+                        .iter()
+                        .any(|(word, benign)| word == needle && rest.starts_with(benign.as_bytes()))
+            })
     })
 }
 
@@ -139,10 +160,16 @@ mod tests {
             "session_id",
             "credentials",
             "Authorization",
+            "X-CSRF-Token",
+            "csrftoken",
+            "private_key",
+            "MYSQL_PWD",
+            "author_token",
+            "oauth_state",
         ] {
             assert!(is_sensitive(n), "{n}");
         }
-        for n in ["user_id", "order", "path"] {
+        for n in ["user_id", "order", "path", "author", "tokenizer_name"] {
             assert!(!is_sensitive(n), "{n}");
         }
     }

@@ -42,6 +42,10 @@ pub fn routes() -> Router<AppState> {
                 .delete(remove_alert_webhook),
         )
         .route(
+            "/projects/{id}/scrub-fields",
+            get(get_scrub_fields).put(set_scrub_fields),
+        )
+        .route(
             "/projects/{id}/github",
             get(super::github::get_link)
                 .put(super::github::set_link)
@@ -832,4 +836,109 @@ pub async fn remove_alert_webhook(
         return Err(ApiError::not_found(format!("no project with id {id}")));
     }
     Ok(Json(alert_webhook_of(&state, id).await?))
+}
+
+/// A project's scrubbing: its own sensitive names and the collector's settings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScrubFields {
+    /// The project's own names, scrubbed besides the defaults (password,
+    /// secret, token, auth, cookie, session, csrf, api_key, credential,
+    /// private_key, …): a key containing one, case-insensitively and with
+    /// dashes read as underscores, has its value replaced with `[Filtered]`.
+    pub fields: Vec<String>,
+    /// Whether the collector scrubs at all (`--scrub`, default on).
+    pub scrubbing: bool,
+    /// Whether IP addresses are removed too (`--scrub-ip`).
+    pub scrub_ip: bool,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetScrubFields {
+    /// At most 50 names of 1 to 64 letters, digits, `_`, `-` or `.`;
+    /// `[]` leaves the defaults only. Required.
+    pub fields: Option<Vec<String>>,
+}
+
+/// Checks and normalises a project's scrub field names (trimmed, lowercase,
+/// duplicates dropped, in the order given); the error names the bad value.
+pub fn validate_scrub_fields(fields: &[String]) -> Result<Vec<String>, String> {
+    use crate::pipeline::scrub::{MAX_FIELDS, MAX_FIELD_CHARS};
+    let mut out: Vec<String> = Vec::new();
+    for f in fields {
+        let name = f.trim().to_ascii_lowercase();
+        if name.is_empty() || name.chars().count() > MAX_FIELD_CHARS {
+            return Err(format!(
+                "field name {f:?} must have 1 to {MAX_FIELD_CHARS} characters"
+            ));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(format!(
+                "field name {f:?} may contain only letters, digits, `_`, `-` and `.`"
+            ));
+        }
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    if out.len() > MAX_FIELDS {
+        return Err(format!(
+            "at most {MAX_FIELDS} field names, got {}",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+async fn scrub_fields_of(state: &AppState, id: i64) -> Result<ScrubFields, ApiError> {
+    let fields = state
+        .store
+        .project_scrub_fields(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no project with id {id}")))?;
+    Ok(ScrubFields {
+        fields,
+        scrubbing: state.scrub.enabled,
+        scrub_ip: state.scrub.ip,
+    })
+}
+
+/// The project's own sensitive field names.
+#[utoipa::path(get, path = "/api/v1/projects/{id}/scrub-fields", tag = "projects", security(("token" = [])),
+    params(("id" = i64, Path, description = "project id")),
+    responses((status = 200, body = ScrubFields), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get_scrub_fields(
+    State(state): State<AppState>,
+    _: Manager,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<ScrubFields>, ApiError> {
+    Ok(Json(scrub_fields_of(&state, id).await?))
+}
+
+/// Replace the project's own sensitive field names; events received from
+/// then on are scrubbed of them (by other collectors within 10 s).
+#[utoipa::path(put, path = "/api/v1/projects/{id}/scrub-fields", tag = "projects", security(("token" = [])),
+    params(("id" = i64, Path, description = "project id")),
+    request_body = SetScrubFields,
+    responses((status = 200, body = ScrubFields), (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn set_scrub_fields(
+    State(state): State<AppState>,
+    actor: Manager,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<SetScrubFields>,
+) -> Result<Json<ScrubFields>, ApiError> {
+    let fields = body
+        .fields
+        .ok_or_else(|| "`fields` is required: a list of names, `[]` for none".to_owned())
+        .and_then(|f| validate_scrub_fields(&f))
+        .map_err(|m| ApiError::unprocessable("invalid_field", m))?;
+    if !state.store.set_project_scrub_fields(id, &fields).await? {
+        return Err(ApiError::not_found(format!("no project with id {id}")));
+    }
+    state.forget_scrub_rules();
+    tracing::info!(project = id, actor = %actor.0, fields = fields.len(), "project scrub fields changed");
+    Ok(Json(scrub_fields_of(&state, id).await?))
 }

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::{body, ApiError, AppState, IngestProject};
 use crate::model::{InsertOutcome, NormalizedEvent};
+use crate::pipeline::normalize::Content;
 use crate::pipeline::{self, Context, DecodeError, Limits};
 use crate::telemetry;
 
@@ -66,6 +67,7 @@ pub async fn batch(
         project_id: project.id,
         received_at: Utc::now(),
     };
+    let rules = state.scrub_rules(project.id).await?;
     // Decompression and decoding of a batch can take milliseconds: keep them
     // off the async workers.
     let (events, mut rejected) = tokio::task::spawn_blocking(move || {
@@ -75,7 +77,8 @@ pub async fn batch(
         let mut rejected = Vec::new();
         for (index, item) in decoded.into_iter().enumerate() {
             match item.map_err(|e| e.to_string()).and_then(|event| {
-                pipeline::process(event, &ctx, &limits).map_err(|e| e.to_string())
+                pipeline::process_with(event, &ctx, &limits, Content::Required, &rules)
+                    .map_err(|e| e.to_string())
             }) {
                 Ok(event) => {
                     event.event_json();
@@ -145,9 +148,10 @@ pub async fn custom(
         project_id: project.id,
         received_at: Utc::now(),
     };
+    let rules = state.scrub_rules(project.id).await?;
     let decode = move |json: &[u8], limits: &Limits| {
         let event = pipeline::decode_custom(json, Uuid::now_v7()).map_err(decode_error)?;
-        pipeline::process(event, &ctx, limits).map_err(|e| {
+        pipeline::process_with(event, &ctx, limits, Content::Required, &rules).map_err(|e| {
             telemetry::rejected("invalid_event", 1);
             ApiError::unprocessable("invalid_event", e.to_string())
         })

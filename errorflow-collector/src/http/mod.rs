@@ -65,6 +65,9 @@ pub struct AppState {
     pub webhook_policy: Arc<crate::outbound::AddressPolicy>,
     /// Queue mode: events go to the stream instead of the writer.
     pub queue: Option<crate::queue::Publisher>,
+    /// The collector's scrubbing rules (`--scrub`, `--scrub-ip`); each
+    /// project adds its own names ([`AppState::scrub_rules`]).
+    pub scrub: Arc<crate::pipeline::scrub::Rules>,
 }
 
 impl AppState {
@@ -93,6 +96,7 @@ impl AppState {
             github: Arc::new(crate::integrations::github::Github::default()),
             webhook_policy: Arc::default(),
             queue: None,
+            scrub: Arc::default(),
         }
     }
 
@@ -101,6 +105,56 @@ impl AppState {
     pub fn with_queue(mut self, publisher: crate::queue::Publisher) -> AppState {
         self.queue = Some(publisher);
         self
+    }
+
+
+    /// Scrubs events by these rules (`--scrub`, `--scrub-ip`) instead of
+    /// the default ones.
+    pub fn with_scrub(mut self, rules: crate::pipeline::scrub::Rules) -> AppState {
+        self.scrub = Arc::new(rules);
+        self
+    }
+
+    /// The rules a project's events are scrubbed by: the collector's, with
+    /// the project's own names (cached like keys, for [`KEY_CACHE_TTL`]).
+    pub async fn scrub_rules(
+        &self,
+        project_id: i64,
+    ) -> Result<Arc<crate::pipeline::scrub::Rules>, StoreError> {
+        if !self.scrub.enabled {
+            return Ok(self.scrub.clone());
+        }
+        let key = project_id.to_string();
+        if let Some(rules) = self.keys.get(&self.keys.scrub, &key) {
+            return Ok(rules);
+        }
+        let fields = match self.store.project_scrub_fields(project_id).await {
+            Ok(fields) => fields.unwrap_or_default(),
+            // The database is unreachable: the rules last read still hold
+            // (queue mode keeps taking events through an outage); without
+            // them the event is refused rather than scrubbed by less.
+            Err(e) => match KeyCache::get_stale(&self.keys.scrub, &key) {
+                Some(rules) => return Ok(rules),
+                None => return Err(e),
+            },
+        };
+        let rules = if fields.is_empty() {
+            self.scrub.clone()
+        } else {
+            Arc::new(self.scrub.as_ref().clone().with_fields(&fields))
+        };
+        KeyCache::put(&self.keys.scrub, key, rules.clone());
+        Ok(rules)
+    }
+
+    /// Forgets the cached scrubbing rules, after a project's names changed
+    /// (other collectors see the change within [`KEY_CACHE_TTL`]).
+    pub fn forget_scrub_rules(&self) {
+        self.keys
+            .scrub
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Lets webhooks reach these internal destinations (`--allow-webhook-hosts`).
@@ -446,6 +500,8 @@ struct KeyCache {
     /// seconds after, a key seen lately is taken from the cache without
     /// asking (a look-up during an outage can wait for the pool's timeout).
     store_failed_at: RwLock<Option<Instant>>,
+    /// Each project's scrubbing rules, by project id.
+    scrub: RwLock<HashMap<String, (Arc<crate::pipeline::scrub::Rules>, Instant)>>,
     ttl: Duration,
 }
 
@@ -478,6 +534,7 @@ impl KeyCache {
             tokens: RwLock::default(),
             token_uses: RwLock::default(),
             store_failed_at: RwLock::default(),
+            scrub: RwLock::default(),
             ttl,
         }
     }
@@ -488,6 +545,10 @@ impl KeyCache {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         self.tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.scrub
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .clear();

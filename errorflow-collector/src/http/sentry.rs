@@ -38,6 +38,7 @@ use uuid::Uuid;
 
 use super::{body, project_for_key, ApiError, AppState};
 use crate::model::{NormalizedEvent, Project};
+use crate::pipeline::scrub::Rules;
 use crate::pipeline::sentry::{self as mapping, SentryContext, SentryError};
 use crate::pipeline::{self, Context, Limits};
 use crate::telemetry;
@@ -224,13 +225,14 @@ async fn ingest(
         project_id,
         received_at: Utc::now(),
     };
+    let rules = state.scrub_rules(project_id).await?;
     let decoded = match inline {
-        body::Inflated::Whole(data) => decode(data, &ctx, &state.limits, kind)?,
+        body::Inflated::Whole(data) => decode(data, &ctx, &state.limits, &rules, kind)?,
         body::Inflated::Prefix(_) => {
             let limits = state.limits.clone();
             tokio::task::spawn_blocking(move || {
                 let data = inflate_all(&headers, &body, kind, limits.max_decompressed_bytes)?;
-                decode(data, &ctx, &limits, kind)
+                decode(data, &ctx, &limits, &rules, kind)
             })
             .await
             .map_err(|e| ApiError::internal("ingest task failed", &e))??
@@ -376,7 +378,13 @@ fn rate_limited(secs: u64) -> Response {
 
 /// Decodes the inflated body and runs every event through the pipeline;
 /// any failure refuses the whole request.
-fn decode(data: Bytes, ctx: &Context, limits: &Limits, kind: Kind) -> Result<Decoded, ApiError> {
+fn decode(
+    data: Bytes,
+    ctx: &Context,
+    limits: &Limits,
+    rules: &Rules,
+    kind: Kind,
+) -> Result<Decoded, ApiError> {
     let mut out = Decoded {
         events: Vec::new(),
         header_event_id: None,
@@ -394,7 +402,7 @@ fn decode(data: Bytes, ctx: &Context, limits: &Limits, kind: Kind) -> Result<Dec
                 fallback_event_id: Uuid::now_v7(),
             };
             let event = mapping::map_event(&data, &sctx).map_err(sentry_error)?;
-            out.events.push(process(event, ctx, limits)?);
+            out.events.push(process(event, ctx, limits, rules)?);
         }
         Kind::Envelope => {
             let envelope =
@@ -413,7 +421,7 @@ fn decode(data: Bytes, ctx: &Context, limits: &Limits, kind: Kind) -> Result<Dec
                 };
                 let event = mapping::map_event(item.payload, &SentryContext { fallback_event_id })
                     .map_err(sentry_error)?;
-                out.events.push(process(event, ctx, limits)?);
+                out.events.push(process(event, ctx, limits, rules)?);
             }
         }
     }
@@ -424,15 +432,15 @@ fn process(
     event: errorflow_sdk::protocol::Event,
     ctx: &Context,
     limits: &Limits,
+    rules: &Rules,
 ) -> Result<NormalizedEvent, ApiError> {
     // Sentry stores an event that has neither message nor exception (as
     // `<unlabeled event>`); so does the collector for Sentry's SDKs.
-    pipeline::process_with(event, ctx, limits, pipeline::normalize::Content::Optional).map_err(
-        |e| {
-            telemetry::rejected("invalid_event", 1);
-            ApiError::unprocessable("invalid_event", e.to_string())
-        },
-    )
+    let content = pipeline::normalize::Content::Optional;
+    pipeline::process_with(event, ctx, limits, content, rules).map_err(|e| {
+        telemetry::rejected("invalid_event", 1);
+        ApiError::unprocessable("invalid_event", e.to_string())
+    })
 }
 
 fn sentry_error(e: SentryError) -> ApiError {

@@ -1,4 +1,4 @@
-//! The ingest pipeline: decode → normalise → fingerprint.
+//! The ingest pipeline: decode → normalise → scrub → fingerprint.
 //!
 //! **Architecture Invariant**: everything in this folder is pure. No IO, no
 //! clock, no randomness: the time of receipt and the project come in through
@@ -36,6 +36,7 @@ pub mod fingerprint;
 pub mod frames;
 pub mod normalize;
 pub mod parameterize;
+pub mod scrub;
 pub mod sentry;
 pub mod stack_text;
 
@@ -97,19 +98,28 @@ pub struct Context {
 #[error("{0}")]
 pub struct Rejected(pub String);
 
-/// Runs the pipeline stages on one decoded event, in their one fixed order.
+/// Runs the pipeline stages on one decoded event, in their one fixed order,
+/// with the default scrubbing ([`scrub::Rules::default`]: Sentry's rules).
 pub fn process(event: Event, ctx: &Context, limits: &Limits) -> Result<NormalizedEvent, Rejected> {
-    process_with(event, ctx, limits, normalize::Content::Required)
+    static DEFAULT: std::sync::LazyLock<scrub::Rules> = std::sync::LazyLock::new(Default::default);
+    process_with(event, ctx, limits, normalize::Content::Required, &DEFAULT)
 }
 
-/// [`process`] for a protocol whose events may carry neither message nor
-/// exception (Sentry's: see [`normalize::Content`]).
+/// [`process`] with a protocol's content rule (Sentry's events may carry
+/// neither message nor exception: see [`normalize::Content`]) and the
+/// project's scrubbing rules.
+///
+/// Every protocol's events pass through here, so scrubbing happens once,
+/// after the bounds of normalisation and before grouping: no title,
+/// stored document or model prompt holds what the rules remove.
 pub fn process_with(
     event: Event,
     ctx: &Context,
     limits: &Limits,
     content: normalize::Content,
+    rules: &scrub::Rules,
 ) -> Result<NormalizedEvent, Rejected> {
-    let event = normalize::normalize_with(event, ctx, limits, content)?;
+    let mut event = normalize::normalize_with(event, ctx, limits, content)?;
+    scrub::scrub(&mut event, rules);
     Ok(fingerprint::build(event, ctx))
 }

@@ -219,6 +219,11 @@ pub trait Store: Send + Sync + 'static {
     /// Sets (`Some`) or removes (`None`) the project's own alert webhook.
     /// False if no such project.
     async fn set_project_alert_webhook(&self, id: i64, url: Option<&str>) -> Result<bool>;
+    /// The project's own sensitive field names, scrubbed from its events
+    /// besides the default ones; `None` if no such project.
+    async fn project_scrub_fields(&self, id: i64) -> Result<Option<Vec<String>>>;
+    /// Replaces the project's own sensitive field names. False if no such project.
+    async fn set_project_scrub_fields(&self, id: i64, fields: &[String]) -> Result<bool>;
 
     // ---- GitHub ----
 

@@ -737,6 +737,32 @@ impl Store for PgStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn project_scrub_fields(&self, id: i64) -> Result<Option<Vec<String>>> {
+        let fields: Option<String> =
+            sqlx::query_scalar("SELECT scrub_fields FROM projects WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        fields
+            .map(|f| {
+                serde_json::from_str(&f).map_err(|e| {
+                    StoreError::Corrupt(format!("bad scrub_fields of project {id}: {e}"))
+                })
+            })
+            .transpose()
+    }
+
+    async fn set_project_scrub_fields(&self, id: i64, fields: &[String]) -> Result<bool> {
+        let json = serde_json::to_string(fields)
+            .map_err(|e| StoreError::Corrupt(format!("scrub fields: {e}")))?;
+        let done = sqlx::query("UPDATE projects SET scrub_fields = $1 WHERE id = $2")
+            .bind(json)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn github_link(&self, project_id: i64) -> Result<Option<GithubLink>> {
         let row = sqlx::query(
             "SELECT project_id, repo, api_url, token, webhook_secret FROM github_links \

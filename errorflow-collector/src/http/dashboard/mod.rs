@@ -79,6 +79,7 @@ pub fn routes() -> Router<AppState> {
         .route("/projects/{id}", get(pages::project))
         .route("/projects/{id}/rotate-key", post(pages::rotate_key))
         .route("/projects/{id}/alert-webhook", post(pages::alert_webhook))
+        .route("/projects/{id}/scrub-fields", post(pages::scrub_fields))
         .route("/projects/{id}/github", post(github::link))
         .route("/projects/{id}/delete", post(pages::delete_project))
         .route("/projects/{id}/test-event", post(pages::test_event))
@@ -403,6 +404,7 @@ pub fn notice(key: Option<&str>) -> Option<&'static str> {
         "test" => "Test error sent through the ingest pipeline.",
         "webhook-saved" => "Alert webhook saved: this project's alerts go there from now on.",
         "webhook-removed" => "Alert webhook removed.",
+        "scrub-saved" => "Scrubbed fields saved: events received from now on are scrubbed of them.",
         "github-saved" => "GitHub repository saved.",
         "github-removed" => "GitHub repository unlinked; issues already created stay on GitHub.",
         "github-issue" => "The incident's GitHub issue is linked below.",

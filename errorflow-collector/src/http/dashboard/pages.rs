@@ -1234,6 +1234,19 @@ pub struct ProjectPage {
     pub snippets: Vec<Snippet>,
     pub alerts: AlertsView,
     pub github: super::github::GithubForm,
+    pub scrub: ScrubView,
+}
+
+/// The project's scrubbing, as the project page shows it.
+#[derive(Debug)]
+pub struct ScrubView {
+    /// The project's own names, comma separated.
+    pub fields: String,
+    /// `--scrub` and `--scrub-ip`.
+    pub enabled: bool,
+    pub ip: bool,
+    /// Why the names just sent were refused.
+    pub error: Option<String>,
 }
 
 /// Where the project's alerts go, as the project page shows it.
@@ -1320,7 +1333,8 @@ async fn load_project(state: &AppState, id: &str) -> Result<Project, DashError> 
     state.store.get_project(id).await?.ok_or_else(missing)
 }
 
-fn project_page(
+#[allow(clippy::too_many_arguments)] // each part of the page, loaded by its caller
+async fn project_page(
     state: &AppState,
     user: &CurrentUser,
     p: Project,
@@ -1328,7 +1342,19 @@ fn project_page(
     alerts: AlertsView,
     github: super::github::GithubForm,
     notice: Option<&'static str>,
-) -> Response {
+    scrub_error: Option<String>,
+) -> Result<Response, DashError> {
+    let scrub = ScrubView {
+        fields: state
+            .store
+            .project_scrub_fields(p.id)
+            .await?
+            .unwrap_or_default()
+            .join(", "),
+        enabled: state.scrub.enabled,
+        ip: state.scrub.ip,
+        error: scrub_error,
+    };
     let shown_key = key.clone().unwrap_or_else(|| format!("{}…", p.key_prefix));
     let dsn = credentials::dsn(&state.public_url, &shown_key, p.id);
     let snippet_key = key.clone().unwrap_or_else(|| "YOUR_KEY".to_string());
@@ -1343,8 +1369,9 @@ fn project_page(
         p,
         alerts,
         github,
+        scrub,
     };
-    render(&page)
+    Ok(render(&page))
 }
 
 /// The project page with this GitHub form (e.g. with the reason its
@@ -1356,7 +1383,7 @@ pub async fn project_page_with(
     github: super::github::GithubForm,
 ) -> Result<Response, DashError> {
     let alerts = AlertsView::of(state, p.id).await?;
-    Ok(project_page(state, user, p, None, alerts, github, None))
+    project_page(state, user, p, None, alerts, github, None, None).await
 }
 
 pub async fn project(
@@ -1369,7 +1396,7 @@ pub async fn project(
     let alerts = AlertsView::of(&state, p.id).await?;
     let notice = super::notice(Some(&q.notice));
     let github = super::github::GithubForm::of(&state, p.id).await?;
-    Ok(project_page(&state, &user, p, None, alerts, github, notice))
+    project_page(&state, &user, p, None, alerts, github, notice, None).await
 }
 
 /// Sets (`action=save`, with `url`) or removes (`action=remove`) the
@@ -1391,7 +1418,9 @@ pub async fn alert_webhook(
                     let mut alerts = AlertsView::of(&state, p.id).await?;
                     alerts.error = Some(why);
                     let github = super::github::GithubForm::of(&state, p.id).await?;
-                    let page = project_page(&state, &form.user, p, None, alerts, github, None);
+                    let page =
+                        project_page(&state, &form.user, p, None, alerts, github, None, None)
+                            .await?;
                     return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
                 }
             }
@@ -1435,15 +1464,42 @@ pub async fn rotate_key(
     let p = state.store.get_project(p.id).await?.unwrap_or(p);
     let alerts = AlertsView::of(&state, p.id).await?;
     let github = super::github::GithubForm::of(&state, p.id).await?;
-    Ok(project_page(
-        &state,
-        &form.user,
-        p,
-        Some(key),
-        alerts,
-        github,
-        None,
-    ))
+    project_page(&state, &form.user, p, Some(key), alerts, github, None, None).await
+}
+
+/// Replaces the project's own scrubbed field names (`fields`: names
+/// separated by commas, spaces or lines). Bad names show the page again
+/// with the reason (422), and nothing is kept.
+pub async fn scrub_fields(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let p = load_project(&state, &id).await?;
+    let names: Vec<String> = form
+        .fields
+        .get("fields")
+        .unwrap_or_default()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let fields = match crate::http::api::validate_scrub_fields(&names) {
+        Ok(fields) => fields,
+        Err(why) => {
+            let alerts = AlertsView::of(&state, p.id).await?;
+            let github = super::github::GithubForm::of(&state, p.id).await?;
+            let page =
+                project_page(&state, &form.user, p, None, alerts, github, None, Some(why)).await?;
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+        }
+    };
+    if !state.store.set_project_scrub_fields(p.id, &fields).await? {
+        return Err(DashError::NotFound("There is no such project.".into()));
+    }
+    state.forget_scrub_rules();
+    tracing::info!(project = p.id, user = %form.user.name, fields = fields.len(), "project scrub fields changed from the dashboard");
+    Ok(Redirect::to(&format!("/projects/{}?notice=scrub-saved", p.id)).into_response())
 }
 
 /// A realistic sample error, as the Rust SDK would send it.
@@ -1553,10 +1609,13 @@ pub async fn test_event(
         project_id: p.id,
         received_at: now,
     };
-    let event = pipeline::process(sample_event(now), &ctx, &state.limits).map_err(|e| {
-        tracing::error!(error = %e, "dashboard: the sample event was rejected");
-        DashError::Internal
-    })?;
+    let rules = state.scrub_rules(p.id).await?;
+    let content = pipeline::normalize::Content::Required;
+    let event = pipeline::process_with(sample_event(now), &ctx, &state.limits, content, &rules)
+        .map_err(|e| {
+            tracing::error!(error = %e, "dashboard: the sample event was rejected");
+            DashError::Internal
+        })?;
     let outcomes = state.store_events(vec![event]).await.map_err(|e| {
         tracing::error!(error = %e, "dashboard: the sample event was not stored");
         DashError::Internal
