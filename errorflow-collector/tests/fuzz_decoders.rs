@@ -15,7 +15,12 @@
 //! ```
 //!
 //! The coverage-guided targets in `fuzz/` run the same checks under libFuzzer.
+//! The same bodies also go through the router on both backends
+//! (`sqlite::…`, `postgres::…`): a refused body is a JSON 4xx and stores
+//! nothing, an accepted one stores what its answer acknowledges
+//! (`ERRORFLOW_FUZZ_HTTP_CASES` cases, 48 by default).
 
+mod common;
 mod fuzz_support;
 
 use std::io::Write;
@@ -886,5 +891,164 @@ fn compression_bombs_inflate_only_the_budget() {
             Some(Inflated::Prefix(out)) => assert_eq!(out.len(), 4096),
             other => panic!("{encoding}: {other:?}"),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Through the router: the answer to each body, and what it stored.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Batch,
+    Custom,
+    Envelope,
+    Store,
+}
+
+#[derive(Debug, Clone)]
+struct HttpCase {
+    endpoint: Endpoint,
+    encoding: &'static str,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+}
+
+fn arb_http_case() -> impl Strategy<Value = HttpCase> {
+    let endpoint = prop::sample::select(vec![
+        Endpoint::Batch,
+        Endpoint::Custom,
+        Endpoint::Envelope,
+        Endpoint::Store,
+    ]);
+    (
+        endpoint,
+        prop::collection::vec(arb_mutation(), 0..3),
+        prop::collection::vec(arb_item(), 0..4),
+        prop::collection::vec(any::<u8>(), 0..256),
+        0u8..8,
+        arb_encoding(),
+        prop::collection::vec(arb_byte_mutation(), 0..2),
+        prop::sample::select(vec![
+            Some("application/json"),
+            Some("application/json"),
+            Some("application/x-sentry-envelope"),
+            Some("text/plain"),
+            None,
+        ]),
+    )
+        .prop_map(
+            |(endpoint, mutations, items, raw, shape, encoding, bytes, content_type)| {
+                let plain = if shape == 0 {
+                    raw
+                } else {
+                    match endpoint {
+                        Endpoint::Batch => {
+                            // A fresh id: a fixed one would be a duplicate after the first case.
+                            let mut event = native_template();
+                            event["event_id"] = json!(uuid::Uuid::new_v4());
+                            mutate(json!({"events": [event]}), &mutations)
+                                .to_string()
+                                .into_bytes()
+                        }
+                        Endpoint::Custom => mutate(custom_template(), &mutations)
+                            .to_string()
+                            .into_bytes(),
+                        Endpoint::Store => {
+                            let mut event = sentry_template();
+                            event["event_id"] = json!(uuid::Uuid::new_v4().simple().to_string());
+                            mutate(event, &mutations).to_string().into_bytes()
+                        }
+                        Endpoint::Envelope => frame_envelope(b"{}", &items, false),
+                    }
+                };
+                let body = apply_bytes(compress(encoding, &plain), &bytes);
+                HttpCase {
+                    endpoint,
+                    encoding,
+                    content_type,
+                    body,
+                }
+            },
+        )
+}
+
+async fn stored_events(t: &common::TestApp) -> i64 {
+    t.db.texts("SELECT CAST(COUNT(*) AS TEXT) FROM errors").await[0]
+        .parse()
+        .unwrap()
+}
+
+async fn check_http(t: &common::TestApp, case: HttpCase) {
+    use axum::body::Body;
+    use axum::http::Request;
+    let path = match case.endpoint {
+        Endpoint::Batch => "/api/v1/events".to_owned(),
+        Endpoint::Custom => "/errors/custom".to_owned(),
+        Endpoint::Envelope => format!("/api/{}/envelope/", t.project_id),
+        Endpoint::Store => format!("/api/{}/store/", t.project_id),
+    };
+    let mut req = Request::post(path)
+        .header("x-errorflow-key", &t.key)
+        .header(
+            "x-sentry-auth",
+            format!("Sentry sentry_key={}, sentry_version=7", t.key),
+        )
+        .header("content-encoding", header_of(case.encoding));
+    if let Some(content_type) = case.content_type {
+        req = req.header("content-type", content_type);
+    }
+    let before = stored_events(t).await;
+    let reply = t.send(req.body(Body::from(case.body)).unwrap()).await;
+    let stored = stored_events(t).await - before;
+    let status = reply.status;
+    assert!(
+        status.is_success() || status.is_client_error(),
+        "{status}: {}",
+        reply.body
+    );
+    if status.is_client_error() {
+        assert!(
+            reply.body["error"]["code"].as_str().is_some_and(|c| !c.is_empty())
+                && reply.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "a {status} without a JSON error: {}",
+            reply.body
+        );
+        assert_eq!(stored, 0, "a refused body stored events: {}", reply.body);
+        return;
+    }
+    let acknowledged = match case.endpoint {
+        Endpoint::Batch => reply.body["accepted"].as_i64().unwrap(),
+        Endpoint::Custom => i64::from(status == axum::http::StatusCode::CREATED),
+        // An envelope may hold several events, and repeat an id.
+        Endpoint::Envelope => stored.clamp(0, MAX_ENVELOPE_ITEMS as i64),
+        Endpoint::Store => stored.clamp(0, 1),
+    };
+    assert_eq!(stored, acknowledged, "{status}: {}", reply.body);
+}
+
+common::backend_tests!(
+    setup => crate::common::test_app;
+    hostile_bodies_get_a_json_4xx_and_store_only_what_is_acknowledged,
+);
+
+async fn hostile_bodies_get_a_json_4xx_and_store_only_what_is_acknowledged(t: common::TestApp) {
+    let cases = std::env::var("ERRORFLOW_FUZZ_HTTP_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(48);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
+        ..ProptestConfig::default()
+    });
+    let handle = tokio::runtime::Handle::current();
+    let result = tokio::task::block_in_place(|| {
+        runner.run(&arb_http_case(), |case| {
+            handle.block_on(check_http(&t, case));
+            Ok(())
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }
