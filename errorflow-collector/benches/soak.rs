@@ -116,7 +116,12 @@ fn collector_binary(o: &Options) -> PathBuf {
     }
     // target/release/deps/soak-xxxx → target/release/errorflow-collector
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("errorflow-collector");
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("errorflow-collector");
     assert!(
         bin.exists(),
         "{} not found: run through `cargo bench -p errorflow-collector --bench soak`, or pass --bin",
@@ -247,9 +252,9 @@ impl Tally {
             self.server_errors.fetch_add(1, Ordering::Relaxed);
         }
         let json_error = status.is_client_error()
-            && serde_json::from_slice::<Value>(body)
-                .ok()
-                .is_some_and(|v| v["error"]["code"].is_string() && v["error"]["message"].is_string());
+            && serde_json::from_slice::<Value>(body).ok().is_some_and(|v| {
+                v["error"]["code"].is_string() && v["error"]["message"].is_string()
+            });
         // The dashboard's sign-in answers with its HTML page.
         let needs_json = status.is_client_error() && kind != "sign-in";
         if !expected.contains(&status.as_u16()) || (needs_json && !json_error) {
@@ -266,7 +271,12 @@ impl Tally {
     }
 
     fn transport_error(&self, kind: &'static str, events: u64) {
-        *self.transport_errors.lock().unwrap().entry(kind).or_default() += 1;
+        *self
+            .transport_errors
+            .lock()
+            .unwrap()
+            .entry(kind)
+            .or_default() += 1;
         self.unknown_events.fetch_add(events, Ordering::Relaxed);
     }
 }
@@ -326,7 +336,11 @@ fn nul_text(n: u64) -> String {
 }
 
 fn native_event(site: u64, n: u64, hostile: bool) -> Value {
-    let message = if hostile { nul_text(n) } else { format!("order {n} failed at step {site}") };
+    let message = if hostile {
+        nul_text(n)
+    } else {
+        format!("order {n} failed at step {site}")
+    };
     json!({
         "event_id": uuid::Uuid::now_v7(),
         "level": "error",
@@ -341,7 +355,11 @@ fn native_event(site: u64, n: u64, hostile: bool) -> Value {
 
 fn sentry_envelope(site: u64, n: u64, hostile: bool) -> Vec<u8> {
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let value = if hostile { nul_text(n) } else { format!("card {n} declined") };
+    let value = if hostile {
+        nul_text(n)
+    } else {
+        format!("card {n} declined")
+    };
     let event = json!({
         "event_id": id,
         "platform": "python",
@@ -454,8 +472,9 @@ async fn valid_traffic(s: Shared, worker: u64, period: Duration) {
             let hostile = n % 10 == 0;
             match n % 3 {
                 0 => {
-                    let events: Vec<Value> =
-                        (0..20).map(|i| native_event(site, n * 100 + i, hostile)).collect();
+                    let events: Vec<Value> = (0..20)
+                        .map(|i| native_event(site, n * 100 + i, hostile))
+                        .collect();
                     let req = s
                         .client
                         .post(format!("{}/api/v1/events", s.base))
@@ -470,13 +489,19 @@ async fn valid_traffic(s: Shared, worker: u64, period: Duration) {
                     }
                 }
                 1 => {
-                    let message = if hostile { nul_text(n) } else { format!("order {n} failed") };
+                    let message = if hostile {
+                        nul_text(n)
+                    } else {
+                        format!("order {n} failed")
+                    };
                     let req = s
                         .client
                         .post(format!("{}/errors/custom", s.base))
                         .header("x-errorflow-key", &s.key)
-                        .json(&json!({"service": "legacy", "error_type": format!("E{site}"),
-                                      "message": message, "path": format!("/orders/{n}")}));
+                        .json(
+                            &json!({"service": "legacy", "error_type": format!("E{site}"),
+                                      "message": message, "path": format!("/orders/{n}")}),
+                        );
                     if let Some((status, _)) = send(t, "valid custom", req, &[201], 1).await {
                         if status == StatusCode::CREATED {
                             t.acknowledged.fetch_add(1, Ordering::Relaxed);
@@ -523,11 +548,7 @@ async fn invalid_traffic(s: Shared) {
                         .body(r#"{"events":[]}"#),
                     &[401, 403],
                 ),
-                1 => (
-                    "no key",
-                    s.client.post(&envelope_url).body("{}\n"),
-                    &[401],
-                ),
+                1 => ("no key", s.client.post(&envelope_url).body("{}\n"), &[401]),
                 2 => (
                     "malformed envelope",
                     s.client
@@ -645,7 +666,11 @@ async fn hostile_bodies(s: Shared) {
 async fn oversized(s: &Shared, n: u64) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let chunked = n % 8 == 7;
-    let kind = if chunked { "oversized chunked" } else { "oversized declared" };
+    let kind = if chunked {
+        "oversized chunked"
+    } else {
+        "oversized declared"
+    };
     let addr = s.base.trim_start_matches("http://");
     let Ok(mut conn) = tokio::net::TcpStream::connect(addr).await else {
         s.tally.transport_error(kind, 0);
@@ -656,7 +681,11 @@ async fn oversized(s: &Shared, n: u64) {
         "POST /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nX-Errorflow-Key: {}\r\n\
          Content-Type: application/json\r\n{}\r\n",
         s.key,
-        if chunked { "Transfer-Encoding: chunked\r\n".to_owned() } else { format!("Content-Length: {size}\r\n") },
+        if chunked {
+            "Transfer-Encoding: chunked\r\n".to_owned()
+        } else {
+            format!("Content-Length: {size}\r\n")
+        },
     );
     let _ = conn.write_all(head.as_bytes()).await;
     let (mut read, mut write) = conn.into_split();
@@ -678,7 +707,9 @@ async fn oversized(s: &Shared, n: u64) {
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     // The answer is small: read until the connection closes or the body is in.
-    while let Ok(Ok(read)) = tokio::time::timeout(Duration::from_secs(30), read.read(&mut buf)).await {
+    while let Ok(Ok(read)) =
+        tokio::time::timeout(Duration::from_secs(30), read.read(&mut buf)).await
+    {
         if read == 0 {
             break;
         }
@@ -794,7 +825,11 @@ async fn sign_in_bursts(s: Shared) {
                         .and_then(|rest| rest.split('"').next())
                         .unwrap_or_default()
                         .to_owned();
-                    let user = if i % 2 == 0 { "admin".to_owned() } else { format!("u{n}x{i}") };
+                    let user = if i % 2 == 0 {
+                        "admin".to_owned()
+                    } else {
+                        format!("u{n}x{i}")
+                    };
                     let body: String = form_urlencoded::Serializer::new(String::new())
                         .extend_pairs([
                             ("csrf", csrf.as_str()),
@@ -827,7 +862,10 @@ async fn ssrf_webhooks(s: Shared) {
             let url = SSRF_URLS[n as usize % SSRF_URLS.len()];
             let req = s
                 .client
-                .put(format!("{}/api/v1/projects/{}/alert-webhook", s.base, s.project_id))
+                .put(format!(
+                    "{}/api/v1/projects/{}/alert-webhook",
+                    s.base, s.project_id
+                ))
                 .bearer_auth(&s.token)
                 .json(&json!({ "url": url }));
             send(&s.tally, "ssrf webhook", req, &[422], 0).await;
@@ -891,7 +929,10 @@ async fn run(o: Options) -> bool {
             let (base, _) = admin_url.rsplit_once('/').unwrap();
             (format!("{base}/{db}"), Some((admin, db)))
         }
-        _ => (format!("sqlite://{}", dir.path().join("soak.db").display()), None),
+        _ => (
+            format!("sqlite://{}", dir.path().join("soak.db").display()),
+            None,
+        ),
     };
     let mut collector = start(&bin, &url, dir.path());
     let pid = collector.child.id();
@@ -970,7 +1011,17 @@ async fn run(o: Options) -> bool {
             .await;
     }
 
-    report(&o, &shared.tally, &rss, &health, elapsed, stored, incident_sum, alive, &collector.log)
+    report(
+        &o,
+        &shared.tally,
+        &rss,
+        &health,
+        elapsed,
+        stored,
+        incident_sum,
+        alive,
+        &collector.log,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -995,7 +1046,10 @@ fn report(
         println!("  {kind:<22} no answer: {count}");
     }
     let requests: u64 = t.answers.lock().unwrap().values().sum();
-    println!("  {requests} answers in {elapsed:.0} s ({:.0}/s)", requests as f64 / elapsed);
+    println!(
+        "  {requests} answers in {elapsed:.0} s ({:.0}/s)",
+        requests as f64 / elapsed
+    );
     println!(
         "  slow-loris connections closed by the server: {} (longest {:.1} s)",
         t.loris_closed.load(Ordering::Relaxed),
@@ -1006,7 +1060,10 @@ fn report(
     let warm_up = (o.duration.as_secs_f64() / 5.0).max(30.0);
     let tenth = (o.duration.as_secs_f64() / 10.0).max(5.0);
     let window = |from: f64, to: f64| -> Vec<f64> {
-        rss.iter().filter(|(t, _)| *t >= from && *t < to).map(|(_, v)| *v).collect()
+        rss.iter()
+            .filter(|(t, _)| *t >= from && *t < to)
+            .map(|(_, v)| *v)
+            .collect()
     };
     let start_rss = median(&window(warm_up, warm_up + tenth));
     let last = rss.last().map_or(0.0, |r| r.0);
@@ -1079,10 +1136,14 @@ fn report(
         if unknown > 0 { format!(", {unknown} in requests without an answer") } else { String::new() }
     );
     if !(acknowledged <= stored && stored <= acknowledged + unknown) {
-        failures.push(format!("{acknowledged} events acknowledged but {stored} stored"));
+        failures.push(format!(
+            "{acknowledged} events acknowledged but {stored} stored"
+        ));
     }
     if incident_sum != stored {
-        failures.push(format!("incident counts sum to {incident_sum}, {stored} events stored"));
+        failures.push(format!(
+            "incident counts sum to {incident_sum}, {stored} events stored"
+        ));
     }
     if acknowledged == 0 {
         failures.push("no event was acknowledged".into());

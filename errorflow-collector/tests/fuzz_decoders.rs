@@ -53,17 +53,83 @@ fn config(quick: u32) -> ProptestConfig {
 
 /// Names of the fields the decoders read, so that random objects hit them.
 const FIELDS: &[&str] = &[
-    "event_id", "timestamp", "level", "platform", "logger", "environment", "release",
-    "server_name", "transaction", "tags", "sdk", "message", "logentry", "formatted", "params",
-    "exception", "values", "type", "value", "module", "mechanism", "handled", "stacktrace",
-    "frames", "function", "symbol", "filename", "abs_path", "lineno", "colno", "in_app",
-    "context_line", "pre_context", "post_context", "instruction_addr", "package", "threads",
-    "id", "name", "crashed", "current", "debug_meta", "images", "code_file", "contexts", "extra",
-    "user", "ip_address", "email", "username", "request", "url", "method", "headers",
-    "query_string", "route", "breadcrumbs", "category", "data", "fingerprint", "_meta",
-    "template", "csp", "sentry.interfaces.Exception", "sentry.interfaces.Message",
-    "sentry.interfaces.Http", "sentry.interfaces.Stacktrace", "sentry.interfaces.User",
-    "service", "host", "trace_id", "error_type", "path", "env", "events", "length", "dsn",
+    "event_id",
+    "timestamp",
+    "level",
+    "platform",
+    "logger",
+    "environment",
+    "release",
+    "server_name",
+    "transaction",
+    "tags",
+    "sdk",
+    "message",
+    "logentry",
+    "formatted",
+    "params",
+    "exception",
+    "values",
+    "type",
+    "value",
+    "module",
+    "mechanism",
+    "handled",
+    "stacktrace",
+    "frames",
+    "function",
+    "symbol",
+    "filename",
+    "abs_path",
+    "lineno",
+    "colno",
+    "in_app",
+    "context_line",
+    "pre_context",
+    "post_context",
+    "instruction_addr",
+    "package",
+    "threads",
+    "id",
+    "name",
+    "crashed",
+    "current",
+    "debug_meta",
+    "images",
+    "code_file",
+    "contexts",
+    "extra",
+    "user",
+    "ip_address",
+    "email",
+    "username",
+    "request",
+    "url",
+    "method",
+    "headers",
+    "query_string",
+    "route",
+    "breadcrumbs",
+    "category",
+    "data",
+    "fingerprint",
+    "_meta",
+    "template",
+    "csp",
+    "sentry.interfaces.Exception",
+    "sentry.interfaces.Message",
+    "sentry.interfaces.Http",
+    "sentry.interfaces.Stacktrace",
+    "sentry.interfaces.User",
+    "service",
+    "host",
+    "trace_id",
+    "error_type",
+    "path",
+    "env",
+    "events",
+    "length",
+    "dsn",
 ];
 
 fn arb_text() -> impl Strategy<Value = String> {
@@ -71,10 +137,23 @@ fn arb_text() -> impl Strategy<Value = String> {
         "\\PC{0,24}",
         "[\\x00-\\x1f\"\\\\/<>{}\\[\\]:, a-z0-9é🦀]{0,24}",
         prop::sample::select(vec![
-            "", "\u{0}", "error", "fatal", "python", "javascript", "native", "cocoa", "java",
-            "9ec79c33ec9942ab8353589fcb2e04dc", "6f1c0b8e-3b1f-4bb1-9a57-0d7e2f7d1c11",
-            "2026-11-27T12:00:00Z", "shop@1.2.3", "/orders/42/checkout", "0x1000",
-            "http://key@localhost/1", "Traceback (most recent call last):",
+            "",
+            "\u{0}",
+            "error",
+            "fatal",
+            "python",
+            "javascript",
+            "native",
+            "cocoa",
+            "java",
+            "9ec79c33ec9942ab8353589fcb2e04dc",
+            "6f1c0b8e-3b1f-4bb1-9a57-0d7e2f7d1c11",
+            "2026-11-27T12:00:00Z",
+            "shop@1.2.3",
+            "/orders/42/checkout",
+            "0x1000",
+            "http://key@localhost/1",
+            "Traceback (most recent call last):",
         ])
         .prop_map(str::to_owned),
     ]
@@ -353,9 +432,16 @@ fn arb_byte_mutation() -> impl Strategy<Value = ByteMutation> {
             prop_oneof![
                 prop::collection::vec(any::<u8>(), 1..16),
                 prop::sample::select(vec![
-                    b"\n".to_vec(), b"\r\n".to_vec(), b"\0".to_vec(), b"{".to_vec(),
-                    b"}".to_vec(), b"\"".to_vec(), b"\xff".to_vec(), b"\xc3".to_vec(),
-                    b"99999999999999999999".to_vec(), b"-1".to_vec(),
+                    b"\n".to_vec(),
+                    b"\r\n".to_vec(),
+                    b"\0".to_vec(),
+                    b"{".to_vec(),
+                    b"}".to_vec(),
+                    b"\"".to_vec(),
+                    b"\xff".to_vec(),
+                    b"\xc3".to_vec(),
+                    b"99999999999999999999".to_vec(),
+                    b"-1".to_vec(),
                 ]),
             ]
         )
@@ -483,8 +569,7 @@ fn compress(encoding: &str, data: &[u8]) -> Vec<u8> {
             w.finish().unwrap()
         }
         "raw-deflate" => {
-            let mut w =
-                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+            let mut w = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
             w.write_all(data).unwrap();
             w.finish().unwrap()
         }
@@ -527,7 +612,13 @@ fn arb_plain() -> impl Strategy<Value = Vec<u8>> {
 
 fn arb_encoding() -> impl Strategy<Value = &'static str> {
     prop::sample::select(vec![
-        "identity", "gzip", "x-gzip", "deflate", "raw-deflate", "br", "zstd",
+        "identity",
+        "gzip",
+        "x-gzip",
+        "deflate",
+        "raw-deflate",
+        "br",
+        "zstd",
     ])
 }
 
@@ -857,12 +948,21 @@ fn deep_nesting_is_refused_everywhere() {
         for deep in [&arrays, &objects] {
             check_sentry_event(format!(r#"{{"message":"m","extra":{{"x":{deep}}}}}"#).as_bytes());
             check_sentry_event(deep.as_bytes());
-            check_batch(format!(r#"{{"events":[{{"message":"m","extra":{{"x":{deep}}}}}]}}"#).as_bytes(), &Limits::default());
+            check_batch(
+                format!(r#"{{"events":[{{"message":"m","extra":{{"x":{deep}}}}}]}}"#).as_bytes(),
+                &Limits::default(),
+            );
             check_batch(deep.as_bytes(), &Limits::default());
-            check_custom(format!(r#"{{"service":"s","error_type":"E","message":"m","x":{deep}}}"#).as_bytes());
+            check_custom(
+                format!(r#"{{"service":"s","error_type":"E","message":"m","x":{deep}}}"#)
+                    .as_bytes(),
+            );
             check_envelope(format!("{deep}\n").as_bytes(), 1 << 20);
             check_envelope(format!("{{}}\n{deep}\n").as_bytes(), 1 << 20);
-            check_envelope(format!("{{}}\n{{\"type\":\"event\"}}\n{{\"extra\":{deep}}}\n").as_bytes(), 1 << 20);
+            check_envelope(
+                format!("{{}}\n{{\"type\":\"event\"}}\n{{\"extra\":{deep}}}\n").as_bytes(),
+                1 << 20,
+            );
         }
     }
 }
@@ -973,7 +1073,8 @@ fn arb_http_case() -> impl Strategy<Value = HttpCase> {
 }
 
 async fn stored_events(t: &common::TestApp) -> i64 {
-    t.db.texts("SELECT CAST(COUNT(*) AS TEXT) FROM errors").await[0]
+    t.db.texts("SELECT CAST(COUNT(*) AS TEXT) FROM errors")
+        .await[0]
         .parse()
         .unwrap()
 }
@@ -1008,8 +1109,12 @@ async fn check_http(t: &common::TestApp, case: HttpCase) {
     );
     if status.is_client_error() {
         assert!(
-            reply.body["error"]["code"].as_str().is_some_and(|c| !c.is_empty())
-                && reply.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            reply.body["error"]["code"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
+                && reply.body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty()),
             "a {status} without a JSON error: {}",
             reply.body
         );

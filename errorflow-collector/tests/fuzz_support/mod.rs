@@ -33,7 +33,7 @@ pub fn ctx() -> Context {
     }
 }
 
-pub const FALLBACK_ID: Uuid = Uuid::from_u128(0x0123_4567_89ab_4def_8123_456789abcdef);
+pub const FALLBACK_ID: Uuid = Uuid::from_u128(0x0123_4567_89ab_4def_8123_4567_89ab_cdef);
 
 /// A refusal of a body decoder: 400, 413 or 415, with a code and a message
 /// that says what was wrong.
@@ -142,8 +142,7 @@ pub fn check_envelope(data: &[u8], max_event_bytes: usize) -> Option<usize> {
                 // Items borrow the body: no copy, and nothing past its end.
                 let p = item.payload.as_ptr_range();
                 assert!(
-                    item.payload.is_empty()
-                        || (range.start <= p.start && p.end <= range.end),
+                    item.payload.is_empty() || (range.start <= p.start && p.end <= range.end),
                     "an item's payload lies outside the body"
                 );
                 if item.is_event() {
@@ -236,7 +235,10 @@ pub fn check_stack_text(text: &str) -> Option<usize> {
 /// The key parsers of the Sentry endpoints: a key is a part of its input.
 pub fn check_key_parsers(text: &str) {
     let within = |part: &str| {
-        let (outer, inner) = (text.as_bytes().as_ptr_range(), part.as_bytes().as_ptr_range());
+        let (outer, inner) = (
+            text.as_bytes().as_ptr_range(),
+            part.as_bytes().as_ptr_range(),
+        );
         assert!(outer.start <= inner.start && inner.end <= outer.end);
         assert!(!part.is_empty());
     };
@@ -289,14 +291,20 @@ pub fn check_normalized(n: &NormalizedEvent, l: &Limits, input_len: usize) {
     }
     assert!(!n.service.is_empty() && chars(&n.service) <= l.max_name_chars);
     assert!(!n.environment.is_empty() && chars(&n.environment) <= l.max_name_chars);
-    assert!(chars(&n.error_type) <= l.max_name_chars, "error_type too long");
+    assert!(
+        chars(&n.error_type) <= l.max_name_chars,
+        "error_type too long"
+    );
     assert!(
         chars(&n.message) <= l.max_name_chars + 2 + l.max_message_chars,
         "message too long"
     );
     assert!(chars(&n.title) <= MAX_TITLE_CHARS + 1, "title too long");
     assert!(chars(&n.path) <= l.max_value_chars, "path too long");
-    assert!(chars(&n.trace_id) <= l.max_name_chars.max(32), "trace id too long");
+    assert!(
+        chars(&n.trace_id) <= l.max_name_chars.max(32),
+        "trace id too long"
+    );
     assert!(
         n.culprit.as_deref().map_or(0, chars) <= l.max_value_chars * 2 + 8,
         "culprit too long"
@@ -327,7 +335,10 @@ pub fn check_normalized(n: &NormalizedEvent, l: &Limits, input_len: usize) {
     let json = n.event_json();
     assert!(!json.as_bytes().contains(&0), "NUL byte in the stored JSON");
     let reparsed: Result<Event, _> = serde_json::from_str(json);
-    assert!(reparsed.is_ok(), "stored JSON does not read back: {reparsed:?}");
+    assert!(
+        reparsed.is_ok(),
+        "stored JSON does not read back: {reparsed:?}"
+    );
     // Escaping may make a character six bytes (`\u0001`); defaults, tags
     // and the frames the mapping derives add a bounded amount.
     let bound = 6 * input_len + 64 * 1024;
