@@ -227,7 +227,8 @@ struct Tally {
     /// Event-carrying requests whose answer never came (transport errors):
     /// the events they held may or may not be stored.
     unknown_events: AtomicU64,
-    transport_errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// Requests without an answer, by kind: how many, and the first error.
+    transport_errors: Mutex<BTreeMap<&'static str, (u64, String)>>,
     /// Slow-loris connections the server closed, and the longest one.
     loris_closed: AtomicU64,
     loris_longest_ms: AtomicU64,
@@ -270,13 +271,14 @@ impl Tally {
         }
     }
 
-    fn transport_error(&self, kind: &'static str, events: u64) {
-        *self
-            .transport_errors
-            .lock()
-            .unwrap()
-            .entry(kind)
-            .or_default() += 1;
+    fn transport_error(&self, kind: &'static str, events: u64, error: &dyn std::fmt::Display) {
+        let mut errors = self.transport_errors.lock().unwrap();
+        let entry = errors.entry(kind).or_insert((0, String::new()));
+        entry.0 += 1;
+        if entry.1.is_empty() {
+            // reqwest's own message is short; its cause says what happened.
+            entry.1 = error.to_string();
+        }
         self.unknown_events.fetch_add(events, Ordering::Relaxed);
     }
 }
@@ -298,17 +300,29 @@ async fn send(
                     tally.answer(kind, status, &body, expected);
                     Some((status, body.to_vec()))
                 }
-                Err(_) => {
-                    tally.transport_error(kind, events);
+                Err(e) => {
+                    tally.transport_error(kind, events, &error_chain(&e));
                     None
                 }
             }
         }
-        Err(_) => {
-            tally.transport_error(kind, events);
+        Err(e) => {
+            tally.transport_error(kind, events, &error_chain(&e));
             None
         }
     }
+}
+
+/// An error and its causes, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 // ---------------------------------------------------------------------------
@@ -673,7 +687,7 @@ async fn oversized(s: &Shared, n: u64) {
     };
     let addr = s.base.trim_start_matches("http://");
     let Ok(mut conn) = tokio::net::TcpStream::connect(addr).await else {
-        s.tally.transport_error(kind, 0);
+        s.tally.transport_error(kind, 0, &"cannot connect");
         return;
     };
     let size = 6usize << 20;
@@ -742,7 +756,9 @@ async fn oversized(s: &Shared, n: u64) {
                 .map_or(&answer[..0], |at| &answer[at + 4..]);
             s.tally.answer(kind, status, body, &[413]);
         }
-        None => s.tally.transport_error(kind, 0),
+        None => s
+            .tally
+            .transport_error(kind, 0, &"no status line before the connection closed"),
     }
 }
 
@@ -758,7 +774,8 @@ async fn slow_loris(s: Shared, connections: usize) {
         tasks.push(tokio::spawn(async move {
             while !s.stop.load(Ordering::Relaxed) {
                 let Ok(mut conn) = tokio::net::TcpStream::connect(&addr).await else {
-                    s.tally.transport_error("slow loris connect", 0);
+                    s.tally
+                        .transport_error("slow loris connect", 0, &"cannot connect");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 };
@@ -805,7 +822,7 @@ async fn sign_in_bursts(s: Shared) {
                 let s = s.clone();
                 burst.push(tokio::spawn(async move {
                     let Ok(form) = s.client.get(format!("{}/login", s.base)).send().await else {
-                        s.tally.transport_error("sign-in form", 0);
+                        s.tally.transport_error("sign-in form", 0, &"no answer");
                         return;
                     };
                     let cookie = form
@@ -951,8 +968,13 @@ async fn run(o: Options) -> bool {
         key: collector.key.clone(),
         token: collector.token.clone(),
         project_id: collector.project_id,
+        // Idle connections are dropped before the collector's 10 s header
+        // read timeout closes them: a request sent on a connection the
+        // server is closing at that moment gets no answer, a race of
+        // keep-alive that every HTTP client has, not the collector's fault.
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(64)
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .unwrap(),
         tally: Arc::new(Tally::default()),
@@ -1042,8 +1064,8 @@ fn report(
     for ((kind, status), count) in t.answers.lock().unwrap().iter() {
         println!("  {kind:<22} {status}: {count}");
     }
-    for (kind, count) in t.transport_errors.lock().unwrap().iter() {
-        println!("  {kind:<22} no answer: {count}");
+    for (kind, (count, error)) in t.transport_errors.lock().unwrap().iter() {
+        println!("  {kind:<22} no answer: {count} (first: {error})");
     }
     let requests: u64 = t.answers.lock().unwrap().values().sum();
     println!(
@@ -1124,7 +1146,13 @@ fn report(
         println!("unexpected answers to {kind}: {count}, e.g. {example}");
         failures.push(format!("{count} unexpected answers to {kind}"));
     }
-    let transport: u64 = t.transport_errors.lock().unwrap().values().sum();
+    let transport: u64 = t
+        .transport_errors
+        .lock()
+        .unwrap()
+        .values()
+        .map(|e| e.0)
+        .sum();
     if transport > 0 {
         failures.push(format!("{transport} requests without an answer"));
     }
