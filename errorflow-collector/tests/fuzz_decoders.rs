@@ -1157,3 +1157,21 @@ async fn hostile_bodies_get_a_json_4xx_and_store_only_what_is_acknowledged(t: co
         panic!("{e}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Regressions: each crash the fuzzing found, by name.
+
+/// A Rust frame whose symbol has, where the legacy mangling's
+/// `::h0123456789abcdef` suffix would start, a character boundary followed
+/// by a character of several bytes: grouping sliced the suffix's hash three
+/// bytes in, inside that character, and panicked (found by the long mode of
+/// `mutated_batches`).
+#[test]
+fn a_rust_symbol_with_a_wide_character_where_its_hash_would_be() {
+    // 1 + 4 + 14 bytes: the length of `::h0123456789abcdef`.
+    let function = "app::charge\\\u{1133c}abcdefghijklmn";
+    let mut event = native_template();
+    event["exception"][0]["stacktrace"]["frames"][0]["function"] = json!(function);
+    let body = json!({ "events": [event] }).to_string();
+    assert_eq!(check_batch(body.as_bytes(), &Limits::default()), Some(1));
+}
