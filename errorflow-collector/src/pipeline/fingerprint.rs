@@ -623,9 +623,11 @@ fn strip_rust_hash(symbol: &str) -> &str {
     const SUFFIX_LEN: usize = "::h0123456789abcdef".len();
     if symbol.len() > SUFFIX_LEN && symbol.is_char_boundary(symbol.len() - SUFFIX_LEN) {
         let (head, tail) = symbol.split_at(symbol.len() - SUFFIX_LEN);
-        let hex = &tail[3..];
-        if tail.starts_with("::h") && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return head;
+        // The prefix first: only then is byte 3 a character boundary.
+        if let Some(hex) = tail.strip_prefix("::h") {
+            if hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return head;
+            }
         }
     }
     symbol
@@ -930,6 +932,19 @@ fn is_library(key: &str, f: &Frame) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strip_rust_hash_keeps_symbols_without_a_hash_whatever_their_characters() {
+        assert_eq!(strip_rust_hash("app::run::h0123456789abcdef"), "app::run");
+        assert_eq!(
+            strip_rust_hash("app::run::h0123456789abcdeg"),
+            "app::run::h0123456789abcdeg"
+        );
+        // A character of several bytes where the hash's `::h` would be.
+        let wide = "app::charge\\\u{1133c}abcdefghijklmn";
+        assert_eq!(strip_rust_hash(wide), wide);
+        assert_eq!(strip_rust_hash("é::h0123456789abcdef"), "é");
+    }
 
     /// Checks which frames grouping selects (all of `expected`'s `frame:`
     /// entries, outermost first) and that the components keep only the
