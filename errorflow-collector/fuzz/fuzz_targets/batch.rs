@@ -3,7 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../errorflow-collector/tests/fuzz_support/mod.rs"]
+#[path = "../../tests/fuzz_support/mod.rs"]
 mod checks;
 
 fuzz_target!(|data: &[u8]| {
