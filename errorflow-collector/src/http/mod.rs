@@ -107,7 +107,6 @@ impl AppState {
         self
     }
 
-
     /// Scrubs events by these rules (`--scrub`, `--scrub-ip`) instead of
     /// the default ones.
     pub fn with_scrub(mut self, rules: crate::pipeline::scrub::Rules) -> AppState {

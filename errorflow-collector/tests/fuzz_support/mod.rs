@@ -253,11 +253,12 @@ pub fn check_key_parsers(text: &str) {
     }
 }
 
-/// Normalises and fingerprints a decoded event and checks what would be
-/// stored.
+/// Normalises, scrubs (every rule, IP addresses too) and fingerprints a
+/// decoded event and checks what would be stored.
 fn check_pipeline(event: Event, content: Content, input_len: usize) {
     let limits = Limits::default();
-    match pipeline::process_with(event, &ctx(), &limits, content) {
+    let rules = pipeline::scrub::Rules::new(true, true);
+    match pipeline::process_with(event, &ctx(), &limits, content, &rules) {
         Ok(normalized) => check_normalized(&normalized, &limits, input_len),
         Err(rejected) => assert!(!rejected.0.is_empty()),
     }
