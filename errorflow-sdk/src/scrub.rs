@@ -38,7 +38,7 @@ const BENIGN: &[(&str, &str)] = &[("auth", "author"), ("token", "tokeniz")];
 ///
 /// The match is a case-insensitive substring match, with dashes read as
 /// underscores, so `X-Api-Key`, `x_api_key` and `session_id` all match;
-/// the few words of [`BENIGN`] (`author`, `tokenizer`) do not.
+/// the few words of `BENIGN` (`author`, `tokenizer`) do not.
 pub fn is_sensitive(name: &str) -> bool {
     // This runs for every key of every event on the calling thread, so the
     // name is normalised into a stack buffer instead of a new `String`.
@@ -59,7 +59,7 @@ pub fn is_sensitive(name: &str) -> bool {
 }
 
 /// Whether a lowercase name, dashes as underscores, contains a word of
-/// [`SENSITIVE`] that does not start a word of [`BENIGN`].
+/// `SENSITIVE` that does not start a word of `BENIGN`.
 pub fn contains_sensitive(normalised: &[u8]) -> bool {
     // Every needle starts with one of these letters: positions where none
     // is found are skipped without comparing the needles.
