@@ -528,6 +528,8 @@ pub async fn writer(mut config: Config) -> anyhow::Result<()> {
         triggers: Some(triggers.clone()),
         alerts: Some(alerts),
     };
+    // Started each time this writer becomes the leader; the writer aborts
+    // the tasks when it loses the leader lock.
     let on_leader = {
         let (store, triage, config) = (store.clone(), state.triage.clone(), config.clone());
         move || {
@@ -536,19 +538,20 @@ pub async fn writer(mut config: Config) -> anyhow::Result<()> {
                 .kestra
                 .is_none()
                 .then_some(Duration::from_secs(5 * 60));
-            triage::spawn_periodic(triage.clone(), &triggers, batch_every);
+            let mut tasks = triage::spawn_periodic(triage.clone(), &triggers, batch_every);
             if let (Some(handle), Some(k)) = (triage.kestra(), config.triage.kestra.clone()) {
                 match kestra::KestraClient::new(k) {
-                    Ok(client) => handle.spawn_workers(client),
+                    Ok(client) => tasks.extend(handle.spawn_workers(client)),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot set up the Kestra client; flows will not be started")
                     }
                 }
             }
-            tokio::spawn(quiet_job(store.clone(), config.quiet_after));
+            tasks.push(tokio::spawn(quiet_job(store.clone(), config.quiet_after)));
             if let Some(keep) = config.retention {
-                tokio::spawn(crate::retention::job(store, keep));
+                tasks.push(tokio::spawn(crate::retention::job(store.clone(), keep)));
             }
+            tasks
         }
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -93,8 +93,9 @@ fn lock_class(stream: &str) -> i32 {
 }
 
 /// Runs the writer role until `shutdown` resolves: takes partitions,
-/// consumes them, and once it holds the leader lock calls `on_leader`
-/// (once) to start the periodic jobs.
+/// consumes them, and each time it takes the leader lock calls `on_leader`
+/// to start the periodic jobs, whose tasks it aborts when it loses the lock
+/// (its database session ended), so that only one leader runs them.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     js: jetstream::Context,
@@ -103,11 +104,11 @@ pub async fn run(
     store: Arc<dyn Store>,
     writer: Writer,
     hooks: Hooks,
-    on_leader: impl FnOnce() + Send,
+    mut on_leader: impl FnMut() -> Vec<JoinHandle<()>> + Send,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let class = lock_class(&options.stream);
-    let mut on_leader = Some(on_leader);
+    let mut leader_tasks: Vec<JoinHandle<()>> = Vec::new();
     let mut owned: BTreeMap<u32, (watch::Sender<bool>, JoinHandle<()>)> = BTreeMap::new();
     let mut leader = false;
     let mut conn: Option<PgConnection> = None;
@@ -134,6 +135,12 @@ pub async fn run(
                 tracing::warn!("lost the partition locks' database connection; stopping consumers");
             }
             stop_all(&mut owned).await;
+            if leader {
+                tracing::warn!("lost the leader lock; stopping the periodic jobs");
+                for t in leader_tasks.drain(..) {
+                    t.abort();
+                }
+            }
             leader = false;
             match PgConnection::connect(database_url).await {
                 Ok(mut c) => {
@@ -169,9 +176,7 @@ pub async fn run(
             leader = try_lock(c, class, LEADER_KEY).await.unwrap_or(false);
             if leader {
                 tracing::info!("this writer leads: it runs the periodic jobs");
-                if let Some(f) = on_leader.take() {
-                    f();
-                }
+                leader_tasks = on_leader();
             }
         }
         let members = count_members(c, class).await.unwrap_or(1).max(1);
@@ -211,6 +216,9 @@ pub async fn run(
         telemetry::owned_partitions(owned.len());
     }
     stop_all(&mut owned).await;
+    for t in leader_tasks {
+        t.abort();
+    }
     Ok(())
 }
 

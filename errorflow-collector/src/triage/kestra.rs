@@ -376,7 +376,8 @@ impl KestraHandle {
 /// Starts the outbox sender and the poller of started runs.
 pub fn spawn(client: KestraClient, store: Arc<dyn Store>) -> KestraHandle {
     let handle = KestraHandle::outbox_only(store);
-    handle.spawn_workers(client);
+    // They run as long as the process.
+    drop(handle.spawn_workers(client));
     handle
 }
 
@@ -391,14 +392,18 @@ impl KestraHandle {
         }
     }
 
-    /// Starts this process's outbox sender and the poller of started runs.
-    pub fn spawn_workers(&self, client: KestraClient) {
-        tokio::spawn(send_due(
-            client.clone(),
-            self.store.clone(),
-            self.wake.clone(),
-        ));
-        tokio::spawn(follow_runs(client, self.store.clone()));
+    /// Starts this process's outbox sender and the poller of started runs;
+    /// aborting their tasks stops them (a start being sent stays in the
+    /// outbox and is sent again, with its idempotency key).
+    pub fn spawn_workers(&self, client: KestraClient) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            tokio::spawn(send_due(
+                client.clone(),
+                self.store.clone(),
+                self.wake.clone(),
+            )),
+            tokio::spawn(follow_runs(client, self.store.clone())),
+        ]
     }
 }
 

@@ -596,7 +596,8 @@ pub const CHANGE_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// spiking incidents. Returns the ingest side of the trigger channel.
 pub fn spawn(triage: Arc<Triage>, capacity: usize, batch_every: Option<Duration>) -> Triggers {
     let triggers = spawn_worker(triage.clone(), capacity);
-    spawn_periodic(triage, &triggers, batch_every);
+    // They run as long as the process.
+    drop(spawn_periodic(triage, &triggers, batch_every));
     triggers
 }
 
@@ -640,14 +641,19 @@ pub fn spawn_worker(triage: Arc<Triage>, capacity: usize) -> Triggers {
 /// Starts the periodic checks that feed `triggers`: incidents whose picture
 /// changed and, with `batch_every`, the batch of stale and spiking ones. In
 /// queue mode only the leading writer runs them.
-pub fn spawn_periodic(triage: Arc<Triage>, triggers: &Triggers, batch_every: Option<Duration>) {
+pub fn spawn_periodic(
+    triage: Arc<Triage>,
+    triggers: &Triggers,
+    batch_every: Option<Duration>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
     let auto = triage.options.auto;
     if auto {
         // A changed picture is checked often: the query reads only
         // incidents seen since their last triage.
         let tx = triggers.tx.clone();
         let triage = triage.clone();
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(CHANGE_CHECK_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -663,11 +669,11 @@ pub fn spawn_periodic(triage: Arc<Triage>, triggers: &Triggers, batch_every: Opt
                     Err(e) => tracing::warn!(error = %e, "changed-incident check failed"),
                 }
             }
-        });
+        }));
     }
     if let (true, Some(every)) = (auto, batch_every) {
         let tx = triggers.tx.clone();
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
@@ -689,8 +695,9 @@ pub fn spawn_periodic(triage: Arc<Triage>, triggers: &Triggers, batch_every: Opt
                     }
                 }
             }
-        });
+        }));
     }
+    tasks
 }
 
 #[cfg(test)]
